@@ -1,0 +1,465 @@
+"""Star-domain Bayesian model averaging and the model-fusion table (paper Section 4).
+
+Section 4.1 uses the star domain as a posterior: the union of line segments between the star
+model θ⋆ and the (already aligned) sources πn(θn). A posterior sample is drawn exactly as in
+Starlight's Monte-Carlo step -- a source index n uniformly, then t ~ U[0, 1] -- and gives the
+model (1-t)·θ⋆ + t·πn(θn). BMA is the post-softmax average over K such samples; the baseline
+is a deep ensemble (the post-softmax average of the first K sources). Both are scored with
+:func:`stardomain.metrics.summary` at every K = 1..max so the curves of Figure 5 come from a
+single pass.
+
+Memory stays at one model: every sample is loaded into the *same* ``nn.Module`` and only a
+running sum of probabilities is kept, never K models or K probability tensors.
+
+Section 4.2 (Table 2) compares regular models, their ensemble and the fused star model in
+accuracy and inference cost: :func:`fusion_row` gives one row of that table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from stardomain import metrics
+from stardomain.errors import StardomainError
+
+__all__ = [
+    "bma_study",
+    "ensemble_bma",
+    "fusion_row",
+    "plot_bma",
+    "predict_probs",
+    "sample_star_domain",
+    "single_model",
+    "star_domain_bma",
+]
+
+State = Mapping[str, Tensor]
+
+# metric name -> panel title, in the order of the Figure-5 panels
+PLOT_PANELS: dict[str, str] = {
+    "auroc_max_prob": "AUROC (max prob) ↑",
+    "auroc_neg_entropy": "AUROC (neg. entropy) ↑",
+    "ece": "ECE ↓",
+    "accuracy": "accuracy ↑",
+}
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _check_state(model: nn.Module, state: State, what: str = "state") -> None:
+    """A state must fill the model exactly; a mismatch means the wrong architecture or checkpoint."""
+    if not isinstance(state, Mapping):
+        raise StardomainError(f"bma: {what} must be a state dict (name -> tensor); got {type(state).__name__}")
+    expected = set(model.state_dict().keys())
+    got = set(state.keys())
+    if got != expected:
+        missing = sorted(expected - got)[:3]
+        extra = sorted(got - expected)[:3]
+        raise StardomainError(
+            f"bma: {what} does not match the model (missing {missing}, unexpected {extra}); "
+            "build the model with the checkpoint's architecture (metadata['arch'])"
+        )
+
+
+def _check_count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StardomainError(f"bma: {name} must be an integer >= 1; got {value!r}")
+    return value
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _bar(iterable: Any, desc: str, progress: bool | None) -> Any:
+    return tqdm(iterable, desc=desc, disable=None if progress is None else not progress, leave=False)
+
+
+@contextlib.contextmanager
+def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """Use ``model`` as a scratch container on ``device``; give it back as it was.
+
+    Costs one copy of the weights, so callers' models are not silently overwritten by the last
+    posterior sample.
+    """
+    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    original_device = _model_device(model)
+    was_training = model.training
+    model.to(device)
+    try:
+        yield model
+    finally:
+        model.load_state_dict(original)
+        model.to(original_device)
+        model.train(was_training)
+
+
+@torch.no_grad()
+def _predict_loaded(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """Softmax of the model's *current* weights, eval mode, in batches."""
+    model.eval()
+    out = [torch.softmax(model(x[i:i + batch_size].to(device)).float(), dim=1) for i in range(0, len(x), batch_size)]
+    return torch.cat(out)
+
+
+class _RunningMean:
+    """Running sum of probability tensors; float64 where the device has it, so K terms add exactly enough."""
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+        self.count = 0
+
+    def add(self, probs: Tensor) -> None:
+        if self.total is None:
+            dtype = torch.float32 if probs.device.type == "mps" else torch.float64
+            self.total = torch.zeros(probs.shape, dtype=dtype, device=probs.device)
+        self.total += probs
+        self.count += 1
+
+    def mean(self) -> Tensor:
+        assert self.total is not None
+        return self.total / self.count
+
+
+def _record(curves: dict[str, list[float]], probs: Tensor, targets: Tensor) -> None:
+    for name, value in metrics.summary(probs, targets).items():
+        curves.setdefault(name, []).append(value)
+
+
+def _test_split(dataset: Any, device: torch.device) -> tuple[Tensor, Tensor]:
+    if not hasattr(dataset, "test_x") or not hasattr(dataset, "test_y"):
+        raise StardomainError("bma: dataset must be a stardomain.data.Dataset (with test_x / test_y)")
+    if len(dataset.test_x) == 0:
+        raise StardomainError("bma: the dataset's test split is empty; BMA metrics need test samples")
+    return dataset.test_x.to(device), dataset.test_y.to(device)
+
+
+# -- prediction -----------------------------------------------------------------------------------
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, state: State, x: Tensor, device: str | torch.device = "cpu", batch_size: int = 1024
+) -> Tensor:
+    """Softmax outputs ``(N, C)`` (float32, on ``device``) of ``model`` with weights ``state``, eval mode.
+
+    Uses ``torch.func.functional_call`` so the model itself is neither copied nor modified: one
+    architecture instance serves every state.
+    """
+    _check_state(model, state)
+    _check_count(batch_size, "batch_size")
+    if len(x) == 0:
+        raise StardomainError("bma: predict_probs got no inputs (x is empty)")
+    dev = torch.device(device)
+    tensors = {k: v.to(dev) for k, v in state.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        out = [
+            torch.softmax(functional_call(model, tensors, (x[i:i + batch_size].to(dev),), strict=True).float(), dim=1)
+            for i in range(0, len(x), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def single_model(
+    model: nn.Module, state: State, dataset: Any, device: str | torch.device = "cpu", batch_size: int = 1024
+) -> dict[str, float]:
+    """:func:`stardomain.metrics.summary` of one model on the test split (the K=1 reference points)."""
+    dev = torch.device(device)
+    test_x, test_y = _test_split(dataset, dev)
+    return metrics.summary(predict_probs(model, state, test_x, dev, batch_size), test_y)
+
+
+# -- posterior sampling ---------------------------------------------------------------------------
+def sample_star_domain(n_sources: int, k: int, seed: int) -> list[tuple[int, float]]:
+    """K posterior samples ``(source index n, t)``: n uniform over sources, then t ~ U[0, 1).
+
+    A private generator draws n and t alternately, so the result depends only on the seed and
+    the first k samples of a longer draw are exactly a shorter draw (growing K adds samples
+    rather than reshuffling them).
+    """
+    _check_count(n_sources, "n_sources")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise StardomainError(f"bma: the number of samples must be an integer >= 0; got {k!r}")
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    samples: list[tuple[int, float]] = []
+    for _ in range(k):
+        n = int(torch.randint(n_sources, (), generator=g))
+        t = float(torch.rand((), generator=g, dtype=torch.float64))
+        samples.append((n, t))
+    return samples
+
+
+# -- BMA curves -----------------------------------------------------------------------------------
+def star_domain_bma(
+    model: nn.Module,
+    star_state: State,
+    aligned_sources: Sequence[State],
+    dataset: Any,
+    max_samples: int = 20,
+    seed: int = 0,
+    bn_samples: int | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1024,
+    progress: bool | None = False,
+    return_probs: bool = False,
+) -> dict[str, Any]:
+    """BMA over the star-domain posterior; metrics of the running average at every K.
+
+    ``aligned_sources`` must already be permuted into θ⋆'s basin (e.g.
+    ``Starlight.aligned_sources()``). Models with BatchNorm get their statistics re-estimated on
+    the train split for every sample (``bn_samples`` of them, all when None), because
+    interpolated weights need their own statistics. ``model`` is only a container for the
+    weights; it is restored afterwards. Returns ``{"k": [1..K], "samples": [[n, t], ...],
+    "metrics": {name: [value at K=1..K]}}`` (plus ``"probs"``, the final average, with
+    ``return_probs``).
+    """
+    from stardomain import bn as bn_module
+    from stardomain.interpolate import lerp_state
+
+    sources = list(aligned_sources)
+    if not sources:
+        raise StardomainError("bma: star_domain_bma needs at least one aligned source model")
+    _check_count(max_samples, "max_samples")
+    _check_count(batch_size, "batch_size")
+    _check_state(model, star_state, "star state")
+    for i, s in enumerate(sources):
+        _check_state(model, s, f"aligned source {i}")
+    dev = torch.device(device)
+    test_x, test_y = _test_split(dataset, dev)
+    samples = sample_star_domain(len(sources), max_samples, seed)
+    use_bn = bn_module.has_batchnorm(model)
+    train_x = dataset.train_x.to(dev) if use_bn else None
+    running = _RunningMean()
+    curves: dict[str, list[float]] = {}
+    with _borrowed(model, dev):
+        for n, t in _bar(samples, "star-domain BMA", progress):
+            # lerp_state makes one transient state; load_state_dict copies it into the model
+            model.load_state_dict(lerp_state(star_state, sources[n], t))
+            if use_bn:
+                bn_module.reset_bn(model, train_x, num_samples=bn_samples)
+            running.add(_predict_loaded(model, test_x, batch_size, dev))
+            _record(curves, running.mean(), test_y)
+    result: dict[str, Any] = {
+        "k": list(range(1, max_samples + 1)),
+        "samples": [[n, t] for n, t in samples],
+        "metrics": curves,
+    }
+    if return_probs:
+        result["probs"] = running.mean().float().cpu()
+    return result
+
+
+def ensemble_bma(
+    model: nn.Module,
+    source_states: Sequence[State],
+    dataset: Any,
+    max_members: int | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1024,
+    progress: bool | None = False,
+    return_probs: bool = False,
+) -> dict[str, Any]:
+    """Deep-ensemble baseline: post-softmax average of the first K sources, K = 1..max_members.
+
+    Same output shape as :func:`star_domain_bma`; ``samples`` lists ``[i, 1.0]`` because member i
+    is the t = 1 end of segment i. ``max_members`` defaults to every source.
+    """
+    sources = list(source_states)
+    if not sources:
+        raise StardomainError("bma: ensemble_bma needs at least one source model")
+    k_max = len(sources) if max_members is None else _check_count(max_members, "max_members")
+    if k_max > len(sources):
+        raise StardomainError(f"bma: max_members={k_max} but only {len(sources)} source models were given")
+    for i, s in enumerate(sources[:k_max]):
+        _check_state(model, s, f"source {i}")
+    dev = torch.device(device)
+    test_x, test_y = _test_split(dataset, dev)
+    running = _RunningMean()
+    curves: dict[str, list[float]] = {}
+    for s in _bar(sources[:k_max], "deep ensemble", progress):
+        running.add(predict_probs(model, s, test_x, dev, batch_size))
+        _record(curves, running.mean(), test_y)
+    result: dict[str, Any] = {
+        "k": list(range(1, k_max + 1)),
+        "samples": [[i, 1.0] for i in range(k_max)],
+        "metrics": curves,
+    }
+    if return_probs:
+        result["probs"] = running.mean().float().cpu()
+    return result
+
+
+def bma_study(
+    model: nn.Module,
+    star_state: State,
+    aligned_sources: Sequence[State],
+    dataset: Any,
+    max_samples: int = 20,
+    seed: int = 0,
+    bn_samples: int | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1024,
+    progress: bool | None = False,
+) -> dict[str, Any]:
+    """Everything Figure 5 needs: star-domain BMA, deep ensemble, and the star / one source alone.
+
+    The ensemble uses min(max_samples, number of sources) members; it is built from the aligned
+    sources, which compute the same functions as the originals.
+    """
+    sources = list(aligned_sources)
+    if not sources:
+        raise StardomainError("bma: bma_study needs at least one aligned source model")
+    _check_count(max_samples, "max_samples")
+    common = dict(device=device, batch_size=batch_size)
+    return {
+        "star_domain": star_domain_bma(model, star_state, sources, dataset, max_samples=max_samples, seed=seed,
+                                       bn_samples=bn_samples, progress=progress, **common),
+        "ensemble": ensemble_bma(model, sources, dataset, max_members=min(max_samples, len(sources)),
+                                 progress=progress, **common),
+        "star": single_model(model, star_state, dataset, **common),
+        "single": single_model(model, sources[0], dataset, **common),
+        "config": {"max_samples": max_samples, "seed": seed, "n_sources": len(sources), "bn_samples": bn_samples},
+    }
+
+
+# -- model fusion (Table 2) -----------------------------------------------------------------------
+def fusion_row(
+    model: nn.Module,
+    source_states: Sequence[State],
+    fused_star_state: State,
+    dataset: Any,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1024,
+) -> dict[str, Any]:
+    """One row of Table 2 for |Z| = len(source_states): accuracy (fractions) and inference cost.
+
+    Regular models: mean, sample std (ddof=1; 0 for a single model) and best test accuracy of
+    the sources. Ensemble: post-softmax average of all of Z. Star: the fused star model (Eq. 9).
+    Cost is forward passes per input and parameters held (P = trainable parameters of one model).
+    """
+    sources = list(source_states)
+    if not sources:
+        raise StardomainError("bma: fusion_row needs at least one source model")
+    _check_state(model, fused_star_state, "fused star state")
+    for i, s in enumerate(sources):
+        _check_state(model, s, f"source {i}")
+    dev = torch.device(device)
+    test_x, test_y = _test_split(dataset, dev)
+    running = _RunningMean()
+    accs: list[float] = []
+    for s in sources:
+        probs = predict_probs(model, s, test_x, dev, batch_size)
+        accs.append(metrics.accuracy(probs, test_y))
+        running.add(probs)
+    z = len(sources)
+    mean = sum(accs) / z
+    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (z - 1)) if z > 1 else 0.0
+    n_params = sum(p.numel() for p in model.parameters())
+    return {
+        "n_models": z,
+        "regular_accs": accs,
+        "regular_acc_mean": mean,
+        "regular_acc_std": std,
+        "regular_acc_best": max(accs),
+        "ensemble_acc": metrics.accuracy(running.mean(), test_y),
+        "star_acc": metrics.accuracy(predict_probs(model, fused_star_state, test_x, dev, batch_size), test_y),
+        "regular_forward_passes": 1,
+        "ensemble_forward_passes": z,
+        "star_forward_passes": 1,
+        "regular_params": n_params,
+        "ensemble_params": z * n_params,
+        "star_params": n_params,
+    }
+
+
+# -- figure ---------------------------------------------------------------------------------------
+def _mean_std(runs: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
+    """Element-wise mean and std over runs (truncated to the shortest), ignoring NaN entries."""
+    length = min(len(r) for r in runs)
+    means, stds = [], []
+    for i in range(length):
+        vals = [float(r[i]) for r in runs if not math.isnan(float(r[i]))]
+        if not vals:
+            means.append(math.nan)
+            stds.append(math.nan)
+            continue
+        m = sum(vals) / len(vals)
+        means.append(m)
+        stds.append(math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals)))
+    return means, stds
+
+
+def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Figure 5: AUROC (max prob), AUROC (neg. entropy), ECE and accuracy vs K, star-domain BMA vs
+    deep ensemble, with the star model and a single source as dashed reference lines.
+
+    Accepts one :func:`bma_study` result or a list of them (e.g. several seeds; then mean ± std
+    bands). Written atomically (temp file + rename) so a reader never sees half a PNG.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [study_result] if isinstance(study_result, Mapping) else list(study_result)
+    if not runs:
+        raise StardomainError("bma: plot_bma needs at least one study result")
+    for r in runs:
+        if not isinstance(r, Mapping) or "star_domain" not in r or "ensemble" not in r:
+            raise StardomainError("bma: plot_bma expects the dict returned by bma_study (keys star_domain, ensemble)")
+
+    curves = {"star-domain BMA": ("star_domain", "tab:blue", "o"), "deep ensemble": ("ensemble", "tab:orange", "s")}
+    refs = {"star model": ("star", "tab:green"), "single model": ("single", "tab:gray")}
+    fig, axes = plt.subplots(1, len(PLOT_PANELS), figsize=(4.0 * len(PLOT_PANELS), 3.4))
+    try:
+        for ax, (metric, title) in zip(axes, PLOT_PANELS.items()):
+            for label, (key, color, marker) in curves.items():
+                series = [r[key]["metrics"].get(metric, []) for r in runs]
+                if not all(series):
+                    continue
+                mean, std = _mean_std(series)
+                ks = list(runs[0][key]["k"])[: len(mean)]
+                ax.plot(ks, mean, color=color, marker=marker, markersize=3, label=label)
+                if len(runs) > 1:
+                    ax.fill_between(ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                                    color=color, alpha=0.2, linewidth=0)
+            for label, (key, color) in refs.items():
+                vals = [float(r[key][metric]) for r in runs if isinstance(r.get(key), Mapping) and metric in r[key]]
+                vals = [v for v in vals if not math.isnan(v)]
+                if vals:
+                    ax.axhline(sum(vals) / len(vals), color=color, linestyle="--", linewidth=1, label=label)
+            ax.set_title(title)
+            ax.set_xlabel("number of models K")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png.tmp")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png", dpi=120)
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    finally:
+        plt.close(fig)
+    return out

@@ -1,0 +1,174 @@
+"""Dataset registry: names -> normalised in-memory tensors.
+
+Every dataset the experiments use is small enough to hold in memory as one float32
+tensor per split, which is what lets :class:`~stardomain.data.loader.TensorLoader`
+serve batches as index slices (no per-sample Python work).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stardomain.data import sources
+from stardomain.data.roots import resolve_data_root
+from stardomain.errors import StardomainError
+
+
+@dataclass(repr=False, eq=False)
+class Dataset:
+    """Both splits of a dataset, normalised, as CPU tensors (compared by identity:
+    element-wise tensor equality has no single truth value)."""
+
+    name: str
+    train_x: Tensor  # float32, (N, C, H, W), already normalised
+    train_y: Tensor  # int64, (N,)
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    in_shape: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]  # per channel, what was subtracted (on the [0, 1] scale)
+    std: tuple[float, ...]  # per channel, what was divided by
+    classes: list[str]
+    augment: bool  # whether crop+flip augmentation suits this dataset
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, train={tuple(self.train_x.shape)}, test={tuple(self.test_x.shape)}, "
+            f"num_classes={self.num_classes}, augment={self.augment})"
+        )
+
+
+@dataclass(frozen=True)
+class _Spec:
+    reader: Callable[[Path | None, bool], sources.RawSplits]
+    mean: tuple[float, ...] | None  # None: per-channel statistics of the train split
+    std: tuple[float, ...] | None
+    augment: bool
+
+
+_SPECS: dict[str, _Spec] = {
+    "digits": _Spec(lambda root, download: sources.read_digits(), None, None, augment=False),
+    "mnist": _Spec(
+        lambda root, download: sources.read_idx_source(sources.MNIST, resolve_data_root(root), download),
+        (0.1307,), (0.3081,), augment=False,
+    ),
+    "fashion_mnist": _Spec(
+        lambda root, download: sources.read_idx_source(sources.FASHION_MNIST, resolve_data_root(root), download),
+        (0.2860,), (0.3530,), augment=False,
+    ),
+    "cifar10": _Spec(
+        lambda root, download: sources.read_cifar(sources.CIFAR10, resolve_data_root(root), download),
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), augment=True,
+    ),
+    "cifar100": _Spec(
+        lambda root, download: sources.read_cifar(sources.CIFAR100, resolve_data_root(root), download),
+        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), augment=True,
+    ),
+}
+
+_ALIASES = {
+    "fashionmnist": "fashion_mnist",
+    "fmnist": "fashion_mnist",
+    "cifar_10": "cifar10",
+    "cifar_100": "cifar100",
+    "sklearn_digits": "digits",
+}
+
+
+def available_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return sorted(_SPECS)
+
+
+def _canonical(name: str) -> str:
+    key = str(name).strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in _SPECS:
+        raise StardomainError(f"unknown dataset {name!r}; valid names: {', '.join(available_datasets())}")
+    return key
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``n`` samples drawn per class in proportion to class frequency.
+
+    Quotas are ``floor(n * share)`` plus one for the classes with the largest
+    remainders (ties broken by the seeded generator), so the result depends only on
+    (labels, n, seed).
+    """
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = n * counts / counts.sum()
+    quota = np.floor(exact).astype(np.int64)
+    extra = n - int(quota.sum())
+    if extra:
+        order = np.lexsort((rng.random(len(classes)), -(exact - quota)))
+        quota[order[:extra]] += 1
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picks))
+
+
+def _normalise(images: np.ndarray, scale: float, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """uint8 (N, C, H, W) -> float32 ``(x / scale - mean) / std``, in place on one copy."""
+    x = torch.from_numpy(np.asarray(images, dtype=np.float32))  # the one copy (source may be read-only)
+    x.div_(scale)
+    x.sub_(torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+    x.div_(torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+    return x
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    subset: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Load dataset ``name`` as normalised CPU tensors.
+
+    ``root`` follows :func:`~stardomain.data.roots.resolve_data_root`; missing files are
+    downloaded (MD5-checked) when ``download`` is true. ``subset=n`` keeps ``n`` training
+    samples, class-stratified and chosen by ``seed`` (for CPU-sized experiments); the test
+    split is always complete so accuracies stay comparable, and normalisation constants
+    do not depend on the subset. Give every model of a zoo the same ``seed`` so they
+    share the subset. ``digits`` ships with scikit-learn (offline; ``root`` and
+    ``download`` are ignored) and its train/test split is fixed, independent of ``seed``.
+    """
+    key = _canonical(name)
+    spec = _SPECS[key]
+    raw = spec.reader(root, download)
+    if spec.mean is None or spec.std is None:
+        # per-channel statistics of the full train split (digits ships none)
+        scaled = raw.train_x.astype(np.float64) / raw.scale
+        mean = tuple(float(v) for v in scaled.mean(axis=(0, 2, 3)))
+        std = tuple(float(v) for v in scaled.std(axis=(0, 2, 3)))
+    else:
+        mean, std = spec.mean, spec.std
+    train_x, train_y = raw.train_x, raw.train_y
+    if subset is not None:
+        if isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or not 1 <= subset <= len(train_y):
+            raise StardomainError(
+                f"subset={subset!r} for {key}: give a whole number from 1 to {len(train_y)} (the train size), or None"
+            )
+        idx = stratified_subset(train_y, int(subset), seed)
+        train_x, train_y = train_x[idx], train_y[idx]
+    c, h, w = (int(s) for s in raw.train_x.shape[1:])
+    return Dataset(
+        name=key,
+        train_x=_normalise(train_x, raw.scale, mean, std),
+        train_y=torch.from_numpy(np.ascontiguousarray(train_y, dtype=np.int64)),
+        test_x=_normalise(raw.test_x, raw.scale, mean, std),
+        test_y=torch.from_numpy(np.ascontiguousarray(raw.test_y, dtype=np.int64)),
+        num_classes=len(raw.classes),
+        in_shape=(c, h, w),
+        mean=tuple(mean),
+        std=tuple(std),
+        classes=list(raw.classes),
+        augment=spec.augment,
+    )

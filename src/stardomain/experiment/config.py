@@ -1,0 +1,239 @@
+"""The experiment YAML: one file describes a whole study, validated before any work starts.
+
+Validation is strict because a typo in a 3-day GPU run must fail in the first second:
+unknown keys, wrong types and impossible values each give one line naming the key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from stardomain.errors import StardomainError
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (recursing into dataclasses, lists, dicts, optionals)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except StardomainError as e:
+                errors.append(str(e))
+        raise StardomainError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise StardomainError(f"{where}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}; got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise StardomainError(f"{where}: expected a list, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise StardomainError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise StardomainError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StardomainError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise StardomainError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise StardomainError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise StardomainError(f"{where or 'config'}: unknown key '{unknown[0]}'; allowed: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise StardomainError(message)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class StarConfig:
+    """Starlight settings; recipe keys override the source recipe (the paper trains the star the same way)."""
+
+    recipe: dict = field(default_factory=dict)
+    mu: float = 0.0
+    t_sampling: str = "uniform"
+    t_beta: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    pairs_per_step: int = 1
+    realign_every: int | None = None
+    matching: str = "weight"
+    init: str = "fresh"  # "fresh" (new init from the star seed) or "source" (start from the first source)
+
+    def __post_init__(self) -> None:
+        _check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
+
+
+@dataclass
+class EvalConfig:
+    points: int = 21
+    bn_samples: int | None = None
+    eval_train_samples: int | None = None  # evaluate train loss on a subset (None = whole train split)
+    align: str = "weight"  # how regular pairs and held-out models are aligned to the star / each other
+    max_pairs: int = 10  # regular-regular pairs evaluated
+
+    def __post_init__(self) -> None:
+        _check(self.points >= 2, f"eval.points: need at least 2 points on the path (got {self.points})")
+        _check(self.align in ("weight", "activation", "none"), f"eval.align: one of weight, activation, none (got {self.align!r})")
+        _check(self.max_pairs >= 1, f"eval.max_pairs: must be >= 1 (got {self.max_pairs})")
+        _check(self.bn_samples is None or self.bn_samples >= 1, f"eval.bn_samples: must be >= 1 or null (got {self.bn_samples})")
+
+
+@dataclass
+class NSourcesStudy:
+    sizes: list[int] = field(default_factory=lambda: [2, 5, 10])
+
+
+@dataclass
+class BMAStudy:
+    max_samples: int = 20
+    seed: int = 0
+
+
+@dataclass
+class FusionStudy:
+    sizes: list[int] = field(default_factory=lambda: [2, 5, 10])
+    mu: float = 1.0
+
+
+@dataclass
+class WidthDepthStudy:
+    """Barriers across sizes: each entry is a dict of model options (e.g. {width: 8}); counts kept small."""
+
+    settings: list[dict] = field(default_factory=list)
+    sources: int = 4
+    held_out: int = 2
+
+
+@dataclass
+class OptimizerStudy:
+    optimizer: str = "adam"
+    recipe: dict = field(default_factory=dict)  # overrides of the source recipe for this optimizer
+    sources: int = 4
+    held_out: int = 2
+
+
+@dataclass
+class Studies:
+    barriers: bool = True
+    distances: bool = True
+    n_sources: NSourcesStudy | None = None
+    bma: BMAStudy | None = None
+    fusion: FusionStudy | None = None
+    width_depth: WidthDepthStudy | None = None
+    optimizer: OptimizerStudy | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    dataset: str = "digits"
+    subset: int | None = None
+    data_root: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: dict = field(default_factory=dict)  # Recipe overrides of the dataset's default recipe
+    sources: int = 10  # |Z|
+    held_out: int = 5  # |H|
+    star: StarConfig = field(default_factory=StarConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    studies: Studies = field(default_factory=Studies)
+    logging: dict = field(default_factory=dict)  # {tensorboard: bool, wandb: {project: ...}}
+
+    def __post_init__(self) -> None:
+        _check(self.sources >= 2, f"sources: |Z| must be >= 2 to compare regular pairs (got {self.sources})")
+        _check(self.held_out >= 1, f"held_out: |H| must be >= 1 (got {self.held_out})")
+        s = self.studies
+        if s.n_sources is not None:
+            _check(all(2 <= k for k in s.n_sources.sizes), f"studies.n_sources.sizes: every size must be >= 2 (got {s.n_sources.sizes})")
+        if s.fusion is not None:
+            _check(all(1 <= k for k in s.fusion.sizes), f"studies.fusion.sizes: every size must be >= 1 (got {s.fusion.sizes})")
+            _check(s.fusion.mu > 0, f"studies.fusion.mu: the fusion variant needs mu > 0 (got {s.fusion.mu})")
+        if s.bma is not None:
+            _check(s.bma.max_samples >= 1, f"studies.bma.max_samples: must be >= 1 (got {s.bma.max_samples})")
+        if s.optimizer is not None:
+            _check(s.optimizer.optimizer in ("sgd", "adam"), f"studies.optimizer.optimizer: sgd or adam (got {s.optimizer.optimizer!r})")
+
+    @property
+    def zoo_size(self) -> int:
+        """Sources needed by every study (the largest |Z| asked for) — held-out seeds come after them."""
+        sizes = [self.sources]
+        if self.studies.n_sources:
+            sizes += self.studies.n_sources.sizes
+        if self.studies.fusion:
+            sizes += self.studies.fusion.sizes
+        return max(sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML file."""
+    p = Path(path)
+    if not p.exists():
+        raise StardomainError(f"experiment file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise StardomainError(f"{p}: not valid YAML{where} ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, Mapping):
+        raise StardomainError(f"{p}: the top level must be a mapping of experiment keys")
+    try:
+        return from_dict(ExperimentConfig, data)
+    except StardomainError as e:
+        raise StardomainError(f"{p}: {e}") from None
+    except TypeError as e:  # a dataclass __init__ complaint we did not foresee
+        raise StardomainError(f"{p}: {e}") from None

@@ -1,0 +1,40 @@
+"""Permutation symmetry of networks: specs, applying permutations, and matching two networks.
+
+``trace_spec(model)`` finds which tensor axes each hidden-unit group permutes;
+``weight_matching`` / ``activation_matching`` find the permutation of B that best lines its
+units up with A's; ``align`` does both steps and returns the aligned state.
+"""
+
+from stardomain.permute.activation_matching import activation_matching
+from stardomain.permute.align import align
+from stardomain.permute.apply import (
+    apply_permutation,
+    check_permutation,
+    compose,
+    identity_permutation,
+    invert,
+    is_identity,
+    l2_distance,
+    random_permutation,
+)
+from stardomain.permute.spec import Axis, PermutationSpec, trace_spec
+from stardomain.permute.weight_matching import MatchResult, matching_objective, weight_matching
+
+__all__ = [
+    "Axis",
+    "MatchResult",
+    "PermutationSpec",
+    "activation_matching",
+    "align",
+    "apply_permutation",
+    "check_permutation",
+    "compose",
+    "identity_permutation",
+    "invert",
+    "is_identity",
+    "l2_distance",
+    "matching_objective",
+    "random_permutation",
+    "trace_spec",
+    "weight_matching",
+]

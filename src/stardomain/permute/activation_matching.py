@@ -1,0 +1,178 @@
+"""Activation matching (Git Re-Basin Sec. 3.1; the setting of Jordan et al.'s REPAIR).
+
+Units are matched by the Pearson correlation of their activations on data. A group's
+activations are read where the network consumes them: the input of every Conv/Linear
+layer whose input axis the group owns (spec entry ``(layer.weight, axis 1)``). That is
+the post-ReLU (and post-pooling) signal for plain and residual nets, each concatenated
+segment for DenseNet, and it works for hand-written specs too. A group read at several
+places (a residual stream) sums the correlation matrices of all of them, then one LAP
+per group picks the permutation. Both models run in eval mode (BN running statistics).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from stardomain.errors import StardomainError
+from stardomain.permute.spec import Axis, PermutationSpec
+from stardomain.permute.weight_matching import MatchResult, _solve
+
+__all__ = ["activation_matching"]
+
+
+class _Stats:
+    """Streaming sums for the cross-correlation of two (samples, n) activation matrices."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        z = dict(device=device, dtype=torch.float64)
+        self.count = 0
+        self.sa, self.sb = torch.zeros(n, **z), torch.zeros(n, **z)
+        self.saa, self.sbb = torch.zeros(n, **z), torch.zeros(n, **z)
+        self.sab = torch.zeros(n, n, **z)
+
+    def add(self, a: Tensor, b: Tensor) -> None:
+        self.count += a.shape[0]
+        self.sa += a.sum(0, dtype=torch.float64)
+        self.sb += b.sum(0, dtype=torch.float64)
+        self.saa += a.square().sum(0, dtype=torch.float64)
+        self.sbb += b.square().sum(0, dtype=torch.float64)
+        self.sab += (a.T @ b).double()
+
+    def correlation(self) -> Tensor:
+        n = max(self.count, 1)
+        ma, mb = self.sa / n, self.sb / n
+        cov = self.sab / n - ma[:, None] * mb[None, :]
+        sa = (self.saa / n - ma.square()).clamp_min(0).sqrt()
+        sb = (self.sbb / n - mb.square()).clamp_min(0).sqrt()
+        return cov / (sa[:, None] * sb[None, :] + 1e-12)
+
+
+def _unit_samples(x: Tensor, ax: Axis) -> Tensor:
+    """(samples, units) view of one group slice of a layer input (N, C, ...) or blocked (N, K)."""
+    n = int(ax.length or 0)
+    seg = x.narrow(1, ax.start, ax.span)
+    if x.dim() == 2:  # flattened features: each unit owns `block` of them, one sample each
+        return seg.reshape(x.shape[0], n, ax.block).transpose(1, 2).reshape(-1, n)
+    return seg.movedim(1, -1).reshape(-1, n)
+
+
+def _points(model: nn.Module, spec: PermutationSpec) -> dict[str, list[tuple[str, Axis]]]:
+    """Layer name -> group slices of its input, from the spec's (layer.weight, axis 1) entries."""
+    modules = dict(model.named_modules())
+    points: dict[str, list[tuple[str, Axis]]] = {}
+    for g, axes in spec.axes.items():
+        for ax in axes:
+            if not ax.key.endswith(".weight") or ax.axis != 1:
+                continue
+            name = ax.key[: -len(".weight")]
+            mod = modules.get(name)
+            if isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                points.setdefault(name, []).append((g, ax))
+    return points
+
+
+@torch.no_grad()
+def activation_matching(
+    model: nn.Module,
+    spec: PermutationSpec,
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    x: Tensor,
+    batch_size: int = 256,
+) -> MatchResult:
+    """Match B's units to A's by activation correlation on inputs ``x``.
+
+    ``model`` only provides the architecture (its own weights and mode are left as they
+    were); both states run through it with ``torch.func.functional_call``. Returns a
+    :class:`MatchResult` whose ``objective`` is the mean matched correlation over all
+    units (each group's correlation averaged over the places it is read).
+    """
+    t0 = time.perf_counter()
+    if batch_size < 1:
+        raise StardomainError(f"batch_size must be >= 1, got {batch_size}")
+    if len(x) == 0:
+        raise StardomainError("activation matching needs at least one input sample")
+    spec.validate(state_a, "state_a")
+    spec.validate(state_b, "state_b")
+    points = _points(model, spec)
+    readable = {g for items in points.values() for g, _ in items}
+    missing = [g for g in spec.groups if g not in readable]
+    if missing:
+        raise StardomainError(
+            f"group {missing[0]!r} feeds no Conv/Linear layer in the spec, so its activations cannot be read; "
+            "use weight matching for this model"
+        )
+    device = next(iter(state_a.values())).device
+    stats: dict[tuple[str, str, int], _Stats] = {}
+    captured: dict[str, list[Tensor]] = {}
+    phase = {"side": "a"}
+
+    def hook(name: str) -> Any:
+        def pre(_mod: nn.Module, args: tuple[Any, ...]) -> None:
+            inp = args[0]
+            if phase["side"] == "a":
+                captured.setdefault(name, []).append(inp)
+                return
+            a_inp = captured[name].pop(0)
+            for g, ax in points[name]:
+                a, b = _unit_samples(a_inp, ax).float(), _unit_samples(inp, ax).float()
+                key = (name, g, ax.start)
+                if key not in stats:
+                    stats[key] = _Stats(int(ax.length or 0), a.device)
+                stats[key].add(a, b)
+
+        return pre
+
+    modules = dict(model.named_modules())
+    handles = [modules[name].register_forward_pre_hook(hook(name)) for name in points]
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        sa, sb = dict(state_a), {k: v.to(device) for k, v in state_b.items()}
+        for i in range(0, len(x), batch_size):
+            xb = x[i: i + batch_size].to(device)
+            captured.clear()
+            phase["side"] = "a"
+            functional_call(model, sa, (xb,))
+            phase["side"] = "b"
+            functional_call(model, sb, (xb,))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in modes.items():
+            m.training = flag
+        captured.clear()
+
+    corr: dict[str, Tensor] = {}
+    reads: dict[str, int] = {}
+    for (_, g, _), st in stats.items():
+        c = st.correlation()
+        corr[g] = c if g not in corr else corr[g] + c
+        reads[g] = reads.get(g, 0) + 1
+    perm: dict[str, Tensor] = {}
+    matched, units = 0.0, 0
+    per_group: dict[str, float] = {}
+    for g in spec.groups:
+        c = corr[g] / reads[g]
+        sigma = torch.from_numpy(_solve(c)).long()
+        perm[g] = sigma
+        value = float(c[torch.arange(len(sigma)), sigma.to(c.device)].sum())
+        per_group[g] = value / len(sigma)
+        matched += value
+        units += len(sigma)
+    objective = matched / units if units else float("nan")
+    return MatchResult(
+        perm=perm,
+        objective=objective,
+        sweeps=1,
+        history=[objective],
+        converged=True,
+        method="activation",
+        seconds=time.perf_counter() - t0,
+        stats={f"corr/{g}": v for g, v in per_group.items()},
+    )

@@ -1,0 +1,333 @@
+"""Starlight (Algorithm 1 of the paper): train a star model θ⋆ from a zoo of source models.
+
+Each step samples a source θn and a point t on the segment, evaluates the loss at
+(1-t)·θ + t·πn(θn) and descends in θ. The interpolation is formed functionally
+(``torch.lerp`` feeding ``torch.func.functional_call``), so autograd gives exactly the
+paper's update θ ← θ − λ(1−t)·∇L((1−t)θ + tθn): the factor (1−t) is the chain rule of the
+interpolation, not a hand-written scale. Sources are re-aligned to θ by weight matching at the
+start of every epoch (or every ``realign_every`` steps), warm-started from their previous
+permutation and always applied to the *original* source weights, so permutations never drift.
+The optional fusion term μ·L(θ) (Eq. 9) adds the cross-entropy of θ itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from stardomain.errors import StardomainError
+from stardomain.train import Recipe, evaluate, lr_at, make_optimizer
+
+T_SAMPLING = ("uniform", "beta", "constant", "stratified")
+MATCHING = ("weight", "activation", "none")
+
+
+@dataclass
+class StarlightConfig:
+    """Everything that defines a Starlight run besides the sources, the data and the seed."""
+
+    recipe: Recipe = field(default_factory=Recipe)
+    t_sampling: str = "uniform"
+    t_beta: tuple[float, float] = (1.0, 1.0)  # Beta(a, b) for t_sampling="beta"
+    t_constant: float = 0.5  # for t_sampling="constant"
+    pairs_per_step: int = 1  # (source, t) pairs per step; their losses are averaged
+    mu: float = 0.0  # weight of the star model's own cross-entropy (fusion variant, Eq. 9)
+    realign_every: int | None = None  # steps between re-alignments; None = once per epoch (paper)
+    matching: str = "weight"
+    matching_samples: int = 1024  # training samples used by activation matching
+    bn_samples: int | None = None  # samples for the final BatchNorm re-estimation (None = whole train set)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipe, Mapping):
+            self.recipe = Recipe.from_dict(self.recipe)
+        self.t_beta = tuple(float(v) for v in self.t_beta)  # type: ignore[assignment]
+        if self.t_sampling not in T_SAMPLING:
+            raise StardomainError(f"starlight: unknown t_sampling '{self.t_sampling}'; use one of {', '.join(T_SAMPLING)}")
+        if self.matching not in MATCHING:
+            raise StardomainError(f"starlight: unknown matching '{self.matching}'; use one of {', '.join(MATCHING)}")
+        if self.mu < 0:
+            raise StardomainError(f"starlight: mu must be >= 0 (got {self.mu})")
+        if self.pairs_per_step < 1:
+            raise StardomainError(f"starlight: pairs_per_step must be >= 1 (got {self.pairs_per_step})")
+        if not 0.0 <= self.t_constant <= 1.0:
+            raise StardomainError(f"starlight: t_constant must be in [0, 1] (got {self.t_constant})")
+        if len(self.t_beta) != 2 or min(self.t_beta) <= 0:
+            raise StardomainError(f"starlight: t_beta must be two positive numbers (got {self.t_beta})")
+        if self.realign_every is not None and self.realign_every < 1:
+            raise StardomainError(f"starlight: realign_every must be >= 1 step or null for once per epoch (got {self.realign_every})")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["recipe"] = self.recipe.to_dict()
+        d["t_beta"] = list(self.t_beta)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "StarlightConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise StardomainError(f"starlight: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        return cls(**dict(d))
+
+
+class TSampler:
+    """Draws interpolation coefficients t in [0, 1] with a private generator."""
+
+    def __init__(self, config: StarlightConfig, generator: torch.Generator):
+        self.config = config
+        self.g = generator
+        self._strata: list[int] = []
+
+    def sample(self, k: int) -> list[float]:
+        c = self.config
+        if c.t_sampling == "constant":
+            return [c.t_constant] * k
+        u = torch.rand(k, generator=self.g, dtype=torch.float64)
+        if c.t_sampling == "uniform":
+            return u.tolist()
+        if c.t_sampling == "beta":
+            a, b = c.t_beta
+            # Beta via the ratio of Gammas, drawn from our own generator for reproducibility
+            ga = torch._standard_gamma(torch.full((k,), a, dtype=torch.float64), generator=self.g)
+            gb = torch._standard_gamma(torch.full((k,), b, dtype=torch.float64), generator=self.g)
+            return (ga / (ga + gb)).tolist()
+        # stratified: [0,1] in 8 (or k) equal strata, each visited once per cycle in a random order
+        strata = max(8, k) if k > 1 else 8
+        out = []
+        for ui in u.tolist():
+            if not self._strata:
+                self._strata = torch.randperm(strata, generator=self.g).tolist()
+            s = self._strata.pop()
+            out.append((s + ui) / strata)
+        return out
+
+
+@dataclass
+class StarlightResult:
+    history: list[dict[str, Any]]
+    permutations: list[dict[str, torch.Tensor]]
+    realignments: int
+    seconds: float
+
+
+def _float_keys(model: nn.Module) -> list[str]:
+    return [k for k, _ in model.named_parameters()]
+
+
+class Starlight:
+    """Algorithm 1. Build with the star model (θ0, trained in place) and the source state dicts.
+
+    ``sources`` are never modified: aligned copies are made with :func:`stardomain.permute.apply_permutation`.
+    They may stay on ``source_device`` (e.g. CPU) and stream to ``device`` per step when they do not fit.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sources: Sequence[Mapping[str, torch.Tensor]],
+        dataset: Any,
+        config: StarlightConfig,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        source_device: str | torch.device | None = None,
+        spec: Any = None,
+    ):
+        from stardomain.permute import trace_spec
+
+        if len(sources) < 1:
+            raise StardomainError("starlight: needs at least one source model")
+        self.model = model.to(device)
+        self.device = torch.device(device)
+        self.source_device = torch.device(source_device) if source_device is not None else self.device
+        self.dataset = dataset
+        self.config = config
+        self.seed = seed
+        self.param_keys = _float_keys(self.model)
+        own = self.model.state_dict()
+        for i, src in enumerate(sources):
+            missing = [k for k in own if k not in src]
+            if missing or any(tuple(src[k].shape) != tuple(own[k].shape) for k in own):
+                raise StardomainError(f"starlight: source {i} does not have the star model's architecture (first mismatch: {(missing or [k for k in own if tuple(src[k].shape) != tuple(own[k].shape)])[0]})")
+        self.sources = list(sources)
+        self.spec = spec if spec is not None else (trace_spec(self.model) if config.matching != "none" else None)
+        self.perms: list[dict[str, torch.Tensor] | None] = [None] * len(sources)
+        self.aligned: list[dict[str, torch.Tensor]] = [self._on_source_device(s) for s in sources]
+        self.optimizer = make_optimizer(self.model.parameters(), config.recipe)
+        self.realignments = 0
+        self.match_objectives: list[float] = []
+
+    def _on_source_device(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: state[k].detach().to(self.source_device) for k in self.param_keys}
+
+    # -- the two pieces of Algorithm 1 -------------------------------------------------------
+    def realign(self) -> list[float]:
+        """Step 1: permute every source into the current star model's basin (warm-started)."""
+        from stardomain.permute import activation_matching, apply_permutation, weight_matching
+
+        self.realignments += 1
+        if self.config.matching == "none":
+            return []
+        star = {k: v.detach() for k, v in self.model.state_dict().items()}
+        objectives = []
+        for n, src in enumerate(self.sources):
+            src_dev = {k: v.to(self.device) for k, v in src.items()}
+            if self.config.matching == "weight":
+                res = weight_matching(self.spec, star, src_dev, seed=self.seed + n, init=self.perms[n])
+            else:
+                x = self.dataset.train_x[: self.config.matching_samples].to(self.device)
+                res = activation_matching(self.model, self.spec, star, src_dev, x)
+            self.perms[n] = res.perm
+            self.aligned[n] = self._on_source_device(apply_permutation(self.spec, res.perm, src_dev))
+            objectives.append(float(res.objective))
+        self.match_objectives = objectives
+        return objectives
+
+    def interpolated_params(self, n: int, t: float) -> dict[str, torch.Tensor]:
+        """(1-t)·θ + t·πn(θn) as a differentiable function of θ (the star's parameters)."""
+        src = self.aligned[n]
+        params = dict(self.model.named_parameters())
+        return {k: torch.lerp(params[k], src[k].to(self.device, non_blocking=True), t) for k in self.param_keys}
+
+    def loss(self, xb: torch.Tensor, yb: torch.Tensor, pairs: Sequence[tuple[int, float]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective of one step: mean interpolated loss over ``pairs`` (+ μ·L(θ)); returns (total, interpolated)."""
+        interp = sum(F.cross_entropy(functional_call(self.model, self.interpolated_params(n, t), (xb,)), yb) for n, t in pairs) / len(pairs)
+        total = interp
+        if self.config.mu > 0:
+            total = total + self.config.mu * F.cross_entropy(self.model(xb), yb)
+        return total, interp
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, pairs: Sequence[tuple[int, float]], lr: float | None = None) -> float:
+        """Steps 2c-2f: one optimiser update of θ on batch (xb, yb)."""
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        self.model.train()
+        total, interp = self.loss(xb, yb, pairs)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        return float(interp.detach())
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _epoch_generator(self, epoch: int) -> torch.Generator:
+        g = torch.Generator()
+        g.manual_seed((self.seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1))
+        return g
+
+    def fit(
+        self,
+        progress: bool | None = None,
+        resume_path: str | os.PathLike | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> StarlightResult:
+        """Run Algorithm 1 for ``recipe.epochs`` epochs, then re-estimate BN statistics of θ⋆."""
+        from stardomain.data import TensorLoader
+
+        recipe = self.config.recipe
+        loader = TensorLoader(self.dataset.train_x, self.dataset.train_y, batch_size=recipe.batch_size, shuffle=True,
+                              augment=recipe.augment and self.dataset.augment, seed=self.seed, device=self.device)
+        steps_per_epoch = len(loader)
+        total_steps = recipe.epochs * steps_per_epoch
+        every = self.config.realign_every or steps_per_epoch
+        history: list[dict[str, Any]] = []
+        start_epoch = self._resume(resume_path, history) if resume_path is not None else 0
+        t0 = time.perf_counter()
+        bar = tqdm(range(start_epoch, recipe.epochs), desc="starlight", disable=None if progress is None else not progress,
+                   initial=start_epoch, total=recipe.epochs, leave=False)
+        n_src = len(self.sources)
+        for epoch in bar:
+            g = self._epoch_generator(epoch)
+            sampler = TSampler(self.config, g)
+            loader.epoch = epoch
+            loss_sum, seen = 0.0, 0
+            for i, (xb, yb) in enumerate(loader):
+                step = epoch * steps_per_epoch + i
+                if step % every == 0:
+                    self.realign()
+                k = self.config.pairs_per_step
+                ns = torch.randint(0, n_src, (k,), generator=g).tolist()
+                pairs = list(zip(ns, sampler.sample(k)))
+                loss_sum += self.step(xb, yb, pairs, lr=lr_at(recipe, step, total_steps, steps_per_epoch)) * len(yb)
+                seen += len(yb)
+            record = {"epoch": epoch + 1, "interp_train_loss": loss_sum / max(1, seen),
+                      "match_objective_mean": (sum(self.match_objectives) / len(self.match_objectives)) if self.match_objectives else None}
+            history.append(record)
+            bar.set_postfix(loss=f"{record['interp_train_loss']:.3f}")
+            if on_epoch is not None:
+                on_epoch(record)
+            if resume_path is not None and epoch + 1 < recipe.epochs:
+                self._save_state(resume_path, epoch + 1, history)
+        self.finalize_bn()
+        if history:
+            history[-1]["star_test_loss"], history[-1]["star_test_acc"] = evaluate(self.model, self.dataset.test_x, self.dataset.test_y, device=self.device)
+        if resume_path is not None:
+            from stardomain import store
+
+            for p in (Path(resume_path), store.metadata_path(resume_path)):
+                if p.exists():
+                    p.unlink()
+        # the star's final alignment of every source, for BMA and barrier evaluation
+        self.realign()
+        return StarlightResult(history, [p for p in self.perms if p is not None], self.realignments, time.perf_counter() - t0)
+
+    def finalize_bn(self) -> None:
+        """Re-estimate θ⋆'s BatchNorm statistics on training data (they saw only interpolated batches)."""
+        from stardomain.bn import has_batchnorm, reset_bn
+
+        if has_batchnorm(self.model):
+            reset_bn(self.model, self.dataset.train_x.to(self.device), num_samples=self.config.bn_samples)
+        self.model.eval()
+
+    def aligned_sources(self) -> list[dict[str, torch.Tensor]]:
+        """Full state dicts of the sources permuted into θ⋆'s basin (buffers included)."""
+        from stardomain.permute import apply_permutation
+
+        if self.config.matching == "none":
+            return [dict(s) for s in self.sources]
+        return [apply_permutation(self.spec, p, s) for p, s in zip(self.perms, self.sources)]
+
+    # -- resumable training state --------------------------------------------------------------
+    def _save_state(self, path: str | os.PathLike, epoch: int, history: list[dict[str, Any]]) -> None:
+        from stardomain import store
+        from stardomain.train import _optimizer_tensors
+
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()} | _optimizer_tensors(self.optimizer)
+        for n, perm in enumerate(self.perms):
+            for group, p in (perm or {}).items():
+                tensors[f"perm.{n}.{group}"] = p
+        store.save(path, tensors, {"arch": getattr(self.model, "arch", {"name": "?"}), "epoch": epoch, "history": history,
+                                   "kind": "starlight-state", "realignments": self.realignments})
+
+    def _resume(self, path: str | os.PathLike, history: list[dict[str, Any]]) -> int:
+        from stardomain import store
+        from stardomain.permute import apply_permutation
+        from stardomain.train import _restore_optimizer
+
+        if not store.is_complete(path):
+            return 0
+        tensors, meta = store.load_state(path)
+        self.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        _restore_optimizer(self.optimizer, tensors)
+        perms: dict[int, dict[str, torch.Tensor]] = {}
+        for name, v in tensors.items():
+            if name.startswith("perm."):
+                _, n, group = name.split(".", 2)
+                perms.setdefault(int(n), {})[group] = v.to(self.device)
+        for n, perm in perms.items():
+            self.perms[n] = perm
+            src = {k: v.to(self.device) for k, v in self.sources[n].items()}
+            self.aligned[n] = self._on_source_device(apply_permutation(self.spec, perm, src))
+        self.realignments = int(meta.get("realignments", 0))
+        history.extend(meta["history"])
+        return int(meta["epoch"])

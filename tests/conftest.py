@@ -1,0 +1,44 @@
+"""Shared fixtures: small real datasets and tiny trained models, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# keep the suite fast and reproducible on a 2-core CI machine
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from stardomain.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def fashion_small():
+    """A 6k-sample slice of the real Fashion-MNIST training set (test set whole)."""
+    if not FASHION_DIR.exists():
+        pytest.skip("Debian package dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    from stardomain.data import load_dataset
+
+    return load_dataset("fashion_mnist", subset=6000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def fashion_mlp_zoo(tmp_path_factory, fashion_small):
+    """Four narrow MLPs (784-32-32-10) trained from different seeds on Fashion-MNIST: a tiny zoo."""
+    from stardomain import zoo
+    from stardomain.train import default_recipe
+
+    out = tmp_path_factory.mktemp("fashion_zoo")
+    recipe = default_recipe("fashion_mnist").replace(epochs=3)
+    return zoo.train_zoo(fashion_small, "mlp", {"depth": 2, "width": 32}, recipe, range(4), out, progress=False, subset=6000)

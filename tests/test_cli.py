@@ -1,0 +1,78 @@
+"""The CLI of the core stage: train a zoo, evaluate, and one-line errors for every bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from cli_helpers import assert_one_line_error, run_cli, run_subprocess
+
+
+def test_train_digits_mlp_under_a_minute_at_95_percent(tmp_path):
+    t0 = time.perf_counter()
+    r = run_subprocess("train", "--dataset", "digits", "--model", "mlp", "--seed", "0", "--out", tmp_path / "d0", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert time.perf_counter() - t0 < 60
+    meta = json.loads((tmp_path / "d0" / "seed-0.json").read_text())
+    assert meta["metrics"]["test_acc"] >= 0.95
+    assert meta["arch"]["name"] == "mlp" and meta["seed"] == 0 and meta["dataset"] == "digits"
+    assert set(meta["recipe"]) >= {"optimizer", "lr", "epochs", "batch_size"}
+
+
+def test_zoo_training_skips_complete_members_and_eval(tmp_path, capsys):
+    args = ["train", "-d", "digits", "-m", "mlp", "-o", "width=16", "-o", "depth=1", "--epochs", "2", "--n", "2", "--out", tmp_path, "-q"]
+    r = run_cli(capsys, *args)
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed-0.json", "seed-0.safetensors", "seed-1.json", "seed-1.safetensors"]
+    stamp = (tmp_path / "seed-0.safetensors").stat().st_mtime_ns
+    r = run_cli(capsys, *args[:-4], "--n", "3", "--out", tmp_path, "-q")
+    assert r.code == 0, r.err
+    assert (tmp_path / "seed-0.safetensors").stat().st_mtime_ns == stamp  # skipped, not retrained
+    assert (tmp_path / "seed-2.safetensors").exists()
+    r = run_cli(capsys, "eval", tmp_path / "seed-1.safetensors", "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["dataset"] == "digits" and 0 < out["test_acc"] <= 1 and out["n"] == 360
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
+    r = run_cli(capsys, "train", "--dataset", "imagenet21k", "--out", tmp_path / "x")
+    assert_one_line_error(r, "imagenet21k", "digits", "fashion_mnist")
+    r = run_cli(capsys, "train", "--model", "gpt5", "--out", tmp_path / "x")
+    assert_one_line_error(r, "gpt5", "resnet20", "mlp")
+    r = run_cli(capsys, "train", "--model", "mlp", "-o", "wdith=3", "--out", tmp_path / "x")
+    assert_one_line_error(r, "wdith")
+    r = run_cli(capsys, "train", "--dataset", "mnist", "--data-root", tmp_path / "empty", "--out", tmp_path / "x")
+    assert_one_line_error(r, "train-images-idx3-ubyte", str(tmp_path / "empty"))
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path, capsys):
+    r = run_cli(capsys, "train", "-d", "digits", "-o", "width=8", "-o", "depth=1", "-e", "1", "--seed", "0", "--out", tmp_path, "-q")
+    assert r.code == 0, r.err
+    ckpt = tmp_path / "seed-0.safetensors"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[:100])
+    assert_one_line_error(run_cli(capsys, "eval", ckpt), "corrupt or truncated")
+    ckpt.write_bytes(good)
+    meta_path = tmp_path / "seed-0.json"
+    meta = json.loads(meta_path.read_text())
+    meta["arch"]["name"] = "alexnet"
+    meta_path.write_text(json.dumps(meta))
+    assert_one_line_error(run_cli(capsys, "eval", ckpt), "alexnet", "known:")
+
+
+def test_output_folder_with_a_different_run_is_refused(tmp_path, capsys):
+    base = ["train", "-d", "digits", "-o", "width=8", "-o", "depth=1", "-e", "1", "--seed", "0", "--out", tmp_path, "-q"]
+    assert run_cli(capsys, *base).code == 0
+    before = (tmp_path / "seed-0.safetensors").read_bytes()
+    r = run_cli(capsys, *base[:-4], "--lr", "0.2", "--seed", "0", "--out", tmp_path, "-q")
+    assert_one_line_error(r, "already holds a different run", "recipe")
+    assert (tmp_path / "seed-0.safetensors").read_bytes() == before
+
+
+def test_help_reads_well(capsys):
+    r = run_cli(capsys, "--help")
+    assert r.code == 0
+    for word in ("train", "eval", "Starlight", "barrier"):
+        assert word in r.out
