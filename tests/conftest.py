@@ -35,10 +35,10 @@ def fashion_small():
 
 @pytest.fixture(scope="session")
 def fashion_mlp_zoo(tmp_path_factory, fashion_small):
-    """Four narrow MLPs (784-32-32-10) trained from different seeds on Fashion-MNIST: a tiny zoo."""
+    """Seven narrow MLPs (784-32-32-10) trained from different seeds on Fashion-MNIST: 5 sources + 2 held-out."""
     from stardomain import zoo
     from stardomain.train import default_recipe
 
     out = tmp_path_factory.mktemp("fashion_zoo")
     recipe = default_recipe("fashion_mnist").replace(epochs=3)
-    return zoo.train_zoo(fashion_small, "mlp", {"depth": 2, "width": 32}, recipe, range(4), out, progress=False, subset=6000)
+    return zoo.train_zoo(fashion_small, "mlp", {"depth": 2, "width": 32}, recipe, range(7), out, progress=False, subset=6000)

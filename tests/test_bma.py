@@ -234,19 +234,20 @@ def test_fusion_row_numbers_are_consistent(digits, mlps):
     star = states[0]
     row = bma.fusion_row(model, states[1:], star, digits)
     accs = [bma.single_model(model, s, digits)["accuracy"] for s in states[1:]]
-    assert row["n_models"] == 2
+    assert row["n_sources"] == 2
     assert row["regular_accs"] == pytest.approx(accs)
-    assert row["regular_acc_best"] == max(accs) >= row["regular_acc_mean"]
+    assert row["best_regular_acc"] == max(accs) >= row["regular_acc_mean"]
     assert row["regular_acc_mean"] == pytest.approx(sum(accs) / 2)
     assert row["regular_acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
     assert row["star_acc"] == pytest.approx(bma.single_model(model, star, digits)["accuracy"])
     ens = bma.ensemble_bma(model, states[1:], digits)["metrics"]["accuracy"][-1]
     assert row["ensemble_acc"] == pytest.approx(ens)
-    for key in ("regular_acc_mean", "regular_acc_best", "ensemble_acc", "star_acc"):
+    for key in ("regular_acc_mean", "best_regular_acc", "ensemble_acc", "star_acc"):
         assert 0.0 <= row[key] <= 1.0
     p = sum(t.numel() for t in model.parameters())
-    assert (row["regular_params"], row["ensemble_params"], row["star_params"]) == (p, 2 * p, p)
-    assert (row["regular_forward_passes"], row["ensemble_forward_passes"], row["star_forward_passes"]) == (1, 2, 1)
+    assert row["cost"] == {"regular": {"forward_passes": 1, "parameters": p},
+                           "ensemble": {"forward_passes": 2, "parameters": 2 * p},
+                           "star": {"forward_passes": 1, "parameters": p}}
     one = bma.fusion_row(model, states[:1], star, digits)
     assert one["regular_acc_std"] == 0.0 and one["ensemble_acc"] == pytest.approx(one["regular_acc_mean"])
 
@@ -281,5 +282,5 @@ def test_end_to_end_from_checkpoints(tmp_path, digits):
     assert all(0.5 < a <= 1.0 for a in study["star_domain"]["metrics"]["accuracy"])
     assert study["ensemble"]["metrics"]["accuracy"][0] == pytest.approx(study["single"]["accuracy"])
     row = bma.fusion_row(model, states[1:], states[0], digits)
-    assert row["n_models"] == 2 and row["regular_acc_best"] >= row["regular_acc_mean"] > 0.5
+    assert row["n_sources"] == 2 and row["best_regular_acc"] >= row["regular_acc_mean"] > 0.5
     assert bma.plot_bma(study, tmp_path / "fig" / "bma.png").stat().st_size > 1000

@@ -116,7 +116,7 @@ def _predict_loaded(model: nn.Module, x: Tensor, batch_size: int, device: torch.
 
 
 class _RunningMean:
-    """Running sum of probability tensors; float64 where the device has it, so K terms add exactly enough."""
+    """Running sum of probability tensors, in float64 where the device has it so summing K terms loses nothing."""
 
     def __init__(self) -> None:
         self.total: Tensor | None = None
@@ -351,7 +351,8 @@ def fusion_row(
 
     Regular models: mean, sample std (ddof=1; 0 for a single model) and best test accuracy of
     the sources. Ensemble: post-softmax average of all of Z. Star: the fused star model (Eq. 9).
-    Cost is forward passes per input and parameters held (P = trainable parameters of one model).
+    ``cost[name] = {"forward_passes": per input, "parameters": held}`` for regular / ensemble /
+    star: (1, P), (|Z|, |Z|·P), (1, P) with P the trainable parameters of one model.
     """
     sources = list(source_states)
     if not sources:
@@ -371,20 +372,20 @@ def fusion_row(
     mean = sum(accs) / z
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (z - 1)) if z > 1 else 0.0
     n_params = sum(p.numel() for p in model.parameters())
+    cost = {"forward_passes": 1, "parameters": n_params}
     return {
-        "n_models": z,
+        "n_sources": z,
         "regular_accs": accs,
         "regular_acc_mean": mean,
         "regular_acc_std": std,
-        "regular_acc_best": max(accs),
+        "best_regular_acc": max(accs),
         "ensemble_acc": metrics.accuracy(running.mean(), test_y),
         "star_acc": metrics.accuracy(predict_probs(model, fused_star_state, test_x, dev, batch_size), test_y),
-        "regular_forward_passes": 1,
-        "ensemble_forward_passes": z,
-        "star_forward_passes": 1,
-        "regular_params": n_params,
-        "ensemble_params": z * n_params,
-        "star_params": n_params,
+        "cost": {
+            "regular": dict(cost),
+            "ensemble": {"forward_passes": z, "parameters": z * n_params},
+            "star": dict(cost),
+        },
     }
 
 
@@ -412,10 +413,8 @@ def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
     Accepts one :func:`bma_study` result or a list of them (e.g. several seeds; then mean ± std
     bands). Written atomically (temp file + rename) so a reader never sees half a PNG.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure draws with Agg and never touches pyplot's global backend or figure list
+    from matplotlib.figure import Figure
 
     runs = [study_result] if isinstance(study_result, Mapping) else list(study_result)
     if not runs:
@@ -426,40 +425,38 @@ def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
 
     curves = {"star-domain BMA": ("star_domain", "tab:blue", "o"), "deep ensemble": ("ensemble", "tab:orange", "s")}
     refs = {"star model": ("star", "tab:green"), "single model": ("single", "tab:gray")}
-    fig, axes = plt.subplots(1, len(PLOT_PANELS), figsize=(4.0 * len(PLOT_PANELS), 3.4))
+    fig = Figure(figsize=(4.0 * len(PLOT_PANELS), 3.4))
+    axes = fig.subplots(1, len(PLOT_PANELS))
+    for ax, (metric, title) in zip(axes, PLOT_PANELS.items()):
+        for label, (key, color, marker) in curves.items():
+            series = [r[key]["metrics"].get(metric, []) for r in runs]
+            if not all(series):
+                continue
+            mean, std = _mean_std(series)
+            ks = list(runs[0][key]["k"])[: len(mean)]
+            ax.plot(ks, mean, color=color, marker=marker, markersize=3, label=label)
+            if len(runs) > 1:
+                ax.fill_between(ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                                color=color, alpha=0.2, linewidth=0)
+        for label, (key, color) in refs.items():
+            vals = [float(r[key][metric]) for r in runs if isinstance(r.get(key), Mapping) and metric in r[key]]
+            vals = [v for v in vals if not math.isnan(v)]
+            if vals:
+                ax.axhline(sum(vals) / len(vals), color=color, linestyle="--", linewidth=1, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("number of models K")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png.tmp")
+    os.close(fd)
     try:
-        for ax, (metric, title) in zip(axes, PLOT_PANELS.items()):
-            for label, (key, color, marker) in curves.items():
-                series = [r[key]["metrics"].get(metric, []) for r in runs]
-                if not all(series):
-                    continue
-                mean, std = _mean_std(series)
-                ks = list(runs[0][key]["k"])[: len(mean)]
-                ax.plot(ks, mean, color=color, marker=marker, markersize=3, label=label)
-                if len(runs) > 1:
-                    ax.fill_between(ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                                    color=color, alpha=0.2, linewidth=0)
-            for label, (key, color) in refs.items():
-                vals = [float(r[key][metric]) for r in runs if isinstance(r.get(key), Mapping) and metric in r[key]]
-                vals = [v for v in vals if not math.isnan(v)]
-                if vals:
-                    ax.axhline(sum(vals) / len(vals), color=color, linestyle="--", linewidth=1, label=label)
-            ax.set_title(title)
-            ax.set_xlabel("number of models K")
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png.tmp")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format="png", dpi=120)
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        fig.savefig(tmp, format="png", dpi=120)
+        os.replace(tmp, out)
     finally:
-        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return out

@@ -110,7 +110,15 @@ class StarConfig:
     init: str = "fresh"  # "fresh" (new init from the star seed) or "source" (start from the first source)
 
     def __post_init__(self) -> None:
+        from stardomain.starlight import MATCHING, T_SAMPLING
+
         _check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
+        _check(self.t_sampling in T_SAMPLING, f"star.t_sampling: one of {', '.join(T_SAMPLING)} (got {self.t_sampling!r})")
+        _check(self.matching in MATCHING, f"star.matching: one of {', '.join(MATCHING)} (got {self.matching!r})")
+        _check(self.mu >= 0, f"star.mu: must be >= 0 (got {self.mu})")
+        _check(self.pairs_per_step >= 1, f"star.pairs_per_step: must be >= 1 (got {self.pairs_per_step})")
+        _check(self.realign_every is None or self.realign_every >= 1, f"star.realign_every: >= 1 step, or null for once per epoch")
+        _check(len(self.t_beta) == 2 and min(self.t_beta) > 0, f"star.t_beta: two positive numbers (got {self.t_beta})")
 
 
 @dataclass
@@ -191,6 +199,22 @@ class ExperimentConfig:
     logging: dict = field(default_factory=dict)  # {tensorboard: bool, wandb: {project: ...}}
 
     def __post_init__(self) -> None:
+        from stardomain import data, models
+        from stardomain.train import Recipe, default_recipe
+
+        _check(self.dataset.lower() in data.available_datasets(),
+               f"dataset: unknown '{self.dataset}'; choose one of {', '.join(data.available_datasets())}")
+        _check(self.model.name.lower() in models.available_models(),
+               f"model.name: unknown '{self.model.name}'; choose one of {', '.join(models.available_models())}")
+        allowed = models.model_info(self.model.name).defaults
+        bad = sorted(set(self.model.options) - set(allowed))
+        _check(not bad, f"model.options: '{bad[0] if bad else ''}' is not an option of {self.model.name}; allowed: {', '.join(allowed)}")
+        for where, overrides in (("train", self.train), ("star.recipe", {**self.train, **self.star.recipe})):
+            try:
+                Recipe.from_dict({**default_recipe(self.dataset).to_dict(), **overrides})
+            except StardomainError as e:
+                raise StardomainError(f"{where}: {e}") from None
+        _check(self.subset is None or self.subset >= 10, f"subset: at least 10 training samples (got {self.subset})")
         _check(self.sources >= 2, f"sources: |Z| must be >= 2 to compare regular pairs (got {self.sources})")
         _check(self.held_out >= 1, f"held_out: |H| must be >= 1 (got {self.held_out})")
         s = self.studies

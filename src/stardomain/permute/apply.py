@@ -103,12 +103,15 @@ def apply_permutation(spec: PermutationSpec, perm: Mapping[str, object], state: 
     """A new state dict with every spec'd axis reordered by ``perm``.
 
     The input is never modified; tensors the spec does not mention are passed through
-    as the same objects (shared, untouched), permuted tensors are fresh copies.
+    as the same objects (shared, untouched), permuted tensors are fresh copies. A state
+    without the spec's buffers (parameters only) is fine; their entries are skipped.
     """
-    spec.validate(state)
+    spec.validate(state, require_buffers=False)
     perm = check_permutation(spec, perm)
     out = dict(state)
     for key, items in spec.by_key().items():
+        if key not in state:
+            continue
         t = state[key]
         per_axis: dict[int, list[tuple[Axis, Tensor]]] = {}
         for g, ax in items:

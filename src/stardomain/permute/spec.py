@@ -126,10 +126,16 @@ class PermutationSpec:
                 out.setdefault(ax.key, []).append((g, ax))
         return out
 
-    def validate(self, state: Mapping[str, Tensor], what: str = "state") -> None:
-        """Check every entry against tensor shapes, so a mismatched checkpoint fails clearly."""
+    def validate(self, state: Mapping[str, Tensor], what: str = "state", require_buffers: bool = True) -> None:
+        """Check every entry against tensor shapes, so a mismatched checkpoint fails clearly.
+
+        With ``require_buffers=False`` a state without the spec's buffers (a parameters-only
+        dict) is accepted; a missing parameter is always an error.
+        """
         for g, entries in self.axes.items():
             for ax in entries:
+                if ax.key not in state and not require_buffers and ax.key in self.buffers:
+                    continue
                 if ax.key not in state:
                     raise StardomainError(
                         f"{what} has no tensor {ax.key!r} (needed by permutation group {g!r}); "

@@ -16,8 +16,9 @@ Speed (the Starlight loop re-aligns every epoch):
   touching the same tensor changed since; a group none of whose neighbours moved since
   its last visit is skipped outright (its optimum is unchanged), so late sweeps are cheap.
 * Cost terms are float32 matmuls on the tensors' device; only the n x n matrix goes to
-  SciPy. Whether to accept a new assignment is decided on the *exact* float64 gain over
-  the rows that move, so the objective increases strictly and the loop always ends.
+  SciPy. A new assignment is accepted when its float32 gain beats a rigorous rounding
+  bound, otherwise on its exact float64 gain over the rows that move; so the objective
+  increases strictly and the loop always ends.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class MatchResult:
 
     ``objective`` is ``<theta_A, pi(theta_B)>`` for weight matching and the mean matched
     correlation for activation matching; ``history`` holds it after every sweep (the
-    first entry is the starting value for weight matching).
+    first entry is the starting value for weight matching; later entries are running
+    float32 estimates, ``objective`` itself is recomputed exactly in float64).
     """
 
     perm: dict[str, Tensor]
@@ -56,6 +58,7 @@ class MatchResult:
     method: str = "weight"
     seconds: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
+    sweep_seconds: list[float] = field(default_factory=list)
 
 
 def _cost_keys(spec: PermutationSpec, include_buffers: bool) -> list[str]:
@@ -90,27 +93,35 @@ def _unit_rows(t: Tensor, ax: Axis, axis: int, idx: Tensor | None = None) -> Ten
 class _Entry:
     """One (tensor, axis slice) term of a group's cost matrix, with its cache."""
 
-    __slots__ = ("group", "key", "ax", "axis", "a", "others", "coupled", "cache", "stamp", "scale")
+    __slots__ = ("group", "key", "ax", "axis", "a", "a_norm", "b_norm", "gamma", "others", "coupled", "cache", "stamp")
 
     def __init__(self, group: str, key: str, ax: Axis, axis: int, a: Tensor) -> None:
         self.group, self.key, self.ax, self.axis = group, key, ax, axis
         self.a = a  # A's unit rows, contiguous, cost dtype
+        self.a_norm = np.zeros(0)  # row norms of A, float64 (for the rounding bound)
+        self.b_norm = np.zeros(0)  # row norms of the current B', reordered along with B'
+        self.gamma = 0.0  # relative rounding bound of one cost entry
         self.others: tuple[str, ...] = ()
         self.coupled = False  # the same group owns another axis of this tensor
         self.cache: Tensor | None = None
         self.stamp: tuple[int, ...] = ()
-        self.scale = 0.0
 
 
-def _solve(cost: Tensor) -> np.ndarray:
+def _cost_term(e: _Entry, b: Tensor) -> Tensor:
+    """``A_rows @ B'_rows^T`` for one entry: similarity of every A unit with every B unit."""
+    return e.a @ _unit_rows(b, e.ax, e.axis).T
+
+
+def _solve(cost: np.ndarray | Tensor) -> np.ndarray:
     """Column assigned to each row, maximising the total (SciPy's exact LAP)."""
-    m = cost.detach().to("cpu", torch.float64).numpy()
+    m = cost.detach().to("cpu", torch.float64).numpy() if isinstance(cost, Tensor) else cost
     if not np.isfinite(m).all():
-        raise StardomainError("weight matching met NaN/inf weights; check both checkpoints for divergence")
+        raise StardomainError("matching met NaN/inf values; check both checkpoints for divergence")
     _, cols = linear_sum_assignment(m, maximize=True)
     return cols
 
 
+@torch.no_grad()
 def weight_matching(
     spec: PermutationSpec,
     state_a: Mapping[str, Tensor],
@@ -120,18 +131,22 @@ def weight_matching(
     init: Mapping[str, Tensor] | None = None,
     include_buffers: bool = False,
     dtype: torch.dtype = torch.float32,
+    first_sweep: str = "forward",
 ) -> MatchResult:
     """Permute B's units to maximise ``<theta_A, pi(theta_B)>`` (Git Re-Basin weight matching).
 
     Coordinate descent over groups in a ``seed``-ed random order per sweep, at most
-    ``max_iter`` sweeps, stopping after a sweep that improves nothing. ``init`` (e.g. the
-    previous epoch's ``result.perm``) warm-starts from that permutation of B. ``dtype``
-    is the accumulation type of the cost matrices (float32 is exact enough: acceptance
-    uses float64 gains). Runs on ``state_a``'s device.
+    ``max_iter`` sweeps (the first one counts), stopping after a sweep that improves
+    nothing. Without ``init`` the first sweep is, by default (``first_sweep="forward"``),
+    a greedy input-to-output pass matching each group on its already-aligned terms; on
+    random and trained nets it ends in higher objectives and fewer sweeps than plain
+    Alg. 1 from the identity (``first_sweep="random"``). ``init`` (e.g. the previous
+    epoch's ``result.perm``) warm-starts from that permutation of B instead. ``dtype``
+    is the accumulation type of the cost matrices. Runs on ``state_a``'s device.
     """
     t0 = time.perf_counter()
-    spec.validate(state_a, "state_a")
-    spec.validate(state_b, "state_b")
+    spec.validate(state_a, "state_a", require_buffers=include_buffers)
+    spec.validate(state_b, "state_b", require_buffers=include_buffers)
     perm = check_permutation(spec, init) if init is not None else identity_permutation(spec)
     perm = {g: p.cpu().clone() for g, p in perm.items()}
     keys = _cost_keys(spec, include_buffers)
@@ -147,12 +162,15 @@ def weight_matching(
     bp = {k: b_start[k].to(device, dtype) for k in keys}
 
     # ---------------------------------------------------------------- setup
+    unit = torch.finfo(dtype).eps / 2
     entries: dict[str, list[_Entry]] = {g: [] for g in spec.groups}
     owners: dict[str, list[str]] = {}
+    by_key_group: dict[str, dict[str, list[Axis]]] = {}
     for g, axes in spec.axes.items():
         for ax in axes:
             if ax.key in key_set:
                 owners.setdefault(ax.key, []).append(g)
+                by_key_group.setdefault(ax.key, {}).setdefault(g, []).append(ax)
     for g, axes in spec.axes.items():
         for ax in axes:
             if ax.key not in key_set:
@@ -161,14 +179,13 @@ def weight_matching(
             e = _Entry(g, ax.key, ax, axis, _unit_rows(a_t[ax.key], ax, axis).contiguous())
             e.others = tuple(sorted({q for q in owners[ax.key] if q != g}))
             e.coupled = owners[ax.key].count(g) > 1
-            b_norm = float(_unit_rows(bp[ax.key], ax, axis).double().norm())
-            e.scale = float(e.a.double().norm()) * b_norm
+            e.a_norm = e.a.norm(dim=1).double().cpu().numpy()
+            e.b_norm = _unit_rows(bp[ax.key], ax, axis).norm(dim=1).double().cpu().numpy()
             entries[g].append(e)
-    by_key_group: dict[str, dict[str, list[Axis]]] = {}
-    for g, axes in spec.axes.items():
-        for ax in axes:
-            if ax.key in key_set:
-                by_key_group.setdefault(ax.key, {}).setdefault(g, []).append(ax)
+    for g, es in entries.items():
+        for e in es:
+            steps = e.a.shape[1] + len(es)  # dot-product length plus the sum over terms
+            e.gamma = 2.0 * steps * unit / max(1e-12, 1.0 - steps * unit)
 
     version = {g: 0 for g in spec.groups}
     seen_at: dict[str, tuple[int, ...] | None] = {g: None for g in spec.groups}
@@ -179,7 +196,7 @@ def weight_matching(
     history = [objective]
     gen = torch.Generator().manual_seed(int(seed))
     names = list(spec.groups)
-    counters = {"lap": 0, "matmul_terms": 0, "skipped": 0, "accepted": 0}
+    counters = {"lap": 0, "matmul_terms": 0, "skipped": 0, "accepted": 0, "exact_checks": 0}
 
     def regather(g: str, sigma: Tensor) -> None:
         """Reorder group g's units of B' by sigma (only the tensors it touches)."""
@@ -192,32 +209,80 @@ def weight_matching(
                 t = t.index_select(axis, axis_index(t.shape[axis], items))
             bp[k] = t
 
-    def exact_gain(g: str, sigma: Tensor) -> float:
-        """True float64 change of the objective if group g's units of B' are reordered by sigma."""
-        moved = torch.nonzero(sigma != torch.arange(len(sigma), device=sigma.device)).flatten()
-        if len(moved) == 0:
-            return 0.0
+    def exact_gain(g: str, sigma: Tensor, moved: Tensor) -> float:
+        """Float64 change of the objective if group g's units of B' are reordered by sigma."""
+        counters["exact_checks"] += 1
         if coupled[g]:  # bilinear in sigma: evaluate the touched tensors
             before = after = 0.0
             old = {k: bp[k] for k in {e.key for e in entries[g]}}
-            regather(g, sigma)
+            regather(g, sigma.to(device))
             for k, t in old.items():
-                a = state_a[k].reshape(-1).double().to(device)
+                a = a_t[k].reshape(-1).double()
                 before += float(torch.dot(a, t.reshape(-1).double()))
                 after += float(torch.dot(a, bp[k].reshape(-1).double()))
             bp.update(old)
             return after - before
         gain = 0.0
-        src = sigma[moved]
+        rows, src = moved.to(device), sigma[moved].to(device)
         for e in entries[g]:
-            a_rows = e.a[moved.to(e.a.device)].double()
-            b_old = _unit_rows(bp[e.key], e.ax, e.axis, moved.to(device)).double()
-            b_new = _unit_rows(bp[e.key], e.ax, e.axis, src.to(device)).double()
+            a_rows = e.a.index_select(0, rows).double()
+            b_old = _unit_rows(bp[e.key], e.ax, e.axis, rows).double()
+            b_new = _unit_rows(bp[e.key], e.ax, e.axis, src).double()
             gain += float((a_rows * (b_new - b_old)).sum())
         return gain
 
+    def commit(g: str, cols: np.ndarray) -> None:
+        """Reorder group g's units of B' by cols and carry every cache along."""
+        sigma = torch.from_numpy(cols).long()
+        regather(g, sigma.to(device))
+        perm[g] = perm[g][sigma]
+        for e in entries[g]:
+            e.b_norm = e.b_norm[cols]
+            if e.cache is not None and not e.coupled:
+                e.cache = e.cache[:, sigma.to(e.cache.device)]
+        version[g] += 1
+
+    def cost_of(g: str, terms: list[_Entry]) -> np.ndarray:
+        """Sum of the (cached where still valid) cost terms, as float64 for SciPy."""
+        cost: Tensor | None = None
+        for e in terms:
+            e_stamp = tuple(version[q] for q in e.others)
+            if e.cache is None or e.coupled or e.stamp != e_stamp:
+                e.cache = _cost_term(e, bp[e.key])
+                e.stamp = e_stamp
+                counters["matmul_terms"] += 1
+            cost = e.cache.clone() if cost is None else cost.add_(e.cache)
+        assert cost is not None
+        counters["lap"] += 1
+        return cost.to("cpu", torch.float64).numpy()
+
     sweeps, converged = 0, False
-    for _ in range(max_iter):
+    sweep_seconds: list[float] = []
+    if first_sweep not in ("forward", "random"):
+        raise StardomainError(f"first_sweep must be 'forward' or 'random', got {first_sweep!r}")
+    if init is None and first_sweep == "forward" and max_iter > 0:
+        # Greedy input-to-output pass: each group is matched on the terms whose other axes
+        # are already aligned (incoming weights, its own norm/bias). Starting coordinate
+        # descent from here reaches clearly better optima in fewer sweeps than starting
+        # from the identity, where every outgoing term is still noise.
+        ts = time.perf_counter()
+        done: set[str] = set()
+        for g in names:
+            ready = [e for e in entries[g] if not e.coupled and all(q in done for q in e.others)]
+            done.add(g)
+            if not ready:
+                continue
+            cols = _solve(cost_of(g, ready))
+            if (cols != np.arange(len(cols))).any():
+                commit(g, cols)
+        sweeps += 1
+        objective = sum(
+            float(torch.dot(a_t[k].reshape(-1).double(), bp[k].reshape(-1).double())) for k in keys
+        )
+        history.append(objective)
+        sweep_seconds.append(time.perf_counter() - ts)
+    while sweeps < max_iter:
+        ts = time.perf_counter()
         sweeps += 1
         improved = False
         for gi in torch.randperm(len(names), generator=gen).tolist():
@@ -228,36 +293,35 @@ def weight_matching(
             if seen_at[g] == stamp and not coupled[g]:  # nothing around g moved since its last optimum
                 counters["skipped"] += 1
                 continue
-            cost: Tensor | None = None
-            for e in entries[g]:
-                e_stamp = tuple(version[q] for q in e.others)
-                if e.cache is None or e.coupled or e.stamp != e_stamp:
-                    b_rows = _unit_rows(bp[e.key], e.ax, e.axis)
-                    e.cache = e.a @ b_rows.T
-                    e.stamp = e_stamp
-                    counters["matmul_terms"] += 1
-                cost = e.cache.clone() if cost is None else cost.add_(e.cache)
-            assert cost is not None
-            counters["lap"] += 1
-            sigma = torch.from_numpy(_solve(cost)).long()
-            gain = exact_gain(g, sigma)
-            tol = 1e-10 * max(1.0, sum(e.scale for e in entries[g]))
-            if gain > tol:
-                regather(g, sigma.to(device))
-                perm[g] = perm[g][sigma]
-                for e in entries[g]:
-                    if e.cache is not None and not e.coupled:
-                        e.cache = e.cache[:, sigma.to(e.cache.device)]
-                version[g] += 1
-                objective += gain
-                improved = True
-                counters["accepted"] += 1
+            m = cost_of(g, entries[g])
+            cols = _solve(m)
+            moved_np = np.nonzero(cols != np.arange(len(cols)))[0]
+            seen_at[g] = stamp
+            if len(moved_np) == 0:
+                continue
+            gain = float(m[moved_np, cols[moved_np]].sum() - m[moved_np, moved_np].sum())
+            if coupled[g]:
+                bound = math.inf
+            else:  # rigorous float rounding bound of gain, from |<a, b>| <= |a| |b|
+                bound = sum(
+                    e.gamma * float((e.a_norm[moved_np] * (e.b_norm[cols[moved_np]] + e.b_norm[moved_np])).sum())
+                    for e in entries[g]
+                )
+            if gain <= bound:  # too close to call in float32: decide on the exact gain
+                gain = exact_gain(g, torch.from_numpy(cols).long(), torch.from_numpy(moved_np))
+                if gain <= 1e-12 * max(1.0, abs(objective)):
+                    continue
+            commit(g, cols)
             seen_at[g] = tuple(version[q] for q in neighbours[g])
+            objective += gain
+            improved = True
+            counters["accepted"] += 1
         history.append(objective)
+        sweep_seconds.append(time.perf_counter() - ts)
         if not improved:
             converged = True
             break
-    objective = matching_objective(spec, state_a, apply_permutation(spec, perm, state_b), include_buffers)
+    objective = matching_objective(spec, state_a, apply_permutation(spec, perm, {k: state_b[k] for k in keys}), include_buffers)
     return MatchResult(
         perm=perm,
         objective=objective,
@@ -267,4 +331,5 @@ def weight_matching(
         method="weight",
         seconds=time.perf_counter() - t0,
         stats={k: float(v) for k, v in counters.items()},
+        sweep_seconds=sweep_seconds,
     )

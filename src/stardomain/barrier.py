@@ -1,0 +1,232 @@
+"""Loss/accuracy along the linear path between two solutions, and its barriers (Eq. 1-2).
+
+Conventions used everywhere in outputs: losses are mean cross-entropy in nats; accuracies
+are fractions in [0, 1] (reports multiply by 100 for percent / percentage points).
+
+At every t the interpolated state is loaded into one working copy of the model, its
+BatchNorm statistics are re-estimated once on (un-augmented) training data, and then every
+split is evaluated in one pass — so the BN reset is never repeated per split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stardomain.bn import sample_order
+from stardomain.errors import StardomainError
+from stardomain.interpolate import EvalEngine, check_compatible, interpolation_points, lerp_state
+from stardomain.permute import l2_distance
+
+__all__ = ["Curve", "barrier_profile", "barriers", "curve", "evaluate_splits", "l2_distance", "pair_report"]
+
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+@dataclass
+class Curve:
+    """Metrics at each t of (1 - t)·A + t·B; a split that was not evaluated has empty lists."""
+
+    t: list[float]
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # how it was computed (bn samples, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (plain floats and lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Curve":
+        """Inverse of :meth:`to_dict`; unknown keys are ignored so old files keep loading."""
+        if "t" not in d:
+            raise StardomainError("curve dict has no 't' entry; pass the output of Curve.to_dict()")
+        return cls(t=[float(v) for v in d["t"]],
+                   **{m: [float(v) for v in d.get(m, [])] for m in METRICS},
+                   info=dict(d.get("info", {})))
+
+    def metric(self, name: str) -> list[float]:
+        """Values of ``name`` (one of train_loss, train_acc, test_loss, test_acc) along t."""
+        if name not in METRICS:
+            raise StardomainError(f"unknown curve metric {name!r}; use one of {', '.join(METRICS)}")
+        return getattr(self, name)
+
+
+def _fixed_subset(n: int, k: int | None, seed: int) -> Tensor | None:
+    """Seeded subset indices (sorted, so slices stay contiguous in memory), or None for all."""
+    if k is None or k >= n:
+        return None
+    if k < 1:
+        raise StardomainError(f"eval_train_samples must be >= 1 (got {k}); use None for the whole split")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
+
+
+@torch.inference_mode()
+def evaluate_splits(forward: Any, splits: Mapping[str, tuple[Tensor, Tensor]], batch_size: int) -> dict[str, tuple[float, float]]:
+    """(mean cross-entropy, accuracy) of ``forward`` on each split, summed in float64."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, (x, y) in splits.items():
+        loss: Tensor | float = 0.0  # stays a device tensor: no sync per batch
+        correct: Tensor | int = 0
+        for i in range(0, len(x), batch_size):
+            logits = forward(x[i:i + batch_size])
+            yb = y[i:i + batch_size].to(logits.device, non_blocking=True)
+            loss = loss + F.cross_entropy(logits.float(), yb, reduction="sum").double()
+            correct = correct + (logits.argmax(1) == yb).sum()
+        n = max(len(x), 1)
+        out[name] = (float(loss) / n, int(correct) / n)
+    return out
+
+
+def curve(
+    model: nn.Module,
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    dataset: Any,
+    num_points: int = 21,
+    bn_samples: int | None = None,
+    splits: Sequence[str] = ("train", "test"),
+    device: str | torch.device = "cpu",
+    batch_size: int | None = None,
+    progress: bool | None = False,
+    *,
+    eval_train_samples: int | None = None,
+    bn_batch_size: int = 512,
+    bn_estimator: str = "pooled",
+    ts: Sequence[float] | None = None,
+    seed: int = 0,
+    fold_bn: bool = True,
+) -> Curve:
+    """Evaluate (1 - t)·A + t·B at ``num_points`` values of t (or at ``ts``).
+
+    ``model`` only supplies the architecture: a private working copy is made once and the
+    caller's model is left untouched. ``dataset`` needs train_x/train_y/test_x/test_y (a
+    :class:`stardomain.data.Dataset`). When the model has BatchNorm, its statistics are
+    re-estimated at every t from ``bn_samples`` training samples (default: all) taken in one
+    fixed seeded order, without augmentation. ``eval_train_samples`` evaluates the train
+    split on a fixed seeded subset for speed. ``batch_size`` None picks 256 on CPU (cache
+    friendly) and 1024 elsewhere; it does not change the results beyond float rounding.
+    """
+    for s in splits:
+        if s not in ("train", "test"):
+            raise StardomainError(f"unknown split {s!r}; splits are 'train' and 'test'")
+    check_compatible(state_a, state_b)
+    dev = torch.device(device)
+    bs = batch_size or (256 if dev.type == "cpu" else 1024)
+    t_values = [float(t) for t in ts] if ts is not None else interpolation_points(num_points)
+    if not t_values:
+        raise StardomainError("curve needs at least one value of t")
+
+    engine = EvalEngine(model, dev, fold_bn=fold_bn)
+    eval_splits: dict[str, tuple[Tensor, Tensor]] = {}
+    for s in splits:
+        x, y = getattr(dataset, f"{s}_x"), getattr(dataset, f"{s}_y")
+        if s == "train":
+            idx = _fixed_subset(len(x), eval_train_samples, seed + 1)
+            if idx is not None:
+                x, y = x[idx], y[idx]
+        eval_splits[s] = (x.to(dev), y.to(dev))
+    x_bn: Tensor | None = None
+    bn_order: Tensor | None = None
+    if engine.has_bn:
+        x_bn = eval_splits["train"][0] if "train" in eval_splits and eval_train_samples is None else dataset.train_x.to(dev)
+        bn_order = sample_order(len(dataset.train_x), bn_samples, seed=seed).to(dev)
+
+    from tqdm.auto import tqdm
+
+    out = Curve(t=t_values, info={
+        "num_points": len(t_values), "bn_reset": engine.has_bn,
+        "bn_samples": len(bn_order) if bn_order is not None else 0, "bn_estimator": bn_estimator if engine.has_bn else None,
+        "bn_batch_size": bn_batch_size if engine.has_bn else None,
+        "eval_train_samples": len(eval_splits["train"][0]) if "train" in eval_splits else 0,
+        "eval_test_samples": len(eval_splits["test"][0]) if "test" in eval_splits else 0,
+    })
+    for t in tqdm(t_values, desc="interpolation", disable=True if not progress else None, leave=False):
+        engine.load(lerp_state(state_a, state_b, t))
+        if x_bn is not None and bn_order is not None:
+            engine.reset_bn(x_bn, bn_order, batch_size=bn_batch_size, estimator=bn_estimator)
+        for s, (loss, acc) in evaluate_splits(engine.forward, eval_splits, bs).items():
+            getattr(out, f"{s}_loss").append(loss)
+            getattr(out, f"{s}_acc").append(acc)
+    return out
+
+
+def barrier_profile(t: Sequence[float], values: Sequence[float], kind: str = "loss") -> list[float]:
+    """Eq. 2 at every t: loss minus its linear interpolation (for accuracy: the drop below it).
+
+    Written as v(0) + t·(v(1) - v(0)) so a flat curve gives exactly 0 at every t.
+    """
+    if len(t) != len(values) or len(t) < 2:
+        raise StardomainError(f"need matching t and values with at least 2 points (got {len(t)} and {len(values)})")
+    if t[0] != 0.0 or t[-1] != 1.0:
+        raise StardomainError(f"barriers need a curve from t=0 to t=1 (got t from {t[0]} to {t[-1]})")
+    v0, v1 = float(values[0]), float(values[-1])
+    line = [v0 + float(ti) * (v1 - v0) for ti in t]
+    if kind == "loss":
+        return [float(v) - li for v, li in zip(values, line)]
+    if kind == "acc":
+        return [li - float(v) for v, li in zip(values, line)]
+    raise StardomainError(f"unknown barrier kind {kind!r}; use 'loss' or 'acc'")
+
+
+def barriers(c: Curve) -> dict[str, float]:
+    """Eq. 1 for each evaluated metric: max over t of the excess loss / accuracy drop.
+
+    Keys: train_loss, train_acc, test_loss, test_acc (only the splits the curve has).
+    Accuracy barriers are fractions (0.05 = 5 percentage points). Never negative, since the
+    end points (excess 0) are part of the maximum.
+    """
+    out: dict[str, float] = {}
+    for m in METRICS:
+        values = c.metric(m)
+        if values:
+            out[m] = max(barrier_profile(c.t, values, "acc" if m.endswith("acc") else "loss"))
+    return out
+
+
+def pair_report(
+    model: nn.Module,
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    dataset: Any,
+    align: str | None = None,
+    *,
+    num_points: int = 21,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    match_samples: int = 1024,
+    keys: Iterable[str] | None = None,
+    match_options: Mapping[str, Any] | None = None,
+    **curve_options: Any,
+) -> dict[str, Any]:
+    """Curve, barriers and ℓ2 distance of one pair, B first permuted into A's basin if ``align``.
+
+    ``align``: None/"none", "weight" or "activation" (the latter matches on the first
+    ``match_samples`` training inputs). Distances are over ``keys`` (default: the model's
+    parameter names). Returns {"align", "curve" (a Curve), "barriers", "l2", "l2_aligned",
+    "match_objective", "state_b" (the aligned B, tensors)}; use ``report["curve"].to_dict()``
+    and drop ``state_b`` for JSON.
+    """
+    from stardomain.permute import align as align_states
+
+    check_compatible(state_a, state_b)
+    keys = list(keys) if keys is not None else [k for k, _ in model.named_parameters()]
+    out: dict[str, Any] = {"align": align or "none", "l2": l2_distance(state_a, state_b, keys), "match_objective": None}
+    if align not in (None, "none"):
+        x = dataset.train_x[:match_samples].to(device) if align == "activation" else None
+        state_b, match = align_states(dict(state_a), dict(state_b), method=align, model=model, x=x, seed=seed,
+                                      **dict(match_options or {}))
+        out["match_objective"] = float(match.objective)
+    out["l2_aligned"] = l2_distance(state_a, state_b, keys)
+    c = curve(model, state_a, state_b, dataset, num_points=num_points, device=device, seed=seed, **curve_options)
+    out["curve"] = c
+    out["barriers"] = barriers(c)
+    out["state_b"] = dict(state_b)
+    return out
+
