@@ -20,12 +20,12 @@ def test_train_digits_mlp_under_a_minute_at_95_percent(tmp_path):
 
 
 def test_zoo_training_skips_complete_members_and_eval(tmp_path, capsys):
-    args = ["train", "-d", "digits", "-m", "mlp", "-o", "width=16", "-o", "depth=1", "--epochs", "2", "--n", "2", "--out", tmp_path, "-q"]
-    r = run_cli(capsys, *args)
+    base = ["train", "-d", "digits", "-m", "mlp", "-o", "width=16", "-o", "depth=1", "--epochs", "2"]
+    r = run_cli(capsys, *base, "--n", "2", "--out", tmp_path, "-q")
     assert r.code == 0, r.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed-0.json", "seed-0.safetensors", "seed-1.json", "seed-1.safetensors"]
     stamp = (tmp_path / "seed-0.safetensors").stat().st_mtime_ns
-    r = run_cli(capsys, *args[:-4], "--n", "3", "--out", tmp_path, "-q")
+    r = run_cli(capsys, *base, "--n", "3", "--out", tmp_path, "-q")
     assert r.code == 0, r.err
     assert (tmp_path / "seed-0.safetensors").stat().st_mtime_ns == stamp  # skipped, not retrained
     assert (tmp_path / "seed-2.safetensors").exists()
@@ -66,7 +66,7 @@ def test_output_folder_with_a_different_run_is_refused(tmp_path, capsys):
     base = ["train", "-d", "digits", "-o", "width=8", "-o", "depth=1", "-e", "1", "--seed", "0", "--out", tmp_path, "-q"]
     assert run_cli(capsys, *base).code == 0
     before = (tmp_path / "seed-0.safetensors").read_bytes()
-    r = run_cli(capsys, *base[:-4], "--lr", "0.2", "--seed", "0", "--out", tmp_path, "-q")
+    r = run_cli(capsys, *base, "--lr", "0.2")
     assert_one_line_error(r, "already holds a different run", "recipe")
     assert (tmp_path / "seed-0.safetensors").read_bytes() == before
 

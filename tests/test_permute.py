@@ -42,9 +42,19 @@ SMALL: dict[str, dict] = {
 CASES = [(name, SMALL.get(name, {})) for name in models.available_models()] + [
     ("vgg11", {"width": 0.125, "batchnorm": False}),
     ("vgg16", {"width": 0.125, "batchnorm": True}),
+    ("vgg19", {"width": 0.0625, "batchnorm": False}),
     ("mlp", {"depth": 2, "width": 16}),
 ]
 SHAPE = (3, 8, 8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests run many tiny ops; one thread avoids OpenMP spin-waits on a busy 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _ids(case):
@@ -450,6 +460,18 @@ def test_activation_matching_recovers_a_planted_permutation_of_live_units():
         assert torch.equal(res.perm[g], invert(pi)[g]), g
     assert 0.9 < res.objective <= 1 + 1e-6
     assert a.training is False and a.state_dict()["conv1.weight"].equal(sa["conv1.weight"])
+
+
+def test_activation_matching_reads_slices_blocks_and_survives_inplace_adds():
+    torch.manual_seed(0)
+    model = _Functional().eval()
+    x = torch.randn(256, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    spec = trace_spec(model, x[:2])
+    sa = model.state_dict()
+    pi = random_permutation(spec, 1)
+    res = activation_matching(model, spec, sa, apply_permutation(spec, pi, sa), x, batch_size=100)
+    assert res.objective == pytest.approx(1.0, abs=1e-4)
+    assert all(torch.equal(res.perm[g], invert(pi)[g]) for g in spec.groups)
 
 
 def test_align_rejects_bad_method_and_missing_inputs():

@@ -28,7 +28,7 @@ float64 by a forward hook, which costs nothing beyond the forward pass itself.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Literal, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -157,6 +157,7 @@ def reset_bn(
     indices: Tensor | None = None,
     seed: int = 0,
     memory_format: torch.memory_format | None = None,
+    forward: Callable[[Tensor], Any] | None = None,
 ) -> dict[str, Tensor]:
     """Re-estimate every BN layer's running statistics from one pass over ``x``; return them.
 
@@ -167,6 +168,8 @@ def reset_bn(
     into the model first. Momentum and every module's training mode are restored afterwards.
     The result maps state-dict keys (``*.running_mean``, ``*.running_var``,
     ``*.num_batches_tracked``) to copies of the new buffers; merge it with ``{**state, **new}``.
+    ``forward`` replaces ``model(x)`` for the pass (e.g. an optimised trace sharing the
+    model's BN modules); ``memory_format`` is applied to each batch.
     """
     if estimator not in ("pooled", "cumulative"):
         raise StardomainError(f"unknown BN estimator {estimator!r}; use 'pooled' or 'cumulative'")
@@ -192,6 +195,8 @@ def reset_bn(
         starts.pop()
     ends = starts[1:] + [n]
 
+    for _, m in layers:  # finite start values: momentum=1 multiplies the old ones by 0
+        m.reset_running_stats()
     accs = {m: _Accumulator() for _, m in layers}
     handles = [m.register_forward_hook(accs[m].hook) for _, m in layers]
     try:
@@ -200,14 +205,14 @@ def reset_bn(
                 xb = x[order[s:e]].to(device, non_blocking=True)
                 if memory_format is not None:
                     xb = xb.contiguous(memory_format=memory_format)
-                model(xb)
+                (forward or model)(xb)
     finally:
         for h in handles:
             h.remove()
 
     for name, m in layers:
         acc = accs[m]
-        if acc.count == 0:  # layer not reached by forward: leave it as it was
+        if acc.count == 0:  # never reached by forward: keeps reset defaults (mean 0, var 1)
             continue
         mean, var = acc.result(estimator)
         m.running_mean.copy_(mean.to(m.running_mean.dtype))

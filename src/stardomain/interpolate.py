@@ -116,6 +116,7 @@ def _build_folded(model: nn.Module) -> tuple[nn.Module, list[tuple[str, str, str
         pairs.append((new_name, str(prev.target), str(node.target)))
     if not pairs:
         return None
+    _inplace_relus(gm)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
@@ -123,6 +124,68 @@ def _build_folded(model: nn.Module) -> tuple[nn.Module, list[tuple[str, str, str
     for p in gm.parameters():
         p.requires_grad_(False)
     return gm, pairs
+
+
+_FRESH_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, _BatchNorm)
+_ADDS = (operator.add, torch.add)
+_RELUS = (torch.relu, torch.nn.functional.relu)
+
+
+def _is_relu(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return type(modules.get(str(node.target))) is nn.ReLU
+    if node.op == "call_function":
+        return node.target in _RELUS and len(node.args) == 1 and not node.kwargs
+    return node.op == "call_method" and node.target == "relu" and len(node.args) == 1
+
+
+def _fresh(node: object, modules: Mapping[str, nn.Module]) -> bool:
+    """True when ``node`` makes a new tensor nobody else reads, so it may be overwritten."""
+    if not isinstance(node, fx.Node) or len(node.users) != 1:
+        return False
+    if node.op == "call_module":
+        return isinstance(modules.get(str(node.target)), _FRESH_MODULES)
+    return node.op == "call_function" and node.target in _ADDS and len(node.args) == 2 and not node.kwargs \
+        and all(isinstance(a, fx.Node) for a in node.args)
+
+
+def _inplace_relus(gm: fx.GraphModule) -> int:
+    """Rewrite relu(fresh tensor) as in-place relu and relu(a + b) as one fused add-relu.
+
+    Saves an allocation and a sweep over memory per activation (10-20% of a CPU forward for
+    small ResNets). Only tensors produced by a Conv/Linear/BN or an add and read by the relu
+    alone are overwritten, so inputs, parameters and shared activations are never touched.
+    """
+    modules = dict(gm.named_modules())
+    add_relu = getattr(torch.ops.aten, "_add_relu", None)
+    count = 0
+    for node in list(gm.graph.nodes):
+        if not _is_relu(node, modules) or not _fresh(node.args[0], modules):
+            continue
+        src = node.args[0]
+        with gm.graph.inserting_after(node):
+            if src.op == "call_function" and add_relu is not None:
+                new = gm.graph.call_function(add_relu.Tensor, tuple(src.args))
+            else:
+                new = gm.graph.call_function(torch.relu_, (src,))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        if src.op == "call_function" and add_relu is not None:
+            gm.graph.erase_node(src)
+        count += 1
+    if count:
+        gm.graph.lint()
+        gm.recompile()
+    return count
+
+
+def _traced_sharing(model: nn.Module) -> fx.GraphModule | None:
+    """fx trace of ``model`` that shares its submodules (so BN hooks and buffers are the same)."""
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception:
+        return None
+    return gm if _inplace_relus(gm) else None
 
 
 class EvalEngine:
@@ -151,6 +214,8 @@ class EvalEngine:
         self.folded, self.pairs = built if built is not None else (None, [])
         if self.folded is not None and self.memory_format is not None:
             self.folded = self.folded.to(memory_format=self.memory_format)
+        # the BN pass runs a trace sharing the working copy's modules, with in-place relus
+        self._bn_forward = _traced_sharing(self.model) if self.has_bn else None
         self._sub = dict(self.model.named_modules())
         self._fsub = dict(self.folded.named_modules()) if self.folded is not None else {}
         # tensors of the folded copy that mirror an unfolded tensor of the working copy (fc, ...)
@@ -170,7 +235,7 @@ class EvalEngine:
         """Re-estimate BN statistics on ``x[indices]`` (the fixed pass order)."""
         if self.has_bn:
             reset_bn(self.model, x, batch_size=batch_size, indices=indices, estimator=estimator,  # type: ignore[arg-type]
-                     memory_format=self.memory_format)
+                     memory_format=self.memory_format, forward=self._bn_forward)
             self._refold()
 
     @torch.no_grad()

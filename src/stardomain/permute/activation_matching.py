@@ -115,8 +115,8 @@ def activation_matching(
     def hook(name: str) -> Any:
         def pre(_mod: nn.Module, args: tuple[Any, ...]) -> None:
             inp = args[0]
-            if phase["side"] == "a":
-                captured.setdefault(name, []).append(inp)
+            if phase["side"] == "a":  # a copy: later in-place ops (x += ...) must not change it
+                captured.setdefault(name, []).append(inp.detach().clone())
                 return
             a_inp = captured[name].pop(0)
             for g, ax in points[name]:

@@ -271,6 +271,13 @@ _CAT_NAMES = {"cat", "concat", "concatenate"}
 _NONTENSOR_METHODS = {"size", "dim", "numel", "ndimension"}
 
 
+def _same_channels(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> bool:
+    """Elementwise op on shapes a and b keeps channel c of both aligned (broadcast elsewhere is fine)."""
+    if a is None or b is None or len(a) != len(b) or len(a) < 2 or a[1] != b[1]:
+        return False
+    return all(x == y or x == 1 or y == 1 for i, (x, y) in enumerate(zip(a, b)) if i != 1)
+
+
 def _fn_name(target: Any) -> str | None:
     """Name of a call_function target if it comes from torch or operator, else None."""
     mod = getattr(target, "__module__", None) or ""
@@ -339,7 +346,13 @@ class _Tracer:
             start += seg.size * seg.block
 
     def unsupported(self, node: Any, why: str, inputs: Sequence[Layout]) -> Layout | None:
-        """Strict: raise. Lenient: freeze the units flowing in, so nothing wrong can happen."""
+        """Strict: raise. Lenient: freeze the units flowing in, so nothing wrong can happen.
+
+        An op fed only by fixed tensors (say, on the raw input) cannot go wrong either way:
+        its output is simply fixed.
+        """
+        if all(self.is_fixed(lay) for lay in inputs):
+            return self.fixed_layout(self.shape.get(node.name), f"computed by {node.name!r} from fixed tensors", node.name)
         if self.strict:
             raise StardomainError(
                 f"cannot derive a permutation spec: node {node.name!r} ({why}). Pass a hand-written "
@@ -579,11 +592,12 @@ class _Tracer:
         if not active:
             return self.fixed_layout(shape, "scalar", node.name)
         out = active[0][1]
+        first = self.shape.get(active[0][0].name)
         for n, lay in active[1:]:
-            if self.shape.get(n.name) != self.shape.get(active[0][0].name):
+            if not _same_channels(first, self.shape.get(n.name)):
                 if self.is_fixed(lay) and self.is_fixed(out):
                     continue
-                return self.unsupported(node, f"{self.describe(node)} broadcasts tensors of different shapes",
+                return self.unsupported(node, f"{self.describe(node)} broadcasts tensors across the channel axis",
                                         [l for _, l in active])
             out = self.union(out, lay, node.name)
         if len(shape) < 2 or shape[1] != self.total(out):
@@ -734,8 +748,8 @@ def _verify(model: nn.Module, spec: PermutationSpec, args: tuple[Any, ...]) -> N
     outs0 = [t for t in torch.utils._pytree.tree_leaves(y0) if isinstance(t, Tensor)]
     outs1 = [t for t in torch.utils._pytree.tree_leaves(y1) if isinstance(t, Tensor)]
     for a, b in zip(outs0, outs1):
-        scale = float(a.abs().max()) if a.numel() else 0.0
-        if not torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-4 * max(scale, 1e-6)):
+        scale = float(a[a.isfinite()].abs().max()) if a.isfinite().any() else 0.0
+        if not torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-4 * max(scale, 1e-6), equal_nan=True):
             raise StardomainError(
                 f"the traced permutation spec of {type(model).__name__} changes the network's outputs "
                 f"(max diff {float((a - b).abs().max()):.3g}); this model needs a hand-written PermutationSpec"

@@ -107,6 +107,13 @@ class _Entry:
         self.stamp: tuple[int, ...] = ()
 
 
+def _row_norms(t: Tensor, ax: Axis, axis: int) -> np.ndarray:
+    """Norm of every unit's row of one group slice, without materialising the rows."""
+    seg = t.narrow(axis, ax.start, ax.span).unflatten(axis, (int(ax.length or 0), ax.block))
+    other = [d for d in range(seg.dim()) if d != axis]
+    return seg.square().sum(dim=other).sqrt().double().cpu().numpy()
+
+
 def _cost_term(e: _Entry, b: Tensor) -> Tensor:
     """``A_rows @ B'_rows^T`` for one entry: similarity of every A unit with every B unit."""
     return e.a @ _unit_rows(b, e.ax, e.axis).T
@@ -142,7 +149,8 @@ def weight_matching(
     random and trained nets it ends in higher objectives and fewer sweeps than plain
     Alg. 1 from the identity (``first_sweep="random"``). ``init`` (e.g. the previous
     epoch's ``result.perm``) warm-starts from that permutation of B instead. ``dtype``
-    is the accumulation type of the cost matrices. Runs on ``state_a``'s device.
+    is the accumulation type of the cost matrices. Runs on ``state_a``'s device; the
+    returned permutations are CPU LongTensors.
     """
     t0 = time.perf_counter()
     spec.validate(state_a, "state_a", require_buffers=include_buffers)
@@ -157,9 +165,13 @@ def weight_matching(
             )
     device = state_a[keys[0]].device if keys else torch.device("cpu")
     key_set = set(keys)
-    b_start = apply_permutation(spec, perm, state_b) if init is not None else state_b
+    b_start = apply_permutation(spec, perm, {k: state_b[k] for k in keys}) if init is not None else state_b
     a_t = {k: state_a[k].to(device, dtype) for k in keys}
     bp = {k: b_start[k].to(device, dtype) for k in keys}
+
+    def fast_objective() -> float:
+        """Objective in the cost dtype (progress bookkeeping only; the result is exact)."""
+        return sum(float(torch.dot(a_t[k].reshape(-1), bp[k].reshape(-1))) for k in keys)
 
     # ---------------------------------------------------------------- setup
     unit = torch.finfo(dtype).eps / 2
@@ -180,7 +192,7 @@ def weight_matching(
             e.others = tuple(sorted({q for q in owners[ax.key] if q != g}))
             e.coupled = owners[ax.key].count(g) > 1
             e.a_norm = e.a.norm(dim=1).double().cpu().numpy()
-            e.b_norm = _unit_rows(bp[ax.key], ax, axis).norm(dim=1).double().cpu().numpy()
+            e.b_norm = _row_norms(bp[ax.key], ax, axis)
             entries[g].append(e)
     for g, es in entries.items():
         for e in es:
@@ -192,7 +204,7 @@ def weight_matching(
     neighbours = {g: tuple(sorted({q for e in entries[g] for q in e.others})) for g in spec.groups}
     coupled = {g: any(e.coupled for e in entries[g]) for g in spec.groups}
 
-    objective = matching_objective(spec, state_a, b_start, include_buffers)
+    objective = fast_objective()
     history = [objective]
     gen = torch.Generator().manual_seed(int(seed))
     names = list(spec.groups)
@@ -276,9 +288,7 @@ def weight_matching(
             if (cols != np.arange(len(cols))).any():
                 commit(g, cols)
         sweeps += 1
-        objective = sum(
-            float(torch.dot(a_t[k].reshape(-1).double(), bp[k].reshape(-1).double())) for k in keys
-        )
+        objective = fast_objective()
         history.append(objective)
         sweep_seconds.append(time.perf_counter() - ts)
     while sweeps < max_iter:
@@ -321,7 +331,12 @@ def weight_matching(
         if not improved:
             converged = True
             break
-    objective = matching_objective(spec, state_a, apply_permutation(spec, perm, {k: state_b[k] for k in keys}), include_buffers)
+    if all(state_a[k].dtype == dtype and state_b[k].dtype == dtype for k in keys):
+        # a_t and bp hold the exact values of A and pi(B): no need to permute B again
+        objective = sum(float(torch.dot(a_t[k].reshape(-1).double(), bp[k].reshape(-1).double())) for k in keys)
+    else:
+        b_final = apply_permutation(spec, perm, {k: state_b[k] for k in keys})
+        objective = matching_objective(spec, state_a, b_final, include_buffers)
     return MatchResult(
         perm=perm,
         objective=objective,
