@@ -16,16 +16,6 @@ from stardomain.barrier import Curve, barrier_profile, barriers, curve, pair_rep
 from stardomain.bn import reset_bn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and immune to OpenMP stalls when another process
-    holds a core (2 threads made this module ~20x slower on a shared 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def bn_net(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),

@@ -14,15 +14,6 @@ from stardomain.models import create
 IN_SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The CI machine's 2 cores are shared; one thread keeps timings stable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train(digits, seed: int, **options):
     from stardomain.train import default_recipe, train_model
 

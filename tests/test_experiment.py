@@ -63,6 +63,7 @@ def test_shipped_configs_validate(name):
         ({"studies": {"fusion": {"sizes": [2], "mu": 0}}}, "mu > 0"),
         ({"studies": {"bma": {"max_sampels": 3}}}, "studies.bma: unknown key 'max_sampels'"),
         ({"star": {"t_sampling": "gaussian"}}, None),
+        ({"logging": {"mlflow": True}}, "logging: unknown sink 'mlflow'"),
         ({"model": {"name": "mlp", "options": {"depth": 1}, "extra": 1}}, "model: unknown key 'extra'"),
     ],
 )
@@ -154,3 +155,19 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     a = json.loads((tmp_path / "ref" / "results.json").read_text())
     b = json.loads((out / "results.json").read_text())
     assert a == b
+
+
+def test_missing_logging_package_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard") or name == "tensorboard":
+            raise ImportError("no tensorboard")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    path = write_config(tmp_path / "tb.yaml", {**TINY, "logging": {"tensorboard": True}})
+    r = run_cli(capsys, "run", path, "--out", tmp_path / "out")
+    assert_one_line_error(r, "pip install 'stardomain[tensorboard]'")

@@ -13,16 +13,6 @@ from stardomain.bn import batchnorm_layers, has_batchnorm, reset_bn, sample_orde
 from stardomain.interpolate import EvalEngine, interpolation_points, lerp_state
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and immune to OpenMP stalls when another process
-    holds a core (2 threads made this module ~20x slower on a shared 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_bn_net(seed: int = 0, dropout: bool = False) -> nn.Module:
     torch.manual_seed(seed)
     layers: list[nn.Module] = [nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),

@@ -48,15 +48,6 @@ CASES = [(name, SMALL.get(name, {})) for name in models.available_models()] + [
 SHAPE = (3, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny ops; one thread avoids OpenMP spin-waits on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _ids(case):
     name, opts = case
     return name + "".join(f"-{k}={v}" for k, v in sorted(opts.items()))

@@ -12,7 +12,6 @@ The optional fusion term μ·L(θ) (Eq. 9) adds the cross-entropy of θ itself.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields

@@ -117,7 +117,7 @@ class StarConfig:
         _check(self.matching in MATCHING, f"star.matching: one of {', '.join(MATCHING)} (got {self.matching!r})")
         _check(self.mu >= 0, f"star.mu: must be >= 0 (got {self.mu})")
         _check(self.pairs_per_step >= 1, f"star.pairs_per_step: must be >= 1 (got {self.pairs_per_step})")
-        _check(self.realign_every is None or self.realign_every >= 1, f"star.realign_every: >= 1 step, or null for once per epoch")
+        _check(self.realign_every is None or self.realign_every >= 1, "star.realign_every: >= 1 step, or null for once per epoch")
         _check(len(self.t_beta) == 2 and min(self.t_beta) > 0, f"star.t_beta: two positive numbers (got {self.t_beta})")
 
 

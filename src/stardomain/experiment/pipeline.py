@@ -76,6 +76,9 @@ class Experiment:
         self.cache = Cache(self.out / "cache")
         self._specs: dict[str, Any] = {}
         self._events = self.out / "events.jsonl"
+        from stardomain.experiment.sinks import Sinks
+
+        self.sinks = Sinks(config.logging, self.out, config.name)
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _claim_folder(self) -> None:
@@ -95,6 +98,7 @@ class Experiment:
         """Append a progress event (timings live here, never in results.json, which stays deterministic)."""
         with open(self._events, "a") as f:
             f.write(json.dumps({"time": time.time(), "event": kind, **fields}) + "\n")
+        self.sinks.log(kind, fields)
         self.log(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
 
     def spec(self, model: torch.nn.Module) -> Any:
@@ -279,6 +283,7 @@ class Experiment:
             results["optimizer"] = {k: res[k] for k in ("tag", "optimizer", "n_sources", "n_held_out", "summary", "star_metrics", "regular_metrics")}
             results["optimizer"]["recipe"] = rec.to_dict()
         self.event("done")
+        self.sinks.close()
         return results
 
     def n_sources_study(self, sources: Sequence[Path], held: Sequence[Path], options: Mapping[str, Any],
