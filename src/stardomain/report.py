@@ -105,7 +105,7 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
     rows = [[r["n_sources"], fmt(r["star_held_out"]["test_loss"]), fmt(r["star_held_out"]["test_acc"], 100, 2), f"{100 * r['star_test_acc']:.2f}"]
             for r in ns["rows"]]
     lines = ["## Starness vs number of sources (paper Fig. 3)", "",
-             table(["|Z|", "star–held-out test loss barrier", "test acc barrier (pp)", "star test acc (%)"], rows), ""]
+             table(["\\|Z\\|", "star–held-out test loss barrier", "test acc barrier (pp)", "star test acc (%)"], rows), ""]
     ref = ns.get("regular_regular")
     if ref:
         lines += [f"Reference regular–regular test loss barrier: {fmt(ref['test_loss'])}.", ""]
@@ -155,7 +155,7 @@ def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> li
 def fusion_section(results: Mapping[str, Any]) -> list[str]:
     f = results["fusion"]
     ref = PAPER_FUSION.get(_key(results))
-    header = ["|Z|", "regular models (%)", "best regular (%)", "ensemble (%)", "fused star (%)"] + (["paper regular / ens. / star"] if ref else [])
+    header = ["\\|Z\\|", "regular models (%)", "best regular (%)", "ensemble (%)", "fused star (%)"] + (["paper regular / ens. / star"] if ref else [])
     rows = []
     for r in f["rows"]:
         row = [r["n_sources"], f"{100 * r['regular_acc_mean']:.2f} ± {100 * r['regular_acc_std']:.2f}", f"{100 * r['best_regular_acc']:.2f}",
