@@ -30,6 +30,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from stardomain import metrics
+from stardomain.bn import model_device
 from stardomain.errors import StardomainError
 
 __all__ = [
@@ -76,14 +77,6 @@ def _check_count(value: Any, name: str) -> int:
     return value
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
 def _bar(iterable: Any, desc: str, progress: bool | None) -> Any:
     return tqdm(iterable, desc=desc, disable=None if progress is None else not progress, leave=False)
 
@@ -96,7 +89,7 @@ def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
     posterior sample.
     """
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    original_device = _model_device(model)
+    original_device = model_device(model)
     was_training = model.training
     model.to(device)
     try:

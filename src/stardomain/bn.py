@@ -136,7 +136,8 @@ def _bn_pass_mode(model: nn.Module, layers: list[tuple[str, _BatchNorm]]) -> Ite
             m.training = mode
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's tensors live (CPU for a model without any)."""
     for p in model.parameters():
         return p.device
     for b in model.buffers():
@@ -188,7 +189,7 @@ def reset_bn(
     n = len(order)
     if n == 0:
         raise StardomainError("BN reset got an empty sample order")
-    device = _model_device(model)
+    device = model_device(model)
     # never leave a batch of one at the end (BatchNorm1d cannot normalise it): merge it
     starts = list(range(0, n, batch_size))
     if len(starts) > 1 and n - starts[-1] < 2:

@@ -154,7 +154,8 @@ def check_shapes(meta: dict[str, Any], ds: Any) -> None:
         )
 
 
-def _load_pair(a: str, b: str) -> tuple[dict, dict, dict]:
+def _load_pair(a: str, b: str) -> tuple[dict, dict, dict, dict]:
+    """Both checkpoints' states and metadata, refusing pairs of different architectures."""
     from stardomain import store
 
     state_a, meta_a = store.load_state(a)
@@ -162,7 +163,7 @@ def _load_pair(a: str, b: str) -> tuple[dict, dict, dict]:
     if meta_a["arch"] != meta_b["arch"]:
         raise StardomainError(f"{a} and {b} have different architectures ({meta_a['arch']['name']} vs {meta_b['arch']['name']}); "
                               "only models of one architecture can be aligned or interpolated")
-    return state_a, state_b, meta_a
+    return state_a, state_b, meta_a, meta_b
 
 
 @cli.command()
@@ -182,7 +183,7 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, seed: in
     from stardomain.permute import align as align_states, l2_distance, trace_spec
 
     dev = resolve_device(device)
-    state_a, state_b, meta = _load_pair(model_a, model_b)
+    state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
     model = store.build_model(meta["arch"]).to(dev)
     keys = [k for k, _ in model.named_parameters()]
     x = None
@@ -197,7 +198,6 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, seed: in
     aligned, match = align_states({k: v.to(dev) for k, v in state_a.items()}, {k: v.to(dev) for k, v in state_b.items()}, spec,
                                   method=method, model=model, x=x, seed=seed)
     after = l2_distance(state_a, aligned, keys)
-    _, meta_b = store.load_state(model_b)
     meta_out = {**meta_b, "aligned_to": {"path": str(model_a), "sha256": store.content_hash(model_a), "method": method,
                                          "objective": float(match.objective)}}
     meta_out.pop("sha256", None)
@@ -235,7 +235,7 @@ def barrier(model_a: str, model_b: str, dataset: str | None, align_method: str, 
     if points < 2:
         raise StardomainError(f"--points must be >= 2 (got {points})")
     dev = resolve_device(device)
-    state_a, state_b, meta = _load_pair(model_a, model_b)
+    state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
     ds = data.load_dataset(dataset or meta.get("dataset", "digits"), root=data_root, subset=subset)
     check_shapes(meta, ds)
     model = store.build_model(meta["arch"]).to(dev)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from stardomain.errors import StardomainError
+from stardomain.errors import StardomainError, reject_unknown_keys
 from stardomain.train import Recipe, evaluate, lr_at, make_optimizer
 
 T_SAMPLING = ("uniform", "beta", "constant", "stratified")
@@ -73,10 +73,7 @@ class StarlightConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "StarlightConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise StardomainError(f"starlight: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        reject_unknown_keys("starlight", d, (f.name for f in fields(cls)))
         return cls(**dict(d))
 
 

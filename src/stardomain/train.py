@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from stardomain.errors import StardomainError
+from stardomain.errors import StardomainError, reject_unknown_keys
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -58,10 +58,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Recipe":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise StardomainError(f"recipe: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        reject_unknown_keys("recipe", d, (f.name for f in fields(cls)))
         return cls(**dict(d))
 
     def replace(self, **changes: Any) -> "Recipe":
