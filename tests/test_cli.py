@@ -76,3 +76,36 @@ def test_help_reads_well(capsys):
     assert r.code == 0
     for word in ("train", "eval", "Starlight", "barrier"):
         assert word in r.out
+
+
+def test_align_barrier_star_bma_commands(tmp_path, capsys):
+    zoo = tmp_path / "zoo"
+    r = run_cli(capsys, "train", "-d", "digits", "-o", "width=16", "-o", "depth=1", "-e", "3", "--n", "3", "--out", zoo, "-q")
+    assert r.code == 0, r.err
+    a, b = zoo / "seed-0.safetensors", zoo / "seed-1.safetensors"
+    before = b.read_bytes()
+    r = run_cli(capsys, "align", a, b, "--out", tmp_path / "b_aligned.safetensors", "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["l2_after"] < out["l2_before"] and out["groups"] == 1
+    assert b.read_bytes() == before
+    assert json.loads((tmp_path / "b_aligned.json").read_text())["aligned_to"]["method"] == "weight"
+    r = run_cli(capsys, "barrier", a, tmp_path / "b_aligned.safetensors", "--points", "5", "--out", tmp_path / "c.json",
+                "--plot", tmp_path / "c.png", "-q")
+    assert r.code == 0, r.err
+    curve = json.loads((tmp_path / "c.json").read_text())
+    assert len(curve["curve"]["t"]) == 5 and curve["barriers"]["test_loss"] >= 0
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    r = run_cli(capsys, "star", "--sources", zoo, "--epochs", "2", "--out", tmp_path / "star.safetensors", "-q")
+    assert r.code == 0, r.err
+    r = run_cli(capsys, "bma", "--star", tmp_path / "star.safetensors", "--sources", zoo, "--max-samples", "3",
+                "--out", tmp_path / "bma.json", "--plot", tmp_path / "bma.png")
+    assert r.code == 0, r.err
+    res = json.loads((tmp_path / "bma.json").read_text())
+    assert res["star_domain"]["k"] == [1, 2, 3] and res["ensemble"]["k"] == [1, 2, 3]
+    # models of different architectures cannot be aligned: one line, nothing written
+    r = run_cli(capsys, "train", "-d", "digits", "-o", "width=8", "-o", "depth=1", "-e", "1", "--seed", "0", "--out", tmp_path / "other", "-q")
+    assert r.code == 0
+    r = run_cli(capsys, "align", a, tmp_path / "other" / "seed-0.safetensors", "--out", tmp_path / "x.safetensors")
+    assert_one_line_error(r, "different architectures")
+    assert not (tmp_path / "x.safetensors").exists()
