@@ -6,7 +6,11 @@ function (``stardomain.permute.matching_objective``: <theta_A, pi(theta_B)> over
 spec'd parameters) on the aligned states, so they are comparable. Also times the matmul
 floor: one full sweep needs sum over cost terms of 2 n^2 L FLOPs (~11 GFLOP on ResNet-18).
 
-    pip install rebasin==0.0.47 torchview graphviz   # optional; ours runs without it
+Ours runs once per available assignment solver (SciPy always; ``lapjv`` with the ``fast``
+extra), so the effect of the LAP solver is measured in the same run. Every implementation
+gets one untimed warm-up call first (first-call costs: lazy imports, allocator, thread pool).
+
+    pip install -e ".[bench,fast]" torchview graphviz   # rebasin and lapjv are optional
     python benchmarks/bench_weight_matching.py [--seeds 0 1 2] [--quick] [--no-rebasin] [--threads N]
 """
 
@@ -23,6 +27,7 @@ import torch
 
 from stardomain import models
 from stardomain.permute import apply_permutation, matching_objective, trace_spec, weight_matching
+from stardomain.permute.lap import available_lap_solvers
 from stardomain.permute.weight_matching import _unit_rows
 
 CASES = {
@@ -39,12 +44,12 @@ def _pair(name: str, opts: dict, shape: tuple, seed: int) -> tuple[torch.nn.Modu
     return a, b
 
 
-def run_ours(a: torch.nn.Module, b: torch.nn.Module, seed: int) -> dict[str, Any]:
+def run_ours(a: torch.nn.Module, b: torch.nn.Module, seed: int, solver: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     spec = trace_spec(a)
     t1 = time.perf_counter()
     sa, sb = a.state_dict(), b.state_dict()
-    res = weight_matching(spec, sa, sb, seed=seed)
+    res = weight_matching(spec, sa, sb, seed=seed, lap_solver=solver)
     t2 = time.perf_counter()
     aligned = apply_permutation(spec, res.perm, sb)
     t3 = time.perf_counter()
@@ -57,6 +62,7 @@ def run_ours(a: torch.nn.Module, b: torch.nn.Module, seed: int) -> dict[str, Any
         "objective": matching_objective(spec, sa, aligned),
         "start": res.history[0],
         "spec": spec,
+        "fallbacks": int(res.stats.get("lap_fallbacks", 0)),
     }
 
 
@@ -125,6 +131,8 @@ def main() -> None:
     parser.add_argument("--no-rebasin", action="store_true", help="time stardomain only")
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--lap-solvers", nargs="+", default=available_lap_solvers(), choices=["scipy", "lapjv"],
+                        help="assignment solvers to time ours with (default: every installed one)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,43 +152,58 @@ def main() -> None:
     for key in args.models:
         name, opts, shape = CASES[key]
         print(f"\n=== {key}: {name} {opts} on {shape} ===")
-        print(f"{'seed':>4} {'impl':8} {'call s':>8} {'trace s':>8} {'match s':>8} {'sweeps':>6} {'s/sweep':>8} "
+        print(f"{'seed':>4} {'impl':12} {'call s':>8} {'trace s':>8} {'match s':>8} {'sweeps':>6} {'s/sweep':>8} "
               f"{'objective':>12} {'start':>10}  note")
-        rows: dict[str, list[dict[str, Any]]] = {"ours": [], "rebasin": []}
+        impls = [f"ours/{s}" for s in args.lap_solvers]
+        rows: dict[str, list[dict[str, Any]]] = {k: [] for k in impls + ["rebasin"]}
         spec = None
+        a, b = _pair(name, opts, shape, seeds[0])  # untimed warm-up of every implementation
+        for solver in args.lap_solvers:
+            run_ours(a, b, seeds[0], solver)
+        if have_rebasin:
+            try:
+                run_rebasin(a, b, shape, seeds[0], trace_spec(a))
+            except Exception:  # noqa: BLE001 - reported below, at the timed call
+                pass
         for seed in seeds:
             a, b = _pair(name, opts, shape, seed)
-            ours = run_ours(a, b, seed)
-            spec = ours["spec"]
-            rows["ours"].append(ours)
-            print(f"{seed:>4} {'ours':8} {ours['call_s']:8.3f} {ours['trace_s']:8.3f} {ours['match_s']:8.3f} "
-                  f"{ours['sweeps']:6d} {ours['sweep_s']:8.3f} {ours['objective']:12.4f} {ours['start']:10.3f}")
+            reb = None
             if have_rebasin:
                 try:
-                    reb = run_rebasin(a, b, shape, seed, spec)
+                    reb = run_rebasin(a, b, shape, seed, trace_spec(a))
                 except Exception as exc:  # noqa: BLE001 - a failure of the baseline must not stop the bench
                     print(f"{seed:>4} rebasin  failed: {type(exc).__name__}: {exc}")
-                    continue
-                rows["rebasin"].append(reb)
-                print(f"{seed:>4} {'rebasin':8} {reb['call_s']:8.3f} {reb['trace_s']:8.3f} {reb['match_s']:8.3f} "
-                      f"{reb['sweeps']:6d} {reb['sweep_s']:8.3f} {reb['objective']:12.4f} {'':>10}  "
-                      f"max|f(B)-f(pi B)|={reb['fn_diff']:.1e}")
-                print(f"{'':>4} {'ratio':8} {reb['call_s'] / ours['call_s']:7.1f}x {'':>8} {reb['match_s'] / ours['match_s']:7.1f}x "
-                      f"{'':>6} {reb['sweep_s'] / ours['sweep_s']:7.1f}x {ours['objective'] - reb['objective']:+12.4f}"
-                      f"{'':>10}  (rebasin/ours time; ours-rebasin objective)")
+                else:
+                    rows["rebasin"].append(reb)
+                    print(f"{seed:>4} {'rebasin':12} {reb['call_s']:8.3f} {reb['trace_s']:8.3f} {reb['match_s']:8.3f} "
+                          f"{reb['sweeps']:6d} {reb['sweep_s']:8.3f} {reb['objective']:12.4f} {'':>10}  "
+                          f"max|f(B)-f(pi B)|={reb['fn_diff']:.1e}")
+            for impl, solver in zip(impls, args.lap_solvers):
+                ours = run_ours(a, b, seed, solver)
+                spec = ours["spec"]
+                rows[impl].append(ours)
+                note = f"{ours['fallbacks']} LAP fallbacks to scipy" if ours["fallbacks"] else ""
+                print(f"{seed:>4} {impl:12} {ours['call_s']:8.3f} {ours['trace_s']:8.3f} {ours['match_s']:8.3f} "
+                      f"{ours['sweeps']:6d} {ours['sweep_s']:8.3f} {ours['objective']:12.4f} {ours['start']:10.3f}  {note}")
+                if reb is not None:
+                    print(f"{'':>4} {'ratio':12} {reb['call_s'] / ours['call_s']:7.1f}x {'':>8} "
+                          f"{reb['match_s'] / ours['match_s']:7.1f}x {'':>6} {reb['sweep_s'] / ours['sweep_s']:7.1f}x "
+                          f"{ours['objective'] - reb['objective']:+12.4f}{'':>10}  (rebasin/{impl} time; objective difference)")
         med = {k: {m: statistics.median(r[m] for r in v) for m in ("call_s", "match_s", "sweep_s", "objective")}
                for k, v in rows.items() if v}
-        if "rebasin" in med:
-            o, r = med["ours"], med["rebasin"]
-            print(f"median: per call {r['call_s'] / o['call_s']:.1f}x faster, per sweep {r['sweep_s'] / o['sweep_s']:.1f}x "
-                  f"faster, objective ours {o['objective']:.4f} vs rebasin {r['objective']:.4f}")
+        for impl in impls:
+            if "rebasin" in med and impl in med:
+                o, r = med[impl], med["rebasin"]
+                print(f"median {impl}: per call {r['call_s'] / o['call_s']:.1f}x faster, per sweep "
+                      f"{r['sweep_s'] / o['sweep_s']:.1f}x faster than rebasin; objective {o['objective']:.4f} "
+                      f"vs rebasin {r['objective']:.4f}")
         assert spec is not None
         fl = floor(spec, a.state_dict())
-        o = med["ours"]
+        o = med[impls[-1]]
         print(f"floor: one full sweep = {fl['gflop']:.2f} GFLOP; plain matmuls of the same shapes {fl['terms_s']:.3f} s, "
               f"one {512}x{512}x{int(fl['gflop'] * 1e9 / (2 * 512 * 512))} GEMM {fl['one_gemm_s']:.3f} s "
               f"({fl['gflop'] / fl['one_gemm_s']:.0f} GFLOP/s)")
-        print(f"ours: {o['sweep_s']:.3f} s per sweep on average = {o['sweep_s'] / fl['terms_s']:.2f}x the same-shape floor "
+        print(f"{impls[-1]}: {o['sweep_s']:.3f} s per sweep on average = {o['sweep_s'] / fl['terms_s']:.2f}x the same-shape floor "
               f"(cached terms and skipped groups make later sweeps cheaper than a full one)")
 
 

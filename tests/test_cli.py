@@ -109,3 +109,13 @@ def test_align_barrier_star_bma_commands(tmp_path, capsys):
     r = run_cli(capsys, "align", a, tmp_path / "other" / "seed-0.safetensors", "--out", tmp_path / "x.safetensors")
     assert_one_line_error(r, "different architectures")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_info_lists_datasets_models_and_lap_solvers(capsys):
+    from stardomain.permute.lap import available_lap_solvers
+
+    r = run_cli(capsys, "info")
+    assert r.code == 0, r.err
+    lines = dict(line.split(":", 1) for line in r.out.strip().splitlines())
+    assert "digits" in lines["datasets"] and "resnet18" in lines["models"]
+    assert lines["matching LAP solvers"].split("(")[0].strip() == ", ".join(available_lap_solvers())

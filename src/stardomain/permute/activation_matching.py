@@ -20,7 +20,8 @@ from torch.func import functional_call
 
 from stardomain.errors import StardomainError
 from stardomain.permute.spec import Axis, PermutationSpec
-from stardomain.permute.weight_matching import MatchResult, _solve
+from stardomain.permute.lap import solve_assignment
+from stardomain.permute.weight_matching import MatchResult
 
 __all__ = ["activation_matching"]
 
@@ -159,7 +160,7 @@ def activation_matching(
     per_group: dict[str, float] = {}
     for g in spec.groups:
         c = corr[g] / reads[g]
-        sigma = torch.from_numpy(_solve(c)).long()
+        sigma = torch.from_numpy(solve_assignment(c.detach().cpu().numpy(), "scipy")[0]).long()  # float64 correlations
         perm[g] = sigma
         value = float(c[torch.arange(len(sigma)), sigma.to(c.device)].sum())
         per_group[g] = value / len(sigma)

@@ -16,7 +16,8 @@ Speed (the Starlight loop re-aligns every epoch):
   touching the same tensor changed since; a group none of whose neighbours moved since
   its last visit is skipped outright (its optimum is unchanged), so late sweeps are cheap.
 * Cost terms are float32 matmuls on the tensors' device; only the n x n matrix goes to
-  SciPy. A new assignment is accepted when its float32 gain beats a rigorous rounding
+  the assignment solver (:mod:`stardomain.permute.lap`: ``lapjv`` when installed, its
+  answers certified by their duals, else SciPy). A new assignment is accepted when its float32 gain beats a rigorous rounding
   bound, otherwise on its exact float64 gain over the rows that move; so the objective
   increases strictly and the loop always ends.
 """
@@ -30,11 +31,11 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from stardomain.errors import StardomainError
 from stardomain.permute.apply import apply_permutation, axis_index, check_permutation, identity_permutation
+from stardomain.permute.lap import resolve_lap_solver, solve_assignment
 from stardomain.permute.spec import Axis, PermutationSpec
 
 __all__ = ["MatchResult", "matching_objective", "weight_matching"]
@@ -59,6 +60,7 @@ class MatchResult:
     seconds: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
     sweep_seconds: list[float] = field(default_factory=list)
+    lap_solver: str = "scipy"
 
 
 def _cost_keys(spec: PermutationSpec, include_buffers: bool) -> list[str]:
@@ -119,15 +121,6 @@ def _cost_term(e: _Entry, b: Tensor) -> Tensor:
     return e.a @ _unit_rows(b, e.ax, e.axis).T
 
 
-def _solve(cost: np.ndarray | Tensor) -> np.ndarray:
-    """Column assigned to each row, maximising the total (SciPy's exact LAP)."""
-    m = cost.detach().to("cpu", torch.float64).numpy() if isinstance(cost, Tensor) else cost
-    if not np.isfinite(m).all():
-        raise StardomainError("matching met NaN/inf values; check both checkpoints for divergence")
-    _, cols = linear_sum_assignment(m, maximize=True)
-    return cols
-
-
 @torch.no_grad()
 def weight_matching(
     spec: PermutationSpec,
@@ -139,6 +132,7 @@ def weight_matching(
     include_buffers: bool = False,
     dtype: torch.dtype = torch.float32,
     first_sweep: str = "forward",
+    lap_solver: str = "auto",
 ) -> MatchResult:
     """Permute B's units to maximise ``<theta_A, pi(theta_B)>`` (Git Re-Basin weight matching).
 
@@ -149,10 +143,13 @@ def weight_matching(
     random and trained nets it ends in higher objectives and fewer sweeps than plain
     Alg. 1 from the identity (``first_sweep="random"``). ``init`` (e.g. the previous
     epoch's ``result.perm``) warm-starts from that permutation of B instead. ``dtype``
-    is the accumulation type of the cost matrices. Runs on ``state_a``'s device; the
-    returned permutations are CPU LongTensors.
+    is the accumulation type of the cost matrices. ``lap_solver``: "auto" (lapjv for
+    float32 costs when installed, else SciPy), "scipy" or "lapjv"; all are exact, so they
+    differ only in speed and, on exact ties, in which optimum they pick. Runs on
+    ``state_a``'s device; the returned permutations are CPU LongTensors.
     """
     t0 = time.perf_counter()
+    solver = resolve_lap_solver(lap_solver, np.float32 if dtype == torch.float32 else np.float64)
     spec.validate(state_a, "state_a", require_buffers=include_buffers)
     spec.validate(state_b, "state_b", require_buffers=include_buffers)
     perm = check_permutation(spec, init) if init is not None else identity_permutation(spec)
@@ -208,7 +205,12 @@ def weight_matching(
     history = [objective]
     gen = torch.Generator().manual_seed(int(seed))
     names = list(spec.groups)
-    counters = {"lap": 0, "matmul_terms": 0, "skipped": 0, "accepted": 0, "exact_checks": 0}
+    counters = {"lap": 0, "matmul_terms": 0, "skipped": 0, "accepted": 0, "exact_checks": 0, "lap_fallbacks": 0}
+
+    def solve(m: np.ndarray) -> np.ndarray:
+        cols, used = solve_assignment(m, solver)
+        counters["lap_fallbacks"] += used != solver
+        return cols
 
     def regather(g: str, sigma: Tensor) -> None:
         """Reorder group g's units of B' by sigma (only the tensors it touches)."""
@@ -255,7 +257,7 @@ def weight_matching(
         version[g] += 1
 
     def cost_of(g: str, terms: list[_Entry]) -> np.ndarray:
-        """Sum of the (cached where still valid) cost terms, as float64 for SciPy."""
+        """Sum of the (cached where still valid) cost terms, a CPU array in the cost dtype."""
         cost: Tensor | None = None
         for e in terms:
             e_stamp = tuple(version[q] for q in e.others)
@@ -266,7 +268,8 @@ def weight_matching(
             cost = e.cache.clone() if cost is None else cost.add_(e.cache)
         assert cost is not None
         counters["lap"] += 1
-        return cost.to("cpu", torch.float64).numpy()
+        cost = cost.cpu()
+        return (cost if cost.dtype in (torch.float32, torch.float64) else cost.double()).numpy()
 
     sweeps, converged = 0, False
     sweep_seconds: list[float] = []
@@ -284,7 +287,7 @@ def weight_matching(
             done.add(g)
             if not ready:
                 continue
-            cols = _solve(cost_of(g, ready))
+            cols = solve(cost_of(g, ready))
             if (cols != np.arange(len(cols))).any():
                 commit(g, cols)
         sweeps += 1
@@ -304,12 +307,12 @@ def weight_matching(
                 counters["skipped"] += 1
                 continue
             m = cost_of(g, entries[g])
-            cols = _solve(m)
+            cols = solve(m)
             moved_np = np.nonzero(cols != np.arange(len(cols)))[0]
             seen_at[g] = stamp
             if len(moved_np) == 0:
                 continue
-            gain = float(m[moved_np, cols[moved_np]].sum() - m[moved_np, moved_np].sum())
+            gain = float(m[moved_np, cols[moved_np]].astype(np.float64).sum() - m[moved_np, moved_np].astype(np.float64).sum())
             if coupled[g]:
                 bound = math.inf
             else:  # rigorous float rounding bound of gain, from |<a, b>| <= |a| |b|
@@ -347,4 +350,5 @@ def weight_matching(
         seconds=time.perf_counter() - t0,
         stats={k: float(v) for k, v in counters.items()},
         sweep_seconds=sweep_seconds,
+        lap_solver=solver,
     )
