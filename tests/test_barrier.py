@@ -195,3 +195,12 @@ def test_weight_matching_lowers_the_fashion_mnist_barrier(fashion_small):
     assert plain["barriers"]["test_loss"] > 0.01  # there was a barrier to lower
     # the aligned B is the same function: its end point of the curve is unchanged
     assert aligned["curve"].test_loss[-1] == pytest.approx(plain["curve"].test_loss[-1], rel=1e-5)
+
+
+def test_an_empty_split_is_an_error_not_a_zero_loss():
+    from stardomain.barrier import evaluate_splits
+
+    lin = torch.nn.Linear(3, 2)
+    with pytest.raises(StardomainError, match="test split is empty"):
+        evaluate_splits(lin, {"train": (torch.randn(4, 3), torch.zeros(4, dtype=torch.long)),
+                              "test": (torch.randn(0, 3), torch.zeros(0, dtype=torch.long))}, batch_size=2)

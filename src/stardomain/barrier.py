@@ -73,6 +73,8 @@ def evaluate_splits(forward: Any, splits: Mapping[str, tuple[Tensor, Tensor]], b
     """(mean cross-entropy, accuracy) of ``forward`` on each split, summed in float64."""
     out: dict[str, tuple[float, float]] = {}
     for name, (x, y) in splits.items():
+        if len(x) == 0:  # a mean over nothing would read as a perfect 0 loss
+            raise StardomainError(f"the {name} split is empty; evaluate a split with at least one sample")
         loss: Tensor | float = 0.0  # stays a device tensor: no sync per batch
         correct: Tensor | int = 0
         for i in range(0, len(x), batch_size):
@@ -80,8 +82,7 @@ def evaluate_splits(forward: Any, splits: Mapping[str, tuple[Tensor, Tensor]], b
             yb = y[i:i + batch_size].to(logits.device, non_blocking=True)
             loss = loss + F.cross_entropy(logits.float(), yb, reduction="sum").double()
             correct = correct + (logits.argmax(1) == yb).sum()
-        n = max(len(x), 1)
-        out[name] = (float(loss) / n, int(correct) / n)
+        out[name] = (float(loss) / len(x), int(correct) / len(x))
     return out
 
 
