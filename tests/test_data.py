@@ -182,7 +182,7 @@ def test_env_root_used_by_load_dataset(monkeypatch, tmp_path):
 
 def test_available_and_unknown_dataset():
     names = available_datasets()
-    assert names == ["cifar10", "cifar100", "digits", "fashion_mnist", "mnist"]
+    assert names == ["cifar10", "cifar100", "digits", "fashion_mnist", "imagefolder", "mnist"]
     with pytest.raises(StardomainError) as err:
         load_dataset("imagenet-99")
     msg = str(err.value)

@@ -44,7 +44,8 @@ def echo_json(obj: Any) -> None:
 
 device_option = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto.")
 data_root_option = click.option("--data-root", type=click.Path(file_okay=False), default=None,
-                                help="Dataset folder (default: $STARDOMAIN_DATA, else the per-user cache).")
+                                help="Dataset folder (default: $STARDOMAIN_DATA, else the per-user cache); "
+                                     "for imagefolder, the folder holding train/ and val/ (required).")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
 
@@ -92,13 +93,14 @@ def info() -> None:
 @click.option("--batch-size", type=int, default=None)
 @click.option("--weight-decay", type=float, default=None)
 @click.option("--subset", type=int, default=None, help="Train on a seeded subset of this many training samples.")
+@click.option("--image-size", type=int, default=None, help="imagefolder only: side of the square images in pixels (default 64).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (model zoo).")
 @data_root_option
 @device_option
 @quiet_option
 def train(dataset: str, model_name: str, opts: tuple[str, ...], epochs: int | None, seed: int | None, n_models: int | None,
           seed_start: int, optimizer: str, lr: float | None, batch_size: int | None, weight_decay: float | None,
-          subset: int | None, out_dir: str, data_root: str | None, device: str, quiet: bool) -> None:
+          subset: int | None, image_size: int | None, out_dir: str, data_root: str | None, device: str, quiet: bool) -> None:
     """Train one model (--seed) or a zoo of N models (--n) and write OUT/seed-S.safetensors (+ .json).
 
     Members already complete with the same configuration are skipped; a folder holding a
@@ -113,7 +115,7 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], epochs: int | No
         raise StardomainError(f"--n must be >= 1 (got {n_models})")
     if model_name not in models.available_models():
         raise StardomainError(f"unknown model '{model_name}'; choose one of: {', '.join(models.available_models())}")
-    ds = data.load_dataset(dataset, root=data_root, subset=subset)
+    ds = data.load_dataset(dataset, root=data_root, subset=subset, image_size=image_size)
     recipe = default_recipe(dataset, optimizer).replace(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     seeds = [seed if seed is not None else 0] if n_models is None else list(range(seed_start, seed_start + n_models))
     dev = resolve_device(device)
@@ -138,7 +140,7 @@ def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str
     dev = resolve_device(device)
     model = store.load(checkpoint, device=dev)
     name = dataset or model.meta.get("dataset", "digits")
-    ds = data.load_dataset(name, root=data_root)
+    ds = data.load_dataset(name, root=data_root, image_size=image_size_of(name, model.meta))
     check_shapes(model.meta, ds)
     loss, acc = evaluate(model, ds.test_x, ds.test_y, device=dev)
     result = {"checkpoint": str(checkpoint), "dataset": name, "test_loss": loss, "test_acc": acc, "n": len(ds.test_y)}
@@ -146,6 +148,14 @@ def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str
         echo_json(result)
     else:
         click.echo(f"{checkpoint} on {name} test: loss={loss:.4f} acc={100 * acc:.2f}% (n={len(ds.test_y)})")
+
+
+def image_size_of(name: str, meta: dict[str, Any]) -> int | None:
+    """For a dataset that resizes on reading (imagefolder), the size the checkpoint was trained at."""
+    from stardomain.data.registry import accepts_image_size
+
+    shape = meta.get("arch", {}).get("in_shape")
+    return int(shape[-1]) if accepts_image_size(name) and shape else None
 
 
 def check_shapes(meta: dict[str, Any], ds: Any) -> None:
@@ -194,7 +204,8 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, seed: in
     if method == "activation":
         from stardomain import data
 
-        ds = data.load_dataset(dataset or meta.get("dataset", "digits"), root=data_root)
+        name = dataset or meta.get("dataset", "digits")
+        ds = data.load_dataset(name, root=data_root, image_size=image_size_of(name, meta))
         check_shapes(meta, ds)
         x = ds.train_x[:1024].to(dev)
     spec = trace_spec(model)
@@ -240,7 +251,8 @@ def barrier(model_a: str, model_b: str, dataset: str | None, align_method: str, 
         raise StardomainError(f"--points must be >= 2 (got {points})")
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
-    ds = data.load_dataset(dataset or meta.get("dataset", "digits"), root=data_root, subset=subset)
+    name = dataset or meta.get("dataset", "digits")
+    ds = data.load_dataset(name, root=data_root, subset=subset, image_size=image_size_of(name, meta))
     check_shapes(meta, ds)
     model = store.build_model(meta["arch"]).to(dev)
     keys = [k for k, _ in model.named_parameters()]
@@ -305,7 +317,9 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, model_nam
     arch = meta0["arch"]
     if model_name is not None and model_name != arch["name"]:
         raise StardomainError(f"--model {model_name} differs from the sources' architecture {arch['name']}; a star model must share it")
-    ds = data.load_dataset(dataset or meta0.get("dataset", "digits"), root=data_root, subset=subset if subset is not None else meta0.get("config", {}).get("subset"))
+    name = dataset or meta0.get("dataset", "digits")
+    ds = data.load_dataset(name, root=data_root, subset=subset if subset is not None else meta0.get("config", {}).get("subset"),
+                           image_size=image_size_of(name, meta0))
     check_shapes(meta0, ds)
     recipe = Recipe.from_dict(meta0["recipe"]).replace(epochs=epochs, lr=lr)
     config = StarlightConfig(recipe=recipe, t_sampling=t_sampling, t_beta=t_beta, t_constant=t_constant, pairs_per_step=pairs_per_step,
@@ -350,7 +364,8 @@ def bma(star_path: str, sources_dir: str, dataset: str | None, max_samples: int,
     members = zoo.load_zoo(sources_dir)
     if members[0][2]["arch"] != meta["arch"]:
         raise StardomainError(f"the sources in {sources_dir} are {members[0][2]['arch']['name']} but the star is {meta['arch']['name']}")
-    ds = data.load_dataset(dataset or meta.get("dataset", "digits"), root=data_root, subset=subset)
+    name = dataset or meta.get("dataset", "digits")
+    ds = data.load_dataset(name, root=data_root, subset=subset, image_size=image_size_of(name, meta))
     check_shapes(meta, ds)
     model = store.build_model(meta["arch"]).to(dev)
     spec = trace_spec(model)

@@ -63,6 +63,9 @@ def train_member(
     from stardomain.train import seed_everything
 
     config = run_config(dataset.name, model_name, options, recipe, subset)
+    if getattr(dataset, "name", None) == "imagefolder":
+        # one name, many folders: the image size and class list tell two image-folder runs apart
+        config["data"] = {"image_size": int(dataset.in_shape[-1]), "classes": list(dataset.classes)}
     path = member_path(out_dir, seed)
     if check_member(path, config):
         return path

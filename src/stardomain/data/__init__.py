@@ -1,18 +1,19 @@
 """Datasets as in-memory normalised tensors, and a device-resident batch loader.
 
 ``load_dataset(name)`` returns a :class:`Dataset` (digits, mnist, fashion_mnist,
-cifar10, cifar100); ``TensorLoader`` serves shuffled, optionally augmented batches
+cifar10, cifar100, and imagefolder: an ImageNet-style folder read offline); ``TensorLoader`` serves shuffled, optionally augmented batches
 from tensors already on the training device.
 """
 
 from stardomain.data.loader import TensorLoader, augment_batch, epoch_seed
-from stardomain.data.registry import Dataset, available_datasets, load_dataset, stratified_subset
+from stardomain.data.registry import Dataset, accepts_image_size, available_datasets, load_dataset, stratified_subset
 from stardomain.data.roots import resolve_data_root
 from stardomain.data.sources import read_idx, safe_unpickle
 
 __all__ = [
     "Dataset",
     "TensorLoader",
+    "accepts_image_size",
     "augment_batch",
     "available_datasets",
     "epoch_seed",

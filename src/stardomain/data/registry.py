@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from stardomain.data import sources
+from stardomain.data.imagefolder import read_image_folder
 from stardomain.data.roots import resolve_data_root
 from stardomain.errors import StardomainError
 
@@ -47,10 +48,25 @@ class Dataset:
 
 @dataclass(frozen=True)
 class _Spec:
-    reader: Callable[[Path | None, bool], sources.RawSplits]
+    reader: Callable[..., sources.RawSplits]  # (root, download), or (root, download, image_size) when sized
     mean: tuple[float, ...] | None  # None: per-channel statistics of the train split
     std: tuple[float, ...] | None
     augment: bool
+    sized: bool = False  # images are resized on reading: load_dataset's image_size applies
+
+
+IMAGEFOLDER = "imagefolder"
+DEFAULT_IMAGE_SIZE = 64
+
+
+def _read_imagefolder(root: str | os.PathLike[str] | None, download: bool, image_size: int) -> sources.RawSplits:
+    """``root`` is the dataset folder itself (no cache default: there is nothing to download)."""
+    if root is None or str(root) == "":
+        raise StardomainError(
+            "imagefolder needs the dataset folder (root=DIR, or --data-root DIR on the command line) "
+            "holding train/<class>/ and val/<class>/ (or test/<class>/)"
+        )
+    return read_image_folder(Path(root), image_size)
 
 
 _SPECS: dict[str, _Spec] = {
@@ -71,6 +87,7 @@ _SPECS: dict[str, _Spec] = {
         lambda root, download: sources.read_cifar(sources.CIFAR100, resolve_data_root(root), download),
         (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), augment=True,
     ),
+    IMAGEFOLDER: _Spec(_read_imagefolder, None, None, augment=True, sized=True),
 }
 
 _ALIASES = {
@@ -79,12 +96,20 @@ _ALIASES = {
     "cifar_10": "cifar10",
     "cifar_100": "cifar100",
     "sklearn_digits": "digits",
+    "image_folder": IMAGEFOLDER,
 }
 
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`."""
     return sorted(_SPECS)
+
+
+def accepts_image_size(name: str) -> bool:
+    """Whether :func:`load_dataset` takes ``image_size`` for ``name`` (False for unknown names)."""
+    key = str(name).strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    return key in _SPECS and _SPECS[key].sized
 
 
 def _canonical(name: str) -> str:
@@ -114,6 +139,26 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
+def _channel_stats(images: np.ndarray, scale: float, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 (N, C, H, W) on the ``[0, 1]`` scale, without a float copy.
+
+    Integer sums of values and squares are exact, chunk by chunk, so memory stays at one
+    chunk however large the split (an ImageNet folder at 64 px is gigabytes as float64).
+    """
+    c = images.shape[1]
+    total = np.zeros(c, dtype=np.int64)
+    squares = np.zeros(c, dtype=np.int64)
+    for start in range(0, len(images), chunk):
+        block = images[start:start + chunk].astype(np.int64)
+        total += block.sum(axis=(0, 2, 3))
+        squares += (block * block).sum(axis=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    var = np.maximum(squares / count - mean * mean, 0.0)
+    std = np.where(var > 0, np.sqrt(var), scale)  # a constant channel: divide by 1, not 0
+    return tuple(float(v) for v in mean / scale), tuple(float(v) for v in std / scale)
+
+
 def _normalise(images: np.ndarray, scale: float, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
     """uint8 (N, C, H, W) -> float32 ``(x / scale - mean) / std``, in place on one copy."""
     x = torch.from_numpy(np.asarray(images, dtype=np.float32))  # the one copy (source may be read-only)
@@ -129,6 +174,7 @@ def load_dataset(
     download: bool = True,
     subset: int | None = None,
     seed: int = 0,
+    image_size: int | None = None,
 ) -> Dataset:
     """Load dataset ``name`` as normalised CPU tensors.
 
@@ -139,11 +185,29 @@ def load_dataset(
     do not depend on the subset. Give every model of a zoo the same ``seed`` so they
     share the subset. ``digits`` ships with scikit-learn (offline; ``root`` and
     ``download`` are ignored) and its train/test split is fixed, independent of ``seed``.
+
+    ``imagefolder`` reads an ImageNet-style folder offline (see
+    :mod:`stardomain.data.imagefolder`): ``root`` is that folder and is required,
+    ``download`` is ignored, and every image becomes ``image_size`` x ``image_size``
+    (default 64), normalised by the train split's per-channel statistics. ``image_size``
+    applies to no other dataset.
     """
     key = _canonical(name)
     spec = _SPECS[key]
-    raw = spec.reader(root, download)
-    if spec.mean is None or spec.std is None:
+    if spec.sized:
+        size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise StardomainError(f"image_size={image_size!r} for {key}: give a whole number of pixels >= 1 (default {DEFAULT_IMAGE_SIZE})")
+        raw = spec.reader(root, download, int(size))
+    else:
+        if image_size is not None:
+            raise StardomainError(
+                f"image_size={image_size!r} only applies to {IMAGEFOLDER} ({key} images have a fixed size); leave it unset"
+            )
+        raw = spec.reader(root, download)
+    if spec.sized and (spec.mean is None or spec.std is None):
+        mean, std = _channel_stats(raw.train_x, raw.scale)
+    elif spec.mean is None or spec.std is None:
         # per-channel statistics of the full train split (digits ships none)
         scaled = raw.train_x.astype(np.float64) / raw.scale
         mean = tuple(float(v) for v in scaled.mean(axis=(0, 2, 3)))

@@ -186,7 +186,8 @@ class ExperimentConfig:
     name: str = "experiment"
     dataset: str = "digits"
     subset: int | None = None
-    data_root: str | None = None
+    data_root: str | None = None  # for imagefolder: the folder holding train/ and val/ (required)
+    image_size: int | None = None  # imagefolder only: square side in pixels (default 64)
     device: str = "auto"
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -204,6 +205,12 @@ class ExperimentConfig:
 
         _check(self.dataset.lower() in data.available_datasets(),
                f"dataset: unknown '{self.dataset}'; choose one of {', '.join(data.available_datasets())}")
+        _check(self.image_size is None or data.accepts_image_size(self.dataset),
+               f"image_size: only applies to dataset imagefolder (got dataset '{self.dataset}'); remove it")
+        _check(self.image_size is None or (type(self.image_size) is int and self.image_size >= 1),
+               f"image_size: a whole number of pixels >= 1 (got {self.image_size!r})")
+        _check(not data.accepts_image_size(self.dataset) or bool(self.data_root),
+               "data_root: dataset imagefolder needs the folder holding train/ and val/ (or test/)")
         _check(self.model.name.lower() in models.available_models(),
                f"model.name: unknown '{self.model.name}'; choose one of {', '.join(models.available_models())}")
         allowed = models.model_info(self.model.name).defaults
@@ -239,7 +246,10 @@ class ExperimentConfig:
         return max(sizes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["image_size"] is None:
+            del d["image_size"]  # unset: configs (and experiment folders) from before the key stay identical
+        return d
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -70,7 +70,8 @@ class Experiment:
         self.progress = progress
         self.log = log or (lambda msg: None)
         self.device = resolve_device(config.device)
-        self.dataset = load_dataset(config.dataset, root=config.data_root, subset=config.subset, seed=config.seed)
+        self.dataset = load_dataset(config.dataset, root=config.data_root, subset=config.subset, seed=config.seed,
+                                    image_size=config.image_size)
         base = default_recipe(config.dataset).to_dict()
         self.recipe = Recipe.from_dict({**base, **config.train})
         self.cache = Cache(self.out / "cache")
