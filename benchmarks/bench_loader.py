@@ -36,15 +36,16 @@ class PerSampleCifar(TorchDataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # torchvision's order: RandomCrop(padding, black) -> RandomHorizontalFlip -> ToTensor -> Normalize
         p = self.padding
-        img = (self.images[i].float().div_(255) - MEAN) / STD
+        img = self.images[i]
         h, w = img.shape[-2:]
         img = F.pad(img, (p, p, p, p))
         dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
         img = img[:, dy:dy + h, dx:dx + w]
         if torch.rand(()) < 0.5:
             img = img.flip(-1)
-        return img.contiguous(), self.labels[i]
+        return (img.float().div_(255) - MEAN) / STD, self.labels[i]
 
 
 def _sync(device: torch.device) -> None:
@@ -89,7 +90,8 @@ def main() -> None:
     labels = torch.randint(0, 10, (args.n,), generator=gen)
 
     normalised = (images.float().div_(255) - MEAN) / STD
-    loader = TensorLoader(normalised, labels, batch_size=args.batch_size, augment=True, device=device)
+    black = tuple((-MEAN / STD).flatten().tolist())  # pad with black pixels, as the per-sample pipeline does
+    loader = TensorLoader(normalised, labels, batch_size=args.batch_size, augment=True, device=device, fill=black)
     fast = _rate(loader, device, args.epochs)
     print(f"device={device} n={args.n} batch={args.batch_size} threads={torch.get_num_threads()} "
           f"epochs={args.epochs}")

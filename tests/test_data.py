@@ -690,6 +690,29 @@ def test_augment_batch_shift_pattern_and_no_padding():
         augment_batch(torch.zeros(3, 4, 4), torch.Generator())
 
 
+def test_crop_padding_is_black_in_raw_pixels_like_torchvision():
+    """Normalised images are padded with the normalised value of black, per channel."""
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    raw = torch.rand(32, 3, 6, 6) * 0.5 + 0.5  # bright images: any black pixel after cropping is padding
+    x = (raw - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    ds = Dataset(name="t", train_x=x, train_y=torch.zeros(32, dtype=torch.long), test_x=x, test_y=torch.zeros(32, dtype=torch.long),
+                 num_classes=1, in_shape=(3, 6, 6), mean=mean, std=std, classes=["a"], augment=True)
+    black = torch.tensor(ds.black())
+    out = augment_batch(x, torch.Generator().manual_seed(0), padding=2, fill=ds.black())
+    back = out * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)  # to raw pixels
+    pad = (back.abs() < 1e-5).all(dim=1)  # pixels black in every channel
+    assert pad.any() and ((back >= 0.5 - 1e-5) | (back.abs() < 1e-5)).all()
+    assert torch.allclose(out.permute(0, 2, 3, 1)[pad], black.expand(int(pad.sum()), 3))
+    # one value pads every channel alike; the wrong number of values is refused
+    zero = augment_batch(x, torch.Generator().manual_seed(0), padding=2)
+    assert torch.equal(zero[~pad.unsqueeze(1).expand_as(zero)], out[~pad.unsqueeze(1).expand_as(out)])
+    with pytest.raises(StardomainError, match="one per channel"):
+        augment_batch(x, torch.Generator(), padding=2, fill=(0.0, 1.0))
+    loader = TensorLoader(x, ds.train_y, batch_size=32, augment=True, seed=1, padding=2, fill=ds.black())
+    (xb, _), = list(loader)
+    assert (xb.permute(0, 2, 3, 1) == black).all(dim=-1).any()
+
+
 def test_loader_generator_on_data_device():
     loader = TensorLoader(torch.zeros(4, 1, 2, 2), torch.zeros(4), device="cpu")
     assert loader.generator().device.type == "cpu"

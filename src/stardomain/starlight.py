@@ -232,7 +232,7 @@ class Starlight:
 
         recipe = self.config.recipe
         loader = TensorLoader(self.dataset.train_x, self.dataset.train_y, batch_size=recipe.batch_size, shuffle=True,
-                              augment=recipe.augment and self.dataset.augment, seed=self.seed, device=self.device)
+                              augment=recipe.augment and self.dataset.augment, fill=self.dataset.black(), seed=self.seed, device=self.device)
         steps_per_epoch = len(loader)
         total_steps = recipe.epochs * steps_per_epoch
         every = self.config.realign_every or steps_per_epoch

@@ -171,7 +171,7 @@ def train_model(
 
     model.to(device)
     loader = TensorLoader(dataset.train_x, dataset.train_y, batch_size=recipe.batch_size, shuffle=True,
-                          augment=recipe.augment and dataset.augment, seed=seed, device=device)
+                          augment=recipe.augment and dataset.augment, fill=dataset.black(), seed=seed, device=device)
     opt = make_optimizer(model.parameters(), recipe)
     steps_per_epoch = len(loader)
     total = recipe.epochs * steps_per_epoch

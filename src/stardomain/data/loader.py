@@ -10,7 +10,7 @@ replayed exactly, e.g. by a resumed run that sets ``loader.epoch = e``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,14 +31,17 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(digest, "little") & _SEED_MASK
 
 
-def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
-    """Random crop (zero padding of ``padding`` pixels) and horizontal flip of a batch.
+def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4,
+                  fill: float | Sequence[float] = 0.0) -> Tensor:
+    """Random crop (``padding`` pixels of ``fill``) and horizontal flip of a batch.
 
     Vectorised: the batch is padded once, then every sample's crop window (flipped
     or not) is read with a single ``gather`` of precomputed flat indices. Offsets and
     flips are drawn from ``generator`` on its own device and moved to ``x.device``.
-    The padding value is 0 in the tensor's units, i.e. the mean colour for normalised
-    data. Returns a new tensor shaped like ``x``.
+    ``fill`` is one value or one per channel, in the tensor's units: for normalised
+    images pass :meth:`Dataset.black <stardomain.data.Dataset.black>` to pad with black
+    pixels as torchvision's ``RandomCrop(padding=4)`` on raw images does (0 would pad
+    with the mean colour). Returns a new tensor shaped like ``x``.
     """
     if x.dim() != 4:
         raise StardomainError(f"augment_batch needs images shaped (N, C, H, W), got {tuple(x.shape)}")
@@ -49,7 +52,16 @@ def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4) -> Te
     offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=gdev).to(x.device)
     flips = torch.randint(0, 2, (b,), generator=generator, device=gdev).to(x.device).bool()
     hp, wp = h + 2 * padding, w + 2 * padding
-    padded = F.pad(x, (padding, padding, padding, padding)) if padding else x
+    values = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(-1)
+    if values.numel() not in (1, c):
+        raise StardomainError(f"augment_batch fill needs 1 or {c} values (one per channel), got {values.numel()}")
+    if not padding:
+        padded = x
+    elif values.numel() == 1:
+        padded = F.pad(x, (padding, padding, padding, padding), value=float(values[0]))
+    else:
+        padded = values.view(1, c, 1, 1).expand(b, c, hp, wp).clone()
+        padded[:, :, padding:padding + h, padding:padding + w] = x
     rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (b, h) rows of the padded image
     col = torch.arange(w, device=x.device)
     cols = torch.where(flips[:, None], w - 1 - col, col) + offsets[1, :, None]  # (b, w)
@@ -79,6 +91,7 @@ class TensorLoader:
         device: str | torch.device = "cpu",
         drop_last: bool = False,
         padding: int = 4,
+        fill: float | Sequence[float] = 0.0,
     ) -> None:
         if len(x) != len(y):
             raise StardomainError(f"TensorLoader: {len(x)} inputs but {len(y)} targets")
@@ -95,6 +108,7 @@ class TensorLoader:
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.padding = int(padding)
+        self.fill = tuple(float(v) for v in fill) if isinstance(fill, Sequence) else float(fill)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -126,6 +140,6 @@ class TensorLoader:
                 idx = order[start:end]
                 xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
             if self.augment:
-                xb = augment_batch(xb, g, padding=self.padding)
+                xb = augment_batch(xb, g, padding=self.padding, fill=self.fill)
             yield xb, yb
         self.epoch = epoch + 1

@@ -39,6 +39,10 @@ class Dataset:
     classes: list[str]
     augment: bool  # whether crop+flip augmentation suits this dataset
 
+    def black(self) -> tuple[float, ...]:
+        """A black pixel in normalised units: the crop padding of torchvision's recipe."""
+        return tuple(-m / s for m, s in zip(self.mean, self.std))
+
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name!r}, train={tuple(self.train_x.shape)}, test={tuple(self.test_x.shape)}, "
