@@ -134,14 +134,13 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], epochs: int | No
 @device_option
 def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str | None, device: str) -> None:
     """Test loss and accuracy of CHECKPOINT (a .safetensors file)."""
-    from stardomain import data, store
+    from stardomain import store
     from stardomain.train import evaluate
 
     dev = resolve_device(device)
     model = store.load(checkpoint, device=dev)
     name = dataset or model.meta.get("dataset", "digits")
-    ds = data.load_dataset(name, root=data_root, image_size=image_size_of(name, model.meta))
-    check_shapes(model.meta, ds)
+    ds = load_data_for(model.meta, dataset, data_root)
     loss, acc = evaluate(model, ds.test_x, ds.test_y, device=dev)
     result = {"checkpoint": str(checkpoint), "dataset": name, "test_loss": loss, "test_acc": acc, "n": len(ds.test_y)}
     if as_json:
@@ -150,12 +149,20 @@ def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str
         click.echo(f"{checkpoint} on {name} test: loss={loss:.4f} acc={100 * acc:.2f}% (n={len(ds.test_y)})")
 
 
-def image_size_of(name: str, meta: dict[str, Any]) -> int | None:
-    """For a dataset that resizes on reading (imagefolder), the size the checkpoint was trained at."""
-    from stardomain.data.registry import accepts_image_size
+def load_data_for(meta: dict[str, Any], dataset: str | None, data_root: str | None, subset: int | None = None) -> Any:
+    """The dataset a checkpoint is used on (``--dataset``, else the one it was trained on), checked against it.
 
+    For a dataset that resizes on reading (imagefolder), images come at the size the
+    checkpoint was trained at.
+    """
+    from stardomain import data
+
+    name = dataset or meta.get("dataset", "digits")
     shape = meta.get("arch", {}).get("in_shape")
-    return int(shape[-1]) if accepts_image_size(name) and shape else None
+    image_size = int(shape[-1]) if data.accepts_image_size(name) and shape else None
+    ds = data.load_dataset(name, root=data_root, subset=subset, image_size=image_size)
+    check_shapes(meta, ds)
+    return ds
 
 
 def check_shapes(meta: dict[str, Any], ds: Any) -> None:
@@ -202,12 +209,7 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, seed: in
     keys = [k for k, _ in model.named_parameters()]
     x = None
     if method == "activation":
-        from stardomain import data
-
-        name = dataset or meta.get("dataset", "digits")
-        ds = data.load_dataset(name, root=data_root, image_size=image_size_of(name, meta))
-        check_shapes(meta, ds)
-        x = ds.train_x[:1024].to(dev)
+        x = load_data_for(meta, dataset, data_root).train_x[:1024].to(dev)
     spec = trace_spec(model)
     before = l2_distance(state_a, state_b, keys)
     aligned, match = align_states({k: v.to(dev) for k, v in state_a.items()}, {k: v.to(dev) for k, v in state_b.items()}, spec,
@@ -243,7 +245,7 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, seed: in
 def barrier(model_a: str, model_b: str, dataset: str | None, align_method: str, points: int, bn_samples: int | None,
             subset: int | None, out_path: str | None, plot_path: str | None, data_root: str | None, device: str, quiet: bool) -> None:
     """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
-    from stardomain import data, store
+    from stardomain import store
     from stardomain.barrier import barriers, curve
     from stardomain.permute import align as align_states, l2_distance, trace_spec
 
@@ -251,9 +253,7 @@ def barrier(model_a: str, model_b: str, dataset: str | None, align_method: str, 
         raise StardomainError(f"--points must be >= 2 (got {points})")
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
-    name = dataset or meta.get("dataset", "digits")
-    ds = data.load_dataset(name, root=data_root, subset=subset, image_size=image_size_of(name, meta))
-    check_shapes(meta, ds)
+    ds = load_data_for(meta, dataset, data_root, subset)
     model = store.build_model(meta["arch"]).to(dev)
     keys = [k for k, _ in model.named_parameters()]
     result: dict[str, Any] = {"a": str(model_a), "b": str(model_b), "dataset": ds.name, "align": align_method,
@@ -304,7 +304,7 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, model_nam
          realign_every: int | None, matching: str, init_path: str | None, subset: int | None, out_path: str,
          data_root: str | None, device: str, quiet: bool) -> None:
     """Starlight (Algorithm 1): train a star model linearly connected to every source (modulo permutations)."""
-    from stardomain import data, store, zoo
+    from stardomain import store, zoo
     from stardomain.starlight import Starlight, StarlightConfig
     from stardomain.train import Recipe, final_metrics, seed_everything
 
@@ -317,10 +317,7 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, model_nam
     arch = meta0["arch"]
     if model_name is not None and model_name != arch["name"]:
         raise StardomainError(f"--model {model_name} differs from the sources' architecture {arch['name']}; a star model must share it")
-    name = dataset or meta0.get("dataset", "digits")
-    ds = data.load_dataset(name, root=data_root, subset=subset if subset is not None else meta0.get("config", {}).get("subset"),
-                           image_size=image_size_of(name, meta0))
-    check_shapes(meta0, ds)
+    ds = load_data_for(meta0, dataset, data_root, subset if subset is not None else meta0.get("config", {}).get("subset"))
     recipe = Recipe.from_dict(meta0["recipe"]).replace(epochs=epochs, lr=lr)
     config = StarlightConfig(recipe=recipe, t_sampling=t_sampling, t_beta=t_beta, t_constant=t_constant, pairs_per_step=pairs_per_step,
                              mu=mu, realign_every=realign_every, matching=matching)
@@ -354,7 +351,7 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, model_nam
 def bma(star_path: str, sources_dir: str, dataset: str | None, max_samples: int, seed: int, subset: int | None,
         out_path: str | None, plot_path: str | None, data_root: str | None, device: str) -> None:
     """Bayesian model averaging over the star domain versus a deep ensemble of the sources (paper Sec. 4.1)."""
-    from stardomain import bma as bma_mod, data, store, zoo
+    from stardomain import bma as bma_mod, store, zoo
     from stardomain.permute import align as align_states, trace_spec
 
     if max_samples < 1:
@@ -364,9 +361,7 @@ def bma(star_path: str, sources_dir: str, dataset: str | None, max_samples: int,
     members = zoo.load_zoo(sources_dir)
     if members[0][2]["arch"] != meta["arch"]:
         raise StardomainError(f"the sources in {sources_dir} are {members[0][2]['arch']['name']} but the star is {meta['arch']['name']}")
-    name = dataset or meta.get("dataset", "digits")
-    ds = data.load_dataset(name, root=data_root, subset=subset, image_size=image_size_of(name, meta))
-    check_shapes(meta, ds)
+    ds = load_data_for(meta, dataset, data_root, subset)
     model = store.build_model(meta["arch"]).to(dev)
     spec = trace_spec(model)
     aligned = [align_states(star_state, s, spec, method="weight", seed=0)[0] for _, s, _ in members]
