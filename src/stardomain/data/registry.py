@@ -109,16 +109,20 @@ def available_datasets() -> list[str]:
     return sorted(_SPECS)
 
 
+def _key(name: str) -> str:
+    """Registry key of ``name``: case, hyphens and aliases folded (may not be registered)."""
+    key = str(name).strip().lower().replace("-", "_")
+    return _ALIASES.get(key, key)
+
+
 def accepts_image_size(name: str) -> bool:
     """Whether :func:`load_dataset` takes ``image_size`` for ``name`` (False for unknown names)."""
-    key = str(name).strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
+    key = _key(name)
     return key in _SPECS and _SPECS[key].sized
 
 
 def _canonical(name: str) -> str:
-    key = str(name).strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
+    key = _key(name)
     if key not in _SPECS:
         raise StardomainError(f"unknown dataset {name!r}; valid names: {', '.join(available_datasets())}")
     return key

@@ -29,7 +29,7 @@ __all__ = ["LAP_SOLVERS", "available_lap_solvers", "resolve_lap_solver", "solve_
 LAP_SOLVERS = ("auto", "scipy", "lapjv")
 
 
-def _scipy(cost: np.ndarray) -> np.ndarray | None:
+def _scipy(cost: np.ndarray) -> np.ndarray:
     """Column of each row maximising the total (exact, float64)."""
     _, cols = linear_sum_assignment(cost.astype(np.float64, copy=False), maximize=True)
     return cols
@@ -110,6 +110,4 @@ def solve_assignment(cost: np.ndarray, solver: str = "scipy") -> tuple[np.ndarra
         cols = _SOLVERS[solver](cost)
         if cols is not None:
             return cols, solver
-    cols = _scipy(cost)
-    assert cols is not None
-    return cols, "scipy"
+    return _scipy(cost), "scipy"
