@@ -13,18 +13,8 @@ from typing import Any
 import click
 import yaml
 
+from stardomain.device import resolve_device
 from stardomain.errors import StardomainError
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` picks CUDA when present; an unavailable device is a user error, not a crash."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StardomainError(f"device '{device}' requested but CUDA is not available; use --device cpu")
-    return device
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -6,7 +6,15 @@ from tensors already on the training device.
 """
 
 from stardomain.data.loader import TensorLoader, augment_batch, epoch_seed
-from stardomain.data.registry import Dataset, accepts_image_size, available_datasets, load_dataset, stratified_subset
+from stardomain.data.registry import (
+    Dataset,
+    accepts_image_size,
+    available_datasets,
+    canonical_name,
+    load_dataset,
+    matching_sample,
+    stratified_subset,
+)
 from stardomain.data.roots import resolve_data_root
 from stardomain.data.sources import read_idx, safe_unpickle
 
@@ -16,8 +24,10 @@ __all__ = [
     "accepts_image_size",
     "augment_batch",
     "available_datasets",
+    "canonical_name",
     "epoch_seed",
     "load_dataset",
+    "matching_sample",
     "read_idx",
     "resolve_data_root",
     "safe_unpickle",

@@ -121,7 +121,12 @@ def accepts_image_size(name: str) -> bool:
     return key in _SPECS and _SPECS[key].sized
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """The registry key of a dataset name (``fmnist``, ``Fashion-MNIST`` -> ``fashion_mnist``).
+
+    Resolve once at the edge (CLI, YAML, Python API) and use only the key after it: recipes,
+    checkpoint metadata and zoo identity are looked up by key, never by what the user typed.
+    """
     key = _key(name)
     if key not in _SPECS:
         raise StardomainError(f"unknown dataset {name!r}; valid names: {', '.join(available_datasets())}")
@@ -145,6 +150,22 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         quota[order[:extra]] += 1
     picks = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
     return np.sort(np.concatenate(picks))
+
+
+DEFAULT_MATCHING_SAMPLES = 1024
+
+
+def matching_sample(dataset: "Dataset", n: int = DEFAULT_MATCHING_SAMPLES, seed: int = 0) -> Tensor:
+    """The training inputs activation matching correlates on: seeded and class-stratified.
+
+    Why not ``train_x[:n]``: image folders (and any class-sorted source) store samples class
+    by class, so a prefix sees one or two classes. Every caller uses this one sample, so the
+    CLI, the pipeline and Starlight align on the same data for the same (dataset, n, seed).
+    """
+    labels = dataset.train_y.cpu().numpy()
+    n = min(int(n), len(labels))
+    idx = stratified_subset(labels, n, seed)
+    return dataset.train_x[torch.from_numpy(idx)]
 
 
 def _channel_stats(images: np.ndarray, scale: float, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -200,7 +221,7 @@ def load_dataset(
     (default 64), normalised by the train split's per-channel statistics. ``image_size``
     applies to no other dataset.
     """
-    key = _canonical(name)
+    key = canonical_name(name)
     spec = _SPECS[key]
     if spec.sized:
         size = DEFAULT_IMAGE_SIZE if image_size is None else image_size

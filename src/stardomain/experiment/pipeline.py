@@ -62,7 +62,7 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool | None = None,
                  log: Callable[[str], None] | None = None):
-        from stardomain.cli import resolve_device
+        from stardomain.device import resolve_device
         from stardomain.data import load_dataset
 
         self.cfg = config
