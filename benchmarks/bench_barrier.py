@@ -33,6 +33,13 @@ on the training subset so the curve has a shape.
     python benchmarks/bench_barrier.py                       # 21 points, 2000 train / 1000 test
     python benchmarks/bench_barrier.py --data cifar10 --data-root ~/data
     python benchmarks/bench_barrier.py --points 3 --train 1000 --test 500 --train-steps 5 --threads 1  # quick check
+    python benchmarks/bench_barrier.py --model mlp --width 16 --train 10000 --test 10000   # the MLP case
+
+``--model mlp`` times an MLP (``--depth`` hidden layers of ``--width`` units) on MNIST-shaped
+synthetic data instead. Without BatchNorm there is nothing to re-estimate, so the baselines
+skip the BN pass and ours evaluates the whole t-grid in vmapped chunks
+(``stardomain.curve_batched``); "ours, one t at a time" (``curve(..., batched=False)``) is
+timed too, so the effect of batching over t is measured in the same run.
 """
 
 from __future__ import annotations
@@ -67,7 +74,9 @@ def _interpolated_copy(model: nn.Module, state_a: dict, state_b: dict, t: float)
 
 
 def _reset_bn(m: nn.Module, x: Tensor, order: Tensor, bn_batch_size: int) -> None:
-    """The textbook BN reset: zeroed running stats, momentum=None, one train-mode pass."""
+    """The textbook BN reset: zeroed running stats, momentum=None, one train-mode pass (none without BN)."""
+    if not any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in m.modules()):
+        return
     for mod in m.modules():
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             mod.reset_running_stats()
@@ -144,18 +153,19 @@ def brief_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, 
     model.eval()
 
 
-def synthetic_data(n_train: int, n_test: int) -> SimpleNamespace:
-    """CIFAR-shaped data with a learnable signal: class-dependent mean images plus noise."""
+def synthetic_data(n_train: int, n_test: int, shape: tuple[int, int, int] = (3, 32, 32)) -> SimpleNamespace:
+    """Image data with a learnable signal: class-dependent mean images plus noise."""
     g = torch.Generator().manual_seed(0)
-    protos = torch.randn(10, 3, 32, 32, generator=g)
+    protos = torch.randn(10, *shape, generator=g)
 
     def make(n: int) -> tuple[Tensor, Tensor]:
         y = torch.randint(10, (n,), generator=g)
-        return 0.5 * protos[y] + torch.randn(n, 3, 32, 32, generator=g), y
+        return 0.5 * protos[y] + torch.randn(n, *shape, generator=g), y
 
     (trx, try_), (tex, tey) = make(n_train), make(n_test)
+    kind = "CIFAR" if shape == (3, 32, 32) else "MNIST" if shape == (1, 28, 28) else "x".join(map(str, shape))
     return SimpleNamespace(train_x=trx, train_y=try_, test_x=tex, test_y=tey, num_classes=10,
-                           in_shape=(3, 32, 32), desc="synthetic CIFAR-shaped data (class prototypes + noise)")
+                           in_shape=shape, desc=f"synthetic {kind}-shaped data (class prototypes + noise)")
 
 
 def cifar10_data(n_train: int, n_test: int, root: str | None, download: bool) -> SimpleNamespace:
@@ -214,6 +224,10 @@ def main() -> None:
                     help="CIFAR-10 folder for --data cifar10 (default: $STARDOMAIN_DATA, else the per-user cache)")
     ap.add_argument("--download", action="store_true",
                     help="with --data cifar10: download CIFAR-10 (~170 MB) into the data root if it is missing")
+    ap.add_argument("--model", choices=("resnet20", "mlp"), default="resnet20",
+                    help="resnet20 (default, BatchNorm) or mlp (no BatchNorm: the t-grid is evaluated batched)")
+    ap.add_argument("--width", type=int, default=16, help="--model mlp: hidden units (default 16)")
+    ap.add_argument("--depth", type=int, default=1, help="--model mlp: hidden layers (default 1)")
     ap.add_argument("--train", type=int, default=2000, help="training images, BN reset and train split (default 2000)")
     ap.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
     ap.add_argument("--points", type=int, default=21, help="values of t, end points included (default 21)")
@@ -239,20 +253,26 @@ def main() -> None:
     if args.data == "cifar10":
         ds = cifar10_data(args.train, args.test, args.data_root, args.download)
     else:
-        ds = synthetic_data(args.train, args.test)
+        ds = synthetic_data(args.train, args.test, (3, 32, 32) if args.model == "resnet20" else (1, 28, 28))
+    if args.model == "mlp" and args.data == "cifar10":
+        raise SystemExit("--model mlp runs on synthetic MNIST-shaped data; drop --data cifar10")
+    options = {} if args.model == "resnet20" else {"depth": args.depth, "width": args.width}
 
     models = []
     for seed in (1, 2):
         torch.manual_seed(seed)
-        m = create("resnet20", ds.num_classes, ds.in_shape)
+        m = create(args.model, ds.num_classes, ds.in_shape, **options)
         brief_train(m, ds.train_x, ds.train_y, args.train_steps, seed)
         models.append(m)
     state_a, state_b = models[0].state_dict(), models[1].state_dict()
     run_shared = not args.no_shared_baseline
 
-    print(f"ResNet-20 on {ds.desc}: {args.train} train / {args.test} test, {args.points} points, "
-          f"BN reset on all train (batch {args.bn_batch_size}), torch threads {torch.get_num_threads()}")
-    times: dict[str, list[tuple[float, float]]] = {"per_split": [], "shared": [], "ours": []}
+    has_bn = args.model == "resnet20"
+    label = "ResNet-20" if has_bn else f"MLP depth {args.depth} width {args.width} (no BN)"
+    bn_note = f"BN reset on all train (batch {args.bn_batch_size})" if has_bn else "no BN reset"
+    print(f"{label} on {ds.desc}: {args.train} train / {args.test} test, {args.points} points, "
+          f"{bn_note}, torch threads {torch.get_num_threads()}")
+    times: dict[str, list[tuple[float, float]]] = {"per_split": [], "shared": [], "ours": [], "unbatched": []}
     for _ in range(args.repeats):  # interleaved, so load from other processes hits every side alike
         ref_split = _timed(lambda: per_split_curve(models[0], state_a, state_b, ds, args.points,
                                                    args.bn_batch_size), times["per_split"])
@@ -261,21 +281,34 @@ def main() -> None:
                                                         args.bn_batch_size), times["shared"])
         c = _timed(lambda: curve(models[0], state_a, state_b, ds, num_points=args.points,
                                  bn_batch_size=args.bn_batch_size, bn_estimator="cumulative"), times["ours"])
+        if not has_bn:
+            c_one = _timed(lambda: curve(models[0], state_a, state_b, ds, num_points=args.points, batched=False),
+                           times["unbatched"])
 
     worst_split = _max_diff(ref_split, c, args.train, args.test, "per-split")
     worst_shared = _max_diff(ref_shared, c, args.train, args.test, "shared-BN") if run_shared else 0.0
+    worst_one = 0.0
+    if not has_bn:  # batched over t and one t at a time: the same numbers to float rounding
+        worst_one = max(abs(a - b) for m in ("train_loss", "train_acc", "test_loss", "test_acc")
+                        for a, b in zip(c.metric(m), c_one.metric(m)))
+        assert worst_one <= 1e-5, f"batched and one-t-at-a-time curves differ by {worst_one:.2e}"
     best = {k: (min(w for w, _ in v), min(p for _, p in v)) for k, v in times.items() if v}
 
     def line(label: str, key: str, what: str) -> str:
         wall, cpu = best[key]
-        return f"{label:<19}{wall:8.2f} s wall, {cpu:8.2f} s CPU   ({what})"
+        return f"{label:<23}{wall:8.2f} s wall, {cpu:8.2f} s CPU   ({what})"
 
+    reset = "momentum=None BN reset" if has_bn else "evaluation (no BN to reset)"
     print(line("per-split baseline:", "per_split",
-               f"deepcopy + momentum=None BN reset per (t, split): {2 * args.points} of each, batch {EVAL_BATCH_SIZE}"))
+               f"deepcopy + {reset} per (t, split): {2 * args.points} of each, batch {EVAL_BATCH_SIZE}"))
     if run_shared:
         print(line("shared-BN baseline:", "shared",
-                   f"deepcopy + BN reset once per t, train and test passes at batch {EVAL_BATCH_SIZE}"))
-    print(line("ours:", "ours", "one working copy, channels_last, BN folded + in-place ReLU for eval"))
+                   f"deepcopy{' + BN reset' if has_bn else ''} once per t, train and test passes at batch {EVAL_BATCH_SIZE}"))
+    if has_bn:
+        print(line("ours:", "ours", "one working copy, channels_last, BN folded + in-place ReLU for eval"))
+    else:
+        print(line("ours, one t at a time:", "unbatched", "curve(..., batched=False)"))
+        print(line("ours:", "ours", f"the t-grid in vmapped chunks; max |difference| to one t at a time {worst_one:.1e}"))
     w_ours, c_ours = best["ours"]
     w_split, c_split = best["per_split"]
     print(f"speed-up vs per-split baseline (the issue's goal, >= 2x): {w_split / w_ours:.2f}x wall, "
@@ -285,6 +318,10 @@ def main() -> None:
         print(f"speed-up vs shared-BN baseline (stronger reference): {w_shared / w_ours:.2f}x wall, "
               f"{c_shared / c_ours:.2f}x CPU; max |difference|: {worst_shared:.2e}")
     print("barriers (ours): " + ", ".join(f"{k} {v:.4f}" for k, v in barriers(c).items()))
+    if not has_bn:
+        w_one, c_one_cpu = best["unbatched"]
+        print(f"batched over t vs one t at a time: {w_one / w_ours:.2f}x wall, {c_one_cpu / c_ours:.2f}x CPU")
+        return
     pooled = curve(models[0], state_a, state_b, ds, num_points=args.points, bn_batch_size=args.bn_batch_size)
     print("barriers (default pooled BN estimator): " + ", ".join(f"{k} {v:.4f}" for k, v in barriers(pooled).items()))
 

@@ -7,20 +7,29 @@ normalises once up front (as ``load_dataset`` does); the DataLoader path convert
 augments each sample in ``__getitem__``, the way torchvision transforms would (written
 in plain torch here because torchvision is not a dependency).
 
+It also prints the images/s of the streaming loader (``StreamingImageFolder``: JPEG decoding,
+random-resized crop to 224 and flip in DataLoader workers, normalisation on the device) over a
+generated ImageNet-style folder of photo-sized JPEGs.
+
     python benchmarks/bench_loader.py --n 10000 --batch-size 128 --device cpu
+    python benchmarks/bench_loader.py --n 2000 --workers 2 --stream-images 512 --stream-workers 0 2
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from stardomain.data import TensorLoader
+from stardomain.data import StreamingImageFolder, TensorLoader
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1)
@@ -70,6 +79,29 @@ def _rate(batches, device: torch.device, epochs: int) -> float:
     return total / (time.perf_counter() - start)
 
 
+def write_jpeg_folder(root: Path, n: int, size: tuple[int, int], classes: int = 10) -> Path:
+    """``n`` photo-sized JPEGs (smooth colour gradients plus noise: photo-like file sizes) in class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    w, h = size
+    ramp = np.linspace(0, 1, w)[None, :, None] * np.linspace(0, 1, h)[:, None, None]
+    for i in range(n):
+        for split in ("train", "val") if i < classes else ("train",):
+            folder = root / split / f"n{i % classes:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = ramp * rng.integers(0, 256, 3) + rng.normal(0, 12, (h, w, 3))
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.JPEG", quality=90)
+    return root
+
+
+def stream_rate(root: Path, batch_size: int, device: torch.device, workers: int, crop: int, resize: int) -> float:
+    """Images/s of one streamed training epoch (random-resized crop + flip), after a warm-up epoch."""
+    ds = StreamingImageFolder(root, crop=crop, resize=resize, num_workers=workers)
+    loader = ds.train_loader(batch_size=batch_size, augment=True, seed=0, device=device)
+    return _rate(loader, device, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10000, help="number of 3x32x32 images")
@@ -80,6 +112,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads in the main process (default: torch's choice); "
                              "1 avoids OpenMP thrashing on a busy machine")
+    parser.add_argument("--stream-images", type=int, default=512, help="JPEGs in the generated folder (0: skip)")
+    parser.add_argument("--stream-size", default="500x375", help="their size WxH (ImageNet's typical photo)")
+    parser.add_argument("--stream-workers", type=int, nargs="+", default=[2], help="StreamingImageFolder num_workers to try")
+    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--resize", type=int, default=256)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,6 +142,15 @@ def main() -> None:
         slow = _rate(dataloader, device, args.epochs)
         print(f"DataLoader per-sample, num_workers={workers}:    {slow:12,.0f} images/s   "
               f"TensorLoader is {fast / slow:5.1f}x faster")
+
+    if args.stream_images > 0:
+        w, h = (int(v) for v in args.stream_size.lower().split("x"))
+        with tempfile.TemporaryDirectory() as tmp:
+            root = write_jpeg_folder(Path(tmp), args.stream_images, (w, h))
+            for workers in args.stream_workers:
+                rate = stream_rate(root, args.batch_size, device, workers, args.crop, args.resize)
+                print(f"StreamingImageFolder {w}x{h} JPEG -> {args.crop} crop, num_workers={workers}: "
+                      f"{rate:10,.0f} images/s")
 
 
 if __name__ == "__main__":

@@ -251,7 +251,9 @@ def test_plot_bma_writes_a_png(tmp_path, digits, mlps):
         out = bma.plot_bma(result, target)
         assert out == target
         assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["bma.png", "bma_seeds.png"]
+    # each PNG has its vector PDF beside it, and no temp file is left behind
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["bma.pdf", "bma.png", "bma_seeds.pdf", "bma_seeds.png"]
+    assert (tmp_path / "bma_seeds.pdf").read_bytes()[:5] == b"%PDF-"
     with pytest.raises(StardomainError):
         bma.plot_bma({"nothing": 1}, tmp_path / "bad.png")
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from cli_helpers import assert_one_line_error, run_cli
@@ -92,11 +93,38 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     assert r.code == 0, r.err
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())
-    assert res["schema_version"] == 1
+    assert res["schema_version"] == 2
     for section in ("barriers", "distances", "n_sources", "bma", "fusion", "width_depth", "optimizer", "models", "config", "dataset"):
         assert section in res, section
     groups = res["barriers"]["groups"]
     assert len(groups["regular-regular"]) == 3 and len(groups["star-source"]) == 3 and len(groups["star-held-out"]) == 2
+    # which pairs: recorded, disjoint first; the star meets every source
+    record = res["barriers"]["pairs"]
+    assert record["regular-regular"]["pairs"][0] == ["seed-0", "seed-1"] and record["regular-regular"]["possible"] == 3
+    assert [b for _, b in record["star-source"]["pairs"]] == ["seed-0", "seed-1", "seed-2"]
+    assert [[p["a"], p["b"]] for p in groups["regular-regular"]] == record["regular-regular"]["pairs"]
+    # both endpoints of every barrier, and the poor-star flag (this 2-epoch star is far below its sources)
+    ep = res["endpoints"]
+    assert ep["sources"]["test_acc"]["n"] == 3 and ep["held_out"]["test_acc"]["n"] == 2
+    assert ep["star_below_sources"] == (ep["sources"]["test_acc"]["mean"] - ep["star"]["test_acc"] > 0.01)
+    assert res["models"]["has_batchnorm"] is False
+    # every verdict comes from a stored test
+    tests = res["tests"]
+    assert tests["barriers"]["comparable"] == (not ep["star_below_sources"])
+    assert {"regular_regular_vs_zero", "star_source_near_zero", "star_held_out_vs_regular"} <= set(tests["barriers"])
+    assert set(tests["bma"]) == {"auroc_max_prob", "auroc_neg_entropy", "ece"} and tests["n_sources"]["first"] == 2
+    # roles and seeds: held-out models are recorded as such; every star has its own seed, never a model's
+    for name, role in (("seed-0", "source"), ("seed-1000", "held_out")):
+        assert json.loads((out / "zoo" / "main" / f"{name}.json").read_text())["role"] == role
+    stars = {p.stem: json.loads(p.read_text()) for p in (out / "stars").glob("*.json")}
+    seeds = [m["seed"] for m in stars.values()]
+    regular_seeds = {json.loads(p.read_text())["seed"] for p in (out / "zoo").rglob("seed-*.json")}
+    assert len(stars) == 5 and len(set(seeds)) == len(seeds) and not set(seeds) & regular_seeds
+    assert res["models"]["star_seed"] == stars["main-z3"]["seed"]
+    # star.recipe (epochs: 2) trains the SGD stars; the Adam star is trained like the Adam sources
+    assert stars["main-z3"]["starlight"]["recipe"]["epochs"] == 2
+    adam = stars["opt-adam-z2"]["starlight"]["recipe"]
+    assert adam["optimizer"] == "adam" and adam["epochs"] == 3 and adam == res["optimizer"]["recipe"]
     for pair in groups["regular-regular"]:
         c = pair["curve"]
         assert len(c["t"]) == 5 and c["t"][0] == 0.0 and c["t"][-1] == 1.0
@@ -110,6 +138,11 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     report = (out / "report.md").read_text()
     for heading in ("Loss barriers", "ℓ2 distances", "number of sources", "Bayesian model averaging", "Model fusion", "Width and depth", "Optimizer"):
         assert heading in report, heading
+    assert "BatchNorm statistics are re-estimated" not in report and "no BatchNorm" in report
+    assert "Endpoints of these barriers" in report and "seed-0–seed-1" in report
+    if ep["star_below_sources"]:
+        star_verdicts = [ln for ln in report.splitlines() if ln.startswith("- star–") and "barrier" in ln]
+        assert len(star_verdicts) == 3 and all("not comparable" in ln and "near 0" not in ln for ln in star_verdicts)
     for png in ("barrier_curves.png", "n_sources.png", "bma.png", "width_depth.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # star metadata records its sources by content hash
@@ -152,9 +185,47 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
         json.loads(p.read_text()) if not p.name.startswith(".") else None
     resumed = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    a = json.loads((tmp_path / "ref" / "results.json").read_text())
-    b = json.loads((out / "results.json").read_text())
-    assert a == b
+    for name in ("results.json", "report.md"):
+        assert (tmp_path / "ref" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_config_resolves_names_to_registry_keys(tmp_path):
+    cfg = load_config(write_config(tmp_path / "a.yaml", {**TINY, "dataset": "Sklearn-Digits", "model": {"name": "MLP", "options": {"width": 8}}}))
+    assert cfg.dataset == "digits" and cfg.model.name == "mlp"
+    assert cfg.to_dict()["dataset"] == "digits"
+    assert cfg.source_recipe() == load_config(write_config(tmp_path / "b.yaml", TINY)).source_recipe()
+    with pytest.raises(StardomainError, match="dataset: unknown 'fmnst'"):
+        load_config(write_config(tmp_path / "c.yaml", {**TINY, "dataset": "fmnst"}))
+
+
+def test_optimizer_star_recipe_is_its_own(tmp_path):
+    base = {**TINY, "star": {"recipe": {"epochs": 7, "lr": 0.3}}}
+    cfg = load_config(write_config(tmp_path / "a.yaml", base))
+    star = cfg.star_recipe(cfg.optimizer_recipe(), cfg.studies.optimizer.star_recipe)
+    assert star.optimizer == "adam" and star.lr == 1e-3 and star.epochs == 3  # no SGD star override leaks in
+    opt = {**TINY["studies"]["optimizer"], "star_recipe": {"epochs": 5}}
+    cfg = load_config(write_config(tmp_path / "b.yaml", {**base, "studies": {**TINY["studies"], "optimizer": opt}}))
+    assert cfg.star_recipe(cfg.optimizer_recipe(), cfg.studies.optimizer.star_recipe).epochs == 5
+    bad = {**opt, "star_recipe": {"epoch": 5}}
+    with pytest.raises(StardomainError, match="studies.optimizer.star_recipe"):
+        load_config(write_config(tmp_path / "c.yaml", {**TINY, "studies": {**TINY["studies"], "optimizer": bad}}))
+
+
+def test_pipeline_matching_sample_sees_every_class(tmp_path):
+    from stardomain.data import matching_sample
+    from stardomain.experiment import Experiment
+
+    cfg = load_config(write_config(tmp_path / "a.yaml", {**TINY, "eval": {"matching_samples": 50, "align": "activation"}}))
+    exp = Experiment(cfg, tmp_path / "out")
+    # a class-sorted training set: a prefix would hold one class, the pipeline's sample holds all of them
+    order = exp.dataset.train_y.argsort(stable=True)
+    exp.dataset.train_x, exp.dataset.train_y = exp.dataset.train_x[order], exp.dataset.train_y[order]
+    x = exp.matching_x("activation")
+    assert x.shape[0] == 50 and torch.equal(x, matching_sample(exp.dataset, 50, seed=0))
+    label_of = {r.numpy().tobytes(): int(y) for r, y in zip(exp.dataset.train_x, exp.dataset.train_y)}
+    assert len({label_of[r.numpy().tobytes()] for r in x}) == exp.dataset.num_classes
+    assert len({label_of[r.numpy().tobytes()] for r in exp.dataset.train_x[:50]}) == 1  # what train_x[:50] would see
+    assert exp.matching_x("weight") is None
 
 
 def test_missing_logging_package_is_a_one_line_error(tmp_path, capsys, monkeypatch):

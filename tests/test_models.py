@@ -13,7 +13,7 @@ from stardomain.errors import StardomainError
 from stardomain.models import available_models, create, model_info, register
 
 SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar": (3, 32, 32)}
-ALL = ["densenet40_12", "mlp", "resnet18", "resnet20", "vgg11", "vgg16", "vgg19", "wrn"]
+ALL = ["densenet40_12", "mlp", "resnet18", "resnet18_imagenet", "resnet20", "vgg11", "vgg16", "vgg19", "wrn"]
 # Smaller variants keep the per-shape forward/backward checks fast on CPU while still
 # exercising every code path (downsampling, projection shortcuts, skipped pools).
 SMALL = {
@@ -23,6 +23,7 @@ SMALL = {
     "vgg19": {"width": 0.125},
     "resnet20": {},
     "resnet18": {"width": 0.125},
+    "resnet18_imagenet": {"width": 0.125},
     "wrn": {"depth": 10, "width": 1},
     "densenet40_12": {"depth": 13, "growth": 4},
 }
@@ -72,6 +73,14 @@ def test_vgg_skips_pools_on_small_inputs() -> None:
 def test_parameter_counts_match_published(name: str, options: dict, expected: int, tol: float) -> None:
     count = n_params(create(name, 10, (3, 32, 32), **options))
     assert abs(count - expected) / expected < tol, count
+
+
+def test_imagenet_resnet18_is_torchvisions_layout() -> None:
+    """11,689,512 parameters at 1000 classes (torchvision's resnet18); the stem downsamples 224 -> 56."""
+    model = create("resnet18_imagenet", 1000, (3, 224, 224))
+    assert n_params(model) == 11_689_512
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    assert stem(torch.zeros(1, 3, 224, 224)).shape == (1, 64, 56, 56)
 
 
 def test_mlp_default_is_784_512_512_512_10() -> None:
@@ -216,7 +225,10 @@ def test_bad_shapes_and_classes() -> None:
     with pytest.raises(StardomainError, match="at least 4x4"):
         create("densenet40_12", 10, (1, 2, 2))
     with pytest.raises(StardomainError, match="in_shape"):
-        create("mlp", 10, (28, 28))
+        create("mlp", 10, (28, 0))
+    with pytest.raises(StardomainError, match="needs 3-d inputs"):
+        create("resnet20", 10, (28, 28))
+    assert create("mlp", 10, (7,), depth=1, width=4)(torch.randn(2, 7)).shape == (2, 10)  # tabular: any shape
     with pytest.raises(StardomainError, match="num_classes"):
         create("mlp", 0, (1, 28, 28))
 

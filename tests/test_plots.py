@@ -63,3 +63,38 @@ def test_plot_errors(tmp_path):
     with pytest.raises(StardomainError):
         plot_series([1, 2], {"s": ([1.0], None)}, "x", "y", tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_curve_panel_says_barrier_n_and_band_and_survives_greyscale():
+    from matplotlib.figure import Figure
+
+    from stardomain.barrier import barriers
+    from stardomain.plots import BAND_LABEL, _draw_metric
+
+    groups = {"regular – regular": fake_curves(4, 0.6, 0.02), "star – held-out": fake_curves(2, 0.05)}
+    ax = Figure().add_subplot(1, 1, 1)
+    _draw_metric(ax, groups, "loss", ("test", "train"))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    b = [barriers(c)["test_loss"] for c in groups["regular – regular"]]
+    mean = sum(b) / len(b)
+    assert labels[0].startswith("regular – regular, test (n=4): B = ") and f"{mean:.3f} ± " in labels[0]
+    assert labels[-1] == BAND_LABEL and any(lb.startswith("star – held-out, train (n=2)") for lb in labels)
+    lines = ax.get_lines()
+    styles = {(ln.get_linestyle(), ln.get_marker(), ln.get_markerfacecolor() == "white") for ln in lines}
+    assert len(styles) == len(lines) == 4  # every curve differs in line style or marker, not only in colour
+    assert ax.get_ylabel() == "loss (nats)" and ax.get_xlabel() == "interpolation coefficient t"
+
+
+def test_plot_training_and_pdf_beside_png(tmp_path):
+    from stardomain.plots import plot_training
+
+    def history(shift: float) -> list[dict]:
+        return [{"epoch": e, "train_loss": 1 / (e + shift), "test_loss": 1.2 / (e + shift), "test_acc": 0.8 + 0.01 * e} for e in range(1, 6)]
+
+    star = [{"epoch": e, "interp_train_loss": 1.5 / e} for e in range(1, 9)]
+    star[-1]["star_test_acc"] = 0.9
+    p = plot_training({"sources Z": [history(0), history(1)], "star θ⋆": [star]}, tmp_path / "train.png")
+    assert_png(p)
+    assert (tmp_path / "train.pdf").read_bytes()[:5] == b"%PDF-"
+    with pytest.raises(StardomainError, match="at least one model history"):
+        plot_training({"empty": []}, tmp_path / "none.png")

@@ -166,7 +166,7 @@ def test_star_model_is_better_connected_than_regular_models(fashion_mlp_zoo, fas
     spec = trace_spec(model)
 
     def barrier(a, b):
-        b_aligned, _ = align(a, b, spec, method="weight", seed=0)
+        b_aligned, _ = align(a, b, spec=spec, model=model, method="weight", seed=0)
         return barriers(curve(model, a, b_aligned, fashion_small, num_points=11, splits=("test",)))["test_loss"]
 
     regular = [barrier(a, b) for a, b in itertools.combinations(sources, 2)]
@@ -176,3 +176,44 @@ def test_star_model_is_better_connected_than_regular_models(fashion_mlp_zoo, fas
     assert rr > 0.02, f"regular–regular barrier {rr:.4f}: the setting shows nothing"
     assert statistics.fmean(star_source) < rr, (star_source, regular)
     assert statistics.fmean(star_held) < rr, (star_held, regular)
+
+
+def test_activation_matching_uses_the_stars_own_bn_statistics(digits, monkeypatch):
+    """Interpolated forwards write their statistics into the star's BN buffers; realign must not match with them."""
+    import copy
+
+    import stardomain.permute as permute
+    from stardomain.bn import bn_state, reset_bn
+    from stardomain.data import matching_sample
+
+    star = _mlp(0, digits, batchnorm=True)
+    source = _mlp(1, digits, batchnorm=True).state_dict()
+    config = StarlightConfig(recipe=Recipe(lr=0.05, epochs=1, batch_size=64), matching="activation", matching_samples=256)
+    sl = Starlight(star, [source], digits, config)
+    for i in range(4):  # training steps at t = 0.9: the buffers now describe the interpolated networks
+        sl.step(digits.train_x[64 * i:64 * (i + 1)], digits.train_y[64 * i:64 * (i + 1)], [(0, 0.9)], lr=0.05)
+    polluted = bn_state(star)
+    own = reset_bn(copy.deepcopy(star), matching_sample(digits, 256))
+    seen = {}
+    real = permute.activation_matching
+
+    def spy(state_a, state_b, **kw):
+        seen.update({k: v.clone() for k, v in state_a.items()})
+        return real(state_a, state_b, **kw)
+
+    monkeypatch.setattr(permute, "activation_matching", spy)
+    sl.realign()
+    means = [k for k in own if k.endswith("running_mean") or k.endswith("running_var")]
+    assert means
+    for k in means:
+        assert not torch.allclose(polluted[k], own[k], rtol=0.05), k  # the test can tell the two apart
+        torch.testing.assert_close(seen[k], own[k])
+        assert torch.equal(bn_state(star)[k], polluted[k])  # the model's buffers are left to finalize_bn
+
+
+def test_star_seed_is_its_own_stream():
+    from stardomain.starlight import star_seed
+
+    seeds = {star_seed(s, tag) for s in range(50) for tag in ("", "n_sources=5", "mu=1")}
+    assert len(seeds) == 150 and not seeds & set(range(2000))
+    assert star_seed(0) == star_seed(0)

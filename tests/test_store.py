@@ -40,6 +40,7 @@ def test_content_hash_and_discovery(tmp_path):
     b = store.save(tmp_path / "z" / "sub" / "seed-1", _model(1), {})
     (tmp_path / "z" / "incomplete.safetensors").write_bytes(b"xx")  # no JSON: not complete
     assert store.find_checkpoints(tmp_path / "z") == sorted([a, b])
+    assert store.find_checkpoints(tmp_path / "z", recursive=False) == [a]  # a zoo folder: its direct children only
     assert store.content_hash(a) != store.content_hash(b)
     assert store.content_hash(a) == store.read_metadata(a)["sha256"]
 

@@ -19,13 +19,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stardomain.bn import sample_order
+from stardomain.curve_batched import batchable, evaluate_states
+from stardomain.data.protocol import split_size, split_tensors, streams
 from stardomain.errors import StardomainError
 from stardomain.interpolate import EvalEngine, check_compatible, interpolation_points, lerp_state
 from stardomain.permute import l2_distance
+from stardomain.progress import Progress, ProgressConfig
 
 __all__ = ["Curve", "barrier_profile", "barriers", "curve", "evaluate_splits", "l2_distance", "pair_report"]
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+BN_PROTOCOLS = ("reset", "interpolate")  # per-t re-estimation (the paper's) | lerp of the running statistics
 
 
 @dataclass
@@ -59,12 +63,12 @@ class Curve:
         return getattr(self, name)
 
 
-def _fixed_subset(n: int, k: int | None, seed: int) -> Tensor | None:
+def _fixed_subset(n: int, k: int | None, seed: int, what: str = "eval_train_samples") -> Tensor | None:
     """Seeded subset indices (sorted, so slices stay contiguous in memory), or None for all."""
     if k is None or k >= n:
         return None
     if k < 1:
-        raise StardomainError(f"eval_train_samples must be >= 1 (got {k}); use None for the whole split")
+        raise StardomainError(f"{what} must be >= 1 (got {k}); use None for the whole split")
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
 
 
@@ -96,30 +100,43 @@ def curve(
     splits: Sequence[str] = ("train", "test"),
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
-    progress: bool | None = False,  # None: a tqdm bar only on a terminal
+    progress: bool | ProgressConfig | None = False,  # None: a bar on a terminal, lines in a log
     *,
     eval_train_samples: int | None = None,
+    eval_test_samples: int | None = None,
     bn_batch_size: int = 512,
     bn_estimator: str = "pooled",
     ts: Sequence[float] | None = None,
     seed: int = 0,
     fold_bn: bool = True,
+    batched: bool | None = None,
+    bn: str = "reset",
 ) -> Curve:
     """Evaluate (1 - t)·A + t·B at ``num_points`` values of t (or at ``ts``).
 
     ``model`` only supplies the architecture: a private working copy is made once and the
-    caller's model is left untouched. ``dataset`` needs train_x/train_y/test_x/test_y (a
-    :class:`stardomain.data.Dataset`). When the model has BatchNorm, its statistics are
+    caller's model is left untouched. ``dataset`` is a :class:`stardomain.data.Dataset`, any
+    object with train_x/train_y/test_x/test_y, or a streamed folder (whose seeded subsets are
+    decoded into memory once, before the first t). When the model has BatchNorm, its statistics are
     re-estimated at every t from ``bn_samples`` training samples (default: all) taken in one
     fixed seeded order, without augmentation. ``eval_train_samples`` evaluates the train
-    split on a fixed seeded subset for speed. ``batch_size`` None picks 64 on CPU (cache
+    split on a fixed seeded subset for speed, ``eval_test_samples`` the test split. ``batch_size`` None picks 64 on CPU (cache
     friendly) and 1024 elsewhere; it does not change the results beyond float rounding.
+    ``batched`` (default: whenever possible) evaluates the t-grid of a model without
+    BatchNorm (or with ``bn="interpolate"``) in vmapped chunks (:mod:`stardomain.curve_batched`): the same numbers to float
+    rounding, several times faster for small models; False forces one t at a time.
+    ``bn`` is the BatchNorm protocol: "reset" (the paper's, App. A) re-estimates the statistics
+    at every t; "interpolate" keeps the lerp of the end points' running statistics (no reset),
+    the ablation that shows how much of a barrier the stale statistics make. Without
+    BatchNorm both give the same curve. The protocol is recorded as ``info["bn"]``.
     """
     for s in splits:
         if s not in ("train", "test"):
             raise StardomainError(f"unknown split {s!r}; splits are 'train' and 'test'")
     if bn_estimator not in ("pooled", "cumulative"):
         raise StardomainError(f"unknown bn_estimator {bn_estimator!r}; use 'pooled' or 'cumulative'")
+    if bn not in BN_PROTOCOLS:
+        raise StardomainError(f"unknown bn protocol {bn!r}; use 'reset' (re-estimate at every t) or 'interpolate'")
     check_compatible(state_a, state_b)
     dev = torch.device(device)
     bs = batch_size or (64 if dev.type == "cpu" else 1024)
@@ -130,30 +147,43 @@ def curve(
     engine = EvalEngine(model, dev, fold_bn=fold_bn)
     eval_splits: dict[str, tuple[Tensor, Tensor]] = {}
     full_train: Tensor | None = None  # the whole train_x on dev, when a split already holds it
+    caps = {"train": (eval_train_samples, seed + 1), "test": (eval_test_samples, seed + 2)}
     for s in splits:
-        x, y = getattr(dataset, f"{s}_x"), getattr(dataset, f"{s}_y")
-        idx = _fixed_subset(len(x), eval_train_samples, seed + 1) if s == "train" else None
-        if idx is not None:
-            x, y = x[idx], y[idx]
+        idx = _fixed_subset(split_size(dataset, s), caps[s][0], caps[s][1], f"eval_{s}_samples")
+        x, y = split_tensors(dataset, s, idx)
         eval_splits[s] = (x.to(dev), y.to(dev))
         if s == "train" and idx is None:
             full_train = eval_splits[s][0]
     x_bn: Tensor | None = None
     bn_order: Tensor | None = None
-    if engine.has_bn:  # BN statistics always come from the whole training split (or bn_samples of it)
-        x_bn = full_train if full_train is not None else dataset.train_x.to(dev)
-        bn_order = sample_order(len(dataset.train_x), bn_samples, seed=seed).to(dev)
-
-    from tqdm.auto import tqdm
+    reset = engine.has_bn and bn == "reset"
+    if reset:  # BN statistics always come from the whole training split (or bn_samples of it)
+        order = sample_order(split_size(dataset, "train"), bn_samples, seed=seed)
+        if streams(dataset):  # decode the BN subset once, in its pass order, rather than at every t
+            x_bn, bn_order = split_tensors(dataset, "train", order)[0].to(dev), torch.arange(len(order), device=dev)
+        else:
+            x_bn = full_train if full_train is not None else split_tensors(dataset, "train")[0].to(dev)
+            bn_order = order.to(dev)
 
     out = Curve(t=t_values, info={
-        "num_points": len(t_values), "bn_reset": engine.has_bn,
-        "bn_samples": len(bn_order) if bn_order is not None else 0, "bn_estimator": bn_estimator if engine.has_bn else None,
-        "bn_batch_size": bn_batch_size if engine.has_bn else None,
+        "num_points": len(t_values), "bn_reset": reset, "bn": bn if engine.has_bn else None,
+        "bn_samples": len(bn_order) if bn_order is not None else 0, "bn_estimator": bn_estimator if reset else None,
+        "bn_batch_size": bn_batch_size if reset else None,
         "eval_train_samples": len(eval_splits["train"][0]) if "train" in eval_splits else 0,
         "eval_test_samples": len(eval_splits["test"][0]) if "test" in eval_splits else 0,
     })
-    for t in tqdm(t_values, desc="interpolation", disable=None if progress is None else not progress, leave=False):
+    meter = Progress("interpolation", len(t_values), unit="t", progress=progress, each_step=False)
+    if not reset and batched is not False and eval_splits \
+            and batchable(model, next(iter(eval_splits.values()))[0][:2], frozen_batchnorm=True):
+        results = evaluate_states(model, lambda i: lerp_state(state_a, state_b, t_values[i]), len(t_values),
+                                  eval_splits, bs, dev, on_done=meter.step)
+        meter.close()
+        for metrics in results:
+            for s, (loss, acc) in metrics.items():
+                getattr(out, f"{s}_loss").append(loss)
+                getattr(out, f"{s}_acc").append(acc)
+        return out
+    for t in meter.wrap(t_values):
         engine.load(lerp_state(state_a, state_b, t))
         if x_bn is not None and bn_order is not None:
             engine.reset_bn(x_bn, bn_order, batch_size=bn_batch_size, estimator=bn_estimator)
@@ -215,8 +245,8 @@ def pair_report(
 ) -> dict[str, Any]:
     """Curve, barriers and ℓ2 distance of one pair, B first permuted into A's basin if ``align``.
 
-    ``align``: None/"none", "weight" or "activation" (the latter matches on the first
-    ``match_samples`` training inputs). Distances are over ``keys`` (default: the model's
+    ``align``: None/"none", "weight" or "activation" (the latter matches on
+    ``data.matching_sample(dataset, match_samples)``: seeded, every class). Distances are over ``keys`` (default: the model's
     parameter names). Returns {"align", "curve" (a Curve), "barriers", "l2", "l2_aligned",
     "match_objective", "state_b" (the aligned B, tensors)}; use ``report["curve"].to_dict()``
     and drop ``state_b`` for JSON.
@@ -227,7 +257,9 @@ def pair_report(
     keys = list(keys) if keys is not None else [k for k, _ in model.named_parameters()]
     out: dict[str, Any] = {"align": align or "none", "l2": l2_distance(state_a, state_b, keys), "match_objective": None}
     if align not in (None, "none"):
-        x = dataset.train_x[:match_samples].to(device) if align == "activation" else None
+        from stardomain.data import matching_sample
+
+        x = matching_sample(dataset, match_samples).to(device) if align == "activation" else None
         state_b, match = align_states(dict(state_a), dict(state_b), method=align, model=model, x=x, seed=seed,
                                       **dict(match_options or {}))
         out["match_objective"] = float(match.objective)

@@ -20,18 +20,17 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from stardomain import metrics
 from stardomain.bn import model_device
 from stardomain.errors import StardomainError
+from stardomain.progress import Progress, ProgressConfig
 
 __all__ = [
     "bma_study",
@@ -52,6 +51,13 @@ PLOT_PANELS: dict[str, str] = {
     "auroc_neg_entropy": "AUROC (neg. entropy) ↑",
     "ece": "ECE ↓",
     "accuracy": "accuracy ↑",
+}
+# metric name -> (y-axis label, scale): accuracy and ECE are fractions stored, percent drawn
+PLOT_AXES: dict[str, tuple[str, float]] = {
+    "auroc_max_prob": ("AUROC, max-prob score (ID vs OOD)", 1.0),
+    "auroc_neg_entropy": ("AUROC, neg.-entropy score (ID vs OOD)", 1.0),
+    "ece": ("expected calibration error (%)", 100.0),
+    "accuracy": ("test accuracy (%)", 100.0),
 }
 
 
@@ -77,8 +83,8 @@ def _check_count(value: Any, name: str) -> int:
     return value
 
 
-def _bar(iterable: Any, desc: str, progress: bool | None) -> Any:
-    return tqdm(iterable, desc=desc, disable=None if progress is None else not progress, leave=False)
+def _bar(iterable: Sequence[Any], desc: str, progress: bool | ProgressConfig | None) -> Iterator[Any]:
+    return Progress(desc, len(iterable), unit="model", progress=progress, each_step=False).wrap(iterable)
 
 
 @contextlib.contextmanager
@@ -209,7 +215,7 @@ def star_domain_bma(
     bn_samples: int | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 1024,
-    progress: bool | None = False,
+    progress: bool | ProgressConfig | None = False,
     return_probs: bool = False,
 ) -> dict[str, Any]:
     """BMA over the star-domain posterior; metrics of the running average at every K.
@@ -265,7 +271,7 @@ def ensemble_bma(
     max_members: int | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 1024,
-    progress: bool | None = False,
+    progress: bool | ProgressConfig | None = False,
     return_probs: bool = False,
 ) -> dict[str, Any]:
     """Deep-ensemble baseline: post-softmax average of the first K sources, K = 1..max_members.
@@ -308,12 +314,15 @@ def bma_study(
     bn_samples: int | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 1024,
-    progress: bool | None = False,
+    progress: bool | ProgressConfig | None = False,
+    return_probs: bool = False,
 ) -> dict[str, Any]:
     """Everything Figure 5 needs: star-domain BMA, deep ensemble, and the star / one source alone.
 
     The ensemble uses min(max_samples, number of sources) members; it is built from the aligned
-    sources, which compute the same functions as the originals.
+    sources, which compute the same functions as the originals. ``return_probs`` keeps each
+    posterior's final averaged probabilities (``["star_domain"]["probs"]``, ``["ensemble"]["probs"]``)
+    for :func:`posterior_tests`.
     """
     sources = list(aligned_sources)
     if not sources:
@@ -322,13 +331,48 @@ def bma_study(
     common = dict(device=device, batch_size=batch_size)
     return {
         "star_domain": star_domain_bma(model, star_state, sources, dataset, max_samples=max_samples, seed=seed,
-                                       bn_samples=bn_samples, progress=progress, **common),
+                                       bn_samples=bn_samples, progress=progress, return_probs=return_probs, **common),
         "ensemble": ensemble_bma(model, sources, dataset, max_members=min(max_samples, len(sources)),
-                                 progress=progress, **common),
+                                 progress=progress, return_probs=return_probs, **common),
         "star": single_model(model, star_state, dataset, **common),
         "single": single_model(model, sources[0], dataset, **common),
         "config": {"max_samples": max_samples, "seed": seed, "n_sources": len(sources), "bn_samples": bn_samples},
     }
+
+
+def posterior_tests(probs_a: Tensor, probs_b: Tensor, targets: Tensor, seed: int = 0, n_boot: int = 1000,
+                    n_bins: int = 15) -> dict[str, Any]:
+    """Star-domain BMA (a) vs deep ensemble (b) at their final K: paired bootstrap over test examples
+    of the difference a − b in AUROC (max prob), AUROC (neg. entropy) and ECE.
+
+    Scores, correctness and ECE bins are computed once, as :mod:`stardomain.metrics` defines them;
+    the resamples are item weights (vectorised). One run of each posterior exists, so this measures
+    test-set noise only; the report says so.
+    """
+    from stardomain.stats import paired_bootstrap, weighted_auroc, weighted_ece
+
+    y = targets.cpu()
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float32)
+    parts = {}
+    for name, p in (("a", probs_a.double().cpu()), ("b", probs_b.double().cpu())):
+        conf, pred = p.max(dim=1)
+        bins = (torch.bucketize(conf.float(), edges, right=True) - 1).clamp_(0, n_bins)
+        parts[name] = {"max_prob": conf.numpy(), "neg_entropy": (-metrics.entropy(p)).numpy(), "correct": (pred == y).numpy(),
+                       "bins": bins.numpy()}
+
+    def auroc(score: str) -> Any:
+        return lambda w: (weighted_auroc(parts["a"][score], parts["a"]["correct"], w)
+                          - weighted_auroc(parts["b"][score], parts["b"]["correct"], w))
+
+    def ece(w: Any) -> Any:
+        a, b = parts["a"], parts["b"]
+        return (weighted_ece(a["bins"], a["max_prob"], a["correct"], w, n_bins + 1)
+                - weighted_ece(b["bins"], b["max_prob"], b["correct"], w, n_bins + 1))
+
+    n = len(y)
+    return {"auroc_max_prob": paired_bootstrap(auroc("max_prob"), n, seed=seed, n_boot=n_boot),
+            "auroc_neg_entropy": paired_bootstrap(auroc("neg_entropy"), n, seed=seed, n_boot=n_boot),
+            "ece": paired_bootstrap(ece, n, seed=seed, n_boot=n_boot)}
 
 
 # -- model fusion (Table 2) -----------------------------------------------------------------------
@@ -384,7 +428,7 @@ def fusion_row(
 
 # -- figure ---------------------------------------------------------------------------------------
 def _mean_std(runs: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
-    """Element-wise mean and std over runs (truncated to the shortest), ignoring NaN entries."""
+    """Element-wise mean and sample std (ddof=1, as in every table) over runs (truncated to the shortest), ignoring NaN."""
     length = min(len(r) for r in runs)
     means, stds = [], []
     for i in range(length):
@@ -395,7 +439,7 @@ def _mean_std(runs: Sequence[Sequence[float]]) -> tuple[list[float], list[float]
             continue
         m = sum(vals) / len(vals)
         means.append(m)
-        stds.append(math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals)))
+        stds.append(math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
     return means, stds
 
 
@@ -403,11 +447,15 @@ def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
     """Figure 5: AUROC (max prob), AUROC (neg. entropy), ECE and accuracy vs K, star-domain BMA vs
     deep ensemble, with the star model and a single source as dashed reference lines.
 
-    Accepts one :func:`bma_study` result or a list of them (e.g. several seeds; then mean ± std
-    bands). Written atomically (temp file + rename) so a reader never sees half a PNG.
+    Accuracy and ECE are drawn in percent. The ensemble has at most |Z| members, so where the
+    BMA curve goes on past |Z| a dotted line marks where the ensemble stops. Accepts one
+    :func:`bma_study` result or a list of them (e.g. several seeds; then mean ± std bands).
+    Written atomically as PNG plus a vector PDF beside it.
     """
     # a bare Figure draws with Agg and never touches pyplot's global backend or figure list
     from matplotlib.figure import Figure
+
+    from stardomain.plots import save_figure
 
     runs = [study_result] if isinstance(study_result, Mapping) else list(study_result)
     if not runs:
@@ -416,40 +464,46 @@ def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
         if not isinstance(r, Mapping) or "star_domain" not in r or "ensemble" not in r:
             raise StardomainError("bma: plot_bma expects the dict returned by bma_study (keys star_domain, ensemble)")
 
-    curves = {"star-domain BMA": ("star_domain", "tab:blue", "o"), "deep ensemble": ("ensemble", "tab:orange", "s")}
-    refs = {"star model": ("star", "tab:green"), "single model": ("single", "tab:gray")}
-    fig = Figure(figsize=(4.0 * len(PLOT_PANELS), 3.4))
+    curves = {"star-domain BMA": ("star_domain", "tab:blue", "o", "-"), "deep ensemble": ("ensemble", "tab:orange", "s", "--")}
+    refs = {"star model θ⋆ alone": ("star", "tab:green", (0, (5, 2))), "one source model": ("single", "tab:gray", ":")}
+    ens_len = min(len(r["ensemble"]["k"]) for r in runs)
+    bma_len = min(len(r["star_domain"]["k"]) for r in runs)
+    z_stop = runs[0]["ensemble"]["k"][ens_len - 1] if ens_len and ens_len < bma_len else None
+    fig = Figure(figsize=(4.0 * len(PLOT_PANELS), 3.9))
     axes = fig.subplots(1, len(PLOT_PANELS))
     for ax, (metric, title) in zip(axes, PLOT_PANELS.items()):
-        for label, (key, color, marker) in curves.items():
+        ylabel, scale = PLOT_AXES[metric]
+        for label, (key, color, marker, ls) in curves.items():
             series = [r[key]["metrics"].get(metric, []) for r in runs]
             if not all(series):
                 continue
             mean, std = _mean_std(series)
+            mean = [scale * m for m in mean]
+            std = [scale * v for v in std]
             ks = list(runs[0][key]["k"])[: len(mean)]
-            ax.plot(ks, mean, color=color, marker=marker, markersize=3, label=label)
+            ax.plot(ks, mean, color=color, marker=marker, markersize=3.5, ls=ls, mfc=color if ls == "-" else "white",
+                    label=label)
             if len(runs) > 1:
                 ax.fill_between(ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                 color=color, alpha=0.2, linewidth=0)
-        for label, (key, color) in refs.items():
+        for label, (key, color, ls) in refs.items():
             vals = [float(r[key][metric]) for r in runs if isinstance(r.get(key), Mapping) and metric in r[key]]
             vals = [v for v in vals if not math.isnan(v)]
             if vals:
-                ax.axhline(sum(vals) / len(vals), color=color, linestyle="--", linewidth=1, label=label)
+                ax.axhline(scale * sum(vals) / len(vals), color=color, linestyle=ls, linewidth=1.2, label=label)
+        if z_stop is not None:
+            ax.axvline(z_stop, color="0.2", linestyle="-.", linewidth=0.9, label=f"K = |Z| = {z_stop}: the ensemble has no more members")
         ax.set_title(title)
         ax.set_xlabel("number of models K")
+        ax.set_ylabel(ylabel)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png.tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    handles, labels = axes[0].get_legend_handles_labels()
+    if len(runs) > 1:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(facecolor="0.6", alpha=0.4, lw=0))
+        labels.append(f"shaded: ± 1 std over {len(runs)} runs")
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return save_figure(fig, path, dpi=150)

@@ -148,7 +148,7 @@ def model_device(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def reset_bn(
     model: nn.Module,
-    x: Tensor,
+    x: Tensor | Any,
     num_samples: int | None = None,
     batch_size: int = 512,
     generator: torch.Generator | None = None,
@@ -162,7 +162,9 @@ def reset_bn(
 ) -> dict[str, Tensor]:
     """Re-estimate every BN layer's running statistics from one pass over ``x``; return them.
 
-    ``x`` is un-augmented training data (on any device; batches move to the model's device).
+    ``x`` is un-augmented training data (on any device; batches move to the model's device), or
+    a dataset (:mod:`stardomain.data.protocol`, e.g. a streamed image folder) whose training
+    split is read batch by batch in the same seeded order, never held in memory whole.
     ``num_samples`` samples (default: all) are taken from one pass of a seeded permutation
     (``generator``, else ``seed``), so repeated calls see the same samples and batches;
     ``indices`` gives the pass order explicitly instead. ``state``, when given, is loaded
@@ -181,11 +183,13 @@ def reset_bn(
     layers = batchnorm_layers(model)
     if not layers:
         return {}
-    n_total = len(x)
+    from stardomain.data.protocol import index_batches, split_size
+
+    n_total = len(x) if torch.is_tensor(x) else split_size(x, "train")
     if n_total == 0:
         raise StardomainError("BN reset needs training samples but x is empty")
     order = indices if indices is not None else sample_order(n_total, num_samples, generator, seed)
-    order = order.to(x.device)
+    order = order.to(x.device) if torch.is_tensor(x) else order.cpu()
     n = len(order)
     if n == 0:
         raise StardomainError("BN reset got an empty sample order")
@@ -202,8 +206,10 @@ def reset_bn(
     handles = [m.register_forward_hook(accs[m].hook) for _, m in layers]
     try:
         with _bn_pass_mode(model, layers):
-            for s, e in zip(starts, ends):
-                xb = x[order[s:e]].to(device, non_blocking=True)
+            batches = ((x[order[s:e]] for s, e in zip(starts, ends)) if torch.is_tensor(x) else
+                       (xb for xb, _ in index_batches(x, "train", [order[s:e] for s, e in zip(starts, ends)], device)))
+            for xb in batches:
+                xb = xb.to(device, non_blocking=True)
                 if memory_format is not None:
                     xb = xb.contiguous(memory_format=memory_format)
                 (forward or model)(xb)

@@ -21,6 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from stardomain.bn import has_batchnorm, reset_bn
 from stardomain.errors import StardomainError
+from stardomain.memformat import channels_last_safe, has_conv2d
 
 __all__ = ["EvalEngine", "check_compatible", "has_batchnorm", "interpolation_points", "lerp_state", "reset_bn"]
 
@@ -193,8 +194,11 @@ class EvalEngine:
 
     ``load(state)`` copies weights into the working copy; ``reset_bn`` re-estimates its BN
     statistics; ``forward`` runs the eval-mode network, BN folded into the preceding layer
-    when the graph allows it (``fold_bn``). Conv models run in channels_last on CPU, which
-    oneDNN executes markedly faster than NCHW for these layer shapes.
+    when the graph allows it (``fold_bn``). Conv models may run in channels_last on CPU, which
+    oneDNN executes markedly faster than NCHW for most layer shapes; with ``channels_last=None``
+    the engine decides on the first batch it sees: channels_last only when it gives the same
+    logits (a ``x.view(x.size(0), -1)`` after a conv does not, or fails). The choice depends on
+    the model alone, never on a timing, so a curve is reproducible to the last digit.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu", fold_bn: bool = True,
@@ -203,25 +207,49 @@ class EvalEngine:
         self.model = copy.deepcopy(model).to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        has_conv2d = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
-        if channels_last is None:
-            channels_last = has_conv2d and self.device.type == "cpu"
-        self.memory_format = torch.channels_last if channels_last and has_conv2d else None
-        if self.memory_format is not None:
-            self.model = self.model.to(memory_format=self.memory_format)
+        conv = has_conv2d(self.model)
+        # None: undecided until the first batch (see _choose_format); a format or False once decided
+        self._format_choice: bool | None = (channels_last and conv) if channels_last is not None else (
+            None if conv and self.device.type == "cpu" else False)
+        self.memory_format: torch.memory_format | None = None
         self.has_bn = has_batchnorm(self.model)
         built = _build_folded(self.model) if fold_bn and self.has_bn else None
         self.folded, self.pairs = built if built is not None else (None, [])
-        if self.folded is not None and self.memory_format is not None:
-            self.folded = self.folded.to(memory_format=self.memory_format)
+        if self._format_choice:
+            self._use_channels_last()
         # the BN pass runs a trace sharing the working copy's modules, with in-place relus
         self._bn_forward = _traced_sharing(self.model) if self.has_bn else None
         self._sub = dict(self.model.named_modules())
         self._fsub = dict(self.folded.named_modules()) if self.folded is not None else {}
-        # tensors of the folded copy that mirror an unfolded tensor of the working copy (fc, ...)
+        self._bind_shared()
+
+    def _bind_shared(self) -> None:
+        """Pair the folded copy's tensors that mirror an unfolded tensor of the working copy (fc, ...).
+
+        Re-run after any memory-format change: converting a module replaces its 4-d tensors.
+        """
         own = self.model.state_dict()
         self._shared = ([(v, own[k]) for k, v in self.folded.state_dict().items()
                          if k in own and not k.startswith("_folded_")] if self.folded is not None else [])
+
+    def _use_channels_last(self) -> None:
+        """Convert the working and folded copies (call ``_bind_shared`` after)."""
+        self.memory_format = torch.channels_last
+        self.model = self.model.to(memory_format=torch.channels_last)
+        if self.folded is not None:
+            self.folded = self.folded.to(memory_format=torch.channels_last)
+
+    def _choose_format(self, x: Tensor) -> None:
+        """Decide the layout once, by the rule training uses too (:func:`stardomain.memformat.channels_last_safe`).
+
+        Models that flatten a feature map with ``.view`` fail (or, after a transpose,
+        disagree) under channels_last; they keep the default layout. (benchmarks/bench_barrier.py
+        measured channels_last faster on CPU for the registry's conv nets.)
+        """
+        self._format_choice = channels_last_safe(self.model, x)
+        if self._format_choice:
+            self._use_channels_last()
+            self._bind_shared()
 
     def load(self, state: Mapping[str, Tensor]) -> None:
         """Copy ``state`` into the working copy (strict: keys must match the architecture)."""
@@ -233,6 +261,8 @@ class EvalEngine:
 
     def reset_bn(self, x: Tensor, indices: Tensor, batch_size: int = 512, estimator: str = "pooled") -> None:
         """Re-estimate BN statistics on ``x[indices]`` (the fixed pass order)."""
+        if self._format_choice is None:
+            self._choose_format(x[indices[:2]])  # channels_last_safe probes two samples
         if self.has_bn:
             reset_bn(self.model, x, batch_size=batch_size, indices=indices, estimator=estimator,  # type: ignore[arg-type]
                      memory_format=self.memory_format, forward=self._bn_forward)
@@ -259,6 +289,8 @@ class EvalEngine:
     def forward(self, x: Tensor) -> Tensor:
         """Eval-mode logits for one batch (call under torch.inference_mode / no_grad)."""
         x = x.to(self.device, non_blocking=True)
+        if self._format_choice is None:
+            self._choose_format(x)
         if self.memory_format is not None and x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)
         net = self.folded if self.folded is not None else self.model

@@ -1,7 +1,13 @@
 """results.json -> report.md + PNG figures, tables ready to paste into a paper.
 
-Every claim of the paper gets a table, a one-line verdict computed from our numbers (never
-hard-coded), and — where our setting matches one of the paper's — the paper's figure beside ours.
+Every claim of the paper gets a table, a verdict computed from our numbers (never hard-coded)
+and — where our setting matches one of the paper's — the paper's figure beside ours. Every cell
+is ``mean ± sample std (n=…)``. A verdict ("below", "near 0", "better") is printed only where the
+test stored in ``results["tests"]`` (see :mod:`stardomain.verdicts`) supports it; otherwise the
+report says the difference is not significant at this n. A barrier is always shown beside its
+endpoints' accuracy and loss, and a star far below its sources is flagged as not comparable.
+The report reads only ``results`` (never run order or timings), so equal results.json give
+byte-identical report.md.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain import store
+from stardomain.stats import NOT_SIGNIFICANT, verdict
 
 GROUPS = ("regular-regular", "star-source", "star-held-out")
 GROUP_LABELS = {"regular-regular": "regular – regular", "star-source": "star θ⋆ – source Z", "star-held-out": "star θ⋆ – held-out H"}
@@ -27,11 +34,32 @@ PAPER_FUSION = {
 }
 
 
-def fmt(ms: Mapping[str, float] | None, scale: float = 1.0, digits: int = 3) -> str:
-    """'mean ± std' of a mean_std dict (scaled, e.g. 100 for %)."""
-    if not ms or ms.get("n", 1) == 0 or ms.get("mean") is None or (isinstance(ms.get("mean"), float) and math.isnan(ms["mean"])):
+def _nan(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def fmt(ms: Mapping[str, float] | None, scale: float = 1.0, digits: int = 3, n: bool = True) -> str:
+    """'mean ± sample std (n=N)' of a mean_std dict (scaled, e.g. 100 for %); no ± for a single value,
+    whose spread is unknown (not zero)."""
+    if not ms or ms.get("n", 1) == 0 or _nan(ms.get("mean")):
         return "–"
-    return f"{ms['mean'] * scale:.{digits}f} ± {ms['std'] * scale:.{digits}f}"
+    text = f"{ms['mean'] * scale:.{digits}f}"
+    if ms.get("n", 2) > 1:
+        text += f" ± {ms['std'] * scale:.{digits}f}"
+    return f"{text} (n={ms['n']})" if n and "n" in ms else text
+
+
+def num(x: float | None, scale: float = 1.0, digits: int = 3) -> str:
+    return "–" if _nan(x) else f"{x * scale:.{digits}f}"
+
+
+def interval(pair: Sequence[float] | None, scale: float = 1.0, digits: int = 3) -> str:
+    return "[–]" if not pair or any(_nan(v) for v in pair) else f"[{pair[0] * scale:.{digits}f}, {pair[1] * scale:.{digits}f}]"
+
+
+def _clip(pair: Sequence[float]) -> list[float]:
+    """An accuracy interval shown within [0, 1]: the t approximation can reach past 100%."""
+    return [v if _nan(v) else min(max(v, 0.0), 1.0) for v in pair]
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -44,6 +72,70 @@ def _key(results: Mapping[str, Any]) -> tuple[str, str]:
     return results["dataset"]["name"], results["config"]["model"]["name"]
 
 
+# -- shared pieces: endpoints, flags and the wording of each test ---------------------------------
+def flag_reason(ep: Mapping[str, Any]) -> str:
+    return (f"the star's test accuracy is {100 * ep['star_acc_gap']:.2f} pp below its sources' mean "
+            f"(margin {100 * ep['margin']:.2f} pp), so its barriers are small partly because its endpoint is poor")
+
+
+def flag_text(ep: Mapping[str, Any] | None) -> str:
+    """'' for a comparable star, else why its barriers cannot be read against regular–regular ones."""
+    if not ep or not ep.get("star_below_sources"):
+        return ""
+    return f"not comparable: {flag_reason(ep)}"
+
+
+def endpoints_table(ep: Mapping[str, Any]) -> list[str]:
+    rows = [["star θ⋆", 1, num(ep["star"]["test_acc"], 100, 2), num(ep["star"]["test_loss"])],
+            ["sources Z", ep["sources"]["test_acc"]["n"], fmt(ep["sources"]["test_acc"], 100, 2, n=False), fmt(ep["sources"]["test_loss"], n=False)]]
+    if ep.get("held_out"):
+        rows.append(["held-out H", ep["held_out"]["test_acc"]["n"], fmt(ep["held_out"]["test_acc"], 100, 2, n=False),
+                     fmt(ep["held_out"]["test_loss"], n=False)])
+    return ["Endpoints of these barriers (test split):", "", table(["model", "n", "test acc (%)", "test loss"], rows), ""]
+
+
+def _near_zero_text(t: Mapping[str, Any], what: str, below: str, above: str, flag: str = "") -> str:
+    word = flag or verdict(t, below, above)
+    return (f"{what} {fmt(t['values'])} vs tolerance {t['tolerance']:g} (one-sided 95% t bounds "
+            f"{interval(t['bounds'])}): {word}")
+
+
+def _compare_text(t: Mapping[str, Any], what: str, lower: str, higher: str, scale: float = 1.0, digits: int = 3,
+                  flag: str = "") -> str:
+    """A two-sample verdict with its numbers; ``flag`` (why the star is not comparable) replaces the verdict."""
+    w = t["welch"]
+    p = "–" if _nan(w["p"]) else f"{w['p']:.3g}"
+    return (f"{what}: {flag or verdict(t, lower, higher)} (difference {num(t['diff'], scale, digits)}, bootstrap 95% CI "
+            f"{interval(t['ci95'], scale, digits)}, Welch p = {p}, n = {t['a']['n']} vs {t['b']['n']})")
+
+
+def setting_verdicts(tests: Mapping[str, Any], ep: Mapping[str, Any] | None) -> list[str]:
+    """The three barrier verdicts of one star (main, width/depth row, optimizer study)."""
+    flag = "" if tests["comparable"] else flag_text(ep)
+    lines = []
+    if "regular_regular_vs_zero" in tests:
+        lines.append("- " + _near_zero_text(tests["regular_regular_vs_zero"], "regular–regular barrier",
+                                            "near 0 (the setting is already linearly connected after matching)",
+                                            "above the tolerance (regular solutions are not linearly connected)"))
+    if "star_source_near_zero" in tests:
+        lines.append("- " + _near_zero_text(tests["star_source_near_zero"], "star–source barrier", "near 0", "NOT near 0", flag))
+    if "star_held_out_vs_regular" in tests:
+        lines.append("- " + _compare_text(tests["star_held_out_vs_regular"], "star–held-out minus regular–regular barrier",
+                                          "star–held-out is below regular–regular", "star–held-out is ABOVE regular–regular", flag=flag))
+    return lines
+
+
+# -- sections -------------------------------------------------------------------------------------
+def _pairs_lines(record: Mapping[str, Any]) -> list[str]:
+    out = ["Pairs evaluated:", ""]
+    for g in GROUPS:
+        if g in record:
+            r = record[g]
+            names = ", ".join(f"{a}–{b}" for a, b in r["pairs"])
+            out.append(f"- {GROUP_LABELS[g]}: {r['n_pairs']} of {r['possible']} ({r['rule']}): {names}")
+    return out + [""]
+
+
 def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     from stardomain.barrier import Curve
     from stardomain.plots import plot_loss_acc
@@ -53,48 +145,44 @@ def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -
     for g in GROUPS:
         if g in summary:
             b = summary[g]["barriers"]
-            rows.append([GROUP_LABELS[g], summary[g]["n_pairs"], fmt(b["test_loss"]), fmt(b["test_acc"], 100, 2),
-                         fmt(b["train_loss"]), fmt(b["train_acc"], 100, 2)])
+            rows.append([GROUP_LABELS[g], summary[g]["n_pairs"], fmt(b["test_loss"], n=False), fmt(b["test_acc"], 100, 2, n=False),
+                         fmt(b["train_loss"], n=False), fmt(b["train_acc"], 100, 2, n=False)])
+    bn = ("BatchNorm statistics are re-estimated on training data at every t." if results["models"]["has_batchnorm"]
+          else "The model has no BatchNorm, so no statistics are re-estimated along the path.")
     lines = ["## Loss barriers (paper Fig. 2, v2 Table 1)", "",
              "Barrier = max over t of the metric along the linear path minus its linear interpolation between the end points "
-             "(Eq. 1–2); accuracy barriers are the largest drop, in percentage points. Pairs are aligned by "
-             f"{results['config']['eval']['align']} matching; BatchNorm statistics are re-estimated on training data at every t.", "",
+             f"(Eq. 1–2); accuracy barriers are the largest drop, in percentage points. Pairs are aligned by "
+             f"{results['config']['eval']['align']} matching. {bn} Cells: mean ± sample std over the pairs.", "",
              table(["pair type", "pairs", "test loss barrier", "test acc barrier (pp)", "train loss barrier", "train acc barrier (pp)"], rows), ""]
-    rr = summary.get("regular-regular", {}).get("barriers", {}).get("test_loss", {}).get("mean")
-    ss = summary.get("star-source", {}).get("barriers", {}).get("test_loss", {}).get("mean")
-    sh = summary.get("star-held-out", {}).get("barriers", {}).get("test_loss", {}).get("mean")
-    if None not in (rr, ss, sh):
-        lines += ["Verdicts (test loss):", "",
-                  f"- regular–regular barrier after matching is {'clearly above 0' if rr > 0.05 else 'close to 0'} ({rr:.3f}): "
-                  f"{'the convexity conjecture fails here' if rr > 0.05 else 'this setting is (nearly) linearly connected already, so there is little for a star model to show'}.",
-                  f"- star–source barrier {ss:.3f} is {'near 0 (≤ 25% of regular–regular)' if ss <= 0.25 * max(rr, 1e-12) else 'NOT near 0 relative to regular–regular'}.",
-                  f"- star–held-out barrier {sh:.3f} is {'below' if sh < rr else 'NOT below'} regular–regular ({sh / rr:.2f}× of it)." if rr > 0 else
-                  f"- star–held-out barrier {sh:.3f} (regular–regular is {rr:.3f}).", ""]
+    lines += endpoints_table(results["endpoints"])
+    lines += _pairs_lines(results["barriers"]["pairs"])
+    t = results["tests"]["barriers"]
+    lines += [f"Verdicts (test loss barrier; pairs that share a model are not independent, so the tests are approximate):", ""]
+    lines += setting_verdicts(t, results["endpoints"]) + [""]
     groups = {GROUP_LABELS[g]: [Curve.from_dict(p["curve"]) for p in results["barriers"]["groups"][g]] for g in GROUPS if results["barriers"]["groups"].get(g)}
     path = out / "barrier_curves.png"
-    plot_loss_acc(groups, path, title=f"{results['name']}: interpolation curves (test)")
+    plot_loss_acc(groups, path, title=f"{results['name']}: interpolation curves (test solid, train dashed)")
     figures.append(path.name)
-    lines += [f"![interpolation curves]({path.name})", ""]
-    return lines
+    return lines + [f"![interpolation curves]({path.name})", ""]
 
 
 def distances_section(results: Mapping[str, Any]) -> list[str]:
     d = results["distances"]
     ref = PAPER_DISTANCES.get(_key(results))
-    header = ["pair type", "ℓ2 w/o perm", "ℓ2 w/ perm"] + (["paper w/o", "paper w/"] if ref else [])
+    header = ["pair type", "pairs", "ℓ2 w/o perm", "ℓ2 w/ perm"] + (["paper w/o", "paper w/"] if ref else [])
     rows = []
     for g in GROUPS:
         if g in d:
-            row = [GROUP_LABELS[g], fmt(d[g]["l2"], digits=2), fmt(d[g]["l2_aligned"], digits=2)]
+            row = [GROUP_LABELS[g], d[g]["n_pairs"], fmt(d[g]["l2"], digits=2, n=False), fmt(d[g]["l2_aligned"], digits=2, n=False)]
             if ref:
                 row += list(ref.get(g, ("–", "–")))
             rows.append(row)
     lines = ["## ℓ2 distances (paper Table 1)", "", table(header, rows), ""]
-    rr, sh = d.get("regular-regular"), d.get("star-held-out")
-    if rr and sh:
-        closer = sh["l2_aligned"]["mean"] < rr["l2_aligned"]["mean"]
-        lines += [f"Star models are {'closer to' if closer else 'NOT closer to'} held-out solutions than regular solutions are to each other "
-                  f"after permutation ({sh['l2_aligned']['mean']:.2f} vs {rr['l2_aligned']['mean']:.2f}).", ""]
+    t = results["tests"].get("distances")
+    if t:
+        lines += ["- " + _compare_text(t["star_held_out_vs_regular"], "star–held-out minus regular–regular ℓ2 after permutation",
+                                       "star models are closer to held-out solutions than regular solutions are to each other",
+                                       "star models are FARTHER from held-out solutions than regular solutions are from each other", digits=2), ""]
     return lines
 
 
@@ -102,23 +190,33 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
     from stardomain.plots import plot_series
 
     ns = results["n_sources"]
-    rows = [[r["n_sources"], fmt(r["star_held_out"]["test_loss"]), fmt(r["star_held_out"]["test_acc"], 100, 2), f"{100 * r['star_test_acc']:.2f}"]
-            for r in ns["rows"]]
+    rows = []
+    for r in ns["rows"]:
+        ep = r["endpoints"]
+        rows.append([r["n_sources"], r["star_seed"], acc_loss(ep["star"]), acc_loss(ep["sources"]),
+                     fmt(r["star_held_out"]["test_loss"]), fmt(r["star_held_out"]["test_acc"], 100, 2, n=False),
+                     "yes" if ep["star_below_sources"] else "no"])
+    held = ns["rows"][0]["endpoints"].get("held_out") if ns["rows"] else None
     lines = ["## Starness vs number of sources (paper Fig. 3)", "",
-             table(["\\|Z\\|", "star–held-out test loss barrier", "test acc barrier (pp)", "star test acc (%)"], rows), ""]
+             table(["\\|Z\\|", "star seed", "star test acc (%) / loss", "its sources' test acc (%) / loss", "star–held-out test loss barrier",
+                    "test acc barrier (pp)", "star below sources?"], rows), "",
+             f"Held-out endpoints (the same models for every row): test acc (%) / loss {acc_loss(held)}.", ""]
     ref = ns.get("regular_regular")
     if ref:
         lines += [f"Reference regular–regular test loss barrier: {fmt(ref['test_loss'])}.", ""]
-    vals = [r["star_held_out"]["test_loss"]["mean"] for r in ns["rows"]]
-    if len(vals) >= 2:
-        lines += [f"Barrier to held-out models {'decreases' if vals[-1] < vals[0] else 'does NOT decrease'} from |Z|={ns['rows'][0]['n_sources']} "
-                  f"({vals[0]:.3f}) to |Z|={ns['rows'][-1]['n_sources']} ({vals[-1]:.3f}).", ""]
+    t = results["tests"].get("n_sources")
+    if t:
+        flagged = [r for r in ns["rows"] if r["n_sources"] in (t["first"], t["last"])]
+        ep = next((r["endpoints"] for r in flagged if r["endpoints"]["star_below_sources"]), None)
+        lines += ["- " + _compare_text(t["trend"], f"star–held-out barrier at |Z|={t['last']} minus at |Z|={t['first']}",
+                                       "the barrier decreases with |Z|", "the barrier INCREASES with |Z|",
+                                       flag="" if t["comparable"] else flag_text(ep)), ""]
     xs = [r["n_sources"] for r in ns["rows"]]
     series = {"star – held-out": ([r["star_held_out"]["test_loss"]["mean"] for r in ns["rows"]], [r["star_held_out"]["test_loss"]["std"] for r in ns["rows"]])}
     if ref:
         series["regular – regular"] = ([ref["test_loss"]["mean"]] * len(xs), [ref["test_loss"]["std"]] * len(xs))
     path = out / "n_sources.png"
-    plot_series(xs, series, "number of source models |Z|", "test loss barrier", path)
+    plot_series(xs, series, "number of source models |Z|", "test loss barrier (nats)", path)
     figures.append(path.name)
     return lines + [f"![barrier vs |Z|]({path.name})", ""]
 
@@ -132,20 +230,23 @@ def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> li
     rows = []
     for key, label in names.items():
         m = b[key]["metrics"]
-        k = b[key]["k"][-1]
-        rows.append([label, k] + [f"{m[name][-1]:.4f}" for name in metric_names])
+        rows.append([label, b[key]["k"][-1]] + [f"{m[name][-1]:.4f}" for name in metric_names])
     for key, label in (("star", "star model alone"), ("single", "single regular model")):
         if key in b:
             rows.append([label, 1] + [f"{b[key][name]:.4f}" for name in metric_names])
     lines = ["## Bayesian model averaging over the star domain (paper Fig. 5)", "",
              table(["posterior", "K", "accuracy", "NLL", "ECE", "Brier", "AUROC (max prob)", "AUROC (neg. entropy)"], rows), ""]
-    sd, en = b["star_domain"]["metrics"], b["ensemble"]["metrics"]
-    kmax = min(len(sd["auroc_max_prob"]), len(en["auroc_max_prob"]))
-    if kmax >= 2:
-        ks = range(1, kmax)
-        wins = sum(sd["auroc_max_prob"][i] > en["auroc_max_prob"][i] for i in ks)
-        lines += [f"Star-domain BMA has the higher AUROC (max prob) at {wins} of {len(ks)} values of K ≥ 2 "
-                  f"(paper: better AUROC, worse ECE); ECE at K={kmax}: {sd['ece'][kmax - 1]:.4f} vs {en['ece'][kmax - 1]:.4f}.", ""]
+    t = results["tests"].get("bma")
+    if t:
+        lines += [f"Star-domain BMA (K={b['star_domain']['k'][-1]}) minus deep ensemble (K={b['ensemble']['k'][-1]}); paired bootstrap "
+                  "over test examples (one run of each posterior, so seed-to-seed variation is not included):", ""]
+        for name, label, lower, higher in (("auroc_max_prob", "AUROC (max prob)", "lower for star-domain BMA", "higher for star-domain BMA"),
+                                           ("auroc_neg_entropy", "AUROC (neg. entropy)", "lower for star-domain BMA", "higher for star-domain BMA"),
+                                           ("ece", "ECE", "star-domain BMA is better calibrated", "star-domain BMA is worse calibrated")):
+            if name in t:
+                lines.append(f"- {label}: {verdict(t[name], lower, higher)} (difference {num(t[name]['diff'], digits=4)}, "
+                             f"95% CI {interval(t[name]['ci95'], digits=4)})")
+        lines += ["", "Paper: star-domain BMA has the better AUROC and the worse ECE.", ""]
     path = out / "bma.png"
     plot_bma(b, path)
     figures.append(path.name)
@@ -155,34 +256,55 @@ def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> li
 def fusion_section(results: Mapping[str, Any]) -> list[str]:
     f = results["fusion"]
     ref = PAPER_FUSION.get(_key(results))
-    header = ["\\|Z\\|", "regular models (%)", "best regular (%)", "ensemble (%)", "fused star (%)"] + (["paper regular / ens. / star"] if ref else [])
+    tests = {t["n_sources"]: t for t in results["tests"].get("fusion", [])}
+    header = ["\\|Z\\|", "regular models (%)", "best regular (%)", "ensemble (%)", "fused star (%)", "fused star vs one regular model"] + (
+        ["paper regular / ens. / star"] if ref else [])
     rows = []
     for r in f["rows"]:
-        row = [r["n_sources"], f"{100 * r['regular_acc_mean']:.2f} ± {100 * r['regular_acc_std']:.2f}", f"{100 * r['best_regular_acc']:.2f}",
-               f"{100 * r['ensemble_acc']:.2f}", f"{100 * r['star_acc']:.2f}"]
+        t = tests.get(r["n_sources"])
+        word = verdict(t, "worse", "better") if t else NOT_SIGNIFICANT
+        regular = {"mean": r["regular_acc_mean"], "std": r["regular_acc_std"], "n": len(r["regular_accs"])}
+        row = [r["n_sources"], fmt(regular, 100, 2), f"{100 * r['best_regular_acc']:.2f}", f"{100 * r['ensemble_acc']:.2f}",
+               f"{100 * r['star_acc']:.2f}", f"{word} (95% prediction interval {interval(_clip(t['interval']) if t else None, 100, 2)})"]
         if ref:
             row.append(" / ".join(ref[r["n_sources"]]) if r["n_sources"] in ref else "–")
         rows.append(row)
-    last = f["rows"][-1]
-    cost = last.get("cost", {})
-    lines = [f"## Model fusion (paper Table 2; star trained with μ = {f['mu']:g})", "", table(header, rows), ""]
+    lines = [f"## Model fusion (paper Table 2; star trained with μ = {f['mu']:g})", "", table(header, rows), "",
+             "A fused star is one model, so it is tested against where one more regular model would land "
+             "(the 95% prediction interval of the regular models' accuracy), not against their mean.", ""]
+    cost = f["rows"][-1].get("cost", {})
     if cost:
         lines += ["Inference cost per input (for the largest |Z|): " + "; ".join(
             f"{name}: {c['forward_passes']} forward pass(es), {c['parameters']:,} parameters held" for name, c in cost.items()), ""]
-    beats = sum(r["star_acc"] > r["regular_acc_mean"] for r in f["rows"])
-    lines += [f"The fused star model beats the mean regular model at {beats} of {len(f['rows'])} sizes.", ""]
     return lines
 
 
-def setting_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+SETTING_HEADER = ["setting", "options", "regular–regular", "star–held-out", "star–source", "sources' test acc (%) / loss",
+                  "held-out test acc (%) / loss", "star test acc (%) / loss", "star–held-out vs regular–regular"]
+
+
+def acc_loss(part: Mapping[str, Any] | None) -> str:
+    """One endpoint cell: test accuracy (%) / test loss, each mean ± sample std for a group."""
+    if not part:
+        return "–"
+    if isinstance(part["test_acc"], Mapping):
+        return f"{fmt(part['test_acc'], 100, 2)} / {fmt(part['test_loss'], n=False)}"
+    return f"{num(part['test_acc'], 100, 2)} / {num(part['test_loss'])}"
+
+
+def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     out = []
-    for r in rows:
-        s = r["summary"]
+    for r, t in zip(rows, tests):
+        s, ep = r["summary"], r["endpoints"]
+        cmp = t.get("star_held_out_vs_regular")
+        word = verdict(cmp, "below", "ABOVE") if cmp else "–"
+        if not t["comparable"]:
+            word = f"not comparable (star {100 * ep['star_acc_gap']:.2f} pp below its sources)"
+        elif cmp:
+            word += f" (CI {interval(cmp['ci95'])})"
         out.append([r["tag"], ", ".join(f"{k}={v}" for k, v in r["options"].items()),
-                    fmt(s.get("regular-regular", {}).get("barriers", {}).get("test_loss")),
-                    fmt(s.get("star-held-out", {}).get("barriers", {}).get("test_loss")),
-                    fmt(s.get("star-source", {}).get("barriers", {}).get("test_loss")),
-                    fmt(r["regular_metrics"]["test_acc"], 100, 2), f"{100 * r['star_metrics']['test_acc']:.2f}"])
+                    *(fmt(s.get(g, {}).get("barriers", {}).get("test_loss")) for g in ("regular-regular", "star-held-out", "star-source")),
+                    acc_loss(ep["sources"]), acc_loss(ep.get("held_out")), acc_loss(ep["star"]), word])
     return out
 
 
@@ -190,37 +312,73 @@ def width_depth_section(results: Mapping[str, Any], out: Path, figures: list[str
     from stardomain.plots import plot_series
 
     rows = results["width_depth"]["rows"]
-    header = ["setting", "options", "regular–regular", "star–held-out", "star–source", "regular acc (%)", "star acc (%)"]
-    lines = ["## Width and depth (paper v2 Fig. 2): test loss barriers", "", table(header, setting_rows(rows)), ""]
-    xs = list(range(len(rows)))
+    lines = ["## Width and depth (paper v2 Fig. 2): test loss barriers", "",
+             table(SETTING_HEADER, setting_rows(rows, results["tests"]["width_depth"])), ""]
+    xs = [r["tag"] for r in rows]  # categorical ticks named by setting
     series = {}
     for g in ("regular-regular", "star-held-out"):
         ms = [r["summary"].get(g, {}).get("barriers", {}).get("test_loss", {"mean": float("nan"), "std": 0.0}) for r in rows]
         series[GROUP_LABELS[g]] = ([m["mean"] for m in ms], [m["std"] for m in ms])
     path = out / "width_depth.png"
-    plot_series(xs, series, "setting (" + ", ".join(r["tag"] for r in rows) + ")", "test loss barrier", path)
+    plot_series(xs, series, "setting", "test loss barrier (nats)", path)
     figures.append(path.name)
     return lines + [f"![barriers across width/depth]({path.name})", ""]
 
 
 def optimizer_section(results: Mapping[str, Any]) -> list[str]:
     r = results["optimizer"]
-    header = ["setting", "options", "regular–regular", "star–held-out", "star–source", "regular acc (%)", "star acc (%)"]
+    rec, star = r["recipe"], r["star_recipe"]
     return [f"## Optimizer: {r['optimizer']}-trained sources and star (paper v2 Table 1, second row)", "",
-            table(header, setting_rows([{**r, "options": {"optimizer": r["optimizer"]}}])), ""]
+            f"Sources: {rec['optimizer']} lr {rec['lr']:g} × {rec['epochs']} epochs; star: {star['optimizer']} lr {star['lr']:g} × "
+            f"{star['epochs']} epochs (studies.optimizer.star_recipe; the main star's overrides do not apply).", "",
+            table(SETTING_HEADER, setting_rows([{**r, "options": {"optimizer": r["optimizer"]}}], [results["tests"]["optimizer"]])), ""]
+
+
+def header_lines(results: Mapping[str, Any]) -> list[str]:
+    cfg, m, rec = results["config"], results["models"], results["recipe"]
+    opts = cfg["model"]["options"]
+    options = " (" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) + ")" if opts else ""
+    star_rec = m["star_recipe"]
+    ep = results["endpoints"]
+    lines = [f"# stardomain report: {results['name']}", "",
+             f"Dataset **{results['dataset']['name']}** ({results['dataset']['train']} train / {results['dataset']['test']} test), "
+             f"model **{cfg['model']['name']}**{options}, |Z| = {cfg['sources']} sources "
+             f"({', '.join(m['sources'])}), |H| = {cfg['held_out']} held-out ({', '.join(m['held_out'])}); "
+             f"recipe {rec['optimizer']} lr {rec['lr']:g} × {rec['epochs']} epochs; "
+             f"star (seed {m['star_seed']}): {star_rec['optimizer']} lr {star_rec['lr']:g} × {star_rec['epochs']} epochs, "
+             f"μ = {cfg['star']['mu']}, t ~ {cfg['star']['t_sampling']}, matching {cfg['star']['matching']}.", "",
+             f"Test accuracy (%): sources {fmt(m['regular_test_acc'], 100, 2)}; star model {100 * m['star_metrics']['test_acc']:.2f}.", ""]
+    if ep["star_below_sources"]:
+        lines += [f"**Warning — the star's barriers are not comparable:** {flag_reason(ep)}.", ""]
+    return lines
+
+
+def training_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
+    """Training curves of every model from the per-epoch histories results.json carries (none: no section)."""
+    from stardomain.plots import plot_training
+
+    m = results["models"]
+    hist = m.get("histories") or {}
+    star = Path(m.get("star", "")).stem
+    groups = {"sources Z": [hist[s] for s in m.get("sources", []) if hist.get(s)],
+              "held-out H": [hist[s] for s in m.get("held_out", []) if hist.get(s)],
+              "star θ⋆": [hist[star]] if hist.get(star) else []}
+    groups = {k: v for k, v in groups.items() if v}
+    if not groups:
+        return []
+    path = out / "training_curves.png"
+    plot_training(groups, path, title=f"{results['name']}: training curves")
+    figures.append(path.name)
+    return ["## Training curves", "",
+            "Per-epoch loss and test accuracy of every model, from the history stored in its checkpoint. The star's loss is "
+            "the interpolated training loss Starlight minimises; its test accuracy is measured once, at the end.", "",
+            f"![training curves]({path.name})", ""]
 
 
 def write_report(results: Mapping[str, Any], out: Path) -> Path:
     """Write report.md and figures into ``out``; returns the report path."""
-    cfg = results["config"]
     figures: list[str] = []
-    m = results["models"]
-    lines = [f"# stardomain report: {results['name']}", "",
-             f"Dataset **{results['dataset']['name']}** ({results['dataset']['train']} train / {results['dataset']['test']} test), "
-             f"model **{cfg['model']['name']}** {cfg['model']['options'] or ''}, |Z| = {cfg['sources']} sources, |H| = {cfg['held_out']} held-out; "
-             f"recipe {results['recipe']['optimizer']} lr {results['recipe']['lr']} × {results['recipe']['epochs']} epochs; "
-             f"star: μ = {cfg['star']['mu']}, t ~ {cfg['star']['t_sampling']}, matching {cfg['star']['matching']}.", "",
-             f"Regular models' test accuracy {fmt(m['regular_test_acc'], 100, 2)} %; star model {100 * m['star_metrics']['test_acc']:.2f} %.", ""]
+    lines = header_lines(results)
     if "barriers" in results:
         lines += barrier_section(results, out, figures)
     if "distances" in results:
@@ -235,7 +393,9 @@ def write_report(results: Mapping[str, Any], out: Path) -> Path:
         lines += width_depth_section(results, out, figures)
     if "optimizer" in results:
         lines += optimizer_section(results)
-    lines += ["---", f"Machine-readable numbers: `results.json` (schema {results['schema_version']}). Figures: " + ", ".join(figures) + "."]
+    lines += training_section(results, out, figures)
+    lines += ["---", f"Machine-readable numbers: `results.json` (schema {results['schema_version']}; statistical tests under "
+              f"`tests`, {results['tests']['level']:.0%} level). Figures: " + ", ".join(figures) + "."]
     path = out / "report.md"
     store.atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from stardomain.errors import StardomainError, reject_unknown_keys
-from stardomain.train import Recipe, evaluate, lr_at, make_optimizer
+from stardomain.progress import Progress, ProgressConfig
+from stardomain.train import Recipe, evaluate_split, lr_at, make_loader, make_optimizer
 
 T_SAMPLING = ("uniform", "beta", "constant", "stratified")
 MATCHING = ("weight", "activation", "none")
@@ -43,12 +43,16 @@ class StarlightConfig:
     mu: float = 0.0  # weight of the star model's own cross-entropy (fusion variant, Eq. 9)
     realign_every: int | None = None  # steps between re-alignments; None = once per epoch (paper)
     matching: str = "weight"
-    matching_samples: int = 1024  # training samples used by activation matching
+    matching_samples: int = 1024  # size of data.matching_sample, the inputs activation matching correlates on
     bn_samples: int | None = None  # samples for the final BatchNorm re-estimation (None = whole train set)
 
     def __post_init__(self) -> None:
         if isinstance(self.recipe, Mapping):
             self.recipe = Recipe.from_dict(self.recipe)
+        fast = {k: getattr(self.recipe, k) for k in ("precision", "channels_last", "compile")}
+        if fast != {"precision": "fp32", "channels_last": False, "compile": False}:  # recorded, so never silently ignored
+            raise StardomainError(f"starlight: star models train in fp32 without channels_last/compile (the recipe asks "
+                                  f"for {fast}); drop those options from the star's recipe (Recipe.without_execution())")
         self.t_beta = tuple(float(v) for v in self.t_beta)  # type: ignore[assignment]
         if self.t_sampling not in T_SAMPLING:
             raise StardomainError(f"starlight: unknown t_sampling '{self.t_sampling}'; use one of {', '.join(T_SAMPLING)}")
@@ -75,6 +79,47 @@ class StarlightConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "StarlightConfig":
         reject_unknown_keys("starlight", d, (f.name for f in fields(cls)))
         return cls(**dict(d))
+
+
+def star_seed(seed: int, tag: str = "") -> int:
+    """The seed a star model actually uses for its init, batch order and t draws, from a stream of its own.
+
+    Sources use seeds 0, 1, 2, ... directly; a star seeded with the same number would start
+    from exactly a source's initial weights and batch order. Hashing ``(seed, tag)`` gives
+    every star (each ``tag``: |Z| size, fusion μ, optimizer) its own 31-bit seed, fixed by the
+    user's seed; the CLI and the experiment pipeline both call this.
+    """
+    import hashlib
+
+    digest = hashlib.blake2b(f"stardomain-star:{tag}:{int(seed)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**31 - 1)
+
+
+def repeat_seed(seed: int, repeat: int, tag: str = "") -> int:
+    """The seed of repeat ``repeat`` of a star: repeat 0 is the single star (``star_seed(seed, tag)``).
+
+    Repeat r >= 1 draws from the stream of the tag ``"{tag}-r{r}"`` (``"r{r}"`` without a tag),
+    so the pipeline's star tagged ``"{tag}-r{r}"`` and the CLI's ``--repeats`` agree.
+    """
+    if repeat < 0:
+        raise StardomainError(f"a star repeat index must be >= 0 (got {repeat})")
+    return star_seed(seed, tag) if repeat == 0 else star_seed(seed, f"{tag}-r{repeat}" if tag else f"r{repeat}")
+
+
+def check_not_source_init(state: Mapping[str, torch.Tensor], sources: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Refuse a star whose initial weights equal a source's (rebuilt from the source's recorded seed and arch).
+
+    ``sources`` are (label, metadata) pairs. Such a star would be a copy of that source's start.
+    """
+    from stardomain.zoo import initial_state
+
+    for label, meta in sources:
+        if "seed" not in meta:
+            continue
+        init = initial_state(meta)
+        if init.keys() == state.keys() and all(torch.equal(init[k].cpu(), state[k].detach().cpu()) for k in init):
+            raise StardomainError(f"the star's initial weights equal those of source {label} (seed {meta['seed']}); "
+                                  "choose another --seed")
 
 
 class TSampler:
@@ -138,6 +183,8 @@ class Starlight:
         device: str | torch.device = "cpu",
         source_device: str | torch.device | None = None,
         spec: Any = None,
+        example_input: Any = None,
+        allow_unpermuted: bool = False,
     ):
         from stardomain.permute import trace_spec
 
@@ -156,38 +203,69 @@ class Starlight:
             if missing or any(tuple(src[k].shape) != tuple(own[k].shape) for k in own):
                 raise StardomainError(f"starlight: source {i} does not have the star model's architecture (first mismatch: {(missing or [k for k in own if tuple(src[k].shape) != tuple(own[k].shape)])[0]})")
         self.sources = list(sources)
-        self.spec = spec if spec is not None else (trace_spec(self.model) if config.matching != "none" else None)
+        self.spec = spec if spec is not None else (
+            trace_spec(self.model, example_input=example_input) if config.matching != "none" else None)
+        if self.spec is not None:  # realigning under a spec that permutes nothing would do nothing, silently
+            self.spec.require_coverage("star", allow_unpermuted)
         self.perms: list[dict[str, torch.Tensor] | None] = [None] * len(sources)
         self.aligned: list[dict[str, torch.Tensor]] = [self._on_source_device(s) for s in sources]
         self.optimizer = make_optimizer(self.model.parameters(), config.recipe)
         self.realignments = 0
         self.match_objectives: list[float] = []
+        self.bn_is_own = False  # whether θ⋆'s BN buffers hold its own statistics (see realign)
 
     def _on_source_device(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: state[k].detach().to(self.source_device) for k in self.param_keys}
 
     # -- the two pieces of Algorithm 1 -------------------------------------------------------
     def realign(self) -> list[float]:
-        """Step 1: permute every source into the current star model's basin (warm-started)."""
+        """Step 1: permute every source into the current star model's basin (warm-started).
+
+        Activation matching uses ``data.matching_sample`` and θ⋆'s own BN statistics on it
+        (its buffers as they are right after :meth:`finalize_bn`, else re-estimated on the sample).
+        """
         from stardomain.permute import activation_matching, apply_permutation, weight_matching
 
         self.realignments += 1
         if self.config.matching == "none":
             return []
         star = {k: v.detach() for k, v in self.model.state_dict().items()}
+        x = None
+        if self.config.matching == "activation":
+            from stardomain.data import matching_sample
+
+            x = matching_sample(self.dataset, self.config.matching_samples).to(self.device)
+            if not self.bn_is_own:
+                star.update(self.own_bn_stats(x))
         objectives = []
         for n, src in enumerate(self.sources):
             src_dev = {k: v.to(self.device) for k, v in src.items()}
             if self.config.matching == "weight":
-                res = weight_matching(self.spec, star, src_dev, seed=self.seed + n, init=self.perms[n])
+                res = weight_matching(star, src_dev, spec=self.spec, seed=self.seed + n, init=self.perms[n])
             else:
-                x = self.dataset.train_x[: self.config.matching_samples].to(self.device)
-                res = activation_matching(self.model, self.spec, star, src_dev, x)
+                res = activation_matching(star, src_dev, spec=self.spec, model=self.model, x=x)
             self.perms[n] = res.perm
-            self.aligned[n] = self._on_source_device(apply_permutation(self.spec, res.perm, src_dev))
+            self.aligned[n] = self._on_source_device(apply_permutation(src_dev, res.perm, spec=self.spec))
             objectives.append(float(res.objective))
         self.match_objectives = objectives
         return objectives
+
+    def own_bn_stats(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """θ⋆'s own BatchNorm statistics on ``x``, leaving the model's buffers as they were.
+
+        Training forwards the *interpolated* networks through the star's BatchNorm modules, so
+        their running buffers describe those, not θ⋆ (1.7-1.9x off); activation matching runs
+        in eval mode and would normalise θ⋆'s activations by those foreign statistics.
+        """
+        from stardomain.bn import bn_state, has_batchnorm, reset_bn
+
+        if not has_batchnorm(self.model):
+            return {}
+        saved = bn_state(self.model)
+        try:
+            return reset_bn(self.model, x)
+        finally:
+            self.model.load_state_dict(saved, strict=False)
 
     def interpolated_params(self, n: int, t: float) -> dict[str, torch.Tensor]:
         """(1-t)·θ + t·πn(θn) as a differentiable function of θ (the star's parameters)."""
@@ -209,6 +287,7 @@ class Starlight:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         self.model.train()
+        self.bn_is_own = False  # this forward writes the interpolated networks' statistics into θ⋆'s buffers
         total, interp = self.loss(xb, yb, pairs)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -223,26 +302,22 @@ class Starlight:
 
     def fit(
         self,
-        progress: bool | None = None,
+        progress: bool | ProgressConfig | None = None,
         resume_path: str | os.PathLike | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> StarlightResult:
         """Run Algorithm 1 for ``recipe.epochs`` epochs, then re-estimate BN statistics of θ⋆."""
-        from stardomain.data import TensorLoader
-
         recipe = self.config.recipe
-        loader = TensorLoader(self.dataset.train_x, self.dataset.train_y, batch_size=recipe.batch_size, shuffle=True,
-                              augment=recipe.augment and self.dataset.augment, fill=self.dataset.black(), seed=self.seed, device=self.device)
+        loader = make_loader(self.dataset, recipe, self.seed, self.device)  # tensor or streamed data
         steps_per_epoch = len(loader)
         total_steps = recipe.epochs * steps_per_epoch
         every = self.config.realign_every or steps_per_epoch
         history: list[dict[str, Any]] = []
         start_epoch = self._resume(resume_path, history) if resume_path is not None else 0
         t0 = time.perf_counter()
-        bar = tqdm(range(start_epoch, recipe.epochs), desc="starlight", disable=None if progress is None else not progress,
-                   initial=start_epoch, total=recipe.epochs, leave=False)
+        meter = Progress(f"starlight ({len(self.sources)} sources)", recipe.epochs, unit="epoch", progress=progress, initial=start_epoch)
         n_src = len(self.sources)
-        for epoch in bar:
+        for epoch in range(start_epoch, recipe.epochs):
             g = self._epoch_generator(epoch)
             sampler = TSampler(self.config, g)
             loader.epoch = epoch
@@ -256,17 +331,19 @@ class Starlight:
                 pairs = list(zip(ns, sampler.sample(k)))
                 loss_sum += self.step(xb, yb, pairs, lr=lr_at(recipe, step, total_steps, steps_per_epoch)) * len(yb)
                 seen += len(yb)
+                meter.inner(i + 1, steps_per_epoch)
             record = {"epoch": epoch + 1, "interp_train_loss": loss_sum / max(1, seen),
                       "match_objective_mean": (sum(self.match_objectives) / len(self.match_objectives)) if self.match_objectives else None}
             history.append(record)
-            bar.set_postfix(loss=f"{record['interp_train_loss']:.3f}")
+            meter.step(interp_train_loss=record["interp_train_loss"], match_objective=record["match_objective_mean"])
             if on_epoch is not None:
                 on_epoch(record)
             if resume_path is not None and epoch + 1 < recipe.epochs:
                 self._save_state(resume_path, epoch + 1, history)
+        meter.close()
         self.finalize_bn()
         if history:
-            history[-1]["star_test_loss"], history[-1]["star_test_acc"] = evaluate(self.model, self.dataset.test_x, self.dataset.test_y, device=self.device)
+            history[-1]["star_test_loss"], history[-1]["star_test_acc"] = evaluate_split(self.model, self.dataset, "test", device=self.device)
         if resume_path is not None:
             from stardomain import store
 
@@ -282,7 +359,11 @@ class Starlight:
         from stardomain.bn import has_batchnorm, reset_bn
 
         if has_batchnorm(self.model):
-            reset_bn(self.model, self.dataset.train_x.to(self.device), num_samples=self.config.bn_samples)
+            from stardomain.data.protocol import streams
+
+            data = self.dataset if streams(self.dataset) else self.dataset.train_x.to(self.device)
+            reset_bn(self.model, data, num_samples=self.config.bn_samples)
+        self.bn_is_own = True
         self.model.eval()
 
     def aligned_sources(self) -> list[dict[str, torch.Tensor]]:
@@ -291,7 +372,7 @@ class Starlight:
 
         if self.config.matching == "none":
             return [dict(s) for s in self.sources]
-        return [apply_permutation(self.spec, p, s) for p, s in zip(self.perms, self.sources)]
+        return [apply_permutation(s, p, spec=self.spec) for p, s in zip(self.perms, self.sources)]
 
     # -- resumable training state --------------------------------------------------------------
     def _save_state(self, path: str | os.PathLike, epoch: int, history: list[dict[str, Any]]) -> None:
@@ -323,7 +404,7 @@ class Starlight:
         for n, perm in perms.items():
             self.perms[n] = perm
             src = {k: v.to(self.device) for k, v in self.sources[n].items()}
-            self.aligned[n] = self._on_source_device(apply_permutation(self.spec, perm, src))
+            self.aligned[n] = self._on_source_device(apply_permutation(src, perm, spec=self.spec))
         self.realignments = int(meta.get("realignments", 0))
         history.extend(meta["history"])
         return int(meta["epoch"])

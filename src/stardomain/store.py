@@ -8,17 +8,22 @@ so a ``.safetensors`` without its ``.json`` is an incomplete write and is ignore
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import tempfile
+import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from stardomain.errors import StardomainError
+from stardomain.fileio import atomic_write_bytes, atomic_write_json, commit, json_bytes, write_temp
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "build_model", "check_fits", "content_hash", "find_checkpoints", "is_complete",
+           "load", "load_state", "metadata_path", "read_metadata", "save", "validate_metadata"]
 
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
@@ -36,42 +41,6 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
 def metadata_path(path: str | os.PathLike) -> Path:
     """The JSON file that belongs to a checkpoint path."""
     return _paths(path)[1]
-
-
-def _write_temp(path: Path, data: bytes) -> str:
-    """Write ``data`` to a fsynced temp file beside ``path``; the caller renames it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return tmp
-
-
-def _commit(pairs: list[tuple[str, Path]]) -> None:
-    """Rename temp files into place in order; on failure remove the temps that are left."""
-    try:
-        for tmp, path in pairs:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in pairs:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: readers never see half a file."""
-    path = Path(path)
-    _commit([(_write_temp(path, data), path)])
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _state_of(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -106,16 +75,16 @@ def save(
     state = _state_of(model_or_state)
     blob = st_save(state, metadata={"stardomain_format": str(FORMAT_VERSION)})
     meta["sha256"] = hashlib.sha256(blob).hexdigest()
-    meta_blob = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    meta_blob = json_bytes(meta)
     # both files are fully written before either is renamed; the JSON goes last (it marks completion,
     # and its sha256 exposes weights that do not belong to it)
-    tmp_st = _write_temp(st_path, blob)
+    tmp_st = write_temp(st_path, lambda f: f.write(blob))
     try:
-        tmp_json = _write_temp(json_path, meta_blob)
+        tmp_json = write_temp(json_path, lambda f: f.write(meta_blob))
     except BaseException:
         os.unlink(tmp_st)
         raise
-    _commit([(tmp_st, st_path), (tmp_json, json_path)])
+    commit([(tmp_st, st_path), (tmp_json, json_path)])
     return st_path
 
 
@@ -130,9 +99,68 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StardomainError(f"metadata {json_path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); the checkpoint is corrupt, retrain it") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("arch"), dict) or "name" not in meta["arch"]:
-        raise StardomainError(f"metadata {json_path} has no 'arch' entry; it was not written by stardomain")
+    validate_metadata(meta, json_path)
     return meta
+
+
+# key -> (accepted types, what to write there); checked when present
+_TYPED_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "kind": ((str,), "a string such as 'regular' or 'star'"), "role": ((str,), "a string such as 'source'"),
+    "dataset": ((str,), "a dataset name"), "seed": ((int,), "an integer"), "recipe": ((dict,), "a mapping"),
+    "config": ((dict,), "a mapping"), "metrics": ((dict,), "a mapping"), "history": ((list,), "a list"),
+    "sha256": ((str,), "a hex string"), "sources": ((list,), "a list"),
+}
+
+
+def _meta_error(json_path: Path | str, key: str, problem: str) -> StardomainError:
+    return StardomainError(f"metadata {json_path}: {problem} '{key}'; fix that key or retrain the checkpoint")
+
+
+def validate_metadata(meta: Any, json_path: Path | str) -> None:
+    """One line naming the file and the key for every hand-edited or foreign metadata file.
+
+    A model checkpoint needs ``arch.name`` (str), ``arch.num_classes`` (int >= 1),
+    ``arch.in_shape`` (list of ints >= 1) and, if present, ``arch.options`` (mapping); a
+    training-state file needs only ``arch.name``. Known top-level keys must have their type.
+    """
+    if not isinstance(meta, dict):
+        raise StardomainError(f"metadata {json_path} is a JSON {type(meta).__name__}, not an object; it was not written by stardomain")
+    arch = meta.get("arch")
+    if arch is None:
+        raise _meta_error(json_path, "arch", "has no key")
+    if not isinstance(arch, dict):
+        raise _meta_error(json_path, "arch", "needs a mapping in")
+    if not isinstance(arch.get("name"), str):
+        raise _meta_error(json_path, "arch.name", "has no key" if "name" not in arch else "needs a string in")
+    for key, (types, what) in _TYPED_KEYS.items():
+        value = meta.get(key)
+        if key in meta and value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise _meta_error(json_path, key, f"needs {what} (got {type(value).__name__}) in")
+    if meta.get("kind") == "training-state":
+        return
+    n = arch.get("num_classes")
+    if "num_classes" not in arch:
+        raise _meta_error(json_path, "arch.num_classes", "has no key")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise _meta_error(json_path, "arch.num_classes", f"needs an integer >= 1 (got {n!r}) in")
+    shape = arch.get("in_shape")
+    if "in_shape" not in arch:
+        raise _meta_error(json_path, "arch.in_shape", "has no key")
+    if not isinstance(shape, list) or not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+        raise _meta_error(json_path, "arch.in_shape", f"needs a list of positive integers (got {shape!r}) in")
+    if "options" in arch and not isinstance(arch["options"], dict):
+        raise _meta_error(json_path, "arch.options", f"needs a mapping (got {type(arch['options']).__name__}) in")
+
+
+def check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Refuse, in one line naming the first tensor, weights that do not fit ``model``'s architecture."""
+    from stardomain.diff import state_mismatch
+
+    problem = state_mismatch(model.state_dict(), state)
+    if problem is not None:
+        arch = getattr(model, "arch", {}) or {}
+        raise StardomainError(f"checkpoint {path} does not fit its architecture {arch.get('name', type(model).__name__)}: {problem}; "
+                              "its weights and metadata do not belong together, retrain or re-copy both files")
 
 
 def load_state(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -152,22 +180,44 @@ def load_state(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, 
     return state, meta
 
 
-def build_model(arch: Mapping[str, Any]) -> nn.Module:
-    """Rebuild an (untrained) model from the ``arch`` entry of metadata."""
-    from stardomain import models
+def build_model(arch: Mapping[str, Any], plugins: Iterable[str] = ()) -> nn.Module:
+    """Rebuild an (untrained) model from the ``arch`` entry of metadata.
 
+    A checkpoint only *names* its builder: a user model is rebuilt when the module that
+    defines it is already imported or listed in ``plugins`` (``--plugin``), never imported
+    because a file said so.
+    """
+    from stardomain import models
+    from stardomain.plugins import import_path_module, is_import_path, load_plugins
+
+    load_plugins(plugins)
     name = arch.get("name")
-    if name not in models.available_models():
+    factory = arch.get("factory")
+    if not is_import_path(name) and name not in models.available_models():
+        if is_import_path(factory) and import_path_module(factory) in sys.modules:
+            name = factory  # the builder's module is imported (not the one that registered it): build from it
+        elif is_import_path(factory):
+            module = import_path_module(factory)
+            raise StardomainError(
+                f"checkpoint architecture '{name}' is registered by {factory}, which is not imported; pass --plugin {module} "
+                f"(YAML: plugins: [{module}]; Python: import {module} first)"
+            )
         raise StardomainError(
             f"checkpoint architecture '{name}' is unknown to this stardomain version; known: {', '.join(models.available_models())}"
         )
-    return models.create(name, int(arch["num_classes"]), tuple(arch["in_shape"]), **dict(arch.get("options", {})))
+    model = models.create(name, int(arch["num_classes"]), tuple(arch["in_shape"]), **dict(arch.get("options", {})))
+    model.arch = {**model.arch, "name": arch.get("name")}  # as recorded, even when rebuilt from its factory
+    return model
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """A ready model in eval mode, rebuilt from metadata alone (no pickle, no code from the file)."""
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", plugins: Iterable[str] = ()) -> nn.Module:
+    """A ready model in eval mode, rebuilt from metadata alone (no pickle, no code from the file).
+
+    ``plugins``: modules to import first (those defining the checkpoint's user model).
+    """
     state, meta = load_state(path)
-    model = build_model(meta["arch"])
+    model = build_model(meta["arch"], plugins)
+    check_fits(model, state, path)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -177,10 +227,21 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
 
 
 def content_hash(path: str | os.PathLike) -> str:
-    """SHA-256 of the weights file: how star checkpoints record which sources they used."""
+    """SHA-256 of the weights file: how star checkpoints record which sources they used.
+
+    Remembered per (file, inode, size, mtime): a plan asks for the same checkpoints' hashes once per
+    evaluation unit; an atomic rewrite changes the inode (and an in-place one the mtime), so a
+    rewritten file is hashed again.
+    """
     st_path, _ = _paths(path)
+    st = os.stat(st_path)
+    return _hash_file(str(Path(st_path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hash_file(path: str, inode: int, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with open(st_path, "rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -192,9 +253,10 @@ def is_complete(path: str | os.PathLike) -> bool:
     return st_path.exists() and json_path.exists()
 
 
-def find_checkpoints(zoo_dir: str | os.PathLike) -> list[Path]:
-    """Every complete checkpoint under a folder (recursively), sorted by path."""
+def find_checkpoints(zoo_dir: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Every complete checkpoint under a folder (``recursive=False``: only its direct children), sorted by path."""
     root = Path(zoo_dir)
     if not root.is_dir():
         raise StardomainError(f"model zoo folder not found: {root} (train one with `stardomain train --n N --out {root}`)")
-    return sorted(p for p in root.rglob(f"*{SUFFIX}") if not p.name.startswith(".") and is_complete(p))
+    found = root.rglob(f"*{SUFFIX}") if recursive else root.glob(f"*{SUFFIX}")
+    return sorted(p for p in found if not p.name.startswith(".") and is_complete(p))

@@ -18,12 +18,17 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from stardomain.errors import StardomainError, reject_unknown_keys
+from stardomain.execution import autocast, grad_scaler, with_cudnn_autotune
+from stardomain.progress import Progress, ProgressConfig
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+# how a run executes rather than what it trains: left out of to_dict() at these defaults, so the
+# identity of every fp32 run recorded before these fields existed is unchanged
+_EXECUTION_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False}
 
 
 @dataclass
@@ -40,6 +45,9 @@ class Recipe:
     schedule: str = "cosine"
     warmup_epochs: int = 0
     augment: bool = True
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only)
+    channels_last: bool = False  # NHWC convnets, where stardomain.memformat finds it safe
+    compile: bool = False  # torch.compile the training forward/backward
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -52,9 +60,12 @@ class Recipe:
             raise StardomainError(f"recipe: lr must be > 0 (got {self.lr})")
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs + 1:
             raise StardomainError(f"recipe: warmup_epochs must be in [0, epochs] (got {self.warmup_epochs})")
+        if self.precision not in PRECISIONS:
+            raise StardomainError(f"recipe: unknown precision '{self.precision}'; use one of {', '.join(PRECISIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, except execution options (precision, channels_last, compile) at their defaults."""
+        return {k: v for k, v in asdict(self).items() if _EXECUTION_DEFAULTS.get(k, object()) != v}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Recipe":
@@ -63,6 +74,11 @@ class Recipe:
 
     def replace(self, **changes: Any) -> "Recipe":
         return Recipe.from_dict({**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
+
+    def without_execution(self) -> "Recipe":
+        """The same schedule with the execution options at their defaults (fp32, NCHW, eager): what a
+        star inherits from its sources, since Starlight implements none of them."""
+        return self.replace(**_EXECUTION_DEFAULTS)
 
 
 _SMALL_RECIPES: dict[str, dict[str, Any]] = {
@@ -74,8 +90,14 @@ _SMALL_RECIPES: dict[str, dict[str, Any]] = {
 
 
 def default_recipe(dataset_name: str, optimizer: str = "sgd") -> Recipe:
-    """The paper's recipe for CIFAR-style data, a short one for digits/MNIST; Adam at lr 1e-3."""
-    recipe = Recipe(**_SMALL_RECIPES.get(dataset_name, {}))
+    """The paper's recipe for CIFAR-style data, a short one for digits/MNIST; Adam at lr 1e-3.
+
+    The name is canonicalised first (``fmnist`` -> ``fashion_mnist``): looked up as typed, an
+    alias would silently get the 200-epoch CIFAR recipe.
+    """
+    from stardomain.data import canonical_name
+
+    recipe = Recipe(**_SMALL_RECIPES.get(canonical_name(dataset_name), {}))
     if optimizer == "adam":
         recipe = recipe.replace(optimizer="adam", lr=1e-3, nesterov=False)
     elif optimizer != "sgd":
@@ -98,6 +120,19 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], recipe: Recipe) -> torc
                            weight_decay=recipe.weight_decay)
 
 
+def make_loader(dataset: Any, recipe: Recipe, seed: int, device: str | torch.device = "cpu") -> Any:
+    """The training loader of run ``seed``: its batch order and augmentation depend on (seed, epoch) only.
+
+    Shared by one-at-a-time and batched training so a model sees the same batches either way.
+    """
+    if hasattr(dataset, "train_loader"):  # the SplitData protocol (tensor or streamed datasets)
+        return dataset.train_loader(batch_size=recipe.batch_size, augment=recipe.augment, seed=seed, device=device)
+    from stardomain.data import TensorLoader
+
+    return TensorLoader(dataset.train_x, dataset.train_y, batch_size=recipe.batch_size, shuffle=True,
+                        augment=recipe.augment and dataset.augment, fill=dataset.black(), seed=seed, device=device)
+
+
 def lr_at(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
     """Learning rate at a global step: optional linear warm-up, then cosine decay to 0 (paper App. A)."""
     warm = recipe.warmup_epochs * steps_per_epoch
@@ -113,18 +148,42 @@ def lr_at(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
              device: str | torch.device = "cpu") -> tuple[float, float]:
     """Mean cross-entropy and accuracy (fraction in [0, 1]) of a model in eval mode."""
+    from stardomain.data.loader import slice_batches
+
+    return evaluate_batches(model, slice_batches(x, y, batch_size), device=device)
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                     device: str | torch.device = "cpu") -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over ``batches`` (e.g. a streamed split), summed on the device.
+
+    Sums stay device tensors (float64 loss, as exact as summing the batches' floats on the host),
+    so a GPU evaluation synchronises once at the end, not twice per batch.
+    """
     was_training = model.training
     model.eval()
-    total_loss, correct = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(device, non_blocking=True)
-        yb = y[i:i + batch_size].to(device, non_blocking=True)
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    n = 0
+    for xb, yb in batches:
+        xb = xb.to(device, non_blocking=True)
+        yb = yb.to(device, non_blocking=True)
         logits = model(xb)
-        total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
+        total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
+        correct += (logits.argmax(1) == yb).sum()
+        n += len(yb)
     model.train(was_training)
-    n = max(1, len(x))
-    return total_loss / n, correct / n
+    n = max(1, n)
+    return total_loss.item() / n, correct.item() / n
+
+
+def evaluate_split(model: nn.Module, dataset: Any, split: str, device: str | torch.device = "cpu",
+                   batch_size: int = 1024) -> tuple[float, float]:
+    """Loss and accuracy on a whole split of any dataset (tensors or streamed)."""
+    from stardomain.data.protocol import eval_batches
+
+    return evaluate_batches(model, eval_batches(dataset, split, batch_size, device), device=device)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -148,30 +207,41 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.T
     opt.load_state_dict(sd)
 
 
+@with_cudnn_autotune
 def train_model(
     model: nn.Module,
     dataset: Any,
     recipe: Recipe,
     seed: int,
     device: str | torch.device = "cpu",
-    progress: bool | None = None,
+    progress: bool | ProgressConfig | None = None,
     resume_path: str | os.PathLike | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     eval_every: int = 1,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` in place on ``dataset`` (a :class:`stardomain.data.Dataset`).
+    """Train ``model`` in place on ``dataset`` (a :class:`stardomain.data.Dataset`, or any
+    dataset of :mod:`stardomain.data.protocol`, e.g. a streamed image folder).
 
     Returns per-epoch metrics (train loss/acc over the epoch's batches, test loss/acc).
     With ``resume_path`` the full training state (weights, optimizer, epoch, history) is saved
     atomically after each epoch and picked up again on the next call, so an interrupted run
-    continues to exactly the weights an uninterrupted one reaches.
+    continues to exactly the weights an uninterrupted one reaches. The recipe's precision,
+    channels_last and compile options change how steps execute, never what is stored: weights
+    stay fp32 and the model is handed back in NCHW. Inside an epoch nothing waits for the
+    device (except fp16's grad scaler, which checks every step for overflow).
     """
-    from stardomain.data import TensorLoader
     from stardomain import store
+    from stardomain.data.protocol import example_input
+    from stardomain.memformat import to_channels_last
 
-    model.to(device)
-    loader = TensorLoader(dataset.train_x, dataset.train_y, batch_size=recipe.batch_size, shuffle=True,
-                          augment=recipe.augment and dataset.augment, fill=dataset.black(), seed=seed, device=device)
+    dev = torch.device(device)
+    amp = autocast(recipe.precision, dev)  # refuses e.g. fp16 on a CPU before any work
+    scaler = grad_scaler(recipe.precision, dev)
+    model.to(dev)
+    loader = make_loader(dataset, recipe, seed, device)
+    # NHWC only where a trial forward agrees; compile the step's forward (the weights stay `model`'s)
+    channels_last = recipe.channels_last and to_channels_last(model, example_input(dataset))
+    step_model = torch.compile(model) if recipe.compile else model
     opt = make_optimizer(model.parameters(), recipe)
     steps_per_epoch = len(loader)
     total = recipe.epochs * steps_per_epoch
@@ -182,10 +252,10 @@ def train_model(
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         _restore_optimizer(opt, tensors)
         start_epoch, history = int(meta["epoch"]), list(meta["history"])
-    test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
-    bar = tqdm(range(start_epoch, recipe.epochs), desc=f"train seed={seed}", disable=None if progress is None else not progress,
-               initial=start_epoch, total=recipe.epochs, leave=False)
-    for epoch in bar:
+        if scaler is not None and meta.get("grad_scaler"):
+            scaler.load_state_dict(meta["grad_scaler"])
+    meter = Progress(f"train seed={seed}", recipe.epochs, unit="epoch", progress=progress, initial=start_epoch)
+    for epoch in range(start_epoch, recipe.epochs):
         model.train()
         loader.epoch = epoch
         loss_sum = torch.zeros((), device=device)
@@ -194,26 +264,39 @@ def train_model(
         for i, (xb, yb) in enumerate(loader):
             for group in opt.param_groups:
                 group["lr"] = lr_at(recipe, epoch * steps_per_epoch + i, total, steps_per_epoch)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with amp():
+                logits = step_model(xb)
+                loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:  # fp16: scaled backward; a step with inf/nan gradients is skipped and the scale lowered
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             loss_sum += loss.detach() * len(yb)
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += len(yb)
+            meter.inner(i + 1, steps_per_epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
         if (epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs:
-            record["test_loss"], record["test_acc"] = evaluate(model, test_x, test_y, device=device)
+            record["test_loss"], record["test_acc"] = evaluate_split(model, dataset, "test", device=device)
         history.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record.get('test_acc', float('nan')):.3f}")
+        meter.step(train_loss=record["train_loss"], test_loss=record.get("test_loss"), test_acc=record.get("test_acc"))
         if on_epoch is not None:
             on_epoch(record)
         if resume_path is not None and epoch + 1 < recipe.epochs:
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | _optimizer_tensors(opt)
             store.save(resume_path, tensors, {"arch": getattr(model, "arch", {"name": "?"}), "epoch": epoch + 1,
-                                              "history": history, "kind": "training-state"})
+                                              "history": history, "kind": "training-state",
+                                              **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})})
+    meter.close()
     model.eval()
+    if channels_last:  # hand back an ordinary NCHW model (view-flattening callers, checkpoints)
+        model.to(memory_format=torch.contiguous_format)
     if resume_path is not None:
         for p in (Path(resume_path), store.metadata_path(resume_path)):
             if p.exists():
@@ -223,6 +306,6 @@ def train_model(
 
 def final_metrics(model: nn.Module, dataset: Any, device: str | torch.device = "cpu") -> dict[str, float]:
     """Train/test loss and accuracy of a finished model (no augmentation), for checkpoint metadata."""
-    tr_loss, tr_acc = evaluate(model, dataset.train_x, dataset.train_y, device=device)
-    te_loss, te_acc = evaluate(model, dataset.test_x, dataset.test_y, device=device)
+    tr_loss, tr_acc = evaluate_split(model, dataset, "train", device=device)
+    te_loss, te_acc = evaluate_split(model, dataset, "test", device=device)
     return {"train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc}

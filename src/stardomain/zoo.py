@@ -4,17 +4,22 @@ A zoo member is ``seed-<s>.safetensors`` + ``.json``. Training a zoo is idempote
 already complete with the same configuration are skipped, a member with a *different*
 configuration is an error (never silently mixed or overwritten), and an interrupted member
 resumes from its per-epoch training state (``.seed-<s>.train-state.*``, hidden from discovery).
+
+Every member records its ``role`` (``source`` or ``held_out``) and the exact ``data`` it was
+trained on, so :func:`load_zoo` can hand out exactly the sources: the direct children of one
+folder, ordered by seed, never mixed with held-out models, other recipes, data or architectures.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from stardomain import store
+from stardomain import store, train_batched
 from stardomain.errors import StardomainError
 from stardomain.train import Recipe, final_metrics, train_model
 
@@ -23,27 +28,54 @@ def member_path(out_dir: str | Path, seed: int) -> Path:
     return Path(out_dir) / f"seed-{seed}.safetensors"
 
 
-def run_config(dataset: str, model: str, options: Mapping[str, Any], recipe: Recipe, subset: int | None = None) -> dict[str, Any]:
-    """What makes two training runs 'the same run' (everything but the seed)."""
-    return {"dataset": dataset, "model": model, "options": dict(sorted(options.items())), "recipe": recipe.to_dict(), "subset": subset}
+ROLES = ("source", "held_out")
+
+
+def run_config(dataset: str, model: str, options: Mapping[str, Any], recipe: Recipe, subset: int | None = None,
+               subset_seed: int | None = None) -> dict[str, Any]:
+    """What makes two training runs 'the same run' (everything but the seed); names are registry keys."""
+    from stardomain import models
+
+    config = {"dataset": dataset, "model": models.canonical_name(model), "options": dict(sorted(options.items())),
+              "recipe": recipe.to_dict(), "subset": subset}
+    if subset is not None:
+        config["subset_seed"] = subset_seed  # two subsets of one size are different runs
+    return config
 
 
 def _config_of(meta: Mapping[str, Any]) -> dict[str, Any]:
     return dict(meta.get("config", {}))
 
 
-def check_member(path: Path, config: Mapping[str, Any]) -> bool:
-    """True when ``path`` is a complete member trained with ``config``; raises if it is a different run."""
+def check_member(path: Path, config: Mapping[str, Any], role: str | None = None) -> bool:
+    """True when ``path`` is a complete member trained with ``config`` (and ``role``); raises if it is a different run."""
     if not store.is_complete(path):
         return False
     meta = store.read_metadata(path)
     existing = _config_of(meta)
     if existing != dict(config):
-        diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
-        raise StardomainError(
-            f"{path} already holds a different run (differs in: {', '.join(diff)}); choose another --out folder or delete it"
-        )
+        there, asked = _difference(existing, dict(config))
+        raise StardomainError(f"{path} already holds a different run ({there} there, {asked} requested); "
+                              "choose another --out folder or delete it")
+    if role is not None and meta.get("role") != role:
+        have = meta.get("role") or "no recorded role (an older stardomain)"
+        raise StardomainError(f"{path} already holds a model with {have}, not a {role} model; "
+                              "choose another --out folder or delete it")
     return True
+
+
+def dataset_record(dataset: Any, subset: int | None = None) -> dict[str, Any]:
+    """The data record of a training set (``Dataset.record``), cross-checked against a caller's ``subset``."""
+    if hasattr(dataset, "record"):
+        data = dict(dataset.record())
+    else:  # a duck-typed dataset: all we know is its name and the caller's word
+        data = {"name": dataset.name, "subset": subset, "subset_seed": None, "image_size": None}
+    if data["subset"] is None and subset is not None:
+        data["subset"] = int(subset)  # a hand-built Dataset of an unknown draw: the seed stays unknown
+    if subset is not None and data["subset"] != subset:
+        raise StardomainError(f"subset={subset} but the dataset was loaded with subset={data['subset']}; "
+                              "pass the subset to load_dataset only")
+    return data
 
 
 def train_member(
@@ -57,37 +89,67 @@ def train_member(
     progress: bool | None = None,
     subset: int | None = None,
     extra_meta: Mapping[str, Any] | None = None,
+    role: str = "source",
 ) -> Path:
-    """Train one model (or skip it if already complete) and write its checkpoint."""
-    from stardomain import models
-    from stardomain.train import seed_everything
+    """Train one model (or skip it if already complete) and write its checkpoint.
 
-    config = run_config(dataset.name, model_name, options, recipe, subset)
-    if getattr(dataset, "name", None) == "imagefolder":
-        # one name, many folders: the image size and class list tell two image-folder runs apart
-        config["data"] = {"image_size": int(dataset.in_shape[-1]), "classes": list(dataset.classes)}
+    ``role`` says what the model is for (``source`` or ``held_out``); it is recorded with the
+    data record of ``dataset`` (name, subset and its seed, image size), which later stages rebuild.
+    ``subset`` is only a cross-check: the subset is the one ``dataset`` was loaded with.
+    """
+    config, data = member_config(dataset, model_name, options, recipe, subset, role)
     path = member_path(out_dir, seed)
-    if check_member(path, config):
+    if check_member(path, config, role):
         return path
-    seed_everything(seed)
-    model = models.create(model_name, dataset.num_classes, tuple(dataset.in_shape), **dict(options))
+    model = initial_model(dataset, config, seed)
     resume = Path(out_dir) / f".seed-{seed}.train-state.safetensors"
     t0 = time.perf_counter()
     history = train_model(model, dataset, recipe, seed=seed, device=device, progress=progress, resume_path=resume)
-    meta = {
+    meta = member_meta(model, dataset, config, data, recipe, seed, role, history, time.perf_counter() - t0, device)
+    meta.update(dict(extra_meta or {}))
+    return store.save(path, model, meta)
+
+
+def member_config(dataset: Any, model_name: str, options: Mapping[str, Any], recipe: Recipe, subset: int | None,
+                  role: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(run config, data record) of a member: what must match for an existing member to be reused."""
+    if role not in ROLES:
+        raise StardomainError(f"role {role!r}: use one of {', '.join(ROLES)}")
+    data = dataset_record(dataset, subset)
+    config = run_config(dataset.name, model_name, options, recipe, data["subset"], data["subset_seed"])
+    if getattr(dataset, "name", None) == "imagefolder":
+        # one name, many folders: the image size and class list tell two image-folder runs apart
+        config["data"] = {"image_size": int(dataset.in_shape[-1]), "classes": list(dataset.classes)}
+    return config, data
+
+
+def initial_model(dataset: Any, config: Mapping[str, Any], seed: int) -> torch.nn.Module:
+    """Run ``seed``'s model at initialisation (global RNG seeded first, as every member is built)."""
+    from stardomain import models
+    from stardomain.train import seed_everything
+
+    seed_everything(seed)
+    return models.create(config["model"], dataset.num_classes, tuple(dataset.in_shape), **dict(config["options"]))
+
+
+def member_meta(model: torch.nn.Module, dataset: Any, config: Mapping[str, Any], data: Mapping[str, Any], recipe: Recipe,
+                seed: int, role: str, history: list[dict[str, Any]], seconds: float,
+                device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A trained member's metadata (final metrics computed here), however it was trained."""
+    return {
         "kind": "regular",
+        "role": role,
         "arch": model.arch,
-        "config": config,
+        "config": dict(config),
         "dataset": dataset.name,
+        "data": dict(data),
         "seed": seed,
         "recipe": recipe.to_dict(),
         "metrics": final_metrics(model, dataset, device=device),
         "history": history,
-        "train_seconds": round(time.perf_counter() - t0, 3),
+        "train_seconds": round(seconds, 3),
         "torch_version": torch.__version__,
     }
-    meta.update(dict(extra_meta or {}))
-    return store.save(path, model, meta)
 
 
 def train_zoo(
@@ -101,29 +163,207 @@ def train_zoo(
     progress: bool | None = None,
     subset: int | None = None,
     on_member: Callable[[Path], None] | None = None,
+    role: str = "source",
+    batch_models: int = 1,
+    notify: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Train every seed into ``out_dir``; complete members are skipped."""
+    """Train every seed into ``out_dir`` as ``role`` models; complete members are skipped.
+
+    ``batch_models`` M > 1 trains the missing members M at a time in one vmapped pass
+    (:mod:`stardomain.train_batched`; same weights as one at a time, to float rounding).
+    Where a model cannot be batched, ``notify`` (default: a logged warning) gets one line
+    saying why and the members are trained one at a time.
+    """
+    if batch_models < 1:
+        raise StardomainError(f"batch_models must be >= 1 (got {batch_models})")
+    if batch_models > 1:
+        return train_zoo_batched(dataset, model_name, options, recipe, list(seeds), out_dir, batch_models, device=device,
+                                 progress=progress, subset=subset, on_member=on_member, role=role, notify=notify)
     paths = []
     for seed in seeds:
-        p = train_member(dataset, model_name, options, recipe, seed, out_dir, device=device, progress=progress, subset=subset)
+        p = train_member(dataset, model_name, options, recipe, seed, out_dir, device=device, progress=progress, subset=subset,
+                         role=role)
         paths.append(p)
         if on_member is not None:
             on_member(p)
     return paths
 
 
-def load_zoo(zoo_dir: str | Path, limit: int | None = None, kind: str | None = "regular") -> list[tuple[Path, dict[str, torch.Tensor], dict[str, Any]]]:
-    """Load the (path, state, metadata) of every member under a folder, checking they share one architecture."""
-    paths = store.find_checkpoints(zoo_dir)
-    out = []
-    for p in paths:
-        state, meta = store.load_state(p)
-        if kind is not None and meta.get("kind", "regular") != kind:
-            continue
-        out.append((p, state, meta))
-    if not out:
-        raise StardomainError(f"no {kind or ''} checkpoints found under {zoo_dir}; train some with `stardomain train --n N --out {zoo_dir}`")
-    archs = {repr(sorted(m["arch"].items())) for _, _, m in out}
-    if len(archs) > 1:
-        raise StardomainError(f"{zoo_dir} mixes architectures; a zoo must hold one architecture (found {len(archs)})")
-    return out[:limit] if limit is not None else out
+Member = tuple[Path, dict[str, torch.Tensor], dict[str, Any]]
+
+
+def checkpoints_in(zoo_dir: str | Path) -> list[Path]:
+    """Complete checkpoints directly in ``zoo_dir`` (subfolders are other zoos, never searched)."""
+    return store.find_checkpoints(zoo_dir, recursive=False)
+
+
+def seed_list(seeds: Iterable[int]) -> str:
+    """``[0, 1, 2, 3, 7]`` -> ``seed-0..3, 7``: which models, in one short phrase."""
+    seeds = sorted(int(s) for s in seeds)
+    runs: list[str] = []
+    i = 0
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
+            j += 1
+        runs.append(str(seeds[i]) if i == j else f"{seeds[i]}..{seeds[j]}")
+        i = j + 1
+    return "seed-" + ", ".join(runs)
+
+
+def _identity(meta: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(what, value) pairs that must agree across one set of models, in the order differences are reported."""
+    from stardomain.provenance import recorded_data
+
+    return [("roles", meta.get("role")), ("architectures", meta["arch"]), ("datasets", meta.get("dataset")),
+            ("training data", recorded_data(meta)), ("recipes", meta.get("recipe")),
+            ("model options", _config_of(meta).get("options"))]
+
+
+def _difference(a: Any, b: Any) -> tuple[str, str]:
+    """The first differing entry of two values, as two short phrases (``optimizer sgd`` / ``optimizer adam``)."""
+    from stardomain.diff import difference_phrases
+
+    return difference_phrases(a, b) or (str(a), str(b))
+
+
+def check_one_kind(label: str, members: Sequence[tuple[Path, Mapping[str, Any]]]) -> None:
+    """Refuse a set of models that mixes roles, architectures, data, recipes or options, naming the difference."""
+    import json
+
+    for i, (what, _) in enumerate(_identity(members[0][1])):
+        groups: dict[str, list[int]] = {}
+        values: dict[str, Any] = {}
+        for _, meta in members:
+            value = _identity(meta)[i][1]
+            key = json.dumps(value, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(int(meta.get("seed", -1)))
+            values[key] = value
+        if len(groups) > 1:
+            (ka, sa), (kb, sb) = sorted(groups.items(), key=lambda kv: min(kv[1]))[:2]
+            da, db = _difference(values[ka], values[kb])
+            raise StardomainError(f"{label} mixes {what}: {da} ({seed_list(sa)}) vs {db} ({seed_list(sb)}); "
+                                  "keep one kind of model per folder")
+    seen: dict[int, Path] = {}
+    for path, meta in members:
+        s = int(meta.get("seed", -1))
+        if s in seen:
+            raise StardomainError(f"{label} holds two models of seed {s} ({seen[s].name}, {path.name}); keep one")
+        seen[s] = path
+
+
+def zoo_metadata(zoo_dir: str | Path, role: str | None = "source", kind: str | None = "regular") -> list[tuple[Path, dict[str, Any]]]:
+    """(path, metadata) of the ``role`` members directly in ``zoo_dir``, ordered by seed, checked to be one kind.
+
+    ``role=None`` takes every member but still refuses a mix of roles. Models without a
+    recorded role (older versions) are refused: nothing says whether they are held out.
+    """
+    root = Path(zoo_dir)
+    found = [(p, store.read_metadata(p)) for p in checkpoints_in(root)]
+    found = [(p, m) for p, m in found if kind is None or m.get("kind", "regular") == kind]
+    roles: list[str] = []
+    if role is not None:
+        unlabelled = [p for p, m in found if m.get("role") is None]
+        if unlabelled:
+            raise StardomainError(
+                f"{unlabelled[0]} has no recorded role (written by an older stardomain), so it may be a held-out model; "
+                f"retrain the zoo into a new folder (`stardomain train ... --role {role}`), or add \"role\": \"{role}\" to its .json "
+                "if you know what it is"
+            )
+        roles = sorted({str(m["role"]) for _, m in found})
+        found = [(p, m) for p, m in found if m["role"] == role]
+    if not found:
+        nested = [q.parent.name for q in root.glob(f"*/*{store.SUFFIX}")] if root.is_dir() else []
+        hint = f" (subfolders are not searched; pass one of them, e.g. {root / sorted(nested)[0]})" if nested else ""
+        other = f" (it holds only {', '.join(roles)} models)" if role is not None and roles else ""
+        raise StardomainError(f"no {role or ''} {kind or ''} checkpoints directly in {root}{other}{hint}; "
+                              f"train some with `stardomain train --n N --out {root}`".replace("  ", " "))
+    found.sort(key=lambda pm: int(pm[1].get("seed", -1)))
+    check_one_kind(str(root), found)
+    return found
+
+
+def load_zoo(zoo_dir: str | Path, limit: int | None = None, kind: str | None = "regular",
+             role: str | None = "source") -> list[Member]:
+    """(path, state, metadata) of the ``limit`` lowest-seed ``role`` members of a folder (see :func:`zoo_metadata`)."""
+    found = zoo_metadata(zoo_dir, role=role, kind=kind)
+    if limit is not None:
+        if limit < 1:
+            raise StardomainError(f"the number of sources must be >= 1 (got {limit})")
+        found = found[:limit]
+    return [(p, store.load_state(p)[0], m) for p, m in found]
+
+
+def initial_state(meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a member started from, rebuilt from its recorded seed and architecture (global RNG untouched)."""
+    from stardomain.train import seed_everything
+
+    with torch.random.fork_rng(devices=[]):
+        seed_everything(int(meta["seed"]))
+        return store.build_model(meta["arch"]).state_dict()
+
+
+def train_zoo_batched(
+    dataset: Any,
+    model_name: str,
+    options: Mapping[str, Any],
+    recipe: Recipe,
+    seeds: Sequence[int],
+    out_dir: str | Path,
+    batch_models: int,
+    device: str | torch.device = "cpu",
+    progress: Any = None,
+    subset: int | None = None,
+    on_member: Callable[[Path], None] | None = None,
+    role: str = "source",
+    notify: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """:func:`train_zoo` with the missing members trained ``batch_models`` at a time.
+
+    Members are ordinary zoo members (same files, same metadata as one at a time) plus a
+    ``batched`` record: how many models shared the pass, their seeds and the pass's seconds.
+    Each group checkpoints after every epoch to a hidden state file and resumes from it.
+    """
+    say = notify or logging.getLogger("stardomain").warning
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    config, data = member_config(dataset, model_name, options, recipe, subset, role)
+    paths = {s: member_path(out_dir, s) for s in seeds}
+    pending = [s for s in seeds if not check_member(paths[s], config, role)]
+    for s in seeds:
+        if s not in pending and on_member is not None:
+            on_member(paths[s])
+    groups = [pending[i:i + batch_models] for i in range(0, len(pending), batch_models)]
+    reason = None
+    if len(pending) > 1:
+        reason = train_batched.batching_refusal(initial_model(dataset, config, pending[0]), recipe, tuple(dataset.in_shape), device)
+        if reason is not None:
+            say(reason)
+            groups = [[s] for s in pending]
+    for group in groups:
+        if len(group) == 1:  # nothing to batch with: the ordinary path
+            train_member(dataset, model_name, options, recipe, group[0], out_dir, device=device, progress=progress,
+                             subset=subset, role=role)
+        else:
+            _train_group(dataset, config, data, recipe, group, out_dir, paths, role, device, progress)
+        if on_member is not None:
+            for s in group:
+                on_member(paths[s])
+    return [paths[s] for s in seeds]
+
+
+def _train_group(dataset: Any, config: Mapping[str, Any], data: Mapping[str, Any], recipe: Recipe, group: list[int],
+                 out_dir: str | Path, paths: Mapping[int, Path], role: str, device: str | torch.device, progress: Any) -> None:
+    """Train one group in one pass and write its members; the state file goes only after all are written."""
+    members = [initial_model(dataset, config, s) for s in group]
+    resume = train_batched.state_file(out_dir, group)
+    t0 = time.perf_counter()
+    stack, histories = train_batched.train_models_batched(members, dataset, recipe, group, device=device, progress=progress,
+                                            resume_path=resume, identity={"config": dict(config), "role": role, "seeds": group})
+    seconds = time.perf_counter() - t0
+    for k, (s, model) in enumerate(zip(group, members)):
+        model.load_state_dict(stack.unstack(k))
+        model.eval()
+        meta = member_meta(model, dataset, config, data, recipe, s, role, histories[k], seconds / len(group), device)
+        meta["batched"] = {"models_per_pass": len(group), "seeds": list(group), "pass_seconds": round(seconds, 3)}
+        store.save(paths[s], model, meta)
+    train_batched.remove_state(resume)

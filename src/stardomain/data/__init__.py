@@ -2,7 +2,10 @@
 
 ``load_dataset(name)`` returns a :class:`Dataset` (digits, mnist, fashion_mnist,
 cifar10, cifar100, and imagefolder: an ImageNet-style folder read offline); ``TensorLoader`` serves shuffled, optionally augmented batches
-from tensors already on the training device.
+from tensors already on the training device. ``StreamingImageFolder`` reads an ImageNet-style
+folder batch by batch in DataLoader workers instead, for data that does not fit in memory; both
+satisfy the SplitData protocol (:mod:`stardomain.data.protocol`) that training, BN re-estimation
+and barrier curves use.
 """
 
 from stardomain.data.loader import TensorLoader, augment_batch, epoch_seed
@@ -17,9 +20,11 @@ from stardomain.data.registry import (
 )
 from stardomain.data.roots import resolve_data_root
 from stardomain.data.sources import read_idx, safe_unpickle
+from stardomain.data.stream import StreamingImageFolder, open_dataset
 
 __all__ = [
     "Dataset",
+    "StreamingImageFolder",
     "TensorLoader",
     "accepts_image_size",
     "augment_batch",
@@ -27,6 +32,7 @@ __all__ = [
     "canonical_name",
     "epoch_seed",
     "load_dataset",
+    "open_dataset",
     "matching_sample",
     "read_idx",
     "resolve_data_root",

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from stardomain.errors import StardomainError
+from stardomain.fileio import default_file_mode
 
 USER_AGENT = "stardomain/0.1 (python urllib)"
 TIMEOUT_S = 60.0
@@ -80,6 +81,7 @@ def download_verified(urls: Sequence[str], dest: Path, md5: str) -> None:
             if got != md5:
                 reasons.append(f"{url}: checksum {got} instead of {md5}")
                 continue
+            os.chmod(tmp, default_file_mode())  # mkstemp made it 0600: a shared data folder must be readable
             os.replace(tmp, dest)
             return
         except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError, timeouts are OSError

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ def _decoder(image_module: Any, size: int) -> Any:
 
 
 def _decode_all(files: Sequence[Path], size: int, image_module: Any, what: str) -> np.ndarray:
-    from tqdm.auto import tqdm
+    from stardomain.progress import Progress
 
     out = np.empty((len(files), 3, size, size), dtype=np.uint8)
     if not files:
@@ -105,13 +106,35 @@ def _decode_all(files: Sequence[Path], size: int, image_module: Any, what: str) 
     # Pillow releases the GIL while decoding and resizing; map keeps the sorted order
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(decode, files)
-        for i, arr in enumerate(tqdm(results, total=len(files), desc=f"decoding {what}", unit="img", disable=None, leave=False)):
+        # a bar on a terminal; in a log, a line every 30 s and at the end (a large folder takes minutes)
+        for i, arr in enumerate(Progress(f"decoding {what}", len(files), unit="img", each_step=False).wrap(results)):
             out[i] = arr
     return out
 
 
-def read_image_folder(root: Path, image_size: int) -> RawSplits:
-    """Read ``root/train`` and ``root/val`` (else ``root/test``) as uint8 (N, 3, S, S) splits, scale 255."""
+@dataclass(frozen=True)
+class FolderListing:
+    """The image files of both splits of a folder, in sorted order, with their class indices."""
+
+    classes: list[str]
+    train_files: list[Path]
+    train_y: np.ndarray
+    test_files: list[Path]
+    test_y: np.ndarray
+    held_out: str  # the folder the test split came from: "val" or "test"
+
+
+def pillow() -> Any:
+    """Pillow's ``Image`` module, or a one-line error saying how to install it."""
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise StardomainError("imagefolder needs Pillow to decode images: pip install pillow") from exc
+    return Image
+
+
+def list_image_folder(root: Path) -> FolderListing:
+    """List ``root/train`` and ``root/val`` (else ``root/test``); layout problems are one-line errors."""
     root = Path(root).expanduser()
     train_dir = root / "train"
     if not train_dir.is_dir():
@@ -121,11 +144,6 @@ def read_image_folder(root: Path, image_size: int) -> RawSplits:
         raise StardomainError(
             f"imagefolder: {root} has train/ but neither val/ nor test/; expected the layout {_LAYOUT}"
         )
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise StardomainError("imagefolder needs Pillow to decode images: pip install pillow") from exc
-
     classes = [p.name for p in _class_dirs(train_dir)]
     if not classes:
         raise StardomainError(f"imagefolder: {train_dir} has no class sub-folders; expected the layout {_LAYOUT}")
@@ -135,6 +153,13 @@ def read_image_folder(root: Path, image_size: int) -> RawSplits:
         raise StardomainError(
             f"imagefolder: {held_dir} holds no images in class folders named like those of {train_dir}"
         )
-    train_x = _decode_all(train_files, image_size, Image, "train")
-    test_x = _decode_all(test_files, image_size, Image, held_dir.name)
-    return RawSplits(train_x, train_y, test_x, test_y, classes, scale=255.0)
+    return FolderListing(classes, train_files, train_y, test_files, test_y, held_dir.name)
+
+
+def read_image_folder(root: Path, image_size: int) -> RawSplits:
+    """Read ``root/train`` and ``root/val`` (else ``root/test``) as uint8 (N, 3, S, S) splits, scale 255."""
+    image = pillow()
+    listing = list_image_folder(root)
+    train_x = _decode_all(listing.train_files, image_size, image, "train")
+    test_x = _decode_all(listing.test_files, image_size, image, listing.held_out)
+    return RawSplits(train_x, listing.train_y, test_x, listing.test_y, listing.classes, scale=255.0)

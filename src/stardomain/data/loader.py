@@ -32,7 +32,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4,
-                  fill: float | Sequence[float] = 0.0) -> Tensor:
+                  fill: float | Sequence[float] | Tensor = 0.0) -> Tensor:
     """Random crop (``padding`` pixels of ``fill``) and horizontal flip of a batch.
 
     Vectorised: the batch is padded once, then every sample's crop window (flipped
@@ -41,7 +41,8 @@ def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4,
     ``fill`` is one value or one per channel, in the tensor's units: for normalised
     images pass :meth:`Dataset.black <stardomain.data.Dataset.black>` to pad with black
     pixels as torchvision's ``RandomCrop(padding=4)`` on raw images does (0 would pad
-    with the mean colour). Returns a new tensor shaped like ``x``.
+    with the mean colour). A per-channel ``fill`` given as a tensor on ``x.device`` costs no
+    host-device copy (TensorLoader keeps one there). Returns a new tensor shaped like ``x``.
     """
     if x.dim() != 4:
         raise StardomainError(f"augment_batch needs images shaped (N, C, H, W), got {tuple(x.shape)}")
@@ -52,21 +53,31 @@ def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4,
     offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=gdev).to(x.device)
     flips = torch.randint(0, 2, (b,), generator=generator, device=gdev).to(x.device).bool()
     hp, wp = h + 2 * padding, w + 2 * padding
-    values = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(-1)
+    # host values stay on the host (reading a device scalar back would synchronise every batch)
+    values = fill.reshape(-1) if torch.is_tensor(fill) else torch.as_tensor(fill, dtype=torch.float64).reshape(-1)
     if values.numel() not in (1, c):
         raise StardomainError(f"augment_batch fill needs 1 or {c} values (one per channel), got {values.numel()}")
     if not padding:
         padded = x
-    elif values.numel() == 1:
+    elif values.numel() == 1 and values.device.type == "cpu":
         padded = F.pad(x, (padding, padding, padding, padding), value=float(values[0]))
     else:
-        padded = values.view(1, c, 1, 1).expand(b, c, hp, wp).clone()
+        values = values.to(device=x.device, dtype=x.dtype)
+        padded = values.view(1, -1, 1, 1).expand(b, c, hp, wp).clone()
         padded[:, :, padding:padding + h, padding:padding + w] = x
     rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (b, h) rows of the padded image
     col = torch.arange(w, device=x.device)
     cols = torch.where(flips[:, None], w - 1 - col, col) + offsets[1, :, None]  # (b, w)
     flat = (rows[:, :, None] * wp + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)
     return padded.reshape(b, c, hp * wp).gather(2, flat).view(b, c, h, w)
+
+
+def slice_batches(x: Tensor, y: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Consecutive (x, y) slices of ``batch_size`` (the last may be shorter): an evaluation pass."""
+    if int(batch_size) < 1:
+        raise StardomainError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(x), int(batch_size)):
+        yield x[start:start + batch_size], y[start:start + batch_size]
 
 
 class TensorLoader:
@@ -109,6 +120,9 @@ class TensorLoader:
         self.drop_last = bool(drop_last)
         self.padding = int(padding)
         self.fill = tuple(float(v) for v in fill) if isinstance(fill, Sequence) else float(fill)
+        # a per-channel fill lives on the device once, so augmenting a batch never touches the host
+        self._fill = (torch.tensor(self.fill, dtype=self.x.dtype, device=self.device)
+                      if isinstance(self.fill, tuple) and self.x.is_floating_point() else self.fill)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -140,6 +154,6 @@ class TensorLoader:
                 idx = order[start:end]
                 xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
             if self.augment:
-                xb = augment_batch(xb, g, padding=self.padding, fill=self.fill)
+                xb = augment_batch(xb, g, padding=self.padding, fill=self._fill)
             yield xb, yb
         self.epoch = epoch + 1

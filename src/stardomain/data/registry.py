@@ -7,19 +7,23 @@ serve batches as index slices (no per-sample Python work).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from stardomain.data import sources
+from stardomain.data.files import file_key, is_file_dataset, read_file_dataset
 from stardomain.data.imagefolder import read_image_folder
 from stardomain.data.roots import resolve_data_root
 from stardomain.errors import StardomainError
+from stardomain.plugins import is_import_path, resolve
 
 
 @dataclass(repr=False, eq=False)
@@ -38,10 +42,49 @@ class Dataset:
     std: tuple[float, ...]  # per channel, what was divided by
     classes: list[str]
     augment: bool  # whether crop+flip augmentation suits this dataset
+    subset: int | None = None  # training samples kept by load_dataset(subset=...), None = the whole split
+    subset_seed: int | None = None  # the seed that drew that subset (recorded so later stages redraw the same one)
+    sha256: str | None = None  # a file dataset (``file:...``): SHA-256 of the file, so a checkpoint names its data
 
     def black(self) -> tuple[float, ...]:
         """A black pixel in normalised units: the crop padding of torchvision's recipe."""
         return tuple(-m / s for m, s in zip(self.mean, self.std))
+
+    def record(self) -> dict[str, Any]:
+        """What rebuilds exactly this training data: stored in checkpoints, checked by every later stage."""
+        out = {"name": self.name, "subset": self.subset, "subset_seed": self.subset_seed,
+               "image_size": int(self.in_shape[-1]) if accepts_image_size(self.name) else None}
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        return out
+
+    # --- the SplitData protocol (stardomain.data.protocol), shared with streamed datasets ---
+
+    def split_size(self, split: str) -> int:
+        """Samples in ``split`` ("train" or "test")."""
+        return len(self.split_tensors(split)[1])
+
+    def split_tensors(self, split: str, indices: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(x, y) of ``split`` (CPU, normalised), or of its samples ``indices`` in that order."""
+        if split not in ("train", "test"):
+            raise StardomainError(f"unknown split {split!r}; splits are 'train' and 'test'")
+        x, y = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
+        return (x, y) if indices is None else (x[indices], y[indices])
+
+    def train_loader(self, batch_size: int, augment: bool, seed: int, device: str | torch.device = "cpu") -> Any:
+        """Shuffled (and, where the data suits it, crop+flip augmented) batches on ``device``, seeded by (seed, epoch)."""
+        from stardomain.data.loader import TensorLoader
+
+        return TensorLoader(self.train_x, self.train_y, batch_size=batch_size, shuffle=True,
+                            augment=augment and self.augment, fill=self.black(), seed=seed, device=device)
+
+    def eval_batches(self, split: str, batch_size: int = 1024, device: str | torch.device = "cpu",
+                     indices: Tensor | None = None) -> Any:
+        """Un-augmented (x, y) batches of ``split`` (or of ``indices`` of it, in order) on ``device``."""
+        from stardomain.data.loader import slice_batches
+
+        x, y = self.split_tensors(split, indices)
+        return slice_batches(x.to(device), y.to(device), batch_size)
 
     def __repr__(self) -> str:
         return (
@@ -126,7 +169,13 @@ def canonical_name(name: str) -> str:
 
     Resolve once at the edge (CLI, YAML, Python API) and use only the key after it: recipes,
     checkpoint metadata and zoo identity are looked up by key, never by what the user typed.
+    Your own data: ``file:path.npz`` (becomes ``file:`` + the absolute path) or an import path
+    ``pkg.module:make`` (a function returning a :class:`Dataset`; its module must be imported).
     """
+    if is_file_dataset(name) or str(name).endswith((".npz", ".safetensors")):
+        return file_key(name)
+    if is_import_path(name):
+        return str(name).strip()
     key = _key(name)
     if key not in _SPECS:
         raise StardomainError(f"unknown dataset {name!r}; valid names: {', '.join(available_datasets())}")
@@ -165,7 +214,9 @@ def matching_sample(dataset: "Dataset", n: int = DEFAULT_MATCHING_SAMPLES, seed:
     labels = dataset.train_y.cpu().numpy()
     n = min(int(n), len(labels))
     idx = stratified_subset(labels, n, seed)
-    return dataset.train_x[torch.from_numpy(idx)]
+    from stardomain.data.protocol import split_tensors  # a streamed folder decodes just these samples
+
+    return split_tensors(dataset, "train", torch.from_numpy(idx))[0]
 
 
 def _channel_stats(images: np.ndarray, scale: float, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -222,6 +273,8 @@ def load_dataset(
     applies to no other dataset.
     """
     key = canonical_name(name)
+    if key not in _SPECS:
+        return _load_user_dataset(key, subset, seed)
     spec = _SPECS[key]
     if spec.sized:
         size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
@@ -264,4 +317,26 @@ def load_dataset(
         std=tuple(std),
         classes=list(raw.classes),
         augment=spec.augment,
+        subset=None if subset is None else int(subset),
+        subset_seed=None if subset is None else int(seed),
     )
+
+
+def _load_user_dataset(key: str, subset: int | None, seed: int) -> Dataset:
+    """A ``file:`` dataset or one from an import path, with the same subset rule as the registry's."""
+    if is_file_dataset(key):
+        d = read_file_dataset(key)
+        ds = Dataset(name=key, train_x=d.train_x, train_y=d.train_y, test_x=d.test_x, test_y=d.test_y,
+                     num_classes=d.num_classes, in_shape=d.in_shape, mean=d.mean, std=d.std,
+                     classes=[str(i) for i in range(d.num_classes)], augment=False, sha256=d.sha256)
+    else:
+        made = resolve(key, "dataset factory")()
+        if not isinstance(made, Dataset):
+            raise StardomainError(f"dataset factory {key!r} returned a {type(made).__name__}, not a stardomain.data.Dataset")
+        ds = dataclasses.replace(made, name=key)  # checkpoints record the factory that rebuilds it
+    if subset is None:
+        return ds
+    if isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or not 1 <= subset <= len(ds.train_y):
+        raise StardomainError(f"subset={subset!r} for {key}: give a whole number from 1 to {len(ds.train_y)} (the train size), or None")
+    idx = torch.from_numpy(stratified_subset(ds.train_y.numpy(), int(subset), seed))
+    return dataclasses.replace(ds, train_x=ds.train_x[idx], train_y=ds.train_y[idx], subset=int(subset), subset_seed=int(seed))

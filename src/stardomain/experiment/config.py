@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 from stardomain.errors import StardomainError
+from stardomain.experiment.executor_config import ExecutorConfig
 
 
 def _type_name(tp: Any) -> str:
@@ -126,11 +127,21 @@ class EvalConfig:
     points: int = 21
     bn_samples: int | None = None
     eval_train_samples: int | None = None  # evaluate train loss on a subset (None = whole train split)
+    eval_test_samples: int | None = None  # likewise the test split (streamed data: a seeded subset held in memory)
     align: str = "weight"  # how regular pairs and held-out models are aligned to the star / each other
-    max_pairs: int = 10  # regular-regular pairs evaluated
+    max_pairs: int = 10  # regular-regular pairs evaluated: disjoint pairs first, then a seeded sample of the rest
+    max_star_source_pairs: int | None = None  # star-source pairs: None = the star against every one of its sources
+    matching_samples: int = 1024  # size of the seeded class-stratified sample activation matching correlates on
+    star_acc_margin: float = 0.01  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged
+    near_zero_tolerance: float = 0.05  # a test-loss barrier is "near 0" when its 95% upper bound is below this
 
     def __post_init__(self) -> None:
         _check(self.points >= 2, f"eval.points: need at least 2 points on the path (got {self.points})")
+        _check(self.max_star_source_pairs is None or self.max_star_source_pairs >= 1,
+               f"eval.max_star_source_pairs: must be >= 1 or null for every source (got {self.max_star_source_pairs})")
+        _check(self.matching_samples >= 1, f"eval.matching_samples: must be >= 1 (got {self.matching_samples})")
+        _check(0 <= self.star_acc_margin < 1, f"eval.star_acc_margin: a fraction in [0, 1), e.g. 0.01 for 1 pp (got {self.star_acc_margin})")
+        _check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
         _check(self.align in ("weight", "activation", "none"), f"eval.align: one of weight, activation, none (got {self.align!r})")
         _check(self.max_pairs >= 1, f"eval.max_pairs: must be >= 1 (got {self.max_pairs})")
         _check(self.bn_samples is None or self.bn_samples >= 1, f"eval.bn_samples: must be >= 1 or null (got {self.bn_samples})")
@@ -166,6 +177,7 @@ class WidthDepthStudy:
 class OptimizerStudy:
     optimizer: str = "adam"
     recipe: dict = field(default_factory=dict)  # overrides of the source recipe for this optimizer
+    star_recipe: dict = field(default_factory=dict)  # overrides for this study's star (star.recipe never applies here)
     sources: int = 4
     held_out: int = 2
 
@@ -187,7 +199,8 @@ class ExperimentConfig:
     dataset: str = "digits"
     subset: int | None = None
     data_root: str | None = None  # for imagefolder: the folder holding train/ and val/ (required)
-    image_size: int | None = None  # imagefolder only: square side in pixels (default 64)
+    image_size: int | None = None  # imagefolder only: square side in pixels (default 64; streamed: the crop, 224)
+    stream: bool = False  # imagefolder only: decode batches from disk in worker processes (data that does not fit in memory)
     device: str = "auto"
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -198,21 +211,38 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     studies: Studies = field(default_factory=Studies)
     logging: dict = field(default_factory=dict)  # {tensorboard: bool, wandb: {project: ...}}
+    plugins: list[str] = field(default_factory=list)  # modules to import first (they register models/datasets)
+    allow_unpermuted: bool = False  # align/star even when the permutation spec covers 0% of the parameters
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where units run: local, ray or slurm
 
     def __post_init__(self) -> None:
         from stardomain import data, models
+        from stardomain.plugins import is_import_path, load_plugins
         from stardomain.train import Recipe, default_recipe
 
-        _check(self.dataset.lower() in data.available_datasets(),
-               f"dataset: unknown '{self.dataset}'; choose one of {', '.join(data.available_datasets())}")
+        # your code runs only because this config names it: plugins, and import paths as model or dataset
+        try:
+            load_plugins([*self.plugins, *(n for n in (self.model.name, self.dataset) if is_import_path(n))])
+        except StardomainError as e:
+            raise StardomainError(f"plugins: {e}") from None
+
+        # resolve names to registry keys once, here: recipe, metadata, zoo identity and report use only the key
+        try:
+            self.dataset = data.canonical_name(self.dataset)
+        except StardomainError as e:
+            if ":" in str(self.dataset):  # a file or import path: the reader's message says what is wrong
+                raise StardomainError(f"dataset: {e}") from None
+            raise StardomainError(f"dataset: unknown '{self.dataset}'; choose one of {', '.join(data.available_datasets())}") from None
+        try:
+            self.model.name = models.canonical_name(self.model.name)
+        except StardomainError:
+            raise StardomainError(f"model.name: unknown '{self.model.name}'; choose one of {', '.join(models.available_models())}") from None
         _check(self.image_size is None or data.accepts_image_size(self.dataset),
                f"image_size: only applies to dataset imagefolder (got dataset '{self.dataset}'); remove it")
         _check(self.image_size is None or (type(self.image_size) is int and self.image_size >= 1),
                f"image_size: a whole number of pixels >= 1 (got {self.image_size!r})")
         _check(not data.accepts_image_size(self.dataset) or bool(self.data_root),
                "data_root: dataset imagefolder needs the folder holding train/ and val/ (or test/)")
-        _check(self.model.name.lower() in models.available_models(),
-               f"model.name: unknown '{self.model.name}'; choose one of {', '.join(models.available_models())}")
         allowed = models.model_info(self.model.name).defaults
         bad = sorted(set(self.model.options) - set(allowed))
         _check(not bad, f"model.options: '{bad[0] if bad else ''}' is not an option of {self.model.name}; allowed: {', '.join(allowed)}")
@@ -221,7 +251,14 @@ class ExperimentConfig:
                 Recipe.from_dict({**default_recipe(self.dataset).to_dict(), **overrides})
             except StardomainError as e:
                 raise StardomainError(f"{where}: {e}") from None
+
         _check(self.subset is None or self.subset >= 10, f"subset: at least 10 training samples (got {self.subset})")
+        if self.stream:  # what reads whole splits into memory cannot take a streamed folder
+            _check(self.dataset == "imagefolder", f"stream: only for dataset imagefolder (got '{self.dataset}'); remove it")
+            _check(self.subset is None, "stream: streamed folders are used whole; remove subset (or make a smaller folder)")
+            _check(self.studies.bma is None, "studies.bma: needs the whole test split in memory; remove it when stream: true")
+            _check(self.eval.bn_samples is not None and self.eval.eval_train_samples is not None,
+                   "eval.bn_samples and eval.eval_train_samples: set both when stream: true (seeded subsets held in memory)")
         _check(self.sources >= 2, f"sources: |Z| must be >= 2 to compare regular pairs (got {self.sources})")
         _check(self.held_out >= 1, f"held_out: |H| must be >= 1 (got {self.held_out})")
         s = self.studies
@@ -234,6 +271,39 @@ class ExperimentConfig:
             _check(s.bma.max_samples >= 1, f"studies.bma.max_samples: must be >= 1 (got {s.bma.max_samples})")
         if s.optimizer is not None:
             _check(s.optimizer.optimizer in ("sgd", "adam"), f"studies.optimizer.optimizer: sgd or adam (got {s.optimizer.optimizer!r})")
+            for where, build in (("studies.optimizer.recipe", self.optimizer_recipe),
+                                 ("studies.optimizer.star_recipe", lambda: self.star_recipe(self.optimizer_recipe(), s.optimizer.star_recipe))):
+                try:
+                    build()
+                except StardomainError as e:
+                    raise StardomainError(f"{where}: {e}") from None
+
+    def source_recipe(self) -> "Recipe":
+        """The recipe of the main zoo: the dataset's default recipe with ``train`` overrides."""
+        from stardomain.train import Recipe, default_recipe
+
+        return Recipe.from_dict({**default_recipe(self.dataset).to_dict(), **self.train})
+
+    def optimizer_recipe(self) -> "Recipe":
+        """Sources of the optimizer study: that optimizer's default recipe, the optimizer-independent
+        ``train`` overrides (never the main optimizer, lr or nesterov), then ``studies.optimizer.recipe``."""
+        from stardomain.train import Recipe, default_recipe
+
+        os_ = self.studies.optimizer
+        if os_ is None:
+            raise StardomainError("studies.optimizer: not configured")
+        base = default_recipe(self.dataset, os_.optimizer).to_dict()
+        shared = {k: v for k, v in self.train.items() if k not in ("optimizer", "lr", "nesterov")}
+        return Recipe.from_dict({**base, **shared, **os_.recipe})
+
+    @staticmethod
+    def star_recipe(source_recipe: "Recipe", overrides: Mapping[str, Any]) -> "Recipe":
+        """A star is trained like its sources, plus its own overrides (``star.recipe``, or the
+        optimizer study's ``star_recipe``: the main star's overrides never reach another optimizer).
+        The sources' execution options (precision, channels_last, compile) do not carry over."""
+        from stardomain.train import Recipe
+
+        return Recipe.from_dict({**source_recipe.without_execution().to_dict(), **overrides})
 
     @property
     def zoo_size(self) -> int:
@@ -249,6 +319,12 @@ class ExperimentConfig:
         d = dataclasses.asdict(self)
         if d["image_size"] is None:
             del d["image_size"]  # unset: configs (and experiment folders) from before the key stay identical
+        if d["eval"].get("eval_test_samples") is None:
+            del d["eval"]["eval_test_samples"]  # likewise
+        for key, unset in (("plugins", []), ("allow_unpermuted", False), ("stream", False)):  # likewise
+            if d.get(key) == unset:
+                del d[key]
+        del d["executor"]  # where units ran never changes a result: results.json is the same for every executor
         return d
 
 
@@ -265,6 +341,11 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise StardomainError(f"{p}: not valid YAML{where} ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, Mapping):
         raise StardomainError(f"{p}: the top level must be a mapping of experiment keys")
+    dataset = data.get("dataset")
+    if isinstance(dataset, Mapping):  # dataset: {file: data.npz}, relative to this YAML file
+        if set(dataset) != {"file"} or not isinstance(dataset["file"], str):
+            raise StardomainError(f"{p}: dataset: a name, an import path, or {{file: path.npz}} (got {dict(dataset)!r})")
+        data = {**data, "dataset": "file:" + str((p.parent / Path(dataset["file"]).expanduser()).resolve())}
     try:
         return from_dict(ExperimentConfig, data)
     except StardomainError as e:

@@ -9,6 +9,6 @@ Shape support: every model accepts any channel count and any H, W >= 1, except
 """
 
 from stardomain.models import densenet, mlp, resnet, vgg, wrn  # noqa: F401  (registers builders)
-from stardomain.models.registry import ModelEntry, available_models, create, model_info, register
+from stardomain.models.registry import ModelEntry, available_models, canonical_name, create, model_info, register
 
-__all__ = ["ModelEntry", "available_models", "create", "model_info", "register"]
+__all__ = ["ModelEntry", "available_models", "canonical_name", "create", "model_info", "register"]

@@ -64,7 +64,7 @@ class DenseNet(nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
-@register("densenet40_12", min_hw=4, summary="DenseNet-40-12 (~1.02M params); needs inputs >= 4x4")
+@register("densenet40_12", min_hw=4, in_dims=3, summary="DenseNet-40-12 (~1.02M params); needs inputs >= 4x4")
 def build_densenet40_12(
     num_classes: int, in_shape: tuple[int, int, int], *, growth: int = 12, depth: int = 40
 ) -> nn.Module:

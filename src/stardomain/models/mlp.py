@@ -39,7 +39,7 @@ class MLP(nn.Module):
 
 @register("mlp", summary="MLP: depth hidden layers of `width` units (784-512-512-512-10 on MNIST)")
 def build_mlp(
-    num_classes: int, in_shape: tuple[int, int, int], *, depth: int = 3, width: int = 512, batchnorm: bool = False
+    num_classes: int, in_shape: tuple[int, ...], *, depth: int = 3, width: int = 512, batchnorm: bool = False
 ) -> nn.Module:
     """Multi-layer perceptron on flattened inputs."""
     check(depth >= 0, f"mlp option depth must be >= 0 hidden layers, got {depth}")

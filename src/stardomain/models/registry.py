@@ -1,8 +1,15 @@
 """Name -> builder registry, so configs and checkpoints refer to architectures by name.
 
-Every builder has the signature ``builder(num_classes, in_shape, *, option=default, ...)``.
-:func:`create` validates the name, the shape and the options against that signature and
-stamps the result with ``model.arch`` so a checkpoint can rebuild the exact same network.
+Every builder has the signature ``builder(num_classes, in_shape, *, option=default, ...)``:
+``num_classes`` an int, ``in_shape`` the tuple of one sample's shape (``(C, H, W)`` for
+images, ``(F,)`` for tabular data), and every option keyword-only with a default and an
+annotation ``bool``, ``int``, ``float`` or ``str`` (what ``-o key=value`` and YAML values are
+checked against). Your own model joins either by ``@models.register("name")`` in a module
+you load as a plugin, or by import path: ``create("pkg.module:build", ...)`` (the module must
+be imported; see :mod:`stardomain.plugins`). :func:`create` validates the name, the shape
+and the options against that signature and stamps the result with ``model.arch`` (plus
+``arch["factory"]``, ``module:qualname``, for a builder outside stardomain) so a checkpoint
+can rebuild the exact same network.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any, Callable
 from torch import nn
 
 from stardomain.errors import StardomainError
+from stardomain.plugins import factory_name, is_import_path, resolve
 
 Builder = Callable[..., nn.Module]
 
@@ -29,42 +37,56 @@ class ModelEntry:
     min_hw: int  # smallest spatial size (H and W) the network can process
     summary: str
     defaults: dict[str, Any]  # option name -> default value
-    types: dict[str, type]  # option name -> annotated type (bool, int or float)
+    types: dict[str, type]  # option name -> annotated type (bool, int, float or str)
+    in_dims: int | None = None  # number of input dims the builder needs (3 for (C, H, W)), None: any
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
-_TYPE_NAMES = {"bool": bool, "int": int, "float": float}
+_TYPE_NAMES = {"bool": bool, "int": int, "float": float, "str": str}
 
 
 def _option_types(builder: Builder) -> tuple[dict[str, Any], dict[str, type]]:
-    """Read keyword-only options (with defaults and bool/int/float hints) off a builder."""
-    sig = inspect.signature(builder)
+    """Read keyword-only options (with defaults and bool/int/float/str hints) off a builder."""
+    name = getattr(builder, "__qualname__", repr(builder))
+    try:
+        sig = inspect.signature(builder)
+    except (TypeError, ValueError):
+        raise StardomainError(f"model builder {name} has no inspectable signature; write it as a Python function") from None
     params = list(sig.parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if [p.name for p in positional] != ["num_classes", "in_shape"]:
-        raise TypeError(f"builder {builder.__name__} must take (num_classes, in_shape, *, options...)")
+        raise StardomainError(
+            f"model builder {name} must take (num_classes, in_shape, *, option=default, ...); it takes "
+            f"({', '.join(p.name for p in positional)})"
+        )
     defaults: dict[str, Any] = {}
     types: dict[str, type] = {}
     for p in params:
         if p.kind != p.KEYWORD_ONLY:
             continue
         if p.default is p.empty:
-            raise TypeError(f"option {p.name!r} of builder {builder.__name__} needs a default")
+            raise StardomainError(f"option {p.name!r} of model builder {name} needs a default value")
         ann = p.annotation
         ann_type = _TYPE_NAMES.get(ann, ann) if isinstance(ann, str) else ann
-        if ann_type not in (bool, int, float):
-            raise TypeError(f"option {p.name!r} of builder {builder.__name__} must be annotated bool, int or float")
+        if ann_type not in (bool, int, float, str):
+            raise StardomainError(f"option {p.name!r} of model builder {name} must be annotated bool, int, float or str")
         defaults[p.name] = p.default
         types[p.name] = ann_type
     return defaults, types
 
 
-def register(name: str, *, min_hw: int = 1, summary: str = "") -> Callable[[Builder], Builder]:
+def register(
+    name: str, *, min_hw: int = 1, in_dims: int | None = None, summary: str = ""
+) -> Callable[[Builder], Builder]:
     """Decorator adding ``builder`` to the registry under ``name``.
 
-    ``min_hw`` is the smallest input height/width the architecture supports; :func:`create`
-    rejects smaller inputs with a clear error instead of a shape error deep inside forward.
+    ``min_hw`` is the smallest input height/width the architecture supports and ``in_dims``
+    the number of input dims it needs (3 for ``(C, H, W)``; None accepts any shape, e.g.
+    tabular ``(F,)``); :func:`create` rejects other inputs with a clear error instead of a
+    shape error deep inside forward. A bad builder signature is a ``StardomainError``.
+    Checkpoints record the name (and the builder's ``module:qualname``): loading one needs
+    the registering module imported (``--plugin module``).
     """
     key = name.lower()
 
@@ -73,7 +95,7 @@ def register(name: str, *, min_hw: int = 1, summary: str = "") -> Callable[[Buil
             raise StardomainError(f"model name {key!r} is already registered; pick another name")
         defaults, types = _option_types(builder)
         doc = summary or (inspect.getdoc(builder) or "").split("\n")[0]
-        _REGISTRY[key] = ModelEntry(key, builder, min_hw, doc, defaults, types)
+        _REGISTRY[key] = ModelEntry(key, builder, min_hw, doc, defaults, types, in_dims)
         return builder
 
     return decorate
@@ -84,15 +106,42 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _fold(name: str) -> str:
+    """Case, hyphens, underscores and spaces folded: ``ResNet-18`` and ``resnet_18`` -> ``resnet18``."""
+    return "".join(ch for ch in str(name).strip().lower() if ch not in "-_ ")
+
+
+def canonical_name(name: str) -> str:
+    """The registry key of a model name (``ResNet-18`` -> ``resnet18``, ``DenseNet40-12`` -> ``densenet40_12``).
+
+    Resolve once at the edge (CLI, YAML, Python API) and store only the key, so checkpoint
+    metadata and zoo identity never depend on how the user spelled the name. An import path
+    (``pkg.module:build``) is its own key.
+    """
+    if is_import_path(name):
+        return name.strip()
+    if isinstance(name, str):
+        if name.lower() in _REGISTRY:
+            return name.lower()
+        matches = [key for key in _REGISTRY if _fold(key) == _fold(name)]
+        if len(matches) == 1:
+            return matches[0]
+    raise StardomainError(f"unknown model {name!r}; valid names: {', '.join(available_models())}")
+
+
 def model_info(name: str) -> ModelEntry:
     """Registry entry for ``name`` (builder, minimum input size, option defaults)."""
     return _lookup(name)
 
 
 def _lookup(name: str) -> ModelEntry:
-    if not isinstance(name, str) or name.lower() not in _REGISTRY:
-        raise StardomainError(f"unknown model {name!r}; valid names: {', '.join(available_models())}")
-    return _REGISTRY[name.lower()]
+    key = canonical_name(name)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    builder = resolve(key, "model factory")  # an import path: its module must be imported already
+    defaults, types = _option_types(builder)
+    doc = (inspect.getdoc(builder) or "").split("\n")[0]
+    return ModelEntry(key, builder, 1, doc, defaults, types, None)
 
 
 def _check_option(entry: ModelEntry, key: str, value: Any) -> Any:
@@ -103,6 +152,8 @@ def _check_option(entry: ModelEntry, key: str, value: Any) -> Any:
         ok = isinstance(value, bool)
     elif want is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif want is str:
+        ok = isinstance(value, str)
     else:  # float accepts ints too
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok:
@@ -113,13 +164,20 @@ def _check_option(entry: ModelEntry, key: str, value: Any) -> Any:
     return value
 
 
-def _check_shape(entry: ModelEntry, in_shape: Any) -> tuple[int, int, int]:
+def _check_shape(entry: ModelEntry, in_shape: Any) -> tuple[int, ...]:
     try:
         shape = tuple(in_shape)
     except TypeError:
         shape = ()
-    if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-        raise StardomainError(f"in_shape must be three positive ints (C, H, W), got {in_shape!r}")
+    if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise StardomainError(f"in_shape must be a tuple of positive ints ((C, H, W) or (F,)), got {in_shape!r}")
+    if entry.in_dims is not None and len(shape) != entry.in_dims:
+        raise StardomainError(
+            f"model {entry.name!r} needs {entry.in_dims}-d inputs ((C, H, W) images), got in_shape {shape}; "
+            "use a model for this input shape (mlp takes any)"
+        )
+    if len(shape) != 3:
+        return shape
     c, h, w = shape
     if min(h, w) < entry.min_hw:
         raise StardomainError(
@@ -129,8 +187,8 @@ def _check_shape(entry: ModelEntry, in_shape: Any) -> tuple[int, int, int]:
     return c, h, w
 
 
-def create(name: str, num_classes: int, in_shape: tuple[int, int, int], **options: Any) -> nn.Module:
-    """Build a registered model and attach ``model.arch`` for checkpoint rebuilding."""
+def create(name: str, num_classes: int, in_shape: tuple[int, ...], **options: Any) -> nn.Module:
+    """Build a registered model (or ``pkg.module:build``) and attach ``model.arch`` for checkpoint rebuilding."""
     entry = _lookup(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise StardomainError(f"num_classes must be a positive int, got {num_classes!r}")
@@ -145,7 +203,11 @@ def create(name: str, num_classes: int, in_shape: tuple[int, int, int], **option
     for key, value in options.items():
         resolved[key] = _check_option(entry, key, value)
     model = entry.builder(num_classes, shape, **resolved)
+    if not isinstance(model, nn.Module):
+        raise StardomainError(f"model builder {entry.name!r} returned a {type(model).__name__}, not a torch.nn.Module")
     arch = {"name": entry.name, "num_classes": num_classes, "in_shape": list(shape), "options": resolved}
+    if not entry.builder.__module__.startswith("stardomain."):
+        arch["factory"] = factory_name(entry.builder)  # which module to --plugin when loading
     json.dumps(arch)  # fails loudly at build time rather than at save time
     model.arch = arch
     return model

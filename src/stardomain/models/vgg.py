@@ -65,6 +65,6 @@ def _vgg_builder(name: str):
 
 
 for _name in CONFIGS:
-    register(_name, summary=f"{_name.upper()} CIFAR-style, options batchnorm (True), width multiplier (1)")(
+    register(_name, in_dims=3, summary=f"{_name.upper()} CIFAR-style, options batchnorm (True), width multiplier (1)")(
         _vgg_builder(_name)
     )

@@ -69,7 +69,7 @@ class WideResNet(nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
-@register("wrn", summary="WideResNet-depth-width (default WRN-16-4, ~2.75M params), depth = 6n+4")
+@register("wrn", in_dims=3, summary="WideResNet-depth-width (default WRN-16-4, ~2.75M params), depth = 6n+4")
 def build_wrn(
     num_classes: int, in_shape: tuple[int, int, int], *, depth: int = 16, width: int = 4, dropout: float = 0.0
 ) -> nn.Module:

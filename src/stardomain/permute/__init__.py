@@ -2,7 +2,10 @@
 
 ``trace_spec(model)`` finds which tensor axes each hidden-unit group permutes;
 ``weight_matching`` / ``activation_matching`` find the permutation of B that best lines its
-units up with A's; ``align`` does both steps and returns the aligned state.
+units up with A's; ``align`` does both steps, checks that B kept its function, and returns
+the aligned state. Every two-model function takes the states first and the spec, model and
+options as keywords: ``weight_matching(a, b, spec=spec)``, ``apply_permutation(state, perm,
+spec=spec)``, ``align(a, b, model=model, x=x)``.
 """
 
 from stardomain.permute.activation_matching import activation_matching
@@ -17,7 +20,8 @@ from stardomain.permute.apply import (
     l2_distance,
     random_permutation,
 )
-from stardomain.permute.spec import Axis, PermutationSpec, trace_spec
+from stardomain.permute.spec import Axis, PermutationSpec
+from stardomain.permute.trace import trace_spec
 from stardomain.permute.weight_matching import MatchResult, matching_objective, weight_matching
 
 __all__ = [

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from stardomain.errors import StardomainError
-from stardomain.permute.spec import Axis, PermutationSpec
+from stardomain.permute.spec import Axis, PermutationSpec, states_first
 from stardomain.permute.lap import solve_assignment
 from stardomain.permute.weight_matching import MatchResult
 
@@ -77,12 +77,14 @@ def _points(model: nn.Module, spec: PermutationSpec) -> dict[str, list[tuple[str
     return points
 
 
+@states_first("activation_matching(state_a, state_b, spec=spec, model=model, x=x)")
 @torch.no_grad()
 def activation_matching(
-    model: nn.Module,
-    spec: PermutationSpec,
     state_a: Mapping[str, Tensor],
     state_b: Mapping[str, Tensor],
+    *,
+    spec: PermutationSpec,
+    model: nn.Module,
     x: Tensor,
     batch_size: int = 256,
 ) -> MatchResult:
@@ -134,7 +136,9 @@ def activation_matching(
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        sa, sb = dict(state_a), {k: v.to(device) for k, v in state_b.items()}
+        # a tied tensor goes in once, under its first name (functional_call refuses two values)
+        sa = {k: v for k, v in state_a.items() if k not in spec.ties}
+        sb = {k: v.to(device) for k, v in state_b.items() if k not in spec.ties}
         for i in range(0, len(x), batch_size):
             xb = x[i: i + batch_size].to(device)
             captured.clear()

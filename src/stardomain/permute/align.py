@@ -1,4 +1,9 @@
-"""One call from two checkpoints to an aligned B: pick the matcher, apply its permutation."""
+"""One call from two checkpoints to an aligned B: pick the matcher, apply its permutation, prove it.
+
+Every align ends with a function check: the aligned B must compute what B computed (max
+|logit difference| on a batch), so a wrong spec can never hand back a silently changed
+network. Skipping the check (``check=False``) is recorded in the result.
+"""
 
 from __future__ import annotations
 
@@ -9,39 +14,66 @@ from torch import Tensor, nn
 from stardomain.errors import StardomainError
 from stardomain.permute.activation_matching import activation_matching
 from stardomain.permute.apply import apply_permutation
-from stardomain.permute.spec import PermutationSpec, trace_spec
+from stardomain.permute.spec import PermutationSpec, states_first
+from stardomain.permute.trace import example_batch, function_gap, trace_spec
 from stardomain.permute.weight_matching import MatchResult, weight_matching
 
 __all__ = ["align"]
 
+_TRACE_BATCH = 8  # rows of ``x`` used to trace the spec and check the function
 
+
+@states_first("align(state_a, state_b, spec=..., method=..., model=..., x=...)")
 def align(
     state_a: Mapping[str, Tensor],
     state_b: Mapping[str, Tensor],
+    *,
     spec: PermutationSpec | None = None,
     method: str = "weight",
     model: nn.Module | None = None,
     x: Tensor | None = None,
     seed: int = 0,
     init: Mapping[str, Tensor] | None = None,
+    check: bool = True,
+    allow_unpermuted: bool = False,
     **options: Any,
 ) -> tuple[dict[str, Tensor], MatchResult]:
     """Return ``(B permuted into A's unit order, MatchResult)``.
 
-    ``method="weight"`` needs only the states (and a spec, or a ``model`` to trace one);
-    ``method="activation"`` also needs ``model`` and inputs ``x``. Extra ``options`` go to
-    the matcher (``max_iter``, ``include_buffers``, ``batch_size``...).
+    ``method="weight"`` needs the states and a spec, or a ``model`` to trace one (traced on
+    ``x`` when given, else on a random batch of ``model.arch["in_shape"]``);
+    ``method="activation"`` also needs inputs ``x``. A spec that permutes nothing is refused
+    unless ``allow_unpermuted``. With ``check`` (default; needs ``model``) the aligned B is run
+    against B and any output difference beyond float rounding raises; ``result.function_gap``
+    holds the max |logit difference| (``None`` when skipped, ``result.check`` says which).
+    Extra ``options`` go to the matcher (``max_iter``, ``include_buffers``, ``batch_size``...).
     """
+    sample = x[:_TRACE_BATCH] if x is not None else None
     if spec is None:
         if model is None:
-            raise StardomainError("align needs a PermutationSpec or the model to trace one from")
-        spec = trace_spec(model)
+            raise StardomainError("align needs spec= or model= (to trace a spec from)")
+        spec = trace_spec(model, example_input=sample)
+    spec.require_coverage("align", allow_unpermuted)
     if method == "weight":
-        result = weight_matching(spec, state_a, state_b, seed=seed, init=init, **options)
+        result = weight_matching(state_a, state_b, spec=spec, seed=seed, init=init, **options)
     elif method == "activation":
         if model is None or x is None:
             raise StardomainError("activation matching needs model= (the architecture) and x= (input batch)")
-        result = activation_matching(model, spec, state_a, state_b, x, **options)
+        result = activation_matching(state_a, state_b, spec=spec, model=model, x=x, **options)
     else:
         raise StardomainError(f"unknown alignment method {method!r}; use 'weight' or 'activation'")
-    return apply_permutation(spec, result.perm, state_b), result
+    aligned = apply_permutation(state_b, result.perm, spec=spec)
+    result.coverage = float(spec.summary()["covered_share"])
+    if not check:
+        result.check = "skipped (check=False)"
+        return aligned, result
+    if model is None:
+        raise StardomainError("align checks that B keeps its function and needs model=; pass model= or check=False")
+    gap, scale = function_gap(model, state_b, aligned, example_batch(model, sample))
+    if gap > 1e-4 * max(scale, 1.0):
+        raise StardomainError(
+            f"aligned B computes a different function (max |logit difference| {gap:.3g}); the permutation spec "
+            "does not fit this model: run `stardomain spec` on it and pass a hand-written PermutationSpec"
+        )
+    result.function_gap, result.check = gap, "passed"
+    return aligned, result

@@ -2,7 +2,7 @@
 
 Convention: ``perm[g]`` is a LongTensor ``p`` of the group's size, and applying it
 *gathers*: new unit ``i`` is old unit ``p[i]`` on every axis the group owns. So
-``apply_permutation(spec, perm, state_b)`` is "B with its units put into A's order" when
+``apply_permutation(state_b, perm, spec=spec)`` is "B with its units put into A's order" when
 ``perm`` comes from a matching of B onto A.
 """
 
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from stardomain.errors import StardomainError
-from stardomain.permute.spec import Axis, PermutationSpec
+from stardomain.permute.spec import Axis, PermutationSpec, states_first
 
 __all__ = [
     "apply_permutation",
@@ -99,8 +99,11 @@ def axis_index(size: int, entries: Iterable[tuple[Axis, Tensor]]) -> Tensor:
     return idx
 
 
-def apply_permutation(spec: PermutationSpec, perm: Mapping[str, object], state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """A new state dict with every spec'd axis reordered by ``perm``.
+@states_first("apply_permutation(state, perm, spec=spec)")
+def apply_permutation(
+    state: Mapping[str, Tensor], perm: Mapping[str, object], *, spec: PermutationSpec
+) -> dict[str, Tensor]:
+    """A new state dict with every spec'd axis of ``state`` reordered by ``perm``.
 
     The input is never modified; tensors the spec does not mention are passed through
     as the same objects (shared, untouched), permuted tensors are fresh copies. A state
@@ -119,6 +122,9 @@ def apply_permutation(spec: PermutationSpec, perm: Mapping[str, object], state: 
         for axis, entries in per_axis.items():
             t = t.index_select(axis, axis_index(t.shape[axis], entries))
         out[key] = t
+    for alias, key in spec.ties.items():  # a tied tensor stays one tensor under all its names
+        if alias in out and key in out:
+            out[alias] = out[key]
     return out
 
 

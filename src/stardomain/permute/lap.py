@@ -2,9 +2,10 @@
 
 Weight matching spends most of an MLP sweep in n x n assignment problems (n = 512 for the
 paper's MLPs), so the solver matters. SciPy's ``linear_sum_assignment`` (float64, always
-available) is the reference. The optional ``lapjv`` package (``pip install
-'stardomain[fast]'``; a compiled Jonker-Volgenant solver with AVX2, float32) is about 3x
-faster on dense 512 x 512 problems here (``benchmarks/bench_weight_matching.py``).
+available) is the reference. ``lapjv`` (a compiled
+Jonker-Volgenant solver with AVX2, float32) is a core dependency wherever PyPI has a binary
+wheel for it (CPython 3.11 on x86-64 Linux/Windows) and is about 3x faster on dense 512 x 512
+problems (``benchmarks/bench_weight_matching.py``); elsewhere SciPy answers.
 
 A compiled third-party solver is never trusted blindly: ``lapjv`` returns its dual
 variables, and an answer is used only when they certify it (every reduced cost
@@ -88,8 +89,8 @@ def resolve_lap_solver(name: str, cost_dtype: np.dtype | type = np.float32) -> s
     if name not in LAP_SOLVERS:
         raise StardomainError(f"unknown lap_solver {name!r}; use one of {', '.join(LAP_SOLVERS)}")
     if name == "lapjv" and "lapjv" not in available_lap_solvers():
-        raise StardomainError("lap_solver='lapjv' needs the lapjv package: pip install 'stardomain[fast]' "
-                              "(or use lap_solver='scipy')")
+        raise StardomainError("lap_solver='lapjv' needs the lapjv package: pip install lapjv "
+                              "(a C++ compiler is needed where no wheel exists) or use lap_solver='scipy'")
     if name == "auto":
         fast = np.dtype(cost_dtype) == np.float32 and "lapjv" in available_lap_solvers()
         return "lapjv" if fast else "scipy"

@@ -36,14 +36,14 @@ from torch import Tensor
 from stardomain.errors import StardomainError
 from stardomain.permute.apply import apply_permutation, axis_index, check_permutation, identity_permutation
 from stardomain.permute.lap import resolve_lap_solver, solve_assignment
-from stardomain.permute.spec import Axis, PermutationSpec
+from stardomain.permute.spec import Axis, PermutationSpec, states_first
 
 __all__ = ["MatchResult", "matching_objective", "weight_matching"]
 
 
 @dataclass
 class MatchResult:
-    """Outcome of a matching: ``apply_permutation(spec, perm, state_b)`` aligns B to A.
+    """Outcome of a matching: ``apply_permutation(state_b, perm, spec=spec)`` aligns B to A.
 
     ``objective`` is ``<theta_A, pi(theta_B)>`` for weight matching and the mean matched
     correlation for activation matching; ``history`` holds it after every sweep (the
@@ -61,14 +61,18 @@ class MatchResult:
     stats: dict[str, float] = field(default_factory=dict)
     sweep_seconds: list[float] = field(default_factory=list)
     lap_solver: str = "scipy"
+    coverage: float | None = None  # share of parameters the spec permutes (set by align)
+    function_gap: float | None = None  # max |logit difference| aligned B vs B (set by align)
+    check: str = "not run"  # align's function check: "passed" or why it was skipped
 
 
 def _cost_keys(spec: PermutationSpec, include_buffers: bool) -> list[str]:
     return [k for k in spec.keys() if include_buffers or k not in spec.buffers]
 
 
+@states_first("matching_objective(state_a, state_b, spec=spec)")
 def matching_objective(
-    spec: PermutationSpec, state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor], include_buffers: bool = False
+    state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor], *, spec: PermutationSpec, include_buffers: bool = False
 ) -> float:
     """``<theta_A, theta_B>`` in float64 over the spec'd tensors (parameters only by default).
 
@@ -121,11 +125,13 @@ def _cost_term(e: _Entry, b: Tensor) -> Tensor:
     return e.a @ _unit_rows(b, e.ax, e.axis).T
 
 
+@states_first("weight_matching(state_a, state_b, spec=spec, ...)")
 @torch.no_grad()
 def weight_matching(
-    spec: PermutationSpec,
     state_a: Mapping[str, Tensor],
     state_b: Mapping[str, Tensor],
+    *,
+    spec: PermutationSpec,
     seed: int = 0,
     max_iter: int = 100,
     init: Mapping[str, Tensor] | None = None,
@@ -162,7 +168,7 @@ def weight_matching(
             )
     device = state_a[keys[0]].device if keys else torch.device("cpu")
     key_set = set(keys)
-    b_start = apply_permutation(spec, perm, {k: state_b[k] for k in keys}) if init is not None else state_b
+    b_start = apply_permutation({k: state_b[k] for k in keys}, perm, spec=spec) if init is not None else state_b
     a_t = {k: state_a[k].to(device, dtype) for k in keys}
     bp = {k: b_start[k].to(device, dtype) for k in keys}
 
@@ -338,8 +344,8 @@ def weight_matching(
         # a_t and bp hold the exact values of A and pi(B): no need to permute B again
         objective = sum(float(torch.dot(a_t[k].reshape(-1).double(), bp[k].reshape(-1).double())) for k in keys)
     else:
-        b_final = apply_permutation(spec, perm, {k: state_b[k] for k in keys})
-        objective = matching_objective(spec, state_a, b_final, include_buffers)
+        b_final = apply_permutation({k: state_b[k] for k in keys}, perm, spec=spec)
+        objective = matching_objective(state_a, b_final, spec=spec, include_buffers=include_buffers)
     return MatchResult(
         perm=perm,
         objective=objective,

@@ -1,0 +1,73 @@
+"""How a training step executes on a device: mixed precision, grad scaling, cudnn autotuning.
+
+One code path serves CPU and CUDA: autocast runs on the device's own type, fp16 gets a
+:class:`torch.amp.GradScaler`, and cudnn autotuning is switched on for the duration of a run
+only (restored afterwards, so no process-wide state leaks into other work). Weights stay fp32
+under autocast, so checkpoints are fp32 whatever the precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from typing import Any, Callable, ContextManager, Iterator, TypeVar
+
+import torch
+
+from stardomain.errors import StardomainError
+
+__all__ = ["autocast", "cudnn_autotune", "grad_scaler", "with_cudnn_autotune"]
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def autocast(precision: str, device: torch.device) -> Callable[[], ContextManager[Any]]:
+    """A factory of the forward's autocast context for ``precision`` on ``device`` (validated now).
+
+    fp32 gives a no-op context (the fp32 path is exactly the code path without autocast).
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if precision not in _DTYPES:
+        raise StardomainError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
+    if precision == "fp16" and device.type != "cuda":
+        raise StardomainError(f"precision fp16 needs a CUDA device (got {device.type}); use bf16 or fp32 on {device.type}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise StardomainError(f"this GPU ({torch.cuda.get_device_name(device)}) has no bf16 support; use precision fp16")
+    dtype = _DTYPES[precision]
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """A grad scaler for fp16 (its small range underflows gradients without one); None otherwise."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device: torch.device | str) -> Iterator[None]:
+    """cudnn benchmark mode on CUDA for the block (fixed input shapes: pick the fastest kernels)."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def with_cudnn_autotune(fn: F) -> F:
+    """Run ``fn`` under :func:`cudnn_autotune` of its ``device`` argument."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        with cudnn_autotune(bound.arguments.get("device", "cpu")):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,42 @@
+"""``stardomain run`` end to end: plan the units, let an executor run them, assemble, write the files.
+
+The top of the experiment package: it is the one module that knows the pipeline
+(:class:`~.pipeline.Experiment`), the plan of its units (:mod:`.units`) and who runs them
+(:mod:`.executors`), so none of those needs to reach back up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from stardomain import store
+from stardomain.experiment.config import ExperimentConfig
+from stardomain.experiment.executor_config import ExecutorConfig
+from stardomain.experiment.executors import check_available, run_plan
+from stardomain.experiment.pipeline import Experiment
+from stardomain.experiment.units import ExperimentJob, build_plan
+from stardomain.report import write_report
+
+
+def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool | None = None,
+                   log: Callable[[str], None] | None = None, executor: ExecutorConfig | None = None) -> dict[str, Any]:
+    """Run the plan's units with ``executor`` (default: the config's), assemble every study from the
+    unit files, then write results.json, report.md and the figures (all atomically)."""
+    executor = executor or config.executor
+    check_available(executor)
+    exp = Experiment(config, out_dir, progress=progress, log=log)
+    exp._claim_folder()
+    plan, _ = build_plan(exp)
+    exp.event("start", name=config.name, device=exp.device, executor=executor.kind, units=len(plan))
+    run_plan(plan, ExperimentJob(config.to_dict(), out_dir, local=exp), out_dir, executor, log=exp.log,
+             event=exp.record if executor.kind == "local" else exp.event)
+    results = exp.run(assemble=True)
+    path = Path(out_dir) / "results.json"
+    store.atomic_write_json(path, results)
+    # the report is written from the file, never from in-memory state: a resumed run and an
+    # uninterrupted one hold the same results.json, so they get the same report.md bytes
+    results = json.loads(path.read_text())
+    write_report(results, Path(out_dir))
+    return results

@@ -1,0 +1,244 @@
+"""An experiment config -> its plan: every model to train and every evaluation, as units.
+
+The plan mirrors :meth:`Experiment.run` study by study: run() is executed afterwards in *assemble*
+mode, where every model and evaluation must already be on disk, so a unit the plan forgot fails
+loudly instead of being computed behind the executor's back. Units are named by what they make
+(``train/main/seed-3``, ``star/main-z10``, ``pair/star/main-z10~train/main/seed-1000``), and a
+worker rebuilds the same plan from (config, run folder) to find what a unit id means.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from stardomain.experiment.plan import Plan, Unit
+
+
+@dataclass
+class _Action:
+    """How to compute a unit, whether it is done, and the file it writes (resolved once inputs exist)."""
+
+    compute: Callable[[], Any]
+    done: Callable[[], bool]
+    output: Callable[[], Path]
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A model some unit produces: its unit id and checkpoint path."""
+
+    unit: str
+    path: Path
+
+
+class _Builder:
+    def __init__(self, exp: Any):
+        self.exp = exp
+        self.units: dict[str, Unit] = {}
+        self.actions: dict[str, _Action] = {}
+
+    def _add(self, unit: Unit, action: _Action) -> None:
+        if unit.id not in self.units:  # the same model or pair asked for by two studies is one unit
+            self.units[unit.id] = unit
+            self.actions[unit.id] = action
+
+    def _rel(self, path: Path) -> str:
+        return str(path.relative_to(self.exp.out))
+
+    def zoo(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int) -> tuple[list[_Model], list[_Model]]:
+        from stardomain import store
+
+        models = []
+        for seed, role in self.exp.zoo_seeds(n_sources, n_held):
+            path = self.exp.member_path(tag, seed)
+            uid = f"train/{tag}/seed-{seed}"
+            self._add(Unit(uid, "train", self._rel(path)),
+                      _Action(functools.partial(self.exp.train_one, tag, options, recipe, seed, role),
+                              functools.partial(store.is_complete, path), lambda p=path: p))
+            models.append(_Model(uid, path))
+        return models[:n_sources], models[n_sources:]
+
+    def star(self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float) -> _Model:
+        from stardomain import store
+
+        path = self.exp.star_path(tag)
+        uid = f"star/{tag}"
+        self._add(Unit(uid, "star", self._rel(path), tuple(m.unit for m in sources)),
+                  _Action(functools.partial(self.exp.star_model, tag, [m.path for m in sources], options, recipe, mu),
+                          functools.partial(store.is_complete, path), lambda p=path: p))
+        return _Model(uid, path)
+
+    def _eval(self, stage: str, uid: str, inputs: Sequence[_Model], key: Callable[[], Mapping[str, Any]], compute: Callable[[], Any]) -> None:
+        from stardomain import store
+
+        def output() -> Path:
+            return self.exp.cache.path(stage, key())
+
+        def done() -> bool:
+            return all(store.is_complete(m.path) for m in inputs) and output().exists()
+
+        self._add(Unit(uid, stage, f"cache/{stage}", tuple(dict.fromkeys(m.unit for m in inputs))), _Action(compute, done, output))
+
+    def pair(self, a: _Model, b: _Model) -> None:
+        self._eval("pairs", f"pair/{a.unit}~{b.unit}", [a, b], functools.partial(self.exp.pair_key, a.path, b.path),
+                   functools.partial(self.exp.pair, a.path, b.path))
+
+    def groups(self, sources: Sequence[_Model], held: Sequence[_Model], star: _Model) -> None:
+        for pairs in self.exp.group_pairs(list(sources), list(held), star).values():
+            for a, b in pairs:
+                self.pair(a, b)
+
+    def bma(self, star: _Model, sources: Sequence[_Model]) -> None:
+        from stardomain.experiment import studies
+
+        paths = [m.path for m in sources]
+        self._eval("bma", f"bma/{star.unit}", [star, *sources], functools.partial(studies.bma_key, self.exp, star.path, paths),
+                   functools.partial(studies.bma_study, self.exp, star.path, paths))
+
+    def fusion(self, star: _Model, sources: Sequence[_Model]) -> None:
+        from stardomain.experiment import studies
+
+        paths = [m.path for m in sources]
+        self._eval("fusion", f"fusion/{star.unit}", [star, *sources], functools.partial(studies.fusion_key, self.exp, star.path, paths),
+                   functools.partial(studies.fusion_row, self.exp, star.path, paths))
+
+    def setting(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int, star_recipe: Any) -> None:
+        sources, held = self.zoo(tag, options, recipe, n_sources, n_held)
+        self.groups(sources, held, self.star(f"{tag}-z{n_sources}", sources, options, star_recipe, self.exp.cfg.star.mu))
+
+
+def build_plan(exp: Any) -> tuple[Plan, dict[str, _Action]]:
+    """The units of ``exp`` (an :class:`Experiment`) in the order ``run()`` would compute them."""
+    from stardomain.experiment import studies
+
+    cfg, st = exp.cfg, exp.cfg.studies
+    b = _Builder(exp)
+    options = dict(cfg.model.options)
+    star_recipe = cfg.star_recipe(exp.recipe, cfg.star.recipe)
+    sources, held = b.zoo("main", options, exp.recipe, cfg.zoo_size, cfg.held_out)
+    z = sources[: cfg.sources]
+    main = b.star(f"main-z{cfg.sources}", z, options, star_recipe, cfg.star.mu)
+    if st.barriers or st.distances:
+        b.groups(z, held, main)
+    if st.n_sources:
+        for k in sorted(set(st.n_sources.sizes)):
+            star = b.star(f"main-z{k}", sources[:k], options, star_recipe, cfg.star.mu)
+            for h in held:
+                b.pair(star, h)
+    if st.bma:
+        b.bma(main, z)
+    if st.fusion:
+        for k in sorted(set(st.fusion.sizes)):
+            b.fusion(b.star(studies.fusion_tag(exp, k), sources[:k], options, star_recipe, st.fusion.mu), sources[:k])
+    if st.width_depth:
+        wd = st.width_depth
+        for i, extra in enumerate(wd.settings):
+            b.setting(studies.width_depth_tag(i, extra), {**options, **extra}, exp.recipe, wd.sources, wd.held_out, star_recipe)
+    if st.optimizer:
+        os_ = st.optimizer
+        rec = cfg.optimizer_recipe()
+        b.setting(f"opt-{os_.optimizer}", options, rec, os_.sources, os_.held_out, cfg.star_recipe(rec, os_.star_recipe))
+    return Plan(b.units.values()), b.actions
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_experiment(config_json: str, out_dir: str) -> tuple[Any, dict[str, _Action]]:
+    """One Experiment (dataset loaded once) per worker process and run folder: Ray reuses workers."""
+    from stardomain.experiment.config import ExperimentConfig, from_dict
+    from stardomain.experiment.pipeline import Experiment
+
+    data = {**json.loads(config_json), "logging": {}}  # metrics sinks belong to the driver
+    exp = Experiment(from_dict(ExperimentConfig, data), out_dir, progress=False)
+    return exp, build_plan(exp)[1]
+
+
+class ExperimentJob:
+    """The picklable unit runner of one experiment: (config, run folder) -> any unit by id.
+
+    In the driver's process it uses the driver's Experiment (the local executor: today's run,
+    same dataset object, same log); unpickled in a worker it rebuilds one from the config.
+    """
+
+    def __init__(self, config: Mapping[str, Any], out_dir: str | os.PathLike, local: Any = None):
+        self.config_json = json.dumps(dict(config), sort_keys=True, default=str)
+        self.out_dir = str(out_dir)
+        self._local = (local, build_plan(local)[1]) if local is not None else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config_json": self.config_json, "out_dir": self.out_dir, "_local": None}
+
+    def _actions(self) -> dict[str, _Action]:
+        return (self._local or _worker_experiment(self.config_json, self.out_dir))[1]
+
+    def prepare(self) -> None:
+        self._actions()
+
+    def __call__(self, unit_id: str) -> None:
+        self._actions()[unit_id].compute()
+
+    def is_done(self, unit: Unit) -> bool:
+        return self._actions()[unit.id].done()
+
+    def output(self, unit: Unit) -> Path:
+        return self._actions()[unit.id].output()
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_dataset(data_json: str) -> Any:
+    """The zoo's dataset, loaded once per worker process (plugins first: they may define it)."""
+    from stardomain import data
+    from stardomain.plugins import is_import_path, load_plugins
+
+    spec = json.loads(data_json)
+    load_plugins([n for n in (spec["name"], spec["model"]) if is_import_path(n)])
+    return data.load_dataset(spec["name"], root=spec["root"], subset=spec["subset"], seed=spec["subset_seed"],
+                             image_size=spec["image_size"])
+
+
+class ZooJob:
+    """`stardomain train --n N --executor ...`: one unit per seed, each a zoo member (picklable).
+
+    ``data`` holds what rebuilds the dataset in a worker: name, root, subset, subset_seed, image_size
+    (and ``model``, for plugins); ``local`` is the driver's already loaded dataset.
+    """
+
+    def __init__(self, data: Mapping[str, Any], model_name: str, options: Mapping[str, Any], recipe: Mapping[str, Any],
+                 out_dir: str | os.PathLike, role: str, device: str, local: Any = None):
+        self.data_json = json.dumps({**dict(data), "model": model_name}, sort_keys=True)
+        self.model_name, self.options, self.recipe = model_name, dict(options), dict(recipe)
+        self.out_dir, self.role, self.device = str(out_dir), role, device
+        self._local = local
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_local": None}
+
+    def plan(self, seeds: Sequence[int]) -> Plan:
+        from stardomain import zoo
+
+        return Plan(Unit(f"train/seed-{s}", "train", zoo.member_path(".", s).name) for s in seeds)
+
+    def output(self, unit: Unit) -> Path:
+        return Path(self.out_dir) / unit.output
+
+    def is_done(self, unit: Unit) -> bool:
+        from stardomain import store
+
+        return store.is_complete(self.output(unit))
+
+    def prepare(self) -> None:
+        if self._local is None:
+            _worker_dataset(self.data_json)
+
+    def __call__(self, unit_id: str) -> None:
+        from stardomain import zoo
+        from stardomain.device import resolve_device
+        from stardomain.train import Recipe
+
+        ds = self._local if self._local is not None else _worker_dataset(self.data_json)
+        zoo.train_member(ds, self.model_name, self.options, Recipe.from_dict(self.recipe), int(unit_id.rsplit("-", 1)[1]),
+                         self.out_dir, device=resolve_device(self.device), progress=False, role=self.role)

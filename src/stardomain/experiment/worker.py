@@ -1,0 +1,98 @@
+"""The worker side of every executor: run one unit under its claim and report what happened.
+
+:func:`execute_unit` is what a Ray task or a SLURM array task calls (and the local executor, in
+this process): it skips a unit already done, claims it (see :mod:`.claims`), removes temp files a
+killed predecessor left, computes it with the picklable ``job`` and releases the claim. It never
+raises for the unit's own error: the record says ``failed`` with one line and the log to read.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from stardomain.experiment import claims
+from stardomain.experiment.plan import Unit
+
+
+class UnitJob(Protocol):
+    """What a worker needs to run units; picklable, it rebuilds its state from config + run folder."""
+
+    def __call__(self, unit_id: str) -> None:
+        """Compute the unit and write its output (atomically)."""
+
+    def is_done(self, unit: Unit) -> bool:
+        """Whether the unit's output exists and belongs to its current inputs."""
+
+    def output(self, unit: Unit) -> Path:
+        """The file the unit writes (an evaluation's name follows from its inputs' content hashes)."""
+
+    # optional: prepare() -> None loads what every unit needs (data) once per worker process, untimed
+
+
+def _remove_stray_temps(out_dir: Path, unit: Unit, target: Path) -> None:
+    """Temp files a killed worker left beside this unit's output (our claim means nobody is writing them)."""
+    stem = target.stem  # temps are .<name>.<random>.tmp for the file, its JSON and its per-epoch state
+    prefixes = (f".{target.name}.", f".{stem}.json.", f"..{stem}.train-state.", f"..{stem}.state.")
+    if target.parent.is_dir():
+        for p in target.parent.iterdir():
+            if p.name.endswith(".tmp") and p.name.startswith(prefixes):
+                p.unlink(missing_ok=True)
+    for p in (out_dir / "claims").glob(f".{unit.slug}.claim.*.tmp"):
+        if time.time() - p.stat().st_mtime > 60:
+            p.unlink(missing_ok=True)
+
+
+def log_path(out_dir: str | os.PathLike, unit: Unit) -> Path:
+    return Path(out_dir) / "logs" / f"{unit.slug}.log"
+
+
+def execute_unit(job: UnitJob, unit: Unit, out_dir: str, stale_after: float = claims.STALE_AFTER,
+                 threads: int | None = None, on_claim: Callable[[claims.Claim | None], None] | None = None) -> dict[str, Any]:
+    """Run one unit under its claim; returns a record (never raises for the unit's own errors)."""
+    out = Path(out_dir)
+    rec: dict[str, Any] = {"unit": unit.id, "stage": unit.stage, "host": socket.gethostname(), "pid": os.getpid()}
+    if job.is_done(unit):
+        return {**rec, "status": "skipped"}
+    claim = claims.acquire(out / "claims" / f"{unit.slug}.claim", unit.id, stale_after=stale_after)
+    if claim is None:
+        return {**rec, "status": "busy"}
+    if on_claim is not None:
+        on_claim(claim)
+    log = log_path(out, unit)
+    try:
+        if job.is_done(unit):  # finished by someone else between our check and our claim
+            return {**rec, "status": "skipped"}
+        _remove_stray_temps(out, unit, job.output(unit))
+        if threads is not None:  # one unit per core slot: intra-op threads beyond it only fight each other
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(threads)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        setup = time.perf_counter()
+        if hasattr(job, "prepare"):  # a fresh worker loads its data once: not part of any unit's seconds
+            job.prepare()
+        rec["setup_seconds"] = round(time.perf_counter() - setup, 3)
+        t0 = time.perf_counter()
+        with open(log, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {unit.id} on {rec['host']} pid {rec['pid']}\n")
+        try:
+            job(unit.id)
+        except Exception as e:  # the unit's own failure: reported by the driver in one line
+            with open(log, "a") as f:
+                f.write(traceback.format_exc())
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            return {**rec, "status": "failed", "error": f"{type(e).__name__}: {first}", "log": str(log)}
+        seconds = round(time.perf_counter() - t0, 3)
+        with open(log, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} done {unit.id} in {seconds} s\n")
+        return {**rec, "status": "done", "seconds": seconds}
+    finally:
+        claim.release()
+        if on_claim is not None:
+            on_claim(None)

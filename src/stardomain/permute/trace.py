@@ -1,0 +1,174 @@
+"""``trace_spec``: derive a model's permutation spec from its ``torch.fx`` graph, then prove it.
+
+The graph walk lives in :mod:`stardomain.permute.tracer`; this module runs the model once
+to learn every node's shape, hands the graph to the walker, and checks the answer
+numerically (a random permutation of the spec must leave the outputs unchanged), so a
+tracing mistake cannot pass silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from stardomain.errors import StardomainError
+from stardomain.permute.apply import apply_permutation, random_permutation
+from stardomain.permute.spec import PermutationSpec
+from stardomain.permute.tracer import Tracer
+
+__all__ = ["example_batch", "function_gap", "perturbed_state", "trace_spec"]
+
+
+def example_batch(model: nn.Module, example_input: Any = None) -> tuple[Any, ...]:
+    """Positional inputs for one forward: ``example_input``, or a seeded random batch of ``model.arch["in_shape"]``."""
+    if example_input is not None:
+        return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+    arch = getattr(model, "arch", None)
+    if isinstance(arch, dict) and "in_shape" in arch:
+        p = next(iter(model.parameters()), None)
+        device = p.device if p is not None else torch.device("cpu")
+        gen = torch.Generator().manual_seed(0)
+        return (torch.randn(2, *arch["in_shape"], generator=gen).to(device),)
+    raise StardomainError(
+        "tracing needs example_input (a batch the model accepts), or a model built by stardomain.models.create"
+    )
+
+
+def tied_names(model: nn.Module) -> dict[str, str]:
+    """``{alias: first name}`` for every state entry that is the same tensor as an earlier one."""
+    first: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for k, t in model.state_dict(keep_vars=True).items():
+        name = first.setdefault(id(t), k)
+        if name != k:
+            out[k] = name
+    return out
+
+
+def function_gap(
+    model: nn.Module, state_1: Mapping[str, Tensor], state_2: Mapping[str, Tensor], args: tuple[Any, ...]
+) -> tuple[float, float]:
+    """``(max |output difference|, max |output|)`` of ``model`` run (eval mode) at two states.
+
+    The model's own weights and train/eval modes are left as they were.
+    """
+    aliases = set(tied_names(model))  # a tied tensor is passed once, under its first name
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            y1 = functional_call(model, {k: v for k, v in state_1.items() if k not in aliases}, args)
+            y2 = functional_call(model, {k: v for k, v in state_2.items() if k not in aliases}, args)
+    finally:
+        for m, flag in modes.items():
+            m.training = flag
+    gap, scale = 0.0, 0.0
+    outs1 = [t for t in torch.utils._pytree.tree_leaves(y1) if isinstance(t, Tensor)]
+    outs2 = [t for t in torch.utils._pytree.tree_leaves(y2) if isinstance(t, Tensor)]
+    for a, b in zip(outs1, outs2):
+        finite = a.isfinite() & b.isfinite()
+        if not torch.equal(finite, a.isfinite()) or not torch.equal(finite, b.isfinite()):
+            return float("inf"), scale
+        if finite.any():
+            gap = max(gap, float((a[finite].double() - b[finite].double()).abs().max()))
+            scale = max(scale, float(a[finite].abs().max()))
+    return gap, scale
+
+
+def _shapes(gm: torch.fx.GraphModule, args: tuple[Any, ...]) -> dict[str, tuple[int, ...] | None]:
+    """Run the graph once (eval mode, no grad) and record every node's tensor shape."""
+    shapes: dict[str, tuple[int, ...] | None] = {}
+
+    class _Recorder(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            result = super().run_node(n)
+            shapes[n.name] = tuple(result.shape) if isinstance(result, Tensor) else None
+            return result
+
+    _Recorder(gm).run(*args)
+    return shapes
+
+
+def trace_spec(
+    model: nn.Module,
+    example_input: Any = None,
+    strict: bool = True,
+    check: bool = True,
+) -> PermutationSpec:
+    """Derive the permutation spec of ``model`` with ``torch.fx.symbolic_trace``.
+
+    ``example_input`` (a tensor or tuple of tensors) is needed to learn feature-map shapes;
+    it defaults to a random batch of ``model.arch["in_shape"]``. With ``strict`` (default)
+    any layer or op whose effect on channel order is unknown raises
+    :class:`StardomainError`; with ``strict=False`` the units flowing into it are left
+    unpermuted and listed in ``spec.fixed``. With ``check`` the spec is verified by
+    comparing the outputs of a perturbed copy of the model before and after a random
+    permutation (eval mode), so a tracing mistake cannot pass silently.
+    """
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types; all mean "not traceable"
+        raise StardomainError(
+            f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "remove data-dependent control flow from forward or pass a hand-written PermutationSpec"
+        ) from exc
+    args = example_batch(model, example_input)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            shapes = _shapes(gm, args)
+    except StardomainError:
+        raise
+    except Exception as exc:
+        raise StardomainError(
+            f"running {type(model).__name__} on the example input failed ({type(exc).__name__}: {exc}); "
+            "pass an example_input of the right shape"
+        ) from exc
+    finally:
+        for m, flag in modes.items():
+            m.training = flag
+    tracer = Tracer(model, strict, tied_names(model))
+    tracer.shape = shapes
+    tracer.run(gm)
+    spec = tracer.spec()
+    if check:
+        _verify(model, spec, args)
+    return spec
+
+
+def perturbed_state(model: nn.Module, seed: int = 1234) -> dict[str, Tensor]:
+    """The model's state with every float tensor scaled and shifted at random (tied tensors stay tied).
+
+    Freshly initialised layers are often symmetric (zero biases, unit norms), which would
+    hide a wrong spec; perturbing breaks those symmetries before a permutation is tested.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, Tensor] = {}
+    made: dict[int, Tensor] = {}
+    for k, t in model.state_dict(keep_vars=True).items():  # keep_vars: the model's own tensor objects
+        v = t.detach()
+        if id(t) in made or not v.is_floating_point():
+            state[k] = made.get(id(t), v)
+            continue
+        scale = torch.rand(v.shape, generator=gen).to(v) * 0.5 + 0.75  # keeps variances positive
+        shift = 0.0 if k.endswith("running_var") else 0.1 * torch.randn(v.shape, generator=gen).to(v)
+        state[k] = made[id(t)] = v * scale + shift
+    return state
+
+
+def _verify(model: nn.Module, spec: PermutationSpec, args: tuple[Any, ...]) -> None:
+    """Outputs of a perturbed model must not change under a random permutation of the spec."""
+    if not spec.groups:
+        return
+    state = perturbed_state(model)
+    permuted = apply_permutation(state, random_permutation(spec, torch.Generator().manual_seed(1234)), spec=spec)
+    gap, scale = function_gap(model, state, permuted, args)
+    if not gap <= 1e-4 * max(scale, 1e-6):
+        raise StardomainError(
+            f"the traced permutation spec of {type(model).__name__} changes the network's outputs "
+            f"(max diff {gap:.3g}); this model needs a hand-written PermutationSpec"
+        )

@@ -1,0 +1,70 @@
+"""Which statistical test backs which claim of the paper, computed from results.json alone.
+
+The pipeline stores the output of :func:`compute` under ``results["tests"]``; the report prints
+it. Keeping the choice of test here (and the arithmetic in :mod:`stardomain.stats`) means a
+claim is worded in one place and tested in one place. Every test is seeded with the
+experiment's seed, so the same results give the same intervals.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from stardomain import stats
+
+METRIC = "test_loss"  # barriers are judged on the test loss, as in the paper's figures
+
+
+def _values(summary: Mapping[str, Any], group: str, key: str = METRIC) -> list[float] | None:
+    g = summary.get(group)
+    return list(g["values"][key]) if g and "values" in g and key in g["values"] else None
+
+
+def setting_tests(summary: Mapping[str, Any], endpoints: Mapping[str, Any] | None, tolerance: float, seed: int) -> dict[str, Any]:
+    """The three barrier claims for one star and its zoo (main, each width/depth row, the optimizer study).
+
+    ``comparable`` is False when the star is more than the margin below its sources' test accuracy:
+    its barriers are then small because its endpoint is poor, and no barrier verdict stands.
+    """
+    rr, ss, sh = (_values(summary, g) for g in ("regular-regular", "star-source", "star-held-out"))
+    out: dict[str, Any] = {"metric": METRIC, "tolerance": tolerance,
+                           "comparable": not (endpoints or {}).get("star_below_sources", False)}
+    if rr is not None:
+        out["regular_regular_vs_zero"] = stats.near_zero(rr, tolerance)
+    if ss is not None:
+        out["star_source_near_zero"] = stats.near_zero(ss, tolerance)
+    if sh is not None and rr is not None:
+        out["star_held_out_vs_regular"] = stats.compare(sh, rr, seed=seed)
+    return out
+
+
+def compute(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Every test the report states a verdict from (see the module docstring)."""
+    ev = results["config"]["eval"]
+    tol, seed = float(ev["near_zero_tolerance"]), int(results["config"]["seed"])
+    out: dict[str, Any] = {"level": stats.LEVEL, "tolerance": tol, "margin": float(ev["star_acc_margin"])}
+    if "barriers" in results:
+        out["barriers"] = setting_tests(results["barriers"]["summary"], results.get("endpoints"), tol, seed)
+    if "distances" in results:
+        d = results["distances"]
+        if "regular-regular" in d and "star-held-out" in d:
+            out["distances"] = {"star_held_out_vs_regular": stats.compare(d["star-held-out"]["values"]["l2_aligned"],
+                                                                          d["regular-regular"]["values"]["l2_aligned"], seed=seed)}
+    if "n_sources" in results and len(results["n_sources"]["rows"]) >= 2:
+        rows = results["n_sources"]["rows"]
+        first, last = rows[0], rows[-1]
+        out["n_sources"] = {"first": first["n_sources"], "last": last["n_sources"],
+                            "trend": stats.compare(last["values"][METRIC], first["values"][METRIC], seed=seed),
+                            "comparable": not any(r["endpoints"]["star_below_sources"] for r in (first, last))}
+    if "bma" in results and "tests" in results["bma"]:
+        out["bma"] = results["bma"]["tests"]
+    if "fusion" in results:
+        out["fusion"] = [{"n_sources": r["n_sources"], **stats.against_population(r["regular_accs"], r["star_acc"])}
+                         for r in results["fusion"]["rows"]]
+    if "width_depth" in results:
+        out["width_depth"] = [{"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)}
+                              for r in results["width_depth"]["rows"]]
+    if "optimizer" in results:
+        r = results["optimizer"]
+        out["optimizer"] = {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)}
+    return out
