@@ -28,15 +28,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from bench_loader import MEAN, STD, PerSampleCifar
+from timing import images_per_second
 from stardomain import models
 from stardomain.data import Dataset
 from stardomain.device import resolve_device
 from stardomain.train import Recipe, make_optimizer, train_model
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,12 +63,7 @@ def plain_loop(images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, width
             seen += len(yb)
         return seen
 
-    epoch()
-    _sync(device)
-    start = time.perf_counter()
-    total = sum(epoch() for _ in range(epochs))
-    _sync(device)
-    return total / (time.perf_counter() - start)
+    return images_per_second(epoch, device, epochs)
 
 
 def our_path(images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, width: float, device: torch.device,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from stardomain.data import StreamingImageFolder, TensorLoader
+from timing import images_per_second
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1)
@@ -57,11 +57,6 @@ class PerSampleCifar(TorchDataset):
         return (img.float().div_(255) - MEAN) / STD, self.labels[i]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _rate(batches, device: torch.device, epochs: int) -> float:
     """Images/s over ``epochs`` full passes after one warm-up pass (moves batches to device)."""
     def one_pass() -> int:
@@ -71,12 +66,7 @@ def _rate(batches, device: torch.device, epochs: int) -> float:
             n += len(xb)
         return n
 
-    one_pass()
-    _sync(device)
-    start = time.perf_counter()
-    total = sum(one_pass() for _ in range(epochs))
-    _sync(device)
-    return total / (time.perf_counter() - start)
+    return images_per_second(one_pass, device, epochs)
 
 
 def write_jpeg_folder(root: Path, n: int, size: tuple[int, int], classes: int = 10) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,25 @@ def fashion_mlp_zoo(tmp_path_factory, fashion_small):
     out = tmp_path_factory.mktemp("fashion_zoo")
     recipe = default_recipe("fashion_mnist").replace(epochs=3)
     return zoo.train_zoo(fashion_small, "mlp", {"depth": 2, "width": 32}, recipe, range(7), out, progress=False, subset=6000)
+
+
+@pytest.fixture(scope="module")
+def worker_path():
+    """Ray workers and submitit jobs are fresh processes: they import the tests' helper jobs through PYTHONPATH."""
+    tests = str(Path(__file__).resolve().parent)
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = tests + (os.pathsep + old if old else "")
+    yield
+    if old is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = old
+
+
+@pytest.fixture(scope="module")
+def ray_instance(worker_path):
+    """One local Ray instance (2 CPUs, no dashboard) per test module."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -22,7 +22,6 @@ from stardomain.experiment.pipeline import Experiment
 from stardomain.experiment.runner import run_experiment
 from stardomain.experiment.units import build_plan
 
-TESTS = str(Path(__file__).resolve().parent)
 TINY = {
     "name": "tiny-dist", "dataset": "digits", "seed": 0, "device": "cpu",
     "model": {"name": "mlp", "options": {"depth": 1, "width": 8}},
@@ -52,26 +51,6 @@ def same_results(a: Path, b: Path) -> None:
 def unit_events(out: Path) -> list[dict]:
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     return [e for e in events if e["event"] == "unit" and e["status"] == "done"]
-
-
-@pytest.fixture(scope="module")
-def worker_env():
-    """Fresh worker processes find the test helpers (the kill job) through PYTHONPATH."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = TESTS + (os.pathsep + old if old else "")
-    yield
-    if old is None:
-        del os.environ["PYTHONPATH"]
-    else:
-        os.environ["PYTHONPATH"] = old
-
-
-@pytest.fixture(scope="module")
-def ray_instance(worker_env):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +91,17 @@ def test_ray_gives_identical_results(tmp_path, reference, ray_instance):
     assert any(line.startswith("train 3/3 done") for line in lines) and leftovers(tmp_path) == []
 
 
+def test_ray_with_repeated_stars_and_a_batched_zoo_equals_local(tmp_path, ray_instance):
+    """Repeated stars and batched zoo groups are units like any other: Ray writes the same bytes."""
+    both = {**TINY, "train": {"epochs": 3, "batch_models": 2}, "star": {**TINY["star"], "repeats": 2}}
+    run_experiment(from_dict(ExperimentConfig, both), tmp_path / "local", progress=False)
+    run_experiment(from_dict(ExperimentConfig, {**both, "executor": {"kind": "ray"}}), tmp_path / "ray", progress=False)
+    same_results(tmp_path / "local", tmp_path / "ray")
+    units = {e["unit"] for e in unit_events(tmp_path / "ray")}
+    assert {"train/main/seeds-0-1", "star/main-z2", "star/main-z2-r1"} <= units
+    assert leftovers(tmp_path / "ray") == []
+
+
 def test_ray_worker_killed_while_training_changes_nothing(tmp_path, reference, ray_instance):
     from executor_jobs import experiment_kill_job
     from stardomain.experiment.executors import run_plan
@@ -128,7 +118,7 @@ def test_ray_worker_killed_while_training_changes_nothing(tmp_path, reference, r
     assert leftovers(tmp_path) == []
 
 
-def test_submitit_local_executor_gives_identical_results(tmp_path, reference, worker_env):
+def test_submitit_local_executor_gives_identical_results(tmp_path, reference, worker_path):
     pytest.importorskip("submitit")
     # 4 units per array task: 3 job processes (trainings, star, pairs) instead of 8
     run_experiment(cfg(kind="slurm", cluster="local", array_parallelism=2, units_per_job=4), tmp_path, progress=False)

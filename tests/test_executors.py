@@ -18,28 +18,7 @@ from stardomain.experiment import claims
 from stardomain.experiment.executors import ExecutorConfig, run_plan
 from stardomain.experiment.plan import Board, Plan, Unit
 
-TESTS = str(Path(__file__).resolve().parent)
 EXPECTED = {"leaves/0.txt": "0", "leaves/1.txt": "1", "leaves/2.txt": "4", "leaves/3.txt": "9", "sum.txt": "14", "final.txt": "final 14"}
-
-
-@pytest.fixture(scope="module")
-def worker_path():
-    """Ray workers and submitit jobs are fresh processes: they import the toy jobs through PYTHONPATH."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = TESTS + (os.pathsep + old if old else "")
-    yield
-    if old is None:
-        del os.environ["PYTHONPATH"]
-    else:
-        os.environ["PYTHONPATH"] = old
-
-
-@pytest.fixture(scope="module")
-def ray_instance(worker_path):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def outputs(out: Path) -> dict[str, str]:

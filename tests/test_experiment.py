@@ -93,7 +93,7 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     assert r.code == 0, r.err
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())
-    assert res["schema_version"] == 2
+    assert res["schema_version"] == 3
     for section in ("barriers", "distances", "n_sources", "bma", "fusion", "width_depth", "optimizer", "models", "config", "dataset"):
         assert section in res, section
     groups = res["barriers"]["groups"]

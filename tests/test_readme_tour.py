@@ -103,15 +103,23 @@ def check_figures(args: list[str], out: str) -> None:
             res = json.loads(Path(_option(args, "--out")).read_text())
             assert res["data"]["recorded"] == meta["data"] and res["data"]["overridden"] == []
     if cmd == "star":
-        meta = _meta(_option(args, "--out"))
-        roles = {_meta(Path(_option(args, "--sources")) / Path(s["path"]).name)["role"] for s in meta["sources"]}
-        assert roles == {"source"}, roles  # held-out models never become sources
-        seeds = [s["seed"] for s in meta["sources"]]
-        assert seeds == sorted(seeds) and meta["seed"] not in seeds and meta["role"] == "star"
-        k = _option(args, "--n-sources")
-        if k is not None:
-            assert len(seeds) == int(k)
-        assert f"({_seed_phrase(seeds)} of" in out
+        from stardomain.cli import _repeat_path
+
+        repeats = int(_option(args, "--repeats") or 1)
+        outs = [_option(args, "--out")] if repeats == 1 else [_repeat_path(_option(args, "--out"), r) for r in range(repeats)]
+        star_seeds = []
+        for path in outs:
+            meta = _meta(path)
+            roles = {_meta(Path(_option(args, "--sources")) / Path(s["path"]).name)["role"] for s in meta["sources"]}
+            assert roles == {"source"}, roles  # held-out models never become sources
+            seeds = [s["seed"] for s in meta["sources"]]
+            assert seeds == sorted(seeds) and meta["seed"] not in seeds and meta["role"] == "star"
+            k = _option(args, "--n-sources")
+            if k is not None:
+                assert len(seeds) == int(k)
+            assert f"({_seed_phrase(seeds)} of" in out
+            star_seeds.append(meta["seed"])
+        assert len(set(star_seeds)) == repeats  # repeated stars have distinct, recorded seeds
     if cmd == "bma" and _option(args, "--out"):
         res, star = json.loads(Path(_option(args, "--out")).read_text()), _meta(_option(args, "--star"))
         assert [m["sha256"] for m in res["sources"]["models"]] == [s["sha256"] for s in star["sources"]]

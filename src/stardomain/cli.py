@@ -79,6 +79,7 @@ def cli(ctx: click.Context, quiet: bool, log_json: bool, plugins: tuple[str, ...
 
     \b
     Pipeline (each stage is a command; `run` does them all from one YAML file):
+      spec     how a model's hidden units can be permuted (groups, coverage, a check)
       train    train source / held-out models into a model zoo folder
       eval     test loss and accuracy of a checkpoint
       align    permute a model into another's basin (weight or activation matching)

@@ -86,8 +86,11 @@ def flag_text(ep: Mapping[str, Any] | None) -> str:
 
 
 def endpoints_table(ep: Mapping[str, Any]) -> list[str]:
-    rows = [["star θ⋆", 1, num(ep["star"]["test_acc"], 100, 2), num(ep["star"]["test_loss"])],
+    rows = [["star θ⋆" + (" (repeat 0)" if "stars_over_repeats" in ep else ""), 1, num(ep["star"]["test_acc"], 100, 2), num(ep["star"]["test_loss"])],
             ["sources Z", ep["sources"]["test_acc"]["n"], fmt(ep["sources"]["test_acc"], 100, 2, n=False), fmt(ep["sources"]["test_loss"], n=False)]]
+    if "stars_over_repeats" in ep:
+        sr = ep["stars_over_repeats"]
+        rows.append(["every repeat of θ⋆", sr["test_acc"]["n"], fmt(sr["test_acc"], 100, 2, n=False), fmt(sr["test_loss"], n=False)])
     if ep.get("held_out"):
         rows.append(["held-out H", ep["held_out"]["test_acc"]["n"], fmt(ep["held_out"]["test_acc"], 100, 2, n=False),
                      fmt(ep["held_out"]["test_loss"], n=False)])
@@ -140,25 +143,30 @@ def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -
     from stardomain.barrier import Curve
     from stardomain.plots import plot_loss_acc
 
+    from stardomain.report_stars import SPREAD_NOTE, over_star_verdicts, over_stars_cell
+
     summary = results["barriers"]["summary"]
     rows = []
     for g in GROUPS:
         if g in summary:
             b = summary[g]["barriers"]
-            rows.append([GROUP_LABELS[g], summary[g]["n_pairs"], fmt(b["test_loss"], n=False), fmt(b["test_acc"], 100, 2, n=False),
-                         fmt(b["train_loss"], n=False), fmt(b["train_acc"], 100, 2, n=False)])
+            rows.append([GROUP_LABELS[g], summary[g]["n_pairs"], over_stars_cell(summary[g]), fmt(b["test_loss"], n=False),
+                         fmt(b["test_acc"], 100, 2, n=False), fmt(b["train_loss"], n=False), fmt(b["train_acc"], 100, 2, n=False)])
     bn = ("BatchNorm statistics are re-estimated on training data at every t." if results["models"]["has_batchnorm"]
           else "The model has no BatchNorm, so no statistics are re-estimated along the path.")
     lines = ["## Loss barriers (paper Fig. 2, v2 Table 1)", "",
              "Barrier = max over t of the metric along the linear path minus its linear interpolation between the end points "
              f"(Eq. 1–2); accuracy barriers are the largest drop, in percentage points. Pairs are aligned by "
-             f"{results['config']['eval']['align']} matching. {bn} Cells: mean ± sample std over the pairs.", "",
-             table(["pair type", "pairs", "test loss barrier", "test acc barrier (pp)", "train loss barrier", "train acc barrier (pp)"], rows), ""]
+             f"{results['config']['eval']['align']} matching. {bn} Cells: mean ± sample std over the pairs, except the "
+             "over-stars column.", "",
+             table(["pair type", "pairs", "test loss barrier over stars", "test loss barrier over pairs", "test acc barrier (pp)",
+                    "train loss barrier", "train acc barrier (pp)"], rows), "", SPREAD_NOTE, ""]
     lines += endpoints_table(results["endpoints"])
     lines += _pairs_lines(results["barriers"]["pairs"])
     t = results["tests"]["barriers"]
     lines += [f"Verdicts (test loss barrier; pairs that share a model are not independent, so the tests are approximate):", ""]
-    lines += setting_verdicts(t, results["endpoints"]) + [""]
+    lines += setting_verdicts(t, results["endpoints"])
+    lines += over_star_verdicts(t, "" if t["comparable"] else flag_text(results["endpoints"])) + [""]
     groups = {GROUP_LABELS[g]: [Curve.from_dict(p["curve"]) for p in results["barriers"]["groups"][g]] for g in GROUPS if results["barriers"]["groups"].get(g)}
     path = out / "barrier_curves.png"
     plot_loss_acc(groups, path, title=f"{results['name']}: interpolation curves (test solid, train dashed)")
@@ -188,18 +196,20 @@ def distances_section(results: Mapping[str, Any]) -> list[str]:
 
 def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     from stardomain.plots import plot_series
+    from stardomain.report_stars import SPREAD_NOTE, over_stars_cell
 
     ns = results["n_sources"]
     rows = []
     for r in ns["rows"]:
         ep = r["endpoints"]
-        rows.append([r["n_sources"], r["star_seed"], acc_loss(ep["star"]), acc_loss(ep["sources"]),
-                     fmt(r["star_held_out"]["test_loss"]), fmt(r["star_held_out"]["test_acc"], 100, 2, n=False),
-                     "yes" if ep["star_below_sources"] else "no"])
+        rows.append([r["n_sources"], len(r.get("star_seeds", [r["star_seed"]])), ", ".join(str(x) for x in r.get("star_seeds", [r["star_seed"]])),
+                     acc_loss(ep["star"]), acc_loss(ep["sources"]), over_stars_cell(r), fmt(r["star_held_out"]["test_loss"]),
+                     fmt(r["star_held_out"]["test_acc"], 100, 2, n=False), "yes" if ep["star_below_sources"] else "no"])
     held = ns["rows"][0]["endpoints"].get("held_out") if ns["rows"] else None
     lines = ["## Starness vs number of sources (paper Fig. 3)", "",
-             table(["\\|Z\\|", "star seed", "star test acc (%) / loss", "its sources' test acc (%) / loss", "star–held-out test loss barrier",
-                    "test acc barrier (pp)", "star below sources?"], rows), "",
+             table(["\\|Z\\|", "stars", "star seeds", "star test acc (%) / loss (repeat 0)", "its sources' test acc (%) / loss",
+                    "star–held-out test loss barrier over stars", "over pairs", "test acc barrier (pp)", "star below sources?"], rows), "",
+             SPREAD_NOTE, "",
              f"Held-out endpoints (the same models for every row): test acc (%) / loss {acc_loss(held)}.", ""]
     ref = ns.get("regular_regular")
     if ref:
@@ -212,7 +222,9 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
                                        "the barrier decreases with |Z|", "the barrier INCREASES with |Z|",
                                        flag="" if t["comparable"] else flag_text(ep)), ""]
     xs = [r["n_sources"] for r in ns["rows"]]
-    series = {"star – held-out": ([r["star_held_out"]["test_loss"]["mean"] for r in ns["rows"]], [r["star_held_out"]["test_loss"]["std"] for r in ns["rows"]])}
+    spread = [r["over_stars"]["test_loss"]["over_stars"] if r.get("over_stars", {}).get("test_loss", {}).get("n_stars", 1) > 1
+              else r["star_held_out"]["test_loss"] for r in ns["rows"]]  # bands over stars where the stars were repeated
+    series = {"star – held-out": ([m["mean"] for m in spread], [m["std"] for m in spread])}
     if ref:
         series["regular – regular"] = ([ref["test_loss"]["mean"]] * len(xs), [ref["test_loss"]["std"]] * len(xs))
     path = out / "n_sources.png"
@@ -272,15 +284,13 @@ def fusion_section(results: Mapping[str, Any]) -> list[str]:
     lines = [f"## Model fusion (paper Table 2; star trained with μ = {f['mu']:g})", "", table(header, rows), "",
              "A fused star is one model, so it is tested against where one more regular model would land "
              "(the 95% prediction interval of the regular models' accuracy), not against their mean.", ""]
+    if results["models"].get("repeats", 1) > 1:
+        lines += [f"One fused star per |Z|: star.repeats ({results['models']['repeats']}) applies to the other studies, not to fusion.", ""]
     cost = f["rows"][-1].get("cost", {})
     if cost:
         lines += ["Inference cost per input (for the largest |Z|): " + "; ".join(
             f"{name}: {c['forward_passes']} forward pass(es), {c['parameters']:,} parameters held" for name, c in cost.items()), ""]
     return lines
-
-
-SETTING_HEADER = ["setting", "options", "regular–regular", "star–held-out", "star–source", "sources' test acc (%) / loss",
-                  "held-out test acc (%) / loss", "star test acc (%) / loss", "star–held-out vs regular–regular"]
 
 
 def acc_loss(part: Mapping[str, Any] | None) -> str:
@@ -290,48 +300,6 @@ def acc_loss(part: Mapping[str, Any] | None) -> str:
     if isinstance(part["test_acc"], Mapping):
         return f"{fmt(part['test_acc'], 100, 2)} / {fmt(part['test_loss'], n=False)}"
     return f"{num(part['test_acc'], 100, 2)} / {num(part['test_loss'])}"
-
-
-def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
-    out = []
-    for r, t in zip(rows, tests):
-        s, ep = r["summary"], r["endpoints"]
-        cmp = t.get("star_held_out_vs_regular")
-        word = verdict(cmp, "below", "ABOVE") if cmp else "–"
-        if not t["comparable"]:
-            word = f"not comparable (star {100 * ep['star_acc_gap']:.2f} pp below its sources)"
-        elif cmp:
-            word += f" (CI {interval(cmp['ci95'])})"
-        out.append([r["tag"], ", ".join(f"{k}={v}" for k, v in r["options"].items()),
-                    *(fmt(s.get(g, {}).get("barriers", {}).get("test_loss")) for g in ("regular-regular", "star-held-out", "star-source")),
-                    acc_loss(ep["sources"]), acc_loss(ep.get("held_out")), acc_loss(ep["star"]), word])
-    return out
-
-
-def width_depth_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-    from stardomain.plots import plot_series
-
-    rows = results["width_depth"]["rows"]
-    lines = ["## Width and depth (paper v2 Fig. 2): test loss barriers", "",
-             table(SETTING_HEADER, setting_rows(rows, results["tests"]["width_depth"])), ""]
-    xs = [r["tag"] for r in rows]  # categorical ticks named by setting
-    series = {}
-    for g in ("regular-regular", "star-held-out"):
-        ms = [r["summary"].get(g, {}).get("barriers", {}).get("test_loss", {"mean": float("nan"), "std": 0.0}) for r in rows]
-        series[GROUP_LABELS[g]] = ([m["mean"] for m in ms], [m["std"] for m in ms])
-    path = out / "width_depth.png"
-    plot_series(xs, series, "setting", "test loss barrier (nats)", path)
-    figures.append(path.name)
-    return lines + [f"![barriers across width/depth]({path.name})", ""]
-
-
-def optimizer_section(results: Mapping[str, Any]) -> list[str]:
-    r = results["optimizer"]
-    rec, star = r["recipe"], r["star_recipe"]
-    return [f"## Optimizer: {r['optimizer']}-trained sources and star (paper v2 Table 1, second row)", "",
-            f"Sources: {rec['optimizer']} lr {rec['lr']:g} × {rec['epochs']} epochs; star: {star['optimizer']} lr {star['lr']:g} × "
-            f"{star['epochs']} epochs (studies.optimizer.star_recipe; the main star's overrides do not apply).", "",
-            table(SETTING_HEADER, setting_rows([{**r, "options": {"optimizer": r["optimizer"]}}], [results["tests"]["optimizer"]])), ""]
 
 
 def header_lines(results: Mapping[str, Any]) -> list[str]:
@@ -345,7 +313,9 @@ def header_lines(results: Mapping[str, Any]) -> list[str]:
              f"model **{cfg['model']['name']}**{options}, |Z| = {cfg['sources']} sources "
              f"({', '.join(m['sources'])}), |H| = {cfg['held_out']} held-out ({', '.join(m['held_out'])}); "
              f"recipe {rec['optimizer']} lr {rec['lr']:g} × {rec['epochs']} epochs; "
-             f"star (seed {m['star_seed']}): {star_rec['optimizer']} lr {star_rec['lr']:g} × {star_rec['epochs']} epochs, "
+             + (f"{m['repeats']} stars (seeds {', '.join(str(x['seed']) for x in m['stars'])}; repeat 0 is the one shown where a "
+                "single star is named)" if m.get("repeats", 1) > 1 else f"star (seed {m['star_seed']})")
+             + f": {star_rec['optimizer']} lr {star_rec['lr']:g} × {star_rec['epochs']} epochs, "
              f"μ = {cfg['star']['mu']}, t ~ {cfg['star']['t_sampling']}, matching {cfg['star']['matching']}.", "",
              f"Test accuracy (%): sources {fmt(m['regular_test_acc'], 100, 2)}; star model {100 * m['star_metrics']['test_acc']:.2f}.", ""]
     if ep["star_below_sources"]:
@@ -381,6 +351,10 @@ def write_report(results: Mapping[str, Any], out: Path) -> Path:
     lines = header_lines(results)
     if "barriers" in results:
         lines += barrier_section(results, out, figures)
+    if results.get("bn_ablation", {}).get("applicable"):
+        from stardomain.report_stars import bn_ablation_section
+
+        lines += bn_ablation_section(results)
     if "distances" in results:
         lines += distances_section(results)
     if "n_sources" in results:
@@ -389,10 +363,13 @@ def write_report(results: Mapping[str, Any], out: Path) -> Path:
         lines += bma_section(results, out, figures)
     if "fusion" in results:
         lines += fusion_section(results)
-    if "width_depth" in results:
-        lines += width_depth_section(results, out, figures)
-    if "optimizer" in results:
-        lines += optimizer_section(results)
+    if "width_depth" in results or "optimizer" in results:
+        from stardomain.report_settings import optimizer_section, width_depth_section
+
+        if "width_depth" in results:
+            lines += width_depth_section(results, out, figures)
+        if "optimizer" in results:
+            lines += optimizer_section(results)
     lines += training_section(results, out, figures)
     lines += ["---", f"Machine-readable numbers: `results.json` (schema {results['schema_version']}; statistical tests under "
               f"`tests`, {results['tests']['level']:.0%} level). Figures: " + ", ".join(figures) + "."]

@@ -103,6 +103,23 @@ def compare(a: Sequence[float], b: Sequence[float], seed: int = 0, alpha: float 
             "ci95": [lo, hi], "welch": w, "direction": d}
 
 
+def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
+    """Mean of the per-pair differences a[i] − b[i] with its two-sided t interval: the test for two
+    measurements of the same pairs (e.g. one pair's barrier under two protocols), where the pair-to-pair
+    spread that a two-sample test must carry cancels. ``direction`` as in :func:`compare`; 0 below n = 2."""
+    d = [x - y for x, y in zip(a, b) if not (math.isnan(x) or math.isnan(y))]
+    ms = mean_std(d)
+    n = ms["n"]
+    if n < 2:
+        lo = hi = p = float("nan")
+    else:
+        half = float(sps.t.ppf((1 + level) / 2, n - 1)) * ms["std"] / math.sqrt(n)
+        lo, hi = ms["mean"] - half, ms["mean"] + half
+        p = float(sps.ttest_1samp(d, 0.0).pvalue) if ms["std"] > 0 else (0.0 if ms["mean"] != 0 else 1.0)
+    return {"test": f"paired t: {level:.0%} interval of the mean per-pair difference", "difference": ms, "ci": [lo, hi],
+            "p": p, "direction": 0 if n < 2 or p >= 1 - level else _direction(lo, hi)}
+
+
 def near_zero(values: Sequence[float], tolerance: float, level: float = LEVEL) -> dict[str, Any]:
     """Is the mean of ``values`` below ``tolerance``? One-sided t bounds of the mean.
 

@@ -35,6 +35,31 @@ def setting_tests(summary: Mapping[str, Any], endpoints: Mapping[str, Any] | Non
         out["star_source_near_zero"] = stats.near_zero(ss, tolerance)
     if sh is not None and rr is not None:
         out["star_held_out_vs_regular"] = stats.compare(sh, rr, seed=seed)
+    out.update(over_star_tests(summary, rr, tolerance, seed))
+    return out
+
+
+def _per_star_means(summary: Mapping[str, Any], group: str) -> list[float] | None:
+    g = summary.get(group)
+    if not g or "over_stars" not in g:
+        return None
+    return [ps["mean"] for ps in g["over_stars"][METRIC]["per_star"] if ps["n"] > 0]
+
+
+def over_star_tests(summary: Mapping[str, Any], rr: list[float] | None, tolerance: float, seed: int) -> dict[str, Any]:
+    """The star claims with the star as the unit of replication: with k >= 2 stars, tested on the per-star
+    means (n = k); with one star the spread over stars is unknown, and the report says so."""
+    ss, sh = _per_star_means(summary, "star-source"), _per_star_means(summary, "star-held-out")
+    n_stars = len(ss or sh or [])
+    if not n_stars:
+        return {}
+    out: dict[str, Any] = {"n_stars": n_stars}
+    if n_stars < 2:
+        return out
+    if ss is not None:
+        out["star_source_near_zero_over_stars"] = stats.near_zero(ss, tolerance)
+    if sh is not None and rr is not None:
+        out["star_held_out_vs_regular_over_stars"] = stats.compare(sh, rr, seed=seed)
     return out
 
 
@@ -56,6 +81,8 @@ def compute(results: Mapping[str, Any]) -> dict[str, Any]:
         out["n_sources"] = {"first": first["n_sources"], "last": last["n_sources"],
                             "trend": stats.compare(last["values"][METRIC], first["values"][METRIC], seed=seed),
                             "comparable": not any(r["endpoints"]["star_below_sources"] for r in (first, last))}
+    if results.get("bn_ablation", {}).get("applicable"):
+        out["bn_ablation"] = results["bn_ablation"]["tests"]  # interpolated statistics minus the reset, per group
     if "bma" in results and "tests" in results["bma"]:
         out["bma"] = results["bma"]["tests"]
     if "fusion" in results:

@@ -109,10 +109,12 @@ class StarConfig:
     realign_every: int | None = None
     matching: str = "weight"
     init: str = "fresh"  # "fresh" (new init from the star seed) or "source" (start from the first source)
+    repeats: int = 1  # stars per star tag, each with its own recorded seed: the star is the unit of replication
 
     def __post_init__(self) -> None:
         from stardomain.starlight import MATCHING, T_SAMPLING
 
+        _check(self.repeats >= 1, f"star.repeats: must be >= 1 (got {self.repeats})")
         _check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
         _check(self.t_sampling in T_SAMPLING, f"star.t_sampling: one of {', '.join(T_SAMPLING)} (got {self.t_sampling!r})")
         _check(self.matching in MATCHING, f"star.matching: one of {', '.join(MATCHING)} (got {self.matching!r})")
@@ -134,6 +136,7 @@ class EvalConfig:
     matching_samples: int = 1024  # size of the seeded class-stratified sample activation matching correlates on
     star_acc_margin: float = 0.01  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged
     near_zero_tolerance: float = 0.05  # a test-loss barrier is "near 0" when its 95% upper bound is below this
+    bn_ablation: bool = False  # BN models: also evaluate the main barrier pairs with interpolated (not reset) statistics
 
     def __post_init__(self) -> None:
         _check(self.points >= 2, f"eval.points: need at least 2 points on the path (got {self.points})")
@@ -214,8 +217,15 @@ class ExperimentConfig:
     plugins: list[str] = field(default_factory=list)  # modules to import first (they register models/datasets)
     allow_unpermuted: bool = False  # align/star even when the permutation spec covers 0% of the parameters
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where units run: local, ray or slurm
+    batch_models: int = 1  # zoo members trained M at a time in one pass (written as ``train: {batch_models: M}``)
 
     def __post_init__(self) -> None:
+        # train.batch_models says how members are trained, not what they are: it is no Recipe key and
+        # never part of a member's identity, so it is taken out of the recipe overrides here
+        if "batch_models" in self.train:
+            self.train = dict(self.train)
+            self.batch_models = _coerce(self.train.pop("batch_models"), int, "train.batch_models")
+        _check(self.batch_models >= 1, f"train.batch_models: must be >= 1 (got {self.batch_models})")
         from stardomain import data, models
         from stardomain.plugins import is_import_path, load_plugins
         from stardomain.train import Recipe, default_recipe
@@ -321,6 +331,13 @@ class ExperimentConfig:
             del d["image_size"]  # unset: configs (and experiment folders) from before the key stay identical
         if d["eval"].get("eval_test_samples") is None:
             del d["eval"]["eval_test_samples"]  # likewise
+        if d["star"]["repeats"] == 1:
+            del d["star"]["repeats"]  # unset: configs (and experiment folders) from before the key stay identical
+        if not d["eval"]["bn_ablation"]:
+            del d["eval"]["bn_ablation"]  # likewise
+        bm = d.pop("batch_models")
+        if bm != 1:  # recorded where it is set (a worker rebuilds the same plan from this dict), as a train key
+            d["train"] = {**d["train"], "batch_models": bm}
         for key, unset in (("plugins", []), ("allow_unpermuted", False), ("stream", False)):  # likewise
             if d.get(key) == unset:
                 del d[key]

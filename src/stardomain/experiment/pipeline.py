@@ -29,13 +29,13 @@ from stardomain import store, zoo
 from stardomain.diff import difference_phrases
 from stardomain.errors import StardomainError
 from stardomain.experiment import pairs as pairing
-from stardomain.experiment import studies
+from stardomain.experiment import ablation, studies
 from stardomain.experiment.config import ExperimentConfig
 from stardomain.progress import format_event
-from stardomain.stats import mean_std
+from stardomain.stats import mean_std, over_stars
 from stardomain.train import Recipe
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 T = TypeVar("T")
 
 
@@ -46,6 +46,17 @@ def _digest(obj: Any) -> str:
 def _unplanned(path: Path) -> StardomainError:
     return StardomainError(f"{path} is not computed by any unit of the plan (a bug in stardomain: please report it); "
                            "re-run with --executor local to compute it in order")
+
+
+def _identity_part(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What must match for two configs to share a run folder: not the studies or evaluation settings,
+    nor how many stars are repeated (more repeats only add stars) or how many members train per pass."""
+    out = {k: v for k, v in config.items() if k not in ("studies", "eval", "logging", "device")}
+    if isinstance(out.get("star"), Mapping):
+        out["star"] = {k: v for k, v in out["star"].items() if k != "repeats"}
+    if isinstance(out.get("train"), Mapping):
+        out["train"] = {k: v for k, v in out["train"].items() if k != "batch_models"}
+    return out
 
 
 class Cache:
@@ -87,6 +98,7 @@ class Experiment:
         self.recipe = config.source_recipe()
         self.cache = Cache(self.out / "cache")
         self._specs: dict[str, Any] = {}
+        self._has_bn: bool | None = None
         self._events = self.out / "events.jsonl"
         from stardomain.experiment.sinks import Sinks
 
@@ -100,7 +112,8 @@ class Experiment:
         mine = self.cfg.to_dict()
         if marker.exists():
             theirs = json.loads(marker.read_text()).get("config")
-            comparable = {k: v for k, v in mine.items() if k not in ("studies", "eval", "logging", "device")}
+            comparable = _identity_part(mine)
+            theirs = _identity_part(theirs or {})
             if {k: theirs.get(k) for k in comparable} != comparable:
                 there, here = difference_phrases({k: theirs.get(k) for k in comparable}, comparable) or ("?", "?")
                 raise StardomainError(f"{self.out} already holds a different experiment ({there} there, {here} in this config); use another --out folder")
@@ -117,6 +130,17 @@ class Experiment:
         with open(self._events, "a") as f:
             f.write(json.dumps({"time": time.time(), "event": kind, **fields}) + "\n")
         self.sinks.log(kind, fields)
+
+    def has_batchnorm(self) -> bool:
+        """Whether the configured model has BatchNorm (known before any model is trained: the plan asks)."""
+        from stardomain import models
+        from stardomain.bn import has_batchnorm
+
+        if self._has_bn is None:
+            with torch.random.fork_rng(devices=[]):  # building it must not move anyone's random stream
+                m = models.create(self.cfg.model.name, self.dataset.num_classes, tuple(self.dataset.in_shape), **dict(self.cfg.model.options))
+            self._has_bn = has_batchnorm(m)
+        return self._has_bn
 
     def spec(self, model: torch.nn.Module) -> Any:
         from stardomain.permute import trace_spec
@@ -151,6 +175,20 @@ class Experiment:
             self.event("trained", zoo=tag, seed=seed, seconds=round(time.perf_counter() - t0, 2))
         return out
 
+    def train_group(self, tag: str, options: Mapping[str, Any], recipe: Recipe, seeds: Sequence[int], role: str) -> list[Path]:
+        """Train (or reuse) a group of zoo members in one pass (``train.batch_models``): one unit of the plan.
+        Members are the same runs as one at a time (same identity; their metadata records ``batched``)."""
+        paths = [self.member_path(tag, s) for s in seeds]
+        done = all(store.is_complete(p) for p in paths)
+        if not done and self.cache.frozen:
+            raise _unplanned(paths[0])
+        t0 = time.perf_counter()
+        out = zoo.train_zoo(self.dataset, self.cfg.model.name, options, recipe, list(seeds), self.zoo_folder(tag), device=self.device,
+                            progress=self.progress, subset=self.cfg.subset, role=role, batch_models=len(seeds), notify=self.log)
+        if not done:
+            self.event("trained", zoo=tag, seeds=list(seeds), seconds=round(time.perf_counter() - t0, 2))
+        return out
+
     def regular_models(self, tag: str, options: Mapping[str, Any], recipe: Recipe, n_sources: int, n_held: int) -> tuple[list[Path], list[Path]]:
         paths = [self.train_one(tag, options, recipe, s, role) for s, role in self.zoo_seeds(n_sources, n_held)]
         return paths[:n_sources], paths[n_sources:]
@@ -159,7 +197,20 @@ class Experiment:
     def star_path(self, tag: str) -> Path:
         return self.out / "stars" / f"{tag}.safetensors"
 
-    def star_model(self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Recipe, mu: float) -> Path:
+    def star_tags(self, tag: str, repeats: int | None = None) -> list[str]:
+        """The tags of a star's repeats: ``tag`` itself (repeat 0, the single star of older runs), then
+        ``{tag}-r{r}``, whose seed is :func:`~stardomain.starlight.repeat_seed` of (seed, r, tag)."""
+        k = self.cfg.star.repeats if repeats is None else repeats
+        return [tag] + [f"{tag}-r{r}" for r in range(1, k)]
+
+    def stars(self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Recipe, mu: float,
+              repeats: int | None = None) -> list[Path]:
+        """Every repeat of one star (same sources and recipe, its own seed each)."""
+        tags = self.star_tags(tag, repeats)
+        return [self.star_model(t, sources, options, star_recipe, mu, repeat=r, repeats=len(tags)) for r, t in enumerate(tags)]
+
+    def star_model(self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Recipe, mu: float,
+                   repeat: int = 0, repeats: int = 1) -> Path:
         """Train (or reuse) a star model on ``sources`` with ``star_recipe`` (already the star's own:
         see :meth:`ExperimentConfig.star_recipe`); its metadata records the sources' hashes and its seed."""
         from stardomain import models
@@ -195,28 +246,31 @@ class Experiment:
             "kind": "star", "role": "star", "arch": model.arch, "dataset": self.dataset.name, "seed": seed, "identity": ident,
             "starlight": config.to_dict(), "sources": [{"path": str(p.relative_to(self.out)), "sha256": h} for p, h in zip(sources, hashes)],
             "metrics": final_metrics(runner.model, self.dataset, device=self.device), "history": result.history,
+            "repeat": repeat, "repeats": repeats,
         }
         out = store.save(path, runner.model, meta)
         self.event("star", tag=tag, n_sources=len(sources), mu=mu, seconds=round(time.perf_counter() - t0, 2))
         return out
 
     # -- evaluations ---------------------------------------------------------------------------
-    def pair_key(self, path_a: Path, path_b: Path, align: str | None = None) -> dict[str, Any]:
-        """What one pair's result depends on: both checkpoints' content hashes and the evaluation settings."""
+    def pair_key(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
+        """What one pair's result depends on: both checkpoints' content hashes and the evaluation settings
+        (``bn`` only when it is not the paper's reset, so caches from before the ablation stay valid)."""
         ev = self.cfg.eval
         align = ev.align if align is None else align
-        return {"a": store.content_hash(path_a), "b": store.content_hash(path_b), "align": align, "points": ev.points,
-                "bn_samples": ev.bn_samples, "eval_train_samples": ev.eval_train_samples, "subset": self.cfg.subset,
-                "matching_samples": ev.matching_samples if align == "activation" else None}
+        key = {"a": store.content_hash(path_a), "b": store.content_hash(path_b), "align": align, "points": ev.points,
+               "bn_samples": ev.bn_samples, "eval_train_samples": ev.eval_train_samples, "subset": self.cfg.subset,
+               "matching_samples": ev.matching_samples if align == "activation" else None}
+        return key if bn == "reset" else {**key, "bn": bn}
 
-    def pair(self, path_a: Path, path_b: Path, align: str | None = None) -> dict[str, Any]:
+    def pair(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
         """Curve, barriers and distances for one pair; B is aligned to A first unless align is none."""
         from stardomain.barrier import barriers, curve
         from stardomain.permute import align as align_states, l2_distance
 
         ev = self.cfg.eval
         align = ev.align if align is None else align
-        key = self.pair_key(path_a, path_b, align)
+        key = self.pair_key(path_a, path_b, align, bn)
 
         def compute() -> dict[str, Any]:
             state_a, meta = store.load_state(path_a)
@@ -231,7 +285,7 @@ class Experiment:
                 out["spec_coverage"] = match.coverage
             out["l2_aligned"] = l2_distance(state_a, state_b, keys)
             c = curve(model, state_a, state_b, self.dataset, num_points=ev.points, bn_samples=ev.bn_samples, device=self.device,
-                      eval_train_samples=ev.eval_train_samples, eval_test_samples=ev.eval_test_samples)
+                      eval_train_samples=ev.eval_train_samples, eval_test_samples=ev.eval_test_samples, bn=bn)
             out["curve"] = c.to_dict()
             out["barriers"] = barriers(c)
             return out
@@ -246,33 +300,48 @@ class Experiment:
             return None
         return matching_sample(self.dataset, self.cfg.eval.matching_samples, seed=0).to(self.device)
 
-    def barrier_groups(self, sources: Sequence[Path], held: Sequence[Path], star: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
-        """regular–regular (sources, aligned), star–source and star–held-out (each aligned to the star),
-        and the record of which pairs each group holds (see :mod:`.pairs`)."""
-        chosen = self.group_pairs(sources, held, star)
-        reg, star_src = chosen["regular-regular"], [s for _, s in chosen["star-source"]]
-        k, n = len(star_src), len(sources)
-        groups = {name: [self.pair(a, b) for a, b in pairs] for name, pairs in chosen.items()}
+    def barrier_groups(self, sources: Sequence[Path], held: Sequence[Path], stars: Sequence[Path], bn: str = "reset",
+                       ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+        """regular–regular (sources, aligned), star–source and star–held-out (each aligned to its star,
+        for every repeat of the star), and the record of which pairs each group holds (see :mod:`.pairs`)."""
+        chosen = self.group_pairs(sources, held, stars)
+        reg = chosen["regular-regular"]
+        k, n = len(chosen["star-source"]) // len(stars), len(sources)
+        repeat = {p: r for r, p in enumerate(stars)}
+        groups = {name: [self.pair(a, b, bn=bn) if name == "regular-regular" else {**self.pair(a, b, bn=bn), "repeat": repeat[a]}
+                         for a, b in pairs] for name, pairs in chosen.items()}
+        each = "" if len(stars) == 1 else f"each of the {len(stars)} stars"
         record = {
             "regular-regular": pairing.pair_record([(a.stem, b.stem) for a, b in reg], pairing.REGULAR_RULE, n * (n - 1) // 2),
-            "star-source": pairing.pair_record([(star.stem, s.stem) for s in star_src],
-                                               "the star against every source" if k == n else f"the star against its {k} lowest-seed sources", n),
-            "star-held-out": pairing.pair_record([(star.stem, h.stem) for h in held], "the star against every held-out model", len(held)),
+            "star-source": pairing.pair_record([(a.stem, b.stem) for a, b in chosen["star-source"]],
+                                               (f"{each or 'the star'} against every source" if k == n else
+                                                f"{each or 'the star'} against its {k} lowest-seed sources"), n * len(stars)),
+            "star-held-out": pairing.pair_record([(a.stem, b.stem) for a, b in chosen["star-held-out"]],
+                                                 f"{each or 'the star'} against every held-out model", len(held) * len(stars)),
         }
         return groups, record
 
-    def group_pairs(self, sources: Sequence[T], held: Sequence[T], star: T) -> dict[str, list[tuple[T, T]]]:
+    def group_pairs(self, sources: Sequence[T], held: Sequence[T], stars: Sequence[T]) -> dict[str, list[tuple[T, T]]]:
         """Which pairs each barrier group evaluates (of paths, or of the plan's units: one rule for both)."""
         ev = self.cfg.eval
         k = len(sources) if ev.max_star_source_pairs is None else min(ev.max_star_source_pairs, len(sources))
         return {"regular-regular": pairing.regular_pairs(list(sources), ev.max_pairs, seed=self.cfg.seed),
-                "star-source": [(star, s) for s in sources[:k]],
-                "star-held-out": [(star, h) for h in held]}
+                "star-source": [(star, s) for star in stars for s in sources[:k]],
+                "star-held-out": [(star, h) for star in stars for h in held]}
 
-    def endpoints(self, star: Path, sources: Sequence[Path], held: Sequence[Path]) -> dict[str, Any]:
-        """Both endpoints of every barrier of this star: its and its models' test accuracy and loss."""
+    def endpoints(self, stars: Sequence[Path], sources: Sequence[Path], held: Sequence[Path]) -> dict[str, Any]:
+        """Both endpoints of every barrier of this star: its and its models' test accuracy and loss.
+        ``star`` is repeat 0's; with repeats, the stars' spread too, and the flag is raised if ANY repeat is poor."""
         metrics = lambda paths: [store.read_metadata(p)["metrics"] for p in paths]  # noqa: E731
-        return pairing.endpoints(store.read_metadata(star)["metrics"], metrics(sources), metrics(held), self.cfg.eval.star_acc_margin)
+        margin = self.cfg.eval.star_acc_margin
+        src, ho = metrics(sources), metrics(held)
+        out = pairing.endpoints(store.read_metadata(stars[0])["metrics"], src, ho, margin)
+        if len(stars) > 1:
+            each = [pairing.endpoints(m, src, ho, margin) for m in metrics(stars)]
+            out["stars_over_repeats"] = {k: mean_std([e["star"][k] for e in each]) for k in ("test_acc", "test_loss")}
+            out["stars_below_sources"] = [e["star_below_sources"] for e in each]
+            out["star_below_sources"] = any(out["stars_below_sources"])
+        return out
 
     @staticmethod
     def summarize_groups(groups: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -290,6 +359,11 @@ class Experiment:
                 "values": {**{m: [p["barriers"][m] for p in pairs] for m in metrics},
                            "l2": [p["l2"] for p in pairs], "l2_aligned": [p["l2_aligned"] for p in pairs]},
             }
+            if "repeat" in pairs[0]:  # a star group: each star's own pairs, and the spread over stars
+                k = 1 + max(p["repeat"] for p in pairs)
+                by_star = {m: [[p["barriers"][m] for p in pairs if p["repeat"] == r] for r in range(k)] for m in metrics}
+                out[name]["values_by_star"] = by_star
+                out[name]["over_stars"] = {m: over_stars(v) for m, v in by_star.items()}
         return out
 
     # -- the studies -----------------------------------------------------------------------------
@@ -298,7 +372,6 @@ class Experiment:
         (the executor ran the plan's units), so nothing is computed here and results are the same
         whoever ran the units."""
         from stardomain import verdicts
-        from stardomain.bn import has_batchnorm
 
         self._claim_folder()
         self.cache.frozen = assemble
@@ -317,21 +390,25 @@ class Experiment:
         # all sources any study needs, then the held-out models
         sources, held = self.regular_models("main", options, self.recipe, cfg.zoo_size, cfg.held_out)
         z = sources[: cfg.sources]
-        main_star = self.star_model(f"main-z{cfg.sources}", z, options, star_recipe, mu=cfg.star.mu)
+        main_stars = self.stars(f"main-z{cfg.sources}", z, options, star_recipe, mu=cfg.star.mu)
+        main_star = main_stars[0]
         star_meta = store.read_metadata(main_star)
         results["models"] = {"sources": [p.stem for p in z], "held_out": [p.stem for p in held],
                              "regular_test_acc": mean_std([store.read_metadata(p)["metrics"]["test_acc"] for p in z]),
                              "star": str(main_star.relative_to(self.out)), "star_seed": star_meta["seed"],
                              "star_recipe": star_recipe.to_dict(), "star_metrics": star_meta["metrics"],
-                             "has_batchnorm": has_batchnorm(store.build_model(star_meta["arch"])),
-                             "histories": {p.stem: store.read_metadata(p).get("history", []) for p in [*z, *held, main_star]}}
-        results["endpoints"] = self.endpoints(main_star, z, held)
+                             "repeats": len(main_stars), "stars": studies.star_records(self, main_stars),
+                             "has_batchnorm": self.has_batchnorm(),
+                             "histories": {p.stem: store.read_metadata(p).get("history", []) for p in [*z, *held, *main_stars]}}
+        results["endpoints"] = self.endpoints(main_stars, z, held)
         groups = None
         if st.barriers or st.distances:
-            groups, record = self.barrier_groups(z, held, main_star)
+            groups, record = self.barrier_groups(z, held, main_stars)
             summary = self.summarize_groups(groups)
         if st.barriers:
             results["barriers"] = {"groups": groups, "summary": summary, "pairs": record}
+        if cfg.eval.bn_ablation and (st.barriers or st.distances):
+            results["bn_ablation"] = ablation.bn_ablation(self, groups, z, held, main_stars)
         if st.distances:
             results["distances"] = {name: {"l2": s["l2"], "l2_aligned": s["l2_aligned"], "n_pairs": s["n_pairs"],
                                            "values": {k: s["values"][k] for k in ("l2", "l2_aligned")}} for name, s in summary.items()}

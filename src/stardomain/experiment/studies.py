@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain import store
-from stardomain.stats import mean_std
+from stardomain.stats import mean_std, over_stars
 from stardomain.train import Recipe
 
 # what results.json keeps of one training setting (width/depth rows, the optimizer study)
-SETTING_KEYS = ("tag", "options", "n_sources", "n_held_out", "summary", "pairs", "endpoints", "star_seed", "star_metrics", "regular_metrics")
+SETTING_KEYS = ("tag", "options", "n_sources", "n_held_out", "summary", "pairs", "endpoints", "star_seed", "star_metrics", "regular_metrics",
+                "stars", "star_seeds")
+
+
+def star_records(exp: Any, stars: Sequence[Path]) -> list[dict[str, Any]]:
+    """What results.json says of each repeat of a star: its file, recorded seed, repeat index and metrics."""
+    metas = [store.read_metadata(p) for p in stars]
+    return [{"path": str(p.relative_to(exp.out)), "seed": m["seed"], "repeat": r, "metrics": m["metrics"]}
+            for r, (p, m) in enumerate(zip(stars, metas))]
 
 
 # -- |Z|: one star per number of sources, each against the held-out models ----------------------------------------
@@ -24,13 +32,19 @@ def n_sources_study(exp: Any, sources: Sequence[Path], held: Sequence[Path], opt
                     reference: Mapping[str, Any] | None) -> dict[str, Any]:
     rows = []
     for k in sorted(set(exp.cfg.studies.n_sources.sizes)):
-        star = exp.star_model(f"main-z{k}", sources[:k], options, star_recipe, mu=exp.cfg.star.mu)
-        pairs = [exp.pair(star, h) for h in held]
-        meta = store.read_metadata(star)
-        rows.append({"n_sources": k, "star": str(star.relative_to(exp.out)), "star_seed": meta["seed"],
-                     "star_test_acc": meta["metrics"]["test_acc"], "endpoints": exp.endpoints(star, sources[:k], held),
-                     "star_held_out": {m: mean_std([p["barriers"][m] for p in pairs]) for m in pairs[0]["barriers"]},
-                     "values": {m: [p["barriers"][m] for p in pairs] for m in pairs[0]["barriers"]}})
+        stars = exp.stars(f"main-z{k}", sources[:k], options, star_recipe, mu=exp.cfg.star.mu)
+        by_star = [[exp.pair(star, h) for h in held] for star in stars]
+        pairs = [p for ps in by_star for p in ps]
+        metas = [store.read_metadata(star) for star in stars]
+        metrics = list(pairs[0]["barriers"])
+        values_by_star = {m: [[p["barriers"][m] for p in ps] for ps in by_star] for m in metrics}
+        rows.append({"n_sources": k, "star": str(stars[0].relative_to(exp.out)), "star_seed": metas[0]["seed"],
+                     "star_test_acc": metas[0]["metrics"]["test_acc"], "endpoints": exp.endpoints(stars, sources[:k], held),
+                     "stars": [str(p.relative_to(exp.out)) for p in stars], "star_seeds": [m["seed"] for m in metas],
+                     "stars_test_acc": mean_std([m["metrics"]["test_acc"] for m in metas]),
+                     "star_held_out": {m: mean_std([p["barriers"][m] for p in pairs]) for m in metrics},
+                     "values": {m: [p["barriers"][m] for p in pairs] for m in metrics},
+                     "values_by_star": values_by_star, "over_stars": {m: over_stars(v) for m, v in values_by_star.items()}})
     rr = reference.get("regular-regular") if reference else None
     return {"rows": rows, "regular_regular": rr["barriers"] if rr else None, "regular_regular_values": rr["values"] if rr else None}
 
@@ -98,7 +112,7 @@ def fusion_study(exp: Any, sources: Sequence[Path], options: Mapping[str, Any], 
         star = exp.star_model(fusion_tag(exp, k), sources[:k], options, star_recipe, mu=f.mu)
         row = fusion_row(exp, star, sources[:k])
         rows.append({"n_sources": k, **row, "star_seed": store.read_metadata(star)["seed"]})
-    return {"mu": f.mu, "rows": rows}
+    return {"mu": f.mu, "rows": rows, "repeats": 1}  # one fused star per |Z|: star.repeats does not apply here
 
 
 # -- other training settings: the main barrier study again, for another width/depth or optimizer ------------------
@@ -106,13 +120,15 @@ def setting(exp: Any, tag: str, options: Mapping[str, Any], recipe: Recipe, n_so
             star_recipe: Recipe) -> dict[str, Any]:
     """The core barrier study for one training setting (its own zoo folder and star)."""
     sources, held = exp.regular_models(tag, options, recipe, n_sources, n_held)
-    star = exp.star_model(f"{tag}-z{n_sources}", sources, options, star_recipe, mu=exp.cfg.star.mu)
-    groups, record = exp.barrier_groups(sources, held, star)
+    stars = exp.stars(f"{tag}-z{n_sources}", sources, options, star_recipe, mu=exp.cfg.star.mu)
+    star = stars[0]
+    groups, record = exp.barrier_groups(sources, held, stars)
     return {"tag": tag, "options": dict(options), "optimizer": recipe.optimizer, "n_sources": n_sources, "n_held_out": n_held,
             "star": str(star.relative_to(exp.out)), "star_seed": store.read_metadata(star)["seed"],
             "star_metrics": store.read_metadata(star)["metrics"],
+            "stars": [str(p.relative_to(exp.out)) for p in stars], "star_seeds": [store.read_metadata(p)["seed"] for p in stars],
             "regular_metrics": {k: mean_std([store.read_metadata(p)["metrics"][k] for p in sources]) for k in ("test_acc", "test_loss")},
-            "endpoints": exp.endpoints(star, sources, held), "pairs": record,
+            "endpoints": exp.endpoints(stars, sources, held), "pairs": record,
             "groups": groups, "summary": exp.summarize_groups(groups)}
 
 

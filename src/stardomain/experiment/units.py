@@ -53,6 +53,9 @@ class _Builder:
     def zoo(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int) -> tuple[list[_Model], list[_Model]]:
         from stardomain import store
 
+        m = self.exp.cfg.batch_models
+        if m > 1:
+            return self._zoo_groups(tag, options, recipe, n_sources, n_held, m)
         models = []
         for seed, role in self.exp.zoo_seeds(n_sources, n_held):
             path = self.exp.member_path(tag, seed)
@@ -63,15 +66,42 @@ class _Builder:
             models.append(_Model(uid, path))
         return models[:n_sources], models[n_sources:]
 
-    def star(self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float) -> _Model:
+    def _zoo_groups(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int,
+                    m: int) -> tuple[list[_Model], list[_Model]]:
+        """``train.batch_models`` M: one unit per M members of one role, in seed order (a fixed grouping,
+        so every executor trains the same groups); its outputs are the members."""
+        from stardomain import store
+
+        seeds = self.exp.zoo_seeds(n_sources, n_held)
+        models = []
+        for role in dict.fromkeys(r for _, r in seeds):
+            mine = [s for s, r in seeds if r == role]
+            for i in range(0, len(mine), m):
+                group = mine[i:i + m]
+                paths = [self.exp.member_path(tag, s) for s in group]
+                uid = f"train/{tag}/seeds-{group[0]}-{group[-1]}"
+                self._add(Unit(uid, "train", self._rel(paths[0].parent)),
+                          _Action(functools.partial(self.exp.train_group, tag, options, recipe, group, role),
+                                  lambda ps=paths: all(store.is_complete(p) for p in ps), lambda p=paths[0].parent: p))
+                models += [_Model(uid, p) for p in paths]
+        return models[:n_sources], models[n_sources:]
+
+    def star(self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float,
+             repeat: int = 0, repeats: int = 1) -> _Model:
         from stardomain import store
 
         path = self.exp.star_path(tag)
         uid = f"star/{tag}"
-        self._add(Unit(uid, "star", self._rel(path), tuple(m.unit for m in sources)),
-                  _Action(functools.partial(self.exp.star_model, tag, [m.path for m in sources], options, recipe, mu),
+        self._add(Unit(uid, "star", self._rel(path), tuple(dict.fromkeys(m.unit for m in sources))),
+                  _Action(functools.partial(self.exp.star_model, tag, [m.path for m in sources], options, recipe, mu,
+                                            repeat=repeat, repeats=repeats),
                           functools.partial(store.is_complete, path), lambda p=path: p))
         return _Model(uid, path)
+
+    def stars(self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float) -> list[_Model]:
+        """One unit per repeat of a star (the tags of :meth:`Experiment.star_tags`)."""
+        tags = self.exp.star_tags(tag)
+        return [self.star(t, sources, options, recipe, mu, repeat=r, repeats=len(tags)) for r, t in enumerate(tags)]
 
     def _eval(self, stage: str, uid: str, inputs: Sequence[_Model], key: Callable[[], Mapping[str, Any]], compute: Callable[[], Any]) -> None:
         from stardomain import store
@@ -84,14 +114,16 @@ class _Builder:
 
         self._add(Unit(uid, stage, f"cache/{stage}", tuple(dict.fromkeys(m.unit for m in inputs))), _Action(compute, done, output))
 
-    def pair(self, a: _Model, b: _Model) -> None:
-        self._eval("pairs", f"pair/{a.unit}~{b.unit}", [a, b], functools.partial(self.exp.pair_key, a.path, b.path),
-                   functools.partial(self.exp.pair, a.path, b.path))
+    def pair(self, a: _Model, b: _Model, bn: str = "reset") -> None:
+        # a batched zoo's members share a unit: the pair is named by the checkpoints it compares
+        name = f"{a.unit}~{b.unit}" if self.exp.cfg.batch_models == 1 else f"{self._rel(a.path)}~{self._rel(b.path)}"
+        self._eval("pairs", f"pair/{name}" + ("" if bn == "reset" else f"@bn-{bn}"), [a, b],
+                   functools.partial(self.exp.pair_key, a.path, b.path, None, bn), functools.partial(self.exp.pair, a.path, b.path, None, bn))
 
-    def groups(self, sources: Sequence[_Model], held: Sequence[_Model], star: _Model) -> None:
-        for pairs in self.exp.group_pairs(list(sources), list(held), star).values():
+    def groups(self, sources: Sequence[_Model], held: Sequence[_Model], stars: Sequence[_Model], bn: str = "reset") -> None:
+        for pairs in self.exp.group_pairs(list(sources), list(held), list(stars)).values():
             for a, b in pairs:
-                self.pair(a, b)
+                self.pair(a, b, bn)
 
     def bma(self, star: _Model, sources: Sequence[_Model]) -> None:
         from stardomain.experiment import studies
@@ -109,7 +141,7 @@ class _Builder:
 
     def setting(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int, star_recipe: Any) -> None:
         sources, held = self.zoo(tag, options, recipe, n_sources, n_held)
-        self.groups(sources, held, self.star(f"{tag}-z{n_sources}", sources, options, star_recipe, self.exp.cfg.star.mu))
+        self.groups(sources, held, self.stars(f"{tag}-z{n_sources}", sources, options, star_recipe, self.exp.cfg.star.mu))
 
 
 def build_plan(exp: Any) -> tuple[Plan, dict[str, _Action]]:
@@ -122,14 +154,17 @@ def build_plan(exp: Any) -> tuple[Plan, dict[str, _Action]]:
     star_recipe = cfg.star_recipe(exp.recipe, cfg.star.recipe)
     sources, held = b.zoo("main", options, exp.recipe, cfg.zoo_size, cfg.held_out)
     z = sources[: cfg.sources]
-    main = b.star(f"main-z{cfg.sources}", z, options, star_recipe, cfg.star.mu)
+    mains = b.stars(f"main-z{cfg.sources}", z, options, star_recipe, cfg.star.mu)
+    main = mains[0]
     if st.barriers or st.distances:
-        b.groups(z, held, main)
+        b.groups(z, held, mains)
+        if cfg.eval.bn_ablation and exp.has_batchnorm():
+            b.groups(z, held, mains, bn="interpolate")
     if st.n_sources:
         for k in sorted(set(st.n_sources.sizes)):
-            star = b.star(f"main-z{k}", sources[:k], options, star_recipe, cfg.star.mu)
-            for h in held:
-                b.pair(star, h)
+            for star in b.stars(f"main-z{k}", sources[:k], options, star_recipe, cfg.star.mu):
+                for h in held:
+                    b.pair(star, h)
     if st.bma:
         b.bma(main, z)
     if st.fusion:
