@@ -311,3 +311,15 @@ def make_blobs():
 
 def make_nothing():
     return [1, 2, 3]
+
+
+class DataDependent(nn.Module):
+    """Python control flow on a tensor value: vmap cannot run it (the batched paths must refuse it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.fc(x.flatten(1))
+        return out if out.sum() > 0 else -out

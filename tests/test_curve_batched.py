@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from own_models import DataDependent
 from stardomain import curve_batched, models
 from stardomain.barrier import curve
 
@@ -62,15 +63,6 @@ def test_batchnorm_and_unvmappable_models_keep_the_per_t_path(digits):
     assert not curve_batched.batchable(bn_model, digits.train_x[:2])
     c = curve(bn_model, sa, sb, digits, num_points=3, batched=True)
     assert c.info["bn_reset"] and len(c.test_loss) == 3
-
-    class DataDependent(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(64, 10)
-
-        def forward(self, x):
-            out = self.fc(x.flatten(1))
-            return out if out.sum() > 0 else -out
 
     net = DataDependent()
     assert not curve_batched.batchable(net, digits.train_x[:2])

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from cli_helpers import run_cli
+from own_models import DataDependent
 from stardomain import store, train_batched, zoo
 from stardomain.errors import StardomainError
 from stardomain.train import default_recipe
@@ -127,15 +128,6 @@ def test_refusals_name_the_reason():
     assert "dropout" in train_batched.batching_refusal(dropout, recipe, (1, 8, 8))
     plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     assert train_batched.batching_refusal(plain, recipe, (1, 8, 8)) is None
-
-    class DataDependent(nn.Module):  # Python control flow on a tensor value: vmap cannot run it
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(64, 10)
-
-        def forward(self, x):
-            out = self.fc(x.flatten(1))
-            return out if out.sum() > 0 else -out
 
     reason = train_batched.batching_refusal(DataDependent(), recipe, (1, 8, 8))
     assert reason is not None and "vmap" in reason and "\n" not in reason

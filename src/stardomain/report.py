@@ -12,15 +12,13 @@ byte-identical report.md.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from stardomain import store
+from stardomain.report_format import (GROUP_LABELS, GROUPS, _clip, _compare_text, _near_zero_text, acc_loss, fmt,
+                                       interval, num, star_claim_lines, table)
 from stardomain.stats import NOT_SIGNIFICANT, verdict
-
-GROUPS = ("regular-regular", "star-source", "star-held-out")
-GROUP_LABELS = {"regular-regular": "regular – regular", "star-source": "star θ⋆ – source Z", "star-held-out": "star θ⋆ – held-out H"}
 
 # Paper v1, Table 1 (CIFAR-10, ResNet-18): ℓ2 distances without / with the winning permutation.
 PAPER_DISTANCES = {
@@ -32,40 +30,6 @@ PAPER_FUSION = {
     ("cifar10", "resnet18"): {2: ("95.2 ± 0.03", "95.8", "95.3 ± 0.16"), 5: ("95.1 ± 0.14", "96.0", "95.2 ± 0.15"), 50: ("95.1 ± 0.16", "96.3", "95.3 ± 0.20")},
     ("cifar100", "resnet18"): {2: ("77.3 ± 0.16", "79.6", "78.0 ± 0.24"), 5: ("77.4 ± 0.21", "80.4", "78.1 ± 0.02"), 50: ("77.3 ± 0.28", "81.3", "78.4 ± 0.10")},
 }
-
-
-def _nan(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def fmt(ms: Mapping[str, float] | None, scale: float = 1.0, digits: int = 3, n: bool = True) -> str:
-    """'mean ± sample std (n=N)' of a mean_std dict (scaled, e.g. 100 for %); no ± for a single value,
-    whose spread is unknown (not zero)."""
-    if not ms or ms.get("n", 1) == 0 or _nan(ms.get("mean")):
-        return "–"
-    text = f"{ms['mean'] * scale:.{digits}f}"
-    if ms.get("n", 2) > 1:
-        text += f" ± {ms['std'] * scale:.{digits}f}"
-    return f"{text} (n={ms['n']})" if n and "n" in ms else text
-
-
-def num(x: float | None, scale: float = 1.0, digits: int = 3) -> str:
-    return "–" if _nan(x) else f"{x * scale:.{digits}f}"
-
-
-def interval(pair: Sequence[float] | None, scale: float = 1.0, digits: int = 3) -> str:
-    return "[–]" if not pair or any(_nan(v) for v in pair) else f"[{pair[0] * scale:.{digits}f}, {pair[1] * scale:.{digits}f}]"
-
-
-def _clip(pair: Sequence[float]) -> list[float]:
-    """An accuracy interval shown within [0, 1]: the t approximation can reach past 100%."""
-    return [v if _nan(v) else min(max(v, 0.0), 1.0) for v in pair]
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _key(results: Mapping[str, Any]) -> tuple[str, str]:
@@ -97,21 +61,6 @@ def endpoints_table(ep: Mapping[str, Any]) -> list[str]:
     return ["Endpoints of these barriers (test split):", "", table(["model", "n", "test acc (%)", "test loss"], rows), ""]
 
 
-def _near_zero_text(t: Mapping[str, Any], what: str, below: str, above: str, flag: str = "") -> str:
-    word = flag or verdict(t, below, above)
-    return (f"{what} {fmt(t['values'])} vs tolerance {t['tolerance']:g} (one-sided 95% t bounds "
-            f"{interval(t['bounds'])}): {word}")
-
-
-def _compare_text(t: Mapping[str, Any], what: str, lower: str, higher: str, scale: float = 1.0, digits: int = 3,
-                  flag: str = "") -> str:
-    """A two-sample verdict with its numbers; ``flag`` (why the star is not comparable) replaces the verdict."""
-    w = t["welch"]
-    p = "–" if _nan(w["p"]) else f"{w['p']:.3g}"
-    return (f"{what}: {flag or verdict(t, lower, higher)} (difference {num(t['diff'], scale, digits)}, bootstrap 95% CI "
-            f"{interval(t['ci95'], scale, digits)}, Welch p = {p}, n = {t['a']['n']} vs {t['b']['n']})")
-
-
 def setting_verdicts(tests: Mapping[str, Any], ep: Mapping[str, Any] | None) -> list[str]:
     """The three barrier verdicts of one star (main, width/depth row, optimizer study)."""
     flag = "" if tests["comparable"] else flag_text(ep)
@@ -120,12 +69,7 @@ def setting_verdicts(tests: Mapping[str, Any], ep: Mapping[str, Any] | None) -> 
         lines.append("- " + _near_zero_text(tests["regular_regular_vs_zero"], "regular–regular barrier",
                                             "near 0 (the setting is already linearly connected after matching)",
                                             "above the tolerance (regular solutions are not linearly connected)"))
-    if "star_source_near_zero" in tests:
-        lines.append("- " + _near_zero_text(tests["star_source_near_zero"], "star–source barrier", "near 0", "NOT near 0", flag))
-    if "star_held_out_vs_regular" in tests:
-        lines.append("- " + _compare_text(tests["star_held_out_vs_regular"], "star–held-out minus regular–regular barrier",
-                                          "star–held-out is below regular–regular", "star–held-out is ABOVE regular–regular", flag=flag))
-    return lines
+    return lines + star_claim_lines(tests, flag)
 
 
 # -- sections -------------------------------------------------------------------------------------
@@ -291,15 +235,6 @@ def fusion_section(results: Mapping[str, Any]) -> list[str]:
         lines += ["Inference cost per input (for the largest |Z|): " + "; ".join(
             f"{name}: {c['forward_passes']} forward pass(es), {c['parameters']:,} parameters held" for name, c in cost.items()), ""]
     return lines
-
-
-def acc_loss(part: Mapping[str, Any] | None) -> str:
-    """One endpoint cell: test accuracy (%) / test loss, each mean ± sample std for a group."""
-    if not part:
-        return "–"
-    if isinstance(part["test_acc"], Mapping):
-        return f"{fmt(part['test_acc'], 100, 2)} / {fmt(part['test_loss'], n=False)}"
-    return f"{num(part['test_acc'], 100, 2)} / {num(part['test_loss'])}"
 
 
 def header_lines(results: Mapping[str, Any]) -> list[str]:

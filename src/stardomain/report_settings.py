@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from stardomain.report import GROUP_LABELS, acc_loss, fmt, interval, table
+from stardomain.report_format import GROUP_LABELS, acc_loss, fmt, interval, table
 from stardomain.report_stars import over_stars_cell, width_trend_lines
 from stardomain.stats import verdict
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stardomain.errors import StardomainError
-from stardomain.report import GROUP_LABELS, GROUPS, _compare_text, _near_zero_text, fmt, interval, num, table
+from stardomain.report_format import GROUP_LABELS, GROUPS, _compare_text, fmt, interval, num, star_claim_lines, table
 from stardomain.stats import verdict
 
 SPREAD_NOTE = ("over stars = mean ± sample std of the per-star means (n = stars), each over that star's pairs; "
@@ -45,12 +45,7 @@ def over_star_verdicts(tests: Mapping[str, Any], flag: str = "") -> list[str]:
     if k < 2:
         return [f"- ({ONE_STAR}; the verdicts above treat the star's pairs as the sample)"]
     lines = [f"- over {k} stars (the star is the unit of replication; n = {k} per-star means):"]
-    if "star_source_near_zero_over_stars" in tests:
-        lines.append("  - " + _near_zero_text(tests["star_source_near_zero_over_stars"], "star–source barrier", "near 0", "NOT near 0", flag))
-    if "star_held_out_vs_regular_over_stars" in tests:
-        lines.append("  - " + _compare_text(tests["star_held_out_vs_regular_over_stars"], "star–held-out minus regular–regular barrier",
-                                            "star–held-out is below regular–regular", "star–held-out is ABOVE regular–regular", flag=flag))
-    return lines
+    return lines + star_claim_lines(tests, flag, suffix="_over_stars", bullet="  - ")
 
 
 def bn_ablation_section(results: Mapping[str, Any]) -> list[str]:
