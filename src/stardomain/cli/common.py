@@ -1,0 +1,94 @@
+"""What the commands share: option decorators, KEY=VALUE parsing, and reading checkpoints and their data."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import yaml
+
+from stardomain.errors import StardomainError
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``-o width=64 -o batchnorm=false`` -> {"width": 64, "batchnorm": False} (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise StardomainError(f"model option '{pair}' is not KEY=VALUE (e.g. -o width=64)")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+device_option = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto.")
+data_root_option = click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                                help="Dataset folder (default: $STARDOMAIN_DATA, else the per-user cache); "
+                                     "for imagefolder, the folder holding train/ and val/ (required).")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr (bars, progress and log lines).")
+allow_unpermuted_option = click.option("--allow-unpermuted", is_flag=True,
+                                        help="Go on even when the permutation spec covers 0% of the parameters "
+                                             "(matching would then do nothing; see `stardomain spec`).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (machine-readable).")
+
+
+def executor_options(fn: Any) -> Any:
+    """--executor/--workers: where units run (the YAML's `executor:` block otherwise); never changes a result."""
+    fn = click.option("--workers", type=int, default=None,
+                      help="ray: workers of the local Ray instance (default: all cores); slurm: array jobs running at once.")(fn)
+    return click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default=None,
+                        help="local: one unit after another here (default); ray: a Ray cluster or all cores/GPUs of this machine; "
+                             "slurm: job arrays through submitit.")(fn)
+
+
+def data_options(fn: Any) -> Any:
+    """--dataset/--subset/--subset-seed: by default the data recorded in the checkpoints, overridden only explicitly."""
+    fn = click.option("--subset-seed", type=int, default=None,
+                      help="Seed of the subset (default: the recorded one; 0 with an explicit --subset on full-data models).")(fn)
+    fn = click.option("--subset", default=None, metavar="N|all",
+                      help="Training samples to use instead of the recorded subset ('all': the whole split).")(fn)
+    return click.option("--dataset", "-d", default=None, help="Dataset (default: the one recorded in the checkpoints).")(fn)
+
+
+matching_samples_option = click.option("--matching-samples", type=int, default=1024, show_default=True,
+                                       help="Size of the seeded, class-stratified sample activation matching correlates on.")
+
+
+def load_data_for(models: list[tuple[str, dict[str, Any]]], dataset: str | None, data_root: str | None,
+                  subset: str | None = None, subset_seed: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The data the checkpoints were trained on (or the explicit override), and a record of which it is."""
+    from stardomain.provenance import load_recorded_data, parse_subset
+
+    return load_recorded_data(models, dataset=dataset, subset=parse_subset(subset), subset_seed=subset_seed, data_root=data_root)
+
+
+def matching_inputs(ds: Any, n: int, device: Any) -> Any:
+    """The one activation-matching sample every command uses (seeded, every class)."""
+    from stardomain.data import matching_sample
+
+    if n < 1:
+        raise StardomainError(f"--matching-samples must be >= 1 (got {n})")
+    return matching_sample(ds, n).to(device)
+
+
+def _load_pair(a: str, b: str) -> tuple[dict, dict, dict, dict]:
+    """Both checkpoints' states and metadata, refusing pairs of different architectures."""
+    from stardomain import store
+
+    from stardomain.diff import describe_difference
+
+    state_a, meta_a = store.load_state(a)
+    state_b, meta_b = store.load_state(b)
+    differs = describe_difference(meta_a["arch"], meta_b["arch"])
+    if differs:
+        raise StardomainError(f"{a} and {b} have different architectures ({differs}); "
+                              "only models of one architecture can be aligned or interpolated")
+    model = store.build_model(meta_a["arch"])
+    store.check_fits(model, state_a, a)
+    store.check_fits(model, state_b, b)
+    return state_a, state_b, meta_a, meta_b

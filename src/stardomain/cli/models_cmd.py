@@ -1,0 +1,156 @@
+"""Commands about single models: ``info``, ``train`` (one model or a zoo), ``eval`` and ``spec``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from stardomain.cli.app import cli
+from stardomain.cli.common import (
+    data_root_option, device_option, echo_json, executor_options, json_option, load_data_for, parse_options,
+    quiet_option
+)
+from stardomain.console import event_logger, progress_config
+from stardomain.device import resolve_device
+from stardomain.errors import StardomainError
+
+
+@cli.command()
+def info() -> None:
+    """Versions, devices, datasets, model architectures and assignment solvers of this installation."""
+    from stardomain import data, models
+    from stardomain.console import environment_lines
+    from stardomain.permute.lap import available_lap_solvers
+
+    for line in environment_lines():
+        click.echo(line)
+    click.echo("datasets: " + ", ".join(data.available_datasets()))
+    click.echo("models:   " + ", ".join(models.available_models()))
+    solvers = available_lap_solvers()
+    hint = "" if "lapjv" in solvers else "  (pip install lapjv adds a ~3x faster solver; it builds from source off CPython 3.11 x86-64)"
+    click.echo("matching LAP solvers: " + ", ".join(solvers) + hint)
+
+
+@cli.command()
+@click.option("--dataset", "-d", default="digits", show_default=True, help="Dataset name (see `stardomain info`).")
+@click.option("--model", "-m", "model_name", default="mlp", show_default=True, help="Architecture name (see `stardomain info`).")
+@click.option("--opt", "-o", "opts", multiple=True, metavar="KEY=VALUE", help="Architecture option, repeatable (e.g. -o width=64 -o depth=2).")
+@click.option("--epochs", "-e", type=int, default=None, help="Epochs (default: the dataset's recipe).")
+@click.option("--seed", "-s", type=int, default=None, help="Seed of a single model (default 0).")
+@click.option("--n", "n_models", type=int, default=None, help="Train N models with seeds seed-start .. seed-start+N-1 into one zoo folder.")
+@click.option("--seed-start", type=int, default=0, show_default=True, help="First seed of a zoo trained with --n.")
+@click.option("--role", type=click.Choice(["source", "held_out"]), default="source", show_default=True,
+              help="What the models are for, recorded in each checkpoint: `star` takes only sources.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
+              help="SGD with Nesterov momentum (paper recipe) or Adam (lr 1e-3).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (default: the recipe's).")
+@click.option("--batch-size", type=int, default=None, help="Mini-batch size (default: the recipe's).")
+@click.option("--weight-decay", type=float, default=None, help="L2 weight decay (default: the recipe's).")
+@click.option("--subset", type=int, default=None, help="Train on a seeded, class-stratified subset of this many training samples.")
+@click.option("--subset-seed", type=int, default=None, help="Seed that draws --subset (default 0; recorded in each checkpoint).")
+@click.option("--image-size", type=int, default=None, help="imagefolder only: side of the square images in pixels (default 64).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (model zoo).")
+@click.option("--batch-models", type=int, default=1, show_default=True,
+              help="Train M models per pass (vmapped; same weights as one at a time). 1: one at a time.")
+@data_root_option
+@device_option
+@executor_options
+@quiet_option
+def train(dataset: str, model_name: str, opts: tuple[str, ...], epochs: int | None, seed: int | None, n_models: int | None,
+          seed_start: int, role: str, optimizer: str, lr: float | None, batch_size: int | None, weight_decay: float | None,
+          subset: int | None, subset_seed: int | None, image_size: int | None, out_dir: str, batch_models: int, data_root: str | None,
+          device: str, executor: str | None, workers: int | None, quiet: bool) -> None:
+    """Train one model (--seed) or a zoo of N models (--n) and write OUT/seed-S.safetensors (+ .json).
+
+    Members already complete with the same configuration are skipped; a folder holding a
+    different run is refused.
+    """
+    from stardomain import data, models, zoo
+    from stardomain.train import default_recipe
+
+    if seed is not None and n_models is not None:
+        raise StardomainError("give either --seed (one model) or --n with --seed-start (a zoo), not both")
+    if n_models is not None and n_models < 1:
+        raise StardomainError(f"--n must be >= 1 (got {n_models})")
+    from stardomain.plugins import is_import_path, load_plugins
+
+    load_plugins([n for n in (dataset, model_name) if is_import_path(n)])  # import paths typed here: the user named them
+    if subset_seed is not None and subset is None:
+        raise StardomainError("--subset-seed chooses which --subset is drawn; give --subset N too, or drop --subset-seed")
+    subset_seed = 0 if subset_seed is None else subset_seed
+    dataset, model_name = data.canonical_name(dataset), models.canonical_name(model_name)
+    ds = data.load_dataset(dataset, root=data_root, subset=subset, seed=subset_seed, image_size=image_size)
+    recipe = default_recipe(dataset, optimizer).replace(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    seeds = [seed if seed is not None else 0] if n_models is None else list(range(seed_start, seed_start + n_models))
+    dev = resolve_device(device)
+    options = parse_options(opts)
+    if batch_models < 1:
+        raise StardomainError(f"--batch-models must be >= 1 (got {batch_models})")
+
+    def report(path: Path) -> None:
+        m = json.loads(Path(path).with_suffix(".json").read_text())["metrics"]
+        click.echo(f"{path}: test_loss={m['test_loss']:.4f} test_acc={100 * m['test_acc']:.2f}%")
+
+    if executor not in (None, "local") or workers is not None:  # one unit per member, on Ray or SLURM workers
+        from stardomain.experiment.executors import ExecutorConfig, check_available, run_plan, with_overrides
+        from stardomain.experiment.units import ZooJob
+
+        ex = with_overrides(ExecutorConfig(), executor, workers)
+        check_available(ex)
+        if batch_models > 1:
+            raise StardomainError("--batch-models trains in this process; drop it, or drop --executor/--workers")
+        job = ZooJob({"name": dataset, "root": data_root, "subset": subset, "subset_seed": subset_seed, "image_size": image_size},
+                     model_name, options, recipe.to_dict(), out_dir, role, device, local=ds)
+        run_plan(job.plan(seeds), job, out_dir, ex, log=event_logger(quiet))
+        for s in seeds:
+            report(zoo.member_path(out_dir, s))
+        return
+    zoo.train_zoo(ds, model_name, options, recipe, seeds, out_dir, device=dev, progress=progress_config(quiet), role=role,
+                  on_member=report, batch_models=batch_models, notify=lambda line: click.echo(f"note: {line}", err=True))
+
+
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--dataset", "-d", default=None, help="Dataset (default: the one the model was trained on).")
+@json_option
+@data_root_option
+@device_option
+def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str | None, device: str) -> None:
+    """Test loss and accuracy of CHECKPOINT (a .safetensors file)."""
+    from stardomain import store
+    from stardomain.train import evaluate
+
+    dev = resolve_device(device)
+    model = store.load(checkpoint, device=dev)
+    ds, data_info = load_data_for([(str(checkpoint), model.meta)], dataset, data_root)
+    loss, acc = evaluate(model, ds.test_x, ds.test_y, device=dev)
+    result = {"checkpoint": str(checkpoint), "dataset": ds.name, "test_loss": loss, "test_acc": acc, "n": len(ds.test_y),
+              "data": data_info, "role": model.meta.get("role"), "seed": model.meta.get("seed")}
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"{checkpoint} on {ds.name} test: loss={loss:.4f} acc={100 * acc:.2f}% (n={len(ds.test_y)})")
+
+
+@cli.command("spec")
+@click.argument("target")
+@click.option("--option", "-o", "opts", multiple=True, metavar="KEY=VALUE", help="Model option (for a name or import path).")
+@click.option("--in-shape", default=None, help="One sample's shape, e.g. 1,28,28 or 20 (default 3,32,32; a checkpoint records its own).")
+@click.option("--classes", "num_classes", type=int, default=10, show_default=True, help="Number of classes (for a name or import path).")
+@json_option
+def spec_cmd(target: str, opts: tuple[str, ...], in_shape: str | None, num_classes: int, as_json: bool) -> None:
+    """How TARGET's hidden units can be permuted: a checkpoint, a model name, or pkg.module:build.
+
+    Lists the permutation groups (sizes, member tensors), the share of parameters covered,
+    every unpermuted layer with the reason, and whether a random permutation keeps the
+    function (max |logit difference|). Start here with your own architecture.
+    """
+    from stardomain.spec_report import format_report, model_for_spec, spec_report
+
+    report = spec_report(model_for_spec(target, parse_options(opts), in_shape, num_classes))
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(format_report(report))

@@ -1,0 +1,130 @@
+"""Commands about two models: ``align`` (permute B into A's basin) and ``barrier`` (the linear path and Eq. 1-2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stardomain.cli.app import cli
+from stardomain.cli.common import (
+    _load_pair, allow_unpermuted_option, data_options, data_root_option, device_option, echo_json, json_option,
+    load_data_for, matching_inputs, matching_samples_option, quiet_option
+)
+from stardomain.console import progress_config
+from stardomain.device import resolve_device
+from stardomain.errors import StardomainError
+
+
+@cli.command()
+@click.argument("model_a", type=click.Path(dir_okay=False))
+@click.argument("model_b", type=click.Path(dir_okay=False))
+@click.option("--method", type=click.Choice(["weight", "activation"]), default="weight", show_default=True,
+              help="Match weights directly, or activations on training data.")
+@data_options
+@matching_samples_option
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the coordinate-descent order.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Write B permuted into A's basin here (default: only print the distances).")
+@allow_unpermuted_option
+@json_option
+@data_root_option
+@device_option
+def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: str | None, subset_seed: int | None,
+          matching_samples: int, seed: int, out_path: str | None, allow_unpermuted: bool, as_json: bool, data_root: str | None,
+          device: str) -> None:
+    """Permute MODEL_B into MODEL_A's basin (same function, new unit order) and report the ℓ2 distance."""
+    from stardomain import store
+    from stardomain.permute import align as align_states, l2_distance, trace_spec
+
+    dev = resolve_device(device)
+    state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
+    model = store.build_model(meta["arch"]).to(dev)
+    keys = [k for k, _ in model.named_parameters()]
+    x, data_info = None, None
+    if method == "activation":
+        ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
+        x = matching_inputs(ds, matching_samples, dev)
+    spec = trace_spec(model)
+    before = l2_distance(state_a, state_b, keys)
+    aligned, match = align_states({k: v.to(dev) for k, v in state_a.items()}, {k: v.to(dev) for k, v in state_b.items()}, spec=spec,
+                                  method=method, model=model, x=x, seed=seed, allow_unpermuted=allow_unpermuted)
+    after = l2_distance(state_a, aligned, keys)
+    meta_out = {**meta_b, "aligned_to": {"path": str(model_a), "sha256": store.content_hash(model_a), "method": method,
+                                         "objective": float(match.objective), "data": data_info}}
+    meta_out.pop("sha256", None)
+    if out_path:
+        store.save(out_path, aligned, meta_out)
+    result = {"l2_before": before, "l2_after": after, "objective": float(match.objective), "method": method,
+              "out": str(out_path) if out_path else None, "groups": len(spec.groups), "data": data_info,
+              "spec_coverage": match.coverage, "function_check": match.check, "function_gap": match.function_gap}
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"aligned {model_b} to {model_a} by {method} matching ({len(spec.groups)} permutation groups covering "
+                   f"{100 * (match.coverage or 0):.1f}% of parameters; function check {match.check}): "
+                   f"l2 {before:.4f} -> {after:.4f}; " + (f"wrote {out_path}" if out_path else "not saved (pass --out to keep it)"))
+        if data_info is not None:
+            from stardomain.provenance import data_line
+
+            click.echo(data_line(data_info))
+
+
+@cli.command()
+@click.argument("model_a", type=click.Path(dir_okay=False))
+@click.argument("model_b", type=click.Path(dir_okay=False))
+@data_options
+@click.option("--align", "align_method", type=click.Choice(["none", "weight", "activation"]), default="none", show_default=True,
+              help="Permute B into A's basin first.")
+@matching_samples_option
+@click.option("--points", type=int, default=21, show_default=True, help="Values of t in [0, 1].")
+@click.option("--bn-samples", type=int, default=None, help="Training samples for BatchNorm re-estimation at each t (default: all).")
+@click.option("--bn", "bn_protocol", type=click.Choice(["reset", "interpolate"]), default="reset", show_default=True,
+              help="BatchNorm at each t: re-estimate the statistics (the paper's protocol) or keep their interpolation (ablation).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the curve, barriers and distances as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of loss and accuracy along t.")
+@data_root_option
+@device_option
+@quiet_option
+def barrier(model_a: str, model_b: str, dataset: str | None, subset: str | None, subset_seed: int | None, align_method: str,
+            matching_samples: int, points: int, bn_samples: int | None, bn_protocol: str, out_path: str | None,
+            plot_path: str | None, data_root: str | None, device: str, quiet: bool) -> None:
+    """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
+    from stardomain import store
+    from stardomain.barrier import barriers, curve
+    from stardomain.permute import align as align_states, l2_distance, trace_spec
+    from stardomain.provenance import data_line
+
+    if points < 2:
+        raise StardomainError(f"--points must be >= 2 (got {points})")
+    dev = resolve_device(device)
+    state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
+    ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
+    model = store.build_model(meta["arch"]).to(dev)
+    keys = [k for k, _ in model.named_parameters()]
+    result: dict[str, Any] = {"a": str(model_a), "b": str(model_b), "dataset": ds.name, "data": data_info, "align": align_method,
+                              "l2": l2_distance(state_a, state_b, keys)}
+    if align_method != "none":
+        x = matching_inputs(ds, matching_samples, dev)
+        state_b, match = align_states(state_a, state_b, spec=trace_spec(model), method=align_method, model=model, x=x, seed=0)
+        result["match_objective"] = float(match.objective)
+        result["spec_coverage"], result["function_check"] = match.coverage, match.check
+    result["l2_aligned"] = l2_distance(state_a, state_b, keys)
+    c = curve(model, state_a, state_b, ds, num_points=points, bn_samples=bn_samples, device=dev, progress=progress_config(quiet),
+              bn=bn_protocol)
+    result["curve"] = c.to_dict()
+    result["barriers"] = barriers(c)
+    if out_path:
+        store.atomic_write_json(Path(out_path), result)
+    if plot_path:
+        from stardomain.plots import plot_loss_acc
+
+        plot_loss_acc({f"{Path(model_a).stem} – {Path(model_b).stem}": [c]}, Path(plot_path))
+    b = result["barriers"]
+    click.echo(f"barriers (align={align_method}): test loss {b['test_loss']:.4f}, test acc {100 * b['test_acc']:.2f} pp, "
+               f"train loss {b['train_loss']:.4f}, train acc {100 * b['train_acc']:.2f} pp; "
+               f"l2 {result['l2']:.3f} -> {result['l2_aligned']:.3f}"
+               + (f"; permutation spec covers {100 * result['spec_coverage']:.1f}% of parameters, function check "
+                  f"{result['function_check']}" if result.get("spec_coverage") is not None else ""))
+    click.echo(f"{data_line(data_info)}; train n={len(ds.train_y)}, test n={len(ds.test_y)}")
