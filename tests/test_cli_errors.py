@@ -143,6 +143,9 @@ def test_different_architectures_name_the_option(ckpts, capsys):
                 "--out", out / "b.json")
     assert r.code == 2
     assert_one_line_error(r, "width")
+    r = run_cli(capsys, "star", "--sources", root / "zoo8", "--init", b, "-e", "1", "-q", "--out", out / "s.safetensors")
+    assert r.code == 2  # an --init of another width: named, not a raw load_state_dict error
+    assert_one_line_error(r, f"--init {b}", "does not fit", "tensor 'layers.0.weight' has shape (16, 64)", "drop --init")
     assert _files(root) == before and not out.exists()
 
 

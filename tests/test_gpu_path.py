@@ -6,7 +6,6 @@ The CUDA versions of these checks are in test_cuda.py; here the same options mus
 
 from __future__ import annotations
 
-import functools
 
 import pytest
 import torch

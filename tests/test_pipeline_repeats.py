@@ -20,7 +20,7 @@ BASE = {
     "train": {"epochs": 2}, "sources": 3, "held_out": 2,
     "star": {"recipe": {"epochs": 1}, "repeats": 2},
     "eval": {"points": 3, "max_pairs": 2, "bn_samples": 128},
-    "studies": {"barriers": True, "distances": False, "n_sources": {"sizes": [2]}},
+    "studies": {"barriers": True, "distances": True, "n_sources": {"sizes": [2, 3]}},
 }
 
 
@@ -61,11 +61,19 @@ def test_repeats_give_distinct_recorded_stars_and_spreads_over_stars(reference):
         pooled = [p["barriers"]["test_loss"] for p in res["barriers"]["groups"][g]]
         assert summary[g]["values_by_star"]["test_loss"] == [pooled[:per_star], pooled[per_star:]]
     assert "over_stars" not in summary["regular-regular"]
+    d = res["distances"]["star-held-out"]["over_stars"]["l2_aligned"]  # distances are star figures too
+    assert d["n_stars"] == 2 and d["over_pairs"]["mean"] == pytest.approx(res["distances"]["star-held-out"]["l2_aligned"]["mean"])
+    assert res["tests"]["distances"]["star_held_out_vs_regular_over_stars"]["a"]["n"] == 2
     t = res["tests"]["barriers"]
     assert t["n_stars"] == 2 and t["star_held_out_vs_regular_over_stars"]["a"]["n"] == 2
     row = res["n_sources"]["rows"][0]
     assert row["star_seeds"] == [repeat_seed(0, r, "main-z2") for r in range(2)] and row["over_stars"]["test_loss"]["n_stars"] == 2
+    trend = res["tests"]["n_sources"]
+    assert trend["n_stars"] == 2 and trend["trend_over_stars"]["a"]["n"] == trend["trend_over_stars"]["b"]["n"] == 2
+    means = [[ps["mean"] for ps in r["over_stars"]["test_loss"]["per_star"]] for r in res["n_sources"]["rows"]]
+    assert trend["trend_over_stars"]["diff"] == pytest.approx(sum(means[-1]) / 2 - sum(means[0]) / 2)
     report = (reference / "report.md").read_text()
+    assert "over 2 stars per size (n = per-star means)" in report and "ℓ2 w/ perm over stars" in report
     assert "over stars = mean ± sample std of the per-star means" in report and "over 2 stars" in report
     assert "(2 stars)" in report
 
@@ -166,3 +174,24 @@ def test_paired_t_sees_a_shift_that_the_pair_spread_hides():
     pt = paired_t(interp, reset)
     assert pt["direction"] == 1 and pt["ci"][0] > 0 and pt["difference"]["mean"] == pytest.approx(0.02)
     assert paired_t([0.2], [0.1])["direction"] == 0  # one pair: no interval
+
+
+def test_readme_tables_script_quotes_the_run_with_both_spreads(reference):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(repo / "scripts" / "results_tables.py"), "cnn", str(reference)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((reference / "results.json").read_text())
+    sh = res["barriers"]["summary"]["star-held-out"]
+    o = sh["over_stars"]["test_loss"]["over_stars"]
+    assert f"{sh['barriers']['test_loss']['mean']:.3f} ± {sh['barriers']['test_loss']['std']:.3f} (n=4)" in r.stdout
+    assert f"{o['mean']:.3f} ± {o['std']:.3f} (k=2)" in r.stdout
+    for claim in ("star–held-out below regular–regular (over 2 stars)", "the same over 2 stars per \\|Z\\|",
+                  "star closer in ℓ2 (over 2 stars)"):
+        assert claim in r.stdout, claim
+    missing = subprocess.run([sys.executable, str(repo / "scripts" / "results_tables.py"), "cnn", str(reference / "nope")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and missing.stderr.strip().count("\n") == 0 and "does not exist" in missing.stderr

@@ -108,7 +108,7 @@ def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -
     lines += endpoints_table(results["endpoints"])
     lines += _pairs_lines(results["barriers"]["pairs"])
     t = results["tests"]["barriers"]
-    lines += [f"Verdicts (test loss barrier; pairs that share a model are not independent, so the tests are approximate):", ""]
+    lines += ["Verdicts (test loss barrier; pairs that share a model are not independent, so the tests are approximate):", ""]
     lines += setting_verdicts(t, results["endpoints"])
     lines += over_star_verdicts(t, "" if t["comparable"] else flag_text(results["endpoints"])) + [""]
     groups = {GROUP_LABELS[g]: [Curve.from_dict(p["curve"]) for p in results["barriers"]["groups"][g]] for g in GROUPS if results["barriers"]["groups"].get(g)}
@@ -121,20 +121,32 @@ def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -
 def distances_section(results: Mapping[str, Any]) -> list[str]:
     d = results["distances"]
     ref = PAPER_DISTANCES.get(_key(results))
-    header = ["pair type", "pairs", "ℓ2 w/o perm", "ℓ2 w/ perm"] + (["paper w/o", "paper w/"] if ref else [])
+    repeated = any("over_stars" in d[g] for g in GROUPS if g in d)
+    header = (["pair type", "pairs", "ℓ2 w/o perm", "ℓ2 w/ perm"] + (["ℓ2 w/ perm over stars"] if repeated else [])
+              + (["paper w/o", "paper w/"] if ref else []))
     rows = []
     for g in GROUPS:
         if g in d:
             row = [GROUP_LABELS[g], d[g]["n_pairs"], fmt(d[g]["l2"], digits=2, n=False), fmt(d[g]["l2_aligned"], digits=2, n=False)]
+            if repeated:
+                o = d[g].get("over_stars", {}).get("l2_aligned")
+                row.append(fmt(o["over_stars"], digits=2, n=False) + f" ({o['n_stars']} stars)" if o else "—")
             if ref:
                 row += list(ref.get(g, ("–", "–")))
             rows.append(row)
-    lines = ["## ℓ2 distances (paper Table 1)", "", table(header, rows), ""]
+    note = ("Cells: mean ± sample std over the pairs; the over-stars column: over the per-star means (n = stars)." if repeated
+            else "Cells: mean ± sample std over the pairs.")
+    lines = ["## ℓ2 distances (paper Table 1)", "", table(header, rows), "", note, ""]
     t = results["tests"].get("distances")
     if t:
         lines += ["- " + _compare_text(t["star_held_out_vs_regular"], "star–held-out minus regular–regular ℓ2 after permutation",
                                        "star models are closer to held-out solutions than regular solutions are to each other",
-                                       "star models are FARTHER from held-out solutions than regular solutions are from each other", digits=2), ""]
+                                       "star models are FARTHER from held-out solutions than regular solutions are from each other", digits=2)]
+        if "star_held_out_vs_regular_over_stars" in t:
+            lines.append("  - " + _compare_text(t["star_held_out_vs_regular_over_stars"],
+                                                f"over {t['n_stars']} stars (n = per-star mean distances): the same difference",
+                                                "star models are closer", "star models are FARTHER", digits=2))
+        lines.append("")
     return lines
 
 
@@ -164,15 +176,25 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
         ep = next((r["endpoints"] for r in flagged if r["endpoints"]["star_below_sources"]), None)
         lines += ["- " + _compare_text(t["trend"], f"star–held-out barrier at |Z|={t['last']} minus at |Z|={t['first']}",
                                        "the barrier decreases with |Z|", "the barrier INCREASES with |Z|",
-                                       flag="" if t["comparable"] else flag_text(ep)), ""]
+                                       flag="" if t["comparable"] else flag_text(ep))]
+        if "trend_over_stars" in t:
+            lines.append("  - " + _compare_text(t["trend_over_stars"], f"over {t['n_stars']} stars per size (n = per-star means): the same difference",
+                                                "the barrier decreases with |Z|", "the barrier INCREASES with |Z|",
+                                                flag="" if t["comparable"] else flag_text(ep)))
+        lines.append("")
     xs = [r["n_sources"] for r in ns["rows"]]
-    spread = [r["over_stars"]["test_loss"]["over_stars"] if r.get("over_stars", {}).get("test_loss", {}).get("n_stars", 1) > 1
-              else r["star_held_out"]["test_loss"] for r in ns["rows"]]  # bands over stars where the stars were repeated
-    series = {"star – held-out": ([m["mean"] for m in spread], [m["std"] for m in spread])}
+    repeated = all(r.get("over_stars", {}).get("test_loss", {}).get("n_stars", 1) > 1 for r in ns["rows"])
+    spread = [r["over_stars"]["test_loss"]["over_stars"] if repeated else r["star_held_out"]["test_loss"]
+              for r in ns["rows"]]  # bands over stars where every size has repeated stars, else over pairs
+    k = min(r["over_stars"]["test_loss"]["n_stars"] for r in ns["rows"]) if repeated else None
+    star_label = (f"star – held-out (± std over {k} stars)" if repeated
+                  else f"star – held-out (± std over {spread[0]['n']} pairs)")
+    series = {star_label: ([m["mean"] for m in spread], [m["std"] for m in spread])}
     if ref:
-        series["regular – regular"] = ([ref["test_loss"]["mean"]] * len(xs), [ref["test_loss"]["std"]] * len(xs))
+        series[f"regular – regular (± std over {ref['test_loss']['n']} pairs)"] = (
+            [ref["test_loss"]["mean"]] * len(xs), [ref["test_loss"]["std"]] * len(xs))
     path = out / "n_sources.png"
-    plot_series(xs, series, "number of source models |Z|", "test loss barrier (nats)", path)
+    plot_series(xs, series, "number of source models |Z|", "test loss barrier (nats)", path, band_label=None)
     figures.append(path.name)
     return lines + [f"![barrier vs |Z|]({path.name})", ""]
 
@@ -183,15 +205,18 @@ def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> li
     b = results["bma"]
     names = {"star_domain": "star-domain BMA", "ensemble": "deep ensemble"}
     metric_names = ["accuracy", "nll", "ece", "brier", "auroc_max_prob", "auroc_neg_entropy"]
+    def cells(values: Mapping[str, float]) -> list[str]:  # accuracy in % as in the figures, the rest as computed
+        return [f"{100 * values['accuracy']:.2f}"] + [f"{values[name]:.4f}" for name in metric_names[1:]]
+
     rows = []
     for key, label in names.items():
         m = b[key]["metrics"]
-        rows.append([label, b[key]["k"][-1]] + [f"{m[name][-1]:.4f}" for name in metric_names])
+        rows.append([label, b[key]["k"][-1]] + cells({name: m[name][-1] for name in metric_names}))
     for key, label in (("star", "star model alone"), ("single", "single regular model")):
         if key in b:
-            rows.append([label, 1] + [f"{b[key][name]:.4f}" for name in metric_names])
+            rows.append([label, 1] + cells(b[key]))
     lines = ["## Bayesian model averaging over the star domain (paper Fig. 5)", "",
-             table(["posterior", "K", "accuracy", "NLL", "ECE", "Brier", "AUROC (max prob)", "AUROC (neg. entropy)"], rows), ""]
+             table(["posterior", "K", "accuracy (%)", "NLL", "ECE", "Brier", "AUROC (max prob)", "AUROC (neg. entropy)"], rows), ""]
     t = results["tests"].get("bma")
     if t:
         lines += [f"Star-domain BMA (K={b['star_domain']['k'][-1]}) minus deep ensemble (K={b['ensemble']['k'][-1]}); paired bootstrap "
@@ -264,10 +289,11 @@ def training_section(results: Mapping[str, Any], out: Path, figures: list[str]) 
 
     m = results["models"]
     hist = m.get("histories") or {}
-    star = Path(m.get("star", "")).stem
+    # every repeated star, not only repeat 0 (results without `stars` name just the one)
+    stars = [Path(s["path"]).stem for s in m.get("stars", [])] or [Path(m.get("star", "")).stem]
     groups = {"sources Z": [hist[s] for s in m.get("sources", []) if hist.get(s)],
               "held-out H": [hist[s] for s in m.get("held_out", []) if hist.get(s)],
-              "star θ⋆": [hist[star]] if hist.get(star) else []}
+              "star θ⋆": [hist[s] for s in stars if hist.get(s)]}
     groups = {k: v for k, v in groups.items() if v}
     if not groups:
         return []

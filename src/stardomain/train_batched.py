@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 

@@ -63,6 +63,20 @@ def over_star_tests(summary: Mapping[str, Any], rr: list[float] | None, toleranc
     return out
 
 
+def _row_star_means(row: Mapping[str, Any]) -> list[float]:
+    o = row.get("over_stars", {}).get(METRIC)
+    return [ps["mean"] for ps in o["per_star"] if ps["n"] > 0] if o else []
+
+
+def _trend_over_stars(first: Mapping[str, Any], last: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The |Z| trend with the star as the unit of replication: per-star mean star-held-out barriers
+    at the largest |Z| against those at the smallest (only when both sizes have k >= 2 stars)."""
+    a, b = _row_star_means(last), _row_star_means(first)
+    if len(a) < 2 or len(b) < 2:
+        return {}
+    return {"n_stars": min(len(a), len(b)), "trend_over_stars": stats.compare(a, b, seed=seed)}
+
+
 def compute(results: Mapping[str, Any]) -> dict[str, Any]:
     """Every test the report states a verdict from (see the module docstring)."""
     ev = results["config"]["eval"]
@@ -73,14 +87,19 @@ def compute(results: Mapping[str, Any]) -> dict[str, Any]:
     if "distances" in results:
         d = results["distances"]
         if "regular-regular" in d and "star-held-out" in d:
-            out["distances"] = {"star_held_out_vs_regular": stats.compare(d["star-held-out"]["values"]["l2_aligned"],
-                                                                          d["regular-regular"]["values"]["l2_aligned"], seed=seed)}
+            rr = d["regular-regular"]["values"]["l2_aligned"]
+            out["distances"] = {"star_held_out_vs_regular": stats.compare(d["star-held-out"]["values"]["l2_aligned"], rr, seed=seed)}
+            o = d["star-held-out"].get("over_stars", {}).get("l2_aligned")
+            if o and o["n_stars"] >= 2:  # the star as the unit of replication: its mean distance to the held-out models
+                per_star = [ps["mean"] for ps in o["per_star"] if ps["n"] > 0]
+                out["distances"] |= {"n_stars": o["n_stars"], "star_held_out_vs_regular_over_stars": stats.compare(per_star, rr, seed=seed)}
     if "n_sources" in results and len(results["n_sources"]["rows"]) >= 2:
         rows = results["n_sources"]["rows"]
         first, last = rows[0], rows[-1]
         out["n_sources"] = {"first": first["n_sources"], "last": last["n_sources"],
                             "trend": stats.compare(last["values"][METRIC], first["values"][METRIC], seed=seed),
                             "comparable": not any(r["endpoints"]["star_below_sources"] for r in (first, last))}
+        out["n_sources"].update(_trend_over_stars(first, last, seed))
     if results.get("bn_ablation", {}).get("applicable"):
         out["bn_ablation"] = results["bn_ablation"]["tests"]  # interpolated statistics minus the reset, per group
     if "bma" in results and "tests" in results["bma"]:

@@ -68,6 +68,7 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
 
     from stardomain import models, store, zoo
     from stardomain.provenance import data_line
+    from stardomain.diff import state_mismatch
     from stardomain.starlight import Starlight, StarlightConfig, check_not_source_init, repeat_seed
     from stardomain.train import Recipe, final_metrics, seed_everything
 
@@ -97,7 +98,12 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
         for p, s, _ in members:
             store.check_fits(model, s, p)
         if init_path:
-            model.load_state_dict(store.load_state(init_path)[0])
+            init_state = store.load_state(init_path)[0]
+            problem = state_mismatch(model.state_dict(), init_state)
+            if problem is not None:
+                raise StardomainError(f"--init {init_path} does not fit the sources' architecture {arch.get('name', '?')}: {problem}; "
+                                      "start from a checkpoint of the same architecture, or drop --init for a fresh init")
+            model.load_state_dict(init_state)
         else:
             check_not_source_init(model.state_dict(), labelled)
         star_dir = out.resolve().parent

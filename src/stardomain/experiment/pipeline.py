@@ -31,8 +31,9 @@ from stardomain.errors import StardomainError
 from stardomain.experiment import pairs as pairing
 from stardomain.experiment import ablation, studies
 from stardomain.experiment.config import ExperimentConfig
+from stardomain.experiment.summary import summarize_groups
 from stardomain.progress import format_event
-from stardomain.stats import mean_std, over_stars
+from stardomain.stats import mean_std
 from stardomain.train import Recipe
 
 SCHEMA_VERSION = 3
@@ -343,28 +344,7 @@ class Experiment:
             out["star_below_sources"] = any(out["stars_below_sources"])
         return out
 
-    @staticmethod
-    def summarize_groups(groups: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
-        out = {}
-        for name, pairs in groups.items():
-            if not pairs:
-                continue
-            metrics = pairs[0]["barriers"].keys()
-            out[name] = {
-                "n_pairs": len(pairs),
-                "barriers": {m: mean_std([p["barriers"][m] for p in pairs]) for m in metrics},
-                "l2": mean_std([p["l2"] for p in pairs]),
-                "l2_aligned": mean_std([p["l2_aligned"] for p in pairs]),
-                # the per-pair values behind each mean: what every test of the report is computed from
-                "values": {**{m: [p["barriers"][m] for p in pairs] for m in metrics},
-                           "l2": [p["l2"] for p in pairs], "l2_aligned": [p["l2_aligned"] for p in pairs]},
-            }
-            if "repeat" in pairs[0]:  # a star group: each star's own pairs, and the spread over stars
-                k = 1 + max(p["repeat"] for p in pairs)
-                by_star = {m: [[p["barriers"][m] for p in pairs if p["repeat"] == r] for r in range(k)] for m in metrics}
-                out[name]["values_by_star"] = by_star
-                out[name]["over_stars"] = {m: over_stars(v) for m, v in by_star.items()}
-        return out
+    summarize_groups = staticmethod(summarize_groups)  # one setting's pairs -> the summary every table reads
 
     # -- the studies -----------------------------------------------------------------------------
     def run(self, assemble: bool = False) -> dict[str, Any]:
@@ -411,7 +391,9 @@ class Experiment:
             results["bn_ablation"] = ablation.bn_ablation(self, groups, z, held, main_stars)
         if st.distances:
             results["distances"] = {name: {"l2": s["l2"], "l2_aligned": s["l2_aligned"], "n_pairs": s["n_pairs"],
-                                           "values": {k: s["values"][k] for k in ("l2", "l2_aligned")}} for name, s in summary.items()}
+                                           "values": {k: s["values"][k] for k in ("l2", "l2_aligned")},
+                                           **({"over_stars": {k: s["over_stars"][k] for k in ("l2", "l2_aligned")}}
+                                              if "over_stars" in s else {})} for name, s in summary.items()}
         if st.n_sources:
             results["n_sources"] = studies.n_sources_study(self, sources, held, options, star_recipe, summary if groups else None)
         if st.bma:

@@ -1,0 +1,181 @@
+"""Markdown tables for the README's "Results" section, read from finished runs' results.json.
+
+Why a script: the README quotes several runs side by side (the MLP width trend beside the
+authors' MNIST numbers, two BatchNorm CNNs, the BN ablation, |Z|, BMA). Retyping numbers from
+report.md invites transcription errors; this prints the same cells, with n, spreads and the
+verdicts of the tests stored in results.json (``results["tests"]``), so the README is a paste.
+
+    python scripts/results_tables.py width runs/fmnist_width
+    python scripts/results_tables.py cnn runs/fmnist_resnet20 runs/fmnist_vgg11
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from stardomain.published import MNIST_MLP_WIDTH
+from stardomain.report_format import GROUP_LABELS, GROUPS, fmt, interval, num, table
+from stardomain.stats import verdict
+
+
+def load(run: Path) -> dict[str, Any]:
+    path = run / "results.json"
+    if not path.is_file():
+        sys.exit(f"error: {path} does not exist; run the experiment to completion first")
+    return json.loads(path.read_text())
+
+
+def over_stars(group: Mapping[str, Any] | None, metric: str = "test_loss", digits: int = 3) -> str:
+    if not group or "over_stars" not in group:
+        return "—"
+    o = group["over_stars"][metric]
+    return f"{fmt(o['over_stars'], digits=digits, n=False)} (k={o['n_stars']})"
+
+
+def welch(t: Mapping[str, Any], scale: float = 1.0, digits: int = 3) -> str:
+    p = t["welch"]["p"]
+    return (f"{num(t['diff'], scale, digits)}, CI {interval(t['ci95'], scale, digits)}, Welch p = {p:.2g} "
+            f"(n = {t['a']['n']} vs {t['b']['n']})")
+
+
+def near(t: Mapping[str, Any]) -> str:
+    return f"{fmt(t['values'])}, one-sided bounds {interval(t['bounds'])} vs {t['tolerance']:g}"
+
+
+def width_table(res: Mapping[str, Any]) -> str:
+    """One row per width: our three groups (stars: spread over stars) and the authors' MNIST numbers."""
+    rows = []
+    tests = {t["tag"]: t for t in res["tests"]["width_depth"]}
+    for r in sorted(res["width_depth"]["rows"], key=lambda r: r["options"]["width"]):
+        s, t = r["summary"], tests[r["tag"]]
+        w = int(r["options"]["width"])
+        pub = MNIST_MLP_WIDTH.get(w, {})
+        acc = r["endpoints"]
+        rr_word = verdict(t["regular_regular_vs_zero"], "near 0", "above tol.")
+        ss = t.get("star_source_near_zero_over_stars", t["star_source_near_zero"])
+        sh = t.get("star_held_out_vs_regular_over_stars", t["star_held_out_vs_regular"])
+        rows.append([w, f"{100 * acc['sources']['test_acc']['mean']:.1f}",
+                     fmt(s["regular-regular"]["barriers"]["test_loss"]), rr_word,
+                     over_stars(s["star-source"]), verdict(ss, "near 0", "above tol."),
+                     over_stars(s["star-held-out"]), f"{num(sh['diff'])}: {verdict(sh, 'below r–r', 'ABOVE r–r')} (p = {sh['welch']['p']:.2g})",
+                     " / ".join(f"{pub[g]:.3f}" for g in GROUPS) if pub else "–"])
+    return table(["width", "source test acc (%)", "regular–regular (over pairs)", "vs 0.05", "star–source (over stars)",
+                  "vs 0.05", "star–held-out (over stars)", "star–held-out − r–r (over stars)",
+                  "authors' MNIST r–r / s–s / s–h"], rows)
+
+
+def cnn_tables(run: Path, res: Mapping[str, Any]) -> str:
+    s, t, ep = res["barriers"]["summary"], res["tests"], res["endpoints"]
+    d = res.get("distances", {})
+    rows = []
+    for g in GROUPS:
+        if g in s:
+            rows.append([GROUP_LABELS[g], s[g]["n_pairs"], fmt(s[g]["barriers"]["test_loss"]), over_stars(s[g]),
+                         fmt(s[g]["barriers"]["test_acc"], 100, 2, n=False), fmt(s[g]["barriers"]["train_loss"], n=False),
+                         fmt(d[g]["l2_aligned"], digits=2, n=False) if g in d else "–"])
+    out = [f"**{res['name']}** (`{run}`)", "",
+           table(["pair type", "pairs", "test loss barrier (over pairs)", "over stars", "test acc barrier (pp)",
+                  "train loss barrier", "ℓ2 w/ perm"], rows), ""]
+    star = ep.get("stars_over_repeats") or {k: {"mean": v, "n": 1} for k, v in ep["star"].items() if k in ("test_acc", "test_loss")}
+    out.append(f"Endpoints, test acc (%) / loss: stars {fmt(star['test_acc'], 100, 2)} / {fmt(star['test_loss'], n=False)}; "
+               f"sources {fmt(ep['sources']['test_acc'], 100, 2)} / {fmt(ep['sources']['test_loss'], n=False)}; "
+               f"held-out {fmt(ep['held_out']['test_acc'], 100, 2)} / {fmt(ep['held_out']['test_loss'], n=False)}; "
+               f"star below its sources: {'yes' if ep['star_below_sources'] else 'no'}.")
+    out.append("")
+    b = t["barriers"]
+    gap = f"not comparable: the stars are {100 * ep['star_acc_gap']:.2f} pp below their sources' test accuracy"
+
+    def star_word(x: Mapping[str, Any], lower: str, higher: str, comparable: bool = b["comparable"], why: str = gap) -> str:
+        """A star claim's verdict, or why it cannot be made (a poor star has small barriers trivially)."""
+        return verdict(x, lower, higher) if comparable else f"{why} ({verdict(x, lower, higher)} otherwise)"
+
+    claims = [["regular–regular barrier above 0", near(b["regular_regular_vs_zero"]), verdict(b["regular_regular_vs_zero"], "near 0", "holds: above")],
+              ["star–source near 0 (pairs)", near(b["star_source_near_zero"]), star_word(b["star_source_near_zero"], "holds: near 0", "NOT near 0")]]
+    if "star_source_near_zero_over_stars" in b:
+        x = b["star_source_near_zero_over_stars"]
+        claims.append([f"star–source near 0 (over {b['n_stars']} stars)", near(x), star_word(x, "holds: near 0", "NOT near 0")])
+    claims.append(["star–held-out below regular–regular (pairs)", welch(b["star_held_out_vs_regular"]),
+                   star_word(b["star_held_out_vs_regular"], "holds: below", "does NOT hold: above")])
+    if "star_held_out_vs_regular_over_stars" in b:
+        x = b["star_held_out_vs_regular_over_stars"]
+        claims.append([f"star–held-out below regular–regular (over {b['n_stars']} stars)", welch(x), star_word(x, "holds: below", "does NOT hold: above")])
+    if "distances" in t:
+        x = t["distances"]["star_held_out_vs_regular"]
+        claims.append(["star closer in ℓ2 after permutation (pairs)", welch(x, digits=2), verdict(x, "holds: closer", "does NOT hold: farther")])
+        if "star_held_out_vs_regular_over_stars" in t["distances"]:
+            x = t["distances"]["star_held_out_vs_regular_over_stars"]
+            claims.append([f"star closer in ℓ2 (over {t['distances']['n_stars']} stars)", welch(x, digits=2),
+                           verdict(x, "holds: closer", "does NOT hold: farther")])
+    if "n_sources" in t:
+        ns = t["n_sources"]
+        worst = max(r["endpoints"]["star_acc_gap"] for r in res["n_sources"]["rows"] if r["n_sources"] in (ns["first"], ns["last"]))
+        ns_gap = f"not comparable: a star here is {100 * worst:.2f} pp below its sources' test accuracy"
+        vals = " → ".join(f"{r['star_held_out']['test_loss']['mean']:.3f}" for r in res["n_sources"]["rows"])
+        claims.append([f"more sources lower the star–held-out barrier (\\|Z\\| {ns['first']} → {ns['last']}: {vals}; pairs)",
+                       welch(ns["trend"]), star_word(ns["trend"], "holds: lower", "does NOT hold: higher", ns["comparable"], ns_gap)])
+        if "trend_over_stars" in ns:
+            claims.append([f"the same over {ns['n_stars']} stars per \\|Z\\|", welch(ns["trend_over_stars"]),
+                           star_word(ns["trend_over_stars"], "holds: lower", "does NOT hold: higher", ns["comparable"], ns_gap)])
+    if "bma" in t:
+        k = res["bma"]["star_domain"]["k"][-1]
+        for key, label in (("auroc_max_prob", "AUROC max prob"), ("auroc_neg_entropy", "AUROC neg. entropy")):
+            x = t["bma"][key]
+            claims.append([f"BMA ranks uncertainty better than the ensemble ({label}, K = {k})",
+                           f"{num(x['diff'], digits=4)}, paired bootstrap CI {interval(x['ci95'], digits=4)} over {x['n_items']} test images",
+                           verdict(x, "does NOT hold: BMA lower", "holds: BMA higher")])
+    out += [table(["claim (paper)", "numbers", "verdict here"], claims), ""]
+    return "\n".join(out)
+
+
+def bn_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
+    rows = []
+    for run, res in runs:
+        ab = res.get("bn_ablation", {})
+        if not ab.get("applicable"):
+            continue
+        for g in GROUPS:
+            if g not in ab["groups"]:
+                continue
+            a, pt = ab["groups"][g]["test_loss"], ab["tests"][g]["paired"]
+            word = verdict(pt, "lower without the reset", "higher without the reset")
+            rows.append([res["name"], GROUP_LABELS[g], ab["groups"][g]["n_pairs"], fmt(a["reset"], n=False), fmt(a["interpolate"], n=False),
+                         f"{num(pt['difference']['mean'])}, 95% t CI {interval(pt['ci'])}: {word}"])
+    return table(["run", "pair type", "pairs", "test loss barrier, BN re-estimated (paper)", "BN statistics interpolated",
+                  "interpolated − re-estimated (paired)"], rows)
+
+
+def bma_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
+    rows = []
+    for _, res in runs:
+        if "bma" not in res:
+            continue
+        b = res["bma"]
+        for key, label in (("star_domain", "star-domain BMA"), ("ensemble", "deep ensemble")):
+            m = b[key]["metrics"]
+            rows.append([res["name"], label, b[key]["k"][-1], f"{100 * m['accuracy'][-1]:.2f}", f"{m['nll'][-1]:.4f}",
+                         f"{m['ece'][-1]:.4f}", f"{m['auroc_max_prob'][-1]:.4f}", f"{m['auroc_neg_entropy'][-1]:.4f}"])
+    return table(["run", "posterior", "K", "test acc (%)", "NLL", "ECE", "AUROC (max prob)", "AUROC (neg. entropy)"], rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("kind", choices=["width", "cnn"])
+    ap.add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args()
+    runs = [(r, load(r)) for r in args.runs]
+    if args.kind == "width":
+        for _, res in runs:
+            print(width_table(res), end="\n\n")
+        return
+    for run, res in runs:
+        print(cnn_tables(run, res))
+    print(bn_table(runs), end="\n\n")
+    print(bma_table(runs))
+
+
+if __name__ == "__main__":
+    main()
