@@ -151,6 +151,22 @@ def bn_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
                   "interpolated − re-estimated (paired)"], rows)
 
 
+def n_sources_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
+    """The |Z| study: per number of sources, the stars' accuracy and their barrier to the held-out models."""
+    rows = []
+    for _, res in runs:
+        if "n_sources" not in res:
+            continue
+        ref = res["n_sources"].get("regular_regular")
+        for r in res["n_sources"]["rows"]:
+            ep = r["endpoints"]
+            rows.append([res["name"], r["n_sources"], fmt(r["stars_test_acc"], 100, 2, n=False) + f" (k={r['stars_test_acc']['n']})",
+                         f"{100 * ep['sources']['test_acc']['mean']:.2f}", over_stars(r), fmt(r["star_held_out"]["test_loss"]),
+                         fmt(ref["test_loss"]) if ref else "–", "yes" if ep["star_below_sources"] else "no"])
+    return table(["run", "\\|Z\\|", "stars' test acc (%)", "sources' test acc (%)", "star–held-out barrier (over stars)",
+                  "(over pairs)", "regular–regular (reference)", "star not comparable?"], rows)
+
+
 def bma_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
     rows = []
     for _, res in runs:
@@ -176,6 +192,7 @@ def main() -> None:
         return
     for run, res in runs:
         print(cnn_tables(run, res))
+    print(n_sources_table(runs), end="\n\n")
     print(bn_table(runs), end="\n\n")
     print(bma_table(runs))
 

@@ -192,6 +192,7 @@ def test_readme_tables_script_quotes_the_run_with_both_spreads(reference):
     for claim in ("star–held-out below regular–regular (over 2 stars)", "the same over 2 stars per \\|Z\\|",
                   "star closer in ℓ2 (over 2 stars)"):
         assert claim in r.stdout, claim
+    assert "| rep | 2 | " in r.stdout and "| rep | 3 | " in r.stdout  # the |Z| table, one row per size
     missing = subprocess.run([sys.executable, str(repo / "scripts" / "results_tables.py"), "cnn", str(reference / "nope")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and missing.stderr.strip().count("\n") == 0 and "does not exist" in missing.stderr
