@@ -39,11 +39,15 @@ def setting_tests(summary: Mapping[str, Any], endpoints: Mapping[str, Any] | Non
     return out
 
 
+def _star_means(holder: Mapping[str, Any] | None, key: str = METRIC) -> list[float] | None:
+    """The per-star means of one figure (``holder["over_stars"][key]``: a summary group, a distances
+    group or a |Z| row); None where the figure was not given over stars."""
+    o = (holder or {}).get("over_stars", {}).get(key)
+    return None if o is None else [ps["mean"] for ps in o["per_star"] if ps["n"] > 0]
+
+
 def _per_star_means(summary: Mapping[str, Any], group: str) -> list[float] | None:
-    g = summary.get(group)
-    if not g or "over_stars" not in g:
-        return None
-    return [ps["mean"] for ps in g["over_stars"][METRIC]["per_star"] if ps["n"] > 0]
+    return _star_means(summary.get(group))
 
 
 def over_star_tests(summary: Mapping[str, Any], rr: list[float] | None, tolerance: float, seed: int) -> dict[str, Any]:
@@ -63,15 +67,10 @@ def over_star_tests(summary: Mapping[str, Any], rr: list[float] | None, toleranc
     return out
 
 
-def _row_star_means(row: Mapping[str, Any]) -> list[float]:
-    o = row.get("over_stars", {}).get(METRIC)
-    return [ps["mean"] for ps in o["per_star"] if ps["n"] > 0] if o else []
-
-
 def _trend_over_stars(first: Mapping[str, Any], last: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """The |Z| trend with the star as the unit of replication: per-star mean star-held-out barriers
     at the largest |Z| against those at the smallest (only when both sizes have k >= 2 stars)."""
-    a, b = _row_star_means(last), _row_star_means(first)
+    a, b = _star_means(last) or [], _star_means(first) or []
     if len(a) < 2 or len(b) < 2:
         return {}
     return {"n_stars": min(len(a), len(b)), "trend_over_stars": stats.compare(a, b, seed=seed)}
@@ -89,10 +88,9 @@ def compute(results: Mapping[str, Any]) -> dict[str, Any]:
         if "regular-regular" in d and "star-held-out" in d:
             rr = d["regular-regular"]["values"]["l2_aligned"]
             out["distances"] = {"star_held_out_vs_regular": stats.compare(d["star-held-out"]["values"]["l2_aligned"], rr, seed=seed)}
-            o = d["star-held-out"].get("over_stars", {}).get("l2_aligned")
-            if o and o["n_stars"] >= 2:  # the star as the unit of replication: its mean distance to the held-out models
-                per_star = [ps["mean"] for ps in o["per_star"] if ps["n"] > 0]
-                out["distances"] |= {"n_stars": o["n_stars"], "star_held_out_vs_regular_over_stars": stats.compare(per_star, rr, seed=seed)}
+            per_star = _star_means(d["star-held-out"], "l2_aligned") or []
+            if len(per_star) >= 2:  # the star as the unit of replication: its mean distance to the held-out models
+                out["distances"] |= {"n_stars": len(per_star), "star_held_out_vs_regular_over_stars": stats.compare(per_star, rr, seed=seed)}
     if "n_sources" in results and len(results["n_sources"]["rows"]) >= 2:
         rows = results["n_sources"]["rows"]
         first, last = rows[0], rows[-1]
