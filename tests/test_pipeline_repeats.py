@@ -196,3 +196,18 @@ def test_readme_tables_script_quotes_the_run_with_both_spreads(reference):
     missing = subprocess.run([sys.executable, str(repo / "scripts" / "results_tables.py"), "cnn", str(reference / "nope")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and missing.stderr.strip().count("\n") == 0 and "does not exist" in missing.stderr
+
+
+def test_width_table_says_when_its_tests_are_over_pairs(tmp_path):
+    """With one star per width the 'over stars' columns cannot hold a test over stars: the cell says what was tested."""
+    import subprocess
+    import sys
+
+    cfg = config(star={"recipe": {"epochs": 1}}, studies={"barriers": False, "distances": False,
+                 "width_depth": {"sources": 2, "held_out": 1, "settings": [{"width": 4}, {"width": 8}]}})
+    run_experiment(cfg, tmp_path, progress=False)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "results_tables.py"
+    r = subprocess.run([sys.executable, str(script), "width", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| 4 |") or ln.startswith("| 8 |")]
+    assert len(rows) == 2 and all("(tested over pairs: one star)" in ln for ln in rows)
