@@ -136,6 +136,6 @@ def test_stars_inherit_the_sources_schedule_but_not_their_execution_options():
 
     fast = Recipe(epochs=3, lr=0.05, precision="bf16", channels_last=True, compile=True)
     assert fast.without_execution() == Recipe(epochs=3, lr=0.05)
-    assert ExperimentConfig.star_recipe(fast, {"epochs": 2}) == Recipe(epochs=2, lr=0.05)
+    assert ExperimentConfig().star_recipe(fast, {"epochs": 2}) == Recipe(epochs=2, lr=0.05)
     with pytest.raises(StardomainError, match="star models train in fp32"):
         StarlightConfig(recipe=fast)

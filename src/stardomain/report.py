@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stardomain import store
+from stardomain.convergence import NOT_CONVERGED, describe, flag_suffix
 from stardomain.report_format import (GROUP_LABELS, GROUPS, _clip, _compare_text, _near_zero_text, acc_loss, fmt,
                                        interval, num, star_claim_lines, table)
 from stardomain.stats import NOT_SIGNIFICANT, verdict
@@ -58,7 +59,18 @@ def endpoints_table(ep: Mapping[str, Any]) -> list[str]:
     if ep.get("held_out"):
         rows.append(["held-out H", ep["held_out"]["test_acc"]["n"], fmt(ep["held_out"]["test_acc"], 100, 2, n=False),
                      fmt(ep["held_out"]["test_loss"], n=False)])
-    return ["Endpoints of these barriers (test split):", "", table(["model", "n", "test acc (%)", "test loss"], rows), ""]
+    return ["Endpoints of these barriers (test split):", "", table(["model", "n", "test acc (%)", "test loss"], rows), ""] + convergence_lines(ep)
+
+
+def convergence_lines(ep: Mapping[str, Any]) -> list[str]:
+    """The regular models' final train accuracy and loss against the threshold (nothing for older results)."""
+    conv = ep.get("convergence")
+    if not conv:
+        return []
+    state = "converged" if conv["converged"] else f"**NOT converged** — {NOT_CONVERGED}"
+    return [f"Convergence of the {conv['n']} regular models on their training data: train accuracy "
+            f"{fmt(conv['train_acc'], 100, 2, n=False)} % (lowest {100 * conv['min_train_acc']:.2f} %), train loss "
+            f"{fmt(conv['train_loss'], digits=4, n=False)}; threshold {100 * conv['threshold']:.1f} %: {state}.", ""]
 
 
 def setting_verdicts(tests: Mapping[str, Any], ep: Mapping[str, Any] | None) -> list[str]:
@@ -69,7 +81,13 @@ def setting_verdicts(tests: Mapping[str, Any], ep: Mapping[str, Any] | None) -> 
         lines.append("- " + _near_zero_text(tests["regular_regular_vs_zero"], "regular–regular barrier",
                                             "near 0 (the setting is already linearly connected after matching)",
                                             "above the tolerance (regular solutions are not linearly connected)"))
-    return lines + star_claim_lines(tests, flag)
+    return with_convergence(lines + star_claim_lines(tests, flag), ep)
+
+
+def with_convergence(lines: list[str], ep: Mapping[str, Any] | None) -> list[str]:
+    """Verdict lines, each carrying the not-converged flag of its zoo where it has one."""
+    suffix = flag_suffix((ep or {}).get("convergence"))
+    return [line + suffix if line.strip() else line for line in lines]
 
 
 # -- sections -------------------------------------------------------------------------------------
@@ -110,7 +128,7 @@ def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -
     t = results["tests"]["barriers"]
     lines += ["Verdicts (test loss barrier; pairs that share a model are not independent, so the tests are approximate):", ""]
     lines += setting_verdicts(t, results["endpoints"])
-    lines += over_star_verdicts(t, "" if t["comparable"] else flag_text(results["endpoints"])) + [""]
+    lines += with_convergence(over_star_verdicts(t, "" if t["comparable"] else flag_text(results["endpoints"])), results["endpoints"]) + [""]
     groups = {GROUP_LABELS[g]: [Curve.from_dict(p["curve"]) for p in results["barriers"]["groups"][g]] for g in GROUPS if results["barriers"]["groups"].get(g)}
     path = out / "barrier_curves.png"
     plot_loss_acc(groups, path, title=f"{results['name']}: interpolation curves (test solid, train dashed)")
@@ -174,14 +192,14 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
     if t:
         flagged = [r for r in ns["rows"] if r["n_sources"] in (t["first"], t["last"])]
         ep = next((r["endpoints"] for r in flagged if r["endpoints"]["star_below_sources"]), None)
-        lines += ["- " + _compare_text(t["trend"], f"star–held-out barrier at |Z|={t['last']} minus at |Z|={t['first']}",
+        verdict_lines = ["- " + _compare_text(t["trend"], f"star–held-out barrier at |Z|={t['last']} minus at |Z|={t['first']}",
                                        "the barrier decreases with |Z|", "the barrier INCREASES with |Z|",
                                        flag="" if t["comparable"] else flag_text(ep))]
         if "trend_over_stars" in t:
-            lines.append("  - " + _compare_text(t["trend_over_stars"], f"over {t['n_stars']} stars per size (n = per-star means): the same difference",
-                                                "the barrier decreases with |Z|", "the barrier INCREASES with |Z|",
-                                                flag="" if t["comparable"] else flag_text(ep)))
-        lines.append("")
+            verdict_lines.append("  - " + _compare_text(t["trend_over_stars"], f"over {t['n_stars']} stars per size (n = per-star means): the same difference",
+                                                        "the barrier decreases with |Z|", "the barrier INCREASES with |Z|",
+                                                        flag="" if t["comparable"] else flag_text(ep)))
+        lines += with_convergence(verdict_lines, results.get("endpoints")) + [""]
     xs = [r["n_sources"] for r in ns["rows"]]
     repeated = all(r.get("over_stars", {}).get("test_loss", {}).get("n_stars", 1) > 1 for r in ns["rows"])
     spread = [r["over_stars"]["test_loss"]["over_stars"] if repeated else r["star_held_out"]["test_loss"]
@@ -280,6 +298,10 @@ def header_lines(results: Mapping[str, Any]) -> list[str]:
              f"Test accuracy (%): sources {fmt(m['regular_test_acc'], 100, 2)}; star model {100 * m['star_metrics']['test_acc']:.2f}.", ""]
     if ep["star_below_sources"]:
         lines += [f"**Warning — the star's barriers are not comparable:** {flag_reason(ep)}.", ""]
+    conv = ep.get("convergence")
+    if conv and not conv["converged"]:
+        lines += [f"**Warning — {NOT_CONVERGED}:** {describe(conv)}; the paper's models reach ~100 % "
+                  "(eval.converged_train_acc sets the threshold).", ""]
     return lines
 
 
@@ -331,6 +353,10 @@ def write_report(results: Mapping[str, Any], out: Path) -> Path:
             lines += width_depth_section(results, out, figures)
         if "optimizer" in results:
             lines += optimizer_section(results)
+    if "recipe_study" in results:
+        from stardomain.report_recipe import recipe_section
+
+        lines += recipe_section(results, out, figures)
     lines += training_section(results, out, figures)
     lines += ["---", f"Machine-readable numbers: `results.json` (schema {results['schema_version']}; statistical tests under "
               f"`tests`, {results['tests']['level']:.0%} level). Figures: " + ", ".join(figures) + "."]

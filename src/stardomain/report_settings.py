@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from stardomain.convergence import NOT_CONVERGED
 from stardomain.report_format import GROUP_LABELS, acc_loss, fmt, interval, table
 from stardomain.report_stars import over_stars_cell, width_trend_lines
 from stardomain.stats import verdict
@@ -28,6 +29,8 @@ def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str,
             word = f"not comparable (star {100 * ep['star_acc_gap']:.2f} pp below its sources)"
         elif cmp:
             word += f" (CI {interval(cmp['ci95'])}" + (f", over {t['n_stars']} stars)" if per_star else ", over pairs)")
+        if not t.get("converged", True):
+            word += f" [{NOT_CONVERGED}]"
 
         def cell(g: str) -> str:
             pooled = fmt(s.get(g, {}).get("barriers", {}).get("test_loss"))

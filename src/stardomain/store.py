@@ -205,7 +205,9 @@ def build_model(arch: Mapping[str, Any], plugins: Iterable[str] = ()) -> nn.Modu
         raise StardomainError(
             f"checkpoint architecture '{name}' is unknown to this stardomain version; known: {', '.join(models.available_models())}"
         )
-    model = models.create(name, int(arch["num_classes"]), tuple(arch["in_shape"]), **dict(arch.get("options", {})))
+    # a checkpoint from before `init` was recorded is rebuilt with the init it was trained from (models.init)
+    options = models.with_init(str(arch.get("name")), arch.get("options", {}))
+    model = models.create(name, int(arch["num_classes"]), tuple(arch["in_shape"]), **options)
     model.arch = {**model.arch, "name": arch.get("name")}  # as recorded, even when rebuilt from its factory
     return model
 

@@ -28,7 +28,8 @@ def setting_tests(summary: Mapping[str, Any], endpoints: Mapping[str, Any] | Non
     """
     rr, ss, sh = (_values(summary, g) for g in ("regular-regular", "star-source", "star-held-out"))
     out: dict[str, Any] = {"metric": METRIC, "tolerance": tolerance,
-                           "comparable": not (endpoints or {}).get("star_below_sources", False)}
+                           "comparable": not (endpoints or {}).get("star_below_sources", False),
+                           "converged": _converged(endpoints)}
     if rr is not None:
         out["regular_regular_vs_zero"] = stats.near_zero(rr, tolerance)
     if ss is not None:
@@ -37,6 +38,12 @@ def setting_tests(summary: Mapping[str, Any], endpoints: Mapping[str, Any] | Non
         out["star_held_out_vs_regular"] = stats.compare(sh, rr, seed=seed)
     out.update(over_star_tests(summary, rr, tolerance, seed))
     return out
+
+
+def _converged(endpoints: Mapping[str, Any] | None) -> bool:
+    """Whether the zoo behind these barriers reached the convergence threshold (results without the
+    record, from before it existed, count as converged: nothing is known against them)."""
+    return bool((endpoints or {}).get("convergence", {}).get("converged", True))
 
 
 def _star_means(holder: Mapping[str, Any] | None, key: str = METRIC) -> list[float] | None:
@@ -96,7 +103,8 @@ def compute(results: Mapping[str, Any]) -> dict[str, Any]:
         first, last = rows[0], rows[-1]
         out["n_sources"] = {"first": first["n_sources"], "last": last["n_sources"],
                             "trend": stats.compare(last["values"][METRIC], first["values"][METRIC], seed=seed),
-                            "comparable": not any(r["endpoints"]["star_below_sources"] for r in (first, last))}
+                            "comparable": not any(r["endpoints"]["star_below_sources"] for r in (first, last)),
+                            "converged": _converged(results.get("endpoints"))}
         out["n_sources"].update(_trend_over_stars(first, last, seed))
     if results.get("bn_ablation", {}).get("applicable"):
         out["bn_ablation"] = results["bn_ablation"]["tests"]  # interpolated statistics minus the reset, per group
@@ -108,6 +116,9 @@ def compute(results: Mapping[str, Any]) -> dict[str, Any]:
     if "width_depth" in results:
         out["width_depth"] = [{"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)}
                               for r in results["width_depth"]["rows"]]
+    if "recipe_study" in results:
+        out["recipe_study"] = [{"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)}
+                               for r in results["recipe_study"]["rows"]]
     if "optimizer" in results:
         r = results["optimizer"]
         out["optimizer"] = {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)}

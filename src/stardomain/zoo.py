@@ -36,7 +36,9 @@ def run_config(dataset: str, model: str, options: Mapping[str, Any], recipe: Rec
     """What makes two training runs 'the same run' (everything but the seed); names are registry keys."""
     from stardomain import models
 
-    config = {"dataset": dataset, "model": models.canonical_name(model), "options": dict(sorted(options.items())),
+    name = models.canonical_name(model)
+    options = {"init": models.DEFAULT_INIT, **dict(options)}  # the init is always explicit: it changes the run
+    config = {"dataset": dataset, "model": name, "options": dict(sorted(options.items())),
               "recipe": recipe.to_dict(), "subset": subset}
     if subset is not None:
         config["subset_seed"] = subset_seed  # two subsets of one size are different runs
@@ -44,7 +46,13 @@ def run_config(dataset: str, model: str, options: Mapping[str, Any], recipe: Rec
 
 
 def _config_of(meta: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(meta.get("config", {}))
+    """A member's run config; one recorded before ``init`` existed gets the init it was trained from."""
+    from stardomain import models
+
+    config = dict(meta.get("config", {}))
+    if "options" in config and "init" not in config["options"]:
+        config["options"] = dict(sorted(models.with_init(str(config.get("model")), config["options"]).items()))
+    return config
 
 
 def check_member(path: Path, config: Mapping[str, Any], role: str | None = None) -> bool:

@@ -37,6 +37,8 @@ def info() -> None:
 @click.option("--dataset", "-d", default="digits", show_default=True, help="Dataset name (see `stardomain info`).")
 @click.option("--model", "-m", "model_name", default="mlp", show_default=True, help="Architecture name (see `stardomain info`).")
 @click.option("--opt", "-o", "opts", multiple=True, metavar="KEY=VALUE", help="Architecture option, repeatable (e.g. -o width=64 -o depth=2).")
+@click.option("--init", "init", type=click.Choice(["paper", "kaiming", "default", "xavier"]), default=None,
+              help="Weight init scheme (default paper: the authors' init for this architecture; README 'Initialisation').")
 @click.option("--epochs", "-e", type=int, default=None, help="Epochs (default: the dataset's recipe).")
 @click.option("--seed", "-s", type=int, default=None, help="Seed of a single model (default 0).")
 @click.option("--n", "n_models", type=int, default=None, help="Train N models with seeds seed-start .. seed-start+N-1 into one zoo folder.")
@@ -58,7 +60,7 @@ def info() -> None:
 @device_option
 @executor_options
 @quiet_option
-def train(dataset: str, model_name: str, opts: tuple[str, ...], epochs: int | None, seed: int | None, n_models: int | None,
+def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None, epochs: int | None, seed: int | None, n_models: int | None,
           seed_start: int, role: str, optimizer: str, lr: float | None, batch_size: int | None, weight_decay: float | None,
           subset: int | None, subset_seed: int | None, image_size: int | None, out_dir: str, batch_models: int, data_root: str | None,
           device: str, executor: str | None, workers: int | None, quiet: bool) -> None:
@@ -86,12 +88,20 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], epochs: int | No
     seeds = [seed if seed is not None else 0] if n_models is None else list(range(seed_start, seed_start + n_models))
     dev = resolve_device(device)
     options = parse_options(opts)
+    if init is not None:
+        if "init" in options and options["init"] != init:
+            raise StardomainError(f"--init {init} and -o init={options['init']} disagree; give the init once")
+        options["init"] = init
     if batch_models < 1:
         raise StardomainError(f"--batch-models must be >= 1 (got {batch_models})")
 
+    trained: list[Path] = []
+
     def report(path: Path) -> None:
         m = json.loads(Path(path).with_suffix(".json").read_text())["metrics"]
-        click.echo(f"{path}: test_loss={m['test_loss']:.4f} test_acc={100 * m['test_acc']:.2f}%")
+        trained.append(Path(path))
+        click.echo(f"{path}: test_loss={m['test_loss']:.4f} test_acc={100 * m['test_acc']:.2f}% "
+                   f"(train_loss={m['train_loss']:.4f} train_acc={100 * m['train_acc']:.2f}%)")
 
     if executor not in (None, "local") or workers is not None:  # one unit per member, on Ray or SLURM workers
         from stardomain.experiment.executors import ExecutorConfig, check_available, run_plan, with_overrides
@@ -106,9 +116,14 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], epochs: int | No
         run_plan(job.plan(seeds), job, out_dir, ex, log=event_logger(quiet))
         for s in seeds:
             report(zoo.member_path(out_dir, s))
-        return
-    zoo.train_zoo(ds, model_name, options, recipe, seeds, out_dir, device=dev, progress=progress_config(quiet), role=role,
-                  on_member=report, batch_models=batch_models, notify=lambda line: click.echo(f"note: {line}", err=True))
+    else:
+        zoo.train_zoo(ds, model_name, options, recipe, seeds, out_dir, device=dev, progress=progress_config(quiet), role=role,
+                      on_member=report, batch_models=batch_models, notify=lambda line: click.echo(f"note: {line}", err=True))
+    from stardomain.convergence import DEFAULT_TRAIN_ACC, convergence_line
+
+    line = convergence_line([json.loads(p.with_suffix(".json").read_text()) for p in trained], DEFAULT_TRAIN_ACC)
+    if line:
+        click.echo(f"warning: {line}", err=True)
 
 
 @cli.command("eval")

@@ -95,6 +95,7 @@ def _check(cond: bool, message: str) -> None:
 class ModelConfig:
     name: str = "mlp"
     options: dict = field(default_factory=dict)
+    init: str = "paper"  # models.init: paper (the authors' scheme per architecture), kaiming, default, xavier
 
 
 @dataclass
@@ -105,6 +106,8 @@ class StarConfig:
     mu: float = 0.0
     t_sampling: str = "uniform"
     t_beta: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    t_constant: float = 0.5  # the fixed t of t_sampling: constant
+    epochs_factor: float | None = None  # star epochs = round(factor x the sources' epochs); null: star.recipe.epochs, else the sources'
     pairs_per_step: int = 1
     realign_every: int | None = None
     matching: str = "weight"
@@ -115,6 +118,11 @@ class StarConfig:
         from stardomain.starlight import MATCHING, T_SAMPLING
 
         _check(self.repeats >= 1, f"star.repeats: must be >= 1 (got {self.repeats})")
+        _check(0.0 <= self.t_constant <= 1.0, f"star.t_constant: must be in [0, 1] (got {self.t_constant})")
+        _check(self.epochs_factor is None or (self.epochs_factor > 0 and self.epochs_factor < 1e6),
+               f"star.epochs_factor: a positive multiple of the sources' epochs, e.g. 1 or 2 (got {self.epochs_factor})")
+        _check(self.epochs_factor is None or "epochs" not in self.recipe,
+               "star: give the star's budget once: star.epochs_factor or star.recipe.epochs, not both")
         _check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
         _check(self.t_sampling in T_SAMPLING, f"star.t_sampling: one of {', '.join(T_SAMPLING)} (got {self.t_sampling!r})")
         _check(self.matching in MATCHING, f"star.matching: one of {', '.join(MATCHING)} (got {self.matching!r})")
@@ -137,6 +145,7 @@ class EvalConfig:
     star_acc_margin: float = 0.01  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged
     near_zero_tolerance: float = 0.05  # a test-loss barrier is "near 0" when its 95% upper bound is below this
     bn_ablation: bool = False  # BN models: also evaluate the main barrier pairs with interpolated (not reset) statistics
+    converged_train_acc: float = 0.99  # a zoo with a model below this train accuracy is flagged "not converged"
 
     def __post_init__(self) -> None:
         _check(self.points >= 2, f"eval.points: need at least 2 points on the path (got {self.points})")
@@ -144,6 +153,8 @@ class EvalConfig:
                f"eval.max_star_source_pairs: must be >= 1 or null for every source (got {self.max_star_source_pairs})")
         _check(self.matching_samples >= 1, f"eval.matching_samples: must be >= 1 (got {self.matching_samples})")
         _check(0 <= self.star_acc_margin < 1, f"eval.star_acc_margin: a fraction in [0, 1), e.g. 0.01 for 1 pp (got {self.star_acc_margin})")
+        _check(0 < self.converged_train_acc <= 1,
+               f"eval.converged_train_acc: a fraction in (0, 1], e.g. 0.99 for 99% (got {self.converged_train_acc})")
         _check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
         _check(self.align in ("weight", "activation", "none"), f"eval.align: one of weight, activation, none (got {self.align!r})")
         _check(self.max_pairs >= 1, f"eval.max_pairs: must be >= 1 (got {self.max_pairs})")
@@ -186,6 +197,19 @@ class OptimizerStudy:
 
 
 @dataclass
+class RecipeStudy:
+    """When does a star exist? The core barrier study over a grid of training recipes: epochs x init x
+    weight decay (x width). Every cell is a setting of its own (zoo, stars, pairs); its convergence is recorded."""
+
+    epochs: list[int] = field(default_factory=list)  # empty: the main recipe's epochs only
+    init: list[str] = field(default_factory=list)  # empty: model.init only
+    weight_decay: list[float] = field(default_factory=list)  # empty: the main recipe's weight decay only
+    width: list[float] = field(default_factory=list)  # model option `width`; empty: the main model's
+    sources: int = 4
+    held_out: int = 2
+
+
+@dataclass
 class Studies:
     barriers: bool = True
     distances: bool = True
@@ -194,6 +218,7 @@ class Studies:
     fusion: FusionStudy | None = None
     width_depth: WidthDepthStudy | None = None
     optimizer: OptimizerStudy | None = None
+    recipe: RecipeStudy | None = None
 
 
 @dataclass
@@ -253,9 +278,14 @@ class ExperimentConfig:
                f"image_size: a whole number of pixels >= 1 (got {self.image_size!r})")
         _check(not data.accepts_image_size(self.dataset) or bool(self.data_root),
                "data_root: dataset imagefolder needs the folder holding train/ and val/ (or test/)")
-        allowed = models.model_info(self.model.name).defaults
+        allowed = [k for k in models.model_info(self.model.name).defaults if k != "init"]
         bad = sorted(set(self.model.options) - set(allowed))
+        _check("init" not in self.model.options, "model.options.init: the init scheme is model.init; move it there")
         _check(not bad, f"model.options: '{bad[0] if bad else ''}' is not an option of {self.model.name}; allowed: {', '.join(allowed)}")
+        try:
+            models.check_init(self.model.init)
+        except StardomainError as e:
+            raise StardomainError(f"model.init: {e}") from None
         for where, overrides in (("train", self.train), ("star.recipe", {**self.train, **self.star.recipe})):
             try:
                 Recipe.from_dict({**default_recipe(self.dataset).to_dict(), **overrides})
@@ -279,6 +309,14 @@ class ExperimentConfig:
             _check(s.fusion.mu > 0, f"studies.fusion.mu: the fusion variant needs mu > 0 (got {s.fusion.mu})")
         if s.bma is not None:
             _check(s.bma.max_samples >= 1, f"studies.bma.max_samples: must be >= 1 (got {s.bma.max_samples})")
+        if s.recipe is not None:
+            self._check_recipe_study(s.recipe)
+        if s.width_depth is not None:
+            allowed = [k for k in models.model_info(self.model.name).defaults if k != "init"] + ["init"]
+            for i, extra in enumerate(s.width_depth.settings):
+                bad = sorted(set(extra) - set(allowed))
+                _check(not bad, f"studies.width_depth.settings[{i}]: '{bad[0] if bad else ''}' is not an option of "
+                                f"{self.model.name}; allowed: {', '.join(allowed)}")
         if s.optimizer is not None:
             _check(s.optimizer.optimizer in ("sgd", "adam"), f"studies.optimizer.optimizer: sgd or adam (got {s.optimizer.optimizer!r})")
             for where, build in (("studies.optimizer.recipe", self.optimizer_recipe),
@@ -287,6 +325,30 @@ class ExperimentConfig:
                     build()
                 except StardomainError as e:
                     raise StardomainError(f"{where}: {e}") from None
+
+    def _check_recipe_study(self, rs: "RecipeStudy") -> None:
+        from stardomain import models
+
+        where = "studies.recipe"
+        _check(rs.sources >= 2, f"{where}.sources: |Z| must be >= 2 to compare regular pairs (got {rs.sources})")
+        _check(rs.held_out >= 1, f"{where}.held_out: must be >= 1 (got {rs.held_out})")
+        _check(all(e >= 1 for e in rs.epochs), f"{where}.epochs: every entry must be >= 1 (got {rs.epochs})")
+        _check(all(w >= 0 and w < 1 for w in rs.weight_decay), f"{where}.weight_decay: every entry in [0, 1) (got {rs.weight_decay})")
+        for i in rs.init:
+            try:
+                models.check_init(i)
+            except StardomainError as e:
+                raise StardomainError(f"{where}.init: {e}") from None
+        if rs.width:
+            _check("width" in models.model_info(self.model.name).defaults,
+                   f"{where}.width: model {self.model.name} has no option 'width'; remove it")
+            _check(all(w > 0 for w in rs.width), f"{where}.width: every entry must be > 0 (got {rs.width})")
+        for name, values in (("epochs", rs.epochs), ("init", rs.init), ("weight_decay", rs.weight_decay), ("width", rs.width)):
+            _check(len(set(values)) == len(values), f"{where}.{name}: an entry is repeated ({values})")
+
+    def model_options(self) -> dict[str, Any]:
+        """The main zoo's model options with the init scheme: what every model of the run is built with."""
+        return {**self.model.options, "init": self.model.init}
 
     def source_recipe(self) -> "Recipe":
         """The recipe of the main zoo: the dataset's default recipe with ``train`` overrides."""
@@ -306,14 +368,18 @@ class ExperimentConfig:
         shared = {k: v for k, v in self.train.items() if k not in ("optimizer", "lr", "nesterov")}
         return Recipe.from_dict({**base, **shared, **os_.recipe})
 
-    @staticmethod
-    def star_recipe(source_recipe: "Recipe", overrides: Mapping[str, Any]) -> "Recipe":
+    def star_recipe(self, source_recipe: "Recipe", overrides: Mapping[str, Any]) -> "Recipe":
         """A star is trained like its sources, plus its own overrides (``star.recipe``, or the
         optimizer study's ``star_recipe``: the main star's overrides never reach another optimizer).
-        The sources' execution options (precision, channels_last, compile) do not carry over."""
+        Its budget is ``star.epochs_factor`` x its sources' epochs where set (the paper: the sources'
+        200 epochs), unless ``overrides`` name the epochs. The sources' execution options (precision,
+        channels_last, compile) do not carry over."""
         from stardomain.train import Recipe
 
-        return Recipe.from_dict({**source_recipe.without_execution().to_dict(), **overrides})
+        budget = {}
+        if self.star.epochs_factor is not None and "epochs" not in overrides:
+            budget = {"epochs": max(1, round(self.star.epochs_factor * source_recipe.epochs))}
+        return Recipe.from_dict({**source_recipe.without_execution().to_dict(), **budget, **overrides})
 
     @property
     def zoo_size(self) -> int:
@@ -333,6 +399,9 @@ class ExperimentConfig:
             del d["eval"]["eval_test_samples"]  # likewise
         if d["star"]["repeats"] == 1:
             del d["star"]["repeats"]  # unset: configs (and experiment folders) from before the key stay identical
+        for key, unset in (("t_constant", 0.5), ("epochs_factor", None)):  # likewise
+            if d["star"][key] == unset:
+                del d["star"][key]
         if not d["eval"]["bn_ablation"]:
             del d["eval"]["bn_ablation"]  # likewise
         bm = d.pop("batch_models")

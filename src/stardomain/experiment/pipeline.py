@@ -139,7 +139,7 @@ class Experiment:
 
         if self._has_bn is None:
             with torch.random.fork_rng(devices=[]):  # building it must not move anyone's random stream
-                m = models.create(self.cfg.model.name, self.dataset.num_classes, tuple(self.dataset.in_shape), **dict(self.cfg.model.options))
+                m = models.create(self.cfg.model.name, self.dataset.num_classes, tuple(self.dataset.in_shape), **self.cfg.model_options())
             self._has_bn = has_batchnorm(m)
         return self._has_bn
 
@@ -219,7 +219,8 @@ class Experiment:
         from stardomain.train import final_metrics, seed_everything
 
         sc = self.cfg.star
-        config = StarlightConfig(recipe=star_recipe, t_sampling=sc.t_sampling, t_beta=tuple(sc.t_beta), pairs_per_step=sc.pairs_per_step,
+        config = StarlightConfig(recipe=star_recipe, t_sampling=sc.t_sampling, t_beta=tuple(sc.t_beta), t_constant=sc.t_constant,
+                                 pairs_per_step=sc.pairs_per_step,
                                  mu=mu, realign_every=sc.realign_every, matching=sc.matching, bn_samples=self.cfg.eval.bn_samples,
                                  matching_samples=self.cfg.eval.matching_samples)
         hashes = [store.content_hash(p) for p in sources]
@@ -248,6 +249,8 @@ class Experiment:
             "starlight": config.to_dict(), "sources": [{"path": str(p.relative_to(self.out)), "sha256": h} for p, h in zip(sources, hashes)],
             "metrics": final_metrics(runner.model, self.dataset, device=self.device), "history": result.history,
             "repeat": repeat, "repeats": repeats,
+            "budget": {"epochs": star_recipe.epochs, "epochs_factor": sc.epochs_factor,
+                       "source_epochs": [store.read_metadata(p)["recipe"]["epochs"] for p in sources]},
         }
         out = store.save(path, runner.model, meta)
         self.event("star", tag=tag, n_sources=len(sources), mu=mu, seconds=round(time.perf_counter() - t0, 2))
@@ -342,6 +345,9 @@ class Experiment:
             out["stars_over_repeats"] = {k: mean_std([e["star"][k] for e in each]) for k in ("test_acc", "test_loss")}
             out["stars_below_sources"] = [e["star_below_sources"] for e in each]
             out["star_below_sources"] = any(out["stars_below_sources"])
+        from stardomain.convergence import zoo_convergence
+
+        out["convergence"] = zoo_convergence([*src, *ho], self.cfg.eval.converged_train_acc)  # the paper's models are converged
         return out
 
     summarize_groups = staticmethod(summarize_groups)  # one setting's pairs -> the summary every table reads
@@ -356,7 +362,7 @@ class Experiment:
         self._claim_folder()
         self.cache.frozen = assemble
         cfg, st = self.cfg, self.cfg.studies
-        options = dict(cfg.model.options)
+        options = cfg.model_options()
         star_recipe = cfg.star_recipe(self.recipe, cfg.star.recipe)
         results: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
@@ -404,6 +410,10 @@ class Experiment:
             results["width_depth"] = studies.width_depth_study(self, options, star_recipe)
         if st.optimizer:
             results["optimizer"] = studies.optimizer_study(self, options)
+        if st.recipe:
+            from stardomain.experiment.recipe_study import recipe_study
+
+            results["recipe_study"] = recipe_study(self)
         results["tests"] = verdicts.compute(results)
         self.event("done")
         self.sinks.close()

@@ -150,7 +150,7 @@ def build_plan(exp: Any) -> tuple[Plan, dict[str, _Action]]:
 
     cfg, st = exp.cfg, exp.cfg.studies
     b = _Builder(exp)
-    options = dict(cfg.model.options)
+    options = cfg.model_options()
     star_recipe = cfg.star_recipe(exp.recipe, cfg.star.recipe)
     sources, held = b.zoo("main", options, exp.recipe, cfg.zoo_size, cfg.held_out)
     z = sources[: cfg.sources]
@@ -178,6 +178,11 @@ def build_plan(exp: Any) -> tuple[Plan, dict[str, _Action]]:
         os_ = st.optimizer
         rec = cfg.optimizer_recipe()
         b.setting(f"opt-{os_.optimizer}", options, rec, os_.sources, os_.held_out, cfg.star_recipe(rec, os_.star_recipe))
+    if st.recipe:
+        from stardomain.experiment.recipe_study import cells
+
+        for cell in cells(cfg, exp.recipe):
+            b.setting(cell.tag, cell.options, cell.recipe, st.recipe.sources, st.recipe.held_out, cell.star_recipe)
     return Plan(b.units.values()), b.actions
 
 

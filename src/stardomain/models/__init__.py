@@ -9,6 +9,10 @@ Shape support: every model accepts any channel count and any H, W >= 1, except
 """
 
 from stardomain.models import densenet, mlp, resnet, vgg, wrn  # noqa: F401  (registers builders)
-from stardomain.models.registry import ModelEntry, available_models, canonical_name, create, model_info, register
+from stardomain.models.init import DEFAULT_INIT, INIT_SCHEMES, PAPER_SCHEMES
+from stardomain.models.registry import (
+    ModelEntry, available_models, canonical_name, check_init, create, legacy_init, model_info, register, with_init
+)
 
-__all__ = ["ModelEntry", "available_models", "canonical_name", "create", "model_info", "register"]
+__all__ = ["DEFAULT_INIT", "INIT_SCHEMES", "PAPER_SCHEMES", "ModelEntry", "available_models", "canonical_name", "check_init",
+           "create", "legacy_init", "model_info", "register", "with_init"]

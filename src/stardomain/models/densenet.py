@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stardomain.models.init import init_weights
 from stardomain.models.registry import check, register
 
 
@@ -57,7 +56,6 @@ class DenseNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(channels, num_classes)
-        init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn(self.features(self.conv1(x))))

@@ -6,7 +6,6 @@ import math
 
 from torch import Tensor, nn
 
-from stardomain.models.init import init_weights
 from stardomain.models.registry import check, register
 
 
@@ -31,7 +30,6 @@ class MLP(nn.Module):
             features = width
         self.layers = nn.Sequential(*layers)
         self.classifier = nn.Linear(features, num_classes)
-        init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.layers(self.flatten(x)))

@@ -18,11 +18,12 @@ import inspect
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
 from stardomain.errors import StardomainError
+from stardomain.models.init import DEFAULT_INIT, INIT_SCHEMES, LEGACY_BUILTIN_INIT, apply_init
 from stardomain.plugins import factory_name, is_import_path, resolve
 
 Builder = Callable[..., nn.Module]
@@ -71,8 +72,12 @@ def _option_types(builder: Builder) -> tuple[dict[str, Any], dict[str, type]]:
         ann_type = _TYPE_NAMES.get(ann, ann) if isinstance(ann, str) else ann
         if ann_type not in (bool, int, float, str):
             raise StardomainError(f"option {p.name!r} of model builder {name} must be annotated bool, int, float or str")
+        if p.name == "init":
+            raise StardomainError(f"model builder {name}: option name 'init' is reserved (stardomain applies the init "
+                                  f"scheme itself: {', '.join(INIT_SCHEMES)}); rename the option")
         defaults[p.name] = p.default
         types[p.name] = ann_type
+    defaults["init"], types["init"] = DEFAULT_INIT, str  # every model takes the init scheme (models.init)
     return defaults, types
 
 
@@ -202,15 +207,36 @@ def create(name: str, num_classes: int, in_shape: tuple[int, ...], **options: An
     resolved = dict(entry.defaults)
     for key, value in options.items():
         resolved[key] = _check_option(entry, key, value)
-    model = entry.builder(num_classes, shape, **resolved)
+    init = check_init(resolved["init"])
+    model = entry.builder(num_classes, shape, **{k: v for k, v in resolved.items() if k != "init"})
     if not isinstance(model, nn.Module):
         raise StardomainError(f"model builder {entry.name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    apply_init(model, entry.name, init, builtin=entry.builder.__module__.startswith("stardomain."))
     arch = {"name": entry.name, "num_classes": num_classes, "in_shape": list(shape), "options": resolved}
     if not entry.builder.__module__.startswith("stardomain."):
         arch["factory"] = factory_name(entry.builder)  # which module to --plugin when loading
     json.dumps(arch)  # fails loudly at build time rather than at save time
     model.arch = arch
     return model
+
+
+def check_init(init: Any) -> str:
+    """A valid init scheme name, or one line saying which exist."""
+    if init not in INIT_SCHEMES:
+        raise StardomainError(f"init {init!r} is not a scheme; use one of {', '.join(INIT_SCHEMES)} "
+                              "(paper: the authors' init for this architecture)")
+    return str(init)
+
+
+def legacy_init(name: str) -> str:
+    """The init of a checkpoint written before ``init`` was recorded: Kaiming for stardomain's own
+    architectures (their only init then), the builder's own (``paper``) for any other model."""
+    return LEGACY_BUILTIN_INIT if name in _REGISTRY and _REGISTRY[name].builder.__module__.startswith("stardomain.") else DEFAULT_INIT
+
+
+def with_init(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with the init made explicit: recorded options lacking it are a legacy checkpoint's."""
+    return {"init": legacy_init(name), **dict(options)}
 
 
 def check(condition: bool, message: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stardomain.models.init import init_weights
 from stardomain.models.registry import check, register, scaled
 
 # Numbers are conv output channels, "M" a 2x2 max-pool (Simonyan & Zisserman configs A, D, E).
@@ -46,7 +45,6 @@ class VGG(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(channels, num_classes)
-        init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.flatten(self.pool(self.features(x))))

@@ -1,0 +1,63 @@
+"""The recipe-sensitivity study: *when* does a star exist?
+
+Barriers between trained models move by an order of magnitude with the training budget, the
+initialisation and the weight decay (issue 22), and a barrier between unconverged models is not
+the paper's quantity. This study runs the core barrier study (regular–regular, star–source,
+star–held-out; :func:`.studies.setting`) in every cell of a grid epochs x init x weight decay
+(x width), each cell with its own zoo and stars, and records every cell's convergence beside its
+barriers. The plan (:mod:`.units`) and the assembly (:mod:`.pipeline`) both take the cells from
+:func:`cells`, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from stardomain.experiment import studies
+from stardomain.train import Recipe
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One recipe of the grid: what varies, the options and recipes it trains with, and its tag."""
+
+    values: dict[str, Any]  # epochs, init, weight_decay, width (None where the model has no width)
+    options: dict[str, Any]
+    recipe: Recipe
+    star_recipe: Recipe
+
+    @property
+    def tag(self) -> str:
+        v = self.values
+        width = "" if v["width"] is None else f"-w{v['width']:g}"
+        return f"rc-e{v['epochs']}-{v['init']}-wd{v['weight_decay']:g}{width}"
+
+
+def cells(cfg: Any, recipe: Recipe) -> list[Cell]:
+    """Every cell of ``cfg.studies.recipe`` in grid order (epochs slowest ... width fastest); an empty axis
+    keeps the main setting's value (``recipe`` is the main zoo's)."""
+    rs = cfg.studies.recipe
+    options = cfg.model_options()
+    axes = {"epochs": rs.epochs or [recipe.epochs], "init": rs.init or [options["init"]],
+            "weight_decay": rs.weight_decay or [recipe.weight_decay], "width": rs.width or [options.get("width")]}
+    out = []
+    for epochs, init, wd, width in itertools.product(*axes.values()):
+        opts = {**options, "init": init, **({"width": width} if width is not None else {})}
+        rec = recipe.replace(epochs=epochs, weight_decay=wd)
+        out.append(Cell({"epochs": epochs, "init": init, "weight_decay": wd, "width": width}, opts, rec,
+                        cfg.star_recipe(rec, cfg.star.recipe)))
+    return out
+
+
+def recipe_study(exp: Any) -> dict[str, Any]:
+    """results.json's ``recipe`` section: one row per cell (the setting's summary, endpoints with convergence)."""
+    rs = exp.cfg.studies.recipe
+    rows = []
+    for cell in cells(exp.cfg, exp.recipe):
+        res = studies.setting(exp, cell.tag, cell.options, cell.recipe, rs.sources, rs.held_out, cell.star_recipe)
+        rows.append({**{k: res[k] for k in studies.SETTING_KEYS}, "cell": dict(cell.values),
+                     "recipe": cell.recipe.to_dict(), "star_recipe": cell.star_recipe.to_dict()})
+    axes = {k: list(dict.fromkeys(r["cell"][k] for r in rows)) for k in ("epochs", "init", "weight_decay", "width")}
+    return {"axes": axes, "sources": rs.sources, "held_out": rs.held_out, "rows": rows}
