@@ -104,16 +104,17 @@ def main() -> None:
     recipe = Recipe(lr=0.1, epochs=1, batch_size=args.batch_size)
 
     plain = plain_loop(images, labels, recipe, args.width, device, args.epochs, args.workers)
-    ours = our_path(images, labels, recipe.replace(precision=args.precision, channels_last=True, compile=compile_),
+    nhwc = device.type == "cuda"  # channels_last training is a CUDA option (execution.check_channels_last)
+    ours = our_path(images, labels, recipe.replace(precision=args.precision, channels_last=nhwc, compile=compile_),
                     args.width, device, args.epochs)
     figures = {"device": name, "torch": torch.__version__, "n": args.n, "batch_size": args.batch_size,
                "width": args.width, "epochs_timed": args.epochs, "workers": args.workers, "precision": args.precision,
-               "channels_last": True, "compile": compile_, "plain_images_per_s": plain, "ours_images_per_s": ours,
+               "channels_last": nhwc, "compile": compile_, "plain_images_per_s": plain, "ours_images_per_s": ours,
                "speedup": ours / plain}
     print(f"ResNet-18 (width {args.width:g}) on {args.n} CIFAR-shaped images, batch {args.batch_size}, "
           f"{args.epochs} timed epochs, device {name}, torch {torch.__version__}")
     print(f"plain fp32 DataLoader loop ({args.workers} workers):      {plain:12,.0f} images/s")
-    print(f"stardomain ({args.precision}, channels_last, device loader{', compile' if compile_ else ''}): "
+    print(f"stardomain ({args.precision}{', channels_last' if nhwc else ''}, device loader{', compile' if compile_ else ''}): "
           f"{ours:12,.0f} images/s   {ours / plain:5.2f}x")
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -7,6 +7,7 @@ verdicts of the tests stored in results.json (``results["tests"]``), so the READ
 
     python scripts/results_tables.py width runs/fmnist_width
     python scripts/results_tables.py cnn runs/fmnist_resnet20 runs/fmnist_vgg11
+    python scripts/results_tables.py settings runs/digits_resnet20 runs/digits_vgg11 runs/digits_recipe_resnet20
 """
 
 from __future__ import annotations
@@ -89,7 +90,10 @@ def cnn_tables(run: Path, res: Mapping[str, Any]) -> str:
     out.append(f"Endpoints, test acc (%) / loss: stars {fmt(star['test_acc'], 100, 2)} / {fmt(star['test_loss'], n=False)}; "
                f"sources {fmt(ep['sources']['test_acc'], 100, 2)} / {fmt(ep['sources']['test_loss'], n=False)}; "
                f"held-out {fmt(ep['held_out']['test_acc'], 100, 2)} / {fmt(ep['held_out']['test_loss'], n=False)}; "
-               f"star below its sources: {'yes' if ep['star_below_sources'] else 'no'}.")
+               f"star below its sources: {'yes' if ep['star_below_sources'] else 'no'}"
+               + (f"; sources and held-out train accuracy {fmt(ep['convergence']['train_acc'], 100, 2)} (lowest "
+                  f"{100 * ep['convergence']['min_train_acc']:.2f}), {'converged' if ep['convergence']['converged'] else 'NOT converged'}"
+                  if "convergence" in ep else "") + ".")
     out.append("")
     b = t["barriers"]
     gap = f"not comparable: the stars are {100 * ep['star_acc_gap']:.2f} pp below their sources' test accuracy"
@@ -182,15 +186,68 @@ def bma_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
     return table(["run", "posterior", "K", "test acc (%)", "NLL", "ECE", "AUROC (max prob)", "AUROC (neg. entropy)"], rows)
 
 
+def settings(res: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every training setting of a run with barriers: the main one, each width/depth row, each recipe cell."""
+    cfg = res["config"]
+    out = []
+    if "barriers" in res:
+        out.append({"tag": "main", "options": {**cfg["model"]["options"], "init": cfg["model"].get("init", "kaiming")},
+                    "recipe": res["recipe"], "summary": res["barriers"]["summary"], "endpoints": res["endpoints"],
+                    "tests": res["tests"]["barriers"], "n": (cfg["sources"], cfg["held_out"])})
+    for key in ("width_depth", "recipe_study"):
+        if key not in res:
+            continue
+        tests = {t["tag"]: t for t in res["tests"][key]}
+        for r in res[key]["rows"]:
+            out.append({"tag": r["tag"], "options": r["options"], "recipe": r.get("recipe", res["recipe"]), "summary": r["summary"],
+                        "endpoints": r["endpoints"], "tests": tests[r["tag"]], "n": (r["n_sources"], r["n_held_out"])})
+    return out
+
+
+def settings_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
+    """One row per setting: its recipe, its zoo's convergence, the three barrier groups and the star verdicts
+    (over stars where k >= 2), and star–held-out / regular–regular beside the authors' CIFAR-10 ResNet-18 0.31."""
+    rows = []
+    for _, res in runs:
+        for st in settings(res):
+            s, t, ep, o, rec = st["summary"], st["tests"], st["endpoints"], st["options"], st["recipe"]
+            conv = ep.get("convergence")
+            over = "star_held_out_vs_regular_over_stars" in t
+            ss = t["star_source_near_zero_over_stars" if over else "star_source_near_zero"]
+            sh = t["star_held_out_vs_regular_over_stars" if over else "star_held_out_vs_regular"]
+            flags = [*([] if over else ["one star: tested over pairs"]), *([] if t["comparable"] else ["star not comparable"]),
+                     *(["sources not converged"] if conv and not conv["converged"] else [])]
+            stars = ep.get("stars_over_repeats", {}).get("test_acc") or {"mean": ep["star"]["test_acc"], "std": 0.0, "n": 1}
+            rr_mean = s["regular-regular"]["barriers"]["test_loss"]["mean"]
+            sh_mean = (s["star-held-out"].get("over_stars", {}).get("test_loss", {}).get("over_stars")
+                       or s["star-held-out"]["barriers"]["test_loss"])["mean"]
+            rows.append([res["name"], st["tag"], o.get("width", "–"), o.get("init", "kaiming"), rec["epochs"], f"{rec['weight_decay']:g}",
+                         f"{st['n'][0]} / {st['n'][1]} / {stars['n']}",
+                         f"{100 * conv['min_train_acc']:.2f} / {conv['train_loss']['mean']:.4f}" if conv else "–",
+                         ("yes" if conv["converged"] else "**no**") if conv else "–",
+                         f"{100 * ep['sources']['test_acc']['mean']:.2f} / {fmt(stars, 100, 2, n=False)}",
+                         fmt(s["regular-regular"]["barriers"]["test_loss"]), over_stars(s["star-source"]), over_stars(s["star-held-out"]),
+                         verdict(ss, "near 0", "above tol."),
+                         f"{num(sh['diff'])}: {verdict(sh, 'below r–r', 'ABOVE r–r')} (p = {sh['welch']['p']:.2g})",
+                         f"{sh_mean / rr_mean:.2f}" if rr_mean > 0 else "–", "; ".join(flags) or "–"])
+    return table(["run", "setting", "width", "init", "epochs", "weight decay", "\\|Z\\| / \\|H\\| / stars",
+                  "lowest train acc (%) / mean train loss", "converged (≥ 99%)?", "test acc (%): sources / stars",
+                  "regular–regular (over pairs)", "star–source (over stars)", "star–held-out (over stars)",
+                  "star–source vs 0.05", "star–held-out − r–r", "s–h / r–r (authors' CIFAR-10 ResNet-18: 0.31)", "flags"], rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("kind", choices=["width", "cnn"])
+    ap.add_argument("kind", choices=["width", "cnn", "settings"])
     ap.add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args()
     runs = [(r, load(r)) for r in args.runs]
     if args.kind == "width":
         for _, res in runs:
             print(width_table(res), end="\n\n")
+        return
+    if args.kind == "settings":
+        print(settings_table(runs))
         return
     for run, res in runs:
         print(cnn_tables(run, res))

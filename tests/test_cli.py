@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 
 from cli_helpers import assert_one_line_error, run_cli, run_subprocess
 
 
-def test_train_digits_mlp_under_a_minute_at_95_percent(tmp_path):
-    t0 = time.perf_counter()
+def test_train_digits_mlp_at_95_percent(tmp_path):
+    """The default MLP on digits as a subprocess (no wall-time bound here: speed lives in benchmarks/)."""
     r = run_subprocess("train", "--dataset", "digits", "--model", "mlp", "--seed", "0", "--out", tmp_path / "d0", "--quiet")
     assert r.returncode == 0, r.stderr
-    assert time.perf_counter() - t0 < 60
     meta = json.loads((tmp_path / "d0" / "seed-0.json").read_text())
     assert meta["metrics"]["test_acc"] >= 0.95
     assert meta["arch"]["name"] == "mlp" and meta["seed"] == 0 and meta["dataset"] == "digits"

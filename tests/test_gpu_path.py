@@ -59,15 +59,17 @@ def test_bf16_autocast_trains_on_cpu_with_fp32_weights(digits):
     assert low_hist[-1]["test_loss"] == pytest.approx(ref_hist[-1]["test_loss"], rel=0.05)
 
 
-def test_channels_last_convnet_matches_nchw_and_is_handed_back_nchw(digits):
-    recipe = default_recipe("digits").replace(epochs=1)
-    ref, ref_hist = _run(digits, recipe, "resnet20", width=0.25)
-    nhwc, hist = _run(digits, recipe.replace(channels_last=True), "resnet20", width=0.25)
-    assert hist[-1]["train_loss"] == pytest.approx(ref_hist[-1]["train_loss"], rel=1e-4)
-    assert hist[-1]["test_loss"] == pytest.approx(ref_hist[-1]["test_loss"], rel=1e-4)
-    for (k, a), b in zip(ref.state_dict().items(), nhwc.state_dict().values()):
-        assert b.is_contiguous(), k
-        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+def test_channels_last_training_is_refused_off_cuda_before_any_work(digits):
+    """torch 2.13's CPU NHWC conv backward aborts the whole process on some CPUs (AMD EPYC, 4-channel ResNet-20):
+    no except can catch that, so CPU channels_last training is one error line; the CUDA equivalence test is in
+    test_cuda.py."""
+    recipe = default_recipe("digits").replace(epochs=1, channels_last=True)
+    torch.manual_seed(0)
+    m = models.create("resnet20", 10, (1, 8, 8), width=0.25)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(StardomainError, match="recipe channels_last needs a CUDA device \\(got cpu\\)"):
+        train_model(m, digits, recipe, seed=0, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # not a step was taken
 
 
 class ViewFlatten(nn.Module):
@@ -89,14 +91,6 @@ def test_channels_last_is_skipped_where_unsafe(digits):
     assert not channels_last_safe(m, x)
     assert channels_last_safe(models.create("resnet20", 10, (1, 8, 8), width=0.25), x)
     assert not channels_last_safe(models.create("mlp", 10, (1, 8, 8), depth=1, width=8), x)  # no conv: nothing to gain
-    recipe = default_recipe("digits").replace(epochs=1)
-    torch.manual_seed(0)
-    a = ViewFlatten()
-    hist_a = train_model(a, digits, recipe, seed=0, progress=False)
-    torch.manual_seed(0)
-    b = ViewFlatten()
-    hist_b = train_model(b, digits, recipe.replace(channels_last=True), seed=0, progress=False)
-    assert hist_a == hist_b  # fell back to NCHW: exactly the plain run
 
 
 def test_compile_option_compiles_the_training_step(digits, monkeypatch):
@@ -139,3 +133,16 @@ def test_stars_inherit_the_sources_schedule_but_not_their_execution_options():
     assert ExperimentConfig().star_recipe(fast, {"epochs": 2}) == Recipe(epochs=2, lr=0.05)
     with pytest.raises(StardomainError, match="star models train in fp32"):
         StarlightConfig(recipe=fast)
+
+
+def test_a_run_asking_for_channels_last_on_cpu_is_refused_before_any_work(tmp_path, capsys):
+    import yaml
+
+    from cli_helpers import assert_one_line_error, run_cli
+
+    cfg = {"name": "nhwc", "dataset": "digits", "device": "cpu", "model": {"name": "resnet20", "options": {"width": 0.25}},
+           "train": {"epochs": 1, "channels_last": True}, "sources": 2, "held_out": 1}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert_one_line_error(run_cli(capsys, "run", tmp_path / "c.yaml", "--out", tmp_path / "out"),
+                          "recipe channels_last needs a CUDA device (got cpu)")
+    assert not (tmp_path / "out" / "experiment.json").exists()

@@ -40,6 +40,19 @@ def autocast(precision: str, device: torch.device) -> Callable[[], ContextManage
     return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 
+def check_channels_last(channels_last: bool, device: torch.device) -> None:
+    """channels_last training is a CUDA option: refused on other devices before any work.
+
+    Why: on CPU, torch's NHWC convolution backward aborts the process on some machines (torch 2.13.0,
+    AMD EPYC: a ResNet-20 with 4-channel convs dies in ``backward`` with SIGABRT/SIGBUS), which no
+    ``except`` can turn into an error line, and NHWC buys a CPU little. Evaluation (forward only) may
+    still pick NHWC on CPU by trial (:mod:`stardomain.memformat`).
+    """
+    if channels_last and device.type != "cuda":
+        raise StardomainError(f"recipe channels_last needs a CUDA device (got {device.type}): torch's {device.type} NHWC "
+                              "convolution backward can abort the process; drop channels_last for this run")
+
+
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
     """A grad scaler for fp16 (its small range underflows gradients without one); None otherwise."""
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None

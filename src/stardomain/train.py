@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stardomain.errors import StardomainError, reject_unknown_keys
-from stardomain.execution import autocast, grad_scaler, with_cudnn_autotune
+from stardomain.execution import autocast, check_channels_last, grad_scaler, with_cudnn_autotune
 from stardomain.progress import Progress, ProgressConfig
 
 OPTIMIZERS = ("sgd", "adam")
@@ -50,18 +50,41 @@ class Recipe:
     compile: bool = False  # torch.compile the training forward/backward
 
     def __post_init__(self) -> None:
+        self._check_types()
+        for key in ("lr", "momentum", "weight_decay"):  # inf or NaN would train a whole zoo to NaN
+            if not math.isfinite(getattr(self, key)):
+                raise StardomainError(f"recipe: {key} must be a finite number (got {getattr(self, key)})")
+        if self.momentum < 0 or self.momentum >= 1:
+            raise StardomainError(f"recipe: momentum must be in [0, 1), e.g. 0.9 (got {self.momentum})")
+        if self.weight_decay < 0:
+            raise StardomainError(f"recipe: weight_decay must be >= 0, e.g. 5e-4 (got {self.weight_decay})")
         if self.optimizer not in OPTIMIZERS:
             raise StardomainError(f"recipe: unknown optimizer '{self.optimizer}'; use one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise StardomainError(f"recipe: unknown schedule '{self.schedule}'; use one of {', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise StardomainError(f"recipe: epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise StardomainError(f"recipe: {key} must be >= 1 (got {getattr(self, key)})")
         if not self.lr > 0:
             raise StardomainError(f"recipe: lr must be > 0 (got {self.lr})")
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs + 1:
             raise StardomainError(f"recipe: warmup_epochs must be in [0, epochs] (got {self.warmup_epochs})")
         if self.precision not in PRECISIONS:
             raise StardomainError(f"recipe: unknown precision '{self.precision}'; use one of {', '.join(PRECISIONS)}")
+
+    def _check_types(self) -> None:
+        """Each field's type, naming the key: a YAML ``epochs: '2'`` must not reach a comparison (or an optimizer)."""
+        for f in fields(self):
+            value, want = getattr(self, f.name), _FIELD_TYPES[f.name]
+            if want is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif want is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, want)
+            if not ok:
+                what = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}[want]
+                raise StardomainError(f"recipe: {f.name} must be {what} (got {value!r})")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, except execution options (precision, channels_last, compile) at their defaults."""
@@ -80,6 +103,8 @@ class Recipe:
         star inherits from its sources, since Starlight implements none of them."""
         return self.replace(**_EXECUTION_DEFAULTS)
 
+
+_FIELD_TYPES: dict[str, type] = {f.name: {"str": str, "float": float, "bool": bool, "int": int}[str(f.type)] for f in fields(Recipe)}
 
 _SMALL_RECIPES: dict[str, dict[str, Any]] = {
     # 1,437 training images: many short epochs, no augmentation (8x8 digits do not crop well)
@@ -236,6 +261,7 @@ def train_model(
 
     dev = torch.device(device)
     amp = autocast(recipe.precision, dev)  # refuses e.g. fp16 on a CPU before any work
+    check_channels_last(recipe.channels_last, dev)  # likewise NHWC training off CUDA
     scaler = grad_scaler(recipe.precision, dev)
     model.to(dev)
     loader = make_loader(dataset, recipe, seed, device)

@@ -20,6 +20,17 @@ from stardomain.experiment.units import ExperimentJob, build_plan
 from stardomain.report import write_report
 
 
+def check_execution(config: ExperimentConfig, device: str) -> None:
+    """What the resolved device cannot honour is refused before the folder is claimed or any unit runs."""
+    import torch
+
+    from stardomain.execution import autocast, check_channels_last
+
+    for recipe in (config.source_recipe(), *((config.optimizer_recipe(),) if config.studies.optimizer else ())):
+        autocast(recipe.precision, torch.device(device))
+        check_channels_last(recipe.channels_last, torch.device(device))
+
+
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool | None = None,
                    log: Callable[[str], None] | None = None, executor: ExecutorConfig | None = None) -> dict[str, Any]:
     """Run the plan's units with ``executor`` (default: the config's), assemble every study from the
@@ -27,6 +38,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     executor = executor or config.executor
     check_available(executor)
     exp = Experiment(config, out_dir, progress=progress, log=log)
+    check_execution(config, exp.device)
     exp._claim_folder()
     plan, _ = build_plan(exp)
     exp.event("start", name=config.name, device=exp.device, executor=executor.kind, units=len(plan))
