@@ -165,6 +165,12 @@ def test_convergence_flag_on_an_unconverged_run_and_not_on_a_converged_one(tmp_p
     # the threshold is a setting, recorded
     _, res3, _ = _run(tmp_path, capsys, {**BASE, "eval": {**BASE["eval"], "converged_train_acc": 0.01}}, "lenient")
     assert res3["endpoints"]["convergence"]["converged"] is True and res3["config"]["eval"]["converged_train_acc"] == 0.01
+    # 100 % train accuracy is not the paper's train loss ~0.001: with a loss threshold the same zoo is flagged
+    strict = {**done, "eval": {**BASE["eval"], "converged_train_loss": 1e-6}}
+    _, res4, report4 = _run(tmp_path, capsys, strict, "strict")
+    conv4 = res4["endpoints"]["convergence"]
+    assert conv4["converged"] is False and conv4["loss_threshold"] == 1e-6 and conv4["max_train_loss"] > 1e-6
+    assert conv4["min_train_acc"] >= 0.99 and "or above train loss 1e-06" in report4
 
 
 def test_star_budget_matching_and_t_constant_go_from_yaml_to_the_checkpoint(tmp_path: Path, capsys) -> None:
@@ -189,6 +195,7 @@ def test_star_budget_matching_and_t_constant_go_from_yaml_to_the_checkpoint(tmp_
     ({"star": {"epochs_factor": 2, "recipe": {"epochs": 3}}}, "star: give the star's budget once"),
     ({"star": {"epochs_factor": 0}}, "star.epochs_factor: a positive multiple"),
     ({"star": {"t_constant": 1.5}}, "star.t_constant: must be in [0, 1]"),
+    ({"star": {"recipe": {"precision": "bf16"}}}, "star: starlight: star models train in fp32"),
     ({"eval": {"converged_train_acc": 1.5}}, "eval.converged_train_acc: a fraction in (0, 1]"),
     ({"studies": {"recipe": {"init": ["paper", "he"]}}}, "studies.recipe.init: init 'he' is not a scheme"),
     ({"studies": {"recipe": {"epochs": [0, 5]}}}, "studies.recipe.epochs: every entry must be >= 1"),

@@ -159,7 +159,7 @@ def test_arch_round_trip(name: str) -> None:
 
 
 def test_arch_records_defaults() -> None:
-    assert create("wrn", 10, (3, 32, 32), depth=10).arch["options"] == {"depth": 10, "width": 4, "dropout": 0.0}
+    assert create("wrn", 10, (3, 32, 32), depth=10).arch["options"] == {"depth": 10, "width": 4, "dropout": 0.0, "init": "paper"}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -175,7 +175,7 @@ def test_same_seed_same_weights(name: str) -> None:
 
 
 def test_bn_init_and_conv_init() -> None:
-    model = create("resnet20", 10, (3, 32, 32))
+    model = create("resnet20", 10, (3, 32, 32), init="kaiming")  # the paper's ResNet init is PyTorch's default (test_fidelity)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
@@ -249,7 +249,7 @@ def _register_and_use() -> None:
         return nn.Sequential(nn.Flatten(), nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], num_classes))
 
     model = create("test_linear_probe_model", 3, (1, 4, 4), scale=2)
-    assert model.arch["options"] == {"scale": 2}
+    assert model.arch["options"] == {"scale": 2, "init": "paper"}  # paper: a builder of yours keeps its own init
     assert "test_linear_probe_model" in available_models()
     with pytest.raises(StardomainError, match="already registered"):
         register("test_linear_probe_model")(build)

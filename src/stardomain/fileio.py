@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_with", "commit",
-           "default_file_mode", "save_figure", "write_temp"]
+           "default_file_mode", "is_temp_name", "remove_stray_temps", "save_figure", "write_temp"]
 
 
 def default_file_mode() -> int:
@@ -41,10 +42,48 @@ def write_temp(path: str | os.PathLike[str], writer: Callable[[BinaryIO], None])
             writer(f)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a full disk or ulimit -f: say which file it was
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     return tmp
+
+
+# every temp name this project writes: ``.<name>.<random>.tmp`` (mkstemp here, claims, per-epoch state,
+# the test suite's fake workers); nothing else in a run folder looks like it
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of this project's temp files (what :func:`write_temp` and the claims create)."""
+    return bool(_TEMP_NAME.match(name))
+
+
+def remove_stray_temps(root: str | os.PathLike[str], older_than: float) -> list[Path]:
+    """Delete the temp files under ``root`` last modified before ``older_than`` (a time.time()); returns them.
+
+    Why this is safe: a temp lives from its write to its rename, milliseconds; one last modified before
+    this run began (and still there after the run's data loading) belongs to a writer that was killed,
+    so no later rename needs it. A run passes its own start time, so the temps a concurrent run on the
+    same folder writes from then on are never touched.
+    """
+    root = Path(root)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if not is_temp_name(name):
+                continue
+            p = Path(dirpath) / name
+            try:
+                if p.is_file() and not p.is_symlink() and p.stat().st_mtime < older_than:
+                    p.unlink()
+                    removed.append(p)
+            except FileNotFoundError:
+                pass  # renamed or removed by its writer meanwhile
+    return removed
 
 
 def commit(pairs: Iterable[tuple[str, str | os.PathLike[str]]]) -> None:

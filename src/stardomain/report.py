@@ -70,7 +70,8 @@ def convergence_lines(ep: Mapping[str, Any]) -> list[str]:
     state = "converged" if conv["converged"] else f"**NOT converged** — {NOT_CONVERGED}"
     return [f"Convergence of the {conv['n']} regular models on their training data: train accuracy "
             f"{fmt(conv['train_acc'], 100, 2, n=False)} % (lowest {100 * conv['min_train_acc']:.2f} %), train loss "
-            f"{fmt(conv['train_loss'], digits=4, n=False)}; threshold {100 * conv['threshold']:.1f} %: {state}.", ""]
+            f"{fmt(conv['train_loss'], digits=4, n=False)}; threshold {100 * conv['threshold']:.1f} %"
+            + (f" and train loss ≤ {conv['loss_threshold']:g}" if "loss_threshold" in conv else "") + f": {state}.", ""]
 
 
 def setting_verdicts(tests: Mapping[str, Any], ep: Mapping[str, Any] | None) -> list[str]:

@@ -86,11 +86,13 @@ def plot_recipe(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Pa
     n = len(panels)
     cols = min(n, 3)
     nrows = math.ceil(n / cols)
-    fig = Figure(figsize=(4.6 * cols, 3.6 * nrows + 0.6), constrained_layout=True)
-    axes = fig.subplots(nrows, cols, squeeze=False, sharey=True)
+    fig = Figure(figsize=(4.6 * cols, 4.8 * nrows + 0.6), constrained_layout=True)
+    grid = fig.subplots(2 * nrows, cols, squeeze=False, sharey="row", gridspec_kw={"height_ratios": [3, 1.2] * nrows})
+    axes = grid[0::2]
+    loss_axes = grid[1::2]
     means = [m["mean"] for r in rows for g in GROUPS if (m := group_spread(r, g)[0]) and math.isfinite(m["mean"])]
     log = bool(means) and min(means) > 0
-    for ax, (label, prs) in zip(axes.flat, panels.items()):
+    for ax, lax, (label, prs) in zip(axes.flat, loss_axes.flat, panels.items()):
         prs = sorted(prs, key=lambda r: r["cell"]["epochs"])
         xs = [r["cell"]["epochs"] for r in prs]
         for i, g in enumerate(GROUPS):
@@ -105,17 +107,26 @@ def plot_recipe(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Pa
             for x, y, r in zip(xs, ys, prs):
                 converged = r["endpoints"].get("convergence", {}).get("converged", True)
                 ax.plot([x], [y], marker=marker, color=color, ms=7, mfc=color if converged else "white", mew=1.5)
+        # the zoo's convergence under each point: mean ± std final train loss of its regular models
+        tl = [r["endpoints"].get("convergence", {}).get("train_loss") for r in prs]
+        if all(tl):
+            lax.errorbar(xs, [t["mean"] for t in tl], yerr=[t["std"] for t in tl], color="black", marker="o", ms=4, capsize=3, lw=1)
+            if min(t["mean"] for t in tl) > 0:
+                lax.set_yscale("log")
+        lax.set_ylabel("train loss\n(regular models)", fontsize=8)
+        lax.set_xlabel("training epochs (sources; star: its own budget)")
         ax.set_title(label, fontsize=10)
-        ax.set_xlabel("training epochs (sources; star: its own budget)")
         ax.set_ylabel("test loss barrier (nats)")
         if log:
             ax.set_yscale("log")
-        if len(set(xs)) > 1:
-            ax.set_xscale("log", base=2) if max(xs) / max(min(xs), 1) >= 8 else None
-            ax.set_xticks(sorted(set(xs)), [str(x) for x in sorted(set(xs))])
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
+        for a in (ax, lax):
+            if len(set(xs)) > 1:
+                if max(xs) / max(min(xs), 1) >= 8:
+                    a.set_xscale("log", base=2)
+                a.set_xticks(sorted(set(xs)), [str(x) for x in sorted(set(xs))])
+            a.grid(alpha=0.3)
+    for a in [*list(axes.flat)[n:], *list(loss_axes.flat)[n:]]:
+        a.set_visible(False)
     handles = [Line2D([], [], color=COLORS[i], marker=MARKERS[i], label=GROUP_LABELS[g]) for i, g in enumerate(GROUPS)]
     handles.append(Line2D([], [], color="grey", marker="o", mfc="white", ls="none", label="hollow: sources not converged"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9)

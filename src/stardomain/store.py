@@ -177,7 +177,66 @@ def load_state(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, 
         state = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError, OSError) as e:
         raise StardomainError(f"checkpoint {st_path} is corrupt or truncated ({str(e).splitlines()[0]}); retrain it") from None
+    _check_arch_on_meta(meta, state, st_path)
     return state, meta
+
+
+def _check_arch_on_meta(meta: Mapping[str, Any], state: Mapping[str, torch.Tensor], st_path: Path) -> None:
+    """Build the recorded architecture on the meta device and compare its shapes with the weights, before
+    anyone builds it for real: metadata claiming width 2^40 is refused in one line, never allocated.
+
+    Skipped for a user model whose module is not imported yet (its build says which --plugin to pass).
+    """
+    from stardomain import models
+    from stardomain.plugins import import_path_module, is_import_path
+
+    if meta.get("kind", "regular") not in ("regular", "star"):
+        return  # training-state files hold optimizer tensors too; they are read by the run that wrote them
+    arch = meta["arch"]
+    name, factory = arch.get("name"), arch.get("factory")
+    if name not in models.available_models() and not any(
+            is_import_path(n) and import_path_module(n) in sys.modules for n in (name, factory)):
+        return
+    try:
+        model = _meta_model(json.dumps(arch, sort_keys=True, default=str))
+    except StardomainError as e:
+        raise StardomainError(f"checkpoint {st_path}: its metadata's architecture cannot be built ({e}); "
+                              f"fix arch in {metadata_path(st_path).name} or retrain it") from None
+    if model is not None:
+        check_fits(model, state, st_path)
+
+
+@functools.lru_cache(maxsize=16)
+def _meta_model(arch_json: str) -> nn.Module | None:
+    """The architecture built on the meta device (no memory; None when a user's builder cannot run there),
+    once per architecture: a run reads the same architecture's checkpoints many times."""
+    from stardomain import models
+
+    arch = json.loads(arch_json)
+    options = models.with_init(str(arch.get("name")), arch.get("options", {}))
+    return models.build_on_meta(_builder_name(arch), int(arch["num_classes"]), tuple(arch["in_shape"]), **options)
+
+
+def _builder_name(arch: Mapping[str, Any]) -> str:
+    """What builds ``arch``: its registered name, or its factory when that module (not the registering one) is imported."""
+    from stardomain import models
+    from stardomain.plugins import import_path_module, is_import_path
+
+    name = arch.get("name")
+    factory = arch.get("factory")
+    if not is_import_path(name) and name not in models.available_models():
+        if is_import_path(factory) and import_path_module(factory) in sys.modules:
+            return str(factory)  # the builder's module is imported (not the one that registered it): build from it
+        if is_import_path(factory):
+            module = import_path_module(factory)
+            raise StardomainError(
+                f"checkpoint architecture '{name}' is registered by {factory}, which is not imported; pass --plugin {module} "
+                f"(YAML: plugins: [{module}]; Python: import {module} first)"
+            )
+        raise StardomainError(
+            f"checkpoint architecture '{name}' is unknown to this stardomain version; known: {', '.join(models.available_models())}"
+        )
+    return str(name)
 
 
 def build_model(arch: Mapping[str, Any], plugins: Iterable[str] = ()) -> nn.Module:
@@ -188,23 +247,10 @@ def build_model(arch: Mapping[str, Any], plugins: Iterable[str] = ()) -> nn.Modu
     because a file said so.
     """
     from stardomain import models
-    from stardomain.plugins import import_path_module, is_import_path, load_plugins
+    from stardomain.plugins import load_plugins
 
     load_plugins(plugins)
-    name = arch.get("name")
-    factory = arch.get("factory")
-    if not is_import_path(name) and name not in models.available_models():
-        if is_import_path(factory) and import_path_module(factory) in sys.modules:
-            name = factory  # the builder's module is imported (not the one that registered it): build from it
-        elif is_import_path(factory):
-            module = import_path_module(factory)
-            raise StardomainError(
-                f"checkpoint architecture '{name}' is registered by {factory}, which is not imported; pass --plugin {module} "
-                f"(YAML: plugins: [{module}]; Python: import {module} first)"
-            )
-        raise StardomainError(
-            f"checkpoint architecture '{name}' is unknown to this stardomain version; known: {', '.join(models.available_models())}"
-        )
+    name = _builder_name(arch)
     # a checkpoint from before `init` was recorded is rebuilt with the init it was trained from (models.init)
     options = models.with_init(str(arch.get("name")), arch.get("options", {}))
     model = models.create(name, int(arch["num_classes"]), tuple(arch["in_shape"]), **options)

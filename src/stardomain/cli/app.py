@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -50,19 +51,66 @@ def cli(ctx: click.Context, quiet: bool, log_json: bool, plugins: tuple[str, ...
     ctx.obj = {"quiet": quiet, "log_json": log_json, "plugins": list(plugins)}
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _os_error_line(e: OSError) -> str:
+    """What failed, on which path, and what to do: a full disk, a permission, a file-size limit."""
+    paths = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "a file"
+    what = e.strerror or str(e) or type(e).__name__
+    resume = " (what finished before is kept: re-run to resume)"
+    hint = {errno.ENOSPC: "free some space or choose another --out folder" + resume,
+            errno.EDQUOT: "free some space or choose another --out folder" + resume,
+            errno.EFBIG: "the file is over this shell's file-size limit (ulimit -f); raise it" + resume,
+            errno.EACCES: "check the permissions of that path", errno.EPERM: "check the permissions of that path",
+            errno.EROFS: "that file system is read-only; choose another folder"}.get(e.errno or 0, "check that path")
+    return _one_line(f"{paths}: {what}; {hint}")
+
+
+def _is_allocation_failure(e: BaseException) -> bool:
+    """torch's out-of-memory errors (CPU allocator, CUDA) as opposed to every other RuntimeError."""
+    text = str(e)
+    return type(e).__name__ == "OutOfMemoryError" or (isinstance(e, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()))
+
+
+def _usage_line(e: click.UsageError) -> str:
+    """click's three-line usage error as one line, with the hint to the command's help."""
+    ctx = e.ctx
+    hint = f"; try '{ctx.command_path} {ctx.help_option_names[0]}' for help" if ctx is not None and ctx.help_option_names else ""
+    return _one_line(f"{e.format_message().rstrip('.')}{hint}")
+
+
 def main() -> None:
-    """Entry point: user errors become one line and exit code 2."""
+    """Entry point: user errors — and what a user meets, a full disk or too little memory — become one line and exit 2."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(prog_name="stardomain", standalone_mode=False)
     except StardomainError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        click.echo(f"error: {_usage_line(e)}", err=True)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+        click.echo(f"error: {_one_line(e.format_message())}", err=True)
+        sys.exit(2 if e.exit_code == 1 else e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        click.echo(f"error: {_os_error_line(e)}", err=True)
+        sys.exit(2)
+    except MemoryError:
+        click.echo("error: out of memory; use a smaller model, batch size or subset, or a machine with more memory", err=True)
+        sys.exit(2)
+    except RuntimeError as e:
+        if not _is_allocation_failure(e):
+            raise
+        first = _one_line((str(e).strip().splitlines() or [""])[0])[:300]
+        click.echo(f"error: out of memory ({first}); use a smaller model, batch size or subset, or a device with more memory",
+                   err=True)
+        sys.exit(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -70,12 +71,16 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None
     different run is refused.
     """
     from stardomain import data, models, zoo
+    from stardomain.fileio import remove_stray_temps
     from stardomain.train import default_recipe
 
+    started = time.time()
     if seed is not None and n_models is not None:
         raise StardomainError("give either --seed (one model) or --n with --seed-start (a zoo), not both")
     if n_models is not None and n_models < 1:
         raise StardomainError(f"--n must be >= 1 (got {n_models})")
+    _check_train_numbers(seed=seed, seed_start=seed_start, subset=subset, subset_seed=subset_seed, image_size=image_size,
+                         batch_models=batch_models)
     from stardomain.plugins import is_import_path, load_plugins
 
     load_plugins([n for n in (dataset, model_name) if is_import_path(n)])  # import paths typed here: the user named them
@@ -83,18 +88,24 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None
         raise StardomainError("--subset-seed chooses which --subset is drawn; give --subset N too, or drop --subset-seed")
     subset_seed = 0 if subset_seed is None else subset_seed
     dataset, model_name = data.canonical_name(dataset), models.canonical_name(model_name)
-    ds = data.load_dataset(dataset, root=data_root, subset=subset, seed=subset_seed, image_size=image_size)
-    recipe = default_recipe(dataset, optimizer).replace(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
-    seeds = [seed if seed is not None else 0] if n_models is None else list(range(seed_start, seed_start + n_models))
-    dev = resolve_device(device)
+    try:  # before any data is read: every recipe value names its option
+        recipe = default_recipe(dataset, optimizer).replace(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    except StardomainError as e:
+        raise StardomainError(_name_option(str(e))) from None
     options = parse_options(opts)
     if init is not None:
         if "init" in options and options["init"] != init:
             raise StardomainError(f"--init {init} and -o init={options['init']} disagree; give the init once")
         options["init"] = init
-    if batch_models < 1:
-        raise StardomainError(f"--batch-models must be >= 1 (got {batch_models})")
+    ds = data.load_dataset(dataset, root=data_root, subset=subset, seed=subset_seed, image_size=image_size)
+    try:  # a width 0 or 2^40 fails here, on the meta device, before any model is allocated or trained
+        models.build_on_meta(model_name, ds.num_classes, tuple(ds.in_shape), **options)
+    except StardomainError as e:
+        raise StardomainError(f"-o/--opt: {e}") from None
+    seeds = [seed if seed is not None else 0] if n_models is None else list(range(seed_start, seed_start + n_models))
+    dev = resolve_device(device)
 
+    remove_stray_temps(out_dir, older_than=started)  # temps a killed `train` left in this zoo folder
     trained: list[Path] = []
 
     def report(path: Path) -> None:
@@ -119,11 +130,32 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None
     else:
         zoo.train_zoo(ds, model_name, options, recipe, seeds, out_dir, device=dev, progress=progress_config(quiet), role=role,
                       on_member=report, batch_models=batch_models, notify=lambda line: click.echo(f"note: {line}", err=True))
+    remove_stray_temps(out_dir, older_than=started)
     from stardomain.convergence import DEFAULT_TRAIN_ACC, convergence_line
 
     line = convergence_line([json.loads(p.with_suffix(".json").read_text()) for p in trained], DEFAULT_TRAIN_ACC)
     if line:
         click.echo(f"warning: {line}", err=True)
+
+
+_OPTION_OF = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "weight_decay": "--weight-decay"}
+
+
+def _name_option(message: str) -> str:
+    """``recipe: lr must be ...`` -> ``--lr: must be ...``: the option the user typed, not the recipe key."""
+    rest = message.removeprefix("recipe: ")
+    key = rest.split(" ", 1)[0]
+    if key in _OPTION_OF and rest.startswith(f"{key} must"):
+        return f"{_OPTION_OF[key]}: {rest[len(key) + 1:]}"
+    return message
+
+
+def _check_train_numbers(**values: int | None) -> None:
+    """Seeds and sizes of ``train`` that click types as int but no recipe checks: refused before any work."""
+    least = {"seed": 0, "seed_start": 0, "subset": 1, "subset_seed": 0, "image_size": 1, "batch_models": 1}
+    for key, value in values.items():
+        if value is not None and value < least[key]:
+            raise StardomainError(f"--{key.replace('_', '-')} must be >= {least[key]} (got {value})")
 
 
 @cli.command("eval")

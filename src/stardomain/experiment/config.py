@@ -20,6 +20,7 @@ from stardomain.errors import StardomainError
 from stardomain.experiment.executor_config import ExecutorConfig
 
 if TYPE_CHECKING:
+    from stardomain.starlight import StarlightConfig
     from stardomain.train import Recipe
 
 
@@ -150,6 +151,7 @@ class EvalConfig:
     near_zero_tolerance: float = 0.05  # a test-loss barrier is "near 0" when its 95% upper bound is below this
     bn_ablation: bool = False  # BN models: also evaluate the main barrier pairs with interpolated (not reset) statistics
     converged_train_acc: float = 0.99  # a zoo with a model below this train accuracy is flagged "not converged"
+    converged_train_loss: float | None = None  # ... or, where set, above this final train loss (the paper's: ~0.001)
 
     def __post_init__(self) -> None:
         _check(self.points >= 2, f"eval.points: need at least 2 points on the path (got {self.points})")
@@ -159,6 +161,8 @@ class EvalConfig:
         _check(0 <= self.star_acc_margin < 1, f"eval.star_acc_margin: a fraction in [0, 1), e.g. 0.01 for 1 pp (got {self.star_acc_margin})")
         _check(0 < self.converged_train_acc <= 1,
                f"eval.converged_train_acc: a fraction in (0, 1], e.g. 0.99 for 99% (got {self.converged_train_acc})")
+        _check(self.converged_train_loss is None or self.converged_train_loss > 0,
+               f"eval.converged_train_loss: a positive loss in nats, e.g. 0.002, or null (got {self.converged_train_loss})")
         _check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
         _check(self.align in ("weight", "activation", "none"), f"eval.align: one of weight, activation, none (got {self.align!r})")
         _check(self.max_pairs >= 1, f"eval.max_pairs: must be >= 1 (got {self.max_pairs})")
@@ -296,6 +300,7 @@ class ExperimentConfig:
                 Recipe.from_dict({**default_recipe(self.dataset).to_dict(), **overrides})
             except StardomainError as e:
                 raise StardomainError(f"{where}: {e}") from None
+        self._check_starlight()
 
         _check(self.subset is None or self.subset >= 10, f"subset: at least 10 training samples (got {self.subset})")
         if self.stream:  # what reads whole splits into memory cannot take a streamed folder
@@ -331,6 +336,22 @@ class ExperimentConfig:
                 except StardomainError as e:
                     raise StardomainError(f"{where}: {e}") from None
         _check_before_work(self)
+
+    def starlight_config(self, star_recipe: "Recipe", mu: float) -> "StarlightConfig":
+        """The one place the ``star`` block (and the eval settings Starlight shares) becomes a StarlightConfig."""
+        from stardomain.starlight import StarlightConfig
+
+        sc = self.star
+        return StarlightConfig(recipe=star_recipe, t_sampling=sc.t_sampling, t_beta=tuple(sc.t_beta), t_constant=sc.t_constant,
+                               pairs_per_step=sc.pairs_per_step, mu=mu, realign_every=sc.realign_every, matching=sc.matching,
+                               bn_samples=self.eval.bn_samples, matching_samples=self.eval.matching_samples)
+
+    def _check_starlight(self) -> None:
+        """The star's whole Starlight config, built now: what it refuses (e.g. a bf16 star recipe) costs no zoo."""
+        try:
+            self.starlight_config(self.star_recipe(self.source_recipe(), self.star.recipe), self.star.mu)
+        except StardomainError as e:
+            raise StardomainError(f"star: {e}") from None
 
     def _check_recipe_study(self, rs: "RecipeStudy") -> None:
         from stardomain import models
@@ -410,6 +431,8 @@ class ExperimentConfig:
                 del d["star"][key]
         if not d["eval"]["bn_ablation"]:
             del d["eval"]["bn_ablation"]  # likewise
+        if d["eval"]["converged_train_loss"] is None:
+            del d["eval"]["converged_train_loss"]  # likewise
         bm = d.pop("batch_models")
         if bm != 1:  # recorded where it is set (a worker rebuilds the same plan from this dict), as a train key
             d["train"] = {**d["train"], "batch_models": bm}
@@ -558,6 +581,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise StardomainError(f"experiment file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError:
+        raise StardomainError(f"{p}: not a text file (not UTF-8); give the experiment's YAML file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -60,6 +60,21 @@ def _identity_part(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _read_marker(marker: Path) -> Mapping[str, Any] | None:
+    """The config recorded in ``experiment.json``; refused in one line when the file is not what stardomain wrote
+    (it says which experiment the folder holds: guessing could mix two experiments in one folder)."""
+    try:
+        data = json.loads(marker.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        why = f"not valid JSON ({getattr(e, 'msg', e)})"
+    else:
+        if isinstance(data, dict) and isinstance(data.get("config"), (dict, type(None))):
+            return data.get("config")
+        why = "not an experiment record (no 'config' mapping)"
+    raise StardomainError(f"{marker} is {why}; it records which experiment {marker.parent} holds: restore it, "
+                          "or delete it if that folder holds this config's run, or use another --out folder")
+
+
 class Cache:
     """One JSON file per finished evaluation; written atomically, so a kill never leaves half a result."""
 
@@ -70,10 +85,30 @@ class Cache:
     def path(self, kind: str, key: Mapping[str, Any]) -> Path:
         return self.root / kind / f"{_digest(key)}.json"
 
+    @staticmethod
+    def read(path: Path) -> Any:
+        """The value stored at ``path``, or None when there is none: a truncated or corrupt entry (a copy
+        cut short, a bad disk) is deleted, so it is recomputed instead of failing every re-run."""
+        try:
+            entry = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+            entry = None
+        if isinstance(entry, dict) and "value" in entry:
+            return entry["value"]
+        path.unlink(missing_ok=True)
+        return None
+
+    def has(self, path: Path) -> bool:
+        """Whether ``path`` holds a readable entry (a corrupt one is removed and counts as missing)."""
+        return self.read(path) is not None
+
     def get_or_compute(self, kind: str, key: Mapping[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         path = self.path(kind, key)
-        if path.exists():
-            return json.loads(path.read_text())["value"]
+        value = self.read(path)
+        if value is not None:
+            return value
         if self.frozen:
             raise _unplanned(path)
         value = compute()
@@ -112,7 +147,7 @@ class Experiment:
         marker = self.out / "experiment.json"
         mine = self.cfg.to_dict()
         if marker.exists():
-            theirs = json.loads(marker.read_text()).get("config")
+            theirs = _read_marker(marker)
             comparable = _identity_part(mine)
             theirs = _identity_part(theirs or {})
             if {k: theirs.get(k) for k in comparable} != comparable:
@@ -215,14 +250,11 @@ class Experiment:
         """Train (or reuse) a star model on ``sources`` with ``star_recipe`` (already the star's own:
         see :meth:`ExperimentConfig.star_recipe`); its metadata records the sources' hashes and its seed."""
         from stardomain import models
-        from stardomain.starlight import Starlight, StarlightConfig, star_seed
+        from stardomain.starlight import Starlight, star_seed
         from stardomain.train import final_metrics, seed_everything
 
         sc = self.cfg.star
-        config = StarlightConfig(recipe=star_recipe, t_sampling=sc.t_sampling, t_beta=tuple(sc.t_beta), t_constant=sc.t_constant,
-                                 pairs_per_step=sc.pairs_per_step,
-                                 mu=mu, realign_every=sc.realign_every, matching=sc.matching, bn_samples=self.cfg.eval.bn_samples,
-                                 matching_samples=self.cfg.eval.matching_samples)
+        config = self.cfg.starlight_config(star_recipe, mu)
         hashes = [store.content_hash(p) for p in sources]
         seed = star_seed(self.cfg.seed, tag)  # its own stream, one per tag: never a source's init or batch order
         ident = {"config": config.to_dict(), "sources": hashes, "seed": seed, "init": sc.init, "model": self.cfg.model.name, "options": dict(options)}
@@ -347,7 +379,8 @@ class Experiment:
             out["star_below_sources"] = any(out["stars_below_sources"])
         from stardomain.convergence import zoo_convergence
 
-        out["convergence"] = zoo_convergence([*src, *ho], self.cfg.eval.converged_train_acc)  # the paper's models are converged
+        ev = self.cfg.eval  # the paper's models are converged: ~100 % train accuracy, train loss ~0.001
+        out["convergence"] = zoo_convergence([*src, *ho], ev.converged_train_acc, ev.converged_train_loss)
         return out
 
     summarize_groups = staticmethod(summarize_groups)  # one setting's pairs -> the summary every table reads

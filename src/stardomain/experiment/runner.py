@@ -8,6 +8,7 @@ The top of the experiment package: it is the one module that knows the pipeline
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +18,7 @@ from stardomain.experiment.executor_config import ExecutorConfig
 from stardomain.experiment.executors import check_available, run_plan
 from stardomain.experiment.pipeline import Experiment
 from stardomain.experiment.units import ExperimentJob, build_plan
+from stardomain.fileio import remove_stray_temps
 from stardomain.report import write_report
 
 
@@ -35,11 +37,14 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
                    log: Callable[[str], None] | None = None, executor: ExecutorConfig | None = None) -> dict[str, Any]:
     """Run the plan's units with ``executor`` (default: the config's), assemble every study from the
     unit files, then write results.json, report.md and the figures (all atomically)."""
+    started = time.time()
     executor = executor or config.executor
     check_available(executor)
     exp = Experiment(config, out_dir, progress=progress, log=log)
     check_execution(config, exp.device)
     exp._claim_folder()
+    # what a killed run left: no later rename needs it (a minute's margin for a concurrent run's write still in fsync)
+    remove_stray_temps(out_dir, older_than=started - 60)
     plan, _ = build_plan(exp)
     exp.event("start", name=config.name, device=exp.device, executor=executor.kind, units=len(plan))
     run_plan(plan, ExperimentJob(config.to_dict(), out_dir, local=exp), out_dir, executor, log=exp.log,
@@ -51,4 +56,5 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     # uninterrupted one hold the same results.json, so they get the same report.md bytes
     results = json.loads(path.read_text())
     write_report(results, Path(out_dir))
+    remove_stray_temps(out_dir, older_than=started)  # the rest: a run's whole length is far longer than any rename
     return results

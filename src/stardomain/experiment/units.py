@@ -110,7 +110,7 @@ class _Builder:
             return self.exp.cache.path(stage, key())
 
         def done() -> bool:
-            return all(store.is_complete(m.path) for m in inputs) and output().exists()
+            return all(store.is_complete(m.path) for m in inputs) and self.exp.cache.has(output())
 
         self._add(Unit(uid, stage, f"cache/{stage}", tuple(dict.fromkeys(m.unit for m in inputs))), _Action(compute, done, output))
 

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import torch
 from torch import nn
 
 from stardomain.errors import StardomainError
@@ -217,6 +218,41 @@ def create(name: str, num_classes: int, in_shape: tuple[int, ...], **options: An
         arch["factory"] = factory_name(entry.builder)  # which module to --plugin when loading
     json.dumps(arch)  # fails loudly at build time rather than at save time
     model.arch = arch
+    return model
+
+
+# 10^10 parameters are 40 GB of fp32 weights before gradients and optimizer state: beyond any single
+# device a unit runs on, so such a size is a typo (width 2**20) to refuse before anything is allocated
+MAX_PARAMETERS = 10**10
+
+
+def build_on_meta(name: str, num_classes: int, in_shape: tuple[int, ...], **options: Any) -> nn.Module | None:
+    """``create`` on the meta device: every option, the shape and the parameter count checked with no
+    memory allocated and no random number drawn, so a bad size fails before any work.
+
+    None when a user's builder cannot run on the meta device (it is then checked at its real build).
+    """
+    entry = _lookup(name)
+    builtin = entry.builder.__module__.startswith("stardomain.")
+    check_init(options.get("init", DEFAULT_INIT))
+    # shapes do not depend on the init; PyTorch's own ("default") draws nothing more, where normal_ on the
+    # meta device would import torch._dynamo (seconds)
+    shape_only = {**options, "init": "default"}
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = create(name, num_classes, in_shape, **shape_only)
+    except StardomainError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a builder's own complaint about absurd sizes (overflow, negative dims)
+        if not builtin:
+            return None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise StardomainError(f"model {entry.name!r} cannot be built for inputs {tuple(in_shape)} with options "
+                              f"{dict(options)} ({type(e).__name__}: {first}); use smaller sizes") from None
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise StardomainError(f"model {entry.name!r} with options {dict(options)} would have {count:.3g} parameters "
+                              f"(over {MAX_PARAMETERS:.0e}, {4 * count / 1e9:.3g} GB of fp32 weights); use smaller sizes")
     return model
 
 
