@@ -37,7 +37,6 @@ from stardomain.errors import StardomainError
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST_T10K = SHARED / "mnist-t10k"
 CIFAR10_META = SHARED / "cifar-10-meta" / "batches.meta"
-FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 IDX_GZ = [f"{b}.gz" for b in sources.IDX_FILES]
 
 
@@ -251,8 +250,10 @@ def test_stratified_subset_quotas():
 
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory) -> Dataset:
-    if not (FASHION_SYSTEM / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"{FASHION_SYSTEM} absent (install the Debian package dataset-fashion-mnist)")
+    from conftest import FASHION_DIR, FASHION_SKIP
+
+    if FASHION_DIR is None:
+        pytest.skip(FASHION_SKIP)
     return load_dataset("fashion_mnist", root=tmp_path_factory.mktemp("empty-root"), download=False)
 
 
@@ -271,7 +272,7 @@ def test_fashion_mnist_real_from_system_folder(fashion):
 
 
 def test_fashion_mnist_missing_files_message(monkeypatch, tmp_path, no_network):
-    monkeypatch.setitem(sources.SYSTEM_DIRS, "fashion_mnist", ())
+    monkeypatch.setenv("STARDOMAIN_FASHION_MNIST_DIR", "")  # the system copy hidden, as on a machine without it
     with pytest.raises(StardomainError) as err:
         load_dataset("fashion_mnist", root=tmp_path, download=False)
     msg = str(err.value)
@@ -393,6 +394,20 @@ def test_corrupt_idx_is_one_line_error(tmp_path, content, needle):
     msg = str(err.value)
     assert "\n" not in msg and str(bad) in msg and "delete it" in msg and needle in msg
 
+
+def test_idx_dimensions_overflowing_int64_are_one_line(tmp_path):
+    """Three dimensions of 2^32 - 1 multiply past int64: the header must be refused as corrupt, not wrap around
+    into a numpy ValueError (or, worse, match a wrapped size)."""
+    folder = tmp_path / "mnist"
+    write_fake_mnist(folder)
+    for f in folder.glob("t10k-images*"):
+        f.unlink()
+    bad = folder / "t10k-images-idx3-ubyte"
+    bad.write_bytes(b"\x00\x00\x08\x03" + b"\xff\xff\xff\xff" * 3 + bytes(64))
+    with pytest.raises(StardomainError) as err:
+        load_dataset("mnist", root=tmp_path, download=False)
+    msg = str(err.value)
+    assert "\n" not in msg and str(bad) in msg and "header promises" in msg
 
 def test_idx_count_mismatch(tmp_path):
     folder = tmp_path / "mnist"

@@ -70,7 +70,7 @@ def test_plan_covers_every_study_of_run(tmp_path):
     stages = {u.stage for u in plan}
     assert stages == {"train", "star", "pairs", "bma", "fusion"}
     assert all(plan[d] for u in plan for d in u.waits_for)
-    with pytest.raises(StardomainError, match="not computed by any unit"):
+    with pytest.raises(StardomainError, match="missing when the results are assembled"):
         exp.run(assemble=True)
 
 

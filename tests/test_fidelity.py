@@ -236,3 +236,16 @@ def test_tiny_recipe_study_end_to_end_with_its_figure(tmp_path: Path, capsys) ->
     assert (out / "recipe_sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "recipe_sensitivity.pdf").exists()
     # 1-epoch MLPs on digits are far from converged: their rows say so
     assert any("**no**" in ln for ln in report.splitlines() if ln.startswith("| 1 |"))
+    # the README's settings table reads the same run: one row per cell, its recipe, convergence and star verdicts
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "results_tables.py"
+    r = subprocess.run([sys.executable, str(script), "settings", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith(f"| {res['name']} · rc-")]
+    assert len(rows) == 8
+    for row, ln in zip(rs["rows"], rows):
+        c, conv = row["cell"], row["endpoints"]["convergence"]
+        assert f"· {row['tag']} | w8 · {c['init']} · {c['epochs']} ep · wd {c['weight_decay']:g} | 2 / 1 / 2 |" in ln
+        assert ("not converged" in ln) is (not conv["converged"]) and ("(k=2)" in ln)

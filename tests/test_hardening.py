@@ -9,6 +9,7 @@ to completion, lists the run folder (no ``*.tmp``) and compares results.json wit
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -324,7 +325,8 @@ def test_killed_run_resumes_with_no_temp_left_and_identical_results(reference, t
     assert not [name for name in listing if name.endswith(".tmp")], listing
     assert not any(p.exists() for p in planted)
     for name in ("results.json", "report.md"):
-        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+        got, want = (out / name).read_text(), (ref / name).read_text()
+        assert got == want, name + "\n" + "".join(difflib.unified_diff(want.splitlines(True), got.splitlines(True), n=0))
 
 
 def test_corrupt_cache_entry_is_recomputed(reference, tmp_path: Path, capsys) -> None:
@@ -341,3 +343,24 @@ def test_corrupt_cache_entry_is_recomputed(reference, tmp_path: Path, capsys) ->
     for entry in entries[:2]:
         assert "value" in json.loads(entry.read_text())  # healed
     assert (out / "results.json").read_bytes() == (ref / "results.json").read_bytes()
+
+
+def test_cache_entry_deleted_before_assembly_is_one_line_then_recomputed(reference, tmp_path: Path) -> None:
+    """A cache file that disappears while a run is going (a cleanup script, a user) makes assembly fail in one line
+    that says what to do, not 'a bug in stardomain'; the same command then recomputes it, to the same bytes."""
+    from stardomain import StardomainError
+    from stardomain.experiment.config import load_config
+    from stardomain.experiment.pipeline import Experiment
+
+    cfg, ref = reference
+    out = tmp_path / "copy"
+    shutil.copytree(ref, out)
+    victim = sorted((out / "cache").rglob("*.json"))[0]
+    victim.unlink()
+    with pytest.raises(StardomainError) as err:
+        Experiment(load_config(cfg), out, progress=False).run(assemble=True)
+    msg = str(err.value)
+    assert "\n" not in msg and str(victim) in msg and "re-run the same command" in msg
+    r = subprocess.run(_run_cmd(cfg, out), capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert victim.exists() and (out / "results.json").read_bytes() == (ref / "results.json").read_bytes()

@@ -24,6 +24,7 @@ from cli_helpers import run_cli
 from conftest import REPO
 
 SLOW = {"run", "demo"}
+pytestmark = pytest.mark.optional_data  # which lines run depends on the optional data: run again without it (.ci/run)
 
 
 def tour_lines(readme: Path = REPO / "README.md") -> list[str]:

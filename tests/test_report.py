@@ -84,6 +84,22 @@ def test_a_poor_star_is_flagged_beside_every_barrier_verdict(tmp_path):
     assert "| star θ⋆ | 1 | 73.60 | 0.420 |" in report  # the endpoints sit beside the barriers
 
 
+
+def test_the_flag_names_the_poor_repeat_not_repeat_0():
+    """With repeats the flag is raised by ANY poor star; its wording must name that star and its gap,
+    never repeat 0's (which may sit above its sources: 'the star is -0.33 pp below' was printed)."""
+    from stardomain.report import flag_reason, flag_text
+
+    ep = {"star_acc_gap": -0.0033, "margin": 0.01, "star_below_sources": True,
+          "stars_below_sources": [False, False, True], "star_acc_gaps": [-0.0033, 0.002, 0.0161]}
+    reason = flag_reason(ep)
+    assert "1 of 3 stars" in reason and "repeat 2, 1.61 pp" in reason and "-0.33" not in reason
+    old = {k: v for k, v in ep.items() if k != "star_acc_gaps"}  # results written before the gaps were recorded
+    assert "repeats 2" in flag_reason(old) and "-0.33" not in flag_reason(old)
+    assert flag_text({**ep, "star_below_sources": False}) == ""
+    single = {"star_acc_gap": 0.164, "margin": 0.01, "star_below_sources": True}
+    assert "the star is 16.40 pp below" in flag_reason(single)
+
 @pytest.mark.parametrize("has_bn", [False, True])
 def test_batchnorm_sentence_only_for_models_with_batchnorm(tmp_path, has_bn):
     report = write_report(synthetic(**CLEAR, has_bn=has_bn), tmp_path).read_text()

@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import FASHION_DIR
+from conftest import FASHION_DIR, FASHION_SKIP
 from stardomain import models
 from stardomain.barrier import barriers, curve
 from stardomain.permute import align
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def fashion_tiny():
-    if not FASHION_DIR.exists():
-        pytest.skip("Debian package dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    if FASHION_DIR is None:
+        pytest.skip(FASHION_SKIP)
     from stardomain.data import load_dataset
 
     ds = load_dataset("fashion_mnist", subset=800, seed=0)
@@ -59,7 +59,9 @@ def test_weight_matching_two_trained_resnet20s(fashion_tiny):
     assert gap <= 1e-4
     assert any(not torch.equal(sb[k], sb_aligned[k]) for k in sb)  # it did permute something
 
-    kw = dict(ts=[0.0, 0.5, 1.0], splits=("test",), bn_samples=256)
+    # 11 points: with the authors' init (PyTorch's default) the raw path's peak is off t = 0.5 (2.21 at an 11-point
+    # grid, 1.02 at t = 0.5 alone), so a 3-point grid under-samples the max it compares with
+    kw = dict(ts=[i / 10 for i in range(11)], splits=("test",), bn_samples=256)
     raw = barriers(curve(a, sa, sb, ds, **kw))["test_loss"]
     aligned = barriers(curve(a, sa, sb_aligned, ds, **kw))["test_loss"]
     assert aligned < raw

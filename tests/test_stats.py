@@ -68,6 +68,10 @@ def test_one_model_against_a_population_uses_the_prediction_interval():
     # above the mean (and the mean's CI) but within where one more regular model could land
     r = stats.against_population(accs, 0.825)
     assert r["direction"] == 0 and r["interval"][0] < 0.825 < r["interval"][1]
+    # two regular models with the same accuracy (347/360 each, as in the demo's |Z| = 2 row) give no spread to
+    # test against: a zero-width interval must not call a fused star at 350/360 "better"
+    tie = stats.against_population([347 / 360, 347 / 360], 350 / 360)
+    assert tie["direction"] == 0 and all(math.isnan(v) for v in tie["interval"])
 
 
 def test_paired_bootstrap_detects_a_clear_paired_difference():

@@ -112,11 +112,12 @@ def test_cosine_schedule_decays_to_zero():
 
 
 @pytest.mark.slow
+@pytest.mark.optional_data
 def test_fashion_mnist_mlp_reaches_87_percent():
-    from pathlib import Path
+    from conftest import FASHION_DIR, FASHION_SKIP
 
-    if not Path("/usr/share/datasets/fashion-mnist").exists():
-        pytest.skip("dataset-fashion-mnist not installed")
+    if FASHION_DIR is None:
+        pytest.skip(FASHION_SKIP)
     from stardomain.data import load_dataset
 
     ds = load_dataset("fashion_mnist")

@@ -42,6 +42,8 @@ def test_figure_renders_with_the_published_panel(tmp_path):
 
 
 def test_rows_that_are_not_a_width_trend_are_refused(tmp_path):
+    with pytest.raises(StardomainError, match="at least two widths"):
+        width_series(_results(widths=(8,)))
     with pytest.raises(StardomainError, match="other than width"):
         width_series(_results(depth=lambda w: w))
     with pytest.raises(StardomainError, match="repeat a width"):
@@ -49,3 +51,23 @@ def test_rows_that_are_not_a_width_trend_are_refused(tmp_path):
     with pytest.raises(StardomainError, match="no width_depth rows"):
         plot_width_trend({"width_depth": {"rows": []}}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("model", ["mlp", "resnet20"])
+def test_report_sets_the_published_mlp_panel_beside_mlps_only(tmp_path, monkeypatch, model):
+    """The authors' published widths are MLP hidden units: beside a CNN's width multiplier they would mislead."""
+    from stardomain import report_stars, width_plot
+
+    seen, real = {}, width_plot.plot_width_trend
+
+    def spy(results, path, **kw):
+        seen.update(kw)
+        return real(results, path, **kw)
+
+    monkeypatch.setattr(width_plot, "plot_width_trend", spy)
+    res = {**_results(), "config": {"model": {"name": model}}}
+    figures: list[str] = []
+    lines = report_stars.width_trend_lines(res, tmp_path, figures)
+    assert figures == ["width_trend.png"] and any("width_trend.png" in ln for ln in lines)
+    assert seen == ({"published": True, "xlabel": "hidden width"} if model == "mlp"
+                    else {"published": False, "xlabel": "width multiplier"})

@@ -37,6 +37,15 @@ def progress_config(quiet: bool = False) -> ProgressConfig:
     return ProgressConfig("auto")
 
 
+def notice(kind: str, message: str) -> None:
+    """A ``warning:`` or ``note:`` line on stderr, shown even with ``--quiet`` (it is not progress); under
+    ``--log-json`` a JSON record like every other stderr line, so a log parser never meets plain text."""
+    if _global("log_json"):
+        click.echo(json.dumps({"event": kind, "time": time.time(), "message": message}), err=True)
+    else:
+        click.echo(f"{kind}: {message}", err=True)
+
+
 def event_logger(quiet: bool = False) -> Callable[[str], None] | None:
     """Log callback for ``run``/``demo``: '[20:31:05 +0:12] trained zoo=main seed=3 in 1.2 s' lines on stderr."""
     if quiet or _global("quiet"):

@@ -1,9 +1,10 @@
-"""How a training step executes on a device: mixed precision, grad scaling, cudnn autotuning.
+"""How a training step executes on a device: mixed precision, grad scaling, cudnn autotuning, CPU threads.
 
 One code path serves CPU and CUDA: autocast runs on the device's own type, fp16 gets a
 :class:`torch.amp.GradScaler`, and cudnn autotuning is switched on for the duration of a run
 only (restored afterwards, so no process-wide state leaks into other work). Weights stay fp32
-under autocast, so checkpoints are fp32 whatever the precision.
+under autocast, so checkpoints are fp32 whatever the precision. The CPU thread count every
+result is computed with is fixed the same way (:func:`fixed_threads`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 from typing import Any, Callable, ContextManager, Iterator, TypeVar
 
 import torch
 
 from stardomain.errors import StardomainError
 
-__all__ = ["autocast", "cudnn_autotune", "grad_scaler", "with_cudnn_autotune"]
+__all__ = ["autocast", "cudnn_autotune", "fixed_threads", "grad_scaler", "with_cudnn_autotune"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,3 +86,48 @@ def with_cudnn_autotune(fn: F) -> F:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads (and NumPy's BLAS threads) fixed to ``threads`` for the block, then restored.
+
+    A CPU reduction split over more threads adds in another order: 1 and 2 threads train weights ~1e-7
+    apart, which reaches results.json's digits. So every unit, on every executor, and the assembly
+    compute with the run's recorded ``threads``, never the machine's default; the caller's own count
+    comes back afterwards. ``OMP_NUM_THREADS`` is set too, for processes started inside the block.
+    ``None`` leaves everything as it is.
+    """
+    global _fixed
+    if threads is None or (threads == _fixed and torch.get_num_threads() == threads):  # (a unit inside the run's block)
+        yield
+        return
+    if type(threads) is not int or threads < 1:
+        raise StardomainError(f"threads: a whole number >= 1 (got {threads!r})")
+    before, env, outer = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), _fixed
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    _fixed = threads
+    try:
+        with _blas_threads(threads):
+            yield
+    finally:
+        _fixed = outer
+        torch.set_num_threads(before)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
+_fixed: int | None = None  # the count of the innermost fixed_threads block this process is in
+
+
+def _blas_threads(threads: int) -> ContextManager[Any]:
+    """NumPy/SciPy's BLAS (the BMA tests' bootstrap products) limited likewise: its matrix-vector products
+    also split sums by thread. threadpoolctl comes with scikit-learn; without it, BLAS keeps its own count."""
+    try:
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - scikit-learn depends on it
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")

@@ -12,12 +12,13 @@ byte-identical report.md.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
 from stardomain import store
 from stardomain.convergence import NOT_CONVERGED, describe, flag_suffix
-from stardomain.report_format import (GROUP_LABELS, GROUPS, _clip, _compare_text, _near_zero_text, acc_loss, fmt,
+from stardomain.report_format import (GROUP_LABELS, GROUPS, _clip, _compare_text, _near_zero_text, acc_loss, fmt, poor_star,
                                        interval, num, star_claim_lines, table)
 from stardomain.stats import NOT_SIGNIFICANT, verdict
 
@@ -39,8 +40,8 @@ def _key(results: Mapping[str, Any]) -> tuple[str, str]:
 
 # -- shared pieces: endpoints, flags and the wording of each test ---------------------------------
 def flag_reason(ep: Mapping[str, Any]) -> str:
-    return (f"the star's test accuracy is {100 * ep['star_acc_gap']:.2f} pp below its sources' mean "
-            f"(margin {100 * ep['margin']:.2f} pp), so its barriers are small partly because its endpoint is poor")
+    return (f"{poor_star(ep)}, beyond the margin of {100 * ep['margin']:.2f} pp, so its barriers are small partly "
+            "because its endpoint is poor")
 
 
 def flag_text(ep: Mapping[str, Any] | None) -> str:
@@ -264,8 +265,11 @@ def fusion_section(results: Mapping[str, Any]) -> list[str]:
         t = tests.get(r["n_sources"])
         word = verdict(t, "worse", "better") if t else NOT_SIGNIFICANT
         regular = {"mean": r["regular_acc_mean"], "std": r["regular_acc_std"], "n": len(r["regular_accs"])}
+        if len(r["regular_accs"]) >= 2 and r["regular_acc_std"] == 0:
+            word = "no verdict: the regular models all score the same, so their spread is unknown"
         row = [r["n_sources"], fmt(regular, 100, 2), f"{100 * r['best_regular_acc']:.2f}", f"{100 * r['ensemble_acc']:.2f}",
-               f"{100 * r['star_acc']:.2f}", f"{word} (95% prediction interval {interval(_clip(t['interval']) if t else None, 100, 2)})"]
+               f"{100 * r['star_acc']:.2f}", f"{word}" + (f" (95% prediction interval {interval(_clip(t['interval']), 100, 2)})"
+                                                       if t and not any(math.isnan(v) for v in t["interval"]) else "")]
         if ref:
             row.append(" / ".join(ref[r["n_sources"]]) if r["n_sources"] in ref else "–")
         rows.append(row)

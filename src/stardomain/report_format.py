@@ -82,3 +82,17 @@ def star_claim_lines(tests: Mapping[str, Any], flag: str = "", suffix: str = "",
         lines.append(bullet + _compare_text(tests["star_held_out_vs_regular" + suffix], "star–held-out minus regular–regular barrier",
                                             "star–held-out is below regular–regular", "star–held-out is ABOVE regular–regular", flag=flag))
     return lines
+
+
+def poor_star(ep: Mapping[str, Any]) -> str:
+    """Which star is below its sources and by how much: with repeats, the worst repeat (not repeat 0,
+    which may well be fine), so the flag's wording names the star that raised it."""
+    gaps, below = ep.get("star_acc_gaps"), ep.get("stars_below_sources")
+    what = "below its sources' mean test accuracy"
+    if gaps:
+        worst = max(range(len(gaps)), key=lambda i: gaps[i])
+        n_below = sum(1 for g in gaps if g > ep["margin"])
+        return f"{n_below} of {len(gaps)} stars {what} (worst: repeat {worst}, {100 * gaps[worst]:.2f} pp)"
+    if below and not below[0]:  # results written before the per-repeat gaps were recorded
+        return f"{sum(below)} of {len(below)} stars {what} (repeats {', '.join(str(i) for i, b in enumerate(below) if b)})"
+    return f"the star is {100 * ep['star_acc_gap']:.2f} pp {what}"

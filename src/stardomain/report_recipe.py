@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain.convergence import NOT_CONVERGED
-from stardomain.report_format import GROUP_LABELS, GROUPS, acc_loss, fmt, interval, table
+from stardomain.report_format import GROUP_LABELS, poor_star, GROUPS, acc_loss, fmt, interval, table
 from stardomain.stats import verdict
 
 
@@ -41,7 +41,7 @@ def recipe_rows(results: Mapping[str, Any]) -> list[list[Any]]:
         cmp = t.get("star_held_out_vs_regular_over_stars") or t.get("star_held_out_vs_regular")
         word = verdict(cmp, "below", "ABOVE") + f" (CI {interval(cmp['ci95'])})" if cmp else "–"
         if not t["comparable"]:
-            word = f"not comparable (star {100 * ep['star_acc_gap']:.2f} pp below its sources)"
+            word = f"not comparable ({poor_star(ep)})"
         cells = []
         for g in GROUPS:
             m, over = group_spread(r, g)
@@ -84,12 +84,16 @@ def plot_recipe(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Pa
     for r in rows:
         panels.setdefault(_cell_label(r["cell"]), []).append(r)
     n = len(panels)
-    cols = min(n, 3)
+    cols = n if n <= 3 else math.ceil(math.sqrt(n))  # 4 panels (2 inits x 2 weight decays) as 2 x 2, no empty slots
     nrows = math.ceil(n / cols)
     fig = Figure(figsize=(4.6 * cols, 4.8 * nrows + 0.6), constrained_layout=True)
-    grid = fig.subplots(2 * nrows, cols, squeeze=False, sharey="row", gridspec_kw={"height_ratios": [3, 1.2] * nrows})
+    grid = fig.subplots(2 * nrows, cols, squeeze=False, gridspec_kw={"height_ratios": [3, 1.2] * nrows})
     axes = grid[0::2]
     loss_axes = grid[1::2]
+    for a in list(axes.flat)[1:]:  # one barrier scale and one train-loss scale for every panel: compare by eye
+        a.sharey(axes.flat[0])
+    for a in list(loss_axes.flat)[1:]:
+        a.sharey(loss_axes.flat[0])
     means = [m["mean"] for r in rows for g in GROUPS if (m := group_spread(r, g)[0]) and math.isfinite(m["mean"])]
     log = bool(means) and min(means) > 0
     for ax, lax, (label, prs) in zip(axes.flat, loss_axes.flat, panels.items()):
@@ -130,5 +134,7 @@ def plot_recipe(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Pa
     handles = [Line2D([], [], color=COLORS[i], marker=MARKERS[i], label=GROUP_LABELS[g]) for i, g in enumerate(GROUPS)]
     handles.append(Line2D([], [], color="grey", marker="o", mfc="white", ls="none", label="hollow: sources not converged"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9)
-    fig.suptitle(title + " (bars: ± 1 sample std; star groups over stars where repeated)", fontsize=11)
+    over = {g: sorted({group_spread(r, g)[1] for r in rows} - {""}) for g in GROUPS}
+    ns = "; ".join(f"{g.replace('-', '–', 1)}: {' / '.join(v)}" for g, v in over.items() if v)
+    fig.suptitle(f"{title}\nbars: ± 1 sample std over ({ns}) per point", fontsize=11)
     return save_figure(fig, path)

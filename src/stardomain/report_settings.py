@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain.convergence import NOT_CONVERGED
-from stardomain.report_format import GROUP_LABELS, acc_loss, fmt, interval, table
+from stardomain.report_format import GROUP_LABELS, poor_star, acc_loss, fmt, interval, table
 from stardomain.report_stars import over_stars_cell, width_trend_lines
 from stardomain.stats import verdict
 
@@ -26,7 +26,7 @@ def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str,
         cmp = per_star or t.get("star_held_out_vs_regular")
         word = verdict(cmp, "below", "ABOVE") if cmp else "–"
         if not t["comparable"]:
-            word = f"not comparable (star {100 * ep['star_acc_gap']:.2f} pp below its sources)"
+            word = f"not comparable ({poor_star(ep)})"
         elif cmp:
             word += f" (CI {interval(cmp['ci95'])}" + (f", over {t['n_stars']} stars)" if per_star else ", over pairs)")
         if not t.get("converged", True):

@@ -86,7 +86,9 @@ def width_trend_lines(results: Mapping[str, Any], out: Path, figures: list[str])
 
     path = out / "width_trend.png"
     try:
-        plot_width_trend(results, path)
+        mlp = (results.get("config") or {}).get("model", {}).get("name") == "mlp"
+        # the authors' published widths are MLP hidden units: beside a CNN's width multiplier they would mislead
+        plot_width_trend(results, path, published=mlp, xlabel="hidden width" if mlp else "width multiplier")
     except StardomainError as e:
         return [f"No width-trend figure: {e}", ""]
     figures.append(path.name)

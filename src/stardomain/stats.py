@@ -147,7 +147,9 @@ def against_population(values: Sequence[float], x: float, level: float = LEVEL) 
     """
     ms = mean_std(values)
     n = ms["n"]
-    if n < 2 or math.isnan(x):
+    if n < 2 or math.isnan(x) or ms["std"] == 0:
+        # all regular models tie (accuracy on a finite test set is discrete; two models often do): a zero-width
+        # interval would call any other value "better" or "worse", but the sample says nothing about the spread
         lo = hi = float("nan")
         d = 0
     else:

@@ -54,6 +54,8 @@ def width_series(results: Mapping[str, Any], metric: str = "test_loss") -> tuple
     others = {_other_options(r["options"]) for r in rows}
     if len(others) > 1:
         raise StardomainError("width_depth rows differ in options other than width; plot one depth at a time")
+    if len(rows) < 2:
+        raise StardomainError("a width trend needs at least two widths; this run has one width_depth setting")
     rows = sorted(rows, key=lambda r: float(r["options"]["width"]))
     widths = [float(r["options"]["width"]) for r in rows]
     if len(set(widths)) != len(widths):

@@ -157,6 +157,7 @@ def member_meta(model: torch.nn.Module, dataset: Any, config: Mapping[str, Any],
         "history": history,
         "train_seconds": round(seconds, 3),
         "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),  # CPU threads it was computed with: weights depend on it (to ~1e-7)
     }
 
 

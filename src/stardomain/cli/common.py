@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -35,6 +36,20 @@ allow_unpermuted_option = click.option("--allow-unpermuted", is_flag=True,
                                         help="Go on even when the permutation spec covers 0% of the parameters "
                                              "(matching would then do nothing; see `stardomain spec`).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (machine-readable).")
+
+
+def threads_option(fn: Any) -> Any:
+    """--threads N: the command computes with N torch CPU threads (default 1, as `run`'s units), then restores
+    the caller's count; results depend on it (sums split over threads round differently), never on the machine."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, threads: int, **kwargs: Any) -> Any:
+        from stardomain.execution import fixed_threads
+
+        with fixed_threads(threads):
+            return fn(*args, **kwargs)
+
+    return click.option("--threads", type=click.IntRange(1, 4096), default=1, show_default=True,
+                        help="torch CPU threads to compute with; results depend on it (recorded in each checkpoint).")(wrapper)
 
 
 def executor_options(fn: Any) -> Any:

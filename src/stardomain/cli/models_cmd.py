@@ -11,9 +11,9 @@ import click
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
     data_root_option, device_option, echo_json, executor_options, json_option, load_data_for, parse_options,
-    quiet_option
+    quiet_option, threads_option
 )
-from stardomain.console import event_logger, progress_config
+from stardomain.console import event_logger, notice, progress_config
 from stardomain.device import resolve_device
 from stardomain.errors import StardomainError
 
@@ -59,6 +59,7 @@ def info() -> None:
               help="Train M models per pass (vmapped; same weights as one at a time). 1: one at a time.")
 @data_root_option
 @device_option
+@threads_option
 @executor_options
 @quiet_option
 def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None, epochs: int | None, seed: int | None, n_models: int | None,
@@ -115,27 +116,30 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None
                    f"(train_loss={m['train_loss']:.4f} train_acc={100 * m['train_acc']:.2f}%)")
 
     if executor not in (None, "local") or workers is not None:  # one unit per member, on Ray or SLURM workers
+        import torch
+
         from stardomain.experiment.executors import ExecutorConfig, check_available, run_plan, with_overrides
         from stardomain.experiment.units import ZooJob
 
-        ex = with_overrides(ExecutorConfig(), executor, workers)
+        threads = torch.get_num_threads()  # this command's --threads (set around it by threads_option): each worker's
+        ex = with_overrides(ExecutorConfig(cpus_per_unit=threads), executor, workers)
         check_available(ex)
         if batch_models > 1:
             raise StardomainError("--batch-models trains in this process; drop it, or drop --executor/--workers")
         job = ZooJob({"name": dataset, "root": data_root, "subset": subset, "subset_seed": subset_seed, "image_size": image_size},
                      model_name, options, recipe.to_dict(), out_dir, role, device, local=ds)
-        run_plan(job.plan(seeds), job, out_dir, ex, log=event_logger(quiet))
+        run_plan(job.plan(seeds), job, out_dir, ex, log=event_logger(quiet), threads=threads)
         for s in seeds:
             report(zoo.member_path(out_dir, s))
     else:
         zoo.train_zoo(ds, model_name, options, recipe, seeds, out_dir, device=dev, progress=progress_config(quiet), role=role,
-                      on_member=report, batch_models=batch_models, notify=lambda line: click.echo(f"note: {line}", err=True))
+                      on_member=report, batch_models=batch_models, notify=lambda line: notice("note", line))
     remove_stray_temps(out_dir, older_than=started)
     from stardomain.convergence import DEFAULT_TRAIN_ACC, convergence_line
 
     line = convergence_line([json.loads(p.with_suffix(".json").read_text()) for p in trained], DEFAULT_TRAIN_ACC)
     if line:
-        click.echo(f"warning: {line}", err=True)
+        notice("warning", line)
 
 
 _OPTION_OF = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "weight_decay": "--weight-decay"}
@@ -164,6 +168,7 @@ def _check_train_numbers(**values: int | None) -> None:
 @json_option
 @data_root_option
 @device_option
+@threads_option
 def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str | None, device: str) -> None:
     """Test loss and accuracy of CHECKPOINT (a .safetensors file)."""
     from stardomain import store

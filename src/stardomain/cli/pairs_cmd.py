@@ -10,7 +10,7 @@ import click
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
     _load_pair, allow_unpermuted_option, data_options, data_root_option, device_option, echo_json, json_option,
-    load_data_for, matching_inputs, matching_samples_option, quiet_option
+    load_data_for, matching_inputs, matching_samples_option, quiet_option, threads_option
 )
 from stardomain.console import progress_config
 from stardomain.device import resolve_device
@@ -31,6 +31,7 @@ from stardomain.errors import StardomainError
 @json_option
 @data_root_option
 @device_option
+@threads_option
 def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: str | None, subset_seed: int | None,
           matching_samples: int, seed: int, out_path: str | None, allow_unpermuted: bool, as_json: bool, data_root: str | None,
           device: str) -> None:
@@ -86,11 +87,14 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: 
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of loss and accuracy along t.")
 @data_root_option
 @device_option
+@threads_option
 @quiet_option
 def barrier(model_a: str, model_b: str, dataset: str | None, subset: str | None, subset_seed: int | None, align_method: str,
             matching_samples: int, points: int, bn_samples: int | None, bn_protocol: str, out_path: str | None,
             plot_path: str | None, data_root: str | None, device: str, quiet: bool) -> None:
     """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
+    import torch
+
     from stardomain import store
     from stardomain.barrier import barriers, curve
     from stardomain.permute import align as align_states, l2_distance, trace_spec
@@ -115,6 +119,7 @@ def barrier(model_a: str, model_b: str, dataset: str | None, subset: str | None,
               bn=bn_protocol)
     result["curve"] = c.to_dict()
     result["barriers"] = barriers(c)
+    result["threads"] = torch.get_num_threads()  # --threads: the curve's digits depend on it
     if out_path:
         store.atomic_write_json(Path(out_path), result)
     if plot_path:

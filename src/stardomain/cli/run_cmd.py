@@ -16,9 +16,12 @@ from stardomain.console import event_logger, progress_config
 @click.argument("experiment", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (resumable: re-run to continue).")
 @click.option("--device", default=None, help="Override the config's device.")
+@click.option("--threads", type=click.IntRange(1, 4096), default=None,
+              help="Override the config's threads: torch CPU threads of every unit (results depend on it; recorded).")
 @executor_options
 @quiet_option
-def run(experiment: str, out_dir: str, device: str | None, executor: str | None, workers: int | None, quiet: bool) -> None:
+def run(experiment: str, out_dir: str, device: str | None, threads: int | None, executor: str | None, workers: int | None,
+        quiet: bool) -> None:
     """Run a whole experiment from one YAML file: zoo, star models, barriers, distances, BMA, fusion, report."""
     from stardomain.experiment import load_config, run_experiment
     from stardomain.experiment.executors import with_overrides
@@ -26,6 +29,8 @@ def run(experiment: str, out_dir: str, device: str | None, executor: str | None,
     cfg = load_config(experiment)
     if device:
         cfg.device = device
+    if threads is not None:
+        cfg.threads = threads
     cfg.executor = with_overrides(cfg.executor, executor, workers)
     run_experiment(cfg, out_dir, progress=progress_config(quiet), log=event_logger(quiet))
     click.echo(f"wrote {Path(out_dir) / 'results.json'} and {Path(out_dir) / 'report.md'}")

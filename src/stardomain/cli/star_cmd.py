@@ -10,7 +10,7 @@ import click
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
     allow_unpermuted_option, data_options, data_root_option, device_option, load_data_for, matching_inputs,
-    matching_samples_option, quiet_option
+    matching_samples_option, quiet_option, threads_option
 )
 from stardomain.console import progress_config
 from stardomain.device import resolve_device
@@ -52,6 +52,7 @@ def _repeat_path(out_path: str | Path, r: int) -> Path:
 @allow_unpermuted_option
 @data_root_option
 @device_option
+@threads_option
 @quiet_option
 def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: str | None, subset_seed: int | None,
          model_name: str | None, epochs: int | None, lr: float | None, seed: int, mu: float, t_sampling: str,
@@ -65,6 +66,8 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
     """
     import hashlib
     import os
+
+    import torch
 
     from stardomain import models, store, zoo
     from stardomain.provenance import data_line
@@ -120,7 +123,7 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
         meta = {"kind": "star", "role": "star", "arch": arch, "dataset": ds.name, "data": ds.record(), "seed": own_seed, "seed_option": seed,
                 "repeat": r, "repeats": repeats,
                 "starlight": config.to_dict(), "history": result.history, "sources": sources, "metrics": metrics,
-                "init": str(init_path) if init_path else "fresh",
+                "init": str(init_path) if init_path else "fresh", "torch_threads": torch.get_num_threads(),
                 "spec_coverage": runner.spec.summary()["covered_share"] if runner.spec is not None else None}
         store.save(out, runner.model, meta)
         which = f" {r + 1}/{repeats}" if repeats > 1 else ""
@@ -144,6 +147,7 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="PNG of AUROC/ECE/accuracy vs K.")
 @data_root_option
 @device_option
+@threads_option
 def bma(star_path: str, sources_dir: str | None, other_dir: str | None, dataset: str | None, subset: str | None,
         subset_seed: int | None, max_samples: int, seed: int, out_path: str | None, plot_path: str | None,
         data_root: str | None, device: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 import struct
@@ -112,7 +113,7 @@ def read_idx(path: str | os.PathLike[str], dtype_code: int | None = None, ndim: 
         raise _corrupt(path, "header cut short")
     dims = struct.unpack(f">{dims_n}I", raw[4:header])
     dtype = np.dtype(_IDX_DTYPES[code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: dimensions whose product overflows int64 stay exact
     found = len(raw) - header
     if found != expected:
         raise _corrupt(path, f"header promises {expected} data bytes for shape {dims}, found {found}")
@@ -175,6 +176,18 @@ FASHION_MNIST = IdxSource(
 SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
     "fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"),),
 }
+# ... each replaced by its environment variable where set: a folder, or empty for none (a machine without the
+# package: .ci/run's second test pass hides the installed copy so)
+SYSTEM_DIR_VARS: dict[str, str] = {"fashion_mnist": "STARDOMAIN_FASHION_MNIST_DIR"}
+
+
+def system_dirs(name: str) -> tuple[Path, ...]:
+    """The read-only system copies of dataset ``name`` searched after the data root."""
+    var = SYSTEM_DIR_VARS.get(name)
+    if var is not None and var in os.environ:
+        value = os.environ[var]
+        return (Path(value).expanduser(),) if value else ()
+    return SYSTEM_DIRS.get(name, ())
 
 
 def _scan_idx(folder: Path) -> tuple[dict[str, Path], list[str]]:
@@ -221,7 +234,7 @@ def read_idx_source(src: IdxSource, root: Path, download: bool) -> RawSplits:
     """Load an MNIST-format dataset from the first complete folder, downloading into
     ``<root>/<folder>`` what is missing there when no folder is complete."""
     primary = root / src.folder
-    candidates = [primary, root / src.torchvision_folder / "raw", *SYSTEM_DIRS.get(src.name, ())]
+    candidates = [primary, root / src.torchvision_folder / "raw", *system_dirs(src.name)]
     for folder in candidates:
         found, missing = _scan_idx(folder)
         if not missing:

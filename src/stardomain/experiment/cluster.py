@@ -47,7 +47,7 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(self, job: UnitJob, out_dir: Path, cfg: ExecutorConfig):
+    def __init__(self, job: UnitJob, out_dir: Path, cfg: ExecutorConfig, threads: int | None = 1):
         ray = require(cfg)
         self.ray, self.job, self.out, self.cfg = ray, job, out_dir, cfg
         self.owns_instance = not ray.is_initialized()
@@ -72,7 +72,7 @@ class RayBackend:
         # a GPU unit gets a fresh worker process (max_calls=1): CUDA memory and the device Ray assigned die with it
         self.remote = ray.remote(num_cpus=cfg.cpus_per_unit, num_gpus=gpus, max_retries=cfg.retries,
                                  **({"max_calls": 1} if gpus > 0 else {}))(execute_unit)
-        self.threads = max(1, int(cfg.cpus_per_unit))
+        self.threads = threads  # the run's, never the CPUs reserved: results must not follow the reservation
         self.pending: dict[Any, Unit] = {}
 
     def submit(self, units: list[Unit]) -> None:
@@ -110,7 +110,7 @@ def _slurm_task_class() -> type:
         """Runs a chunk of units; on preemption or timeout submitit calls checkpoint(): free the claim,
         then requeue the same chunk (its finished units are skipped, the cut one resumes from its epoch)."""
 
-        def __init__(self, job: UnitJob, out_dir: str, stale_after: float, threads: int):
+        def __init__(self, job: UnitJob, out_dir: str, stale_after: float, threads: int | None):
             self.job, self.out_dir, self.stale_after, self.threads = job, out_dir, stale_after, threads
             self._claim: claims.Claim | None = None
 
@@ -140,7 +140,7 @@ class SlurmBackend:
 
     name = "slurm"
 
-    def __init__(self, job: UnitJob, out_dir: Path, cfg: ExecutorConfig):
+    def __init__(self, job: UnitJob, out_dir: Path, cfg: ExecutorConfig, threads: int | None = 1):
         submitit = require(cfg)
         folder = Path(cfg.folder) if cfg.folder else out_dir / "logs" / "slurm"
         self.ex = submitit.AutoExecutor(folder=folder, cluster="local" if cfg.cluster == "local" else "slurm")
@@ -152,7 +152,7 @@ class SlurmBackend:
         if cfg.partition:
             params["slurm_partition"] = cfg.partition
         self.ex.update_parameters(**params)
-        self.task = _slurm_task_class()(job, str(out_dir), cfg.stale_after, max(1, int(cfg.cpus_per_unit)))
+        self.task = _slurm_task_class()(job, str(out_dir), cfg.stale_after, threads)
         self.out, self.cfg = out_dir, cfg
         self.parallel = cfg.array_parallelism
         # SLURM enforces array_parallelism itself; local processes would all start at once

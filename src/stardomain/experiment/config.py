@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import yaml
 
 from stardomain.errors import StardomainError
-from stardomain.experiment.executor_config import ExecutorConfig
+from stardomain.experiment.executor_config import ExecutorConfig, check_threads
 
 if TYPE_CHECKING:
     from stardomain.starlight import StarlightConfig
@@ -238,6 +238,7 @@ class ExperimentConfig:
     image_size: int | None = None  # imagefolder only: square side in pixels (default 64; streamed: the crop, 224)
     stream: bool = False  # imagefolder only: decode batches from disk in worker processes (data that does not fit in memory)
     device: str = "auto"
+    threads: int = 1  # torch CPU threads every unit (and the assembly) computes with, on every executor: results depend on it
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     train: dict = field(default_factory=dict)  # Recipe overrides of the dataset's default recipe
@@ -259,6 +260,8 @@ class ExperimentConfig:
             self.train = dict(self.train)
             self.batch_models = _coerce(self.train.pop("batch_models"), int, "train.batch_models")
         _check(self.batch_models >= 1, f"train.batch_models: must be >= 1 (got {self.batch_models})")
+        _check(1 <= self.threads <= 4096, f"threads: torch CPU threads of each unit, a whole number from 1 to 4096 (got {self.threads})")
+        check_threads(self.executor, self.threads)  # a Ray/SLURM unit reserves at least the CPUs it computes with
         _check_recipe_overrides(self)  # types and ranges of every recipe key, named, before anything compares them
         from stardomain import data, models
         from stardomain.plugins import is_import_path, load_plugins

@@ -23,7 +23,7 @@ class ExecutorConfig:
     workers: int | None = None  # ray without address: size of the local Ray instance (default: all cores)
     address: str | None = None  # ray: "auto" joins the cluster this machine belongs to, or "ray://head:10001"
     gpus_per_unit: float | None = None  # ray: fractions share a GPU (default 1 where there are GPUs); slurm: whole GPUs
-    cpus_per_unit: float = 1.0  # also the torch threads of each unit
+    cpus_per_unit: float = 1.0  # ray/slurm: CPUs reserved per unit, at least the run's `threads` (what each unit computes with)
     partition: str | None = None  # slurm
     time_min: int = 60  # slurm: per job; a unit cut by the limit is requeued and resumes from its last epoch
     mem_gb: float | None = None  # slurm
@@ -51,6 +51,13 @@ class ExecutorConfig:
         check(self.retries >= 0, f"executor.retries: >= 0 (got {self.retries})")
         check(self.stale_after > 0, f"executor.stale_after: > 0 seconds (got {self.stale_after})")
         check(self.cluster in (None, "slurm", "local"), f"executor.cluster: slurm or local (got {self.cluster!r})")
+
+
+def check_threads(cfg: ExecutorConfig, threads: int) -> None:
+    """A Ray task or SLURM job computes with ``threads`` CPU threads: it must reserve at least as many CPUs."""
+    if cfg.kind != "local" and cfg.cpus_per_unit < threads:
+        raise StardomainError(f"executor.cpus_per_unit {cfg.cpus_per_unit:g} is below threads {threads}: each {cfg.kind} unit "
+                              f"computes with {threads} CPU thread(s); set cpus_per_unit: {threads} or more, or lower threads")
 
 
 def with_overrides(cfg: ExecutorConfig, kind: str | None = None, workers: int | None = None) -> ExecutorConfig:

@@ -22,11 +22,16 @@ from typing import Any, Callable
 
 from stardomain.errors import StardomainError
 from stardomain.experiment import claims
-from stardomain.experiment.executor_config import KINDS, ExecutorConfig, with_overrides
+from stardomain.experiment.executor_config import (
+    KINDS,
+    ExecutorConfig,
+    check_threads,
+    with_overrides,
+)
 from stardomain.experiment.plan import Board, Plan, Unit
 from stardomain.experiment.worker import UnitJob, execute_unit, log_path
 
-__all__ = ["KINDS", "ExecutorConfig", "check_available", "run_plan", "with_overrides"]
+__all__ = ["KINDS", "ExecutorConfig", "check_available", "check_threads", "run_plan", "with_overrides"]
 
 
 # -- the local backend: units one after another in this process ----------------------------------------------------
@@ -37,8 +42,8 @@ class _Local:
 
     name = "local"
 
-    def __init__(self, job: UnitJob, out_dir: Path, cfg: ExecutorConfig):
-        self.job, self.out, self.cfg = job, out_dir, cfg
+    def __init__(self, job: UnitJob, out_dir: Path, cfg: ExecutorConfig, threads: int | None = 1):
+        self.job, self.out, self.cfg, self.threads = job, out_dir, cfg, threads
         self.queue: list[Unit] = []
         self.parallel = 1
         self.capacity = 1
@@ -51,7 +56,7 @@ class _Local:
             time.sleep(timeout)
             return []
         unit = self.queue.pop(0)
-        return [(unit, execute_unit(self.job, unit, str(self.out), self.cfg.stale_after))]
+        return [(unit, execute_unit(self.job, unit, str(self.out), self.cfg.stale_after, self.threads))]
 
     def close(self) -> None:
         pass
@@ -78,18 +83,23 @@ def _backend(kind: str) -> type:
 
 def run_plan(plan: Plan, job: UnitJob, out_dir: str | os.PathLike, cfg: ExecutorConfig | None = None,
              log: Callable[[str], None] | None = None, event: Callable[..., None] | None = None,
-             progress_every: float = 10.0, poll: float = 0.5) -> list[dict[str, Any]]:
+             progress_every: float = 10.0, poll: float = 0.5, threads: int | None = 1) -> list[dict[str, Any]]:
     """Run every unit of ``plan`` that is not done; returns the records of the units run here.
+
+    Every unit computes with ``threads`` torch CPU threads, whichever executor runs it (the local one
+    restores this process's own count after each unit); None leaves each process's count as it is.
 
     Raises :class:`StardomainError` naming the unit and its log when a unit fails; what finished
     before stays on disk, so a re-run resumes.
     """
     cfg = cfg or ExecutorConfig()
+    if threads is not None:
+        check_threads(cfg, threads)
     out = Path(out_dir)
     log = log or (lambda msg: None)
     event = event or (lambda kind, **fields: None)
     board_done = {u.id for u in plan if job.is_done(u)}
-    backend = _backend(cfg.kind)(job, out, cfg)
+    backend = _backend(cfg.kind)(job, out, cfg, threads)
     board = Board(plan, parallel=backend.parallel, done=board_done)
     deaths: dict[str, int] = {}
     records: list[dict[str, Any]] = []

@@ -45,14 +45,16 @@ def _digest(obj: Any) -> str:
 
 
 def _unplanned(path: Path) -> StardomainError:
-    return StardomainError(f"{path} is not computed by any unit of the plan (a bug in stardomain: please report it); "
-                           "re-run with --executor local to compute it in order")
+    return StardomainError(f"{path} is missing when the results are assembled: it was deleted or corrupted while the run "
+                           "was going; re-run the same command to recompute it (if it is still missing after that, no unit "
+                           "of the plan computes it: a bug in stardomain, please report it, and use --executor local)")
 
 
 def _identity_part(config: Mapping[str, Any]) -> dict[str, Any]:
     """What must match for two configs to share a run folder: not the studies or evaluation settings,
-    nor how many stars are repeated (more repeats only add stars) or how many members train per pass."""
-    out = {k: v for k, v in config.items() if k not in ("studies", "eval", "logging", "device")}
+    nor how many stars are repeated (more repeats only add stars) or how many members train per pass,
+    nor (like the device) the CPU threads: finished units are kept, results.json records the run's."""
+    out = {k: v for k, v in config.items() if k not in ("studies", "eval", "logging", "device", "threads")}
     if isinstance(out.get("star"), Mapping):
         out["star"] = {k: v for k, v in out["star"].items() if k != "repeats"}
     if isinstance(out.get("train"), Mapping):
@@ -280,7 +282,7 @@ class Experiment:
             "kind": "star", "role": "star", "arch": model.arch, "dataset": self.dataset.name, "seed": seed, "identity": ident,
             "starlight": config.to_dict(), "sources": [{"path": str(p.relative_to(self.out)), "sha256": h} for p, h in zip(sources, hashes)],
             "metrics": final_metrics(runner.model, self.dataset, device=self.device), "history": result.history,
-            "repeat": repeat, "repeats": repeats,
+            "repeat": repeat, "repeats": repeats, "torch_threads": torch.get_num_threads(),
             "budget": {"epochs": star_recipe.epochs, "epochs_factor": sc.epochs_factor,
                        "source_epochs": [store.read_metadata(p)["recipe"]["epochs"] for p in sources]},
         }
@@ -376,6 +378,7 @@ class Experiment:
             each = [pairing.endpoints(m, src, ho, margin) for m in metrics(stars)]
             out["stars_over_repeats"] = {k: mean_std([e["star"][k] for e in each]) for k in ("test_acc", "test_loss")}
             out["stars_below_sources"] = [e["star_below_sources"] for e in each]
+            out["star_acc_gaps"] = [e["star_acc_gap"] for e in each]
             out["star_below_sources"] = any(out["stars_below_sources"])
         from stardomain.convergence import zoo_convergence
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stardomain import store
+from stardomain.execution import fixed_threads
 from stardomain.experiment.config import ExperimentConfig
-from stardomain.experiment.executor_config import ExecutorConfig
+from stardomain.experiment.executor_config import ExecutorConfig, check_threads
 from stardomain.experiment.executors import check_available, run_plan
 from stardomain.experiment.pipeline import Experiment
 from stardomain.experiment.units import ExperimentJob, build_plan
@@ -36,19 +37,29 @@ def check_execution(config: ExperimentConfig, device: str) -> None:
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool | None = None,
                    log: Callable[[str], None] | None = None, executor: ExecutorConfig | None = None) -> dict[str, Any]:
     """Run the plan's units with ``executor`` (default: the config's), assemble every study from the
-    unit files, then write results.json, report.md and the figures (all atomically)."""
-    started = time.time()
+    unit files, then write results.json, report.md and the figures (all atomically).
+
+    All of it computes with ``config.threads`` torch CPU threads (the caller's count is restored after):
+    the data the local executor's units share is prepared here, and the assembly's statistics too."""
     executor = executor or config.executor
+    check_threads(executor, config.threads)  # --executor may have replaced the YAML's
     check_available(executor)
+    with fixed_threads(config.threads):
+        return _run(config, out_dir, progress, log, executor)
+
+
+def _run(config: ExperimentConfig, out_dir: str | Path, progress: bool | None, log: Callable[[str], None] | None,
+         executor: ExecutorConfig) -> dict[str, Any]:
+    started = time.time()
     exp = Experiment(config, out_dir, progress=progress, log=log)
     check_execution(config, exp.device)
     exp._claim_folder()
     # what a killed run left: no later rename needs it (a minute's margin for a concurrent run's write still in fsync)
     remove_stray_temps(out_dir, older_than=started - 60)
     plan, _ = build_plan(exp)
-    exp.event("start", name=config.name, device=exp.device, executor=executor.kind, units=len(plan))
+    exp.event("start", name=config.name, device=exp.device, executor=executor.kind, units=len(plan), threads=config.threads)
     run_plan(plan, ExperimentJob(config.to_dict(), out_dir, local=exp), out_dir, executor, log=exp.log,
-             event=exp.record if executor.kind == "local" else exp.event)
+             event=exp.record if executor.kind == "local" else exp.event, threads=config.threads)
     results = exp.run(assemble=True)
     path = Path(out_dir) / "results.json"
     store.atomic_write_json(path, results)

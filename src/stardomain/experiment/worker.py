@@ -2,8 +2,9 @@
 
 :func:`execute_unit` is what a Ray task or a SLURM array task calls (and the local executor, in
 this process): it skips a unit already done, claims it (see :mod:`.claims`), removes temp files a
-killed predecessor left, computes it with the picklable ``job`` and releases the claim. It never
-raises for the unit's own error: the record says ``failed`` with one line and the log to read.
+killed predecessor left, computes it with the picklable ``job`` under the run's fixed CPU thread count
+and releases the claim. It never raises for the unit's own error: the record says ``failed`` with one
+line and the log to read.
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def log_path(out_dir: str | os.PathLike, unit: Unit) -> Path:
 
 def execute_unit(job: UnitJob, unit: Unit, out_dir: str, stale_after: float = claims.STALE_AFTER,
                  threads: int | None = None, on_claim: Callable[[claims.Claim | None], None] | None = None) -> dict[str, Any]:
-    """Run one unit under its claim; returns a record (never raises for the unit's own errors)."""
+    """Run one unit under its claim, with ``threads`` torch CPU threads (None: as they are); returns a record
+    (never raises for the unit's own errors)."""
+    from stardomain.execution import fixed_threads
+
     out = Path(out_dir)
     rec: dict[str, Any] = {"unit": unit.id, "stage": unit.stage, "host": socket.gethostname(), "pid": os.getpid()}
     if job.is_done(unit):
@@ -69,25 +73,25 @@ def execute_unit(job: UnitJob, unit: Unit, out_dir: str, stale_after: float = cl
         if job.is_done(unit):  # finished by someone else between our check and our claim
             return {**rec, "status": "skipped"}
         _remove_stray_temps(out, unit, job.output(unit))
-        if threads is not None:  # one unit per core slot: intra-op threads beyond it only fight each other
-            os.environ["OMP_NUM_THREADS"] = str(threads)
-            if "torch" in sys.modules:
-                sys.modules["torch"].set_num_threads(threads)
         log.parent.mkdir(parents=True, exist_ok=True)
-        setup = time.perf_counter()
-        if hasattr(job, "prepare"):  # a fresh worker loads its data once: not part of any unit's seconds
-            job.prepare()
-        rec["setup_seconds"] = round(time.perf_counter() - setup, 3)
-        t0 = time.perf_counter()
-        with open(log, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {unit.id} on {rec['host']} pid {rec['pid']}\n")
-        try:
-            job(unit.id)
-        except Exception as e:  # the unit's own failure: reported by the driver in one line
+        # the run's thread count, in a worker and in the driver's own process alike (restored afterwards):
+        # a sum split over another number of threads rounds differently, so results would follow the machine
+        with fixed_threads(threads):
+            setup = time.perf_counter()
+            if hasattr(job, "prepare"):  # a fresh worker loads its data once: not part of any unit's seconds
+                job.prepare()
+            rec["setup_seconds"] = round(time.perf_counter() - setup, 3)
+            t0 = time.perf_counter()
             with open(log, "a") as f:
-                f.write(traceback.format_exc())
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            return {**rec, "status": "failed", "error": f"{type(e).__name__}: {first}", "log": str(log)}
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {unit.id} on {rec['host']} pid {rec['pid']}, "
+                        f"{sys.modules['torch'].get_num_threads()} CPU thread(s)\n")
+            try:
+                job(unit.id)
+            except Exception as e:  # the unit's own failure: reported by the driver in one line
+                with open(log, "a") as f:
+                    f.write(traceback.format_exc())
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                return {**rec, "status": "failed", "error": f"{type(e).__name__}: {first}", "log": str(log)}
         seconds = round(time.perf_counter() - t0, 3)
         with open(log, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} done {unit.id} in {seconds} s\n")
