@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,16 @@ def assert_one_line_error(result, *needles: str) -> None:
     assert len(lines) == 1, err
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+def tiny_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The smallest experiment YAML the suite runs (digits, one 8-unit hidden layer, 2 sources, 1 held-out,
+    the barrier study only), with top-level keys replaced by ``overrides``: one definition for every test module."""
+    base: dict[str, Any] = {
+        "name": name, "dataset": "digits", "seed": 0, "device": "cpu",
+        "model": {"name": "mlp", "options": {"depth": 1, "width": 8}},
+        "train": {"epochs": 1}, "sources": 2, "held_out": 1,
+        "eval": {"points": 3, "max_pairs": 1},
+        "studies": {"barriers": True, "distances": False},
+    }
+    return {**base, **overrides}

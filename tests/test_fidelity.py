@@ -13,7 +13,7 @@ import torch
 import yaml
 from torch import nn
 
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, run_cli, tiny_config
 from stardomain import store, zoo
 from stardomain.errors import StardomainError
 from stardomain.models import PAPER_SCHEMES, create
@@ -130,13 +130,7 @@ def test_cli_train_init_and_the_convergence_warning(tmp_path: Path, capsys) -> N
     assert_one_line_error(clash, "--init default and -o init=kaiming disagree")
 
 
-BASE = {
-    "name": "fid", "dataset": "digits", "seed": 0, "device": "cpu",
-    "model": {"name": "mlp", "options": {"depth": 1, "width": 8}},
-    "train": {"epochs": 1}, "sources": 2, "held_out": 1,
-    "eval": {"points": 3, "max_pairs": 1},
-    "studies": {"barriers": True, "distances": False},
-}
+BASE = tiny_config("fid")
 
 
 def _run(tmp_path: Path, capsys, cfg: dict, name: str = "exp") -> tuple[Path, dict, str]:

@@ -26,15 +26,9 @@ from typing import Callable
 import pytest
 import yaml
 
-from cli_helpers import Result, run_cli
+from cli_helpers import Result, run_cli, tiny_config
 
-BASE = {
-    "name": "hard", "dataset": "digits", "seed": 0, "device": "cpu",
-    "model": {"name": "mlp", "options": {"depth": 1, "width": 8}},
-    "train": {"epochs": 2}, "sources": 2, "held_out": 1,
-    "eval": {"points": 3, "max_pairs": 1},
-    "studies": {"barriers": True, "distances": False},
-}
+BASE = tiny_config("hard", train={"epochs": 2})
 TRAIN = ["train", "-d", "digits", "-m", "mlp", "-o", "depth=1", "-o", "width=8", "-e", "1", "--subset", "200", "--device", "cpu", "-q"]
 INF, NAN = math.inf, math.nan
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # subprocesses compute like the suite (one thread)

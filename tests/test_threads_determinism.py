@@ -19,19 +19,16 @@ import pytest
 import torch
 import yaml
 
-from cli_helpers import run_cli
+from cli_helpers import run_cli, tiny_config
 from stardomain.errors import StardomainError
 from stardomain.experiment.config import ExperimentConfig, from_dict
 from stardomain.experiment.runner import run_experiment
 
-SMALL = {
-    "name": "threads", "dataset": "digits", "seed": 0, "device": "cpu",
-    "model": {"name": "mlp", "options": {"depth": 2, "width": 64}},
-    "train": {"epochs": 2}, "sources": 2, "held_out": 1,
-    "star": {"recipe": {"epochs": 1}, "mu": 0.0},
-    "eval": {"points": 3, "max_pairs": 1, "bn_samples": 128, "eval_train_samples": 256},
-    "studies": {"barriers": True, "distances": True, "bma": {"max_samples": 2}},
-}
+SMALL = tiny_config(  # width 64, depth 2: at width 8 no thread count changes a digit, so the test could not fail
+    "threads", model={"name": "mlp", "options": {"depth": 2, "width": 64}}, train={"epochs": 2},
+    star={"recipe": {"epochs": 1}, "mu": 0.0},
+    eval={"points": 3, "max_pairs": 1, "bn_samples": 128, "eval_train_samples": 256},
+    studies={"barriers": True, "distances": True, "bma": {"max_samples": 2}})
 FILES = ("results.json", "report.md")
 
 

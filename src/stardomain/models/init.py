@@ -20,8 +20,9 @@ Built-in builders construct with PyTorch's defaults and never re-initialise, so 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
+import torch
 from torch import nn
 
 INIT_SCHEMES = ("paper", "kaiming", "default", "xavier")
@@ -43,15 +44,20 @@ PAPER_SCHEMES: dict[str, tuple[str, str]] = {
 }
 
 
-def _kaiming(model: nn.Module) -> None:
+def _convs_and_bn(model: nn.Module, conv_init: Callable[[torch.Tensor], Any]) -> None:
+    """``conv_init`` on every conv weight, conv biases 0, BatchNorm 1/0: the shape every CNN scheme here shares."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            conv_init(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def _kaiming(model: nn.Module) -> None:
+    _convs_and_bn(model, lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
 
 
 def _densenet(model: nn.Module) -> None:
@@ -62,14 +68,7 @@ def _densenet(model: nn.Module) -> None:
 
 
 def _xavier(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.xavier_uniform_(m.weight, gain=math.sqrt(2))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    _convs_and_bn(model, lambda w: nn.init.xavier_uniform_(w, gain=math.sqrt(2)))
 
 
 def _reset(model: nn.Module) -> None:
