@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-
 from bench_loader import MEAN, STD, PerSampleCifar
 from timing import images_per_second
+from torch.utils.data import DataLoader
+
 from stardomain import models
 from stardomain.data import Dataset
 from stardomain.device import resolve_device

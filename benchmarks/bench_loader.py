@@ -22,14 +22,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
+from timing import images_per_second
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from stardomain.data import StreamingImageFolder, TensorLoader
-from timing import images_per_second
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1)
@@ -61,7 +60,7 @@ def _rate(batches, device: torch.device, epochs: int) -> float:
     """Images/s over ``epochs`` full passes after one warm-up pass (moves batches to device)."""
     def one_pass() -> int:
         n = 0
-        for xb, yb in batches:
+        for xb, _yb in batches:
             xb = xb.to(device, non_blocking=True)
             n += len(xb)
         return n

@@ -103,7 +103,7 @@ def run_rebasin(a: torch.nn.Module, b: torch.nn.Module, shape: tuple, seed: int,
 def floor(spec: Any, state: dict[str, torch.Tensor], repeats: int = 3) -> dict[str, float]:
     """FLOPs of one full sweep, and the time of plain matmuls doing that much work."""
     terms = []
-    for g, axes in spec.axes.items():
+    for _g, axes in spec.axes.items():
         for ax in axes:
             if ax.key in spec.buffers:
                 continue

@@ -144,7 +144,7 @@ def cnn_tables(run: Path, res: Mapping[str, Any]) -> str:
 
 def bn_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
     rows = []
-    for run, res in runs:
+    for _run, res in runs:
         ab = res.get("bn_ablation", {})
         if not ab.get("applicable"):
             continue

@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_one_line_error, run_cli
 from click.testing import CliRunner
 
-from cli_helpers import assert_one_line_error, run_cli
 from stardomain import store
 from stardomain.diff import describe_difference, first_difference, state_mismatch
 

@@ -8,9 +8,8 @@ import platform
 import click
 import pytest
 import torch
-from click.testing import CliRunner
-
 from cli_helpers import assert_one_line_error, run_cli
+from click.testing import CliRunner
 
 TINY = ["-d", "digits", "-m", "mlp", "-o", "width=8", "-o", "depth=1", "-e", "1", "--subset", "200", "--device", "cpu", "-q"]
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-
 from cli_helpers import assert_one_line_error, run_cli
+from click.testing import CliRunner
 from conftest import FASHION_DIR
 
 TINY = ["-d", "digits", "-m", "mlp", "-o", "width=8", "-o", "depth=1", "-e", "1", "--device", "cpu", "-q"]
@@ -149,7 +148,8 @@ def test_bma_refuses_a_source_that_is_missing_or_changed(zoos, tmp_path, capsys)
 
 
 def test_star_seed_never_reproduces_a_source_init(zoos, tmp_path, capsys):
-    from stardomain import store, zoo as zoo_mod
+    from stardomain import store
+    from stardomain import zoo as zoo_mod
     from stardomain.starlight import star_seed
     from stardomain.train import seed_everything
 
@@ -215,9 +215,10 @@ def test_barrier_and_star_use_the_recorded_subset(zoos, tmp_path, capsys):
 
 def test_activation_matching_on_a_class_ordered_image_folder_sees_every_class(tmp_path, capsys, monkeypatch):
     pytest.importorskip("PIL.Image")
+    from test_imagefolder import make_folder
+
     import stardomain.permute as permute
     from stardomain.data import load_dataset
-    from test_imagefolder import make_folder
 
     folder = make_folder(tmp_path / "tiny")  # train/<class>/ read class by class: labels 0,0,0,0,1,1,1,1,2,...
     base = ["-d", "imagefolder", "--data-root", folder, "--image-size", "8", "-m", "mlp", "-o", "width=8", "-o", "depth=1",

@@ -172,7 +172,7 @@ def test_starlight_steps_match_cpu(digits):
     for device in ("cpu", CUDA):
         m = copy.deepcopy(star)
         sl = Starlight(m, sources, digits, StarlightConfig(recipe=Recipe(lr=0.1, epochs=1), matching="none"), device=device)
-        for step, pairs in enumerate(([(0, 0.3)], [(1, 0.7)], [(0, 0.5), (1, 0.1)])):
+        for _step, pairs in enumerate(([(0, 0.3)], [(1, 0.7)], [(0, 0.5), (1, 0.1)])):
             sl.step(xb.to(device), yb.to(device), pairs, lr=0.1)
         runs[device] = m.cpu()
     _close_states(runs["cpu"], runs[CUDA], rtol=1e-4, atol=1e-5)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
+from own_models import DataDependent
 from torch import nn
 
-from own_models import DataDependent
 from stardomain import curve_batched, models
 from stardomain.barrier import curve
 

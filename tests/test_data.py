@@ -28,10 +28,10 @@ from stardomain.data import (
     read_idx,
     resolve_data_root,
     safe_unpickle,
+    sources,
     stratified_subset,
 )
 from stardomain.data import download as dl
-from stardomain.data import sources
 from stardomain.errors import StardomainError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cli_helpers import assert_one_line_error, run_cli
+
 from stardomain.errors import StardomainError
 from stardomain.experiment.config import ExperimentConfig, from_dict
 from stardomain.experiment.executors import ExecutorConfig
@@ -104,6 +104,7 @@ def test_ray_with_repeated_stars_and_a_batched_zoo_equals_local(tmp_path, ray_in
 
 def test_ray_worker_killed_while_training_changes_nothing(tmp_path, reference, ray_instance):
     from executor_jobs import experiment_kill_job
+
     from stardomain.experiment.executors import run_plan
 
     config = cfg()

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from executor_jobs import ToyJob, toy_plan
+
 from stardomain.errors import StardomainError
 from stardomain.experiment import claims
 from stardomain.experiment.executors import ExecutorConfig, run_plan

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from cli_helpers import assert_one_line_error, run_cli
+
 from stardomain.errors import StardomainError
 from stardomain.experiment import load_config
 

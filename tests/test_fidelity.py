@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_helpers import assert_one_line_error, run_cli, tiny_config
 from torch import nn
 
-from cli_helpers import assert_one_line_error, run_cli, tiny_config
 from stardomain import store, zoo
 from stardomain.errors import StardomainError
 from stardomain.models import PAPER_SCHEMES, create

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cli_helpers import run_cli
+
 from stardomain import fileio, store
 
 RUN = {

@@ -6,7 +6,6 @@ The CUDA versions of these checks are in test_cuda.py; here the same options mus
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn
@@ -137,7 +136,6 @@ def test_stars_inherit_the_sources_schedule_but_not_their_execution_options():
 
 def test_a_run_asking_for_channels_last_on_cpu_is_refused_before_any_work(tmp_path, capsys):
     import yaml
-
     from cli_helpers import assert_one_line_error, run_cli
 
     cfg = {"name": "nhwc", "dataset": "digits", "device": "cpu", "model": {"name": "resnet20", "options": {"width": 0.25}},

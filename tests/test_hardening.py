@@ -25,7 +25,6 @@ from typing import Callable
 
 import pytest
 import yaml
-
 from cli_helpers import Result, run_cli, tiny_config
 
 BASE = tiny_config("hard", train={"epochs": 2})

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from cli_helpers import assert_one_line_error, run_cli
+
 from stardomain.data import accepts_image_size, load_dataset
 from stardomain.data.imagefolder import read_image_folder
 from stardomain.errors import StardomainError

@@ -12,8 +12,7 @@ import torch
 
 from stardomain import models
 from stardomain.errors import StardomainError
-from stardomain.permute import apply_permutation, trace_spec, weight_matching
-from stardomain.permute import lap
+from stardomain.permute import apply_permutation, lap, trace_spec, weight_matching
 from stardomain.permute.lap import available_lap_solvers, certified, resolve_lap_solver, solve_assignment
 
 HAVE_LAPJV = "lapjv" in available_lap_solvers()

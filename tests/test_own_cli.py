@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from cli_helpers import assert_one_line_error, run_cli, run_subprocess
+
 from stardomain import models
 
 TESTS = Path(__file__).resolve().parent

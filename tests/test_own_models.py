@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import own_models as om
 import pytest
 import torch
 from torch import nn
 
-import own_models as om
 from stardomain import models
 from stardomain.barrier import curve
 from stardomain.errors import StardomainError

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stardomain import store
+from stardomain import StardomainError, store
 from stardomain.experiment import ExperimentConfig, run_experiment
 from stardomain.experiment.config import from_dict
 from stardomain.experiment.pipeline import Experiment
@@ -88,7 +88,7 @@ def test_run_killed_after_repeat_0_resumes_to_identical_files(reference, tmp_pat
         return real(self, tag, *args, **kwargs)
 
     monkeypatch.setattr(Experiment, "star_model", star_model)
-    with pytest.raises(Exception):
+    with pytest.raises(StardomainError, match="Killed: killed"):
         run_experiment(config(), tmp_path, progress=False)
     assert not (tmp_path / "results.json").exists() and not (tmp_path / "stars" / "main-z3-r1.safetensors").exists()
     monkeypatch.setattr(Experiment, "star_model", real)

@@ -7,8 +7,8 @@ import json
 import re
 
 import pytest
-
 from cli_helpers import run_cli
+
 from stardomain.errors import StardomainError
 from stardomain.progress import Progress, ProgressConfig, format_duration, format_event, resolve
 

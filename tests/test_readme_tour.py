@@ -19,7 +19,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run_cli
 from conftest import REPO
 

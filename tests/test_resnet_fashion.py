@@ -11,8 +11,8 @@ import dataclasses
 
 import pytest
 import torch
-
 from conftest import FASHION_DIR, FASHION_SKIP
+
 from stardomain import models
 from stardomain.barrier import barriers, curve
 from stardomain.permute import align

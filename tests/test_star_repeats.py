@@ -38,8 +38,8 @@ def test_one_star_has_no_spread_over_stars_and_an_empty_star_does_not_count():
 
 def test_star_repeats_trains_distinct_stars_with_recorded_seeds(tmp_path, capsys):
     import torch
-
     from cli_helpers import assert_one_line_error, run_cli
+
     from stardomain import store, zoo
     from stardomain.starlight import repeat_seed, star_seed
     from stardomain.train import seed_everything

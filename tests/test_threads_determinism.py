@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from cli_helpers import run_cli, tiny_config
+
 from stardomain.errors import StardomainError
 from stardomain.experiment.config import ExperimentConfig, from_dict
 from stardomain.experiment.runner import run_experiment

@@ -3,7 +3,6 @@ and a resumed run ends with exactly the weights of an uninterrupted one."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

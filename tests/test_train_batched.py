@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from torch import nn
-
 from cli_helpers import run_cli
 from own_models import DataDependent
+from torch import nn
+
 from stardomain import store, train_batched, zoo
 from stardomain.errors import StardomainError
 from stardomain.train import default_recipe

@@ -217,7 +217,7 @@ def reset_bn(
         for h in handles:
             h.remove()
 
-    for name, m in layers:
+    for _name, m in layers:
         acc = accs[m]
         if acc.count == 0:  # never reached by forward: keeps reset defaults (mean 0, var 1)
             continue

@@ -18,8 +18,20 @@ from typing import Any, Mapping
 
 from stardomain import store
 from stardomain.convergence import NOT_CONVERGED, describe, flag_suffix
-from stardomain.report_format import (GROUP_LABELS, GROUPS, _clip, _compare_text, _near_zero_text, acc_loss, fmt, poor_star,
-                                       interval, num, star_claim_lines, table)
+from stardomain.report_format import (
+    GROUP_LABELS,
+    GROUPS,
+    _clip,
+    _compare_text,
+    _near_zero_text,
+    acc_loss,
+    fmt,
+    interval,
+    num,
+    poor_star,
+    star_claim_lines,
+    table,
+)
 from stardomain.stats import NOT_SIGNIFICANT, verdict
 
 # Paper v1, Table 1 (CIFAR-10, ResNet-18): ℓ2 distances without / with the winning permutation.
@@ -106,7 +118,6 @@ def _pairs_lines(record: Mapping[str, Any]) -> list[str]:
 def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     from stardomain.barrier import Curve
     from stardomain.plots import plot_loss_acc
-
     from stardomain.report_stars import SPREAD_NOTE, over_star_verdicts, over_stars_cell
 
     summary = results["barriers"]["summary"]

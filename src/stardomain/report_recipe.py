@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain.convergence import NOT_CONVERGED
-from stardomain.report_format import GROUP_LABELS, poor_star, GROUPS, acc_loss, fmt, interval, table
+from stardomain.report_format import GROUP_LABELS, GROUPS, acc_loss, fmt, interval, poor_star, table
 from stardomain.stats import verdict
 
 

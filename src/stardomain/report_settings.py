@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain.convergence import NOT_CONVERGED
-from stardomain.report_format import GROUP_LABELS, poor_star, acc_loss, fmt, interval, table
+from stardomain.report_format import GROUP_LABELS, acc_loss, fmt, interval, poor_star, table
 from stardomain.report_stars import over_stars_cell, width_trend_lines
 from stardomain.stats import verdict
 
@@ -32,7 +32,7 @@ def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str,
         if not t.get("converged", True):
             word += f" [{NOT_CONVERGED}]"
 
-        def cell(g: str) -> str:
+        def cell(g: str, s: Mapping[str, Any] = s, t: Mapping[str, Any] = t) -> str:  # this row's s and t
             pooled = fmt(s.get(g, {}).get("barriers", {}).get("test_loss"))
             if (t.get("n_stars") or 1) < 2 or "over_stars" not in s.get(g, {}):
                 return pooled

@@ -94,7 +94,6 @@ def matching_inputs(ds: Any, n: int, device: Any) -> Any:
 def _load_pair(a: str, b: str) -> tuple[dict, dict, dict, dict]:
     """Both checkpoints' states and metadata, refusing pairs of different architectures."""
     from stardomain import store
-
     from stardomain.diff import describe_difference
 
     state_a, meta_a = store.load_state(a)

@@ -10,8 +10,15 @@ import click
 
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
-    data_root_option, device_option, echo_json, executor_options, json_option, load_data_for, parse_options,
-    quiet_option, threads_option
+    data_root_option,
+    device_option,
+    echo_json,
+    executor_options,
+    json_option,
+    load_data_for,
+    parse_options,
+    quiet_option,
+    threads_option,
 )
 from stardomain.console import event_logger, notice, progress_config
 from stardomain.device import resolve_device

@@ -9,8 +9,18 @@ import click
 
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
-    _load_pair, allow_unpermuted_option, data_options, data_root_option, device_option, echo_json, json_option,
-    load_data_for, matching_inputs, matching_samples_option, quiet_option, threads_option
+    _load_pair,
+    allow_unpermuted_option,
+    data_options,
+    data_root_option,
+    device_option,
+    echo_json,
+    json_option,
+    load_data_for,
+    matching_inputs,
+    matching_samples_option,
+    quiet_option,
+    threads_option,
 )
 from stardomain.console import progress_config
 from stardomain.device import resolve_device
@@ -37,7 +47,8 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: 
           device: str) -> None:
     """Permute MODEL_B into MODEL_A's basin (same function, new unit order) and report the ℓ2 distance."""
     from stardomain import store
-    from stardomain.permute import align as align_states, l2_distance, trace_spec
+    from stardomain.permute import align as align_states
+    from stardomain.permute import l2_distance, trace_spec
 
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
@@ -97,7 +108,8 @@ def barrier(model_a: str, model_b: str, dataset: str | None, subset: str | None,
 
     from stardomain import store
     from stardomain.barrier import barriers, curve
-    from stardomain.permute import align as align_states, l2_distance, trace_spec
+    from stardomain.permute import align as align_states
+    from stardomain.permute import l2_distance, trace_spec
     from stardomain.provenance import data_line
 
     if points < 2:

@@ -9,8 +9,15 @@ import click
 
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
-    allow_unpermuted_option, data_options, data_root_option, device_option, load_data_for, matching_inputs,
-    matching_samples_option, quiet_option, threads_option
+    allow_unpermuted_option,
+    data_options,
+    data_root_option,
+    device_option,
+    load_data_for,
+    matching_inputs,
+    matching_samples_option,
+    quiet_option,
+    threads_option,
 )
 from stardomain.console import progress_config
 from stardomain.device import resolve_device
@@ -70,8 +77,8 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
     import torch
 
     from stardomain import models, store, zoo
-    from stardomain.provenance import data_line
     from stardomain.diff import state_mismatch
+    from stardomain.provenance import data_line
     from stardomain.starlight import Starlight, StarlightConfig, check_not_source_init, repeat_seed
     from stardomain.train import Recipe, final_metrics, seed_everything
 
@@ -155,9 +162,11 @@ def bma(star_path: str, sources_dir: str | None, other_dir: str | None, dataset:
 
     By default the sources are exactly the ones the star was trained on (paths and SHA-256 in its metadata).
     """
-    from stardomain import bma as bma_mod, store, zoo
+    from stardomain import bma as bma_mod
+    from stardomain import store, zoo
     from stardomain.diff import describe_difference
-    from stardomain.permute import align as align_states, trace_spec
+    from stardomain.permute import align as align_states
+    from stardomain.permute import trace_spec
     from stardomain.provenance import data_line, star_sources
 
     if max_samples < 1:

@@ -28,8 +28,8 @@ import torch
 from stardomain import store, zoo
 from stardomain.diff import difference_phrases
 from stardomain.errors import StardomainError
-from stardomain.experiment import pairs as pairing
 from stardomain.experiment import ablation, studies
+from stardomain.experiment import pairs as pairing
 from stardomain.experiment.config import ExperimentConfig
 from stardomain.experiment.summary import summarize_groups
 from stardomain.progress import format_event
@@ -123,8 +123,8 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool | None = None,
                  log: Callable[[str], None] | None = None):
-        from stardomain.device import resolve_device
         from stardomain.data import open_dataset
+        from stardomain.device import resolve_device
 
         self.cfg = config
         self.out = Path(out_dir)
@@ -304,7 +304,8 @@ class Experiment:
     def pair(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
         """Curve, barriers and distances for one pair; B is aligned to A first unless align is none."""
         from stardomain.barrier import barriers, curve
-        from stardomain.permute import align as align_states, l2_distance
+        from stardomain.permute import align as align_states
+        from stardomain.permute import l2_distance
 
         ev = self.cfg.eval
         align = ev.align if align is None else align

@@ -11,8 +11,17 @@ Shape support: every model accepts any channel count and any H, W >= 1, except
 from stardomain.models import densenet, mlp, resnet, vgg, wrn  # noqa: F401  (registers builders)
 from stardomain.models.init import DEFAULT_INIT, INIT_SCHEMES, PAPER_SCHEMES
 from stardomain.models.registry import (
-    MAX_PARAMETERS, ModelEntry, available_models, build_on_meta, canonical_name, check_init, create, legacy_init, model_info,
-    register, with_init
+    MAX_PARAMETERS,
+    ModelEntry,
+    available_models,
+    build_on_meta,
+    canonical_name,
+    check_init,
+    create,
+    legacy_init,
+    model_info,
+    register,
+    with_init,
 )
 
 __all__ = ["DEFAULT_INIT", "INIT_SCHEMES", "MAX_PARAMETERS", "PAPER_SCHEMES", "ModelEntry", "available_models", "build_on_meta",

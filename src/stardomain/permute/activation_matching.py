@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from stardomain.errors import StardomainError
-from stardomain.permute.spec import Axis, PermutationSpec, states_first
 from stardomain.permute.lap import solve_assignment
+from stardomain.permute.spec import Axis, PermutationSpec, states_first
 from stardomain.permute.weight_matching import MatchResult
 
 __all__ = ["activation_matching"]

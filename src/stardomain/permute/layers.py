@@ -30,7 +30,7 @@ class ModuleRules:
         in_shape = self.shape.get(first)
         cdim = self.cd(first)
         if len(inputs) != 1:
-            return self.unsupported(node, f"layer {target!r} with several tensor inputs", [l for _, l in inputs])
+            return self.unsupported(node, f"layer {target!r} with several tensor inputs", [lay for _, lay in inputs])
         if shape is None:
             return self.unsupported(node, f"layer {target!r} returns a non-tensor or tuple", [lay])
         if first in self.heads and not self.is_fixed(lay):
@@ -192,7 +192,7 @@ class ModuleRules:
         active = [(n, lay) for n, lay in inputs if not self.is_fixed(lay)]
         src = {getattr(a, "name", None) for a in list(node.args[:3]) + [node.kwargs.get(k) for k in ("query", "key", "value")] if a is not None}
         if len(active) != 1 or len(src) != 1:
-            return self.unsupported(node, f"layer {target!r} (MultiheadAttention) is not self-attention on one tensor", [l for _, l in inputs])
+            return self.unsupported(node, f"layer {target!r} (MultiheadAttention) is not self-attention on one tensor", [lay for _, lay in inputs])
         if not mod._qkv_same_embed_dim or mod.bias_k is not None or mod.add_zero_attn:
             return self.unsupported(node, f"layer {target!r} (MultiheadAttention) uses kdim/vdim, bias_k/bias_v or add_zero_attn", [active[0][1]])
         x, lay = active[0]

@@ -102,7 +102,7 @@ class PermutationSpec:
                 seen.setdefault((ax.key, ax.axis), []).append((ax.start, ax.start + ax.span, g))
         for (key, axis), spans in seen.items():
             spans.sort()
-            for (s0, e0, g0), (s1, _, g1) in zip(spans, spans[1:]):
+            for (_s0, e0, g0), (s1, _, g1) in zip(spans, spans[1:]):
                 if s1 < e0:
                     raise StardomainError(
                         f"spec groups {g0!r} and {g1!r} overlap on {key!r} axis {axis}; each index may belong "

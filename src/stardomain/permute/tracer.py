@@ -24,13 +24,14 @@ from stardomain.permute.ops import (
     CAT_NAMES,
     NONTENSOR_METHODS,
     POINTWISE_NAMES,
-    RESHAPE_NAMES,
     REDUCE_NAMES,
+    RESHAPE_NAMES,
     fn_name,
     same_channels,
 )
 from stardomain.permute.spec import Axis, PermutationSpec
-from stardomain.permute.unionfind import Layout, UnionFind, Seg
+from stardomain.permute.unionfind import Layout, Seg, UnionFind
+
 
 class Tracer(ModuleRules, HeadRules):
     """Propagates channel layouts through an fx graph and records spec entries."""
@@ -193,7 +194,7 @@ class Tracer(ModuleRules, HeadRules):
                 return None
             if not inputs or all(self.is_fixed(lay) for _, lay in inputs):
                 return None
-            return self.unsupported(node, f"{self.describe(node)} returns a non-tensor or tuple", [l for _, l in inputs])
+            return self.unsupported(node, f"{self.describe(node)} returns a non-tensor or tuple", [lay for _, lay in inputs])
         if not inputs:
             return self.fixed_layout(shape, "constant tensor", node.name)
         self.cdim[node.name] = self.cd(inputs[0][0].name)  # ops keep the axis unless a rule says otherwise
@@ -344,10 +345,10 @@ class Tracer(ModuleRules, HeadRules):
                 if self.is_fixed(lay) and self.is_fixed(out):
                     continue
                 return self.unsupported(node, f"{self.describe(node)} broadcasts tensors across the units' axis",
-                                        [l for _, l in active])
+                                        [lay for _, lay in active])
             out = self.union(out, lay, node.name)
         if len(shape) <= c or shape[c] * (shape[h] if h is not None else 1) != self.total(out):
-            return self.unsupported(node, f"{self.describe(node)} changes the units' axis", [l for _, l in active])
+            return self.unsupported(node, f"{self.describe(node)} changes the units' axis", [lay for _, lay in active])
         self.cdim[node.name] = c
         if h is not None and params and not self.is_fixed(out):
             return self.unsupported(node, f"{self.describe(node)} applies a parameter shared by all heads", [out])

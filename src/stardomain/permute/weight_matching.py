@@ -197,7 +197,7 @@ def weight_matching(
             e.a_norm = e.a.norm(dim=1).double().cpu().numpy()
             e.b_norm = _row_norms(bp[ax.key], ax, axis)
             entries[g].append(e)
-    for g, es in entries.items():
+    for es in entries.values():
         for e in es:
             steps = e.a.shape[1] + len(es)  # dot-product length plus the sum over terms
             e.gamma = 2.0 * steps * unit / max(1e-12, 1.0 - steps * unit)
