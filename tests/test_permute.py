@@ -474,3 +474,31 @@ def test_align_rejects_bad_method_and_missing_inputs():
         align(s, s, spec=trace_spec(model), method="magic")
     with pytest.raises(StardomainError, match="needs model"):
         align(s, s, spec=trace_spec(model), method="activation")
+
+
+class _TokenMLP(nn.Module):
+    """A per-token MLP on (N, T, D) token streams, pooled over tokens: Linear acts on the LAST axis."""
+
+    def __init__(self, d: int = 6, h: int = 8, c: int = 3):
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(d, h), nn.Linear(h, h), nn.Linear(h, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.fc2(F.relu(self.fc1(x)))).mean(dim=1))
+
+
+@pytest.mark.parametrize("tokens", [4, 12])  # T < hidden width and T > hidden width (8)
+def test_activation_matching_reads_token_streams_along_the_unit_axis(tokens: int) -> None:
+    """Units of a Linear on (N, T, D) are on the last axis and the tokens are samples. Reading dim 1 (the token
+    axis) returned a wrong permutation with T >= D (the function check still passes: any permutation keeps it)
+    and a raw RuntimeError with T < D."""
+    torch.manual_seed(0)
+    model = _TokenMLP().eval()
+    x = torch.randn(128, tokens, 6, generator=torch.Generator().manual_seed(1))
+    spec = trace_spec(model, x[:2])
+    assert spec.groups, "the hidden units of a token MLP are permutable"
+    sa = model.state_dict()
+    pi = random_permutation(spec, 3)
+    res = activation_matching(sa, apply_permutation(sa, pi, spec=spec), spec=spec, model=model, x=x, batch_size=64)
+    assert res.objective == pytest.approx(1.0, abs=1e-4)
+    assert all(torch.equal(res.perm[g], invert(pi)[g]) for g in spec.groups)

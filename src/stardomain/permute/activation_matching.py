@@ -53,12 +53,17 @@ class _Stats:
         return cov / (sa[:, None] * sb[None, :] + 1e-12)
 
 
-def _unit_samples(x: Tensor, ax: Axis) -> Tensor:
-    """(samples, units) view of one group slice of a layer input (N, C, ...) or blocked (N, K)."""
+def _unit_samples(x: Tensor, ax: Axis, units_last: bool = False) -> Tensor:
+    """(samples, units) view of one group slice of a layer input.
+
+    A conv's units are on axis 1 of (N, C, ...), every position a sample; a Linear's are on the LAST axis, so
+    a token stream (N, T, D) gives N·T samples (``units_last``). Flattened features (Flatten -> Linear) give
+    each unit ``block`` consecutive inputs, one sample each."""
     n = int(ax.length or 0)
+    if units_last:
+        seg = x.narrow(-1, ax.start, ax.span)
+        return seg.reshape(-1, n, ax.block).transpose(1, 2).reshape(-1, n)
     seg = x.narrow(1, ax.start, ax.span)
-    if x.dim() == 2:  # flattened features: each unit owns `block` of them, one sample each
-        return seg.reshape(x.shape[0], n, ax.block).transpose(1, 2).reshape(-1, n)
     return seg.movedim(1, -1).reshape(-1, n)
 
 
@@ -116,6 +121,8 @@ def activation_matching(
     phase = {"side": "a"}
 
     def hook(name: str) -> Any:
+        units_last = isinstance(modules[name], nn.Linear)
+
         def pre(_mod: nn.Module, args: tuple[Any, ...]) -> None:
             inp = args[0]
             if phase["side"] == "a":  # a copy: later in-place ops (x += ...) must not change it
@@ -123,7 +130,7 @@ def activation_matching(
                 return
             a_inp = captured[name].pop(0)
             for g, ax in points[name]:
-                a, b = _unit_samples(a_inp, ax).float(), _unit_samples(inp, ax).float()
+                a, b = _unit_samples(a_inp, ax, units_last).float(), _unit_samples(inp, ax, units_last).float()
                 key = (name, g, ax.start)
                 if key not in stats:
                     stats[key] = _Stats(int(ax.length or 0), a.device)
