@@ -203,3 +203,21 @@ def test_dataset_from_an_import_path():
         data.load_dataset("own_models:make_nothing")
     with pytest.raises(StardomainError, match="--plugin never_imported_pkg"):
         data.load_dataset("never_imported_pkg:make")
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+def test_a_spec_without_its_models_tie_is_refused_in_one_line(with_model):
+    """A hand-written spec that forgets a tie would permute fc2.weight and leave its alias fc3.weight in the old
+    order: a broken model the function check (which drops aliases) cannot see. Refused, naming the tie, whether
+    the tie is known from the model or only from the state (two names of one tensor)."""
+    import dataclasses
+
+    model, sa, sb = _pair("tied")
+    spec = trace_spec(model, torch.randn(2, *SHAPE))
+    untied = dataclasses.replace(spec, ties={})
+    kw = {"model": model, "x": torch.randn(8, *SHAPE)} if with_model else {"check": False}
+    with pytest.raises(StardomainError, match="fc3.weight is tied to fc2.weight") as e:
+        align(sa, sb, spec=untied, method="weight", **kw)
+    assert "\n" not in str(e.value) and "ties={'fc3.weight': 'fc2.weight'}" in str(e.value)
+    aligned, _ = align(sa, sb, spec=spec, method="weight", **kw)  # the traced spec, which has the tie, passes
+    assert aligned["fc3.weight"] is aligned["fc2.weight"]

@@ -15,7 +15,7 @@ from stardomain.errors import StardomainError
 from stardomain.permute.activation_matching import activation_matching
 from stardomain.permute.apply import apply_permutation
 from stardomain.permute.spec import PermutationSpec, states_first
-from stardomain.permute.trace import example_batch, function_gap, trace_spec
+from stardomain.permute.trace import check_ties, example_batch, function_gap, trace_spec
 from stardomain.permute.weight_matching import MatchResult, weight_matching
 
 __all__ = ["align"]
@@ -54,6 +54,7 @@ def align(
             raise StardomainError("align needs spec= or model= (to trace a spec from)")
         spec = trace_spec(model, example_input=sample)
     spec.require_coverage("align", allow_unpermuted)
+    check_ties(spec, model, state_b, "align")
     if method == "weight":
         result = weight_matching(state_a, state_b, spec=spec, seed=seed, init=init, **options)
     elif method == "activation":

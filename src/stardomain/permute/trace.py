@@ -48,6 +48,33 @@ def tied_names(model: nn.Module) -> dict[str, str]:
     return out
 
 
+def state_ties(state: Mapping[str, Tensor]) -> dict[str, str]:
+    """``{alias: first name}`` for entries of a state dict that are one tensor (same storage, offset, shape and
+    strides): how a tie shows in a model's ``state_dict()`` when no model is at hand."""
+    first: dict[tuple[Any, ...], str] = {}
+    out: dict[str, str] = {}
+    for k, t in state.items():
+        if not isinstance(t, Tensor) or t.numel() == 0:
+            continue
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.device)
+        name = first.setdefault(ident, k)
+        if name != k:
+            out[k] = name
+    return out
+
+
+def check_ties(spec: PermutationSpec, model: nn.Module | None, state: Mapping[str, Tensor], what: str) -> None:
+    """Refuse a spec that does not declare a tie the model (or the state) has: permuting one name of a tied
+    tensor and not the other leaves the alias in the old order, a broken model that the function check, which
+    drops aliases, cannot see (a made-up barrier follows)."""
+    have = tied_names(model) if model is not None else state_ties(state)
+    for alias, first in have.items():
+        if spec.ties.get(alias) == first or spec.ties.get(first) == alias:
+            continue
+        raise StardomainError(
+            f"{what}: {alias} is tied to {first} (one tensor) but the permutation spec has no such tie; add "
+            f"ties={{{alias!r}: {first!r}}} to the PermutationSpec, or let trace_spec(model) write the spec")
+
 def function_gap(
     model: nn.Module, state_1: Mapping[str, Tensor], state_2: Mapping[str, Tensor], args: tuple[Any, ...]
 ) -> tuple[float, float]:
