@@ -502,3 +502,26 @@ def test_activation_matching_reads_token_streams_along_the_unit_axis(tokens: int
     res = activation_matching(sa, apply_permutation(sa, pi, spec=spec), spec=spec, model=model, x=x, batch_size=64)
     assert res.objective == pytest.approx(1.0, abs=1e-4)
     assert all(torch.equal(res.perm[g], invert(pi)[g]) for g in spec.groups)
+
+
+class _EmbeddingMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.fc, self.head = nn.Embedding(20, 8), nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.fc(self.emb(ids)))).mean(dim=1)
+
+
+def test_an_embedding_model_given_floats_is_one_line_naming_the_dtype():
+    """torch.fx's message for float ids spans several lines about the call site, and the old hint said 'shape'."""
+    model = _EmbeddingMLP()
+    with pytest.raises(StardomainError) as e:
+        trace_spec(model, torch.randn(2, 5))
+    msg = str(e.value)
+    assert "\n" not in msg and "nn.Embedding 'emb'" in msg and "float32" in msg and "torch.long" in msg
+    spec = trace_spec(model, torch.randint(0, 20, (2, 5)))  # token ids trace
+    assert spec.groups
+    with pytest.raises(StardomainError) as e:  # any other refusal: its first line, the input's shape, one line
+        trace_spec(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(2, 5))
+    assert "\n" not in str(e.value) and "[(2, 5)]" in str(e.value)

@@ -48,6 +48,20 @@ def tied_names(model: nn.Module) -> dict[str, str]:
     return out
 
 
+def _example_input_error(model: nn.Module, args: tuple[Any, ...], exc: Exception) -> str:
+    """One line saying why the model refused its example input: the dtype where an ``nn.Embedding`` got floats
+    (torch.fx's message talks of the call site, and the old hint said 'shape'), else the error's first line."""
+    floats = [a for a in args if isinstance(a, Tensor) and a.is_floating_point()]
+    emb = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)), None)
+    if floats and emb is not None:
+        name, m = emb
+        return (f"{type(model).__name__} has nn.Embedding {name!r}, which takes integer token ids, but the "
+                f"example input is {str(floats[0].dtype).removeprefix('torch.')}: pass token ids of dtype torch.long, "
+                f"e.g. example_input=torch.randint(0, {m.num_embeddings}, (2, {floats[0].shape[-1]}))")
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return (f"running {type(model).__name__} on the example input of shape {[tuple(a.shape) for a in args if isinstance(a, Tensor)]} "
+            f"failed ({type(exc).__name__}: {first}); pass an example_input the model accepts (shape and dtype)")
+
 def state_ties(state: Mapping[str, Tensor]) -> dict[str, str]:
     """``{alias: first name}`` for entries of a state dict that are one tensor (same storage, offset, shape and
     strides): how a tie shows in a model's ``state_dict()`` when no model is at hand."""
@@ -151,10 +165,7 @@ def trace_spec(
     except StardomainError:
         raise
     except Exception as exc:
-        raise StardomainError(
-            f"running {type(model).__name__} on the example input failed ({type(exc).__name__}: {exc}); "
-            "pass an example_input of the right shape"
-        ) from exc
+        raise StardomainError(_example_input_error(model, args, exc)) from exc
     finally:
         for m, flag in modes.items():
             m.training = flag
