@@ -525,3 +525,41 @@ def test_an_embedding_model_given_floats_is_one_line_naming_the_dtype():
     with pytest.raises(StardomainError) as e:  # any other refusal: its first line, the input's shape, one line
         trace_spec(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(2, 5))
     assert "\n" not in str(e.value) and "[(2, 5)]" in str(e.value)
+
+
+class _TiedTokenModel(nn.Module):
+    """A GPT-shaped toy: token + learned position embeddings, a pre-LN residual MLP block, an LM head tied to
+    the token embedding. The residual stream starts at the embedding."""
+
+    def __init__(self, vocab: int = 20, d: int = 8, t: int = 5) -> None:
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(vocab, d), nn.Parameter(torch.randn(t, d))
+        self.ln, self.fc1, self.fc2 = nn.LayerNorm(d), nn.Linear(d, 16), nn.Linear(16, d)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids) + self.pos
+        h = h + self.fc2(F.relu(self.fc1(self.ln(h))))
+        return self.head(h)
+
+
+def test_an_embedding_starts_a_permuted_residual_stream_and_keeps_its_tie():
+    """nn.Embedding used to leave the whole residual stream unpermuted (an 'unsupported type' reason): its columns
+    are the stream's units, so the stream, the position embedding, the block and the tied head all move together."""
+    torch.manual_seed(0)
+    model = _TiedTokenModel().eval()
+    ids = torch.randint(0, 20, (4, 5), generator=torch.Generator().manual_seed(0))
+    spec = trace_spec(model, ids)
+    assert spec.ties == {"head.weight": "emb.weight"}
+    stream = [g for g in spec.groups if any(ax.key == "emb.weight" and ax.axis == 1 for ax in spec.axes[g])]
+    assert len(stream) == 1 and any(ax.key == "pos" for ax in spec.axes[stream[0]])
+    assert spec.summary()["covered_share"] == 1.0  # only the vocabulary rows stay put, and they are not units
+    sa = model.state_dict()
+    pi = random_permutation(spec, 5)
+    sb = apply_permutation(sa, pi, spec=spec)
+    assert sb["head.weight"] is sb["emb.weight"]
+    untied = lambda st: {k: v for k, v in st.items() if k not in spec.ties}  # noqa: E731 (functional_call: one name each)
+    _assert_same_function(model, untied(sa), untied(sb), ids)
+    res = weight_matching(sa, sb, spec=spec)
+    assert all(torch.equal(res.perm[g], invert(pi)[g]) for g in spec.groups)

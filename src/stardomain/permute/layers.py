@@ -25,6 +25,8 @@ class ModuleRules:
         mod = self.model.get_submodule(target)
         if isinstance(mod, nn.MultiheadAttention):
             return self.attention(node, target, mod, inputs)
+        if isinstance(mod, nn.Embedding):
+            return self.embedding(node, target, mod, inputs, shape)
         lay = inputs[0][1]
         first = inputs[0][0].name
         in_shape = self.shape.get(first)
@@ -104,6 +106,21 @@ class ModuleRules:
         if isinstance(mod, nn.Flatten):
             return self.reshape(node, lay, in_shape, shape)
         return self.unsupported(node, f"layer {target!r} of unsupported type {type(mod).__name__}", [lay])
+
+    def embedding(self, node: Any, target: str, mod: nn.Embedding, inputs: list[tuple[Any, Layout]],
+                  shape: tuple[int, ...] | None) -> Layout | None:
+        """Token ids in, vectors out: the embedding's columns are the units of the stream it starts (the
+        residual stream of a transformer), on the output's last axis; its rows (the vocabulary) stay put."""
+        if shape is None or len(inputs) != 1 or not self.is_fixed(inputs[0][1]):
+            return self.unsupported(node, f"layer {target!r} (Embedding) reads something other than token ids",
+                                    [lay for _, lay in inputs])
+        self.cdim[node.name] = len(shape) - 1
+        if target in self.module_out:  # one table looked up twice: the same units
+            return self.module_out[target]
+        out = self.new_units(target, mod.embedding_dim)
+        self.add_entries(f"{target}.weight", 1, out, target)
+        self.module_out[target] = out
+        return out
 
     def per_channel(self, target: str, mod: nn.Module, lay: Layout, names: Iterable[str]) -> Layout:
         """Per-channel parameters/buffers (norm layers, PReLU) follow the incoming layout."""
