@@ -96,31 +96,27 @@ def fixed_threads(threads: int | None) -> Iterator[None]:
     apart, which reaches results.json's digits. So every unit, on every executor, and the assembly
     compute with the run's recorded ``threads``, never the machine's default; the caller's own count
     comes back afterwards. ``OMP_NUM_THREADS`` is set too, for processes started inside the block.
-    ``None`` leaves everything as it is.
+    ``None`` leaves everything as it is. Blocks nest (a unit inside the run's block): the inner one sets the
+    same counts and gives the outer ones back.
     """
-    global _fixed
-    if threads is None or (threads == _fixed and torch.get_num_threads() == threads):  # (a unit inside the run's block)
+    if threads is None:
         yield
         return
     if type(threads) is not int or threads < 1:
         raise StardomainError(f"threads: a whole number >= 1 (got {threads!r})")
-    before, env, outer = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), _fixed
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-    _fixed = threads
     try:
         with _blas_threads(threads):
             yield
     finally:
-        _fixed = outer
         torch.set_num_threads(before)
         if env is None:
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = env
 
-
-_fixed: int | None = None  # the count of the innermost fixed_threads block this process is in
 
 
 def _blas_threads(threads: int) -> ContextManager[Any]:
