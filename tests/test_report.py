@@ -119,3 +119,19 @@ def test_report_depends_only_on_results_content(tmp_path):
         return [shuffled(v) for v in obj] if isinstance(obj, list) else obj
 
     assert write_report(shuffled(res), tmp_path / "b").read_bytes() == a
+
+
+def test_fusion_row_against_tied_regular_models_has_no_verdict():
+    """Two regular models at the same accuracy give a zero-width interval: the row says why there is no verdict,
+    where a star at any other accuracy used to be called 'better'."""
+    from stardomain import stats
+    from stardomain.report import fusion_section
+
+    accs = [347 / 360, 347 / 360]
+    row = {"n_sources": 2, "regular_accs": accs, "regular_acc_mean": accs[0], "regular_acc_std": 0.0,
+           "best_regular_acc": accs[0], "ensemble_acc": 348 / 360, "star_acc": 350 / 360}
+    res = {"dataset": {"name": "digits"}, "config": {"model": {"name": "mlp"}}, "models": {},
+           "fusion": {"mu": 1.0, "rows": [row]},
+           "tests": {"fusion": [{"n_sources": 2, **stats.against_population(accs, 350 / 360)}]}}
+    text = "\n".join(fusion_section(res))
+    assert "no verdict: the regular models all score the same" in text and "better" not in text

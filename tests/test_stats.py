@@ -71,7 +71,8 @@ def test_one_model_against_a_population_uses_the_prediction_interval():
     # two regular models with the same accuracy (347/360 each, as in the demo's |Z| = 2 row) give no spread to
     # test against: a zero-width interval must not call a fused star at 350/360 "better"
     tie = stats.against_population([347 / 360, 347 / 360], 350 / 360)
-    assert tie["direction"] == 0 and all(math.isnan(v) for v in tie["interval"])
+    assert tie["direction"] == 0 and all(math.isnan(v) for v in tie["interval"]) and "spread is unknown" in tie["no_verdict"]
+    assert "no_verdict" not in stats.against_population(accs, 0.90)
 
 
 def test_paired_bootstrap_detects_a_clear_paired_difference():

@@ -276,8 +276,8 @@ def fusion_section(results: Mapping[str, Any]) -> list[str]:
         t = tests.get(r["n_sources"])
         word = verdict(t, "worse", "better") if t else NOT_SIGNIFICANT
         regular = {"mean": r["regular_acc_mean"], "std": r["regular_acc_std"], "n": len(r["regular_accs"])}
-        if len(r["regular_accs"]) >= 2 and r["regular_acc_std"] == 0:
-            word = "no verdict: the regular models all score the same, so their spread is unknown"
+        if t and "no_verdict" in t:
+            word = f"no verdict: {t['no_verdict']}"
         row = [r["n_sources"], fmt(regular, 100, 2), f"{100 * r['best_regular_acc']:.2f}", f"{100 * r['ensemble_acc']:.2f}",
                f"{100 * r['star_acc']:.2f}", f"{word}" + (f" (95% prediction interval {interval(_clip(t['interval']), 100, 2)})"
                                                        if t and not any(math.isnan(v) for v in t["interval"]) else "")]

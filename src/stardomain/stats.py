@@ -147,17 +147,19 @@ def against_population(values: Sequence[float], x: float, level: float = LEVEL) 
     """
     ms = mean_std(values)
     n = ms["n"]
-    if n < 2 or math.isnan(x) or ms["std"] == 0:
+    out: dict[str, Any] = {"test": f"{level:.0%} prediction interval of one regular model", "values": ms, "x": x}
+    if n >= 2 and ms["std"] == 0:
         # all regular models tie (accuracy on a finite test set is discrete; two models often do): a zero-width
         # interval would call any other value "better" or "worse", but the sample says nothing about the spread
+        out["no_verdict"] = "the regular models all score the same, so their spread is unknown"
+    if n < 2 or math.isnan(x) or "no_verdict" in out:
         lo = hi = float("nan")
         d = 0
     else:
         half = float(sps.t.ppf((1 + level) / 2, n - 1)) * ms["std"] * math.sqrt(1 + 1 / n)
         lo, hi = ms["mean"] - half, ms["mean"] + half
         d = 1 if x > hi else (-1 if x < lo else 0)
-    return {"test": f"{level:.0%} prediction interval of one regular model", "values": ms, "x": x,
-            "interval": [lo, hi], "direction": d}
+    return {**out, "interval": [lo, hi], "direction": d}
 
 
 def bootstrap_counts(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
