@@ -18,6 +18,14 @@ SETTING_HEADER = ["setting", "options", "regular–regular", "star–held-out", 
                   "held-out test acc (%) / loss", "star test acc (%) / loss", "star–held-out vs regular–regular"]
 
 
+def _barrier_cell(summary: Mapping[str, Any], tests: Mapping[str, Any], group: str) -> str:
+    """One group's test-loss barrier over pairs, and over stars where the setting repeated its star."""
+    pooled = fmt(summary.get(group, {}).get("barriers", {}).get("test_loss"))
+    if (tests.get("n_stars") or 1) < 2 or "over_stars" not in summary.get(group, {}):
+        return pooled
+    return f"{pooled}; over stars {over_stars_cell(summary[group])}"
+
+
 def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     out = []
     for r, t in zip(rows, tests):
@@ -32,14 +40,8 @@ def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str,
         if not t.get("converged", True):
             word += f" [{NOT_CONVERGED}]"
 
-        def cell(g: str, s: Mapping[str, Any] = s, t: Mapping[str, Any] = t) -> str:  # this row's s and t
-            pooled = fmt(s.get(g, {}).get("barriers", {}).get("test_loss"))
-            if (t.get("n_stars") or 1) < 2 or "over_stars" not in s.get(g, {}):
-                return pooled
-            return f"{pooled}; over stars {over_stars_cell(s[g])}"
-
         out.append([r["tag"], ", ".join(f"{k}={v}" for k, v in r["options"].items()),
-                    *(cell(g) for g in ("regular-regular", "star-held-out", "star-source")),
+                    *(_barrier_cell(s, t, g) for g in ("regular-regular", "star-held-out", "star-source")),
                     acc_loss(ep["sources"]), acc_loss(ep.get("held_out")), acc_loss(ep["star"]), word])
     return out
 
