@@ -167,6 +167,12 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], list[str]]] = {
     "bma-typo": (_yaml(_studies(bma={"max_sampels": 3})), ["studies.bma: unknown key 'max_sampels'"]),
     "recipe-study-typo": (_yaml(_studies(recipe={"weight_decays": [0.1]})), ["studies.recipe: unknown key 'weight_decays'"]),
     "recipe-study-wd-negative": (_yaml(_studies(recipe={"weight_decay": [-1.0]})), ["studies.recipe.weight_decay"]),
+    "threads-zero": (_yaml({"threads": 0}), ["threads: torch CPU threads of each unit", "(got 0)"]),
+    "threads-as-text": (_yaml({"threads": "2"}), ["threads: expected an integer, got '2'"]),
+    "threads-over-ray-reservation": (_yaml({"threads": 2, "executor": {"kind": "ray", "cpus_per_unit": 1}}),
+                                     ["executor.cpus_per_unit 1 is below threads 2"]),
+    "converged-train-loss-negative": (_yaml({"eval": {**BASE["eval"], "converged_train_loss": -0.1}}),
+                                      ["eval.converged_train_loss: a positive loss"]),
     "executor-typo": (_yaml({"executor": {"kindd": "local"}}), ["executor: unknown key 'kindd'"]),
     "executor-workers-zero": (_yaml({"executor": {"workers": 0}}), ["executor.workers"]),
     # the YAML file itself
