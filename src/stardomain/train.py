@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -26,6 +25,7 @@ from stardomain.progress import Progress, ProgressConfig
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+STATE_KIND = "training-state"  # the kind of train_model's resumable state (stardomain.training.state)
 # how a run executes rather than what it trains: left out of to_dict() at these defaults, so the
 # identity of every fp32 run recorded before these fields existed is unchanged
 _EXECUTION_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False}
@@ -211,27 +211,6 @@ def evaluate_split(model: nn.Module, dataset: Any, split: str, device: str | tor
     return evaluate_batches(model, eval_batches(dataset, split, batch_size, device), device=device)
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """Flatten optimizer state into named tensors so it can live in a safetensors file."""
-    out: dict[str, torch.Tensor] = {}
-    for idx, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
-
-
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor]) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict[str, Any]] = {}
-    for name, v in tensors.items():
-        if not name.startswith("opt."):
-            continue
-        _, idx, key = name.split(".", 2)
-        state.setdefault(int(idx), {})[key] = v
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
-
 @with_cudnn_autotune
 def train_model(
     model: nn.Module,
@@ -255,9 +234,9 @@ def train_model(
     stay fp32 and the model is handed back in NCHW. Inside an epoch nothing waits for the
     device (except fp16's grad scaler, which checks every step for overflow).
     """
-    from stardomain import store
     from stardomain.data.protocol import example_input
     from stardomain.memformat import to_channels_last
+    from stardomain.training.state import load_training_state, remove_training_state, save_training_state
 
     dev = torch.device(device)
     amp = autocast(recipe.precision, dev)  # refuses e.g. fp16 on a CPU before any work
@@ -273,13 +252,12 @@ def train_model(
     total = recipe.epochs * steps_per_epoch
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if resume_path is not None and store.is_complete(resume_path):
-        tensors, meta = store.load_state(resume_path)
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        _restore_optimizer(opt, tensors)
-        start_epoch, history = int(meta["epoch"]), list(meta["history"])
-        if scaler is not None and meta.get("grad_scaler"):
-            scaler.load_state_dict(meta["grad_scaler"])
+    saved = load_training_state(resume_path, opt, kind=STATE_KIND)
+    if saved is not None:
+        model.load_state_dict(saved.model)
+        start_epoch, history = saved.epoch, list(saved.meta["history"])
+        if scaler is not None and saved.meta.get("grad_scaler"):
+            scaler.load_state_dict(saved.meta["grad_scaler"])
     meter = Progress(f"train seed={seed}", recipe.epochs, unit="epoch", progress=progress, initial=start_epoch)
     for epoch in range(start_epoch, recipe.epochs):
         model.train()
@@ -315,18 +293,14 @@ def train_model(
         if on_epoch is not None:
             on_epoch(record)
         if resume_path is not None and epoch + 1 < recipe.epochs:
-            tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | _optimizer_tensors(opt)
-            store.save(resume_path, tensors, {"arch": getattr(model, "arch", {"name": "?"}), "epoch": epoch + 1,
-                                              "history": history, "kind": "training-state",
-                                              **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})})
+            save_training_state(resume_path, kind=STATE_KIND, epoch=epoch + 1, model=model.state_dict(), optimizer=opt,
+                                arch=getattr(model, "arch", None), history=history,
+                                **({"grad_scaler": scaler.state_dict()} if scaler is not None else {}))
     meter.close()
     model.eval()
     if channels_last:  # hand back an ordinary NCHW model (view-flattening callers, checkpoints)
         model.to(memory_format=torch.contiguous_format)
-    if resume_path is not None:
-        for p in (Path(resume_path), store.metadata_path(resume_path)):
-            if p.exists():
-                p.unlink()
+    remove_training_state(resume_path)
     return history
 
 

@@ -33,9 +33,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from stardomain.errors import StardomainError
-from stardomain.train import Recipe, _optimizer_tensors, _restore_optimizer, lr_at, make_loader, make_optimizer
+from stardomain.train import Recipe, lr_at, make_loader, make_optimizer
+from stardomain.training.state import load_training_state, save_training_state
 
-__all__ = ["StackedModels", "batching_refusal", "remove_state", "state_file", "train_models_batched"]
+__all__ = ["StackedModels", "batching_refusal", "state_file", "train_models_batched"]
 
 STATE_KIND = "batched-training-state"
 
@@ -75,15 +76,14 @@ class StackedModels:
         return {name: both[name][k].detach().clone() for name in self._keys}
 
     def state_tensors(self) -> dict[str, Tensor]:
-        return {f"model.{k}": v.detach() for k, v in {**self.params, **self.buffers}.items()}
+        return {k: v.detach() for k, v in {**self.params, **self.buffers}.items()}
 
     @torch.no_grad()
     def load_tensors(self, tensors: Mapping[str, Tensor]) -> None:
         for k, v in {**self.params, **self.buffers}.items():
-            name = f"model.{k}"
-            if name not in tensors or tensors[name].shape != v.shape:
+            if k not in tensors or tensors[k].shape != v.shape:
                 raise StardomainError(f"batched training state lacks or misshapes {k!r}; delete the state file and retrain")
-            v.copy_(tensors[name])
+            v.copy_(tensors[k])
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor, batch_size: int = 1024) -> list[tuple[float, float]]:
@@ -144,16 +144,6 @@ def state_file(out_dir: str | Path, seeds: Sequence[int]) -> Path:
     return Path(out_dir) / f".batch-{seeds[0]}-{seeds[-1]}-{len(seeds)}-{digest}.train-state.safetensors"
 
 
-def _check_state(path: Path, meta: Mapping[str, Any], identity: Mapping[str, Any]) -> None:
-    if meta.get("kind") != STATE_KIND:
-        raise StardomainError(f"{path} is not a batched training state (kind {meta.get('kind')!r}); delete it")
-    got = dict(meta.get("identity", {}))
-    if got != dict(identity):
-        diff = sorted(k for k in set(got) | set(identity) if got.get(k) != identity.get(k))
-        raise StardomainError(f"{path} holds the training state of a different run (differs in: {', '.join(diff)}); "
-                              "delete it or choose another --out folder")
-
-
 def train_models_batched(
     models: Sequence[nn.Module],
     dataset: Any,
@@ -174,7 +164,6 @@ def train_models_batched(
     next call; ``identity`` (run config and seeds) is stored with it and must match on
     resume. The caller removes the state file once the members are written.
     """
-    from stardomain import store
     from stardomain.progress import Progress
 
     if len(models) != len(seeds) or not models:
@@ -187,12 +176,10 @@ def train_models_batched(
     ident = dict(identity or {"seeds": list(seeds)})
     histories: list[list[dict[str, Any]]] = [[] for _ in seeds]
     start_epoch = 0
-    if resume_path is not None and store.is_complete(resume_path):
-        tensors, meta = store.load_state(resume_path)
-        _check_state(Path(resume_path), meta, ident)
-        stack.load_tensors(tensors)
-        _restore_optimizer(opt, tensors)
-        start_epoch, histories = int(meta["epoch"]), [list(h) for h in meta["histories"]]
+    saved = load_training_state(resume_path, opt, kind=STATE_KIND, identity=ident)
+    if saved is not None:
+        stack.load_tensors(saved.model)
+        start_epoch, histories = saved.epoch, [list(h) for h in saved.meta["histories"]]
     test_x, test_y = dataset.test_x.to(stack.device), dataset.test_y.to(stack.device)
     meter = Progress(f"train seeds={seeds[0]}..{seeds[-1]} ({len(seeds)} batched)", recipe.epochs, unit="epoch",
                      progress=progress, initial=start_epoch)
@@ -230,18 +217,8 @@ def train_models_batched(
         if on_epoch is not None:
             on_epoch(records)
         if resume_path is not None and epoch + 1 < recipe.epochs:
-            arch = getattr(models[0], "arch", {"name": "?"})
-            store.save(resume_path, stack.state_tensors() | _optimizer_tensors(opt),
-                       {"arch": arch, "epoch": epoch + 1, "histories": histories, "identity": ident, "kind": STATE_KIND})
+            save_training_state(resume_path, kind=STATE_KIND, epoch=epoch + 1, model=stack.state_tensors(), optimizer=opt,
+                                arch=getattr(models[0], "arch", None), histories=histories, identity=ident)
     meter.close()
     stack.train(False)
     return stack, histories
-
-
-def remove_state(path: str | os.PathLike) -> None:
-    """Delete a group's training state (both files), once its members are safely written."""
-    from stardomain import store
-
-    for p in (Path(path), store.metadata_path(path)):
-        if p.exists():
-            p.unlink()

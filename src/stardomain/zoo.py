@@ -21,7 +21,9 @@ import torch
 
 from stardomain import store, train_batched
 from stardomain.errors import StardomainError
+from stardomain.progress import ProgressConfig
 from stardomain.train import Recipe, final_metrics, train_model
+from stardomain.training.state import remove_training_state
 
 
 def member_path(out_dir: str | Path, seed: int) -> Path:
@@ -94,7 +96,7 @@ def train_member(
     seed: int,
     out_dir: str | Path,
     device: str | torch.device = "cpu",
-    progress: bool | None = None,
+    progress: bool | ProgressConfig | None = None,
     subset: int | None = None,
     extra_meta: Mapping[str, Any] | None = None,
     role: str = "source",
@@ -169,7 +171,7 @@ def train_zoo(
     seeds: Iterable[int],
     out_dir: str | Path,
     device: str | torch.device = "cpu",
-    progress: bool | None = None,
+    progress: bool | ProgressConfig | None = None,
     subset: int | None = None,
     on_member: Callable[[Path], None] | None = None,
     role: str = "source",
@@ -375,4 +377,4 @@ def _train_group(dataset: Any, config: Mapping[str, Any], data: Mapping[str, Any
         meta = member_meta(model, dataset, config, data, recipe, s, role, histories[k], seconds / len(group), device)
         meta["batched"] = {"models_per_pass": len(group), "seeds": list(group), "pass_seconds": round(seconds, 3)}
         store.save(paths[s], model, meta)
-    train_batched.remove_state(resume)
+    remove_training_state(resume)

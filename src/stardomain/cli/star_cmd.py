@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -71,16 +70,10 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
     One star's barriers vary markedly with its seed, so ``--repeats K`` trains K of them (seeds
     from the star stream, recorded) for figures given over stars as well as over pairs.
     """
-    import hashlib
-    import os
-
-    import torch
-
     from stardomain import models, store, zoo
-    from stardomain.diff import state_mismatch
     from stardomain.provenance import data_line
-    from stardomain.starlight import Starlight, StarlightConfig, check_not_source_init, repeat_seed
-    from stardomain.train import Recipe, final_metrics, seed_everything
+    from stardomain.starlight import StarlightConfig, repeat_seed, train_star
+    from stardomain.train import Recipe
 
     if repeats < 1:
         raise StardomainError(f"--repeats must be >= 1 (got {repeats})")
@@ -102,40 +95,14 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
                              mu=mu, realign_every=realign_every, matching=matching, matching_samples=matching_samples)
     dev = resolve_device(device)
     for r, out in enumerate(outs):
-        own_seed = repeat_seed(seed, r)  # repeat r's own stream; r0 is the single star of --seed
-        seed_everything(own_seed)
-        model = store.build_model(arch)
-        for p, s, _ in members:
-            store.check_fits(model, s, p)
-        if init_path:
-            init_state = store.load_state(init_path)[0]
-            problem = state_mismatch(model.state_dict(), init_state)
-            if problem is not None:
-                raise StardomainError(f"--init {init_path} does not fit the sources' architecture {arch.get('name', '?')}: {problem}; "
-                                      "start from a checkpoint of the same architecture, or drop --init for a fresh init")
-            model.load_state_dict(init_state)
-        else:
-            check_not_source_init(model.state_dict(), labelled)
-        star_dir = out.resolve().parent
-        sources = [{"path": os.path.relpath(p.resolve(), star_dir), "sha256": m["sha256"], "seed": m["seed"]} for p, _, m in members]
-        ident = json.dumps({"sources": sources, "seed": own_seed, "config": config.to_dict(), "data": ds.record(), "init": init_path},
-                           sort_keys=True, default=str)
-        # the resume state is named by what it belongs to: a re-run with other sources or settings never picks it up
-        resume = out.with_name(f".{out.stem}.{hashlib.sha256(ident.encode()).hexdigest()[:12]}.state.safetensors")
-        runner = Starlight(model, [s for _, s, _ in members], ds, config, seed=own_seed, device=dev,
-                           allow_unpermuted=allow_unpermuted)
-        result = runner.fit(progress=progress_config(quiet), resume_path=resume)
-        metrics = final_metrics(runner.model, ds, device=dev)
-        # "seed" is what built it, as in every checkpoint; "seed_option" the --seed it was drawn from (starlight.star_seed)
-        meta = {"kind": "star", "role": "star", "arch": arch, "dataset": ds.name, "data": ds.record(), "seed": own_seed, "seed_option": seed,
-                "repeat": r, "repeats": repeats,
-                "starlight": config.to_dict(), "history": result.history, "sources": sources, "metrics": metrics,
-                "init": str(init_path) if init_path else "fresh", "torch_threads": torch.get_num_threads(),
-                "spec_coverage": runner.spec.summary()["covered_share"] if runner.spec is not None else None}
-        store.save(out, runner.model, meta)
+        # repeat r's own stream; r0 is the single star of --seed ("seed" records what built it, "seed_option" the --seed)
+        star = train_star([p for p, _, _ in members], ds, config, out, seed=repeat_seed(seed, r), seed_option=seed,
+                          init=init_path or "fresh", repeat=r, repeats=repeats, existing="replace", device=dev,
+                          progress=progress_config(quiet), allow_unpermuted=allow_unpermuted)
+        meta, metrics = star.meta, star.meta["metrics"]
         which = f" {r + 1}/{repeats}" if repeats > 1 else ""
-        click.echo(f"star model{which} from {len(members)} sources ({zoo.seed_list(s['seed'] for s in sources)} of {sources_dir}), "
-                   f"star seed {own_seed} (--seed {seed}): test_loss={metrics['test_loss']:.4f} test_acc={100 * metrics['test_acc']:.2f}%; "
+        click.echo(f"star model{which} from {len(members)} sources ({zoo.seed_list(s['seed'] for s in meta['sources'])} of {sources_dir}), "
+                   f"star seed {meta['seed']} (--seed {seed}): test_loss={metrics['test_loss']:.4f} test_acc={100 * metrics['test_acc']:.2f}%; "
                    + (f"permutation spec covers {100 * meta['spec_coverage']:.1f}% of parameters; " if meta["spec_coverage"] is not None else "")
                    + f"wrote {out}")
     click.echo(data_line(data_info))

@@ -251,44 +251,21 @@ class Experiment:
                    repeat: int = 0, repeats: int = 1) -> Path:
         """Train (or reuse) a star model on ``sources`` with ``star_recipe`` (already the star's own:
         see :meth:`ExperimentConfig.star_recipe`); its metadata records the sources' hashes and its seed."""
-        from stardomain import models
-        from stardomain.starlight import Starlight, star_seed
-        from stardomain.train import final_metrics, seed_everything
+        from stardomain.starlight import star_seed, train_star
 
         sc = self.cfg.star
-        config = self.cfg.starlight_config(star_recipe, mu)
-        hashes = [store.content_hash(p) for p in sources]
-        seed = star_seed(self.cfg.seed, tag)  # its own stream, one per tag: never a source's init or batch order
-        ident = {"config": config.to_dict(), "sources": hashes, "seed": seed, "init": sc.init, "model": self.cfg.model.name, "options": dict(options)}
         path = self.star_path(tag)
-        if store.is_complete(path):
-            meta = store.read_metadata(path)
-            if meta.get("identity") == ident:
-                return path
-            there, here = difference_phrases(meta.get("identity") or {}, ident) or ("?", "?")
-            raise StardomainError(f"{path} was trained with other settings ({there} there, {here} in this config); delete it or use another --out folder")
-        if self.cache.frozen:
+        if self.cache.frozen and not store.is_complete(path):
             raise _unplanned(path)
-        seed_everything(seed)
-        model = models.create(self.cfg.model.name, self.dataset.num_classes, tuple(self.dataset.in_shape), **dict(options))
-        states = [store.load_state(p)[0] for p in sources]
-        if sc.init == "source":
-            model.load_state_dict(states[0])
         t0 = time.perf_counter()
-        runner = Starlight(model, states, self.dataset, config, seed=seed, device=self.device,
-                           allow_unpermuted=self.cfg.allow_unpermuted)
-        result = runner.fit(progress=self.progress, resume_path=self.out / "stars" / f".{tag}.state.safetensors")
-        meta = {
-            "kind": "star", "role": "star", "arch": model.arch, "dataset": self.dataset.name, "seed": seed, "identity": ident,
-            "starlight": config.to_dict(), "sources": [{"path": str(p.relative_to(self.out)), "sha256": h} for p, h in zip(sources, hashes)],
-            "metrics": final_metrics(runner.model, self.dataset, device=self.device), "history": result.history,
-            "repeat": repeat, "repeats": repeats, "torch_threads": torch.get_num_threads(),
-            "budget": {"epochs": star_recipe.epochs, "epochs_factor": sc.epochs_factor,
-                       "source_epochs": [store.read_metadata(p)["recipe"]["epochs"] for p in sources]},
-        }
-        out = store.save(path, runner.model, meta)
-        self.event("star", tag=tag, n_sources=len(sources), mu=mu, seconds=round(time.perf_counter() - t0, 2))
-        return out
+        star = train_star(sources, self.dataset, self.cfg.starlight_config(star_recipe, mu), path,
+                          seed=star_seed(self.cfg.seed, tag),  # its own stream, one per tag: never a source's init or batch order
+                          seed_option=self.cfg.seed, init=sc.init, repeat=repeat, repeats=repeats, epochs_factor=sc.epochs_factor,
+                          model=self.cfg.model.name, options=options, resume_path=self.out / "stars" / f".{tag}.state.safetensors",
+                          device=self.device, progress=self.progress, allow_unpermuted=self.cfg.allow_unpermuted)
+        if star.trained:
+            self.event("star", tag=tag, n_sources=len(sources), mu=mu, seconds=round(time.perf_counter() - t0, 2))
+        return star.path
 
     # -- evaluations ---------------------------------------------------------------------------
     def pair_key(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -27,6 +26,7 @@ from stardomain.errors import StardomainError, reject_unknown_keys
 from stardomain.progress import Progress, ProgressConfig
 from stardomain.train import Recipe, evaluate_split, lr_at, make_loader, make_optimizer
 
+STATE_KIND = "starlight-state"  # the kind of Starlight's resumable state (stardomain.training.state)
 T_SAMPLING = ("uniform", "beta", "constant", "stratified")
 MATCHING = ("weight", "activation", "none")
 
@@ -345,11 +345,9 @@ class Starlight:
         if history:
             history[-1]["star_test_loss"], history[-1]["star_test_acc"] = evaluate_split(self.model, self.dataset, "test", device=self.device)
         if resume_path is not None:
-            from stardomain import store
+            from stardomain.training.state import remove_training_state
 
-            for p in (Path(resume_path), store.metadata_path(resume_path)):
-                if p.exists():
-                    p.unlink()
+            remove_training_state(resume_path)
         # the star's final alignment of every source, for BMA and barrier evaluation
         self.realign()
         return StarlightResult(history, [p for p in self.perms if p is not None], self.realignments, time.perf_counter() - t0)
@@ -376,35 +374,28 @@ class Starlight:
 
     # -- resumable training state --------------------------------------------------------------
     def _save_state(self, path: str | os.PathLike, epoch: int, history: list[dict[str, Any]]) -> None:
-        from stardomain import store
-        from stardomain.train import _optimizer_tensors
+        from stardomain.training.state import save_training_state
 
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()} | _optimizer_tensors(self.optimizer)
-        for n, perm in enumerate(self.perms):
-            for group, p in (perm or {}).items():
-                tensors[f"perm.{n}.{group}"] = p
-        store.save(path, tensors, {"arch": getattr(self.model, "arch", {"name": "?"}), "epoch": epoch, "history": history,
-                                   "kind": "starlight-state", "realignments": self.realignments})
+        extra = {f"perm.{n}.{group}": p for n, perm in enumerate(self.perms) for group, p in (perm or {}).items()}
+        save_training_state(path, kind=STATE_KIND, epoch=epoch, model=self.model.state_dict(), optimizer=self.optimizer,
+                            arch=getattr(self.model, "arch", None), extra=extra, history=history, realignments=self.realignments)
 
     def _resume(self, path: str | os.PathLike, history: list[dict[str, Any]]) -> int:
-        from stardomain import store
         from stardomain.permute import apply_permutation
-        from stardomain.train import _restore_optimizer
+        from stardomain.training.state import load_training_state
 
-        if not store.is_complete(path):
+        saved = load_training_state(path, self.optimizer, kind=STATE_KIND)
+        if saved is None:
             return 0
-        tensors, meta = store.load_state(path)
-        self.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        _restore_optimizer(self.optimizer, tensors)
+        self.model.load_state_dict(saved.model)
         perms: dict[int, dict[str, torch.Tensor]] = {}
-        for name, v in tensors.items():
-            if name.startswith("perm."):
-                _, n, group = name.split(".", 2)
-                perms.setdefault(int(n), {})[group] = v.to(self.device)
+        for name, v in saved.prefixed("perm").items():
+            n, group = name.split(".", 1)
+            perms.setdefault(int(n), {})[group] = v.to(self.device)
         for n, perm in perms.items():
             self.perms[n] = perm
             src = {k: v.to(self.device) for k, v in self.sources[n].items()}
             self.aligned[n] = self._on_source_device(apply_permutation(src, perm, spec=self.spec))
-        self.realignments = int(meta.get("realignments", 0))
-        history.extend(meta["history"])
-        return int(meta["epoch"])
+        self.realignments = int(saved.meta.get("realignments", 0))
+        history.extend(saved.meta["history"])
+        return saved.epoch
