@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stardomain import StardomainError
-from stardomain.barrier import Curve, barrier_profile, barriers, curve, pair_report
+from stardomain.barrier import Curve, barrier_profile, barriers, curve, evaluate_pair
 from stardomain.bn import reset_bn
 
 
@@ -187,14 +187,14 @@ def test_weight_matching_lowers_the_fashion_mnist_barrier(fashion_small):
         models.append(fit(create("mlp", 10, ds.in_shape, depth=2, width=64), x, y, epochs=2, seed=seed, lr=0.02))
     sa, sb = models[0].state_dict(), models[1].state_dict()
     test_only = SimpleNamespace(train_x=x, train_y=y, test_x=ds.test_x[:4000], test_y=ds.test_y[:4000])
-    plain = pair_report(models[0], sa, sb, test_only, align=None, num_points=11, splits=("test",))
-    aligned = pair_report(models[0], sa, sb, test_only, align="weight", num_points=11, splits=("test",))
-    assert plain["l2_aligned"] == plain["l2"]
-    assert aligned["l2_aligned"] < aligned["l2"]
-    assert aligned["barriers"]["test_loss"] < plain["barriers"]["test_loss"]
-    assert plain["barriers"]["test_loss"] > 0.01  # there was a barrier to lower
+    plain = evaluate_pair(sa, sb, model=models[0], dataset=test_only, align="none", points=11)
+    aligned = evaluate_pair(sa, sb, model=models[0], dataset=test_only, align="weight", points=11)
+    assert plain.l2_aligned == plain.l2 and plain.match_objective is None and "match_objective" not in plain.record()
+    assert aligned.l2_aligned < aligned.l2 and aligned.function_check is not None
+    assert aligned.barriers["test_loss"] < plain.barriers["test_loss"]
+    assert plain.barriers["test_loss"] > 0.01  # there was a barrier to lower
     # the aligned B is the same function: its end point of the curve is unchanged
-    assert aligned["curve"].test_loss[-1] == pytest.approx(plain["curve"].test_loss[-1], rel=1e-5)
+    assert aligned.curve.test_loss[-1] == pytest.approx(plain.curve.test_loss[-1], rel=1e-5)
 
 
 def test_an_empty_split_is_an_error_not_a_zero_loss():

@@ -34,7 +34,7 @@ def test_mlp_curve_batched_equals_one_t_at_a_time(digits, monkeypatch):
     one = curve(model, sa, sb, digits, num_points=7, batched=False)
     calls = []
     real = curve_batched.evaluate_states
-    monkeypatch.setattr("stardomain.barrier.evaluate_states", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr("stardomain.barrier.path.evaluate_states", lambda *a, **k: calls.append(1) or real(*a, **k))
     both = curve(model, sa, sb, digits, num_points=7, batch_size=50, eval_train_samples=300)
     assert calls, "a BatchNorm-free MLP must take the batched path"
     ref = curve(model, sa, sb, digits, num_points=7, batch_size=50, eval_train_samples=300, batched=False)

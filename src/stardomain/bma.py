@@ -328,14 +328,14 @@ def bma_study(
     if not sources:
         raise StardomainError("bma: bma_study needs at least one aligned source model")
     _check_count(max_samples, "max_samples")
-    common = dict(device=device, batch_size=batch_size)
     return {
         "star_domain": star_domain_bma(model, star_state, sources, dataset, max_samples=max_samples, seed=seed,
-                                       bn_samples=bn_samples, progress=progress, return_probs=return_probs, **common),
+                                       bn_samples=bn_samples, progress=progress, return_probs=return_probs,
+                                       device=device, batch_size=batch_size),
         "ensemble": ensemble_bma(model, sources, dataset, max_members=min(max_samples, len(sources)),
-                                 progress=progress, return_probs=return_probs, **common),
-        "star": single_model(model, star_state, dataset, **common),
-        "single": single_model(model, sources[0], dataset, **common),
+                                 progress=progress, return_probs=return_probs, device=device, batch_size=batch_size),
+        "star": single_model(model, star_state, dataset, device=device, batch_size=batch_size),
+        "single": single_model(model, sources[0], dataset, device=device, batch_size=batch_size),
         "config": {"max_samples": max_samples, "seed": seed, "n_sources": len(sources), "bn_samples": bn_samples},
     }
 
@@ -465,7 +465,9 @@ def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
             raise StardomainError("bma: plot_bma expects the dict returned by bma_study (keys star_domain, ensemble)")
 
     curves = {"star-domain BMA": ("star_domain", "tab:blue", "o", "-"), "deep ensemble": ("ensemble", "tab:orange", "s", "--")}
-    refs = {"star model θ⋆ alone": ("star", "tab:green", (0, (5, 2))), "one source model": ("single", "tab:gray", ":")}
+    # (key, color, linestyle: a name or matplotlib's (offset, (on, off)) dash pattern)
+    refs: dict[str, tuple[str, str, str | tuple[int, tuple[int, int]]]] = {
+        "star model θ⋆ alone": ("star", "tab:green", (0, (5, 2))), "one source model": ("single", "tab:gray", ":")}
     ens_len = min(len(r["ensemble"]["k"]) for r in runs)
     bma_len = min(len(r["star_domain"]["k"]) for r in runs)
     z_stop = runs[0]["ensemble"]["k"][ens_len - 1] if ens_len and ens_len < bma_len else None
@@ -486,11 +488,11 @@ def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
             if len(runs) > 1:
                 ax.fill_between(ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                 color=color, alpha=0.2, linewidth=0)
-        for label, (key, color, ls) in refs.items():
+        for label, (key, color, ref_ls) in refs.items():
             vals = [float(r[key][metric]) for r in runs if isinstance(r.get(key), Mapping) and metric in r[key]]
             vals = [v for v in vals if not math.isnan(v)]
             if vals:
-                ax.axhline(scale * sum(vals) / len(vals), color=color, linestyle=ls, linewidth=1.2, label=label)
+                ax.axhline(scale * sum(vals) / len(vals), color=color, linestyle=ref_ls, linewidth=1.2, label=label)
         if z_stop is not None:
             ax.axvline(z_stop, color="0.2", linestyle="-.", linewidth=0.9, label=f"K = |Z| = {z_stop}: the ensemble has no more members")
         ax.set_title(title)

@@ -47,6 +47,13 @@ def batchnorm_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
             if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None]
 
 
+def _running_stats(m: _BatchNorm) -> tuple[Tensor, Tensor]:
+    """The running mean and variance buffers of a layer from :func:`batchnorm_layers` (which has both)."""
+    mean, var = m.running_mean, m.running_var
+    assert mean is not None and var is not None, "batchnorm_layers keeps only layers with running statistics"
+    return mean, var
+
+
 def has_batchnorm(model: nn.Module) -> bool:
     """True when the model has BatchNorm layers with running statistics to re-estimate."""
     return bool(batchnorm_layers(model))
@@ -57,8 +64,9 @@ def bn_state(model: nn.Module) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for name, m in batchnorm_layers(model):
         prefix = f"{name}." if name else ""
-        out[prefix + "running_mean"] = m.running_mean.detach().clone()
-        out[prefix + "running_var"] = m.running_var.detach().clone()
+        running_mean, running_var = _running_stats(m)
+        out[prefix + "running_mean"] = running_mean.detach().clone()
+        out[prefix + "running_var"] = running_var.detach().clone()
         if m.num_batches_tracked is not None:
             out[prefix + "num_batches_tracked"] = m.num_batches_tracked.detach().clone()
     return out
@@ -93,13 +101,15 @@ class _Accumulator:
         """Called after each BN forward; with momentum=1 its buffers hold this batch's stats."""
         x = inputs[0]
         n = x.numel() // x.shape[1]
-        mean = module.running_mean.detach().double()
-        var = module.running_var.detach().double()  # unbiased, n / (n - 1) applied by PyTorch
+        running_mean, running_var = _running_stats(module)
+        mean = running_mean.detach().double()
+        var = running_var.detach().double()  # unbiased, n / (n - 1) applied by PyTorch
         if self.sum_mean is None:
             self.sum_mean = torch.zeros_like(mean)
             self.sum_sq_mean = torch.zeros_like(mean)
             self.sum_within = torch.zeros_like(mean)
             self.sum_var = torch.zeros_like(mean)
+        assert self.sum_sq_mean is not None and self.sum_within is not None and self.sum_var is not None
         self.sum_mean += n * mean
         self.sum_sq_mean += n * mean * mean
         self.sum_within += (n - 1) * var
@@ -132,8 +142,8 @@ def _bn_pass_mode(model: nn.Module, layers: list[tuple[str, _BatchNorm]]) -> Ite
     finally:
         for m, mom in momenta.items():
             m.momentum = mom
-        for m, mode in modes.items():
-            m.training = mode
+        for module, mode in modes.items():
+            module.training = mode
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -222,8 +232,9 @@ def reset_bn(
         if acc.count == 0:  # never reached by forward: keeps reset defaults (mean 0, var 1)
             continue
         mean, var = acc.result(estimator)
-        m.running_mean.copy_(mean.to(m.running_mean.dtype))
-        m.running_var.copy_(var.to(m.running_var.dtype))
+        running_mean, running_var = _running_stats(m)
+        running_mean.copy_(mean.to(running_mean.dtype))
+        running_var.copy_(var.to(running_var.dtype))
         if m.num_batches_tracked is not None:
             m.num_batches_tracked.fill_(acc.batches)
     return bn_state(model)

@@ -123,7 +123,7 @@ def _blas_threads(threads: int) -> ContextManager[Any]:
     """NumPy/SciPy's BLAS (the BMA tests' bootstrap products) limited likewise: its matrix-vector products
     also split sums by thread. threadpoolctl comes with scikit-learn; without it, BLAS keeps its own count."""
     try:
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+        from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - scikit-learn depends on it
         return contextlib.nullcontext()
     return threadpool_limits(limits=threads, user_api="blas")

@@ -28,7 +28,7 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_temp(path: str | os.PathLike[str], writer: Callable[[BinaryIO], None]) -> str:
+def write_temp(path: str | os.PathLike[str], writer: Callable[[BinaryIO], object]) -> str:
     """Run ``writer`` on a fsynced temp file beside ``path``; returns the temp name for :func:`commit`.
 
     The temp file is removed if ``writer`` fails, so a failed write leaves nothing behind.
@@ -101,7 +101,7 @@ def commit(pairs: Iterable[tuple[str, str | os.PathLike[str]]]) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[BinaryIO], None]) -> Path:
+def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[BinaryIO], object]) -> Path:
     """Write ``path`` atomically through ``writer(binary_file)``; returns ``path``."""
     path = Path(path)
     commit([(write_temp(path, writer), path)])

@@ -21,7 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from stardomain.bn import has_batchnorm, reset_bn
 from stardomain.errors import StardomainError
-from stardomain.memformat import channels_last_safe, has_conv2d
+from stardomain.memformat import channels_last_safe, has_conv2d, module_to_format
 
 __all__ = ["EvalEngine", "check_compatible", "has_batchnorm", "interpolation_points", "lerp_state", "reset_bn"]
 
@@ -214,6 +214,8 @@ class EvalEngine:
         self.memory_format: torch.memory_format | None = None
         self.has_bn = has_batchnorm(self.model)
         built = _build_folded(self.model) if fold_bn and self.has_bn else None
+        self.folded: nn.Module | None
+        self.pairs: list[tuple[str, str, str]]
         self.folded, self.pairs = built if built is not None else (None, [])
         if self._format_choice:
             self._use_channels_last()
@@ -235,9 +237,9 @@ class EvalEngine:
     def _use_channels_last(self) -> None:
         """Convert the working and folded copies (call ``_bind_shared`` after)."""
         self.memory_format = torch.channels_last
-        self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = module_to_format(self.model, torch.channels_last)
         if self.folded is not None:
-            self.folded = self.folded.to(memory_format=torch.channels_last)
+            self.folded = module_to_format(self.folded, torch.channels_last)
 
     def _choose_format(self, x: Tensor) -> None:
         """Decide the layout once, by the rule training uses too (:func:`stardomain.memformat.channels_last_safe`).

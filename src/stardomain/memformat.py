@@ -11,11 +11,20 @@ evaluation engine both ask here, so the rule is one rule.
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["channels_last_safe", "has_conv2d", "to_channels_last"]
+__all__ = ["channels_last_safe", "has_conv2d", "module_to_format", "to_channels_last"]
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def module_to_format(module: M, memory_format: torch.memory_format) -> M:
+    """``module.to(memory_format=...)``: converts its 4-d parameters and buffers in place, returns ``module``."""
+    # torch's overloads of Module.to leave out memory_format, which Module.to accepts at runtime
+    return module.to(memory_format=memory_format)  # type: ignore[call-overload]
 
 
 def has_conv2d(model: nn.Module) -> bool:
@@ -38,7 +47,7 @@ def channels_last_safe(model: nn.Module, example: Tensor, rtol: float = 1e-3, at
     x = example[:2].to(device)
     try:
         reference = probe(x.contiguous())
-        probe = probe.to(memory_format=torch.channels_last)
+        probe = module_to_format(probe, torch.channels_last)
         candidate = probe(x.contiguous(memory_format=torch.channels_last))
     except RuntimeError:  # e.g. x.view(N, -1) on NHWC strides
         return False
@@ -51,5 +60,5 @@ def to_channels_last(model: nn.Module, example: Tensor) -> bool:
     """Convert ``model`` in place to channels_last when :func:`channels_last_safe`; return whether it was."""
     if not channels_last_safe(model, example):
         return False
-    model.to(memory_format=torch.channels_last)
+    module_to_format(model, torch.channels_last)
     return True

@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from stardomain.barrier import METRICS, Curve, barriers
 from stardomain.errors import StardomainError
@@ -290,7 +291,9 @@ def plot_training(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        locator = ax.xaxis.get_major_locator()
+        if isinstance(locator, MaxNLocator):  # AutoLocator, a linear axis's default
+            locator.set_params(integer=True)
         handles, labels = ax.get_legend_handles_labels()
         if banded:
             handles.append(Patch(facecolor="0.6", alpha=0.4, lw=0))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeGuard
 
 from stardomain.errors import StardomainError
 
@@ -22,7 +22,7 @@ __all__ = ["factory_name", "import_path_module", "is_import_path", "load_plugins
 _PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
-def is_import_path(name: object) -> bool:
+def is_import_path(name: object) -> TypeGuard[str]:
     """True for strings of the form ``pkg.module:attr`` (``attr`` may be dotted)."""
     return isinstance(name, str) and bool(_PATH.match(name.strip()))
 

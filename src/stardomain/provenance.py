@@ -184,7 +184,7 @@ def star_sources(star_path: str | os.PathLike[str], meta: Mapping[str, Any],
         raise StardomainError(f"{star_path} records no sources (not a star written by stardomain star); "
                               "pass --other-sources DIR to choose the sources yourself")
     star_dir = Path(star_path).resolve().parent
-    by_hash: dict[str, Path] | None = None
+    by_hash: dict[str | None, Path] | None = None
     found: list[Path] = []
     for entry in recorded:
         rel, want = Path(entry["path"]), entry["sha256"]

@@ -30,7 +30,7 @@ def fmt(ms: Mapping[str, float] | None, scale: float = 1.0, digits: int = 3, n: 
 
 
 def num(x: float | None, scale: float = 1.0, digits: int = 3) -> str:
-    return "–" if _nan(x) else f"{x * scale:.{digits}f}"
+    return "–" if x is None or _nan(x) else f"{x * scale:.{digits}f}"
 
 
 def interval(pair: Sequence[float] | None, scale: float = 1.0, digits: int = 3) -> str:

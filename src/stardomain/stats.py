@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -215,7 +215,7 @@ def paired_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, seed
             "n_items": n, "direction": _direction(float(lo), float(hi))}
 
 
-def verdict(result: dict[str, Any], lower: str, higher: str) -> str:
+def verdict(result: Mapping[str, Any], lower: str, higher: str) -> str:
     """The words for a test result: ``lower``/``higher`` only where the test supports it."""
     d = result.get("direction", 0)
     return lower if d < 0 else (higher if d > 0 else NOT_SIGNIFICANT)

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, cast
 
 import torch
 from torch import nn
@@ -136,7 +136,7 @@ def validate_metadata(meta: Any, json_path: Path | str) -> None:
         value = meta.get(key)
         if key in meta and value is not None and (not isinstance(value, types) or isinstance(value, bool)):
             raise _meta_error(json_path, key, f"needs {what} (got {type(value).__name__}) in")
-    if meta.get("kind") == "training-state":
+    if str(meta.get("kind", "")).endswith("-state"):  # a trainer's resumable state (stardomain.training.state)
         return
     n = arch.get("num_classes")
     if "num_classes" not in arch:
@@ -254,7 +254,9 @@ def build_model(arch: Mapping[str, Any], plugins: Iterable[str] = ()) -> nn.Modu
     # a checkpoint from before `init` was recorded is rebuilt with the init it was trained from (models.init)
     options = models.with_init(str(arch.get("name")), arch.get("options", {}))
     model = models.create(name, int(arch["num_classes"]), tuple(arch["in_shape"]), **options)
-    model.arch = {**model.arch, "name": arch.get("name")}  # as recorded, even when rebuilt from its factory
+    # the name as recorded, even when rebuilt from its factory (models.create set model.arch, a dict); torch types
+    # Module attributes as Tensor | Module, though any value can be set
+    model.arch = {**cast("dict[str, Any]", model.arch), "name": arch.get("name")}  # type: ignore[assignment]
     return model
 
 
@@ -270,7 +272,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", plugins: I
         model.load_state_dict(state)
     except RuntimeError as e:
         raise StardomainError(f"checkpoint {path} does not fit its architecture {meta['arch']['name']}: {str(e).splitlines()[0]}") from None
-    model.meta = meta  # provenance travels with the model
+    model.meta = meta  # type: ignore[assignment]  # provenance travels with the model (torch types attributes as Tensor | Module)
     return model.to(device).eval()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import click
 
@@ -183,10 +184,11 @@ def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str
 
     dev = resolve_device(device)
     model = store.load(checkpoint, device=dev)
-    ds, data_info = load_data_for([(str(checkpoint), model.meta)], dataset, data_root)
+    meta = cast("dict[str, Any]", model.meta)  # the checkpoint's metadata, set by store.load
+    ds, data_info = load_data_for([(str(checkpoint), meta)], dataset, data_root)
     loss, acc = evaluate(model, ds.test_x, ds.test_y, device=dev)
     result = {"checkpoint": str(checkpoint), "dataset": ds.name, "test_loss": loss, "test_acc": acc, "n": len(ds.test_y),
-              "data": data_info, "role": model.meta.get("role"), "seed": model.meta.get("seed")}
+              "data": data_info, "role": meta.get("role"), "seed": meta.get("seed")}
     if as_json:
         echo_json(result)
     else:

@@ -94,44 +94,41 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: 
 @click.option("--bn-samples", type=int, default=None, help="Training samples for BatchNorm re-estimation at each t (default: all).")
 @click.option("--bn", "bn_protocol", type=click.Choice(["reset", "interpolate"]), default="reset", show_default=True,
               help="BatchNorm at each t: re-estimate the statistics (the paper's protocol) or keep their interpolation (ablation).")
+@click.option("--eval-train-samples", type=int, default=None, help="Evaluate the train split on this seeded subset (default: all).")
+@click.option("--eval-test-samples", type=int, default=None, help="Evaluate the test split on this seeded subset (default: all).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the curve, barriers and distances as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of loss and accuracy along t.")
+@allow_unpermuted_option
 @data_root_option
 @device_option
 @threads_option
 @quiet_option
 def barrier(model_a: str, model_b: str, dataset: str | None, subset: str | None, subset_seed: int | None, align_method: str,
-            matching_samples: int, points: int, bn_samples: int | None, bn_protocol: str, out_path: str | None,
-            plot_path: str | None, data_root: str | None, device: str, quiet: bool) -> None:
+            matching_samples: int, points: int, bn_samples: int | None, bn_protocol: str, eval_train_samples: int | None,
+            eval_test_samples: int | None, out_path: str | None, plot_path: str | None, allow_unpermuted: bool, data_root: str | None, device: str, quiet: bool) -> None:
     """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
     import torch
 
     from stardomain import store
-    from stardomain.barrier import barriers, curve
-    from stardomain.permute import align as align_states
-    from stardomain.permute import l2_distance, trace_spec
+    from stardomain.barrier import evaluate_pair
     from stardomain.provenance import data_line
 
     if points < 2:
         raise StardomainError(f"--points must be >= 2 (got {points})")
+    if matching_samples < 1:
+        raise StardomainError(f"--matching-samples must be >= 1 (got {matching_samples})")
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
     ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
     model = store.build_model(meta["arch"]).to(dev)
-    keys = [k for k, _ in model.named_parameters()]
+    pair = evaluate_pair(state_a, state_b, model=model, dataset=ds, align=align_method, points=points, bn=bn_protocol,
+                         bn_samples=bn_samples, eval_train_samples=eval_train_samples, eval_test_samples=eval_test_samples,
+                         matching_samples=matching_samples, allow_unpermuted=allow_unpermuted, device=dev,
+                         progress=progress_config(quiet))
+    c = pair.curve
     result: dict[str, Any] = {"a": str(model_a), "b": str(model_b), "dataset": ds.name, "data": data_info, "align": align_method,
-                              "l2": l2_distance(state_a, state_b, keys)}
-    if align_method != "none":
-        x = matching_inputs(ds, matching_samples, dev)
-        state_b, match = align_states(state_a, state_b, spec=trace_spec(model), method=align_method, model=model, x=x, seed=0)
-        result["match_objective"] = float(match.objective)
-        result["spec_coverage"], result["function_check"] = match.coverage, match.check
-    result["l2_aligned"] = l2_distance(state_a, state_b, keys)
-    c = curve(model, state_a, state_b, ds, num_points=points, bn_samples=bn_samples, device=dev, progress=progress_config(quiet),
-              bn=bn_protocol)
-    result["curve"] = c.to_dict()
-    result["barriers"] = barriers(c)
-    result["threads"] = torch.get_num_threads()  # --threads: the curve's digits depend on it
+                              **pair.record(), "function_check": pair.function_check,
+                              "threads": torch.get_num_threads()}  # --threads: the curve's digits depend on it
     if out_path:
         store.atomic_write_json(Path(out_path), result)
     if plot_path:

@@ -29,7 +29,7 @@ class SplitData(Protocol):
 
     name: str
     num_classes: int
-    in_shape: tuple[int, int, int]
+    in_shape: tuple[int, ...]  # (C, H, W); (features,) for a tabular file dataset
 
     def split_size(self, split: str) -> int:
         """Samples in ``split``."""

@@ -37,7 +37,7 @@ class Dataset:
     test_x: Tensor
     test_y: Tensor
     num_classes: int
-    in_shape: tuple[int, int, int]  # (C, H, W)
+    in_shape: tuple[int, ...]  # (C, H, W); (features,) for a tabular file dataset
     mean: tuple[float, ...]  # per channel, what was subtracted (on the [0, 1] scale)
     std: tuple[float, ...]  # per channel, what was divided by
     classes: list[str]

@@ -224,7 +224,7 @@ class StreamingImageFolder:
         self.max_materialize_gb = float(max_materialize_gb)
         self.classes = list(self.listing.classes)
         self.num_classes = len(self.classes)
-        self.in_shape = (3, self.crop, self.crop)
+        self.in_shape: tuple[int, ...] = (3, self.crop, self.crop)
 
     def __repr__(self) -> str:
         return (f"StreamingImageFolder({str(self.root)!r}, train={self.split_size('train')}, "
@@ -268,9 +268,8 @@ class StreamingImageFolder:
         dev = torch.device(device)
         files, labels = self._split("train")
         sampler = _EpochSampler(len(files), seed, shuffle=True)
-        data = _Files(files, labels, self.decoder)
-        if not augment:
-            data = _EvalOf(data)
+        items = _Files(files, labels, self.decoder)
+        data: TorchDataset[Any] = items if augment else _EvalOf(items)
         options = self._loader_options(dev)
         if self.num_workers > 0:
             options["persistent_workers"] = True  # one worker start for the whole run, not per epoch

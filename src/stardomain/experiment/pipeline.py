@@ -280,9 +280,7 @@ class Experiment:
 
     def pair(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
         """Curve, barriers and distances for one pair; B is aligned to A first unless align is none."""
-        from stardomain.barrier import barriers, curve
-        from stardomain.permute import align as align_states
-        from stardomain.permute import l2_distance
+        from stardomain.barrier import evaluate_pair
 
         ev = self.cfg.eval
         align = ev.align if align is None else align
@@ -292,19 +290,12 @@ class Experiment:
             state_a, meta = store.load_state(path_a)
             state_b, _ = store.load_state(path_b)
             model = store.build_model(meta["arch"]).to(self.device)
-            keys = [k for k, _ in model.named_parameters()]
-            out: dict[str, Any] = {"a": path_a.stem, "b": path_b.stem, "l2": l2_distance(state_a, state_b, keys)}
-            if align != "none":
-                state_b, match = align_states(state_a, state_b, spec=self.spec(model), method=align, model=model,
-                                              x=self.matching_x(align), seed=0, allow_unpermuted=self.cfg.allow_unpermuted)
-                out["match_objective"] = float(match.objective)
-                out["spec_coverage"] = match.coverage
-            out["l2_aligned"] = l2_distance(state_a, state_b, keys)
-            c = curve(model, state_a, state_b, self.dataset, num_points=ev.points, bn_samples=ev.bn_samples, device=self.device,
-                      eval_train_samples=ev.eval_train_samples, eval_test_samples=ev.eval_test_samples, bn=bn)
-            out["curve"] = c.to_dict()
-            out["barriers"] = barriers(c)
-            return out
+            result = evaluate_pair(state_a, state_b, model=model, dataset=self.dataset, align=align, points=ev.points, bn=bn,
+                                   bn_samples=ev.bn_samples, eval_train_samples=ev.eval_train_samples,
+                                   eval_test_samples=ev.eval_test_samples, matching_samples=ev.matching_samples,
+                                   allow_unpermuted=self.cfg.allow_unpermuted, spec=self.spec(model) if align != "none" else None,
+                                   device=self.device)
+            return {"a": path_a.stem, "b": path_b.stem, **result.record()}
 
         return self.cache.get_or_compute("pairs", key, compute)
 

@@ -74,8 +74,11 @@ def _xavier(model: nn.Module) -> None:
 def _reset(model: nn.Module) -> None:
     """PyTorch's defaults for a model whose builder may have re-initialised (models stardomain did not write)."""
     for m in model.modules():
-        if m is not model and callable(getattr(m, "reset_parameters", None)):
-            m.reset_parameters()
+        if m is model:
+            continue
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
 
 
 _SCHEMES: dict[str, Callable[[nn.Module], None]] = {"kaiming": _kaiming, "densenet": _densenet, "xavier": _xavier}

@@ -217,7 +217,7 @@ def create(name: str, num_classes: int, in_shape: tuple[int, ...], **options: An
     if not entry.builder.__module__.startswith("stardomain."):
         arch["factory"] = factory_name(entry.builder)  # which module to --plugin when loading
     json.dumps(arch)  # fails loudly at build time rather than at save time
-    model.arch = arch
+    model.arch = arch  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module; any value works
     return model
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from stardomain.interpolate import EvalEngine, check_compatible, interpolation_p
 from stardomain.permute import l2_distance
 from stardomain.progress import Progress, ProgressConfig
 
-__all__ = ["Curve", "barrier_profile", "barriers", "curve", "evaluate_splits", "l2_distance", "pair_report"]
+__all__ = ["METRICS", "Curve", "barrier_profile", "barriers", "curve", "evaluate_splits", "l2_distance"]
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 BN_PROTOCOLS = ("reset", "interpolate")  # per-t re-estimation (the paper's) | lerp of the running statistics
@@ -226,47 +226,3 @@ def barriers(c: Curve) -> dict[str, float]:
             profile = barrier_profile(c.t, values, "acc" if m.endswith("acc") else "loss")
             out[m] = math.nan if any(math.isnan(v) for v in profile) else max(profile)
     return out
-
-
-def pair_report(
-    model: nn.Module,
-    state_a: Mapping[str, Tensor],
-    state_b: Mapping[str, Tensor],
-    dataset: Any,
-    align: str | None = None,
-    *,
-    num_points: int = 21,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    match_samples: int = 1024,
-    keys: Iterable[str] | None = None,
-    match_options: Mapping[str, Any] | None = None,
-    **curve_options: Any,
-) -> dict[str, Any]:
-    """Curve, barriers and ℓ2 distance of one pair, B first permuted into A's basin if ``align``.
-
-    ``align``: None/"none", "weight" or "activation" (the latter matches on
-    ``data.matching_sample(dataset, match_samples)``: seeded, every class). Distances are over ``keys`` (default: the model's
-    parameter names). Returns {"align", "curve" (a Curve), "barriers", "l2", "l2_aligned",
-    "match_objective", "state_b" (the aligned B, tensors)}; use ``report["curve"].to_dict()``
-    and drop ``state_b`` for JSON.
-    """
-    from stardomain.permute import align as align_states
-
-    check_compatible(state_a, state_b)
-    keys = list(keys) if keys is not None else [k for k, _ in model.named_parameters()]
-    out: dict[str, Any] = {"align": align or "none", "l2": l2_distance(state_a, state_b, keys), "match_objective": None}
-    if align not in (None, "none"):
-        from stardomain.data import matching_sample
-
-        x = matching_sample(dataset, match_samples).to(device) if align == "activation" else None
-        state_b, match = align_states(dict(state_a), dict(state_b), method=align, model=model, x=x, seed=seed,
-                                      **dict(match_options or {}))
-        out["match_objective"] = float(match.objective)
-    out["l2_aligned"] = l2_distance(state_a, state_b, keys)
-    c = curve(model, state_a, state_b, dataset, num_points=num_points, device=device, seed=seed, **curve_options)
-    out["curve"] = c
-    out["barriers"] = barriers(c)
-    out["state_b"] = dict(state_b)
-    return out
-

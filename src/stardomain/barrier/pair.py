@@ -1,0 +1,100 @@
+"""Evaluate one pair of solutions: align, distances, the linear path and its barriers, written once.
+
+The CLI's ``barrier``, the pipeline's pairs and the Python API call :func:`evaluate_pair` with one
+option vocabulary (``align``, ``points``, ``bn``, ``bn_samples``, ``eval_train_samples``,
+``eval_test_samples``, ``matching_samples``, ``allow_unpermuted``), so the same pair gives the same
+numbers whoever asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from stardomain.barrier.path import Curve, barriers, curve, l2_distance
+from stardomain.data.registry import DEFAULT_MATCHING_SAMPLES
+from stardomain.errors import StardomainError
+from stardomain.progress import ProgressConfig
+
+ALIGN_METHODS = ("none", "weight", "activation")
+
+
+@dataclass
+class PairResult:
+    """One pair's evaluation; :meth:`record` is what results files store (without the aligned weights)."""
+
+    align: str
+    l2: float
+    l2_aligned: float
+    curve: Curve
+    barriers: dict[str, float]
+    match_objective: float | None = None
+    spec_coverage: float | None = None
+    function_check: str | None = None
+    state_b: dict[str, Tensor] = field(default_factory=dict, repr=False)  # B as evaluated (aligned to A)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record: ``l2``, (when aligned) ``match_objective`` and ``spec_coverage``, ``l2_aligned``, ``curve``, ``barriers``."""
+        out: dict[str, Any] = {"l2": self.l2}
+        if self.align != "none":
+            out["match_objective"] = self.match_objective
+            out["spec_coverage"] = self.spec_coverage
+        return {**out, "l2_aligned": self.l2_aligned, "curve": self.curve.to_dict(), "barriers": self.barriers}
+
+
+def evaluate_pair(
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    *,
+    model: nn.Module,
+    dataset: Any,
+    align: str = "weight",
+    points: int = 21,
+    bn: str = "reset",
+    bn_samples: int | None = None,
+    eval_train_samples: int | None = None,
+    eval_test_samples: int | None = None,
+    matching_samples: int = DEFAULT_MATCHING_SAMPLES,
+    allow_unpermuted: bool = False,
+    spec: Any = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool | ProgressConfig | None = False,
+) -> PairResult:
+    """B permuted into A's basin (unless ``align="none"``), ℓ2 before and after, the curve and its barriers.
+
+    ``model`` supplies the architecture (and the spec, traced when ``spec`` is None); activation
+    matching correlates on :func:`stardomain.data.matching_sample` (``matching_samples``, seeded,
+    every class). ``seed`` is the matcher's and the curve's subset seed.
+    """
+    from stardomain.permute import align as align_states
+
+    if align not in ALIGN_METHODS:
+        raise StardomainError(f"evaluate_pair: align must be one of {', '.join(ALIGN_METHODS)} (got {align!r})")
+    if points < 2:
+        raise StardomainError(f"evaluate_pair: points must be >= 2 (got {points})")
+    if matching_samples < 1:
+        raise StardomainError(f"evaluate_pair: matching_samples must be >= 1 (got {matching_samples})")
+    keys = [k for k, _ in model.named_parameters()]
+    l2 = l2_distance(state_a, state_b, keys)
+    objective = coverage = check = None
+    if align != "none":
+        x = None
+        if align == "activation":
+            from stardomain.data import matching_sample
+
+            x = matching_sample(dataset, matching_samples, seed=0).to(device)
+        if spec is None:
+            from stardomain.permute import trace_spec
+
+            spec = trace_spec(model)
+        state_b, match = align_states(state_a, state_b, spec=spec, method=align, model=model, x=x, seed=seed,
+                                      allow_unpermuted=allow_unpermuted)
+        objective, coverage, check = float(match.objective), match.coverage, match.check
+    c = curve(model, state_a, state_b, dataset, num_points=points, bn_samples=bn_samples, device=device, progress=progress,
+              eval_train_samples=eval_train_samples, eval_test_samples=eval_test_samples, bn=bn, seed=seed)
+    return PairResult(align=align, l2=l2, l2_aligned=l2_distance(state_a, state_b, keys), curve=c, barriers=barriers(c),
+                      match_objective=objective, spec_coverage=coverage, function_check=check, state_b=dict(state_b))
