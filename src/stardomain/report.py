@@ -356,23 +356,11 @@ def write_report(results: Mapping[str, Any], out: Path) -> Path:
         lines += bn_ablation_section(results)
     if "distances" in results:
         lines += distances_section(results)
-    if "n_sources" in results:
-        lines += n_sources_section(results, out, figures)
-    if "bma" in results:
-        lines += bma_section(results, out, figures)
-    if "fusion" in results:
-        lines += fusion_section(results)
-    if "width_depth" in results or "optimizer" in results:
-        from stardomain.report_settings import optimizer_section, width_depth_section
+    from stardomain.experiment.study import registered_studies
 
-        if "width_depth" in results:
-            lines += width_depth_section(results, out, figures)
-        if "optimizer" in results:
-            lines += optimizer_section(results)
-    if "recipe_study" in results:
-        from stardomain.report_recipe import recipe_section
-
-        lines += recipe_section(results, out, figures)
+    for study in registered_studies():  # each study writes its own section, in the order they ran
+        if study.key in results:
+            lines += study.report(results, out, figures)
     lines += training_section(results, out, figures)
     lines += ["---", f"Machine-readable numbers: `results.json` (schema {results['schema_version']}; statistical tests under "
               f"`tests`, {results['tests']['level']:.0%} level). Figures: " + ", ".join(figures) + "."]

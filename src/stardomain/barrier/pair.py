@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from stardomain.barrier.path import Curve, barriers, curve, l2_distance
-from stardomain.data.registry import DEFAULT_MATCHING_SAMPLES
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS
 from stardomain.errors import StardomainError
 from stardomain.progress import ProgressConfig
 
@@ -52,7 +52,7 @@ def evaluate_pair(
     model: nn.Module,
     dataset: Any,
     align: str = "weight",
-    points: int = 21,
+    points: int = DEFAULT_POINTS,
     bn: str = "reset",
     bn_samples: int | None = None,
     eval_train_samples: int | None = None,

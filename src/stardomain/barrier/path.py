@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from stardomain.bn import sample_order
 from stardomain.curve_batched import batchable, evaluate_states
 from stardomain.data.protocol import split_size, split_tensors, streams
+from stardomain.defaults import DEFAULT_POINTS
 from stardomain.errors import StardomainError
 from stardomain.interpolate import EvalEngine, check_compatible, interpolation_points, lerp_state
 from stardomain.permute import l2_distance
@@ -95,7 +96,7 @@ def curve(
     state_a: Mapping[str, Tensor],
     state_b: Mapping[str, Tensor],
     dataset: Any,
-    num_points: int = 21,
+    num_points: int = DEFAULT_POINTS,
     bn_samples: int | None = None,
     splits: Sequence[str] = ("train", "test"),
     device: str | torch.device = "cpu",

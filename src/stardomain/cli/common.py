@@ -9,6 +9,7 @@ from typing import Any
 import click
 import yaml
 
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.errors import StardomainError
 
 
@@ -70,7 +71,7 @@ def data_options(fn: Any) -> Any:
     return click.option("--dataset", "-d", default=None, help="Dataset (default: the one recorded in the checkpoints).")(fn)
 
 
-matching_samples_option = click.option("--matching-samples", type=int, default=1024, show_default=True,
+matching_samples_option = click.option("--matching-samples", type=int, default=DEFAULT_MATCHING_SAMPLES, show_default=True,
                                        help="Size of the seeded, class-stratified sample activation matching correlates on.")
 
 

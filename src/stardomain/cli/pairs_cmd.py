@@ -23,6 +23,7 @@ from stardomain.cli.common import (
     threads_option,
 )
 from stardomain.console import progress_config
+from stardomain.defaults import DEFAULT_POINTS
 from stardomain.device import resolve_device
 from stardomain.errors import StardomainError
 
@@ -90,7 +91,7 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: 
 @click.option("--align", "align_method", type=click.Choice(["none", "weight", "activation"]), default="none", show_default=True,
               help="Permute B into A's basin first.")
 @matching_samples_option
-@click.option("--points", type=int, default=21, show_default=True, help="Values of t in [0, 1].")
+@click.option("--points", type=int, default=DEFAULT_POINTS, show_default=True, help="Values of t in [0, 1].")
 @click.option("--bn-samples", type=int, default=None, help="Training samples for BatchNorm re-estimation at each t (default: all).")
 @click.option("--bn", "bn_protocol", type=click.Choice(["reset", "interpolate"]), default="reset", show_default=True,
               help="BatchNorm at each t: re-estimate the statistics (the paper's protocol) or keep their interpolation (ablation).")

@@ -19,6 +19,7 @@ from stardomain.cli.common import (
     threads_option,
 )
 from stardomain.console import progress_config
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.device import resolve_device
 from stardomain.errors import StardomainError
 
@@ -162,7 +163,7 @@ def bma(star_path: str, sources_dir: str | None, other_dir: str | None, dataset:
         aligned = states
     else:
         spec = trace_spec(model)
-        x = matching_inputs(ds, int(meta.get("starlight", {}).get("matching_samples", 1024)), dev) if matching == "activation" else None
+        x = matching_inputs(ds, int(meta.get("starlight", {}).get("matching_samples", DEFAULT_MATCHING_SAMPLES)), dev) if matching == "activation" else None
         aligned = [align_states(star_state, s, spec=spec, model=model, method=matching, x=x, seed=0)[0] for s in states]
     result = bma_mod.bma_study(model, star_state, aligned, ds, max_samples=max_samples, seed=seed, device=dev,
                                progress=progress_config())

@@ -22,6 +22,7 @@ from stardomain.data import sources
 from stardomain.data.files import file_key, is_file_dataset, read_file_dataset
 from stardomain.data.imagefolder import read_image_folder
 from stardomain.data.roots import resolve_data_root
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.errors import StardomainError
 from stardomain.plugins import is_import_path, resolve
 
@@ -199,9 +200,6 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         quota[order[:extra]] += 1
     picks = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
     return np.sort(np.concatenate(picks))
-
-
-DEFAULT_MATCHING_SAMPLES = 1024
 
 
 def matching_sample(dataset: "Dataset", n: int = DEFAULT_MATCHING_SAMPLES, seed: int = 0) -> Tensor:

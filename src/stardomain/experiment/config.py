@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
+from stardomain import defaults
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS
 from stardomain.errors import StardomainError
 from stardomain.experiment.executor_config import ExecutorConfig, check_threads
 
@@ -108,45 +110,40 @@ class StarConfig:
     """Starlight settings; recipe keys override the source recipe (the paper trains the star the same way)."""
 
     recipe: dict = field(default_factory=dict)
-    mu: float = 0.0
-    t_sampling: str = "uniform"
-    t_beta: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    t_constant: float = 0.5  # the fixed t of t_sampling: constant
+    mu: float = defaults.MU
+    t_sampling: str = defaults.T_SAMPLING
+    t_beta: list[float] = field(default_factory=lambda: list(defaults.T_BETA))
+    t_constant: float = defaults.T_CONSTANT  # the fixed t of t_sampling: constant
     epochs_factor: float | None = None  # star epochs = round(factor x the sources' epochs); null: star.recipe.epochs, else the sources'
-    pairs_per_step: int = 1
+    pairs_per_step: int = defaults.PAIRS_PER_STEP
     realign_every: int | None = None
-    matching: str = "weight"
+    matching: str = defaults.MATCHING
     init: str = "fresh"  # "fresh" (new init from the star seed) or "source" (start from the first source)
     repeats: int = 1  # stars per star tag, each with its own recorded seed: the star is the unit of replication
 
     def __post_init__(self) -> None:
-        from stardomain.starlight import MATCHING, T_SAMPLING
+        from stardomain.starlight.algorithm import knob_problems
 
         _check(self.repeats >= 1, f"star.repeats: must be >= 1 (got {self.repeats})")
-        _check(0.0 <= self.t_constant <= 1.0, f"star.t_constant: must be in [0, 1] (got {self.t_constant})")
         _check(self.epochs_factor is None or (self.epochs_factor > 0 and self.epochs_factor < 1e6),
                f"star.epochs_factor: a positive multiple of the sources' epochs, e.g. 1 or 2 (got {self.epochs_factor})")
         _check(self.epochs_factor is None or "epochs" not in self.recipe,
                "star: give the star's budget once: star.epochs_factor or star.recipe.epochs, not both")
         _check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
-        _check(self.t_sampling in T_SAMPLING, f"star.t_sampling: one of {', '.join(T_SAMPLING)} (got {self.t_sampling!r})")
-        _check(self.matching in MATCHING, f"star.matching: one of {', '.join(MATCHING)} (got {self.matching!r})")
-        _check(self.mu >= 0, f"star.mu: must be >= 0 (got {self.mu})")
-        _check(self.pairs_per_step >= 1, f"star.pairs_per_step: must be >= 1 (got {self.pairs_per_step})")
-        _check(self.realign_every is None or self.realign_every >= 1, "star.realign_every: >= 1 step, or null for once per epoch")
-        _check(len(self.t_beta) == 2 and min(self.t_beta) > 0, f"star.t_beta: two positive numbers (got {self.t_beta})")
+        for name, problem in knob_problems(self):  # Starlight's own checks, worded for this block
+            raise StardomainError(f"star.{name}: {problem}")
 
 
 @dataclass
 class EvalConfig:
-    points: int = 21
+    points: int = DEFAULT_POINTS
     bn_samples: int | None = None
     eval_train_samples: int | None = None  # evaluate train loss on a subset (None = whole train split)
     eval_test_samples: int | None = None  # likewise the test split (streamed data: a seeded subset held in memory)
     align: str = "weight"  # how regular pairs and held-out models are aligned to the star / each other
     max_pairs: int = 10  # regular-regular pairs evaluated: disjoint pairs first, then a seeded sample of the rest
     max_star_source_pairs: int | None = None  # star-source pairs: None = the star against every one of its sources
-    matching_samples: int = 1024  # size of the seeded class-stratified sample activation matching correlates on
+    matching_samples: int = DEFAULT_MATCHING_SAMPLES  # size of the seeded class-stratified sample activation matching correlates on
     star_acc_margin: float = 0.01  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged
     near_zero_tolerance: float = 0.05  # a test-loss barrier is "near 0" when its 95% upper bound is below this
     bn_ablation: bool = False  # BN models: also evaluate the main barrier pairs with interpolated (not reset) statistics
@@ -343,11 +340,11 @@ class ExperimentConfig:
     def starlight_config(self, star_recipe: "Recipe", mu: float) -> "StarlightConfig":
         """The one place the ``star`` block (and the eval settings Starlight shares) becomes a StarlightConfig."""
         from stardomain.starlight import StarlightConfig
+        from stardomain.starlight.algorithm import KNOBS
 
-        sc = self.star
-        return StarlightConfig(recipe=star_recipe, t_sampling=sc.t_sampling, t_beta=tuple(sc.t_beta), t_constant=sc.t_constant,
-                               pairs_per_step=sc.pairs_per_step, mu=mu, realign_every=sc.realign_every, matching=sc.matching,
-                               bn_samples=self.eval.bn_samples, matching_samples=self.eval.matching_samples)
+        knobs = {name: getattr(self.star, name) for name in KNOBS}  # the star block's knobs, by their shared names
+        return StarlightConfig(recipe=star_recipe, **{**knobs, "mu": mu}, bn_samples=self.eval.bn_samples,
+                               matching_samples=self.eval.matching_samples)
 
     def _check_starlight(self) -> None:
         """The star's whole Starlight config, built now: what it refuses (e.g. a bf16 star recipe) costs no zoo."""
@@ -561,7 +558,7 @@ def _trial_builds(cfg: ExperimentConfig) -> None:
         builds += [(f"studies.width_depth.settings[{i}]", {**options, **extra})
                    for i, extra in enumerate(cfg.studies.width_depth.settings)]
     if cfg.studies.recipe is not None:  # the cells' own options, as the study will build them
-        from stardomain.experiment.recipe_study import cells
+        from stardomain.experiment.studies.recipe import cells
 
         builds += [("studies.recipe.width" if c.values["width"] is not None else "studies.recipe", c.options)
                    for c in cells(cfg, cfg.source_recipe())]

@@ -9,8 +9,8 @@ state; since every unit is deterministic, a killed-and-resumed run ends with the
 ``results.json`` as an uninterrupted one.
 
 :class:`Experiment` computes one model or evaluation per call (a unit) and, in :meth:`Experiment.run`,
-assembles every study from those unit files (the studies beyond the main barrier groups are in
-:mod:`.studies`). :func:`~.runner.run_experiment` first hands the units to an executor
+assembles every study from those unit files (the studies beyond the main barrier groups are registered
+:class:`~.study.Study` objects, :mod:`.studies`). :func:`~.runner.run_experiment` first hands the units to an executor
 (:mod:`.units` plans them, :mod:`.executors` runs them here, on Ray or on SLURM), so results do
 not depend on who ran the units.
 """
@@ -28,9 +28,10 @@ import torch
 from stardomain import store, zoo
 from stardomain.diff import difference_phrases
 from stardomain.errors import StardomainError
-from stardomain.experiment import ablation, studies
+from stardomain.experiment import ablation
 from stardomain.experiment import pairs as pairing
 from stardomain.experiment.config import ExperimentConfig
+from stardomain.experiment.studies.common import star_records
 from stardomain.experiment.summary import summarize_groups
 from stardomain.progress import format_event
 from stardomain.stats import mean_std
@@ -388,7 +389,7 @@ class Experiment:
                              "regular_test_acc": mean_std([store.read_metadata(p)["metrics"]["test_acc"] for p in z]),
                              "star": str(main_star.relative_to(self.out)), "star_seed": star_meta["seed"],
                              "star_recipe": star_recipe.to_dict(), "star_metrics": star_meta["metrics"],
-                             "repeats": len(main_stars), "stars": studies.star_records(self, main_stars),
+                             "repeats": len(main_stars), "stars": star_records(self, main_stars),
                              "has_batchnorm": self.has_batchnorm(),
                              "histories": {p.stem: store.read_metadata(p).get("history", []) for p in [*z, *held, *main_stars]}}
         results["endpoints"] = self.endpoints(main_stars, z, held)
@@ -405,20 +406,13 @@ class Experiment:
                                            "values": {k: s["values"][k] for k in ("l2", "l2_aligned")},
                                            **({"over_stars": {k: s["over_stars"][k] for k in ("l2", "l2_aligned")}}
                                               if "over_stars" in s else {})} for name, s in summary.items()}
-        if st.n_sources:
-            results["n_sources"] = studies.n_sources_study(self, sources, held, options, star_recipe, summary if groups else None)
-        if st.bma:
-            results["bma"] = studies.bma_study(self, main_star, z)
-        if st.fusion:
-            results["fusion"] = studies.fusion_study(self, sources, options, star_recipe)
-        if st.width_depth:
-            results["width_depth"] = studies.width_depth_study(self, options, star_recipe)
-        if st.optimizer:
-            results["optimizer"] = studies.optimizer_study(self, options)
-        if st.recipe:
-            from stardomain.experiment.recipe_study import recipe_study
+        from stardomain.experiment.study import Main, registered_studies
 
-            results["recipe_study"] = recipe_study(self)
+        main = Main(sources=sources, held=held, z=z, stars=main_stars, options=options, star_recipe=star_recipe,
+                    summary=summary if groups else None)
+        for study in registered_studies():
+            if study.enabled(cfg):
+                results[study.key] = study.assemble(self, main)
         results["tests"] = verdicts.compute(results)
         self.event("done")
         self.sinks.close()

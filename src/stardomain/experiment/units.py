@@ -1,8 +1,9 @@
 """An experiment config -> its plan: every model to train and every evaluation, as units.
 
-The plan mirrors :meth:`Experiment.run` study by study: run() is executed afterwards in *assemble*
-mode, where every model and evaluation must already be on disk, so a unit the plan forgot fails
-loudly instead of being computed behind the executor's back. Units are named by what they make
+The plan is derived from the studies themselves: the main barrier study here, then every registered
+:class:`~stardomain.experiment.study.Study` asks the builder for what it needs (:meth:`Study.plan`). run()
+is executed afterwards in *assemble* mode, where every model and evaluation must already be on disk,
+so a unit a study's plan forgot fails loudly instead of being computed behind the executor's back. Units are named by what they make
 (``train/main/seed-3``, ``star/main-z10``, ``pair/star/main-z10~train/main/seed-1000``), and a
 worker rebuilds the same plan from (config, run folder) to find what a unit id means.
 """
@@ -36,7 +37,9 @@ class _Model:
     path: Path
 
 
-class _Builder:
+class PlanBuilder:
+    """Collects the units the studies ask for: the plan-side twin of the Experiment's own methods."""
+
     def __init__(self, exp: Any):
         self.exp = exp
         self.units: dict[str, Unit] = {}
@@ -103,7 +106,7 @@ class _Builder:
         tags = self.exp.star_tags(tag)
         return [self.star(t, sources, options, recipe, mu, repeat=r, repeats=len(tags)) for r, t in enumerate(tags)]
 
-    def _eval(self, stage: str, uid: str, inputs: Sequence[_Model], key: Callable[[], Mapping[str, Any]], compute: Callable[[], Any]) -> None:
+    def evaluation(self, stage: str, uid: str, inputs: Sequence[_Model], key: Callable[[], Mapping[str, Any]], compute: Callable[[], Any]) -> None:
         from stardomain import store
 
         def output() -> Path:
@@ -117,27 +120,13 @@ class _Builder:
     def pair(self, a: _Model, b: _Model, bn: str = "reset") -> None:
         # a batched zoo's members share a unit: the pair is named by the checkpoints it compares
         name = f"{a.unit}~{b.unit}" if self.exp.cfg.batch_models == 1 else f"{self._rel(a.path)}~{self._rel(b.path)}"
-        self._eval("pairs", f"pair/{name}" + ("" if bn == "reset" else f"@bn-{bn}"), [a, b],
+        self.evaluation("pairs", f"pair/{name}" + ("" if bn == "reset" else f"@bn-{bn}"), [a, b],
                    functools.partial(self.exp.pair_key, a.path, b.path, None, bn), functools.partial(self.exp.pair, a.path, b.path, None, bn))
 
     def groups(self, sources: Sequence[_Model], held: Sequence[_Model], stars: Sequence[_Model], bn: str = "reset") -> None:
         for pairs in self.exp.group_pairs(list(sources), list(held), list(stars)).values():
             for a, b in pairs:
                 self.pair(a, b, bn)
-
-    def bma(self, star: _Model, sources: Sequence[_Model]) -> None:
-        from stardomain.experiment import studies
-
-        paths = [m.path for m in sources]
-        self._eval("bma", f"bma/{star.unit}", [star, *sources], functools.partial(studies.bma_key, self.exp, star.path, paths),
-                   functools.partial(studies.bma_study, self.exp, star.path, paths))
-
-    def fusion(self, star: _Model, sources: Sequence[_Model]) -> None:
-        from stardomain.experiment import studies
-
-        paths = [m.path for m in sources]
-        self._eval("fusion", f"fusion/{star.unit}", [star, *sources], functools.partial(studies.fusion_key, self.exp, star.path, paths),
-                   functools.partial(studies.fusion_row, self.exp, star.path, paths))
 
     def setting(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int, star_recipe: Any) -> None:
         sources, held = self.zoo(tag, options, recipe, n_sources, n_held)
@@ -146,43 +135,23 @@ class _Builder:
 
 def build_plan(exp: Any) -> tuple[Plan, dict[str, _Action]]:
     """The units of ``exp`` (an :class:`Experiment`) in the order ``run()`` would compute them."""
-    from stardomain.experiment import studies
+    from stardomain.experiment.study import Main, registered_studies
 
     cfg, st = exp.cfg, exp.cfg.studies
-    b = _Builder(exp)
+    b = PlanBuilder(exp)
     options = cfg.model_options()
     star_recipe = cfg.star_recipe(exp.recipe, cfg.star.recipe)
     sources, held = b.zoo("main", options, exp.recipe, cfg.zoo_size, cfg.held_out)
     z = sources[: cfg.sources]
     mains = b.stars(f"main-z{cfg.sources}", z, options, star_recipe, cfg.star.mu)
-    main = mains[0]
     if st.barriers or st.distances:
         b.groups(z, held, mains)
         if cfg.eval.bn_ablation and exp.has_batchnorm():
             b.groups(z, held, mains, bn="interpolate")
-    if st.n_sources:
-        for k in sorted(set(st.n_sources.sizes)):
-            for star in b.stars(f"main-z{k}", sources[:k], options, star_recipe, cfg.star.mu):
-                for h in held:
-                    b.pair(star, h)
-    if st.bma:
-        b.bma(main, z)
-    if st.fusion:
-        for k in sorted(set(st.fusion.sizes)):
-            b.fusion(b.star(studies.fusion_tag(exp, k), sources[:k], options, star_recipe, st.fusion.mu), sources[:k])
-    if st.width_depth:
-        wd = st.width_depth
-        for i, extra in enumerate(wd.settings):
-            b.setting(studies.width_depth_tag(i, extra), {**options, **extra}, exp.recipe, wd.sources, wd.held_out, star_recipe)
-    if st.optimizer:
-        os_ = st.optimizer
-        rec = cfg.optimizer_recipe()
-        b.setting(f"opt-{os_.optimizer}", options, rec, os_.sources, os_.held_out, cfg.star_recipe(rec, os_.star_recipe))
-    if st.recipe:
-        from stardomain.experiment.recipe_study import cells
-
-        for cell in cells(cfg, exp.recipe):
-            b.setting(cell.tag, cell.options, cell.recipe, st.recipe.sources, st.recipe.held_out, cell.star_recipe)
+    main = Main(sources=sources, held=held, z=z, stars=mains, options=options, star_recipe=star_recipe)
+    for study in registered_studies():
+        if study.enabled(cfg):
+            study.plan(b, main)
     return Plan(b.units.values()), b.actions
 
 

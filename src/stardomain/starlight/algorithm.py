@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from stardomain import defaults
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.errors import StardomainError, reject_unknown_keys
 from stardomain.progress import Progress, ProgressConfig
 from stardomain.train import Recipe, evaluate_split, lr_at, make_loader, make_optimizer
@@ -31,19 +33,40 @@ T_SAMPLING = ("uniform", "beta", "constant", "stratified")
 MATCHING = ("weight", "activation", "none")
 
 
+# the knobs of Algorithm 1 that a YAML ``star:`` block sets under the same names (experiment.config.StarConfig)
+KNOBS = ("t_sampling", "t_beta", "t_constant", "pairs_per_step", "mu", "realign_every", "matching")
+
+
+def knob_problems(c: Any) -> list[tuple[str, str]]:
+    """What is wrong with the Starlight knobs of ``c`` (a StarlightConfig or a YAML star block), as (name, problem):
+    the checks are written once, here, and worded by whoever asks (``starlight: mu ...``, ``star.mu: ...``)."""
+    beta = list(c.t_beta)
+    checks = [
+        ("t_sampling", c.t_sampling in T_SAMPLING, f"must be one of {', '.join(T_SAMPLING)} (got {c.t_sampling!r})"),
+        ("matching", c.matching in MATCHING, f"must be one of {', '.join(MATCHING)} (got {c.matching!r})"),
+        ("mu", c.mu >= 0, f"must be >= 0 (got {c.mu})"),
+        ("pairs_per_step", c.pairs_per_step >= 1, f"must be >= 1 (got {c.pairs_per_step})"),
+        ("t_constant", 0.0 <= c.t_constant <= 1.0, f"must be in [0, 1] (got {c.t_constant})"),
+        ("t_beta", len(beta) == 2 and min(beta, default=0) > 0, f"must be two positive numbers (got {beta})"),
+        ("realign_every", c.realign_every is None or c.realign_every >= 1,
+         f"must be >= 1 step, or null for once per epoch (got {c.realign_every})"),
+    ]
+    return [(name, problem) for name, ok, problem in checks if not ok]
+
+
 @dataclass
 class StarlightConfig:
     """Everything that defines a Starlight run besides the sources, the data and the seed."""
 
     recipe: Recipe = field(default_factory=Recipe)
-    t_sampling: str = "uniform"
-    t_beta: tuple[float, float] = (1.0, 1.0)  # Beta(a, b) for t_sampling="beta"
-    t_constant: float = 0.5  # for t_sampling="constant"
-    pairs_per_step: int = 1  # (source, t) pairs per step; their losses are averaged
-    mu: float = 0.0  # weight of the star model's own cross-entropy (fusion variant, Eq. 9)
+    t_sampling: str = defaults.T_SAMPLING
+    t_beta: tuple[float, float] = defaults.T_BETA  # Beta(a, b) for t_sampling="beta"
+    t_constant: float = defaults.T_CONSTANT  # for t_sampling="constant"
+    pairs_per_step: int = defaults.PAIRS_PER_STEP  # (source, t) pairs per step; their losses are averaged
+    mu: float = defaults.MU  # weight of the star model's own cross-entropy (fusion variant, Eq. 9)
     realign_every: int | None = None  # steps between re-alignments; None = once per epoch (paper)
-    matching: str = "weight"
-    matching_samples: int = 1024  # size of data.matching_sample, the inputs activation matching correlates on
+    matching: str = defaults.MATCHING
+    matching_samples: int = DEFAULT_MATCHING_SAMPLES  # size of data.matching_sample, the inputs activation matching correlates on
     bn_samples: int | None = None  # samples for the final BatchNorm re-estimation (None = whole train set)
 
     def __post_init__(self) -> None:
@@ -54,20 +77,8 @@ class StarlightConfig:
             raise StardomainError(f"starlight: star models train in fp32 without channels_last/compile (the recipe asks "
                                   f"for {fast}); drop those options from the star's recipe (Recipe.without_execution())")
         self.t_beta = tuple(float(v) for v in self.t_beta)  # type: ignore[assignment]
-        if self.t_sampling not in T_SAMPLING:
-            raise StardomainError(f"starlight: unknown t_sampling '{self.t_sampling}'; use one of {', '.join(T_SAMPLING)}")
-        if self.matching not in MATCHING:
-            raise StardomainError(f"starlight: unknown matching '{self.matching}'; use one of {', '.join(MATCHING)}")
-        if self.mu < 0:
-            raise StardomainError(f"starlight: mu must be >= 0 (got {self.mu})")
-        if self.pairs_per_step < 1:
-            raise StardomainError(f"starlight: pairs_per_step must be >= 1 (got {self.pairs_per_step})")
-        if not 0.0 <= self.t_constant <= 1.0:
-            raise StardomainError(f"starlight: t_constant must be in [0, 1] (got {self.t_constant})")
-        if len(self.t_beta) != 2 or min(self.t_beta) <= 0:
-            raise StardomainError(f"starlight: t_beta must be two positive numbers (got {self.t_beta})")
-        if self.realign_every is not None and self.realign_every < 1:
-            raise StardomainError(f"starlight: realign_every must be >= 1 step or null for once per epoch (got {self.realign_every})")
+        for name, problem in knob_problems(self):
+            raise StardomainError(f"starlight: {name} {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -3,19 +3,20 @@
 Barriers between trained models move by an order of magnitude with the training budget, the
 initialisation and the weight decay (issue 22), and a barrier between unconverged models is not
 the paper's quantity. This study runs the core barrier study (regular–regular, star–source,
-star–held-out; :func:`.studies.setting`) in every cell of a grid epochs x init x weight decay
+star–held-out; :func:`.common.setting`) in every cell of a grid epochs x init x weight decay
 (x width), each cell with its own zoo and stars, and records every cell's convergence beside its
-barriers. The plan (:mod:`.units`) and the assembly (:mod:`.pipeline`) both take the cells from
-:func:`cells`, so they cannot drift apart.
+barriers. The plan and the assembly both take the cells from :func:`cells`, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
-from stardomain.experiment import studies
+from stardomain.experiment.studies.common import SETTING_KEYS, setting
+from stardomain.experiment.study import Main, Study, register_study
 from stardomain.train import Recipe
 
 
@@ -51,13 +52,34 @@ def cells(cfg: Any, recipe: Recipe) -> list[Cell]:
     return out
 
 
-def recipe_study(exp: Any) -> dict[str, Any]:
-    """results.json's ``recipe`` section: one row per cell (the setting's summary, endpoints with convergence)."""
-    rs = exp.cfg.studies.recipe
-    rows = []
-    for cell in cells(exp.cfg, exp.recipe):
-        res = studies.setting(exp, cell.tag, cell.options, cell.recipe, rs.sources, rs.held_out, cell.star_recipe)
-        rows.append({**{k: res[k] for k in studies.SETTING_KEYS}, "cell": dict(cell.values),
-                     "recipe": cell.recipe.to_dict(), "star_recipe": cell.star_recipe.to_dict()})
-    axes = {k: list(dict.fromkeys(r["cell"][k] for r in rows)) for k in ("epochs", "init", "weight_decay", "width")}
-    return {"axes": axes, "sources": rs.sources, "held_out": rs.held_out, "rows": rows}
+class RecipeStudy(Study):
+    """results.json's ``recipe_study`` section: one row per cell (the setting's summary, endpoints with convergence)."""
+
+    key = "recipe_study"
+    order = 600
+
+    def enabled(self, cfg: Any) -> bool:
+        return bool(cfg.studies.recipe)
+
+    def plan(self, builder: Any, main: Main) -> None:
+        rs = builder.exp.cfg.studies.recipe
+        for cell in cells(builder.exp.cfg, builder.exp.recipe):
+            builder.setting(cell.tag, cell.options, cell.recipe, rs.sources, rs.held_out, cell.star_recipe)
+
+    def assemble(self, exp: Any, main: Main) -> Any:
+        rs = exp.cfg.studies.recipe
+        rows = []
+        for cell in cells(exp.cfg, exp.recipe):
+            res = setting(exp, cell.tag, cell.options, cell.recipe, rs.sources, rs.held_out, cell.star_recipe)
+            rows.append({**{k: res[k] for k in SETTING_KEYS}, "cell": dict(cell.values),
+                         "recipe": cell.recipe.to_dict(), "star_recipe": cell.star_recipe.to_dict()})
+        axes = {k: list(dict.fromkeys(r["cell"][k] for r in rows)) for k in ("epochs", "init", "weight_decay", "width")}
+        return {"axes": axes, "sources": rs.sources, "held_out": rs.held_out, "rows": rows}
+
+
+    def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
+        from stardomain.report_recipe import recipe_section
+
+        return recipe_section(results, out, figures)
+
+register_study(RecipeStudy())
