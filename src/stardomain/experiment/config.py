@@ -261,15 +261,9 @@ class ExperimentConfig:
         check_threads(self.executor, self.threads)  # a Ray/SLURM unit reserves at least the CPUs it computes with
         _check_recipe_overrides(self)  # types and ranges of every recipe key, named, before anything compares them
         from stardomain import data, models
-        from stardomain.plugins import is_import_path, load_plugins
         from stardomain.train import Recipe, default_recipe
 
-        # your code runs only because this config names it: plugins, and import paths as model or dataset
-        try:
-            load_plugins([*self.plugins, *(n for n in (self.model.name, self.dataset) if is_import_path(n))])
-        except StardomainError as e:
-            raise StardomainError(f"plugins: {e}") from None
-
+        # the plugins this config names were imported by experiment_config (a constructor runs no user code)
         # resolve names to registry keys once, here: recipe, metadata, zoo identity and report use only the key
         try:
             self.dataset = data.canonical_name(self.dataset)
@@ -574,6 +568,28 @@ def _trial_builds(cfg: ExperimentConfig) -> None:
             raise StardomainError(f"{where}: {e}") from None
 
 
+def import_plugins(data: Mapping[str, Any]) -> None:
+    """Import the user code a config mapping names (``plugins``, import paths as model or dataset): your code
+    runs only because the config names it, and only here, before the dataclasses validate names against registries."""
+    from stardomain.plugins import is_import_path, load_plugins
+
+    model = data.get("model")
+    names = [model.get("name") if isinstance(model, Mapping) else model, data.get("dataset")]
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise StardomainError(f"plugins: a list of module names (got {plugins!r})")
+    try:
+        load_plugins([*plugins, *(n for n in names if isinstance(n, str) and is_import_path(n))])
+    except StardomainError as e:
+        raise StardomainError(f"plugins: {e}") from None
+
+
+def experiment_config(data: Mapping[str, Any]) -> ExperimentConfig:
+    """An ExperimentConfig from a mapping (a YAML file's, results.json's ``config``): its plugins imported, every key checked."""
+    import_plugins(data)
+    return from_dict(ExperimentConfig, data)
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate an experiment YAML file."""
     p = Path(path)
@@ -595,7 +611,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
             raise StardomainError(f"{p}: dataset: a name, an import path, or {{file: path.npz}} (got {dict(dataset)!r})")
         data = {**data, "dataset": "file:" + str((p.parent / Path(dataset["file"]).expanduser()).resolve())}
     try:
-        return from_dict(ExperimentConfig, data)
+        return experiment_config(data)
     except StardomainError as e:
         raise StardomainError(f"{p}: {e}") from None
     except TypeError as e:  # a dataclass __init__ complaint we did not foresee

@@ -158,11 +158,11 @@ def build_plan(exp: Any) -> tuple[Plan, dict[str, _Action]]:
 @functools.lru_cache(maxsize=2)
 def _worker_experiment(config_json: str, out_dir: str) -> tuple[Any, dict[str, _Action]]:
     """One Experiment (dataset loaded once) per worker process and run folder: Ray reuses workers."""
-    from stardomain.experiment.config import ExperimentConfig, from_dict
+    from stardomain.experiment.config import experiment_config
     from stardomain.experiment.pipeline import Experiment
 
     data = {**json.loads(config_json), "logging": {}}  # metrics sinks belong to the driver
-    exp = Experiment(from_dict(ExperimentConfig, data), out_dir, progress=False)
+    exp = Experiment(experiment_config(data), out_dir, progress=False)
     return exp, build_plan(exp)[1]
 
 
