@@ -38,7 +38,7 @@ on the training subset so the curve has a shape.
 ``--model mlp`` times an MLP (``--depth`` hidden layers of ``--width`` units) on MNIST-shaped
 synthetic data instead. Without BatchNorm there is nothing to re-estimate, so the baselines
 skip the BN pass and ours evaluates the whole t-grid in vmapped chunks
-(``stardomain.curve_batched``); "ours, one t at a time" (``curve(..., batched=False)``) is
+(``stardomain.barrier.batched``); "ours, one t at a time" (``curve(..., batched=False)``) is
 timed too, so the effect of batching over t is measured in the same run.
 """
 
@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stardomain.barrier import Curve, barriers, curve
-from stardomain.bn import sample_order
+from stardomain.barrier.bn import sample_order
 from stardomain.errors import StardomainError
 from stardomain.models import create
 

@@ -5,7 +5,7 @@ crop+flip augmentation, on synthetic tensors (no download), on one device, in on
 
 * plain: ``torch.utils.data.DataLoader`` with per-sample augmentation in worker processes
   (as torchvision transforms would do it), pinned memory, fp32, NCHW, ``loss.item()`` every step;
-* ours: ``stardomain.train.train_model`` with the whole dataset and its augmentation on the device
+* ours: ``stardomain.training.loop.train_model`` with the whole dataset and its augmentation on the device
   (TensorLoader), ``Recipe(precision=bf16, channels_last=True, compile=True)``, cudnn autotuning,
   no host synchronisation inside an epoch.
 
@@ -30,9 +30,9 @@ from timing import images_per_second
 from torch.utils.data import DataLoader
 
 from stardomain import models
+from stardomain._util.device import resolve_device
 from stardomain.data import Dataset
-from stardomain.device import resolve_device
-from stardomain.train import Recipe, make_optimizer, train_model
+from stardomain.training.loop import Recipe, make_optimizer, train_model
 
 
 def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

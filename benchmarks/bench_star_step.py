@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from stardomain import models
 from stardomain.data import Dataset
 from stardomain.starlight import Starlight, StarlightConfig
-from stardomain.train import Recipe, make_optimizer
+from stardomain.training.loop import Recipe, make_optimizer
 
 
 def sync(device: str) -> None:

@@ -4,7 +4,7 @@ For each width, K models (seeds 0..K-1) are trained twice with the same recipe (
 project's Fashion-MNIST recipe, ``--epochs`` of it), into two temporary zoo folders:
 
 loop     ``zoo.train_zoo(..., batch_models=1)``: K ordinary trainings, one after another
-batched  ``zoo.train_zoo(..., batch_models=K)``: one vmapped pass (stardomain.train_batched)
+batched  ``zoo.train_zoo(..., batch_models=K)``: one vmapped pass (stardomain.training.batched)
 
 Both write ordinary members (final metrics included), so the timings cover the same work.
 The script prints both wall times and their ratio, and checks that the batched members
@@ -26,9 +26,10 @@ import time
 
 import torch
 
-from stardomain import store, zoo
+from stardomain.checkpoints import store
 from stardomain.data import load_dataset
-from stardomain.train import default_recipe
+from stardomain.training import zoo
+from stardomain.training.loop import default_recipe
 
 
 def _timed_zoo(ds: object, options: dict, recipe: object, seeds: list[int], out: str, batch_models: int,

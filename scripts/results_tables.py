@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from stardomain.published import MNIST_MLP_WIDTH
-from stardomain.report_format import GROUP_LABELS, GROUPS, fmt, interval, num, poor_star, table
-from stardomain.stats import verdict
+from stardomain.analysis.published import MNIST_MLP_WIDTH
+from stardomain.analysis.stats import verdict
+from stardomain.report.formatting import GROUP_LABELS, GROUPS, fmt, interval, num, poor_star, table
 
 
 def load(run: Path) -> dict[str, Any]:

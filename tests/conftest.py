@@ -56,8 +56,8 @@ def fashion_small():
 @pytest.fixture(scope="session")
 def fashion_mlp_zoo(tmp_path_factory, fashion_small):
     """Seven narrow MLPs (784-32-32-10) trained from different seeds on Fashion-MNIST: 5 sources + 2 held-out."""
-    from stardomain import zoo
-    from stardomain.train import default_recipe
+    from stardomain.training import zoo
+    from stardomain.training.loop import default_recipe
 
     out = tmp_path_factory.mktemp("fashion_zoo")
     recipe = default_recipe("fashion_mnist").replace(epochs=3)

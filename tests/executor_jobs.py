@@ -70,7 +70,7 @@ def experiment_kill_job(config: dict, out: Path, unit_id: str):
 
         def __call__(self, uid: str) -> None:
             if uid == self.kill_unit and not os.path.exists(self.marker):
-                from stardomain import store
+                from stardomain.checkpoints import store
 
                 Path(self.marker).touch()
                 save = store.save

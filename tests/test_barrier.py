@@ -13,7 +13,7 @@ from torch import nn
 
 from stardomain import StardomainError
 from stardomain.barrier import Curve, barrier_profile, barriers, curve, evaluate_pair
-from stardomain.bn import reset_bn
+from stardomain.barrier.bn import reset_bn
 
 
 def bn_net(seed: int) -> nn.Module:

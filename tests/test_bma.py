@@ -7,15 +7,18 @@ import math
 import pytest
 import torch
 
-from stardomain import bma, metrics
+from stardomain.bma import core as bma
+from stardomain.bma import metrics
+from stardomain.bma.fusion import fusion_row
 from stardomain.errors import StardomainError
 from stardomain.models import create
+from stardomain.report.bma_plot import plot_bma
 
 IN_SHAPE = (1, 8, 8)
 
 
 def _train(digits, seed: int, **options):
-    from stardomain.train import default_recipe, train_model
+    from stardomain.training.loop import default_recipe, train_model
 
     torch.manual_seed(seed)
     model = create("mlp", digits.num_classes, IN_SHAPE, width=32, depth=2, **options)
@@ -109,7 +112,7 @@ def test_bma_of_one_model_is_that_model(digits, mlps):
 
 
 def test_running_average_equals_explicit_average(digits, mlps):
-    from stardomain.interpolate import lerp_state
+    from stardomain.barrier.interpolate import lerp_state
 
     model, states = mlps
     star, sources = states[0], states[1:]
@@ -139,7 +142,7 @@ def test_bma_gives_the_model_back_unchanged(digits, mlps):
 
 def test_bn_statistics_are_reestimated_for_every_sample(digits, bn_mlp, monkeypatch):
     """Stored BN statistics that are garbage must not matter: each sample's are re-estimated."""
-    from stardomain import bn
+    from stardomain.barrier import bn
 
     model, good = bn_mlp
     assert bn.has_batchnorm(model)
@@ -175,7 +178,7 @@ def test_bn_statistics_are_reestimated_for_every_sample(digits, bn_mlp, monkeypa
 
 
 def test_models_without_bn_are_not_reset(digits, mlps, monkeypatch):
-    from stardomain import bn
+    from stardomain.barrier import bn
 
     def fail(*args, **kwargs):
         raise AssertionError("reset_bn called for a model without BatchNorm")
@@ -223,7 +226,7 @@ def test_bma_study_has_all_parts(digits, mlps):
 def test_fusion_row_numbers_are_consistent(digits, mlps):
     model, states = mlps
     star = states[0]
-    row = bma.fusion_row(model, states[1:], star, digits)
+    row = fusion_row(model, states[1:], star, digits)
     accs = [bma.single_model(model, s, digits)["accuracy"] for s in states[1:]]
     assert row["n_sources"] == 2
     assert row["regular_accs"] == pytest.approx(accs)
@@ -239,7 +242,7 @@ def test_fusion_row_numbers_are_consistent(digits, mlps):
     assert row["cost"] == {"regular": {"forward_passes": 1, "parameters": p},
                            "ensemble": {"forward_passes": 2, "parameters": 2 * p},
                            "star": {"forward_passes": 1, "parameters": p}}
-    one = bma.fusion_row(model, states[:1], star, digits)
+    one = fusion_row(model, states[:1], star, digits)
     assert one["regular_acc_std"] == 0.0 and one["ensemble_acc"] == pytest.approx(one["regular_acc_mean"])
 
 
@@ -248,19 +251,19 @@ def test_plot_bma_writes_a_png(tmp_path, digits, mlps):
     model, states = mlps
     studies = [bma.bma_study(model, states[0], states[1:], digits, max_samples=3, seed=s) for s in (0, 1)]
     for target, result in ((tmp_path / "one" / "bma.png", studies[0]), (tmp_path / "bma_seeds.png", studies)):
-        out = bma.plot_bma(result, target)
+        out = plot_bma(result, target)
         assert out == target
         assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # each PNG has its vector PDF beside it, and no temp file is left behind
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["bma.pdf", "bma.png", "bma_seeds.pdf", "bma_seeds.png"]
     assert (tmp_path / "bma_seeds.pdf").read_bytes()[:5] == b"%PDF-"
     with pytest.raises(StardomainError):
-        bma.plot_bma({"nothing": 1}, tmp_path / "bad.png")
+        plot_bma({"nothing": 1}, tmp_path / "bad.png")
 
 
 # -- end to end from checkpoints ------------------------------------------------------------------
 def test_end_to_end_from_checkpoints(tmp_path, digits):
-    from stardomain import store
+    from stardomain.checkpoints import store
 
     paths = [store.save(tmp_path / f"mlp_{s}", _train(digits, 10 + s), {"dataset": "digits", "seed": 10 + s})
              for s in range(3)]
@@ -274,6 +277,6 @@ def test_end_to_end_from_checkpoints(tmp_path, digits):
     assert len(study["star_domain"]["metrics"]["accuracy"]) == 6
     assert all(0.5 < a <= 1.0 for a in study["star_domain"]["metrics"]["accuracy"])
     assert study["ensemble"]["metrics"]["accuracy"][0] == pytest.approx(study["single"]["accuracy"])
-    row = bma.fusion_row(model, states[1:], states[0], digits)
+    row = fusion_row(model, states[1:], states[0], digits)
     assert row["n_sources"] == 2 and row["best_regular_acc"] >= row["regular_acc_mean"] > 0.5
-    assert bma.plot_bma(study, tmp_path / "fig" / "bma.png").stat().st_size > 1000
+    assert plot_bma(study, tmp_path / "fig" / "bma.png").stat().st_size > 1000

@@ -7,7 +7,7 @@ import torch
 
 from stardomain import StardomainError, models
 from stardomain.barrier import barriers, curve
-from stardomain.train import default_recipe, train_model
+from stardomain.training.loop import default_recipe, train_model
 
 
 def _trained(ds, name: str, seed: int, **options):

@@ -16,8 +16,8 @@ import pytest
 from cli_helpers import assert_one_line_error, run_cli
 from click.testing import CliRunner
 
-from stardomain import store
-from stardomain.diff import describe_difference, first_difference, state_mismatch
+from stardomain._util.diff import describe_difference, first_difference, state_mismatch
+from stardomain.checkpoints import store
 
 TINY = ["-d", "digits", "-m", "mlp", "-o", "depth=1", "-e", "1", "--subset", "200", "--device", "cpu", "-q"]
 

@@ -93,7 +93,7 @@ def test_star_refuses_to_overwrite_unless_forced(zoo, tmp_path, capsys):
 
 
 def test_demo_final_line_says_what_was_done_and_where_the_report_is(tmp_path):
-    from stardomain.console import summary_line
+    from stardomain._util.console import summary_line
 
     (tmp_path / "stars").mkdir()
     for name in ("main-z4", "main-z2"):

@@ -57,7 +57,7 @@ def zoos(tmp_path_factory):
 
 @pytest.mark.optional_data  # its Fashion-MNIST half runs only where the data is
 def test_aliases_give_the_canonical_recipe_and_zoo_identity(tmp_path, capsys):
-    from stardomain.train import Recipe, default_recipe
+    from stardomain.training.loop import Recipe, default_recipe
 
     assert default_recipe("fmnist") == default_recipe("Fashion-MNIST") == default_recipe("fashion_mnist")
     assert default_recipe("fmnist").epochs != Recipe().epochs  # not the 200-epoch CIFAR recipe
@@ -148,10 +148,10 @@ def test_bma_refuses_a_source_that_is_missing_or_changed(zoos, tmp_path, capsys)
 
 
 def test_star_seed_never_reproduces_a_source_init(zoos, tmp_path, capsys):
-    from stardomain import store
-    from stardomain import zoo as zoo_mod
+    from stardomain.checkpoints import store
     from stardomain.starlight import star_seed
-    from stardomain.train import seed_everything
+    from stardomain.training import zoo as zoo_mod
+    from stardomain.training.loop import seed_everything
 
     root, zoo, only = zoos
     meta = _meta(zoo / "seed-1.json")
@@ -175,9 +175,9 @@ def test_star_seed_never_reproduces_a_source_init(zoos, tmp_path, capsys):
 
 
 def test_barrier_and_star_use_the_recorded_subset(zoos, tmp_path, capsys):
-    from stardomain import store
+    from stardomain.checkpoints import store
     from stardomain.data import load_dataset
-    from stardomain.train import evaluate
+    from stardomain.training.loop import evaluate
 
     root, zoo, only = zoos
     a, b = zoo / "seed-1.safetensors", zoo / "seed-2.safetensors"

@@ -16,9 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stardomain import barrier, models, store
+from stardomain import barrier, models
+from stardomain.checkpoints import store
 from stardomain.data import TensorLoader, augment_batch
-from stardomain.train import Recipe, train_model
+from stardomain.training.loop import Recipe, train_model
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")]

@@ -8,7 +8,8 @@ import torch
 from own_models import DataDependent
 from torch import nn
 
-from stardomain import curve_batched, models
+from stardomain import models
+from stardomain.barrier import batched as curve_batched
 from stardomain.barrier import curve
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")

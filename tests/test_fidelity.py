@@ -14,10 +14,11 @@ import yaml
 from cli_helpers import assert_one_line_error, run_cli, tiny_config
 from torch import nn
 
-from stardomain import store, zoo
+from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
 from stardomain.models import PAPER_SCHEMES, create
-from stardomain.train import default_recipe
+from stardomain.training import zoo
+from stardomain.training.loop import default_recipe
 
 SMALL = {"mlp": {"width": 64}, "resnet18": {"width": 0.25}, "resnet20": {}, "resnet18_imagenet": {"width": 0.25},
          "vgg11": {"width": 0.5}, "vgg16": {"width": 0.5}, "vgg19": {"width": 0.5}, "densenet40_12": {},

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from cli_helpers import run_cli
 
-from stardomain import fileio, store
+from stardomain._util import fileio
+from stardomain.checkpoints import store
 
 RUN = {
     "name": "modes",
@@ -75,7 +76,7 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temp(tmp_path):
 def test_figures_are_png_plus_pdf(tmp_path, umask):
     from matplotlib.figure import Figure
 
-    from stardomain.plots import save_figure
+    from stardomain.report.plots import save_figure
 
     umask(0o022)
     fig = Figure()

@@ -13,8 +13,8 @@ from torch import nn
 from stardomain import models
 from stardomain.data import TensorLoader, augment_batch
 from stardomain.errors import StardomainError
-from stardomain.memformat import channels_last_safe
-from stardomain.train import Recipe, default_recipe, train_model
+from stardomain.training.loop import Recipe, default_recipe, train_model
+from stardomain.training.memformat import channels_last_safe
 
 PAPER_KEYS = {"optimizer", "lr", "momentum", "nesterov", "weight_decay", "epochs", "batch_size", "schedule",
               "warmup_epochs", "augment"}

@@ -252,7 +252,7 @@ def test_file_size_limit_is_one_line_and_keeps_what_was_written(tmp_path: Path, 
 
 def test_stray_temps_are_matched_by_name_and_age(tmp_path: Path) -> None:
     """Only this project's temp names, and only those older than the run: a concurrent writer's fresh temp stays."""
-    from stardomain.fileio import remove_stray_temps
+    from stardomain._util.fileio import remove_stray_temps
 
     names = [".results.json.ab12cd34.tmp", "zoo/main/.seed-0.safetensors.x_y9.tmp", "claims/.u.claim.0123abcd.tmp",
              "zoo/main/..seed-1.train-state.safetensors.k2j3h4g5.tmp"]

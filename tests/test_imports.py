@@ -85,11 +85,11 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_known_edges():
     graph = import_graph()
-    assert "stardomain.errors" in graph["stardomain.store"]
-    assert "stardomain.fileio" in graph["stardomain.store"]
-    assert "stardomain.progress" in graph["stardomain.train"]
+    assert "stardomain.errors" in graph["stardomain.checkpoints.store"]
+    assert "stardomain._util.fileio" in graph["stardomain.checkpoints.store"]
+    assert "stardomain._util.progress" in graph["stardomain.training.loop"]
     # a function-level import counts too
-    assert "stardomain.plots" in graph["stardomain.report"]
+    assert "stardomain.report.plots" in graph["stardomain.report.markdown"]
 
 
 def test_cycle_finder_finds_a_planted_cycle():
@@ -100,3 +100,33 @@ def test_cycle_finder_finds_a_planted_cycle():
 def test_no_import_cycle_in_the_package():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+# The layers of the package, bottom first: a module may import its own layer and those below, never above
+# (function-level imports included). docs/DESIGN.md draws the same table.
+LAYERS = [
+    {"errors", "defaults", "_util", "analysis"},  # what is not the science, and statistics over plain numbers
+    {"data", "models", "hf"},
+    {"checkpoints"},
+    {"training"},
+    {"permute"},
+    {"barrier"},
+    {"starlight"},
+    {"bma"},
+    {"report"},
+    {"experiment"},
+    {"cli"},
+]
+# the one sanctioned upward edge: report.md asks the study registry for each registered study's own section
+UPWARD_ALLOWED = {("stardomain.report.markdown", "stardomain.experiment.study")}
+
+
+def test_every_package_imports_only_its_own_layer_and_below():
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    graph = import_graph()
+    tops = {m.split(".")[1] for m in graph if m.count(".") >= 1}
+    assert tops <= set(rank), f"packages missing from LAYERS: {sorted(tops - set(rank))}"
+    upward = sorted(f"{a} -> {b}" for a, bs in graph.items() for b in bs
+                    if a.count(".") >= 1 and b.count(".") >= 1 and rank[b.split(".")[1]] > rank[a.split(".")[1]]
+                    and (a, b) not in UPWARD_ALLOWED)
+    assert upward == [], "imports against the pipeline's layers:\n" + "\n".join(upward)

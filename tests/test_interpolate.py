@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from stardomain import StardomainError
-from stardomain.bn import batchnorm_layers, has_batchnorm, reset_bn, sample_order
-from stardomain.interpolate import EvalEngine, interpolation_points, lerp_state
+from stardomain.barrier.bn import batchnorm_layers, has_batchnorm, reset_bn, sample_order
+from stardomain.barrier.interpolate import EvalEngine, interpolation_points, lerp_state
 
 
 def small_bn_net(seed: int = 0, dropout: bool = False) -> nn.Module:

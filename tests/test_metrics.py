@@ -1,4 +1,4 @@
-"""Tests for stardomain.metrics: hand-computed answers plus agreement with torchmetrics / sklearn."""
+"""Tests for stardomain.bma.metrics: hand-computed answers plus agreement with torchmetrics / sklearn."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from stardomain.errors import StardomainError
-from stardomain.metrics import (
+from stardomain.bma.metrics import (
     accuracy,
     auroc_correctness,
     brier,
@@ -17,6 +16,7 @@ from stardomain.metrics import (
     nll,
     summary,
 )
+from stardomain.errors import StardomainError
 
 tm_cls = pytest.importorskip("torchmetrics.functional.classification")
 sk_metrics = pytest.importorskip("sklearn.metrics")

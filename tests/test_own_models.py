@@ -16,8 +16,8 @@ from torch import nn
 
 from stardomain import models
 from stardomain.barrier import curve
+from stardomain.barrier.interpolate import EvalEngine
 from stardomain.errors import StardomainError
-from stardomain.interpolate import EvalEngine
 from stardomain.permute import (
     activation_matching,
     align,
@@ -30,7 +30,7 @@ from stardomain.permute import (
 )
 from stardomain.permute.trace import function_gap
 from stardomain.starlight import Starlight, StarlightConfig
-from stardomain.train import Recipe
+from stardomain.training.loop import Recipe
 
 SHAPE = (1, 8, 8)  # digits
 KEPT = ["lnmlp", "resbn", "tied", "attention", "vit", "groupnorm", "viewcnn", "perchannel", "tvresnet", "handattention"]

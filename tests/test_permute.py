@@ -394,7 +394,7 @@ def test_weight_matching_is_deterministic_and_monotone():
 @pytest.fixture(scope="module")
 def fashion_pair(fashion_small):
     """Two 784-64-64-10 MLPs trained from different seeds for 2 epochs on 6k Fashion-MNIST images."""
-    from stardomain.train import default_recipe, train_model
+    from stardomain.training.loop import default_recipe, train_model
 
     recipe = default_recipe("fashion_mnist").replace(epochs=2)
     trained = []
@@ -407,7 +407,7 @@ def fashion_pair(fashion_small):
 
 
 def _midpoint_loss(model, sa, sb, ds) -> float:
-    from stardomain.train import evaluate
+    from stardomain.training.loop import evaluate
 
     mid = copy.deepcopy(model)
     mid.load_state_dict({k: (sa[k] + sb[k]) / 2 if sa[k].is_floating_point() else sa[k] for k in sa})

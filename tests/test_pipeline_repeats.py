@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from stardomain import StardomainError, store
+from stardomain import StardomainError
+from stardomain.checkpoints import store
 from stardomain.experiment import ExperimentConfig, run_experiment
 from stardomain.experiment.config import from_dict
 from stardomain.experiment.pipeline import Experiment
@@ -166,7 +167,7 @@ def test_batch_models_trains_the_same_zoo_and_the_run_completes(reference, tmp_p
 
 
 def test_paired_t_sees_a_shift_that_the_pair_spread_hides():
-    from stardomain.stats import compare, paired_t
+    from stardomain.analysis.stats import compare, paired_t
 
     reset = [0.10, 0.40, 0.20, 0.30, 0.15]
     interp = [r + 0.02 + e for r, e in zip(reset, [0.001, -0.002, 0.0, 0.002, -0.001])]

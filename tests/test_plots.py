@@ -9,7 +9,7 @@ import pytest
 
 from stardomain import StardomainError
 from stardomain.barrier import Curve
-from stardomain.plots import plot_curves, plot_loss_acc, plot_series
+from stardomain.report.plots import plot_curves, plot_loss_acc, plot_series
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -69,7 +69,7 @@ def test_curve_panel_says_barrier_n_and_band_and_survives_greyscale():
     from matplotlib.figure import Figure
 
     from stardomain.barrier import barriers
-    from stardomain.plots import BAND_LABEL, _draw_metric
+    from stardomain.report.plots import BAND_LABEL, _draw_metric
 
     groups = {"regular – regular": fake_curves(4, 0.6, 0.02), "star – held-out": fake_curves(2, 0.05)}
     ax = Figure().add_subplot(1, 1, 1)
@@ -86,7 +86,7 @@ def test_curve_panel_says_barrier_n_and_band_and_survives_greyscale():
 
 
 def test_plot_training_and_pdf_beside_png(tmp_path):
-    from stardomain.plots import plot_training
+    from stardomain.report.plots import plot_training
 
     def history(shift: float) -> list[dict]:
         return [{"epoch": e, "train_loss": 1 / (e + shift), "test_loss": 1.2 / (e + shift), "test_acc": 0.8 + 0.01 * e} for e in range(1, 6)]

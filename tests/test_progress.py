@@ -9,8 +9,8 @@ import re
 import pytest
 from cli_helpers import run_cli
 
+from stardomain._util.progress import Progress, ProgressConfig, format_duration, format_event, resolve
 from stardomain.errors import StardomainError
-from stardomain.progress import Progress, ProgressConfig, format_duration, format_event, resolve
 
 
 class FakeClock:
@@ -111,7 +111,7 @@ def test_legacy_arguments_and_validation():
 def test_train_model_reports_inside_an_epoch_on_a_short_interval(digits):
     """The real training loop calls the meter per batch: with a 1 ms interval every epoch has inner lines."""
     from stardomain import models
-    from stardomain.train import default_recipe, train_model
+    from stardomain.training.loop import default_recipe, train_model
 
     buf = io.StringIO()
     model = models.create("mlp", 10, (1, 8, 8), width=8, depth=1)

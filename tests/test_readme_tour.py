@@ -141,7 +141,7 @@ def _seeds(args: list[str]) -> list[int]:
 
 
 def _seed_phrase(seeds: list[int]) -> str:
-    from stardomain.zoo import seed_list
+    from stardomain.training.zoo import seed_list
 
     return seed_list(seeds)
 

@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from stardomain import verdicts
+from stardomain.analysis import verdicts
+from stardomain.analysis.stats import NOT_SIGNIFICANT
 from stardomain.experiment.config import ExperimentConfig
 from stardomain.experiment.pairs import endpoints, pair_record
 from stardomain.experiment.pipeline import Experiment
-from stardomain.report import write_report
-from stardomain.stats import NOT_SIGNIFICANT
+from stardomain.report.markdown import write_report
 
 
 def _pair(a: str, b: str, barrier: float) -> dict:
@@ -88,7 +88,7 @@ def test_a_poor_star_is_flagged_beside_every_barrier_verdict(tmp_path):
 def test_the_flag_names_the_poor_repeat_not_repeat_0():
     """With repeats the flag is raised by ANY poor star; its wording must name that star and its gap,
     never repeat 0's (which may sit above its sources: 'the star is -0.33 pp below' was printed)."""
-    from stardomain.report import flag_reason, flag_text
+    from stardomain.report.markdown import flag_reason, flag_text
 
     ep = {"star_acc_gap": -0.0033, "margin": 0.01, "star_below_sources": True,
           "stars_below_sources": [False, False, True], "star_acc_gaps": [-0.0033, 0.002, 0.0161]}
@@ -124,8 +124,8 @@ def test_report_depends_only_on_results_content(tmp_path):
 def test_fusion_row_against_tied_regular_models_has_no_verdict():
     """Two regular models at the same accuracy give a zero-width interval: the row says why there is no verdict,
     where a star at any other accuracy used to be called 'better'."""
-    from stardomain import stats
-    from stardomain.report import fusion_section
+    from stardomain.analysis import stats
+    from stardomain.report.markdown import fusion_section
 
     accs = [347 / 360, 347 / 360]
     row = {"n_sources": 2, "regular_accs": accs, "regular_acc_mean": accs[0], "regular_acc_std": 0.0,

@@ -16,7 +16,7 @@ from conftest import FASHION_DIR, FASHION_SKIP
 from stardomain import models
 from stardomain.barrier import barriers, curve
 from stardomain.permute import align
-from stardomain.train import default_recipe, train_model
+from stardomain.training.loop import default_recipe, train_model
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from stardomain import stats
+from stardomain.analysis import stats
 
 
 def test_over_stars_keeps_the_two_spreads_apart():
@@ -40,9 +40,10 @@ def test_star_repeats_trains_distinct_stars_with_recorded_seeds(tmp_path, capsys
     import torch
     from cli_helpers import assert_one_line_error, run_cli
 
-    from stardomain import store, zoo
+    from stardomain.checkpoints import store
     from stardomain.starlight import repeat_seed, star_seed
-    from stardomain.train import seed_everything
+    from stardomain.training import zoo
+    from stardomain.training.loop import seed_everything
 
     zdir = tmp_path / "zoo"
     r = run_cli(capsys, "train", "-d", "digits", "-o", "width=8", "-o", "depth=1", "-e", "1", "--n", "2", "--out", zdir, "-q")

@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stardomain import models, store
+from stardomain import models
+from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
 from stardomain.starlight import Starlight, StarlightConfig, TSampler
-from stardomain.train import Recipe
+from stardomain.training.loop import Recipe
 
 
 def _mlp(seed: int, ds, **kw):
@@ -183,7 +184,7 @@ def test_activation_matching_uses_the_stars_own_bn_statistics(digits, monkeypatc
     import copy
 
     import stardomain.permute as permute
-    from stardomain.bn import bn_state, reset_bn
+    from stardomain.barrier.bn import bn_state, reset_bn
     from stardomain.data import matching_sample
 
     star = _mlp(0, digits, batchnorm=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from stardomain import stats
+from stardomain.analysis import stats
 from stardomain.experiment.pairs import endpoints, regular_pairs
 
 RNG = np.random.default_rng(1)
@@ -89,7 +89,7 @@ def test_paired_bootstrap_detects_a_clear_paired_difference():
 def test_weighted_metrics_equal_the_metrics_on_the_resampled_items():
     import torch
 
-    from stardomain import metrics
+    from stardomain.bma import metrics
 
     g = torch.Generator().manual_seed(0)
     probs = torch.softmax(3 * torch.randn(120, 5, generator=g), 1)

@@ -8,7 +8,8 @@ import pickle
 import pytest
 import torch
 
-from stardomain import models, store
+from stardomain import models
+from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
 
 

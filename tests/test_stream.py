@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from stardomain import barrier, models
-from stardomain.bn import bn_state, reset_bn, sample_order
+from stardomain.barrier.bn import bn_state, reset_bn, sample_order
 from stardomain.data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamingImageFolder, random_resized_crop_box
 from stardomain.errors import StardomainError
-from stardomain.train import Recipe, train_model
+from stardomain.training.loop import Recipe, train_model
 
 Image = pytest.importorskip("PIL.Image")
 

@@ -8,7 +8,7 @@ import torch
 
 from stardomain import models
 from stardomain.errors import StardomainError
-from stardomain.train import Recipe, default_recipe, lr_at, train_model
+from stardomain.training.loop import Recipe, default_recipe, lr_at, train_model
 
 
 def _train(ds, seed, recipe, **kw):

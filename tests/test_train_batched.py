@@ -10,9 +10,11 @@ from cli_helpers import run_cli
 from own_models import DataDependent
 from torch import nn
 
-from stardomain import store, train_batched, zoo
+from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
-from stardomain.train import default_recipe
+from stardomain.training import batched as train_batched
+from stardomain.training import zoo
+from stardomain.training.loop import default_recipe
 
 MLP = {"depth": 2, "width": 16}
 TIMING_KEYS = {"train_seconds", "batched"}
@@ -167,7 +169,7 @@ def _convnet(seed: int) -> nn.Module:
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_batched_convnet_with_augmentation_equals_train_model(optimizer):
-    from stardomain.train import train_model
+    from stardomain.training.loop import train_model
 
     ds = _Images()
     recipe = default_recipe("cifar10", optimizer).replace(epochs=2, batch_size=32, warmup_epochs=1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stardomain import StardomainError, stats
-from stardomain.width_plot import plot_width_trend, width_series
+from stardomain import StardomainError
+from stardomain.analysis import stats
+from stardomain.report.width_plot import plot_width_trend, width_series
 
 
 def _results(widths=(16, 4, 8), repeats: bool = True, depth=lambda w: 1) -> dict:
@@ -56,7 +57,8 @@ def test_rows_that_are_not_a_width_trend_are_refused(tmp_path):
 @pytest.mark.parametrize("model", ["mlp", "resnet20"])
 def test_report_sets_the_published_mlp_panel_beside_mlps_only(tmp_path, monkeypatch, model):
     """The authors' published widths are MLP hidden units: beside a CNN's width multiplier they would mislead."""
-    from stardomain import report_stars, width_plot
+    from stardomain.report import stars as report_stars
+    from stardomain.report import width_plot
 
     seen, real = {}, width_plot.plot_width_trend
 

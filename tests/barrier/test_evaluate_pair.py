@@ -9,8 +9,8 @@ import pytest
 import yaml
 from cli_helpers import assert_one_line_error, run_cli, tiny_config
 
-from stardomain import store
 from stardomain.barrier import evaluate_pair
+from stardomain.checkpoints import store
 from stardomain.data import open_dataset
 from stardomain.errors import StardomainError
 

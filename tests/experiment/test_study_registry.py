@@ -10,7 +10,7 @@ import pytest
 import yaml
 from cli_helpers import run_cli, tiny_config
 
-from stardomain import store
+from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
 from stardomain.experiment.study import Main, Study, register_study, registered_studies, unregister_study
 

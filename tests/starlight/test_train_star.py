@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 from cli_helpers import run_cli, tiny_config
 
-from stardomain import store
+from stardomain.checkpoints import store
 from stardomain.starlight import STAR_META_KEYS, StarlightConfig, star_seed, train_star
-from stardomain.train import Recipe
+from stardomain.training.loop import Recipe
 
 
 def _shape(value: Any) -> Any:

@@ -14,10 +14,10 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from stardomain._util.progress import ProgressConfig
 from stardomain.barrier.path import Curve, barriers, curve, l2_distance
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS
 from stardomain.errors import StardomainError
-from stardomain.progress import ProgressConfig
 
 ALIGN_METHODS = ("none", "weight", "activation")
 

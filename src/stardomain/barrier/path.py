@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stardomain.bn import sample_order
-from stardomain.curve_batched import batchable, evaluate_states
+from stardomain._util.progress import Progress, ProgressConfig
+from stardomain.barrier.batched import batchable, evaluate_states
+from stardomain.barrier.bn import sample_order
+from stardomain.barrier.interpolate import EvalEngine, check_compatible, interpolation_points, lerp_state
 from stardomain.data.protocol import split_size, split_tensors, streams
 from stardomain.defaults import DEFAULT_POINTS
 from stardomain.errors import StardomainError
-from stardomain.interpolate import EvalEngine, check_compatible, interpolation_points, lerp_state
 from stardomain.permute import l2_distance
-from stardomain.progress import Progress, ProgressConfig
 
 __all__ = ["METRICS", "Curve", "barrier_profile", "barriers", "curve", "evaluate_splits", "l2_distance"]
 
@@ -124,7 +124,7 @@ def curve(
     split on a fixed seeded subset for speed, ``eval_test_samples`` the test split. ``batch_size`` None picks 64 on CPU (cache
     friendly) and 1024 elsewhere; it does not change the results beyond float rounding.
     ``batched`` (default: whenever possible) evaluates the t-grid of a model without
-    BatchNorm (or with ``bn="interpolate"``) in vmapped chunks (:mod:`stardomain.curve_batched`): the same numbers to float
+    BatchNorm (or with ``bn="interpolate"``) in vmapped chunks (:mod:`stardomain.barrier.batched`): the same numbers to float
     rounding, several times faster for small models; False forces one t at a time.
     ``bn`` is the BatchNorm protocol: "reset" (the paper's, App. A) re-estimates the statistics
     at every t; "interpolate" keeps the lerp of the end points' running statistics (no reset),

@@ -12,7 +12,7 @@ from stardomain.errors import StardomainError
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
-        from stardomain.console import version_message
+        from stardomain._util.console import version_message
 
         click.echo(version_message())
         ctx.exit()
@@ -45,7 +45,7 @@ def cli(ctx: click.Context, quiet: bool, log_json: bool, plugins: tuple[str, ...
       run      a whole experiment from one YAML file (resumable)
       demo     the whole pipeline on the embedded digits dataset, on a CPU
     """
-    from stardomain.plugins import load_plugins
+    from stardomain._util.plugins import load_plugins
 
     load_plugins(plugins)
     ctx.obj = {"quiet": quiet, "log_json": log_json, "plugins": list(plugins)}

@@ -44,7 +44,7 @@ def threads_option(fn: Any) -> Any:
     the caller's count; results depend on it (sums split over threads round differently), never on the machine."""
     @functools.wraps(fn)
     def wrapper(*args: Any, threads: int, **kwargs: Any) -> Any:
-        from stardomain.execution import fixed_threads
+        from stardomain.training.execution import fixed_threads
 
         with fixed_threads(threads):
             return fn(*args, **kwargs)
@@ -78,7 +78,7 @@ matching_samples_option = click.option("--matching-samples", type=int, default=D
 def load_data_for(models: list[tuple[str, dict[str, Any]]], dataset: str | None, data_root: str | None,
                   subset: str | None = None, subset_seed: int | None = None) -> tuple[Any, dict[str, Any]]:
     """The data the checkpoints were trained on (or the explicit override), and a record of which it is."""
-    from stardomain.provenance import load_recorded_data, parse_subset
+    from stardomain.checkpoints.provenance import load_recorded_data, parse_subset
 
     return load_recorded_data(models, dataset=dataset, subset=parse_subset(subset), subset_seed=subset_seed, data_root=data_root)
 
@@ -94,8 +94,8 @@ def matching_inputs(ds: Any, n: int, device: Any) -> Any:
 
 def _load_pair(a: str, b: str) -> tuple[dict, dict, dict, dict]:
     """Both checkpoints' states and metadata, refusing pairs of different architectures."""
-    from stardomain import store
-    from stardomain.diff import describe_difference
+    from stardomain._util.diff import describe_difference
+    from stardomain.checkpoints import store
 
     state_a, meta_a = store.load_state(a)
     state_b, meta_b = store.load_state(b)

@@ -9,6 +9,8 @@ from typing import Any, cast
 
 import click
 
+from stardomain._util.console import event_logger, notice, progress_config
+from stardomain._util.device import resolve_device
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
     data_root_option,
@@ -21,8 +23,6 @@ from stardomain.cli.common import (
     quiet_option,
     threads_option,
 )
-from stardomain.console import event_logger, notice, progress_config
-from stardomain.device import resolve_device
 from stardomain.errors import StardomainError
 
 
@@ -30,7 +30,7 @@ from stardomain.errors import StardomainError
 def info() -> None:
     """Versions, devices, datasets, model architectures and assignment solvers of this installation."""
     from stardomain import data, models
-    from stardomain.console import environment_lines
+    from stardomain._util.console import environment_lines
     from stardomain.permute.lap import available_lap_solvers
 
     for line in environment_lines():
@@ -79,9 +79,10 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None
     Members already complete with the same configuration are skipped; a folder holding a
     different run is refused.
     """
-    from stardomain import data, models, zoo
-    from stardomain.fileio import remove_stray_temps
-    from stardomain.train import default_recipe
+    from stardomain import data, models
+    from stardomain._util.fileio import remove_stray_temps
+    from stardomain.training import zoo
+    from stardomain.training.loop import default_recipe
 
     started = time.time()
     if seed is not None and n_models is not None:
@@ -90,7 +91,7 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None
         raise StardomainError(f"--n must be >= 1 (got {n_models})")
     _check_train_numbers(seed=seed, seed_start=seed_start, subset=subset, subset_seed=subset_seed, image_size=image_size,
                          batch_models=batch_models)
-    from stardomain.plugins import is_import_path, load_plugins
+    from stardomain._util.plugins import is_import_path, load_plugins
 
     load_plugins([n for n in (dataset, model_name) if is_import_path(n)])  # import paths typed here: the user named them
     if subset_seed is not None and subset is None:
@@ -143,7 +144,7 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None
         zoo.train_zoo(ds, model_name, options, recipe, seeds, out_dir, device=dev, progress=progress_config(quiet), role=role,
                       on_member=report, batch_models=batch_models, notify=lambda line: notice("note", line))
     remove_stray_temps(out_dir, older_than=started)
-    from stardomain.convergence import DEFAULT_TRAIN_ACC, convergence_line
+    from stardomain.analysis.convergence import DEFAULT_TRAIN_ACC, convergence_line
 
     line = convergence_line([json.loads(p.with_suffix(".json").read_text()) for p in trained], DEFAULT_TRAIN_ACC)
     if line:
@@ -179,8 +180,8 @@ def _check_train_numbers(**values: int | None) -> None:
 @threads_option
 def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str | None, device: str) -> None:
     """Test loss and accuracy of CHECKPOINT (a .safetensors file)."""
-    from stardomain import store
-    from stardomain.train import evaluate
+    from stardomain.checkpoints import store
+    from stardomain.training.loop import evaluate
 
     dev = resolve_device(device)
     model = store.load(checkpoint, device=dev)
@@ -208,7 +209,7 @@ def spec_cmd(target: str, opts: tuple[str, ...], in_shape: str | None, num_class
     every unpermuted layer with the reason, and whether a random permutation keeps the
     function (max |logit difference|). Start here with your own architecture.
     """
-    from stardomain.spec_report import format_report, model_for_spec, spec_report
+    from stardomain.permute.spec_report import format_report, model_for_spec, spec_report
 
     report = spec_report(model_for_spec(target, parse_options(opts), in_shape, num_classes))
     if as_json:

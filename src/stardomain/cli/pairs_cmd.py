@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from stardomain._util.console import progress_config
+from stardomain._util.device import resolve_device
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
     _load_pair,
@@ -22,9 +24,7 @@ from stardomain.cli.common import (
     quiet_option,
     threads_option,
 )
-from stardomain.console import progress_config
 from stardomain.defaults import DEFAULT_POINTS
-from stardomain.device import resolve_device
 from stardomain.errors import StardomainError
 
 
@@ -47,7 +47,7 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: 
           matching_samples: int, seed: int, out_path: str | None, allow_unpermuted: bool, as_json: bool, data_root: str | None,
           device: str) -> None:
     """Permute MODEL_B into MODEL_A's basin (same function, new unit order) and report the ℓ2 distance."""
-    from stardomain import store
+    from stardomain.checkpoints import store
     from stardomain.permute import align as align_states
     from stardomain.permute import l2_distance, trace_spec
 
@@ -79,7 +79,7 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: 
                    f"{100 * (match.coverage or 0):.1f}% of parameters; function check {match.check}): "
                    f"l2 {before:.4f} -> {after:.4f}; " + (f"wrote {out_path}" if out_path else "not saved (pass --out to keep it)"))
         if data_info is not None:
-            from stardomain.provenance import data_line
+            from stardomain.checkpoints.provenance import data_line
 
             click.echo(data_line(data_info))
 
@@ -110,9 +110,9 @@ def barrier(model_a: str, model_b: str, dataset: str | None, subset: str | None,
     """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
     import torch
 
-    from stardomain import store
     from stardomain.barrier import evaluate_pair
-    from stardomain.provenance import data_line
+    from stardomain.checkpoints import store
+    from stardomain.checkpoints.provenance import data_line
 
     if points < 2:
         raise StardomainError(f"--points must be >= 2 (got {points})")
@@ -133,7 +133,7 @@ def barrier(model_a: str, model_b: str, dataset: str | None, subset: str | None,
     if out_path:
         store.atomic_write_json(Path(out_path), result)
     if plot_path:
-        from stardomain.plots import plot_loss_acc
+        from stardomain.report.plots import plot_loss_acc
 
         plot_loss_acc({f"{Path(model_a).stem} – {Path(model_b).stem}": [c]}, Path(plot_path))
     b = result["barriers"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from stardomain._util.console import event_logger, progress_config
 from stardomain.cli.app import cli
 from stardomain.cli.common import executor_options, quiet_option
-from stardomain.console import event_logger, progress_config
 
 
 @cli.command()
@@ -45,7 +45,7 @@ def demo(out_dir: str, device: str | None, quiet: bool) -> None:
     """The whole pipeline on the embedded digits dataset (minutes on a laptop CPU, offline)."""
     from importlib import resources
 
-    from stardomain.console import summary_line
+    from stardomain._util.console import summary_line
     from stardomain.experiment import load_config, run_experiment
 
     with resources.as_file(resources.files("stardomain") / "configs" / "demo.yaml") as path:

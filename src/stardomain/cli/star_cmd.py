@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from stardomain._util.console import progress_config
+from stardomain._util.device import resolve_device
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
     allow_unpermuted_option,
@@ -18,9 +20,7 @@ from stardomain.cli.common import (
     quiet_option,
     threads_option,
 )
-from stardomain.console import progress_config
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
-from stardomain.device import resolve_device
 from stardomain.errors import StardomainError
 
 
@@ -71,10 +71,12 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
     One star's barriers vary markedly with its seed, so ``--repeats K`` trains K of them (seeds
     from the star stream, recorded) for figures given over stars as well as over pairs.
     """
-    from stardomain import models, store, zoo
-    from stardomain.provenance import data_line
+    from stardomain import models
+    from stardomain.checkpoints import store
+    from stardomain.checkpoints.provenance import data_line
     from stardomain.starlight import StarlightConfig, repeat_seed, train_star
-    from stardomain.train import Recipe
+    from stardomain.training import zoo
+    from stardomain.training.loop import Recipe
 
     if repeats < 1:
         raise StardomainError(f"--repeats must be >= 1 (got {repeats})")
@@ -130,12 +132,14 @@ def bma(star_path: str, sources_dir: str | None, other_dir: str | None, dataset:
 
     By default the sources are exactly the ones the star was trained on (paths and SHA-256 in its metadata).
     """
-    from stardomain import bma as bma_mod
-    from stardomain import store, zoo
-    from stardomain.diff import describe_difference
+    from stardomain._util.diff import describe_difference
+    from stardomain.bma import core as bma_mod
+    from stardomain.checkpoints import store
+    from stardomain.checkpoints.provenance import data_line, star_sources
     from stardomain.permute import align as align_states
     from stardomain.permute import trace_spec
-    from stardomain.provenance import data_line, star_sources
+    from stardomain.report.bma_plot import plot_bma
+    from stardomain.training import zoo
 
     if max_samples < 1:
         raise StardomainError(f"--max-samples must be >= 1 (got {max_samples})")
@@ -173,7 +177,7 @@ def bma(star_path: str, sources_dir: str | None, other_dir: str | None, dataset:
     if out_path:
         store.atomic_write_json(Path(out_path), result)
     if plot_path:
-        bma_mod.plot_bma(result, Path(plot_path))
+        plot_bma(result, Path(plot_path))
     for key in ("star_domain", "ensemble"):
         m = result[key]["metrics"]
         click.echo(f"{key:12s} K={result[key]['k'][-1]:3d}: acc={100 * m['accuracy'][-1]:.2f}% nll={m['nll'][-1]:.4f} ece={m['ece'][-1]:.4f} "

@@ -21,8 +21,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from stardomain._util.fileio import default_file_mode
 from stardomain.errors import StardomainError
-from stardomain.fileio import default_file_mode
 
 USER_AGENT = "stardomain/0.1 (python urllib)"
 TIMEOUT_S = 60.0

@@ -96,7 +96,7 @@ def _decoder(image_module: Any, size: int) -> Any:
 
 
 def _decode_all(files: Sequence[Path], size: int, image_module: Any, what: str) -> np.ndarray:
-    from stardomain.progress import Progress
+    from stardomain._util.progress import Progress
 
     out = np.empty((len(files), 3, size, size), dtype=np.uint8)
     if not files:

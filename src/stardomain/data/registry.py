@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stardomain._util.plugins import is_import_path, resolve
 from stardomain.data import sources
 from stardomain.data.files import file_key, is_file_dataset, read_file_dataset
 from stardomain.data.imagefolder import read_image_folder
 from stardomain.data.roots import resolve_data_root
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.errors import StardomainError
-from stardomain.plugins import is_import_path, resolve
 
 
 @dataclass(repr=False, eq=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from stardomain.stats import compare, mean_std, paired_t
+from stardomain.analysis.stats import compare, mean_std, paired_t
 
 METRICS = ("test_loss", "test_acc")
 

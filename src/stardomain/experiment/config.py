@@ -23,7 +23,7 @@ from stardomain.experiment.executor_config import ExecutorConfig, check_threads
 
 if TYPE_CHECKING:
     from stardomain.starlight import StarlightConfig
-    from stardomain.train import Recipe
+    from stardomain.training.loop import Recipe
 
 
 def _type_name(tp: Any) -> str:
@@ -261,7 +261,7 @@ class ExperimentConfig:
         check_threads(self.executor, self.threads)  # a Ray/SLURM unit reserves at least the CPUs it computes with
         _check_recipe_overrides(self)  # types and ranges of every recipe key, named, before anything compares them
         from stardomain import data, models
-        from stardomain.train import Recipe, default_recipe
+        from stardomain.training.loop import Recipe, default_recipe
 
         # the plugins this config names were imported by experiment_config (a constructor runs no user code)
         # resolve names to registry keys once, here: recipe, metadata, zoo identity and report use only the key
@@ -373,14 +373,14 @@ class ExperimentConfig:
 
     def source_recipe(self) -> "Recipe":
         """The recipe of the main zoo: the dataset's default recipe with ``train`` overrides."""
-        from stardomain.train import Recipe, default_recipe
+        from stardomain.training.loop import Recipe, default_recipe
 
         return Recipe.from_dict({**default_recipe(self.dataset).to_dict(), **self.train})
 
     def optimizer_recipe(self) -> "Recipe":
         """Sources of the optimizer study: that optimizer's default recipe, the optimizer-independent
         ``train`` overrides (never the main optimizer, lr or nesterov), then ``studies.optimizer.recipe``."""
-        from stardomain.train import Recipe, default_recipe
+        from stardomain.training.loop import Recipe, default_recipe
 
         os_ = self.studies.optimizer
         if os_ is None:
@@ -395,7 +395,7 @@ class ExperimentConfig:
         Its budget is ``star.epochs_factor`` x its sources' epochs where set (the paper: the sources'
         200 epochs), unless ``overrides`` name the epochs. The sources' execution options (precision,
         channels_last, compile) do not carry over."""
-        from stardomain.train import Recipe
+        from stardomain.training.loop import Recipe
 
         budget = {}
         if self.star.epochs_factor is not None and "epochs" not in overrides:
@@ -440,7 +440,7 @@ class ExperimentConfig:
 # -- every remaining value, checked when the YAML is read: a bad one must not cost a single unit (issue 25) --
 
 def _recipe_keys() -> dict[str, type]:
-    from stardomain.train import _FIELD_TYPES
+    from stardomain.training.loop import _FIELD_TYPES
 
     return _FIELD_TYPES
 
@@ -451,7 +451,7 @@ def _check_recipe_overrides(cfg: ExperimentConfig) -> None:
     Ranges are checked against the generic defaults (every one valid), so an error here is always the
     override's; how overrides combine with the dataset's recipe is checked afterwards.
     """
-    from stardomain.train import Recipe
+    from stardomain.training.loop import Recipe
 
     blocks = [("train", cfg.train), ("star.recipe", cfg.star.recipe)]
     if cfg.studies.optimizer is not None:
@@ -571,7 +571,7 @@ def _trial_builds(cfg: ExperimentConfig) -> None:
 def import_plugins(data: Mapping[str, Any]) -> None:
     """Import the user code a config mapping names (``plugins``, import paths as model or dataset): your code
     runs only because the config names it, and only here, before the dataclasses validate names against registries."""
-    from stardomain.plugins import is_import_path, load_plugins
+    from stardomain._util.plugins import is_import_path, load_plugins
 
     model = data.get("model")
     names = [model.get("name") if isinstance(model, Mapping) else model, data.get("dataset")]

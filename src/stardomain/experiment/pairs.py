@@ -12,7 +12,7 @@ import itertools
 import random
 from typing import Any, Mapping, Sequence, TypeVar
 
-from stardomain.stats import mean_std
+from stardomain.analysis.stats import mean_std
 
 T = TypeVar("T")
 

@@ -25,17 +25,18 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import torch
 
-from stardomain import store, zoo
-from stardomain.diff import difference_phrases
+from stardomain._util.diff import difference_phrases
+from stardomain._util.progress import format_event
+from stardomain.analysis.stats import mean_std
+from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
 from stardomain.experiment import ablation
 from stardomain.experiment import pairs as pairing
 from stardomain.experiment.config import ExperimentConfig
 from stardomain.experiment.studies.common import star_records
 from stardomain.experiment.summary import summarize_groups
-from stardomain.progress import format_event
-from stardomain.stats import mean_std
-from stardomain.train import Recipe
+from stardomain.training import zoo
+from stardomain.training.loop import Recipe
 
 SCHEMA_VERSION = 3
 T = TypeVar("T")
@@ -124,8 +125,8 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool | None = None,
                  log: Callable[[str], None] | None = None):
+        from stardomain._util.device import resolve_device
         from stardomain.data import open_dataset
-        from stardomain.device import resolve_device
 
         self.cfg = config
         self.out = Path(out_dir)
@@ -173,7 +174,7 @@ class Experiment:
     def has_batchnorm(self) -> bool:
         """Whether the configured model has BatchNorm (known before any model is trained: the plan asks)."""
         from stardomain import models
-        from stardomain.bn import has_batchnorm
+        from stardomain.barrier.bn import has_batchnorm
 
         if self._has_bn is None:
             with torch.random.fork_rng(devices=[]):  # building it must not move anyone's random stream
@@ -350,7 +351,7 @@ class Experiment:
             out["stars_below_sources"] = [e["star_below_sources"] for e in each]
             out["star_acc_gaps"] = [e["star_acc_gap"] for e in each]
             out["star_below_sources"] = any(out["stars_below_sources"])
-        from stardomain.convergence import zoo_convergence
+        from stardomain.analysis.convergence import zoo_convergence
 
         ev = self.cfg.eval  # the paper's models are converged: ~100 % train accuracy, train loss ~0.001
         out["convergence"] = zoo_convergence([*src, *ho], ev.converged_train_acc, ev.converged_train_loss)
@@ -363,7 +364,7 @@ class Experiment:
         """Every study's results; with ``assemble`` every model and evaluation must be on disk already
         (the executor ran the plan's units), so nothing is computed here and results are the same
         whoever ran the units."""
-        from stardomain import verdicts
+        from stardomain.analysis import verdicts
 
         self._claim_folder()
         self.cache.frozen = assemble

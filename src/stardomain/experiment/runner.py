@@ -12,22 +12,22 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from stardomain import store
-from stardomain.execution import fixed_threads
+from stardomain._util.fileio import remove_stray_temps
+from stardomain.checkpoints import store
 from stardomain.experiment.config import ExperimentConfig
 from stardomain.experiment.executor_config import ExecutorConfig, check_threads
 from stardomain.experiment.executors import check_available, run_plan
 from stardomain.experiment.pipeline import Experiment
 from stardomain.experiment.units import ExperimentJob, build_plan
-from stardomain.fileio import remove_stray_temps
-from stardomain.report import write_report
+from stardomain.report.markdown import write_report
+from stardomain.training.execution import fixed_threads
 
 
 def check_execution(config: ExperimentConfig, device: str) -> None:
     """What the resolved device cannot honour is refused before the folder is claimed or any unit runs."""
     import torch
 
-    from stardomain.execution import autocast, check_channels_last
+    from stardomain.training.execution import autocast, check_channels_last
 
     for recipe in (config.source_recipe(), *((config.optimizer_recipe(),) if config.studies.optimizer else ())):
         autocast(recipe.precision, torch.device(device))

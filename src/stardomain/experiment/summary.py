@@ -3,14 +3,14 @@
 Why its own module: the summary is the contract between the pipeline (which evaluates pairs) and
 everything downstream (report, verdicts, width figure). Each group keeps the per-pair values
 behind its means; a star group also keeps each star's own values and the spread over stars
-(:func:`stardomain.stats.over_stars`), for barriers and distances alike.
+(:func:`stardomain.analysis.stats.over_stars`), for barriers and distances alike.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from stardomain.stats import mean_std, over_stars
+from stardomain.analysis.stats import mean_std, over_stars
 
 
 def summarize_groups(groups: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -54,7 +54,7 @@ class PlanBuilder:
         return str(path.relative_to(self.exp.out))
 
     def zoo(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int) -> tuple[list[_Model], list[_Model]]:
-        from stardomain import store
+        from stardomain.checkpoints import store
 
         m = self.exp.cfg.batch_models
         if m > 1:
@@ -73,7 +73,7 @@ class PlanBuilder:
                     m: int) -> tuple[list[_Model], list[_Model]]:
         """``train.batch_models`` M: one unit per M members of one role, in seed order (a fixed grouping,
         so every executor trains the same groups); its outputs are the members."""
-        from stardomain import store
+        from stardomain.checkpoints import store
 
         seeds = self.exp.zoo_seeds(n_sources, n_held)
         models = []
@@ -91,7 +91,7 @@ class PlanBuilder:
 
     def star(self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float,
              repeat: int = 0, repeats: int = 1) -> _Model:
-        from stardomain import store
+        from stardomain.checkpoints import store
 
         path = self.exp.star_path(tag)
         uid = f"star/{tag}"
@@ -107,7 +107,7 @@ class PlanBuilder:
         return [self.star(t, sources, options, recipe, mu, repeat=r, repeats=len(tags)) for r, t in enumerate(tags)]
 
     def evaluation(self, stage: str, uid: str, inputs: Sequence[_Model], key: Callable[[], Mapping[str, Any]], compute: Callable[[], Any]) -> None:
-        from stardomain import store
+        from stardomain.checkpoints import store
 
         def output() -> Path:
             return self.exp.cache.path(stage, key())
@@ -201,7 +201,7 @@ class ExperimentJob:
 def _worker_dataset(data_json: str) -> Any:
     """The zoo's dataset, loaded once per worker process (plugins first: they may define it)."""
     from stardomain import data
-    from stardomain.plugins import is_import_path, load_plugins
+    from stardomain._util.plugins import is_import_path, load_plugins
 
     spec = json.loads(data_json)
     load_plugins([n for n in (spec["name"], spec["model"]) if is_import_path(n)])
@@ -227,7 +227,7 @@ class ZooJob:
         return {**self.__dict__, "_local": None}
 
     def plan(self, seeds: Sequence[int]) -> Plan:
-        from stardomain import zoo
+        from stardomain.training import zoo
 
         return Plan(Unit(f"train/seed-{s}", "train", zoo.member_path(".", s).name) for s in seeds)
 
@@ -235,7 +235,7 @@ class ZooJob:
         return Path(self.out_dir) / unit.output
 
     def is_done(self, unit: Unit) -> bool:
-        from stardomain import store
+        from stardomain.checkpoints import store
 
         return store.is_complete(self.output(unit))
 
@@ -244,9 +244,9 @@ class ZooJob:
             _worker_dataset(self.data_json)
 
     def __call__(self, unit_id: str) -> None:
-        from stardomain import zoo
-        from stardomain.device import resolve_device
-        from stardomain.train import Recipe
+        from stardomain._util.device import resolve_device
+        from stardomain.training import zoo
+        from stardomain.training.loop import Recipe
 
         ds = self._local if self._local is not None else _worker_dataset(self.data_json)
         zoo.train_member(ds, self.model_name, self.options, Recipe.from_dict(self.recipe), int(unit_id.rsplit("-", 1)[1]),

@@ -57,7 +57,7 @@ def execute_unit(job: UnitJob, unit: Unit, out_dir: str, stale_after: float = cl
                  threads: int | None = None, on_claim: Callable[[claims.Claim | None], None] | None = None) -> dict[str, Any]:
     """Run one unit under its claim, with ``threads`` torch CPU threads (None: as they are); returns a record
     (never raises for the unit's own errors)."""
-    from stardomain.execution import fixed_threads
+    from stardomain.training.execution import fixed_threads
 
     out = Path(out_dir)
     rec: dict[str, Any] = {"unit": unit.id, "stage": unit.stage, "host": socket.gethostname(), "pid": os.getpid()}

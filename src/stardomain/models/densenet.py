@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stardomain.models.registry import check, register
+from stardomain.models.entry import check
+from stardomain.models.registry import register
 
 
 class DenseLayer(nn.Module):

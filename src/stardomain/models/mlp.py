@@ -6,7 +6,8 @@ import math
 
 from torch import Tensor, nn
 
-from stardomain.models.registry import check, register
+from stardomain.models.entry import check
+from stardomain.models.registry import register
 
 
 class MLP(nn.Module):

@@ -6,7 +6,7 @@ images, ``(F,)`` for tabular data), and every option keyword-only with a default
 annotation ``bool``, ``int``, ``float`` or ``str`` (what ``-o key=value`` and YAML values are
 checked against). Your own model joins either by ``@models.register("name")`` in a module
 you load as a plugin, or by import path: ``create("pkg.module:build", ...)`` (the module must
-be imported; see :mod:`stardomain.plugins`). :func:`create` validates the name, the shape
+be imported; see :mod:`stardomain._util.plugins`). :func:`create` validates the name, the shape
 and the options against that signature and stamps the result with ``model.arch`` (plus
 ``arch["factory"]``, ``module:qualname``, for a builder outside stardomain) so a checkpoint
 can rebuild the exact same network.
@@ -17,70 +17,17 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
+from stardomain._util.plugins import factory_name, is_import_path, resolve
 from stardomain.errors import StardomainError
+from stardomain.models.entry import Builder, ModelEntry, option_types
 from stardomain.models.init import DEFAULT_INIT, INIT_SCHEMES, LEGACY_BUILTIN_INIT, apply_init
-from stardomain.plugins import factory_name, is_import_path, resolve
-
-Builder = Callable[..., nn.Module]
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """What the registry knows about one architecture."""
-
-    name: str
-    builder: Builder
-    min_hw: int  # smallest spatial size (H and W) the network can process
-    summary: str
-    defaults: dict[str, Any]  # option name -> default value
-    types: dict[str, type]  # option name -> annotated type (bool, int, float or str)
-    in_dims: int | None = None  # number of input dims the builder needs (3 for (C, H, W)), None: any
-
 
 _REGISTRY: dict[str, ModelEntry] = {}
-
-_TYPE_NAMES = {"bool": bool, "int": int, "float": float, "str": str}
-
-
-def _option_types(builder: Builder) -> tuple[dict[str, Any], dict[str, type]]:
-    """Read keyword-only options (with defaults and bool/int/float/str hints) off a builder."""
-    name = getattr(builder, "__qualname__", repr(builder))
-    try:
-        sig = inspect.signature(builder)
-    except (TypeError, ValueError):
-        raise StardomainError(f"model builder {name} has no inspectable signature; write it as a Python function") from None
-    params = list(sig.parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if [p.name for p in positional] != ["num_classes", "in_shape"]:
-        raise StardomainError(
-            f"model builder {name} must take (num_classes, in_shape, *, option=default, ...); it takes "
-            f"({', '.join(p.name for p in positional)})"
-        )
-    defaults: dict[str, Any] = {}
-    types: dict[str, type] = {}
-    for p in params:
-        if p.kind != p.KEYWORD_ONLY:
-            continue
-        if p.default is p.empty:
-            raise StardomainError(f"option {p.name!r} of model builder {name} needs a default value")
-        ann = p.annotation
-        ann_type = _TYPE_NAMES.get(ann, ann) if isinstance(ann, str) else ann
-        if ann_type not in (bool, int, float, str):
-            raise StardomainError(f"option {p.name!r} of model builder {name} must be annotated bool, int, float or str")
-        if p.name == "init":
-            raise StardomainError(f"model builder {name}: option name 'init' is reserved (stardomain applies the init "
-                                  f"scheme itself: {', '.join(INIT_SCHEMES)}); rename the option")
-        defaults[p.name] = p.default
-        types[p.name] = ann_type
-    defaults["init"], types["init"] = DEFAULT_INIT, str  # every model takes the init scheme (models.init)
-    return defaults, types
-
 
 def register(
     name: str, *, min_hw: int = 1, in_dims: int | None = None, summary: str = ""
@@ -99,7 +46,7 @@ def register(
     def decorate(builder: Builder) -> Builder:
         if key in _REGISTRY:
             raise StardomainError(f"model name {key!r} is already registered; pick another name")
-        defaults, types = _option_types(builder)
+        defaults, types = option_types(builder)
         doc = summary or (inspect.getdoc(builder) or "").split("\n")[0]
         _REGISTRY[key] = ModelEntry(key, builder, min_hw, doc, defaults, types, in_dims)
         return builder
@@ -126,6 +73,10 @@ def canonical_name(name: str) -> str:
     """
     if is_import_path(name):
         return name.strip()
+    if isinstance(name, str) and name.strip().lower().startswith("hf:"):  # a Hugging Face model (stardomain.models.hf)
+        from stardomain.models.hf import model_entry
+
+        return model_entry(name.strip().lower()).name
     if isinstance(name, str):
         if name.lower() in _REGISTRY:
             return name.lower()
@@ -144,8 +95,12 @@ def _lookup(name: str) -> ModelEntry:
     key = canonical_name(name)
     if key in _REGISTRY:
         return _REGISTRY[key]
+    if key.lower().startswith("hf:"):  # Hugging Face models built from a tiny config (stardomain.models.hf)
+        from stardomain.models.hf import model_entry
+
+        return model_entry(key)
     builder = resolve(key, "model factory")  # an import path: its module must be imported already
-    defaults, types = _option_types(builder)
+    defaults, types = option_types(builder)
     doc = (inspect.getdoc(builder) or "").split("\n")[0]
     return ModelEntry(key, builder, 1, doc, defaults, types, None)
 
@@ -273,12 +228,6 @@ def legacy_init(name: str) -> str:
 def with_init(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` with the init made explicit: recorded options lacking it are a legacy checkpoint's."""
     return {"init": legacy_init(name), **dict(options)}
-
-
-def check(condition: bool, message: str) -> None:
-    """Raise a one-line :class:`StardomainError` when an option value is out of range."""
-    if not condition:
-        raise StardomainError(message)
 
 
 def scaled(channels: int, width: float) -> int:

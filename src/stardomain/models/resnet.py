@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stardomain.models.registry import check, register, scaled
+from stardomain.models.entry import check
+from stardomain.models.registry import register, scaled
 
 
 class BasicBlock(nn.Module):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stardomain.models.registry import check, register, scaled
+from stardomain.models.entry import check
+from stardomain.models.registry import register, scaled
 
 # Numbers are conv output channels, "M" a 2x2 max-pool (Simonyan & Zisserman configs A, D, E).
 CONFIGS: dict[str, list[int | str]] = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stardomain.models.registry import check, register
+from stardomain.models.entry import check
+from stardomain.models.registry import register
 
 
 class WideBlock(nn.Module):

@@ -1,6 +1,8 @@
 """Permutation symmetry of networks: specs, applying permutations, and matching two networks.
 
-``trace_spec(model)`` finds which tensor axes each hidden-unit group permutes;
+``trace_spec(model)`` finds which tensor axes each hidden-unit group permutes, from a ``torch.fx``
+graph of the model or, where fx cannot follow the forward (Hugging Face ``transformers``), a
+``torch.export`` graph of ATen ops (``capture="auto"``, the default, picks);
 ``weight_matching`` / ``activation_matching`` find the permutation of B that best lines its
 units up with A's; ``align`` does both steps, checks that B kept its function, and returns
 the aligned state. Every two-model function takes the states first and the spec, model and

@@ -7,6 +7,11 @@ the post-ReLU (and post-pooling) signal for plain and residual nets, each concat
 segment for DenseNet, and it works for hand-written specs too. A group read at several
 places (a residual stream) sums the correlation matrices of all of them, then one LAP
 per group picks the permutation. Both models run in eval mode (BN running statistics).
+
+Token streams ``(N, T, D)`` (transformers): the units are on the last axis and every token is a
+sample. GPT-2's ``Conv1D`` (weight stored (in, out)) is read like a Linear. Groups that no layer
+reads (an attention head's query/key units, consumed by the attention product) are read at the
+output of the projections that make them, q and k together.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ class _Stats:
     """Streaming sums for the cross-correlation of two (samples, n) activation matrices."""
 
     def __init__(self, n: int, device: torch.device) -> None:
-        z = dict(device=device, dtype=torch.float64)
+        def zeros(*size: int) -> Tensor:
+            return torch.zeros(*size, device=device, dtype=torch.float64)
+
         self.count = 0
-        self.sa, self.sb = torch.zeros(n, **z), torch.zeros(n, **z)
-        self.saa, self.sbb = torch.zeros(n, **z), torch.zeros(n, **z)
-        self.sab = torch.zeros(n, n, **z)
+        self.sa, self.sb = zeros(n), zeros(n)
+        self.saa, self.sbb = zeros(n), zeros(n)
+        self.sab = zeros(n, n)
 
     def add(self, a: Tensor, b: Tensor) -> None:
         self.count += a.shape[0]
@@ -67,18 +74,43 @@ def _unit_samples(x: Tensor, ax: Axis, units_last: bool = False) -> Tensor:
     return seg.movedim(1, -1).reshape(-1, n)
 
 
-def _points(model: nn.Module, spec: PermutationSpec) -> dict[str, list[tuple[str, Axis]]]:
-    """Layer name -> group slices of its input, from the spec's (layer.weight, axis 1) entries."""
+def _is_conv1d(mod: nn.Module) -> bool:
+    """GPT-2's ``Conv1D`` (transformers): a Linear whose weight is stored (in, out)."""
+    w = getattr(mod, "weight", None)
+    return type(mod).__name__ == "Conv1D" and isinstance(w, Tensor) and w.dim() == 2
+
+
+def _points(model: nn.Module, spec: PermutationSpec) -> dict[tuple[str, str], list[tuple[str, Axis]]]:
+    """``(layer, "in" | "out")`` -> group slices read there.
+
+    A group is read at the input of every Conv/Linear (or ``Conv1D``) layer whose input axis it owns (spec
+    entry ``(layer.weight, 1)``, ``Conv1D``: axis 0). A group no layer reads (the query/key units of an
+    attention head, consumed by the attention product) is read where it is made: the output of the layer
+    whose output axis it owns (``(layer.weight, 0)``, ``Conv1D``: axis 1)."""
     modules = dict(model.named_modules())
-    points: dict[str, list[tuple[str, Axis]]] = {}
+    points: dict[tuple[str, str], list[tuple[str, Axis]]] = {}
+    made: dict[str, list[tuple[tuple[str, str], Axis]]] = {}
     for g, axes in spec.axes.items():
         for ax in axes:
-            if not ax.key.endswith(".weight") or ax.axis != 1:
+            if not ax.key.endswith(".weight"):
                 continue
             name = ax.key[: -len(".weight")]
             mod = modules.get(name)
             if isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                points.setdefault(name, []).append((g, ax))
+                in_axis, out_axis = 1, 0
+            elif mod is not None and _is_conv1d(mod):
+                in_axis, out_axis = 0, 1
+            else:
+                continue
+            if ax.axis == in_axis:
+                points.setdefault((name, "in"), []).append((g, ax))
+            elif ax.axis == out_axis and (isinstance(mod, nn.Linear) or _is_conv1d(mod)):
+                made.setdefault(g, []).append(((name, "out"), ax))
+    readable = {g for items in points.values() for g, _ in items}
+    for g, items in made.items():
+        if g not in readable:
+            for where, ax in items:
+                points.setdefault(where, []).append((g, ax))
     return points
 
 
@@ -116,30 +148,39 @@ def activation_matching(
             "use weight matching for this model"
         )
     device = next(iter(state_a.values())).device
-    stats: dict[tuple[str, str, int], _Stats] = {}
-    captured: dict[str, list[Tensor]] = {}
+    stats: dict[tuple[str, str, str, int], _Stats] = {}
+    captured: dict[tuple[str, str], list[Tensor]] = {}
     phase = {"side": "a"}
+    modules = dict(model.named_modules())
 
-    def hook(name: str) -> Any:
-        units_last = isinstance(modules[name], nn.Linear)
+    def record(where: tuple[str, str], value: Tensor) -> None:
+        if phase["side"] == "a":  # a copy: later in-place ops (x += ...) must not change it
+            captured.setdefault(where, []).append(value.detach().clone())
+            return
+        a_val = captured[where].pop(0)
+        mod = modules[where[0]]
+        units_last = isinstance(mod, nn.Linear) or _is_conv1d(mod)
+        for g, ax in points[where]:
+            a, b = _unit_samples(a_val, ax, units_last).float(), _unit_samples(value, ax, units_last).float()
+            key = (where[0], where[1], g, ax.start)
+            if key not in stats:
+                stats[key] = _Stats(int(ax.length or 0), a.device)
+            stats[key].add(a, b)
 
+    def pre_hook(where: tuple[str, str]) -> Any:
         def pre(_mod: nn.Module, args: tuple[Any, ...]) -> None:
-            inp = args[0]
-            if phase["side"] == "a":  # a copy: later in-place ops (x += ...) must not change it
-                captured.setdefault(name, []).append(inp.detach().clone())
-                return
-            a_inp = captured[name].pop(0)
-            for g, ax in points[name]:
-                a, b = _unit_samples(a_inp, ax, units_last).float(), _unit_samples(inp, ax, units_last).float()
-                key = (name, g, ax.start)
-                if key not in stats:
-                    stats[key] = _Stats(int(ax.length or 0), a.device)
-                stats[key].add(a, b)
+            record(where, args[0])
 
         return pre
 
-    modules = dict(model.named_modules())
-    handles = [modules[name].register_forward_pre_hook(hook(name)) for name in points]
+    def post_hook(where: tuple[str, str]) -> Any:
+        def post(_mod: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
+            record(where, out)
+
+        return post
+
+    handles = [modules[name].register_forward_pre_hook(pre_hook((name, side))) if side == "in"
+               else modules[name].register_forward_hook(post_hook((name, side))) for name, side in points]
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -162,7 +203,7 @@ def activation_matching(
 
     corr: dict[str, Tensor] = {}
     reads: dict[str, int] = {}
-    for (_, g, _), st in stats.items():
+    for (_, _, g, _), st in stats.items():
         c = st.correlation()
         corr[g] = c if g not in corr else corr[g] + c
         reads[g] = reads.get(g, 0) + 1

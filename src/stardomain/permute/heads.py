@@ -14,16 +14,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from stardomain.permute.base import TracerState
+from stardomain.permute.ops import fn_name
 from stardomain.permute.unionfind import Layout
 
 MATMUL_NAMES = {"matmul", "__matmul__", "bmm"}
 TRANSPOSE_NAMES = {"transpose", "permute", "swapaxes"}
 
 
-class HeadRules:
+class HeadRules(TracerState):
     """Rules for split heads, transposes and matrix products (mixed into the tracer)."""
 
-    def split_heads(self, node: Any, lay: Layout, in_shape: tuple[int, ...], out: tuple[int, ...]) -> Layout | None:
+    def split_heads(self, node: Any, lay: Layout, in_shape: tuple[int, ...], out: tuple[int, ...]) -> Layout:
         """``(..., h*d) -> (..., h, d)``: one group per head and per original group."""
         d = out[-1]
         if any(s.block != 1 or s.size % d for s in lay) or len({self.uf.find(s.node) for s in lay}) != len(lay):
@@ -34,7 +36,7 @@ class HeadRules:
         self.cdim[node.name], self.heads[node.name] = len(out) - 1, len(out) - 2
         return tuple(new)
 
-    def merge_heads(self, node: Any, lay: Layout, in_shape: tuple[int, ...], out: tuple[int, ...]) -> Layout | None:
+    def merge_heads(self, node: Any, lay: Layout, in_shape: tuple[int, ...], out: tuple[int, ...]) -> Layout:
         """``(..., h, d) -> (..., h*d)``: the head groups side by side, in head order."""
         if self.heads.get(node.name) != len(in_shape) - 2 or self.cd(node.name) != len(in_shape) - 1 \
                 or out[-1] != in_shape[-1] * in_shape[-2] \
@@ -52,7 +54,8 @@ class HeadRules:
             args = list(args[0])
         if not all(isinstance(a, int) for a in args):
             return self.unsupported(node, f"{self.describe(node)} with non-constant axes", [lay])
-        if node.target in ("transpose", "swapaxes") or getattr(node.target, "__name__", "") in ("transpose", "swapaxes"):
+        name = node.target if isinstance(node.target, str) else fn_name(node.target)
+        if name in ("transpose", "swapaxes"):
             if len(args) != 2:
                 return self.unsupported(node, f"{self.describe(node)} needs two axes", [lay])
             order = list(range(nd))
@@ -98,7 +101,7 @@ class HeadRules:
             return self.unsupported(node, f"{self.describe(node)} without q, k, v tensors", [])
         lq, lk, lv = (self.layout.get(t.name) for t in (q, k, v))
         nd = len(shape)
-        if any(lay is None for lay in (lq, lk, lv)) or not all(self.cd(t.name) == nd - 1 for t in (q, k, v)):
+        if lq is None or lk is None or lv is None or not all(self.cd(t.name) == nd - 1 for t in (q, k, v)):
             return self.unsupported(node, f"{self.describe(node)} on tensors whose units are not on the last axis",
                                     [x for x in (lq, lk, lv) if x])
         self.union(lq, lk, node.name)

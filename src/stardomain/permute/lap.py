@@ -60,7 +60,7 @@ def certified(cost_min: np.ndarray, cols: np.ndarray, u: np.ndarray, v: np.ndarr
     solver and far below any gap a wrong assignment would leave unnoticed in practice.
     """
     scale = float(np.abs(cost_min).max()) if cost_min.size else 0.0
-    tol = 64.0 * float(np.finfo(np.float32).eps) * max(scale, np.finfo(np.float32).tiny)
+    tol = 64.0 * float(np.finfo(np.float32).eps) * max(scale, float(np.finfo(np.float32).tiny))
     reduced = cost_min - u[:, None] - v[None, :]
     if not np.isfinite(reduced).all() or float(reduced.min()) < -tol:
         return False

@@ -12,12 +12,13 @@ from typing import Any, Iterable
 
 from torch import Tensor, nn
 
+from stardomain.permute.base import TracerState
 from stardomain.permute.ops import POINTWISE_MODULES, POOL_MODULES
 from stardomain.permute.spec import Axis
 from stardomain.permute.unionfind import Layout, Seg
 
 
-class ModuleRules:
+class ModuleRules(TracerState):
     """``visit_module`` and the per-layer rules (mixed into the tracer)."""
 
     def visit_module(self, node: Any, inputs: list[tuple[Any, Layout]], shape: tuple[int, ...] | None) -> Layout | None:
@@ -40,36 +41,14 @@ class ModuleRules:
         last = len(in_shape or ()) - 1
 
         if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            is_conv = not isinstance(mod, nn.Linear)
-            fan_in = mod.in_channels if is_conv else mod.in_features
-            if self.is_fixed(lay):
-                lay = self.fixed_layout(None, "model input", node.name, size=fan_in)
-                cdim = 1 if is_conv else last
-            if is_conv and mod.groups != 1:
-                return self.unsupported(
-                    node, f"layer {target!r} is a grouped/depthwise Conv (groups={mod.groups})", [lay]
-                )
-            if is_conv and cdim != 1:
-                return self.unsupported(node, f"layer {target!r} is a Conv reading a tensor whose units are on axis {cdim}", [lay])
-            if not is_conv and (in_shape is None or len(in_shape) < 2 or cdim != last):
-                return self.unsupported(
-                    node, f"layer {target!r} is a Linear applied along an axis that does not hold the units", [lay]
-                )
-            if is_conv and any(s.block != 1 for s in lay):
-                return self.unsupported(node, f"layer {target!r} receives a flattened/reshaped feature map", [lay])
-            self.check_width(lay, fan_in, target, "input channels" if is_conv else "input features")
-            self.cdim[node.name] = 1 if is_conv else len(shape) - 1
-            if target in self.module_out:  # module called twice: same units, tie the inputs
-                self.union(self.module_in[target], lay, target)
-                return self.module_out[target]
-            self.add_entries(f"{target}.weight", 1, lay, target)
-            n_out = mod.out_channels if is_conv else mod.out_features
-            out = self.new_units(target, n_out)
-            self.add_entries(f"{target}.weight", 0, out, target)
-            if mod.bias is not None:
-                self.add_entries(f"{target}.bias", 0, out, target)
-            self.module_in[target], self.module_out[target] = lay, out
-            return out
+            if isinstance(mod, nn.Linear):
+                fan_in, fan_out, groups, is_conv = mod.in_features, mod.out_features, 1, False
+            else:
+                fan_in, fan_out, groups, is_conv = mod.in_channels, mod.out_channels, mod.groups, True
+            return self.dense(
+                node, target, lay, cdim, in_shape, shape, weight=f"{target}.weight",
+                bias=f"{target}.bias" if mod.bias is not None else None,
+                fan_in=fan_in, fan_out=fan_out, conv=is_conv, groups=groups)
 
         self.cdim[node.name] = cdim
         if isinstance(mod, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
@@ -107,29 +86,70 @@ class ModuleRules:
             return self.reshape(node, lay, in_shape, shape)
         return self.unsupported(node, f"layer {target!r} of unsupported type {type(mod).__name__}", [lay])
 
+    def dense(self, node: Any, target: str, lay: Layout, cdim: int, in_shape: tuple[int, ...] | None,
+              shape: tuple[int, ...], *, weight: str, bias: str | None, fan_in: int, fan_out: int, conv: bool,
+              groups: int = 1, in_axis: int = 1, out_axis: int = 0) -> Layout:
+        """A Linear or Conv layer: the input units permute axis ``in_axis`` of ``weight``, fresh output units
+        axis ``out_axis`` (and the bias). ``nn.Linear`` stores (out, in); GPT-2's ``Conv1D`` stores (in, out),
+        ``in_axis=0, out_axis=1``. ``target`` names the layer (a reused layer ties its inputs)."""
+        last = len(in_shape or ()) - 1
+        if self.is_fixed(lay):
+            lay = self.fixed_layout(None, "model input", node.name, size=fan_in)
+            cdim = 1 if conv else last
+        if conv and groups != 1:
+            return self.unsupported(node, f"layer {target!r} is a grouped/depthwise Conv (groups={groups})", [lay])
+        if conv and cdim != 1:
+            return self.unsupported(node, f"layer {target!r} is a Conv reading a tensor whose units are on axis {cdim}", [lay])
+        if not conv and (in_shape is None or len(in_shape) < 2 or cdim != last):
+            return self.unsupported(
+                node, f"layer {target!r} is a Linear applied along an axis that does not hold the units", [lay]
+            )
+        if conv and any(s.block != 1 for s in lay):
+            return self.unsupported(node, f"layer {target!r} receives a flattened/reshaped feature map", [lay])
+        self.check_width(lay, fan_in, target, "input channels" if conv else "input features")
+        self.cdim[node.name] = 1 if conv else len(shape) - 1
+        if target in self.module_out:  # module called twice: same units, tie the inputs
+            self.union(self.module_in[target], lay, target)
+            return self.module_out[target]
+        self.add_entries(weight, in_axis, lay, target)
+        out = self.new_units(target, fan_out)
+        self.add_entries(weight, out_axis, out, target)
+        if bias is not None:
+            self.add_entries(bias, 0, out, target)
+        self.module_in[target], self.module_out[target] = lay, out
+        return out
+
     def embedding(self, node: Any, target: str, mod: nn.Embedding, inputs: list[tuple[Any, Layout]],
                   shape: tuple[int, ...] | None) -> Layout | None:
         """Token ids in, vectors out: the embedding's columns are the units of the stream it starts (the
         residual stream of a transformer), on the output's last axis; its rows (the vocabulary) stay put."""
-        if shape is None or len(inputs) != 1 or not self.is_fixed(inputs[0][1]):
-            return self.unsupported(node, f"layer {target!r} (Embedding) reads something other than token ids",
-                                    [lay for _, lay in inputs])
+        return self.lookup(node, target, f"{target}.weight", mod.embedding_dim, [lay for _, lay in inputs], shape)
+
+    def lookup(self, node: Any, target: str, weight: str, dim: int, ids: list[Layout],
+               shape: tuple[int, ...] | None) -> Layout:
+        """An embedding table ``weight`` (rows: vocabulary, columns: ``dim`` units) read at token ids."""
+        if shape is None or len(ids) != 1 or not self.is_fixed(ids[0]):
+            return self.unsupported(node, f"layer {target!r} (Embedding) reads something other than token ids", ids)
         self.cdim[node.name] = len(shape) - 1
-        if target in self.module_out:  # one table looked up twice: the same units
-            return self.module_out[target]
-        out = self.new_units(target, mod.embedding_dim)
-        self.add_entries(f"{target}.weight", 1, out, target)
-        self.module_out[target] = out
+        memo = f"{target}[lookup]"  # (a table tied to a Linear's weight is also read by that layer)
+        if memo in self.module_out:  # one table looked up twice: the same units
+            return self.module_out[memo]
+        out = self.new_units(target, dim)
+        self.add_entries(weight, 1, out, target)
+        self.module_out[memo] = out
         return out
 
     def per_channel(self, target: str, mod: nn.Module, lay: Layout, names: Iterable[str]) -> Layout:
         """Per-channel parameters/buffers (norm layers, PReLU) follow the incoming layout."""
+        keys = [f"{target}.{n}" for n in names if isinstance(getattr(mod, n, None), Tensor)]
+        return self.per_channel_keys(target, lay, keys)
+
+    def per_channel_keys(self, target: str, lay: Layout, keys: Iterable[str]) -> Layout:
+        """Axis 0 of every tensor in ``keys`` follows the incoming layout (a layer reached twice ties its inputs)."""
         if target in self.module_in:
             return self.union(self.module_in[target], lay, target)
-        for n in names:
-            t = getattr(mod, n, None)
-            if isinstance(t, Tensor):
-                self.add_entries(f"{target}.{n}", 0, lay, target)
+        for key in keys:
+            self.add_entries(key, 0, lay, target)
         self.module_in[target] = lay
         return lay
 
@@ -192,9 +212,11 @@ class ModuleRules:
             return tuple(x for sg in lay for x in (
                 [Seg(s_id, part, sg.block) for s_id in sub[sg.node]] if sg.node in sub else [sg]))
 
-        for table in (self.layout, self.module_in, self.module_out, self.slots):
+        for table in (self.layout, self.module_in, self.module_out):
             for k in list(table):
                 table[k] = split(table[k])  # type: ignore[assignment]
+        for slot in list(self.slots):
+            self.slots[slot] = split(self.slots[slot])  # type: ignore[assignment]
         for k, items in self.tuples.items():
             self.tuples[k] = [None if it is None else (split(it[0]), it[1]) for it in items]  # type: ignore[misc]
         return split(((Seg(nid, size, 1)),))  # type: ignore[return-value]

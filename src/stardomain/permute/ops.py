@@ -36,7 +36,7 @@ POINTWISE_NAMES = {
     "requires_grad_", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
     "adaptive_max_pool2d", "adaptive_max_pool3d", "lp_pool1d", "lp_pool2d", "interpolate", "upsample",
-    "hardshrink", "softshrink",
+    "hardshrink", "softshrink", "erf", "pow", "sqrt", "rsqrt", "reciprocal", "log", "log1p", "expm1",
 }  # fmt: skip
 BINARY_NAMES = {"add", "add_", "iadd", "sub", "sub_", "isub", "mul", "mul_", "imul", "div", "div_",
                  "truediv", "itruediv", "__add__", "__radd__", "__mul__", "__rmul__", "__sub__",
@@ -54,8 +54,22 @@ def same_channels(a: tuple[int, ...] | None, b: tuple[int, ...] | None, cdim: in
     return all(x == y or x == 1 or y == 1 for i, (x, y) in enumerate(zip(a, b)) if i != cdim)
 
 
+# ATen ops (``torch.export`` graphs) whose name differs from the torch function that the rules know
+ATEN_ALIASES = {
+    "_unsafe_view": "view", "_reshape_alias": "view", "_softmax": "softmax", "_log_softmax": "log_softmax",
+    "_to_copy": "to", "lift_fresh_copy": "clone", "alias": "clone", "dropout_": "dropout",
+    "expand_copy": "expand", "view_copy": "view", "transpose_copy": "transpose", "permute_copy": "permute",
+}  # fmt: skip
+
+
 def fn_name(target: Any) -> str | None:
-    """Name of a call_function target if it comes from torch or operator, else None."""
+    """Name of a call_function target if it comes from torch or operator, else None.
+
+    An ATen op of a ``torch.export`` graph (``aten.view.default``) answers its packet name (``view``), with the
+    private variants mapped to the public name (``ATEN_ALIASES``)."""
+    if isinstance(target, torch._ops.OpOverload):
+        name = target.overloadpacket.__name__
+        return ATEN_ALIASES.get(name, name)
     mod = getattr(target, "__module__", None) or ""
     name = getattr(target, "__name__", None)
     if name is None:

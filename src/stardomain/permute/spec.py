@@ -74,7 +74,10 @@ class PermutationSpec:
     axis). ``buffers`` names state keys that are buffers (BN running stats): they are
     permuted by :func:`~stardomain.permute.apply_permutation` but left out of the
     weight-matching objective. ``params`` (parameter key -> numel) and ``fixed`` (layer ->
-    reason its units cannot be permuted) are filled by :func:`trace_spec` for reporting.
+    reason its units cannot be permuted) are filled by :func:`trace_spec` for reporting, and
+    ``streams``: every group of hidden units the tracer found, permuted or not, with its size,
+    kind (``residual`` stream, attention ``heads``, ``hidden`` units of one layer) and the reason
+    it is fixed.
     ``ties`` maps every further name of a tied tensor (``fc3.weight = fc2.weight``) to the
     one name the axes use; permuting writes the same new tensor under every name.
     """
@@ -85,6 +88,8 @@ class PermutationSpec:
     params: dict[str, int] = field(default_factory=dict)
     fixed: dict[str, str] = field(default_factory=dict)
     ties: dict[str, str] = field(default_factory=dict)  # alias key -> key of the same (tied) tensor
+    # unit group (permuted or fixed) -> {"units", "permuted", "residual", "kind", "reason"}, filled by trace_spec
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.groups = {str(g): int(n) for g, n in dict(self.groups).items()}
@@ -184,6 +189,15 @@ class PermutationSpec:
         covered_keys = set(self.keys()) & set(params)
         covered = sum(params[k] for k in covered_keys)
         total = sum(params.values())
+        kinds: dict[str, list[int]] = {}  # kind -> [permuted units, units]
+        for info in self.streams.values():
+            if info.get("kind") == "output":  # logits are not hidden units
+                continue
+            n = int(info.get("units", 0))
+            k = kinds.setdefault(str(info.get("kind", "hidden")), [0, 0])
+            k[0] += n if info.get("permuted") else 0
+            k[1] += n
+        units = sum(k[1] for k in kinds.values())
         return {
             "n_groups": len(self.groups),
             "group_sizes": dict(self.groups),
@@ -193,6 +207,10 @@ class PermutationSpec:
             "total_params": total,
             "covered_share": covered / total if total else float("nan"),
             "fixed_layers": dict(self.fixed),
+            # units (not parameters) permuted, overall and per kind of stream (residual, heads, hidden)
+            "unit_share": sum(k[0] for k in kinds.values()) / units if units else float("nan"),
+            "stream_share": {kind: p / n for kind, (p, n) in kinds.items() if n},
+            "residual_fixed": [g for g, info in self.streams.items() if info.get("residual") and not info.get("permuted")],
         }
 
 

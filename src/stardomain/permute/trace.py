@@ -8,6 +8,7 @@ tracing mistake cannot pass silently.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import torch
@@ -19,7 +20,7 @@ from stardomain.permute.apply import apply_permutation, random_permutation
 from stardomain.permute.spec import PermutationSpec
 from stardomain.permute.tracer import Tracer
 
-__all__ = ["example_batch", "function_gap", "perturbed_state", "trace_spec"]
+__all__ = ["example_batch", "export_graph", "function_gap", "perturbed_state", "trace_spec"]
 
 
 def example_batch(model: nn.Module, example_input: Any = None) -> tuple[Any, ...]:
@@ -133,35 +134,98 @@ def _shapes(gm: torch.fx.GraphModule, args: tuple[Any, ...]) -> dict[str, tuple[
     return shapes
 
 
+class _TensorOutputs(nn.Module):
+    """``model`` with its output reduced to the tensors in it, for ``torch.export`` (a Hugging Face model
+    returns a ``ModelOutput``, maybe holding a key/value cache that export cannot return)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any) -> tuple[Tensor, ...]:
+        out = self.model(*args)
+        return tuple(t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, Tensor))
+
+
+def export_graph(model: nn.Module, args: tuple[Any, ...]) -> tuple[torch.fx.GraphModule, dict[str, tuple[int, ...] | None],
+                                                                    dict[str, str]]:
+    """``torch.export`` (non-strict) capture of ``model`` on ``args``: the ATen graph, every node's tensor shape,
+    and ``{placeholder node: state key}`` for the parameters and buffers the graph reads."""
+    ep = torch.export.export(_TensorOutputs(model), args, strict=False)
+    sig = ep.graph_signature
+    placeholders = {name: fqn.removeprefix("model.") for name, fqn in
+                    {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items()}
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    for n in ep.graph.nodes:
+        v = n.meta.get("val")
+        shapes[n.name] = tuple(int(d) for d in v.shape) if isinstance(v, Tensor) else None
+    return ep.graph_module, shapes, placeholders
+
+
+CAPTURES = ("auto", "fx", "export")
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
 def trace_spec(
     model: nn.Module,
     example_input: Any = None,
     strict: bool = True,
     check: bool = True,
+    capture: str = "auto",
 ) -> PermutationSpec:
-    """Derive the permutation spec of ``model`` with ``torch.fx.symbolic_trace``.
+    """Derive the permutation spec of ``model`` from a graph of its forward.
 
+    ``capture`` picks the graph: ``"fx"`` (``torch.fx.symbolic_trace``: modules and torch functions),
+    ``"export"`` (``torch.export.export(..., strict=False)``: ATen ops, which follows the shape- and
+    dtype-dependent Python of Hugging Face models), or ``"auto"`` (default): fx, and export where fx
+    cannot trace the model. Both graphs go through the same layout rules.
     ``example_input`` (a tensor or tuple of tensors) is needed to learn feature-map shapes;
     it defaults to a random batch of ``model.arch["in_shape"]``. With ``strict`` (default)
     any layer or op whose effect on channel order is unknown raises
     :class:`StardomainError`; with ``strict=False`` the units flowing into it are left
     unpermuted and listed in ``spec.fixed``. With ``check`` the spec is verified by
     comparing the outputs of a perturbed copy of the model before and after a random
-    permutation (eval mode), so a tracing mistake cannot pass silently.
+    permutation (eval mode), so a tracing mistake cannot pass silently. A residual stream
+    left unpermuted (fixed) is warned about (:class:`UserWarning`): most of a transformer's
+    symmetry is then lost; ``spec.summary()["streams"]`` says which units are permuted.
     """
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types; all mean "not traceable"
-        raise StardomainError(
-            f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "remove data-dependent control flow from forward or pass a hand-written PermutationSpec"
-        ) from exc
+    if capture not in CAPTURES:
+        raise StardomainError(f"unknown capture {capture!r}; use one of {', '.join(CAPTURES)}")
+    gm: torch.fx.GraphModule | None = None
+    fx_error: Exception | None = None
+    if capture in ("auto", "fx"):
+        try:
+            gm = torch.fx.symbolic_trace(model)
+        except Exception as exc:  # fx raises many types; all mean "not traceable"
+            if capture == "fx":
+                raise StardomainError(
+                    f"torch.fx cannot trace {type(model).__name__} ({_first_line(exc)}); remove data-dependent "
+                    "control flow from forward, use capture='export', or pass a hand-written PermutationSpec"
+                ) from exc
+            fx_error = exc
     args = example_batch(model, example_input)
+    placeholders: dict[str, str] | None = None
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
-            shapes = _shapes(gm, args)
+            if gm is not None:
+                shapes = _shapes(gm, args)
+            else:
+                try:
+                    gm, shapes, placeholders = export_graph(model, args)
+                except Exception as exc:
+                    try:  # the model refusing its input is the likelier story: say so in the usual words
+                        model(*args)
+                    except Exception as run_exc:
+                        raise StardomainError(_example_input_error(model, args, run_exc)) from run_exc
+                    fx_note = f"torch.fx: {_first_line(fx_error)}; " if fx_error is not None else ""
+                    raise StardomainError(
+                        f"cannot capture a graph of {type(model).__name__} ({fx_note}torch.export: {_first_line(exc)}); "
+                        "pass a hand-written PermutationSpec") from exc
     except StardomainError:
         raise
     except Exception as exc:
@@ -169,13 +233,25 @@ def trace_spec(
     finally:
         for m, flag in modes.items():
             m.training = flag
-    tracer = Tracer(model, strict, tied_names(model))
+    tracer = Tracer(model, strict, tied_names(model), placeholders)
     tracer.shape = shapes
     tracer.run(gm)
     spec = tracer.spec()
+    _warn_fixed_streams(model, spec)
     if check:
         _verify(model, spec, args)
     return spec
+
+
+def _warn_fixed_streams(model: nn.Module, spec: PermutationSpec) -> None:
+    """Warn when a residual stream (units joined by a residual ``+``) is left unpermuted."""
+    for name, info in spec.streams.items():
+        if info.get("residual") and not info.get("permuted"):
+            warnings.warn(
+                f"the residual stream {name!r} of {type(model).__name__} ({info['units']} units) is not permuted: "
+                f"{info.get('reason') or 'fixed'}; alignment only moves the units inside the blocks",
+                UserWarning, stacklevel=3)
+            return
 
 
 def perturbed_state(model: nn.Module, seed: int = 1234) -> dict[str, Tensor]:

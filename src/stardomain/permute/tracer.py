@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from stardomain.errors import StardomainError
+from stardomain.permute.aten import ATEN_RULES, IGNORED_PREFIXES, TUPLE_NAMES, AtenRules
 from stardomain.permute.heads import MATMUL_NAMES, TRANSPOSE_NAMES, HeadRules
 from stardomain.permute.layers import ModuleRules
 from stardomain.permute.ops import (
@@ -32,11 +33,19 @@ from stardomain.permute.ops import (
 from stardomain.permute.spec import Axis, PermutationSpec
 from stardomain.permute.unionfind import Layout, Seg, UnionFind
 
+RESIDUAL_NAMES = {"add", "add_", "iadd", "__add__", "__radd__", "sub", "sub_", "isub", "__sub__"}
 
-class Tracer(ModuleRules, HeadRules):
-    """Propagates channel layouts through an fx graph and records spec entries."""
 
-    def __init__(self, model: nn.Module, strict: bool, ties: dict[str, str]) -> None:
+class Tracer(AtenRules, ModuleRules, HeadRules):
+    """Propagates channel layouts through an fx graph and records spec entries.
+
+    The graph is a ``torch.fx.symbolic_trace`` of the model (``call_module`` nodes, torch functions), or a
+    ``torch.export`` graph of ATen ops whose parameters are placeholders: ``placeholders`` then maps those
+    placeholder nodes to the state keys (fully-qualified names) they hold.
+    """
+
+    def __init__(self, model: nn.Module, strict: bool, ties: dict[str, str],
+                 placeholders: dict[str, str] | None = None) -> None:
         self.model = model
         self.strict = strict
         self.uf = UnionFind()
@@ -54,6 +63,9 @@ class Tracer(ModuleRules, HeadRules):
         self.param_nodes: dict[str, str] = {}  # get_attr node -> state key of the tensor it reads
         self.tuples: dict[str, list[tuple[Layout, int] | None]] = {}  # tuple-valued node -> (layout, cdim) per item
         self.heads: dict[str, int] = {}  # node of split attention heads -> the axis holding the heads
+        self.placeholders = dict(placeholders or {})  # export graphs: placeholder node -> state key it holds
+        self.param_shape: dict[str, tuple[int, ...]] = {}  # parameter node -> shape of the stored tensor
+        self.residual: set[int] = set()  # union-find nodes joined by a residual add
 
     # ------------------------------------------------------------------ helpers
     def cd(self, name: str) -> int:
@@ -112,7 +124,7 @@ class Tracer(ModuleRules, HeadRules):
             self.entries.append((seg.node, Axis(key, axis, start, None, seg.block)))
             start += seg.size * seg.block
 
-    def unsupported(self, node: Any, why: str, inputs: Sequence[Layout]) -> Layout | None:
+    def unsupported(self, node: Any, why: str, inputs: Sequence[Layout]) -> Layout:
         """Strict: raise. Lenient: freeze the units flowing in, so nothing wrong can happen.
 
         An op fed only by fixed tensors (say, on the raw input) cannot go wrong either way:
@@ -148,9 +160,10 @@ class Tracer(ModuleRules, HeadRules):
         seen: set[str] = set()
 
         def visit(a: Any) -> Any:
-            if hasattr(a, "op") and a.name not in seen and self.layout.get(a.name) is not None:
+            lay = self.layout.get(a.name) if hasattr(a, "op") and a.name not in seen else None
+            if lay is not None:
                 seen.add(a.name)
-                out.append((a, self.layout[a.name]))
+                out.append((a, lay))
             return a
 
         torch.fx.node.map_arg((node.args, node.kwargs), visit)
@@ -162,14 +175,17 @@ class Tracer(ModuleRules, HeadRules):
 
     def visit(self, node: Any) -> Layout | None:
         shape = self.shape.get(node.name)
-        if node.op == "placeholder":
+        if node.op == "placeholder" and node.name not in self.placeholders:
             return self.fixed_layout(shape, "model input", node.name) if shape is not None else None
-        if node.op == "get_attr":
+        if node.op in ("get_attr", "placeholder"):
             # a parameter read in forward is permuted only where it meets units elementwise (see binary)
-            key = self.ties.get(str(node.target), str(node.target))
+            target = self.placeholders.get(node.name, str(node.target))
+            key = self.ties.get(target, target)
             if key in self.state_keys:
                 self.param_nodes[node.name] = key
-            return self.fixed_layout(shape, f"mixes with attribute {node.target!r}", node.name) if shape else None
+                if shape is not None:
+                    self.param_shape[node.name] = shape
+            return self.fixed_layout(shape, f"mixes with attribute {target!r}", node.name) if shape else None
         if node.op == "output":
             for _, lay in self.tensor_inputs(node):
                 self.fix_layout(lay, "feeds the model output")
@@ -186,6 +202,13 @@ class Tracer(ModuleRules, HeadRules):
             return item[0]
         if node.op == "call_module" and inputs:
             return self.visit_module(node, inputs, shape)
+        name = fn_name(node.target) if node.op == "call_function" else str(node.target)
+        if node.op == "call_function" and name is not None:
+            if name.startswith(IGNORED_PREFIXES):  # export's runtime asserts and size queries
+                return None
+            if name in TUPLE_NAMES and inputs and self.is_aten(node):  # split/chunk/unbind, norms with statistics
+                self.visit_tuple(node, name, inputs)
+                return None
         if shape is None:
             # non-tensor result (x.size(0), shape arithmetic) or a tuple of tensors
             if node.op == "call_method" and node.target in NONTENSOR_METHODS:
@@ -200,7 +223,6 @@ class Tracer(ModuleRules, HeadRules):
         self.cdim[node.name] = self.cd(inputs[0][0].name)  # ops keep the axis unless a rule says otherwise
         if inputs[0][0].name in self.heads:
             self.heads[node.name] = self.heads[inputs[0][0].name]
-        name = fn_name(node.target) if node.op == "call_function" else str(node.target)
         return self.visit_function(node, name, inputs, shape)
 
     def describe(self, node: Any) -> str:
@@ -223,6 +245,8 @@ class Tracer(ModuleRules, HeadRules):
         on the last axis stay there while the leading axes are merged or split (tokens).
         """
         c = self.cd(node.name)
+        if in_shape is not None and tuple(in_shape) == tuple(out):  # a view of the same shape
+            return lay
         if in_shape is None or len(in_shape) < 2 or len(out) < 2:
             return self.unsupported(node, f"{self.describe(node)} moves the units' axis", [lay])
         if node.name in self.heads:
@@ -230,6 +254,12 @@ class Tracer(ModuleRules, HeadRules):
         if c == len(in_shape) - 1 and len(out) == len(in_shape) + 1 and tuple(out[:-2]) == tuple(in_shape[:-1]) \
                 and out[-2] * out[-1] == in_shape[-1] and out[-2] > 1:
             return self.split_heads(node, lay, in_shape, out)
+        if c == len(in_shape) - 1 and out[-1] == in_shape[-1] and math.prod(out) == math.prod(in_shape) \
+                and (c > 1 or len(out) > len(in_shape)):
+            # units on the last axis stay there while the leading axes (batch, tokens) merge or split:
+            # (N, T, D) -> (N*T, D) before a matmul, and back
+            self.cdim[node.name] = len(out) - 1
+            return lay
         if c == len(in_shape) - 1 and c > 1:
             if out[-1] == in_shape[-1] and math.prod(out) == math.prod(in_shape):
                 self.cdim[node.name] = len(out) - 1
@@ -255,6 +285,8 @@ class Tracer(ModuleRules, HeadRules):
         in_shape = self.shape.get(first_node.name)
         if name is None:
             return self.unknown(node, layouts, shape)
+        if name in ATEN_RULES and (self.is_aten(node) or name == "expand"):
+            return self.visit_aten(node, name, inputs, shape)
 
         if name in CAT_NAMES:
             tensors = node.args[0] if node.args else node.kwargs.get("tensors")
@@ -266,6 +298,11 @@ class Tracer(ModuleRules, HeadRules):
                 return self.unknown(node, layouts, shape)
             ndim = len(shape)
             dim = dim % ndim if ndim else 0
+            params = [t for t in tensors if t.name in self.param_nodes]
+            acts = [(t, p) for t, p in zip(tensors, parts) if t.name not in self.param_nodes and p is not None]
+            if params and acts and dim != self.cd(acts[0][0].name):
+                # a learned token (ViT's CLS) joins the sequence: it carries the stream's units
+                return self.cat_tokens(node, acts, params, dim, layouts, shape)
             if dim == self.cd(node.name):  # channel concat: the new axis is a list of segments
                 return tuple(s for p in parts for s in p)  # type: ignore[union-attr]
             out = parts[0]
@@ -310,7 +347,7 @@ class Tracer(ModuleRules, HeadRules):
             keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
             if len(shape) != nd and not keep:  # reduced axes before the units' axis are gone
                 self.cdim[node.name] = c - sum(1 for d in dims if d < c)
-            if shape[self.cd(node.name)] != in_shape[c]:
+            if in_shape is None or shape[self.cd(node.name)] != in_shape[c]:
                 return self.unsupported(node, f"{self.describe(node)} changes the units' axis", layouts)
             return lay
 
@@ -340,12 +377,18 @@ class Tracer(ModuleRules, HeadRules):
         c = self.cd(active[0][0].name)
         h = self.heads.get(active[0][0].name)
         for n, lay in active[1:]:
+            if self.is_fixed(lay) and self.broadcast_over_units(first, self.shape.get(n.name), c):
+                continue  # one value for every unit (a per-token scale: RMSNorm's 1/rms): any order
             if not same_channels(first, self.shape.get(n.name), c) or (
                     not self.is_fixed(lay) and (self.cd(n.name) != c or self.heads.get(n.name) != h)):
                 if self.is_fixed(lay) and self.is_fixed(out):
                     continue
                 return self.unsupported(node, f"{self.describe(node)} broadcasts tensors across the units' axis",
                                         [lay for _, lay in active])
+            if (fn_name(node.target) in RESIDUAL_NAMES or node.target in RESIDUAL_NAMES) and \
+                    not (self.is_fixed(out) and self.is_fixed(lay)) and \
+                    {self.uf.find(s.node) for s in out} != {self.uf.find(s.node) for s in lay}:
+                self.residual.update(s.node for s in (*out, *lay))  # two streams summed: a residual connection
             out = self.union(out, lay, node.name)
         if len(shape) <= c or shape[c] * (shape[h] if h is not None else 1) != self.total(out):
             return self.unsupported(node, f"{self.describe(node)} changes the units' axis", [lay for _, lay in active])
@@ -361,15 +404,50 @@ class Tracer(ModuleRules, HeadRules):
                     "shaped (C, 1, 1))", [out])
         return out
 
+    @staticmethod
+    def broadcast_over_units(act: tuple[int, ...] | None, other: tuple[int, ...] | None, c: int) -> bool:
+        """``other`` broadcasts against ``act`` with size 1 (or no axis) where ``act`` has its units (axis ``c``)."""
+        if act is None or other is None or len(other) > len(act):
+            return False
+        shift = len(act) - len(other)
+        if c >= shift and other[c - shift] != 1:
+            return False
+        return all(o in (1, act[i + shift]) for i, o in enumerate(other))
+
+    def cat_tokens(self, node: Any, acts: list[tuple[Any, Layout]], params: list[Any], dim: int,
+                   layouts: list[Layout], shape: tuple[int, ...]) -> Layout:
+        """``cat([cls_token.expand(n, -1, -1), x], dim=1)``: parameters joined along a non-unit axis take the
+        units' order of the activations (their own unit axis is permuted with the stream)."""
+        first, out = acts[0]
+        c = self.cd(first.name)
+        for n, lay in acts[1:]:
+            if self.cd(n.name) != c:
+                return self.unsupported(node, f"{self.describe(node)} joins tensors whose units are on different axes", layouts)
+            out = self.union(out, lay, node.name)
+        self.cdim[node.name] = c
+        if first.name in self.heads:
+            return self.unsupported(node, f"{self.describe(node)} joins a parameter to split attention heads", layouts)
+        for p in params:
+            if not self.is_fixed(out) and not self.bind_param(p, out, self.shape.get(p.name), c):
+                return self.unsupported(
+                    node, f"parameter {self.param_nodes[p.name]!r} joined by {self.describe(node)} does not line up "
+                    "with the units", [out])
+        return out
+
     def bind_param(self, p: Any, out: Layout, act: tuple[int, ...] | None, c: int) -> bool:
-        """Permute parameter node ``p`` along the axis that broadcasting lines up with axis ``c`` of ``act``."""
-        ps = self.shape.get(p.name)
-        if ps is None or act is None or len(ps) > len(act):
+        """Permute parameter node ``p`` along the axis that broadcasting lines up with axis ``c`` of ``act``.
+
+        ``p`` may be a broadcast view of the stored tensor (``cls_token.expand(n, -1, -1)``): the stored
+        tensor's axes line up with the trailing axes of the view."""
+        ps = self.param_shape.get(p.name, self.shape.get(p.name))
+        view = self.shape.get(p.name)
+        if ps is None or act is None or view is None or len(ps) > len(act) or len(view) > len(act):
             return False
         axis = c - (len(act) - len(ps))
         if axis < 0 or ps[axis] != act[c]:
             return False
-        if any(ps[i] not in (1, act[i + len(act) - len(ps)]) for i in range(len(ps)) if i != axis):
+        if any(view[i] not in (1, act[i + len(act) - len(view)]) for i in range(len(view))
+               if i != c - (len(act) - len(view))):
             return False
         key = self.param_nodes[p.name]
         self.add_entries(key, axis, out, key)
@@ -381,6 +459,14 @@ class Tracer(ModuleRules, HeadRules):
         return self.unsupported(node, f"{self.describe(node)} is not supported", layouts)
 
     # ------------------------------------------------------------------ result
+    @staticmethod
+    def group_name(base: str, members: int, residual: bool) -> str:
+        """``layer`` for one layer's units, ``layer/stream`` for units several layers share, ``layer.headI/qk``
+        for the query and key units of one attention head."""
+        if members == 1:
+            return base
+        return f"{base}/qk" if ".head" in base and not residual else f"{base}/stream"
+
     def spec(self) -> PermutationSpec:
         uf = self.uf
         roots: dict[int, list[int]] = {}
@@ -390,6 +476,7 @@ class Tracer(ModuleRules, HeadRules):
         axes: dict[str, list[Axis]] = {}
         root_name: dict[int, str] = {}
         fixed: dict[str, str] = {}
+        residual_roots = {uf.find(n) for n in self.residual}
         for r in sorted(roots):
             members = sorted(roots[r])
             if uf.fixed[r] is not None:
@@ -397,7 +484,7 @@ class Tracer(ModuleRules, HeadRules):
                     fixed[self.producers[m]] = uf.fixed[r]  # type: ignore[assignment]
                 continue
             base = self.producers[members[0]]
-            name = f"{base}/stream" if len(members) > 1 else base
+            name = self.group_name(base, len(members), r in residual_roots)
             root_name[r] = name
             groups[name] = uf.size[r]
             axes[name] = []
@@ -407,6 +494,18 @@ class Tracer(ModuleRules, HeadRules):
                 axes[root_name[r]].append(ax)
         for where, reason in self.notes.items():
             fixed.setdefault(where, reason)
+        streams: dict[str, dict[str, Any]] = {}
+        for r in sorted(roots):
+            members = sorted(roots[r])
+            base = self.producers[members[0]]
+            name = root_name.get(r) or self.group_name(base, len(members), r in residual_roots)
+            residual = r in residual_roots
+            kind = "residual" if residual else "heads" if ".head" in base else "hidden"
+            if uf.fixed[r] == "feeds the model output" and not residual:
+                kind = "output"  # logits: their order is the classes', never a symmetry
+            streams[name] = {"units": uf.size[r], "permuted": uf.fixed[r] is None, "residual": residual,
+                             "kind": kind, "reason": uf.fixed[r]}
         params = {k: p.numel() for k, p in self.model.named_parameters()}
         buffers = frozenset(k for k, _ in self.model.named_buffers())
-        return PermutationSpec(groups=groups, axes=axes, buffers=buffers, params=params, fixed=fixed, ties=dict(self.ties))
+        return PermutationSpec(groups=groups, axes=axes, buffers=buffers, params=params, fixed=fixed, ties=dict(self.ties),
+                               streams=streams)

@@ -23,10 +23,10 @@ from torch import nn
 from torch.func import functional_call
 
 from stardomain import defaults
+from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.errors import StardomainError, reject_unknown_keys
-from stardomain.progress import Progress, ProgressConfig
-from stardomain.train import Recipe, evaluate_split, lr_at, make_loader, make_optimizer
+from stardomain.training.loop import Recipe, evaluate_split, lr_at, make_loader, make_optimizer
 
 STATE_KIND = "starlight-state"  # the kind of Starlight's resumable state (stardomain.training.state)
 T_SAMPLING = ("uniform", "beta", "constant", "stratified")
@@ -122,7 +122,7 @@ def check_not_source_init(state: Mapping[str, torch.Tensor], sources: Sequence[t
 
     ``sources`` are (label, metadata) pairs. Such a star would be a copy of that source's start.
     """
-    from stardomain.zoo import initial_state
+    from stardomain.training.zoo import initial_state
 
     for label, meta in sources:
         if "seed" not in meta:
@@ -268,7 +268,7 @@ class Starlight:
         their running buffers describe those, not θ⋆ (1.7-1.9x off); activation matching runs
         in eval mode and would normalise θ⋆'s activations by those foreign statistics.
         """
-        from stardomain.bn import bn_state, has_batchnorm, reset_bn
+        from stardomain.barrier.bn import bn_state, has_batchnorm, reset_bn
 
         if not has_batchnorm(self.model):
             return {}
@@ -365,7 +365,7 @@ class Starlight:
 
     def finalize_bn(self) -> None:
         """Re-estimate θ⋆'s BatchNorm statistics on training data (they saw only interpolated batches)."""
-        from stardomain.bn import has_batchnorm, reset_bn
+        from stardomain.barrier.bn import has_batchnorm, reset_bn
 
         if has_batchnorm(self.model):
             from stardomain.data.protocol import streams

@@ -18,8 +18,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
+from stardomain._util.progress import ProgressConfig
 from stardomain.errors import StardomainError
-from stardomain.progress import ProgressConfig
 from stardomain.starlight.algorithm import Starlight, StarlightConfig, StarlightResult, check_not_source_init
 
 # every star checkpoint's metadata holds exactly these keys (tests compare the CLI's and the pipeline's)
@@ -58,8 +58,8 @@ def default_resume_path(out: Path, identity: Mapping[str, Any], data: Mapping[st
 def _init_state(init: str, model: torch.nn.Module, states: Sequence[Mapping[str, torch.Tensor]],
                 labelled: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     """Start the star where ``init`` says: ``fresh`` (its own seeded init), ``source`` (the first source) or a checkpoint."""
-    from stardomain import store
-    from stardomain.diff import state_mismatch
+    from stardomain._util.diff import state_mismatch
+    from stardomain.checkpoints import store
 
     if init == "source":
         model.load_state_dict(states[0])
@@ -104,8 +104,8 @@ def train_star(
     architecture, which builds the star). With ``existing="reuse"`` a finished star of the same
     identity is returned as it is and one of another identity refused; ``"replace"`` retrains.
     """
-    from stardomain import store
-    from stardomain.train import final_metrics, seed_everything
+    from stardomain.checkpoints import store
+    from stardomain.training.loop import final_metrics, seed_everything
 
     out = Path(out)
     paths = [Path(p) for p in sources]
@@ -120,7 +120,7 @@ def train_star(
         meta = store.read_metadata(out)
         if meta.get("identity") == ident:
             return StarCheckpoint(out, meta)
-        from stardomain.diff import difference_phrases
+        from stardomain._util.diff import difference_phrases
 
         there, here = difference_phrases(meta.get("identity") or {}, ident) or ("?", "?")
         raise StardomainError(f"{out} was trained with other settings ({there} there, {here} in this config); delete it or use another --out folder")

@@ -1,7 +1,7 @@
 """Resumable training state: the one place a trainer's per-epoch state is written, read and removed.
 
-One model (:func:`stardomain.train.train_model`), a batched group
-(:func:`stardomain.train_batched.train_models_batched`) and Starlight all save the same layout, so an
+One model (:func:`stardomain.training.loop.train_model`), a batched group
+(:func:`stardomain.training.batched.train_models_batched`) and Starlight all save the same layout, so an
 interrupted run resumes to exactly the weights an uninterrupted one reaches:
 
 - tensors ``model.<name>`` (weights and buffers), ``opt.<index>.<key>`` (the optimizer's per-parameter
@@ -10,7 +10,7 @@ interrupted run resumes to exactly the weights an uninterrupted one reaches:
 - metadata ``kind`` (whose state it is), ``epoch`` (epochs done), ``arch`` and whatever the trainer
   records (its history, an ``identity`` that must match on resume, the grad scaler).
 
-Written atomically by :func:`stardomain.store.save`: a kill never leaves half a state.
+Written atomically by :func:`stardomain.checkpoints.store.save`: a kill never leaves half a state.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def save_training_state(
     **meta: Any,
 ) -> None:
     """Atomically write the state after ``epoch`` epochs (``model``: state-dict names, unprefixed)."""
-    from stardomain import store
+    from stardomain.checkpoints import store
 
     for name in extra or {}:
         if name.startswith((MODEL_PREFIX, OPTIMIZER_PREFIX)):
@@ -95,7 +95,7 @@ def load_training_state(
     ``identity``, when given, must equal the one recorded: a state of another run (other seeds or
     settings) sharing the file name is refused in one line rather than continued.
     """
-    from stardomain import store
+    from stardomain.checkpoints import store
 
     if path is None or not store.is_complete(path):
         return None
@@ -117,7 +117,7 @@ def load_training_state(
 
 def remove_training_state(path: str | os.PathLike[str] | None) -> None:
     """Delete a state (both files) once what it was for is safely written."""
-    from stardomain import store
+    from stardomain.checkpoints import store
 
     if path is None:
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from stardomain import store
+from stardomain.checkpoints import store
 from stardomain.experiment.study import Main, Study, register_study
 
 
@@ -19,7 +19,7 @@ def bma_key(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
 
 def bma_section(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
     """The study's one evaluation (cached): BMA over segments to the aligned sources vs their ensemble."""
-    from stardomain import bma
+    from stardomain.bma import core as bma
     from stardomain.permute import align as align_states
 
     b, ev = exp.cfg.studies.bma, exp.cfg.eval
@@ -60,7 +60,7 @@ class BMAStudy(Study):
 
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        from stardomain.report import bma_section as section
+        from stardomain.report.markdown import bma_section as section
 
         return section(results, out, figures)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from stardomain import store
-from stardomain.stats import mean_std
-from stardomain.train import Recipe
+from stardomain.analysis.stats import mean_std
+from stardomain.checkpoints import store
+from stardomain.training.loop import Recipe
 
 # what results.json keeps of one training setting (width/depth rows, the optimizer study)
 SETTING_KEYS = ("tag", "options", "n_sources", "n_held_out", "summary", "pairs", "endpoints", "star_seed", "star_metrics", "regular_metrics",

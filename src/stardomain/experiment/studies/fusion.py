@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from stardomain import store
+from stardomain.checkpoints import store
 from stardomain.experiment.study import Main, Study, register_study
 
 
@@ -19,7 +19,7 @@ def fusion_key(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
 
 def fusion_row(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
     """The fused star against its sources and their ensemble (one unit)."""
-    from stardomain import bma
+    from stardomain.bma import fusion as bma
 
     def compute() -> dict[str, Any]:
         star_state, meta = store.load_state(star)
@@ -57,7 +57,7 @@ class FusionStudy(Study):
 
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        from stardomain.report import fusion_section
+        from stardomain.report.markdown import fusion_section
 
         return fusion_section(results)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from stardomain import store
+from stardomain.analysis.stats import mean_std, over_stars
+from stardomain.checkpoints import store
 from stardomain.experiment.study import Main, Study, register_study
-from stardomain.stats import mean_std, over_stars
 
 
 class NSourcesStudy(Study):
@@ -50,7 +50,7 @@ class NSourcesStudy(Study):
 
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        from stardomain.report import n_sources_section
+        from stardomain.report.markdown import n_sources_section
 
         return n_sources_section(results, out, figures)
 

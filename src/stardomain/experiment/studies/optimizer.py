@@ -38,7 +38,7 @@ class OptimizerStudy(Study):
 
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        from stardomain.report_settings import optimizer_section
+        from stardomain.report.settings import optimizer_section
 
         return optimizer_section(results)
 

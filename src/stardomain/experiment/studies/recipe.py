@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from stardomain.experiment.studies.common import SETTING_KEYS, setting
 from stardomain.experiment.study import Main, Study, register_study
-from stardomain.train import Recipe
+from stardomain.training.loop import Recipe
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class RecipeStudy(Study):
 
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        from stardomain.report_recipe import recipe_section
+        from stardomain.report.recipe import recipe_section
 
         return recipe_section(results, out, figures)
 

@@ -35,7 +35,7 @@ class WidthDepthStudy(Study):
 
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        from stardomain.report_settings import width_depth_section
+        from stardomain.report.settings import width_depth_section
 
         return width_depth_section(results, out, figures)
 

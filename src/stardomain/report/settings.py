@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from stardomain.convergence import NOT_CONVERGED
-from stardomain.report_format import GROUP_LABELS, acc_loss, fmt, interval, poor_star, table
-from stardomain.report_stars import over_stars_cell, width_trend_lines
-from stardomain.stats import verdict
+from stardomain.analysis.convergence import NOT_CONVERGED
+from stardomain.analysis.stats import verdict
+from stardomain.report.formatting import GROUP_LABELS, acc_loss, fmt, interval, poor_star, table
+from stardomain.report.stars import over_stars_cell, width_trend_lines
 
 SETTING_HEADER = ["setting", "options", "regular–regular", "star–held-out", "star–source", "sources' test acc (%) / loss",
                   "held-out test acc (%) / loss", "star test acc (%) / loss", "star–held-out vs regular–regular"]
@@ -47,7 +47,7 @@ def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str,
 
 
 def width_depth_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-    from stardomain.plots import plot_series
+    from stardomain.report.plots import plot_series
 
     rows = results["width_depth"]["rows"]
     lines = ["## Width and depth (paper v2 Fig. 2): test loss barriers", "",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from stardomain.stats import mean_std
+from stardomain.analysis.stats import mean_std
 
 DEFAULT_TRAIN_ACC = 0.99  # eval.converged_train_acc: the paper's models reach ~100 %
 NOT_CONVERGED = "sources not converged: barriers are not the paper's quantity"

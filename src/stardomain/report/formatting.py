@@ -1,6 +1,6 @@
 """Formatting shared by the report's sections: table cells (mean ± sample std with n), intervals, verdict lines.
 
-Kept apart from :mod:`stardomain.report` so that the section modules (``report_stars``,
+Kept apart from :mod:`stardomain.report.markdown` so that the section modules (``report_stars``,
 ``report_settings``) and the report itself all build on it, and none imports the other back.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from stardomain.stats import verdict
+from stardomain.analysis.stats import verdict
 
 GROUPS = ("regular-regular", "star-source", "star-held-out")
 GROUP_LABELS = {"regular-regular": "regular – regular", "star-source": "star θ⋆ – source Z", "star-held-out": "star θ⋆ – held-out H"}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from stardomain.bn import has_batchnorm
+from stardomain.barrier.bn import has_batchnorm
 from stardomain.errors import StardomainError
 
 __all__ = ["batchable", "evaluate_states", "t_chunk"]

@@ -177,7 +177,7 @@ def star_sources(star_path: str | os.PathLike[str], meta: Mapping[str, Any],
     """
     from pathlib import Path
 
-    from stardomain import store
+    from stardomain.checkpoints import store
 
     recorded = meta.get("sources") or []
     if not recorded:

@@ -23,8 +23,9 @@ _PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z
 
 
 def is_import_path(name: object) -> TypeGuard[str]:
-    """True for strings of the form ``pkg.module:attr`` (``attr`` may be dotted)."""
-    return isinstance(name, str) and bool(_PATH.match(name.strip()))
+    """True for strings of the form ``pkg.module:attr`` (``attr`` may be dotted); ``hf:<model>`` names a Hugging Face
+    model stardomain builds itself (:mod:`stardomain.models.hf`), not a module to import."""
+    return isinstance(name, str) and bool(_PATH.match(name.strip())) and not name.strip().lower().startswith("hf:")
 
 
 def import_path_module(path: str) -> str:

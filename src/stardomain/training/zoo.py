@@ -19,10 +19,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from stardomain import store, train_batched
+from stardomain._util.progress import ProgressConfig
+from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
-from stardomain.progress import ProgressConfig
-from stardomain.train import Recipe, final_metrics, train_model
+from stardomain.training import batched as train_batched
+from stardomain.training.loop import Recipe, final_metrics, train_model
 from stardomain.training.state import remove_training_state
 
 
@@ -136,7 +137,7 @@ def member_config(dataset: Any, model_name: str, options: Mapping[str, Any], rec
 def initial_model(dataset: Any, config: Mapping[str, Any], seed: int) -> torch.nn.Module:
     """Run ``seed``'s model at initialisation (global RNG seeded first, as every member is built)."""
     from stardomain import models
-    from stardomain.train import seed_everything
+    from stardomain.training.loop import seed_everything
 
     seed_everything(seed)
     return models.create(config["model"], dataset.num_classes, tuple(dataset.in_shape), **dict(config["options"]))
@@ -181,7 +182,7 @@ def train_zoo(
     """Train every seed into ``out_dir`` as ``role`` models; complete members are skipped.
 
     ``batch_models`` M > 1 trains the missing members M at a time in one vmapped pass
-    (:mod:`stardomain.train_batched`; same weights as one at a time, to float rounding).
+    (:mod:`stardomain.training.batched`; same weights as one at a time, to float rounding).
     Where a model cannot be batched, ``notify`` (default: a logged warning) gets one line
     saying why and the members are trained one at a time.
     """
@@ -224,7 +225,7 @@ def seed_list(seeds: Iterable[int]) -> str:
 
 def _identity(meta: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(what, value) pairs that must agree across one set of models, in the order differences are reported."""
-    from stardomain.provenance import recorded_data
+    from stardomain.checkpoints.provenance import recorded_data
 
     return [("roles", meta.get("role")), ("architectures", meta["arch"]), ("datasets", meta.get("dataset")),
             ("training data", recorded_data(meta)), ("recipes", meta.get("recipe")),
@@ -233,7 +234,7 @@ def _identity(meta: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def _difference(a: Any, b: Any) -> tuple[str, str]:
     """The first differing entry of two values, as two short phrases (``optimizer sgd`` / ``optimizer adam``)."""
-    from stardomain.diff import difference_phrases
+    from stardomain._util.diff import difference_phrases
 
     return difference_phrases(a, b) or (str(a), str(b))
 
@@ -307,7 +308,7 @@ def load_zoo(zoo_dir: str | Path, limit: int | None = None, kind: str | None = "
 
 def initial_state(meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The weights a member started from, rebuilt from its recorded seed and architecture (global RNG untouched)."""
-    from stardomain.train import seed_everything
+    from stardomain.training.loop import seed_everything
 
     with torch.random.fork_rng(devices=[]):
         seed_everything(int(meta["seed"]))

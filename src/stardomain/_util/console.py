@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import click
 
-from stardomain.progress import ProgressConfig
+from stardomain._util.progress import ProgressConfig
 
 __all__ = ["environment_lines", "event_logger", "progress_config", "summary_line", "version_message"]
 
@@ -58,7 +58,7 @@ def event_logger(quiet: bool = False) -> Callable[[str], None] | None:
         if as_json:
             click.echo(json.dumps({"event": "log", "time": time.time(), "elapsed_s": round(elapsed, 3), "message": message}), err=True)
         else:
-            from stardomain.progress import format_duration
+            from stardomain._util.progress import format_duration
 
             click.echo(f"[{time.strftime('%H:%M:%S')} +{format_duration(elapsed)}] {message}", err=True)
 
@@ -107,7 +107,7 @@ def environment_lines() -> list[str]:
 
 def summary_line(results: dict[str, Any], report: Any, seconds: float) -> str:
     """The demo's last line: what was done, how long it took and where the report is."""
-    from stardomain.progress import format_duration
+    from stardomain._util.progress import format_duration
 
     models = results.get("models", {})
     parts = [f"{len(models.get('sources', []))} source and {len(models.get('held_out', []))} held-out models"]

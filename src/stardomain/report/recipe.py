@@ -11,9 +11,9 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from stardomain.convergence import NOT_CONVERGED
-from stardomain.report_format import GROUP_LABELS, GROUPS, acc_loss, fmt, interval, poor_star, table
-from stardomain.stats import verdict
+from stardomain.analysis.convergence import NOT_CONVERGED
+from stardomain.analysis.stats import verdict
+from stardomain.report.formatting import GROUP_LABELS, GROUPS, acc_loss, fmt, interval, poor_star, table
 
 
 def group_spread(row: Mapping[str, Any], group: str) -> tuple[dict[str, float] | None, str]:
@@ -78,7 +78,7 @@ def plot_recipe(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Pa
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from stardomain.plots import COLORS, MARKERS, save_figure
+    from stardomain.report.plots import COLORS, MARKERS, save_figure
 
     panels: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:

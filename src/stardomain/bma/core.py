@@ -5,38 +5,33 @@ model θ⋆ and the (already aligned) sources πn(θn). A posterior sample is dr
 Starlight's Monte-Carlo step -- a source index n uniformly, then t ~ U[0, 1] -- and gives the
 model (1-t)·θ⋆ + t·πn(θn). BMA is the post-softmax average over K such samples; the baseline
 is a deep ensemble (the post-softmax average of the first K sources). Both are scored with
-:func:`stardomain.metrics.summary` at every K = 1..max so the curves of Figure 5 come from a
+:func:`stardomain.bma.metrics.summary` at every K = 1..max so the curves of Figure 5 come from a
 single pass.
 
 Memory stays at one model: every sample is loaded into the *same* ``nn.Module`` and only a
 running sum of probabilities is kept, never K models or K probability tensors.
 
-Section 4.2 (Table 2) compares regular models, their ensemble and the fused star model in
-accuracy and inference cost: :func:`fusion_row` gives one row of that table.
+Section 4.2 (Table 2), the fused star against its sources, is :mod:`.fusion`; Figure 5 is drawn by
+:func:`stardomain.report.bma_plot.plot_bma`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import os
-from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from stardomain import metrics
-from stardomain.bn import model_device
+from stardomain._util.progress import Progress, ProgressConfig
+from stardomain.barrier.bn import model_device
+from stardomain.bma import metrics
 from stardomain.errors import StardomainError
-from stardomain.progress import Progress, ProgressConfig
 
 __all__ = [
     "bma_study",
     "ensemble_bma",
-    "fusion_row",
-    "plot_bma",
     "predict_probs",
     "sample_star_domain",
     "single_model",
@@ -46,23 +41,8 @@ __all__ = [
 State = Mapping[str, Tensor]
 
 # metric name -> panel title, in the order of the Figure-5 panels
-PLOT_PANELS: dict[str, str] = {
-    "auroc_max_prob": "AUROC (max prob) ↑",
-    "auroc_neg_entropy": "AUROC (neg. entropy) ↑",
-    "ece": "ECE ↓",
-    "accuracy": "accuracy ↑",
-}
-# metric name -> (y-axis label, scale): accuracy and ECE are fractions stored, percent drawn
-PLOT_AXES: dict[str, tuple[str, float]] = {
-    "auroc_max_prob": ("AUROC, max-prob score (ID vs OOD)", 1.0),
-    "auroc_neg_entropy": ("AUROC, neg.-entropy score (ID vs OOD)", 1.0),
-    "ece": ("expected calibration error (%)", 100.0),
-    "accuracy": ("test accuracy (%)", 100.0),
-}
 
-
-# -- helpers --------------------------------------------------------------------------------------
-def _check_state(model: nn.Module, state: State, what: str = "state") -> None:
+def check_state(model: nn.Module, state: State, what: str = "state") -> None:
     """A state must fill the model exactly; a mismatch means the wrong architecture or checkpoint."""
     if not isinstance(state, Mapping):
         raise StardomainError(f"bma: {what} must be a state dict (name -> tensor); got {type(state).__name__}")
@@ -114,7 +94,7 @@ def _predict_loaded(model: nn.Module, x: Tensor, batch_size: int, device: torch.
     return torch.cat(out)
 
 
-class _RunningMean:
+class RunningMean:
     """Running sum of probability tensors, in float64 where the device has it so summing K terms loses nothing."""
 
     def __init__(self) -> None:
@@ -138,7 +118,7 @@ def _record(curves: dict[str, list[float]], probs: Tensor, targets: Tensor) -> N
         curves.setdefault(name, []).append(value)
 
 
-def _test_split(dataset: Any, device: torch.device) -> tuple[Tensor, Tensor]:
+def test_split(dataset: Any, device: torch.device) -> tuple[Tensor, Tensor]:
     if not hasattr(dataset, "test_x") or not hasattr(dataset, "test_y"):
         raise StardomainError("bma: dataset must be a stardomain.data.Dataset (with test_x / test_y)")
     if len(dataset.test_x) == 0:
@@ -156,7 +136,7 @@ def predict_probs(
     Uses ``torch.func.functional_call`` so the model itself is neither copied nor modified: one
     architecture instance serves every state.
     """
-    _check_state(model, state)
+    check_state(model, state)
     _check_count(batch_size, "batch_size")
     if len(x) == 0:
         raise StardomainError("bma: predict_probs got no inputs (x is empty)")
@@ -177,9 +157,9 @@ def predict_probs(
 def single_model(
     model: nn.Module, state: State, dataset: Any, device: str | torch.device = "cpu", batch_size: int = 1024
 ) -> dict[str, float]:
-    """:func:`stardomain.metrics.summary` of one model on the test split (the K=1 reference points)."""
+    """:func:`stardomain.bma.metrics.summary` of one model on the test split (the K=1 reference points)."""
     dev = torch.device(device)
-    test_x, test_y = _test_split(dataset, dev)
+    test_x, test_y = test_split(dataset, dev)
     return metrics.summary(predict_probs(model, state, test_x, dev, batch_size), test_y)
 
 
@@ -228,23 +208,23 @@ def star_domain_bma(
     "metrics": {name: [value at K=1..K]}}`` (plus ``"probs"``, the final average, with
     ``return_probs``).
     """
-    from stardomain import bn as bn_module
-    from stardomain.interpolate import lerp_state
+    from stardomain.barrier import bn as bn_module
+    from stardomain.barrier.interpolate import lerp_state
 
     sources = list(aligned_sources)
     if not sources:
         raise StardomainError("bma: star_domain_bma needs at least one aligned source model")
     _check_count(max_samples, "max_samples")
     _check_count(batch_size, "batch_size")
-    _check_state(model, star_state, "star state")
+    check_state(model, star_state, "star state")
     for i, s in enumerate(sources):
-        _check_state(model, s, f"aligned source {i}")
+        check_state(model, s, f"aligned source {i}")
     dev = torch.device(device)
-    test_x, test_y = _test_split(dataset, dev)
+    test_x, test_y = test_split(dataset, dev)
     samples = sample_star_domain(len(sources), max_samples, seed)
     use_bn = bn_module.has_batchnorm(model)
     train_x = dataset.train_x.to(dev) if use_bn else None
-    running = _RunningMean()
+    running = RunningMean()
     curves: dict[str, list[float]] = {}
     with _borrowed(model, dev):
         for n, t in _bar(samples, "star-domain BMA", progress):
@@ -286,10 +266,10 @@ def ensemble_bma(
     if k_max > len(sources):
         raise StardomainError(f"bma: max_members={k_max} but only {len(sources)} source models were given")
     for i, s in enumerate(sources[:k_max]):
-        _check_state(model, s, f"source {i}")
+        check_state(model, s, f"source {i}")
     dev = torch.device(device)
-    test_x, test_y = _test_split(dataset, dev)
-    running = _RunningMean()
+    test_x, test_y = test_split(dataset, dev)
+    running = RunningMean()
     curves: dict[str, list[float]] = {}
     for s in _bar(sources[:k_max], "deep ensemble", progress):
         running.add(predict_probs(model, s, test_x, dev, batch_size))
@@ -345,11 +325,11 @@ def posterior_tests(probs_a: Tensor, probs_b: Tensor, targets: Tensor, seed: int
     """Star-domain BMA (a) vs deep ensemble (b) at their final K: paired bootstrap over test examples
     of the difference a − b in AUROC (max prob), AUROC (neg. entropy) and ECE.
 
-    Scores, correctness and ECE bins are computed once, as :mod:`stardomain.metrics` defines them;
+    Scores, correctness and ECE bins are computed once, as :mod:`stardomain.bma.metrics` defines them;
     the resamples are item weights (vectorised). One run of each posterior exists, so this measures
     test-set noise only; the report says so.
     """
-    from stardomain.stats import paired_bootstrap, weighted_auroc, weighted_ece
+    from stardomain.analysis.stats import paired_bootstrap, weighted_auroc, weighted_ece
 
     y = targets.cpu()
     edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float32)
@@ -376,136 +356,3 @@ def posterior_tests(probs_a: Tensor, probs_b: Tensor, targets: Tensor, seed: int
 
 
 # -- model fusion (Table 2) -----------------------------------------------------------------------
-def fusion_row(
-    model: nn.Module,
-    source_states: Sequence[State],
-    fused_star_state: State,
-    dataset: Any,
-    device: str | torch.device = "cpu",
-    batch_size: int = 1024,
-) -> dict[str, Any]:
-    """One row of Table 2 for |Z| = len(source_states): accuracy (fractions) and inference cost.
-
-    Regular models: mean, sample std (ddof=1; 0 for a single model) and best test accuracy of
-    the sources. Ensemble: post-softmax average of all of Z. Star: the fused star model (Eq. 9).
-    ``cost[name] = {"forward_passes": per input, "parameters": held}`` for regular / ensemble /
-    star: (1, P), (|Z|, |Z|·P), (1, P) with P the trainable parameters of one model.
-    """
-    sources = list(source_states)
-    if not sources:
-        raise StardomainError("bma: fusion_row needs at least one source model")
-    _check_state(model, fused_star_state, "fused star state")
-    for i, s in enumerate(sources):
-        _check_state(model, s, f"source {i}")
-    dev = torch.device(device)
-    test_x, test_y = _test_split(dataset, dev)
-    running = _RunningMean()
-    accs: list[float] = []
-    for s in sources:
-        probs = predict_probs(model, s, test_x, dev, batch_size)
-        accs.append(metrics.accuracy(probs, test_y))
-        running.add(probs)
-    z = len(sources)
-    mean = sum(accs) / z
-    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (z - 1)) if z > 1 else 0.0
-    n_params = sum(p.numel() for p in model.parameters())
-    cost = {"forward_passes": 1, "parameters": n_params}
-    return {
-        "n_sources": z,
-        "regular_accs": accs,
-        "regular_acc_mean": mean,
-        "regular_acc_std": std,
-        "best_regular_acc": max(accs),
-        "ensemble_acc": metrics.accuracy(running.mean(), test_y),
-        "star_acc": metrics.accuracy(predict_probs(model, fused_star_state, test_x, dev, batch_size), test_y),
-        "cost": {
-            "regular": dict(cost),
-            "ensemble": {"forward_passes": z, "parameters": z * n_params},
-            "star": dict(cost),
-        },
-    }
-
-
-# -- figure ---------------------------------------------------------------------------------------
-def _mean_std(runs: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
-    """Element-wise mean and sample std (ddof=1, as in every table) over runs (truncated to the shortest), ignoring NaN."""
-    length = min(len(r) for r in runs)
-    means, stds = [], []
-    for i in range(length):
-        vals = [float(r[i]) for r in runs if not math.isnan(float(r[i]))]
-        if not vals:
-            means.append(math.nan)
-            stds.append(math.nan)
-            continue
-        m = sum(vals) / len(vals)
-        means.append(m)
-        stds.append(math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
-    return means, stds
-
-
-def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
-    """Figure 5: AUROC (max prob), AUROC (neg. entropy), ECE and accuracy vs K, star-domain BMA vs
-    deep ensemble, with the star model and a single source as dashed reference lines.
-
-    Accuracy and ECE are drawn in percent. The ensemble has at most |Z| members, so where the
-    BMA curve goes on past |Z| a dotted line marks where the ensemble stops. Accepts one
-    :func:`bma_study` result or a list of them (e.g. several seeds; then mean ± std bands).
-    Written atomically as PNG plus a vector PDF beside it.
-    """
-    # a bare Figure draws with Agg and never touches pyplot's global backend or figure list
-    from matplotlib.figure import Figure
-
-    from stardomain.plots import save_figure
-
-    runs = [study_result] if isinstance(study_result, Mapping) else list(study_result)
-    if not runs:
-        raise StardomainError("bma: plot_bma needs at least one study result")
-    for r in runs:
-        if not isinstance(r, Mapping) or "star_domain" not in r or "ensemble" not in r:
-            raise StardomainError("bma: plot_bma expects the dict returned by bma_study (keys star_domain, ensemble)")
-
-    curves = {"star-domain BMA": ("star_domain", "tab:blue", "o", "-"), "deep ensemble": ("ensemble", "tab:orange", "s", "--")}
-    # (key, color, linestyle: a name or matplotlib's (offset, (on, off)) dash pattern)
-    refs: dict[str, tuple[str, str, str | tuple[int, tuple[int, int]]]] = {
-        "star model θ⋆ alone": ("star", "tab:green", (0, (5, 2))), "one source model": ("single", "tab:gray", ":")}
-    ens_len = min(len(r["ensemble"]["k"]) for r in runs)
-    bma_len = min(len(r["star_domain"]["k"]) for r in runs)
-    z_stop = runs[0]["ensemble"]["k"][ens_len - 1] if ens_len and ens_len < bma_len else None
-    fig = Figure(figsize=(4.0 * len(PLOT_PANELS), 3.9))
-    axes = fig.subplots(1, len(PLOT_PANELS))
-    for ax, (metric, title) in zip(axes, PLOT_PANELS.items()):
-        ylabel, scale = PLOT_AXES[metric]
-        for label, (key, color, marker, ls) in curves.items():
-            series = [r[key]["metrics"].get(metric, []) for r in runs]
-            if not all(series):
-                continue
-            mean, std = _mean_std(series)
-            mean = [scale * m for m in mean]
-            std = [scale * v for v in std]
-            ks = list(runs[0][key]["k"])[: len(mean)]
-            ax.plot(ks, mean, color=color, marker=marker, markersize=3.5, ls=ls, mfc=color if ls == "-" else "white",
-                    label=label)
-            if len(runs) > 1:
-                ax.fill_between(ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                                color=color, alpha=0.2, linewidth=0)
-        for label, (key, color, ref_ls) in refs.items():
-            vals = [float(r[key][metric]) for r in runs if isinstance(r.get(key), Mapping) and metric in r[key]]
-            vals = [v for v in vals if not math.isnan(v)]
-            if vals:
-                ax.axhline(scale * sum(vals) / len(vals), color=color, linestyle=ref_ls, linewidth=1.2, label=label)
-        if z_stop is not None:
-            ax.axvline(z_stop, color="0.2", linestyle="-.", linewidth=0.9, label=f"K = |Z| = {z_stop}: the ensemble has no more members")
-        ax.set_title(title)
-        ax.set_xlabel("number of models K")
-        ax.set_ylabel(ylabel)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if len(runs) > 1:
-        from matplotlib.patches import Patch
-
-        handles.append(Patch(facecolor="0.6", alpha=0.4, lw=0))
-        labels.append(f"shaded: ± 1 std over {len(runs)} runs")
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return save_figure(fig, path, dpi=150)

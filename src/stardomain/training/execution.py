@@ -48,7 +48,7 @@ def check_channels_last(channels_last: bool, device: torch.device) -> None:
     Why: on CPU, torch's NHWC convolution backward aborts the process on some machines (torch 2.13.0,
     AMD EPYC: a ResNet-20 with 4-channel convs dies in ``backward`` with SIGABRT/SIGBUS), which no
     ``except`` can turn into an error line, and NHWC buys a CPU little. Evaluation (forward only) may
-    still pick NHWC on CPU by trial (:mod:`stardomain.memformat`).
+    still pick NHWC on CPU by trial (:mod:`stardomain.training.memformat`).
     """
     if channels_last and device.type != "cuda":
         raise StardomainError(f"recipe channels_last needs a CUDA device (got {device.type}): torch's {device.type} NHWC "

@@ -1,6 +1,6 @@
 """The report's parts about repeated stars, the BatchNorm ablation and the width trend.
 
-Why apart from :mod:`stardomain.report`: these read the results.json fields of repeated stars
+Why apart from :mod:`stardomain.report.markdown`: these read the results.json fields of repeated stars
 (``over_stars``, ``bn_ablation``) and keep the distinction the report must never blur — a spread
 *over stars* (the star is the unit of replication) is not a spread *over pairs* (pairs of one star
 share that star). Results without those fields (one star, older runs) get the one-star wording.
@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from stardomain.analysis.stats import verdict
 from stardomain.errors import StardomainError
-from stardomain.report_format import GROUP_LABELS, GROUPS, _compare_text, fmt, interval, num, star_claim_lines, table
-from stardomain.stats import verdict
+from stardomain.report.formatting import GROUP_LABELS, GROUPS, _compare_text, fmt, interval, num, star_claim_lines, table
 
 SPREAD_NOTE = ("over stars = mean ± sample std of the per-star means (n = stars), each over that star's pairs; "
                "over pairs = all pairs of all stars pooled (n = pairs).")
@@ -82,7 +82,7 @@ def bn_ablation_section(results: Mapping[str, Any]) -> list[str]:
 
 def width_trend_lines(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     """The width figure (barrier vs width per group, spreads over stars where repeated), or why it is skipped."""
-    from stardomain.width_plot import plot_width_trend
+    from stardomain.report.width_plot import plot_width_trend
 
     path = out / "width_trend.png"
     try:

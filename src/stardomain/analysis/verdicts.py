@@ -1,7 +1,7 @@
 """Which statistical test backs which claim of the paper, computed from results.json alone.
 
 The pipeline stores the output of :func:`compute` under ``results["tests"]``; the report prints
-it. Keeping the choice of test here (and the arithmetic in :mod:`stardomain.stats`) means a
+it. Keeping the choice of test here (and the arithmetic in :mod:`stardomain.analysis.stats`) means a
 claim is worded in one place and tested in one place. Every test is seeded with the
 experiment's seed, so the same results give the same intervals.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from stardomain import stats
+from stardomain.analysis import stats
 
 METRIC = "test_loss"  # barriers are judged on the test loss, as in the paper's figures
 

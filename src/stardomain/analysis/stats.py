@@ -172,7 +172,7 @@ def bootstrap_counts(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
 def weighted_auroc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUROC of ``score`` for ``positive`` items under each row of item ``weights`` (ties count 1/2).
 
-    With all weights 1 this is the Mann–Whitney AUROC of :func:`stardomain.metrics.auroc_correctness`;
+    With all weights 1 this is the Mann–Whitney AUROC of :func:`stardomain.bma.metrics.auroc_correctness`;
     one sort serves every bootstrap row. NaN where a row has no positive or no negative weight.
     """
     order = np.argsort(score, kind="stable")
@@ -188,7 +188,7 @@ def weighted_auroc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray)
 
 def weighted_ece(bins: np.ndarray, conf: np.ndarray, correct: np.ndarray, weights: np.ndarray, n_bins: int) -> np.ndarray:
     """Count-weighted L1 calibration error under each row of item ``weights``; ``bins`` are the items'
-    bin indices in [0, n_bins) (computed by the caller exactly as :func:`stardomain.metrics.ece` bins)."""
+    bin indices in [0, n_bins) (computed by the caller exactly as :func:`stardomain.bma.metrics.ece` bins)."""
     onehot = np.zeros((len(bins), n_bins))
     onehot[np.arange(len(bins)), bins] = 1.0
     gap = weights @ (onehot * (correct.astype(np.float64) - conf)[:, None])

@@ -24,8 +24,9 @@ __all__ = ["format_report", "model_for_spec", "spec_report"]
 
 def model_for_spec(target: str, options: Mapping[str, Any], in_shape: str | None, num_classes: int) -> nn.Module:
     """A checkpoint path, a registry name or ``pkg.module:build`` -> the model to report on."""
-    from stardomain import models, store
-    from stardomain.plugins import is_import_path, load_plugins
+    from stardomain import models
+    from stardomain._util.plugins import is_import_path, load_plugins
+    from stardomain.checkpoints import store
 
     if Path(target).suffix in (".safetensors", ".json") or Path(target).is_file():
         if options or in_shape:
@@ -83,6 +84,8 @@ def spec_report(model: nn.Module, example_input: Any = None) -> dict[str, Any]:
         "covered_share": info["covered_share"], "groups": groups,
         "unpermuted_layers": dict(spec.fixed), "uncovered_params": uncovered,
         "tied": dict(spec.ties), "strict": "ok" if strict is None else strict, "random_permutation": check,
+        # units (not parameters) permuted, per kind of stream; residual streams left unpermuted
+        "unit_share": info["unit_share"], "stream_share": info["stream_share"], "residual_fixed": info["residual_fixed"],
     }
 
 
@@ -92,6 +95,11 @@ def format_report(r: Mapping[str, Any]) -> str:
     lines = [f"{r['model']}: {r['n_groups']} permutation groups ({r['n_units']} units); "
              f"{r['covered_params']:,} of {r['total_params']:,} parameters permuted ({100 * share:.1f}%)"
              if share == share else f"{r['model']}: no parameters"]
+    if r.get("stream_share"):
+        kinds = ", ".join(f"{kind} {100 * v:.0f}%" for kind, v in r["stream_share"].items())
+        lines.append(f"units permuted: {100 * r['unit_share']:.1f}% ({kinds})")
+    for stream in r.get("residual_fixed") or ():
+        lines.append(f"WARNING: residual stream {stream} is not permuted (see unpermuted below)")
     if r["groups"]:
         lines.append("groups:")
         for g in r["groups"]:

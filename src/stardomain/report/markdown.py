@@ -3,7 +3,7 @@
 Every claim of the paper gets a table, a verdict computed from our numbers (never hard-coded)
 and — where our setting matches one of the paper's — the paper's figure beside ours. Every cell
 is ``mean ± sample std (n=…)``. A verdict ("below", "near 0", "better") is printed only where the
-test stored in ``results["tests"]`` (see :mod:`stardomain.verdicts`) supports it; otherwise the
+test stored in ``results["tests"]`` (see :mod:`stardomain.analysis.verdicts`) supports it; otherwise the
 report says the difference is not significant at this n. A barrier is always shown beside its
 endpoints' accuracy and loss, and a star far below its sources is flagged as not comparable.
 The report reads only ``results`` (never run order or timings), so equal results.json give
@@ -16,9 +16,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from stardomain import store
-from stardomain.convergence import NOT_CONVERGED, describe, flag_suffix
-from stardomain.report_format import (
+from stardomain.analysis.convergence import NOT_CONVERGED, describe, flag_suffix
+from stardomain.analysis.stats import NOT_SIGNIFICANT, verdict
+from stardomain.checkpoints import store
+from stardomain.report.formatting import (
     GROUP_LABELS,
     GROUPS,
     _clip,
@@ -32,7 +33,6 @@ from stardomain.report_format import (
     star_claim_lines,
     table,
 )
-from stardomain.stats import NOT_SIGNIFICANT, verdict
 
 # Paper v1, Table 1 (CIFAR-10, ResNet-18): ℓ2 distances without / with the winning permutation.
 PAPER_DISTANCES = {
@@ -117,8 +117,8 @@ def _pairs_lines(record: Mapping[str, Any]) -> list[str]:
 
 def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     from stardomain.barrier import Curve
-    from stardomain.plots import plot_loss_acc
-    from stardomain.report_stars import SPREAD_NOTE, over_star_verdicts, over_stars_cell
+    from stardomain.report.plots import plot_loss_acc
+    from stardomain.report.stars import SPREAD_NOTE, over_star_verdicts, over_stars_cell
 
     summary = results["barriers"]["summary"]
     rows = []
@@ -182,8 +182,8 @@ def distances_section(results: Mapping[str, Any]) -> list[str]:
 
 
 def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-    from stardomain.plots import plot_series
-    from stardomain.report_stars import SPREAD_NOTE, over_stars_cell
+    from stardomain.report.plots import plot_series
+    from stardomain.report.stars import SPREAD_NOTE, over_stars_cell
 
     ns = results["n_sources"]
     rows = []
@@ -231,7 +231,7 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
 
 
 def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-    from stardomain.bma import plot_bma
+    from stardomain.report.bma_plot import plot_bma
 
     b = results["bma"]
     names = {"star_domain": "star-domain BMA", "ensemble": "deep ensemble"}
@@ -323,7 +323,7 @@ def header_lines(results: Mapping[str, Any]) -> list[str]:
 
 def training_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     """Training curves of every model from the per-epoch histories results.json carries (none: no section)."""
-    from stardomain.plots import plot_training
+    from stardomain.report.plots import plot_training
 
     m = results["models"]
     hist = m.get("histories") or {}
@@ -351,7 +351,7 @@ def write_report(results: Mapping[str, Any], out: Path) -> Path:
     if "barriers" in results:
         lines += barrier_section(results, out, figures)
     if results.get("bn_ablation", {}).get("applicable"):
-        from stardomain.report_stars import bn_ablation_section
+        from stardomain.report.stars import bn_ablation_section
 
         lines += bn_ablation_section(results)
     if "distances" in results:

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from stardomain.bn import has_batchnorm, reset_bn
+from stardomain.barrier.bn import has_batchnorm, reset_bn
 from stardomain.errors import StardomainError
-from stardomain.memformat import channels_last_safe, has_conv2d, module_to_format
+from stardomain.training.memformat import channels_last_safe, has_conv2d, module_to_format
 
 __all__ = ["EvalEngine", "check_compatible", "has_batchnorm", "interpolation_points", "lerp_state", "reset_bn"]
 
@@ -242,7 +242,7 @@ class EvalEngine:
             self.folded = module_to_format(self.folded, torch.channels_last)
 
     def _choose_format(self, x: Tensor) -> None:
-        """Decide the layout once, by the rule training uses too (:func:`stardomain.memformat.channels_last_safe`).
+        """Decide the layout once, by the rule training uses too (:func:`stardomain.training.memformat.channels_last_safe`).
 
         Models that flatten a feature map with ``.view`` fail (or, after a transpose,
         disagree) under channels_last; they keep the default layout. (benchmarks/bench_barrier.py

@@ -19,8 +19,8 @@ from typing import Any, Iterable, Mapping, cast
 import torch
 from torch import nn
 
+from stardomain._util.fileio import atomic_write_bytes, atomic_write_json, commit, json_bytes, write_temp
 from stardomain.errors import StardomainError
-from stardomain.fileio import atomic_write_bytes, atomic_write_json, commit, json_bytes, write_temp
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "build_model", "check_fits", "content_hash", "find_checkpoints", "is_complete",
            "load", "load_state", "metadata_path", "read_metadata", "save", "validate_metadata"]
@@ -154,7 +154,7 @@ def validate_metadata(meta: Any, json_path: Path | str) -> None:
 
 def check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Refuse, in one line naming the first tensor, weights that do not fit ``model``'s architecture."""
-    from stardomain.diff import state_mismatch
+    from stardomain._util.diff import state_mismatch
 
     problem = state_mismatch(model.state_dict(), state)
     if problem is not None:
@@ -188,7 +188,7 @@ def _check_arch_on_meta(meta: Mapping[str, Any], state: Mapping[str, torch.Tenso
     Skipped for a user model whose module is not imported yet (its build says which --plugin to pass).
     """
     from stardomain import models
-    from stardomain.plugins import import_path_module, is_import_path
+    from stardomain._util.plugins import import_path_module, is_import_path
 
     if meta.get("kind", "regular") not in ("regular", "star"):
         return  # training-state files hold optimizer tensors too; they are read by the run that wrote them
@@ -220,7 +220,7 @@ def _meta_model(arch_json: str) -> nn.Module | None:
 def _builder_name(arch: Mapping[str, Any]) -> str:
     """What builds ``arch``: its registered name, or its factory when that module (not the registering one) is imported."""
     from stardomain import models
-    from stardomain.plugins import import_path_module, is_import_path
+    from stardomain._util.plugins import import_path_module, is_import_path
 
     name = arch.get("name")
     factory = arch.get("factory")
@@ -247,7 +247,7 @@ def build_model(arch: Mapping[str, Any], plugins: Iterable[str] = ()) -> nn.Modu
     because a file said so.
     """
     from stardomain import models
-    from stardomain.plugins import load_plugins
+    from stardomain._util.plugins import load_plugins
 
     load_plugins(plugins)
     name = _builder_name(arch)

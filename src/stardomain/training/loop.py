@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.errors import StardomainError, reject_unknown_keys
-from stardomain.execution import autocast, check_channels_last, grad_scaler, with_cudnn_autotune
-from stardomain.progress import Progress, ProgressConfig
+from stardomain.training.execution import autocast, check_channels_last, grad_scaler, with_cudnn_autotune
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -46,7 +46,7 @@ class Recipe:
     warmup_epochs: int = 0
     augment: bool = True
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only)
-    channels_last: bool = False  # NHWC convnets, where stardomain.memformat finds it safe
+    channels_last: bool = False  # NHWC convnets, where stardomain.training.memformat finds it safe
     compile: bool = False  # torch.compile the training forward/backward
 
     def __post_init__(self) -> None:
@@ -235,7 +235,7 @@ def train_model(
     device (except fp16's grad scaler, which checks every step for overflow).
     """
     from stardomain.data.protocol import example_input
-    from stardomain.memformat import to_channels_last
+    from stardomain.training.memformat import to_channels_last
     from stardomain.training.state import load_training_state, remove_training_state, save_training_state
 
     dev = torch.device(device)

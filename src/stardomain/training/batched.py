@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from stardomain.errors import StardomainError
-from stardomain.train import Recipe, lr_at, make_loader, make_optimizer
+from stardomain.training.loop import Recipe, lr_at, make_loader, make_optimizer
 from stardomain.training.state import load_training_state, save_training_state
 
 __all__ = ["StackedModels", "batching_refusal", "state_file", "train_models_batched"]
@@ -164,7 +164,7 @@ def train_models_batched(
     next call; ``identity`` (run config and seeds) is stored with it and must match on
     resume. The caller removes the state file once the members are written.
     """
-    from stardomain.progress import Progress
+    from stardomain._util.progress import Progress
 
     if len(models) != len(seeds) or not models:
         raise StardomainError(f"train_models_batched: {len(models)} models for {len(seeds)} seeds")

@@ -21,9 +21,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from stardomain._util.fileio import save_figure as _save_one
 from stardomain.barrier import METRICS, Curve, barriers
 from stardomain.errors import StardomainError
-from stardomain.fileio import save_figure as _save_one
 
 __all__ = ["BAND_LABEL", "plot_curves", "plot_loss_acc", "plot_series", "plot_training", "save_figure"]
 

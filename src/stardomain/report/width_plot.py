@@ -2,7 +2,7 @@
 
 Fed from a results dict's ``width_depth`` rows (one row per width). A star group's band is the
 spread *over stars* when the row holds repeated stars (``summary[group]["over_stars"]``, see
-:func:`stardomain.stats.over_stars`), else over pairs; the legend says which, with n, because
+:func:`stardomain.analysis.stats.over_stars`), else over pairs; the legend says which, with n, because
 one star's pairs share that star and their spread understates star-to-star variation.
 """
 
@@ -17,9 +17,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from stardomain.analysis.published import MNIST_MLP_WIDTH, WIDTH_GROUPS
 from stardomain.errors import StardomainError
-from stardomain.plots import COLORS, MARKERS, save_figure
-from stardomain.published import MNIST_MLP_WIDTH, WIDTH_GROUPS
+from stardomain.report.plots import COLORS, MARKERS, save_figure
 
 __all__ = ["plot_width_trend", "width_series"]
 
