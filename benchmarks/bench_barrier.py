@@ -66,6 +66,7 @@ EVAL_BATCH_SIZE = 128
 
 # --- the baselines ------------------------------------------------------------------------------
 
+
 def _interpolated_copy(model: nn.Module, state_a: dict, state_b: dict, t: float) -> nn.Module:
     """A fresh deep copy of ``model`` holding (1 - t)·A + t·B (integer buffers from A)."""
     m = copy.deepcopy(model)
@@ -83,7 +84,7 @@ def _reset_bn(m: nn.Module, x: Tensor, order: Tensor, bn_batch_size: int) -> Non
             mod.momentum = None
     m.train()
     for s in range(0, len(order), bn_batch_size):
-        m(x[order[s:s + bn_batch_size]])
+        m(x[order[s : s + bn_batch_size]])
     m.eval()
 
 
@@ -91,39 +92,41 @@ def _evaluate(m: nn.Module, x: Tensor, y: Tensor, batch_size: int = EVAL_BATCH_S
     """(mean cross-entropy, accuracy) of the eval-mode model on one split."""
     loss, correct = 0.0, 0
     for s in range(0, len(x), batch_size):
-        logits = m(x[s:s + batch_size])
-        loss += F.cross_entropy(logits, y[s:s + batch_size], reduction="sum").item()
-        correct += (logits.argmax(1) == y[s:s + batch_size]).sum().item()
+        logits = m(x[s : s + batch_size])
+        loss += F.cross_entropy(logits, y[s : s + batch_size], reduction="sum").item()
+        correct += (logits.argmax(1) == y[s : s + batch_size]).sum().item()
     return loss / len(x), correct / len(x)
 
 
 @torch.no_grad()
-def evaluate_point(model: nn.Module, state_a: dict, state_b: dict, t: float, split: str, *,
-                   ds: SimpleNamespace, bn_order: Tensor, bn_batch_size: int) -> tuple[float, float]:
+def evaluate_point(
+    model: nn.Module, state_a: dict, state_b: dict, t: float, split: str, *, ds: SimpleNamespace, bn_order: Tensor, bn_batch_size: int
+) -> tuple[float, float]:
     """Loss and accuracy of ONE split at ONE t, from scratch: deep copy, load, BN reset, evaluate."""
     m = _interpolated_copy(model, state_a, state_b, t)
     _reset_bn(m, ds.train_x, bn_order, bn_batch_size)
     return _evaluate(m, getattr(ds, f"{split}_x"), getattr(ds, f"{split}_y"))
 
 
-def per_split_curve(model: nn.Module, state_a: dict, state_b: dict, ds: SimpleNamespace, num_points: int,
-                    bn_batch_size: int) -> dict[str, list[float]]:
+def per_split_curve(
+    model: nn.Module, state_a: dict, state_b: dict, ds: SimpleNamespace, num_points: int, bn_batch_size: int
+) -> dict[str, list[float]]:
     """The issue's straightforward curve: ``evaluate_point`` for every (t, split) pair."""
     order = sample_order(len(ds.train_x), None, seed=0)
     out: dict[str, list[float]] = {f"{s}_{m}": [] for s in SPLITS for m in ("loss", "acc")}
     for i in range(num_points):
         t = i / (num_points - 1)
         for split in SPLITS:
-            loss, acc = evaluate_point(model, state_a, state_b, t, split, ds=ds, bn_order=order,
-                                       bn_batch_size=bn_batch_size)
+            loss, acc = evaluate_point(model, state_a, state_b, t, split, ds=ds, bn_order=order, bn_batch_size=bn_batch_size)
             out[f"{split}_loss"].append(loss)
             out[f"{split}_acc"].append(acc)
     return out
 
 
 @torch.no_grad()
-def shared_bn_curve(model: nn.Module, state_a: dict, state_b: dict, ds: SimpleNamespace, num_points: int,
-                    bn_batch_size: int) -> dict[str, list[float]]:
+def shared_bn_curve(
+    model: nn.Module, state_a: dict, state_b: dict, ds: SimpleNamespace, num_points: int, bn_batch_size: int
+) -> dict[str, list[float]]:
     """Stronger reference: deep copy and BN reset once per t, then each split in its own pass."""
     order = sample_order(len(ds.train_x), None, seed=0)
     out: dict[str, list[float]] = {f"{s}_{m}": [] for s in SPLITS for m in ("loss", "acc")}
@@ -139,6 +142,7 @@ def shared_bn_curve(model: nn.Module, state_a: dict, state_b: dict, ds: SimpleNa
 
 
 # --- set-up ---------------------------------------------------------------------------------------
+
 
 def brief_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> None:
     """A few SGD steps so the end points are not pure noise (the barrier then has a shape)."""
@@ -164,8 +168,15 @@ def synthetic_data(n_train: int, n_test: int, shape: tuple[int, int, int] = (3, 
 
     (trx, try_), (tex, tey) = make(n_train), make(n_test)
     kind = "CIFAR" if shape == (3, 32, 32) else "MNIST" if shape == (1, 28, 28) else "x".join(map(str, shape))
-    return SimpleNamespace(train_x=trx, train_y=try_, test_x=tex, test_y=tey, num_classes=10,
-                           in_shape=shape, desc=f"synthetic {kind}-shaped data (class prototypes + noise)")
+    return SimpleNamespace(
+        train_x=trx,
+        train_y=try_,
+        test_x=tex,
+        test_y=tey,
+        num_classes=10,
+        in_shape=shape,
+        desc=f"synthetic {kind}-shaped data (class prototypes + noise)",
+    )
 
 
 def cifar10_data(n_train: int, n_test: int, root: str | None, download: bool) -> SimpleNamespace:
@@ -177,22 +188,27 @@ def cifar10_data(n_train: int, n_test: int, root: str | None, download: bool) ->
     if not download:  # the places read_cifar looks in, so a missing copy gets a short message
         folders = (where / CIFAR10.folder / CIFAR10.inner, where / CIFAR10.inner)
         archives = (where / CIFAR10.folder / CIFAR10.archive, where / CIFAR10.archive)
-        if not any(all((f / name).is_file() for name in CIFAR10.files) for f in folders) \
-                and not any(a.is_file() for a in archives):
-            raise SystemExit(f"bench_barrier: CIFAR-10 not found in {where} (no {CIFAR10.inner}/ or {CIFAR10.archive}); "
-                             "pass --data-root DIR or set $STARDOMAIN_DATA, or add --download to fetch it (~170 MB)")
+        if not any(all((f / name).is_file() for name in CIFAR10.files) for f in folders) and not any(a.is_file() for a in archives):
+            raise SystemExit(
+                f"bench_barrier: CIFAR-10 not found in {where} (no {CIFAR10.inner}/ or {CIFAR10.archive}); "
+                "pass --data-root DIR or set $STARDOMAIN_DATA, or add --download to fetch it (~170 MB)"
+            )
     try:
         full = load_dataset("cifar10", root=root, download=download)
     except StardomainError as e:
         raise SystemExit(f"bench_barrier: cannot load CIFAR-10 from {where}: {str(e).splitlines()[0]}") from None
     if n_train > len(full.train_x) or n_test > len(full.test_x):
-        raise SystemExit(f"bench_barrier: CIFAR-10 has {len(full.train_x)} train / {len(full.test_x)} test images; "
-                         "lower --train / --test")
+        raise SystemExit(f"bench_barrier: CIFAR-10 has {len(full.train_x)} train / {len(full.test_x)} test images; lower --train / --test")
     # clone the slices so the full normalised splits can be freed
-    return SimpleNamespace(train_x=full.train_x[:n_train].clone(), train_y=full.train_y[:n_train].clone(),
-                           test_x=full.test_x[:n_test].clone(), test_y=full.test_y[:n_test].clone(),
-                           num_classes=full.num_classes, in_shape=full.in_shape,
-                           desc=f"CIFAR-10 (first images of each split, from {where})")
+    return SimpleNamespace(
+        train_x=full.train_x[:n_train].clone(),
+        train_y=full.train_y[:n_train].clone(),
+        test_x=full.test_x[:n_test].clone(),
+        test_y=full.test_y[:n_test].clone(),
+        num_classes=full.num_classes,
+        in_shape=full.in_shape,
+        desc=f"CIFAR-10 (first images of each split, from {where})",
+    )
 
 
 def _timed(fn: Callable[[], T], log: list[tuple[float, float]]) -> T:
@@ -218,25 +234,37 @@ def _max_diff(ref: dict[str, list[float]], c: Curve, n_train: int, n_test: int, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", choices=("synthetic", "cifar10"), default="synthetic",
-                    help="synthetic (default): in-memory CIFAR-shaped data; cifar10: the real dataset from --data-root")
-    ap.add_argument("--data-root", default=None,
-                    help="CIFAR-10 folder for --data cifar10 (default: $STARDOMAIN_DATA, else the per-user cache)")
-    ap.add_argument("--download", action="store_true",
-                    help="with --data cifar10: download CIFAR-10 (~170 MB) into the data root if it is missing")
-    ap.add_argument("--model", choices=("resnet20", "mlp"), default="resnet20",
-                    help="resnet20 (default, BatchNorm) or mlp (no BatchNorm: the t-grid is evaluated batched)")
+    ap.add_argument(
+        "--data",
+        choices=("synthetic", "cifar10"),
+        default="synthetic",
+        help="synthetic (default): in-memory CIFAR-shaped data; cifar10: the real dataset from --data-root",
+    )
+    ap.add_argument(
+        "--data-root", default=None, help="CIFAR-10 folder for --data cifar10 (default: $STARDOMAIN_DATA, else the per-user cache)"
+    )
+    ap.add_argument(
+        "--download", action="store_true", help="with --data cifar10: download CIFAR-10 (~170 MB) into the data root if it is missing"
+    )
+    ap.add_argument(
+        "--model",
+        choices=("resnet20", "mlp"),
+        default="resnet20",
+        help="resnet20 (default, BatchNorm) or mlp (no BatchNorm: the t-grid is evaluated batched)",
+    )
     ap.add_argument("--width", type=int, default=16, help="--model mlp: hidden units (default 16)")
     ap.add_argument("--depth", type=int, default=1, help="--model mlp: hidden layers (default 1)")
     ap.add_argument("--train", type=int, default=2000, help="training images, BN reset and train split (default 2000)")
     ap.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
     ap.add_argument("--points", type=int, default=21, help="values of t, end points included (default 21)")
-    ap.add_argument("--bn-batch-size", type=int, default=500,
-                    help="must divide --train, so momentum=None is per-sample exact (default 500)")
+    ap.add_argument(
+        "--bn-batch-size", type=int, default=500, help="must divide --train, so momentum=None is per-sample exact (default 500)"
+    )
     ap.add_argument("--train-steps", type=int, default=20, help="SGD steps per end point, 0: random init (default 20)")
     ap.add_argument("--repeats", type=int, default=1, help="time each side this many times, report the best")
-    ap.add_argument("--no-shared-baseline", action="store_true",
-                    help="skip timing the shared-BN baseline (deep copy and BN reset once per t)")
+    ap.add_argument(
+        "--no-shared-baseline", action="store_true", help="skip timing the shared-BN baseline (deep copy and BN reset once per t)"
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
     if args.threads:
@@ -270,27 +298,31 @@ def main() -> None:
     has_bn = args.model == "resnet20"
     label = "ResNet-20" if has_bn else f"MLP depth {args.depth} width {args.width} (no BN)"
     bn_note = f"BN reset on all train (batch {args.bn_batch_size})" if has_bn else "no BN reset"
-    print(f"{label} on {ds.desc}: {args.train} train / {args.test} test, {args.points} points, "
-          f"{bn_note}, torch threads {torch.get_num_threads()}")
+    print(
+        f"{label} on {ds.desc}: {args.train} train / {args.test} test, {args.points} points, "
+        f"{bn_note}, torch threads {torch.get_num_threads()}"
+    )
     times: dict[str, list[tuple[float, float]]] = {"per_split": [], "shared": [], "ours": [], "unbatched": []}
     for _ in range(args.repeats):  # interleaved, so load from other processes hits every side alike
-        ref_split = _timed(lambda: per_split_curve(models[0], state_a, state_b, ds, args.points,
-                                                   args.bn_batch_size), times["per_split"])
+        ref_split = _timed(lambda: per_split_curve(models[0], state_a, state_b, ds, args.points, args.bn_batch_size), times["per_split"])
         if run_shared:
-            ref_shared = _timed(lambda: shared_bn_curve(models[0], state_a, state_b, ds, args.points,
-                                                        args.bn_batch_size), times["shared"])
-        c = _timed(lambda: curve(models[0], state_a, state_b, ds, num_points=args.points,
-                                 bn_batch_size=args.bn_batch_size, bn_estimator="cumulative"), times["ours"])
+            ref_shared = _timed(lambda: shared_bn_curve(models[0], state_a, state_b, ds, args.points, args.bn_batch_size), times["shared"])
+        c = _timed(
+            lambda: curve(
+                models[0], state_a, state_b, ds, num_points=args.points, bn_batch_size=args.bn_batch_size, bn_estimator="cumulative"
+            ),
+            times["ours"],
+        )
         if not has_bn:
-            c_one = _timed(lambda: curve(models[0], state_a, state_b, ds, num_points=args.points, batched=False),
-                           times["unbatched"])
+            c_one = _timed(lambda: curve(models[0], state_a, state_b, ds, num_points=args.points, batched=False), times["unbatched"])
 
     worst_split = _max_diff(ref_split, c, args.train, args.test, "per-split")
     worst_shared = _max_diff(ref_shared, c, args.train, args.test, "shared-BN") if run_shared else 0.0
     worst_one = 0.0
     if not has_bn:  # batched over t and one t at a time: the same numbers to float rounding
-        worst_one = max(abs(a - b) for m in ("train_loss", "train_acc", "test_loss", "test_acc")
-                        for a, b in zip(c.metric(m), c_one.metric(m)))
+        worst_one = max(
+            abs(a - b) for m in ("train_loss", "train_acc", "test_loss", "test_acc") for a, b in zip(c.metric(m), c_one.metric(m))
+        )
         assert worst_one <= 1e-5, f"batched and one-t-at-a-time curves differ by {worst_one:.2e}"
     best = {k: (min(w for w, _ in v), min(p for _, p in v)) for k, v in times.items() if v}
 
@@ -299,11 +331,17 @@ def main() -> None:
         return f"{label:<23}{wall:8.2f} s wall, {cpu:8.2f} s CPU   ({what})"
 
     reset = "momentum=None BN reset" if has_bn else "evaluation (no BN to reset)"
-    print(line("per-split baseline:", "per_split",
-               f"deepcopy + {reset} per (t, split): {2 * args.points} of each, batch {EVAL_BATCH_SIZE}"))
+    print(
+        line("per-split baseline:", "per_split", f"deepcopy + {reset} per (t, split): {2 * args.points} of each, batch {EVAL_BATCH_SIZE}")
+    )
     if run_shared:
-        print(line("shared-BN baseline:", "shared",
-                   f"deepcopy{' + BN reset' if has_bn else ''} once per t, train and test passes at batch {EVAL_BATCH_SIZE}"))
+        print(
+            line(
+                "shared-BN baseline:",
+                "shared",
+                f"deepcopy{' + BN reset' if has_bn else ''} once per t, train and test passes at batch {EVAL_BATCH_SIZE}",
+            )
+        )
     if has_bn:
         print(line("ours:", "ours", "one working copy, channels_last, BN folded + in-place ReLU for eval"))
     else:
@@ -311,12 +349,16 @@ def main() -> None:
         print(line("ours:", "ours", f"the t-grid in vmapped chunks; max |difference| to one t at a time {worst_one:.1e}"))
     w_ours, c_ours = best["ours"]
     w_split, c_split = best["per_split"]
-    print(f"speed-up vs per-split baseline (the issue's goal, >= 2x): {w_split / w_ours:.2f}x wall, "
-          f"{c_split / c_ours:.2f}x CPU; max |difference| over all metrics and t: {worst_split:.2e}")
+    print(
+        f"speed-up vs per-split baseline (the issue's goal, >= 2x): {w_split / w_ours:.2f}x wall, "
+        f"{c_split / c_ours:.2f}x CPU; max |difference| over all metrics and t: {worst_split:.2e}"
+    )
     if run_shared:
         w_shared, c_shared = best["shared"]
-        print(f"speed-up vs shared-BN baseline (stronger reference): {w_shared / w_ours:.2f}x wall, "
-              f"{c_shared / c_ours:.2f}x CPU; max |difference|: {worst_shared:.2e}")
+        print(
+            f"speed-up vs shared-BN baseline (stronger reference): {w_shared / w_ours:.2f}x wall, "
+            f"{c_shared / c_ours:.2f}x CPU; max |difference|: {worst_shared:.2e}"
+        )
     print("barriers (ours): " + ", ".join(f"{k} {v:.4f}" for k, v in barriers(c).items()))
     if not has_bn:
         w_one, c_one_cpu = best["unbatched"]

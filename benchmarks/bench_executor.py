@@ -29,14 +29,23 @@ from stardomain.experiment.runner import run_experiment
 
 
 def config(args: argparse.Namespace) -> ExperimentConfig:
-    return from_dict(ExperimentConfig, {
-        "name": "bench_executor", "dataset": "fashion_mnist", "subset": args.subset, "device": "cpu", "seed": 0,
-        "model": {"name": "mlp", "options": {"depth": 1, "width": args.width}},
-        "train": {"epochs": args.epochs}, "sources": args.sources, "held_out": args.held_out,
-        "star": {"recipe": {"epochs": args.star_epochs}, "mu": 0.0},
-        "eval": {"points": 5, "max_pairs": args.sources // 2, "eval_train_samples": 2000},
-        "studies": {"barriers": True, "distances": True},
-    })
+    return from_dict(
+        ExperimentConfig,
+        {
+            "name": "bench_executor",
+            "dataset": "fashion_mnist",
+            "subset": args.subset,
+            "device": "cpu",
+            "seed": 0,
+            "model": {"name": "mlp", "options": {"depth": 1, "width": args.width}},
+            "train": {"epochs": args.epochs},
+            "sources": args.sources,
+            "held_out": args.held_out,
+            "star": {"recipe": {"epochs": args.star_epochs}, "mu": 0.0},
+            "eval": {"points": 5, "max_pairs": args.sources // 2, "eval_train_samples": 2000},
+            "studies": {"barriers": True, "distances": True},
+        },
+    )
 
 
 def stage_seconds(out: Path) -> dict[str, list[float]]:
@@ -71,13 +80,17 @@ def main() -> None:
             run_experiment(cfg, out, progress=False, executor=ex)
             walls[name] = time.perf_counter() - t0
             per = stage_seconds(out)
-            print(f"{name:>5}: {walls[name]:7.1f} s wall   " +
-                  "   ".join(f"{s}: {len(v)} units, {sum(v) / len(v):.2f} s each" for s, v in per.items()))
+            print(
+                f"{name:>5}: {walls[name]:7.1f} s wall   "
+                + "   ".join(f"{s}: {len(v)} units, {sum(v) / len(v):.2f} s each" for s, v in per.items())
+            )
             if name == "local":  # the arithmetic of the README: what these unit costs predict for N workers
                 units = sum(sum(v) for v in per.values())
                 spread = sum(math.ceil(len(v) / args.workers) * sum(v) / len(v) for v in per.values())
-                print(f"       units {units:.1f} s + serial rest {walls[name] - units:.1f} s; with {args.workers} workers "
-                      f"the units take >= {spread:.1f} s: predicted ratio <= {walls[name] / (spread + walls[name] - units):.2f}x")
+                print(
+                    f"       units {units:.1f} s + serial rest {walls[name] - units:.1f} s; with {args.workers} workers "
+                    f"the units take >= {spread:.1f} s: predicted ratio <= {walls[name] / (spread + walls[name] - units):.2f}x"
+                )
         same = all((root / "local" / f).read_bytes() == (root / "ray" / f).read_bytes() for f in ("results.json", "report.md"))
         print(f"results.json and report.md identical: {same}")
         print(f"speed-up local/ray with {args.workers} workers: {walls['local'] / walls['ray']:.2f}x (goal >= 1.6x on 2 cores)")

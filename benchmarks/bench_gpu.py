@@ -41,14 +41,21 @@ def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def plain_loop(images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, width: float, device: torch.device,
-               epochs: int, workers: int) -> float:
+def plain_loop(
+    images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, width: float, device: torch.device, epochs: int, workers: int
+) -> float:
     """Images/s of the textbook loop over ``epochs`` timed epochs (after one warm-up epoch)."""
     torch.manual_seed(0)
     model = models.create("resnet18", 10, (3, 32, 32), width=width).to(device)
     opt = make_optimizer(model.parameters(), recipe)
-    loader = DataLoader(PerSampleCifar(images, labels), batch_size=recipe.batch_size, shuffle=True, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    loader = DataLoader(
+        PerSampleCifar(images, labels),
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
 
     def epoch() -> int:
         seen = 0
@@ -66,18 +73,36 @@ def plain_loop(images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, width
     return images_per_second(epoch, device, epochs)
 
 
-def our_path(images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, width: float, device: torch.device,
-             epochs: int) -> float:
+def our_path(images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, width: float, device: torch.device, epochs: int) -> float:
     """Images/s of train_model over epochs 2..epochs+1 (epoch 1 warms up, compile included)."""
     x = (images.float().div_(255) - MEAN) / STD
-    ds = Dataset("synthetic", x, labels, x[:256], labels[:256], 10, (3, 32, 32), tuple(MEAN.flatten().tolist()),
-                 tuple(STD.flatten().tolist()), [str(i) for i in range(10)], augment=True)
+    ds = Dataset(
+        "synthetic",
+        x,
+        labels,
+        x[:256],
+        labels[:256],
+        10,
+        (3, 32, 32),
+        tuple(MEAN.flatten().tolist()),
+        tuple(STD.flatten().tolist()),
+        [str(i) for i in range(10)],
+        augment=True,
+    )
     torch.manual_seed(0)
     model = models.create("resnet18", 10, (3, 32, 32), width=width)
     stamps: list[float] = []
     # evaluation only after the last (untimed) epoch: on_epoch of epoch k marks the end of its training
-    train_model(model, ds, recipe.replace(epochs=epochs + 2), seed=0, device=device, progress=False,
-                eval_every=epochs + 2, on_epoch=lambda record: stamps.append(time.perf_counter()))
+    train_model(
+        model,
+        ds,
+        recipe.replace(epochs=epochs + 2),
+        seed=0,
+        device=device,
+        progress=False,
+        eval_every=epochs + 2,
+        on_epoch=lambda record: stamps.append(time.perf_counter()),
+    )
     return len(x) * epochs / (stamps[epochs] - stamps[0])
 
 
@@ -90,8 +115,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs, after one warm-up epoch")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the plain loop")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                        help="torch.compile in our path; auto: on for CUDA, off on a CPU (inductor takes minutes there)")
+    parser.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="torch.compile in our path; auto: on for CUDA, off on a CPU (inductor takes minutes there)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU runs)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args()
@@ -105,17 +134,33 @@ def main() -> None:
 
     plain = plain_loop(images, labels, recipe, args.width, device, args.epochs, args.workers)
     nhwc = device.type == "cuda"  # channels_last training is a CUDA option (execution.check_channels_last)
-    ours = our_path(images, labels, recipe.replace(precision=args.precision, channels_last=nhwc, compile=compile_),
-                    args.width, device, args.epochs)
-    figures = {"device": name, "torch": torch.__version__, "n": args.n, "batch_size": args.batch_size,
-               "width": args.width, "epochs_timed": args.epochs, "workers": args.workers, "precision": args.precision,
-               "channels_last": nhwc, "compile": compile_, "plain_images_per_s": plain, "ours_images_per_s": ours,
-               "speedup": ours / plain}
-    print(f"ResNet-18 (width {args.width:g}) on {args.n} CIFAR-shaped images, batch {args.batch_size}, "
-          f"{args.epochs} timed epochs, device {name}, torch {torch.__version__}")
+    ours = our_path(
+        images, labels, recipe.replace(precision=args.precision, channels_last=nhwc, compile=compile_), args.width, device, args.epochs
+    )
+    figures = {
+        "device": name,
+        "torch": torch.__version__,
+        "n": args.n,
+        "batch_size": args.batch_size,
+        "width": args.width,
+        "epochs_timed": args.epochs,
+        "workers": args.workers,
+        "precision": args.precision,
+        "channels_last": nhwc,
+        "compile": compile_,
+        "plain_images_per_s": plain,
+        "ours_images_per_s": ours,
+        "speedup": ours / plain,
+    }
+    print(
+        f"ResNet-18 (width {args.width:g}) on {args.n} CIFAR-shaped images, batch {args.batch_size}, "
+        f"{args.epochs} timed epochs, device {name}, torch {torch.__version__}"
+    )
     print(f"plain fp32 DataLoader loop ({args.workers} workers):      {plain:12,.0f} images/s")
-    print(f"stardomain ({args.precision}{', channels_last' if nhwc else ''}, device loader{', compile' if compile_ else ''}): "
-          f"{ours:12,.0f} images/s   {ours / plain:5.2f}x")
+    print(
+        f"stardomain ({args.precision}{', channels_last' if nhwc else ''}, device loader{', compile' if compile_ else ''}): "
+        f"{ours:12,.0f} images/s   {ours / plain:5.2f}x"
+    )
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -50,7 +50,7 @@ class PerSampleCifar(TorchDataset):
         h, w = img.shape[-2:]
         img = F.pad(img, (p, p, p, p))
         dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
-        img = img[:, dy:dy + h, dx:dx + w]
+        img = img[:, dy : dy + h, dx : dx + w]
         if torch.rand(()) < 0.5:
             img = img.flip(-1)
         return (img.float().div_(255) - MEAN) / STD, self.labels[i]
@@ -58,6 +58,7 @@ class PerSampleCifar(TorchDataset):
 
 def _rate(batches, device: torch.device, epochs: int) -> float:
     """Images/s over ``epochs`` full passes after one warm-up pass (moves batches to device)."""
+
     def one_pass() -> int:
         n = 0
         for xb, _yb in batches:
@@ -98,9 +99,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers to try")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads in the main process (default: torch's choice); "
-                             "1 avoids OpenMP thrashing on a busy machine")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads in the main process (default: torch's choice); 1 avoids OpenMP thrashing on a busy machine",
+    )
     parser.add_argument("--stream-images", type=int, default=512, help="JPEGs in the generated folder (0: skip)")
     parser.add_argument("--stream-size", default="500x375", help="their size WxH (ImageNet's typical photo)")
     parser.add_argument("--stream-workers", type=int, nargs="+", default=[2], help="StreamingImageFolder num_workers to try")
@@ -119,18 +123,20 @@ def main() -> None:
     black = tuple((-MEAN / STD).flatten().tolist())  # pad with black pixels, as the per-sample pipeline does
     loader = TensorLoader(normalised, labels, batch_size=args.batch_size, augment=True, device=device, fill=black)
     fast = _rate(loader, device, args.epochs)
-    print(f"device={device} n={args.n} batch={args.batch_size} threads={torch.get_num_threads()} "
-          f"epochs={args.epochs}")
+    print(f"device={device} n={args.n} batch={args.batch_size} threads={torch.get_num_threads()} epochs={args.epochs}")
     print(f"TensorLoader (vectorised augment on {device}):  {fast:12,.0f} images/s")
 
     for workers in args.workers:
         dataloader = DataLoader(
-            PerSampleCifar(images, labels), batch_size=args.batch_size, shuffle=True,
-            num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+            PerSampleCifar(images, labels),
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda",
         )
         slow = _rate(dataloader, device, args.epochs)
-        print(f"DataLoader per-sample, num_workers={workers}:    {slow:12,.0f} images/s   "
-              f"TensorLoader is {fast / slow:5.1f}x faster")
+        print(f"DataLoader per-sample, num_workers={workers}:    {slow:12,.0f} images/s   TensorLoader is {fast / slow:5.1f}x faster")
 
     if args.stream_images > 0:
         w, h = (int(v) for v in args.stream_size.lower().split("x"))
@@ -138,8 +144,7 @@ def main() -> None:
             root = write_jpeg_folder(Path(tmp), args.stream_images, (w, h))
             for workers in args.stream_workers:
                 rate = stream_rate(root, args.batch_size, device, workers, args.crop, args.resize)
-                print(f"StreamingImageFolder {w}x{h} JPEG -> {args.crop} crop, num_workers={workers}: "
-                      f"{rate:10,.0f} images/s")
+                print(f"StreamingImageFolder {w}x{h} JPEG -> {args.crop} crop, num_workers={workers}: {rate:10,.0f} images/s")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,19 @@ def main() -> None:
     n = args.batch * 4
     x = torch.randn(n, 3, 32, 32)
     y = torch.randint(0, 10, (n,))
-    ds = Dataset(name="bench", train_x=x, train_y=y, test_x=x[:128], test_y=y[:128], num_classes=10, in_shape=(3, 32, 32),
-                 mean=(0.0,) * 3, std=(1.0,) * 3, classes=[str(i) for i in range(10)], augment=False)
+    ds = Dataset(
+        name="bench",
+        train_x=x,
+        train_y=y,
+        test_x=x[:128],
+        test_y=y[:128],
+        num_classes=10,
+        in_shape=(3, 32, 32),
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+        classes=[str(i) for i in range(10)],
+        augment=False,
+    )
     xb, yb = x[: args.batch].to(dev), y[: args.batch].to(dev)
     recipe = Recipe(epochs=1, batch_size=args.batch)
 
@@ -94,8 +105,10 @@ def main() -> None:
     print(f"plain training step : {1000 * p:8.2f} ms (median of {args.repeats} x {args.steps})")
     print(f"Starlight step      : {1000 * s:8.2f} ms")
     print(f"ratio Starlight/plain: {s / p:.3f}  (goal <= 1.25)")
-    print(f"re-alignment of {args.sources} sources (warm): {1000 * realign:.1f} ms = {1000 * realign / args.steps_per_epoch:.2f} ms/step "
-          f"amortised over {args.steps_per_epoch} steps ({realign / args.steps_per_epoch / p:.3f} of a plain step)")
+    print(
+        f"re-alignment of {args.sources} sources (warm): {1000 * realign:.1f} ms = {1000 * realign / args.steps_per_epoch:.2f} ms/step "
+        f"amortised over {args.steps_per_epoch} steps ({realign / args.steps_per_epoch / p:.3f} of a plain step)"
+    )
 
 
 if __name__ == "__main__":

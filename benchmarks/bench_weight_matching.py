@@ -131,8 +131,13 @@ def main() -> None:
     parser.add_argument("--no-rebasin", action="store_true", help="time stardomain only")
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--lap-solvers", nargs="+", default=available_lap_solvers(), choices=["scipy", "lapjv"],
-                        help="assignment solvers to time ours with (default: every installed one)")
+    parser.add_argument(
+        "--lap-solvers",
+        nargs="+",
+        default=available_lap_solvers(),
+        choices=["scipy", "lapjv"],
+        help="assignment solvers to time ours with (default: every installed one)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,14 +151,18 @@ def main() -> None:
             print(f"rebasin unavailable ({type(exc).__name__}: {exc}); timing stardomain only")
             have_rebasin = False
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {load:.1f} at start; seeds {seeds}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {load:.1f} at start; seeds {seeds}"
+    )
 
     for key in args.models:
         name, opts, shape = CASES[key]
         print(f"\n=== {key}: {name} {opts} on {shape} ===")
-        print(f"{'seed':>4} {'impl':12} {'call s':>8} {'trace s':>8} {'match s':>8} {'sweeps':>6} {'s/sweep':>8} "
-              f"{'objective':>12} {'start':>10}  note")
+        print(
+            f"{'seed':>4} {'impl':12} {'call s':>8} {'trace s':>8} {'match s':>8} {'sweeps':>6} {'s/sweep':>8} "
+            f"{'objective':>12} {'start':>10}  note"
+        )
         impls = [f"ours/{s}" for s in args.lap_solvers]
         rows: dict[str, list[dict[str, Any]]] = {k: [] for k in impls + ["rebasin"]}
         spec = None
@@ -175,36 +184,49 @@ def main() -> None:
                     print(f"{seed:>4} rebasin  failed: {type(exc).__name__}: {exc}")
                 else:
                     rows["rebasin"].append(reb)
-                    print(f"{seed:>4} {'rebasin':12} {reb['call_s']:8.3f} {reb['trace_s']:8.3f} {reb['match_s']:8.3f} "
-                          f"{reb['sweeps']:6d} {reb['sweep_s']:8.3f} {reb['objective']:12.4f} {'':>10}  "
-                          f"max|f(B)-f(pi B)|={reb['fn_diff']:.1e}")
+                    print(
+                        f"{seed:>4} {'rebasin':12} {reb['call_s']:8.3f} {reb['trace_s']:8.3f} {reb['match_s']:8.3f} "
+                        f"{reb['sweeps']:6d} {reb['sweep_s']:8.3f} {reb['objective']:12.4f} {'':>10}  "
+                        f"max|f(B)-f(pi B)|={reb['fn_diff']:.1e}"
+                    )
             for impl, solver in zip(impls, args.lap_solvers):
                 ours = run_ours(a, b, seed, solver)
                 spec = ours["spec"]
                 rows[impl].append(ours)
                 note = f"{ours['fallbacks']} LAP fallbacks to scipy" if ours["fallbacks"] else ""
-                print(f"{seed:>4} {impl:12} {ours['call_s']:8.3f} {ours['trace_s']:8.3f} {ours['match_s']:8.3f} "
-                      f"{ours['sweeps']:6d} {ours['sweep_s']:8.3f} {ours['objective']:12.4f} {ours['start']:10.3f}  {note}")
+                print(
+                    f"{seed:>4} {impl:12} {ours['call_s']:8.3f} {ours['trace_s']:8.3f} {ours['match_s']:8.3f} "
+                    f"{ours['sweeps']:6d} {ours['sweep_s']:8.3f} {ours['objective']:12.4f} {ours['start']:10.3f}  {note}"
+                )
                 if reb is not None:
-                    print(f"{'':>4} {'ratio':12} {reb['call_s'] / ours['call_s']:7.1f}x {'':>8} "
-                          f"{reb['match_s'] / ours['match_s']:7.1f}x {'':>6} {reb['sweep_s'] / ours['sweep_s']:7.1f}x "
-                          f"{ours['objective'] - reb['objective']:+12.4f}{'':>10}  (rebasin/{impl} time; objective difference)")
-        med = {k: {m: statistics.median(r[m] for r in v) for m in ("call_s", "match_s", "sweep_s", "objective")}
-               for k, v in rows.items() if v}
+                    print(
+                        f"{'':>4} {'ratio':12} {reb['call_s'] / ours['call_s']:7.1f}x {'':>8} "
+                        f"{reb['match_s'] / ours['match_s']:7.1f}x {'':>6} {reb['sweep_s'] / ours['sweep_s']:7.1f}x "
+                        f"{ours['objective'] - reb['objective']:+12.4f}{'':>10}  (rebasin/{impl} time; objective difference)"
+                    )
+        med = {
+            k: {m: statistics.median(r[m] for r in v) for m in ("call_s", "match_s", "sweep_s", "objective")} for k, v in rows.items() if v
+        }
         for impl in impls:
             if "rebasin" in med and impl in med:
                 o, r = med[impl], med["rebasin"]
-                print(f"median {impl}: per call {r['call_s'] / o['call_s']:.1f}x faster, per sweep "
-                      f"{r['sweep_s'] / o['sweep_s']:.1f}x faster than rebasin; objective {o['objective']:.4f} "
-                      f"vs rebasin {r['objective']:.4f}")
+                print(
+                    f"median {impl}: per call {r['call_s'] / o['call_s']:.1f}x faster, per sweep "
+                    f"{r['sweep_s'] / o['sweep_s']:.1f}x faster than rebasin; objective {o['objective']:.4f} "
+                    f"vs rebasin {r['objective']:.4f}"
+                )
         assert spec is not None
         fl = floor(spec, a.state_dict())
         o = med[impls[-1]]
-        print(f"floor: one full sweep = {fl['gflop']:.2f} GFLOP; plain matmuls of the same shapes {fl['terms_s']:.3f} s, "
-              f"one {512}x{512}x{int(fl['gflop'] * 1e9 / (2 * 512 * 512))} GEMM {fl['one_gemm_s']:.3f} s "
-              f"({fl['gflop'] / fl['one_gemm_s']:.0f} GFLOP/s)")
-        print(f"{impls[-1]}: {o['sweep_s']:.3f} s per sweep on average = {o['sweep_s'] / fl['terms_s']:.2f}x the same-shape floor "
-              f"(cached terms and skipped groups make later sweeps cheaper than a full one)")
+        print(
+            f"floor: one full sweep = {fl['gflop']:.2f} GFLOP; plain matmuls of the same shapes {fl['terms_s']:.3f} s, "
+            f"one {512}x{512}x{int(fl['gflop'] * 1e9 / (2 * 512 * 512))} GEMM {fl['one_gemm_s']:.3f} s "
+            f"({fl['gflop'] / fl['one_gemm_s']:.0f} GFLOP/s)"
+        )
+        print(
+            f"{impls[-1]}: {o['sweep_s']:.3f} s per sweep on average = {o['sweep_s'] / fl['terms_s']:.2f}x the same-shape floor "
+            f"(cached terms and skipped groups make later sweeps cheaper than a full one)"
+        )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ from stardomain.training import zoo
 from stardomain.training.loop import default_recipe
 
 
-def _timed_zoo(ds: object, options: dict, recipe: object, seeds: list[int], out: str, batch_models: int,
-               subset: int | None) -> tuple[float, float]:
+def _timed_zoo(
+    ds: object, options: dict, recipe: object, seeds: list[int], out: str, batch_models: int, subset: int | None
+) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) to train the zoo."""
     t0, c0 = time.perf_counter(), time.process_time()
     zoo.train_zoo(ds, "mlp", options, recipe, seeds, out, progress=False, batch_models=batch_models, subset=subset)
@@ -72,9 +73,11 @@ def main() -> None:
     recipe = default_recipe("fashion_mnist").replace(epochs=args.epochs)
     seeds = list(range(args.models))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{args.models} Fashion-MNIST MLPs (depth {args.depth}) x {len(ds.train_x)} train images, {recipe.epochs} epochs, "
-          f"batch {recipe.batch_size}, sgd lr {recipe.lr}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {load:.1f} at start")
+    print(
+        f"{args.models} Fashion-MNIST MLPs (depth {args.depth}) x {len(ds.train_x)} train images, {recipe.epochs} epochs, "
+        f"batch {recipe.batch_size}, sgd lr {recipe.lr}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {load:.1f} at start"
+    )
     failures = []
     for width in args.widths:
         options = {"depth": args.depth, "width": width}
@@ -82,10 +85,12 @@ def main() -> None:
             (t_loop, c_loop) = _timed_zoo(ds, options, recipe, seeds, loop_dir, 1, args.subset)
             (t_batch, c_batch) = _timed_zoo(ds, options, recipe, seeds, batch_dir, args.models, args.subset)
             wdiff, accdiff, acc_a, acc_b = _compare(loop_dir, batch_dir, seeds)
-        print(f"width {width:>4}: loop {t_loop:7.1f} s wall / {c_loop:7.1f} s CPU, batched {t_batch:7.1f} s / {c_batch:7.1f} s "
-              f"-> {t_loop / t_batch:5.2f}x wall, {c_loop / c_batch:5.2f}x CPU; "
-              f"test acc loop {min(acc_a):.2f}-{max(acc_a):.2f}%, max |acc diff| {accdiff:.3f} pp, "
-              f"max |weight diff| {wdiff:.1e}")
+        print(
+            f"width {width:>4}: loop {t_loop:7.1f} s wall / {c_loop:7.1f} s CPU, batched {t_batch:7.1f} s / {c_batch:7.1f} s "
+            f"-> {t_loop / t_batch:5.2f}x wall, {c_loop / c_batch:5.2f}x CPU; "
+            f"test acc loop {min(acc_a):.2f}-{max(acc_a):.2f}%, max |acc diff| {accdiff:.3f} pp, "
+            f"max |weight diff| {wdiff:.1e}"
+        )
         if accdiff > args.acc_tol:
             failures.append(f"width {width}: accuracies differ by {accdiff:.3f} pp (> {args.acc_tol})")
     if failures:

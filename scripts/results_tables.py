@@ -39,8 +39,9 @@ def over_stars(group: Mapping[str, Any] | None, metric: str = "test_loss", digit
 
 def welch(t: Mapping[str, Any], scale: float = 1.0, digits: int = 3) -> str:
     p = t["welch"]["p"]
-    return (f"{num(t['diff'], scale, digits)}, CI {interval(t['ci95'], scale, digits)}, Welch p = {p:.2g} "
-            f"(n = {t['a']['n']} vs {t['b']['n']})")
+    return (
+        f"{num(t['diff'], scale, digits)}, CI {interval(t['ci95'], scale, digits)}, Welch p = {p:.2g} (n = {t['a']['n']} vs {t['b']['n']})"
+    )
 
 
 def near(t: Mapping[str, Any]) -> str:
@@ -63,15 +64,35 @@ def width_table(res: Mapping[str, Any]) -> str:
         sh = t["star_held_out_vs_regular_over_stars" if over else "star_held_out_vs_regular"]
         flag = ("" if over else " (tested over pairs: one star)") + ("" if t["comparable"] else " (star not comparable)")
         stars = acc.get("stars_over_repeats", {}).get("test_acc") or {"mean": acc["star"]["test_acc"], "n": 1}
-        rows.append([w, f"{100 * acc['sources']['test_acc']['mean']:.1f}", fmt(stars, 100, 1, n=False),
-                     fmt(s["regular-regular"]["barriers"]["test_loss"]), rr_word,
-                     over_stars(s["star-source"]), verdict(ss, "near 0", "above tol.") + flag,
-                     over_stars(s["star-held-out"]),
-                     f"{num(sh['diff'])}: {verdict(sh, 'below r–r', 'ABOVE r–r')} (p = {sh['welch']['p']:.2g}){flag}",
-                     " / ".join(f"{pub[g]:.3f}" for g in GROUPS) if pub else "–"])
-    return table(["width", "sources' test acc (%)", "stars' test acc (%)", "regular–regular (over pairs)", "vs 0.05",
-                  "star–source (over stars)", "vs 0.05", "star–held-out (over stars)", "star–held-out − r–r (over stars)",
-                  "authors' MNIST r–r / s–s / s–h"], rows)
+        rows.append(
+            [
+                w,
+                f"{100 * acc['sources']['test_acc']['mean']:.1f}",
+                fmt(stars, 100, 1, n=False),
+                fmt(s["regular-regular"]["barriers"]["test_loss"]),
+                rr_word,
+                over_stars(s["star-source"]),
+                verdict(ss, "near 0", "above tol.") + flag,
+                over_stars(s["star-held-out"]),
+                f"{num(sh['diff'])}: {verdict(sh, 'below r–r', 'ABOVE r–r')} (p = {sh['welch']['p']:.2g}){flag}",
+                " / ".join(f"{pub[g]:.3f}" for g in GROUPS) if pub else "–",
+            ]
+        )
+    return table(
+        [
+            "width",
+            "sources' test acc (%)",
+            "stars' test acc (%)",
+            "regular–regular (over pairs)",
+            "vs 0.05",
+            "star–source (over stars)",
+            "vs 0.05",
+            "star–held-out (over stars)",
+            "star–held-out − r–r (over stars)",
+            "authors' MNIST r–r / s–s / s–h",
+        ],
+        rows,
+    )
 
 
 def cnn_tables(run: Path, res: Mapping[str, Any]) -> str:
@@ -80,20 +101,48 @@ def cnn_tables(run: Path, res: Mapping[str, Any]) -> str:
     rows = []
     for g in GROUPS:
         if g in s:
-            rows.append([GROUP_LABELS[g], s[g]["n_pairs"], fmt(s[g]["barriers"]["test_loss"]), over_stars(s[g]),
-                         fmt(s[g]["barriers"]["test_acc"], 100, 2, n=False), fmt(s[g]["barriers"]["train_loss"], n=False),
-                         fmt(d[g]["l2_aligned"], digits=2, n=False) if g in d else "–"])
-    out = [f"**{res['name']}** (`{run}`)", "",
-           table(["pair type", "pairs", "test loss barrier (over pairs)", "over stars", "test acc barrier (pp)",
-                  "train loss barrier", "ℓ2 w/ perm"], rows), ""]
+            rows.append(
+                [
+                    GROUP_LABELS[g],
+                    s[g]["n_pairs"],
+                    fmt(s[g]["barriers"]["test_loss"]),
+                    over_stars(s[g]),
+                    fmt(s[g]["barriers"]["test_acc"], 100, 2, n=False),
+                    fmt(s[g]["barriers"]["train_loss"], n=False),
+                    fmt(d[g]["l2_aligned"], digits=2, n=False) if g in d else "–",
+                ]
+            )
+    out = [
+        f"**{res['name']}** (`{run}`)",
+        "",
+        table(
+            [
+                "pair type",
+                "pairs",
+                "test loss barrier (over pairs)",
+                "over stars",
+                "test acc barrier (pp)",
+                "train loss barrier",
+                "ℓ2 w/ perm",
+            ],
+            rows,
+        ),
+        "",
+    ]
     star = ep.get("stars_over_repeats") or {k: {"mean": v, "n": 1} for k, v in ep["star"].items() if k in ("test_acc", "test_loss")}
-    out.append(f"Endpoints, test acc (%) / loss: stars {fmt(star['test_acc'], 100, 2)} / {fmt(star['test_loss'], n=False)}; "
-               f"sources {fmt(ep['sources']['test_acc'], 100, 2)} / {fmt(ep['sources']['test_loss'], n=False)}; "
-               f"held-out {fmt(ep['held_out']['test_acc'], 100, 2)} / {fmt(ep['held_out']['test_loss'], n=False)}; "
-               f"star below its sources: {'yes' if ep['star_below_sources'] else 'no'}"
-               + (f"; sources and held-out train accuracy {fmt(ep['convergence']['train_acc'], 100, 2)} (lowest "
-                  f"{100 * ep['convergence']['min_train_acc']:.2f}), {'converged' if ep['convergence']['converged'] else 'NOT converged'}"
-                  if "convergence" in ep else "") + ".")
+    out.append(
+        f"Endpoints, test acc (%) / loss: stars {fmt(star['test_acc'], 100, 2)} / {fmt(star['test_loss'], n=False)}; "
+        f"sources {fmt(ep['sources']['test_acc'], 100, 2)} / {fmt(ep['sources']['test_loss'], n=False)}; "
+        f"held-out {fmt(ep['held_out']['test_acc'], 100, 2)} / {fmt(ep['held_out']['test_loss'], n=False)}; "
+        f"star below its sources: {'yes' if ep['star_below_sources'] else 'no'}"
+        + (
+            f"; sources and held-out train accuracy {fmt(ep['convergence']['train_acc'], 100, 2)} (lowest "
+            f"{100 * ep['convergence']['min_train_acc']:.2f}), {'converged' if ep['convergence']['converged'] else 'NOT converged'}"
+            if "convergence" in ep
+            else ""
+        )
+        + "."
+    )
     out.append("")
     b = t["barriers"]
     gap = f"not comparable: {poor_star(ep)}"
@@ -102,42 +151,87 @@ def cnn_tables(run: Path, res: Mapping[str, Any]) -> str:
         """A star claim's verdict, or why it cannot be made (a poor star has small barriers trivially)."""
         return verdict(x, lower, higher) if comparable else f"{why} ({verdict(x, lower, higher)} otherwise)"
 
-    claims = [["regular–regular barrier above 0", near(b["regular_regular_vs_zero"]), verdict(b["regular_regular_vs_zero"], "near 0", "holds: above")],
-              ["star–source near 0 (pairs)", near(b["star_source_near_zero"]), star_word(b["star_source_near_zero"], "holds: near 0", "NOT near 0")]]
+    claims = [
+        [
+            "regular–regular barrier above 0",
+            near(b["regular_regular_vs_zero"]),
+            verdict(b["regular_regular_vs_zero"], "near 0", "holds: above"),
+        ],
+        [
+            "star–source near 0 (pairs)",
+            near(b["star_source_near_zero"]),
+            star_word(b["star_source_near_zero"], "holds: near 0", "NOT near 0"),
+        ],
+    ]
     if "star_source_near_zero_over_stars" in b:
         x = b["star_source_near_zero_over_stars"]
         claims.append([f"star–source near 0 (over {b['n_stars']} stars)", near(x), star_word(x, "holds: near 0", "NOT near 0")])
-    claims.append(["star–held-out below regular–regular (pairs)", welch(b["star_held_out_vs_regular"]),
-                   star_word(b["star_held_out_vs_regular"], "holds: below", "does NOT hold: above")])
+    claims.append(
+        [
+            "star–held-out below regular–regular (pairs)",
+            welch(b["star_held_out_vs_regular"]),
+            star_word(b["star_held_out_vs_regular"], "holds: below", "does NOT hold: above"),
+        ]
+    )
     if "star_held_out_vs_regular_over_stars" in b:
         x = b["star_held_out_vs_regular_over_stars"]
-        claims.append([f"star–held-out below regular–regular (over {b['n_stars']} stars)", welch(x), star_word(x, "holds: below", "does NOT hold: above")])
+        claims.append(
+            [
+                f"star–held-out below regular–regular (over {b['n_stars']} stars)",
+                welch(x),
+                star_word(x, "holds: below", "does NOT hold: above"),
+            ]
+        )
     if "distances" in t:
         x = t["distances"]["star_held_out_vs_regular"]
-        claims.append(["star closer in ℓ2 after permutation (pairs)", welch(x, digits=2), verdict(x, "holds: closer", "does NOT hold: farther")])
+        claims.append(
+            ["star closer in ℓ2 after permutation (pairs)", welch(x, digits=2), verdict(x, "holds: closer", "does NOT hold: farther")]
+        )
         if "star_held_out_vs_regular_over_stars" in t["distances"]:
             x = t["distances"]["star_held_out_vs_regular_over_stars"]
-            claims.append([f"star closer in ℓ2 (over {t['distances']['n_stars']} stars)", welch(x, digits=2),
-                           verdict(x, "holds: closer", "does NOT hold: farther")])
+            claims.append(
+                [
+                    f"star closer in ℓ2 (over {t['distances']['n_stars']} stars)",
+                    welch(x, digits=2),
+                    verdict(x, "holds: closer", "does NOT hold: farther"),
+                ]
+            )
     if "n_sources" in t:
         ns = t["n_sources"]
-        worst = max(max(r["endpoints"].get("star_acc_gaps") or [r["endpoints"]["star_acc_gap"]])
-                    for r in res["n_sources"]["rows"] if r["n_sources"] in (ns["first"], ns["last"]))
+        worst = max(
+            max(r["endpoints"].get("star_acc_gaps") or [r["endpoints"]["star_acc_gap"]])
+            for r in res["n_sources"]["rows"]
+            if r["n_sources"] in (ns["first"], ns["last"])
+        )
         ns_gap = f"not comparable: a star here is {100 * worst:.2f} pp below its sources' test accuracy"
         vals = " → ".join(f"{r['star_held_out']['test_loss']['mean']:.3f}" for r in res["n_sources"]["rows"])
-        claims.append([f"more sources lower the star–held-out barrier (\\|Z\\| {ns['first']} → {ns['last']}: {vals}; pairs)",
-                       welch(ns["trend"]), star_word(ns["trend"], "holds: lower", "does NOT hold: higher", ns["comparable"], ns_gap)])
+        claims.append(
+            [
+                f"more sources lower the star–held-out barrier (\\|Z\\| {ns['first']} → {ns['last']}: {vals}; pairs)",
+                welch(ns["trend"]),
+                star_word(ns["trend"], "holds: lower", "does NOT hold: higher", ns["comparable"], ns_gap),
+            ]
+        )
         if "trend_over_stars" in ns:
-            claims.append([f"the same over {ns['n_stars']} stars per \\|Z\\|", welch(ns["trend_over_stars"]),
-                           star_word(ns["trend_over_stars"], "holds: lower", "does NOT hold: higher", ns["comparable"], ns_gap)])
+            claims.append(
+                [
+                    f"the same over {ns['n_stars']} stars per \\|Z\\|",
+                    welch(ns["trend_over_stars"]),
+                    star_word(ns["trend_over_stars"], "holds: lower", "does NOT hold: higher", ns["comparable"], ns_gap),
+                ]
+            )
     if "bma" in t:
         k, ke = res["bma"]["star_domain"]["k"][-1], res["bma"]["ensemble"]["k"][-1]
         ks = f"K = {k}" if k == ke else f"BMA K = {k} vs ensemble K = {ke}"
         for key, label in (("auroc_max_prob", "AUROC max prob"), ("auroc_neg_entropy", "AUROC neg. entropy")):
             x = t["bma"][key]
-            claims.append([f"BMA ranks uncertainty better than the ensemble ({label}, {ks})",
-                           f"{num(x['diff'], digits=4)}, paired bootstrap CI {interval(x['ci95'], digits=4)} over {x['n_items']} test images",
-                           verdict(x, "does NOT hold: BMA lower", "holds: BMA higher")])
+            claims.append(
+                [
+                    f"BMA ranks uncertainty better than the ensemble ({label}, {ks})",
+                    f"{num(x['diff'], digits=4)}, paired bootstrap CI {interval(x['ci95'], digits=4)} over {x['n_items']} test images",
+                    verdict(x, "does NOT hold: BMA lower", "holds: BMA higher"),
+                ]
+            )
     out += [table(["claim (paper)", "numbers", "verdict here"], claims), ""]
     return "\n".join(out)
 
@@ -153,10 +247,27 @@ def bn_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
                 continue
             a, pt = ab["groups"][g]["test_loss"], ab["tests"][g]["paired"]
             word = verdict(pt, "lower without the reset", "higher without the reset")
-            rows.append([res["name"], GROUP_LABELS[g], ab["groups"][g]["n_pairs"], fmt(a["reset"], n=False), fmt(a["interpolate"], n=False),
-                         f"{num(pt['difference']['mean'])}, 95% t CI {interval(pt['ci'])}: {word}"])
-    return table(["run", "pair type", "pairs", "test loss barrier, BN re-estimated (paper)", "BN statistics interpolated",
-                  "interpolated − re-estimated (paired)"], rows)
+            rows.append(
+                [
+                    res["name"],
+                    GROUP_LABELS[g],
+                    ab["groups"][g]["n_pairs"],
+                    fmt(a["reset"], n=False),
+                    fmt(a["interpolate"], n=False),
+                    f"{num(pt['difference']['mean'])}, 95% t CI {interval(pt['ci'])}: {word}",
+                ]
+            )
+    return table(
+        [
+            "run",
+            "pair type",
+            "pairs",
+            "test loss barrier, BN re-estimated (paper)",
+            "BN statistics interpolated",
+            "interpolated − re-estimated (paired)",
+        ],
+        rows,
+    )
 
 
 def n_sources_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
@@ -168,11 +279,31 @@ def n_sources_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
         ref = res["n_sources"].get("regular_regular")
         for r in res["n_sources"]["rows"]:
             ep = r["endpoints"]
-            rows.append([res["name"], r["n_sources"], fmt(r["stars_test_acc"], 100, 2, n=False) + f" (k={r['stars_test_acc']['n']})",
-                         f"{100 * ep['sources']['test_acc']['mean']:.2f}", over_stars(r), fmt(r["star_held_out"]["test_loss"]),
-                         fmt(ref["test_loss"]) if ref else "–", "yes" if ep["star_below_sources"] else "no"])
-    return table(["run", "\\|Z\\|", "stars' test acc (%)", "sources' test acc (%)", "star–held-out barrier (over stars)",
-                  "(over pairs)", "regular–regular (reference)", "star not comparable?"], rows)
+            rows.append(
+                [
+                    res["name"],
+                    r["n_sources"],
+                    fmt(r["stars_test_acc"], 100, 2, n=False) + f" (k={r['stars_test_acc']['n']})",
+                    f"{100 * ep['sources']['test_acc']['mean']:.2f}",
+                    over_stars(r),
+                    fmt(r["star_held_out"]["test_loss"]),
+                    fmt(ref["test_loss"]) if ref else "–",
+                    "yes" if ep["star_below_sources"] else "no",
+                ]
+            )
+    return table(
+        [
+            "run",
+            "\\|Z\\|",
+            "stars' test acc (%)",
+            "sources' test acc (%)",
+            "star–held-out barrier (over stars)",
+            "(over pairs)",
+            "regular–regular (reference)",
+            "star not comparable?",
+        ],
+        rows,
+    )
 
 
 def bma_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
@@ -183,8 +314,18 @@ def bma_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
         b = res["bma"]
         for key, label in (("star_domain", "star-domain BMA"), ("ensemble", "deep ensemble")):
             m = b[key]["metrics"]
-            rows.append([res["name"], label, b[key]["k"][-1], f"{100 * m['accuracy'][-1]:.2f}", f"{m['nll'][-1]:.4f}",
-                         f"{m['ece'][-1]:.4f}", f"{m['auroc_max_prob'][-1]:.4f}", f"{m['auroc_neg_entropy'][-1]:.4f}"])
+            rows.append(
+                [
+                    res["name"],
+                    label,
+                    b[key]["k"][-1],
+                    f"{100 * m['accuracy'][-1]:.2f}",
+                    f"{m['nll'][-1]:.4f}",
+                    f"{m['ece'][-1]:.4f}",
+                    f"{m['auroc_max_prob'][-1]:.4f}",
+                    f"{m['auroc_neg_entropy'][-1]:.4f}",
+                ]
+            )
     return table(["run", "posterior", "K", "test acc (%)", "NLL", "ECE", "AUROC (max prob)", "AUROC (neg. entropy)"], rows)
 
 
@@ -193,16 +334,33 @@ def settings(res: Mapping[str, Any]) -> list[dict[str, Any]]:
     cfg = res["config"]
     out = []
     if "barriers" in res:
-        out.append({"tag": "main", "options": {**cfg["model"]["options"], "init": cfg["model"].get("init", "kaiming")},
-                    "recipe": res["recipe"], "summary": res["barriers"]["summary"], "endpoints": res["endpoints"],
-                    "tests": res["tests"]["barriers"], "n": (cfg["sources"], cfg["held_out"])})
+        out.append(
+            {
+                "tag": "main",
+                "options": {**cfg["model"]["options"], "init": cfg["model"].get("init", "kaiming")},
+                "recipe": res["recipe"],
+                "summary": res["barriers"]["summary"],
+                "endpoints": res["endpoints"],
+                "tests": res["tests"]["barriers"],
+                "n": (cfg["sources"], cfg["held_out"]),
+            }
+        )
     for key in ("width_depth", "recipe_study"):
         if key not in res:
             continue
         tests = {t["tag"]: t for t in res["tests"][key]}
         for r in res[key]["rows"]:
-            out.append({"tag": r["tag"], "options": r["options"], "recipe": r.get("recipe", res["recipe"]), "summary": r["summary"],
-                        "endpoints": r["endpoints"], "tests": tests[r["tag"]], "n": (r["n_sources"], r["n_held_out"])})
+            out.append(
+                {
+                    "tag": r["tag"],
+                    "options": r["options"],
+                    "recipe": r.get("recipe", res["recipe"]),
+                    "summary": r["summary"],
+                    "endpoints": r["endpoints"],
+                    "tests": tests[r["tag"]],
+                    "n": (r["n_sources"], r["n_held_out"]),
+                }
+            )
     return out
 
 
@@ -217,27 +375,56 @@ def settings_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
             over = "star_held_out_vs_regular_over_stars" in t
             ss = t["star_source_near_zero_over_stars" if over else "star_source_near_zero"]
             sh = t["star_held_out_vs_regular_over_stars" if over else "star_held_out_vs_regular"]
-            flags = [*([] if over else ["one star: tested over pairs"]), *([] if t["comparable"] else ["star not comparable"]),
-                     *(["sources not converged"] if conv and not conv["converged"] else [])]
+            flags = [
+                *([] if over else ["one star: tested over pairs"]),
+                *([] if t["comparable"] else ["star not comparable"]),
+                *(["sources not converged"] if conv and not conv["converged"] else []),
+            ]
             stars = ep.get("stars_over_repeats", {}).get("test_acc") or {"mean": ep["star"]["test_acc"], "std": 0.0, "n": 1}
             rr_mean = s["regular-regular"]["barriers"]["test_loss"]["mean"]
-            sh_mean = (s["star-held-out"].get("over_stars", {}).get("test_loss", {}).get("over_stars")
-                       or s["star-held-out"]["barriers"]["test_loss"])["mean"]
+            sh_mean = (
+                s["star-held-out"].get("over_stars", {}).get("test_loss", {}).get("over_stars")
+                or s["star-held-out"]["barriers"]["test_loss"]
+            )["mean"]
             width = f"w{o['width']:g} · " if "width" in o else ""
-            rows.append([f"{res['name']} · {st['tag']}",
-                         f"{width}{o.get('init', 'kaiming')} · {rec['epochs']} ep · wd {rec['weight_decay']:g}",
-                         f"{st['n'][0]} / {st['n'][1]} / {stars['n']}",
-                         (f"{conv['train_loss']['mean']:.4f} / {100 * conv['min_train_acc']:.2f}"
-                          + ("" if conv["converged"] else " **not converged**")) if conv else "–",
-                         f"{100 * ep['sources']['test_acc']['mean']:.2f} / {fmt(stars, 100, 2, n=False)}",
-                         fmt(s["regular-regular"]["barriers"]["test_loss"]), over_stars(s["star-source"]), over_stars(s["star-held-out"]),
-                         verdict(ss, "near 0", "above 0.05"),
-                         f"{num(sh['diff'])}: {verdict(sh, 'below', 'ABOVE')} (p = {sh['welch']['p']:.2g})",
-                         f"{sh_mean / rr_mean:.2f}" if rr_mean > 0 else "–", "; ".join(flags) or "–"])
-    return table(["run · setting", "width · init · epochs · weight decay", "\\|Z\\| / \\|H\\| / stars",
-                  "train loss (mean) / lowest train acc (%)", "test acc (%): sources / stars",
-                  "regular–regular (over pairs)", "star–source (over stars)", "star–held-out (over stars)",
-                  "star–source vs 0.05", "star–held-out − r–r", "s–h / r–r (authors' CIFAR-10 ResNet-18: 0.31)", "flags"], rows)
+            rows.append(
+                [
+                    f"{res['name']} · {st['tag']}",
+                    f"{width}{o.get('init', 'kaiming')} · {rec['epochs']} ep · wd {rec['weight_decay']:g}",
+                    f"{st['n'][0]} / {st['n'][1]} / {stars['n']}",
+                    (
+                        f"{conv['train_loss']['mean']:.4f} / {100 * conv['min_train_acc']:.2f}"
+                        + ("" if conv["converged"] else " **not converged**")
+                    )
+                    if conv
+                    else "–",
+                    f"{100 * ep['sources']['test_acc']['mean']:.2f} / {fmt(stars, 100, 2, n=False)}",
+                    fmt(s["regular-regular"]["barriers"]["test_loss"]),
+                    over_stars(s["star-source"]),
+                    over_stars(s["star-held-out"]),
+                    verdict(ss, "near 0", "above 0.05"),
+                    f"{num(sh['diff'])}: {verdict(sh, 'below', 'ABOVE')} (p = {sh['welch']['p']:.2g})",
+                    f"{sh_mean / rr_mean:.2f}" if rr_mean > 0 else "–",
+                    "; ".join(flags) or "–",
+                ]
+            )
+    return table(
+        [
+            "run · setting",
+            "width · init · epochs · weight decay",
+            "\\|Z\\| / \\|H\\| / stars",
+            "train loss (mean) / lowest train acc (%)",
+            "test acc (%): sources / stars",
+            "regular–regular (over pairs)",
+            "star–source (over stars)",
+            "star–held-out (over stars)",
+            "star–source vs 0.05",
+            "star–held-out − r–r",
+            "s–h / r–r (authors' CIFAR-10 ResNet-18: 0.31)",
+            "flags",
+        ],
+        rows,
+    )
 
 
 def main() -> None:

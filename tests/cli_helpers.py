@@ -37,8 +37,9 @@ def run_cli(capsys: pytest.CaptureFixture, *args: str) -> Result:
 
 def run_subprocess(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "stardomain.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "stardomain.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 def assert_one_line_error(result, *needles: str) -> None:
@@ -55,9 +56,14 @@ def tiny_config(name: str, **overrides: Any) -> dict[str, Any]:
     """The smallest experiment YAML the suite runs (digits, one 8-unit hidden layer, 2 sources, 1 held-out,
     the barrier study only), with top-level keys replaced by ``overrides``: one definition for every test module."""
     base: dict[str, Any] = {
-        "name": name, "dataset": "digits", "seed": 0, "device": "cpu",
+        "name": name,
+        "dataset": "digits",
+        "seed": 0,
+        "device": "cpu",
         "model": {"name": "mlp", "options": {"depth": 1, "width": 8}},
-        "train": {"epochs": 1}, "sources": 2, "held_out": 1,
+        "train": {"epochs": 1},
+        "sources": 2,
+        "held_out": 1,
         "eval": {"points": 3, "max_pairs": 1},
         "studies": {"barriers": True, "distances": False},
     }

@@ -11,21 +11,8 @@ import torch
 # one intra-op thread: the suite's models are small, and two threads stall badly whenever the cores are shared
 torch.set_num_threads(1)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from paths import FASHION_DIR, FASHION_SKIP  # noqa: E402  (after the thread setting above)
 
-
-def _fashion_dir() -> Path | None:
-    """Fashion-MNIST's system copy where the package looks (Debian's dataset-fashion-mnist), None when absent; an
-    empty STARDOMAIN_FASHION_MNIST_DIR hides it from both, as on a fresh machine (.ci/run's second pass)."""
-    from stardomain.data.sources import system_dirs
-
-    return next((d for d in system_dirs("fashion_mnist") if d.is_dir()), None)
-
-
-FASHION_DIR = _fashion_dir()
-FASHION_SKIP = ("Fashion-MNIST is hidden by an empty STARDOMAIN_FASHION_MNIST_DIR" if os.environ.get("STARDOMAIN_FASHION_MNIST_DIR") == ""
-                else "Fashion-MNIST is not on this machine (apt-get install dataset-fashion-mnist)")
 # tests using these fixtures need the optional data: marked optional_data, they run again without it (.ci/run)
 OPTIONAL_DATA_FIXTURES = {"fashion_small", "fashion_tiny", "fashion"}
 

@@ -305,8 +305,19 @@ def make_blobs():
     y_train, y_test = torch.randint(0, 3, (120,), generator=g), torch.randint(0, 3, (30,), generator=g)
     x_train = centers[y_train] + torch.randn(120, 4, generator=g)
     x_test = centers[y_test] + torch.randn(30, 4, generator=g)
-    return Dataset(name="blobs", train_x=x_train, train_y=y_train, test_x=x_test, test_y=y_test, num_classes=3,
-                   in_shape=(4,), mean=(0.0,) * 4, std=(1.0,) * 4, classes=["a", "b", "c"], augment=False)
+    return Dataset(
+        name="blobs",
+        train_x=x_train,
+        train_y=y_train,
+        test_x=x_test,
+        test_y=y_test,
+        num_classes=3,
+        in_shape=(4,),
+        mean=(0.0,) * 4,
+        std=(1.0,) * 4,
+        classes=["a", "b", "c"],
+        augment=False,
+    )
 
 
 def make_nothing():

@@ -20,5 +20,8 @@ def _fashion_dir() -> Path | None:
 
 
 FASHION_DIR = _fashion_dir()
-FASHION_SKIP = ("Fashion-MNIST is hidden by an empty STARDOMAIN_FASHION_MNIST_DIR" if os.environ.get("STARDOMAIN_FASHION_MNIST_DIR") == ""
-                else "Fashion-MNIST is not on this machine (apt-get install dataset-fashion-mnist)")
+FASHION_SKIP = (
+    "Fashion-MNIST is hidden by an empty STARDOMAIN_FASHION_MNIST_DIR"
+    if os.environ.get("STARDOMAIN_FASHION_MNIST_DIR") == ""
+    else "Fashion-MNIST is not on this machine (apt-get install dataset-fashion-mnist)"
+)

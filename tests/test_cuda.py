@@ -21,8 +21,10 @@ from stardomain.checkpoints import store
 from stardomain.data import TensorLoader, augment_batch
 from stardomain.training.loop import Recipe, train_model
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"),
+]
 
 CUDA = "cuda"
 
@@ -135,6 +137,7 @@ def _sync_warnings(fn) -> int:
 
 def test_training_epoch_syncs_a_fixed_number_of_times_not_per_step(digits):
     """.item() only at the end of an epoch: an epoch of 4 steps and one of 16 synchronise equally often."""
+
     def run(n_batches: int) -> int:
         data = FixedBatches(digits, batch_size=32, n_batches=n_batches)
         torch.manual_seed(0)

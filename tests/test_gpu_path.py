@@ -16,8 +16,7 @@ from stardomain.errors import StardomainError
 from stardomain.training.loop import Recipe, default_recipe, train_model
 from stardomain.training.memformat import channels_last_safe
 
-PAPER_KEYS = {"optimizer", "lr", "momentum", "nesterov", "weight_decay", "epochs", "batch_size", "schedule",
-              "warmup_epochs", "augment"}
+PAPER_KEYS = {"optimizer", "lr", "momentum", "nesterov", "weight_decay", "epochs", "batch_size", "schedule", "warmup_epochs", "augment"}
 
 
 def _run(ds, recipe, arch="mlp", **options):
@@ -31,8 +30,11 @@ def test_default_recipe_keeps_the_identity_of_existing_runs():
     assert set(Recipe().to_dict()) == PAPER_KEYS
     assert set(default_recipe("digits").to_dict()) == PAPER_KEYS
     fast = Recipe(precision="bf16", channels_last=True, compile=True)
-    assert {k: fast.to_dict()[k] for k in ("precision", "channels_last", "compile")} == \
-        {"precision": "bf16", "channels_last": True, "compile": True}
+    assert {k: fast.to_dict()[k] for k in ("precision", "channels_last", "compile")} == {
+        "precision": "bf16",
+        "channels_last": True,
+        "compile": True,
+    }
     assert Recipe.from_dict(fast.to_dict()) == fast
     assert Recipe.from_dict(Recipe().to_dict()) == Recipe()
 
@@ -118,7 +120,7 @@ def test_per_channel_fill_on_the_device_is_the_host_fill():
     b = augment_batch(x, torch.Generator().manual_seed(1), fill=torch.tensor(fill))
     assert torch.equal(a, b)
     loader = TensorLoader(x, torch.arange(5), batch_size=5, shuffle=False, augment=True, fill=fill, seed=3)
-    (xb, _), = list(loader)
+    ((xb, _),) = list(loader)
     assert torch.equal(xb, augment_batch(x, loader.generator(0), fill=fill))
 
 
@@ -138,9 +140,17 @@ def test_a_run_asking_for_channels_last_on_cpu_is_refused_before_any_work(tmp_pa
     import yaml
     from cli_helpers import assert_one_line_error, run_cli
 
-    cfg = {"name": "nhwc", "dataset": "digits", "device": "cpu", "model": {"name": "resnet20", "options": {"width": 0.25}},
-           "train": {"epochs": 1, "channels_last": True}, "sources": 2, "held_out": 1}
+    cfg = {
+        "name": "nhwc",
+        "dataset": "digits",
+        "device": "cpu",
+        "model": {"name": "resnet20", "options": {"width": 0.25}},
+        "train": {"epochs": 1, "channels_last": True},
+        "sources": 2,
+        "held_out": 1,
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    assert_one_line_error(run_cli(capsys, "run", tmp_path / "c.yaml", "--out", tmp_path / "out"),
-                          "recipe channels_last needs a CUDA device (got cpu)")
+    assert_one_line_error(
+        run_cli(capsys, "run", tmp_path / "c.yaml", "--out", tmp_path / "out"), "recipe channels_last needs a CUDA device (got cpu)"
+    )
     assert not (tmp_path / "out" / "experiment.json").exists()

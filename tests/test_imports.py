@@ -66,7 +66,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                return stack[stack.index(dep):] + [dep]
+                return stack[stack.index(dep) :] + [dep]
             if dep not in state:
                 found = visit(dep)
                 if found:
@@ -126,7 +126,10 @@ def test_every_package_imports_only_its_own_layer_and_below():
     graph = import_graph()
     tops = {m.split(".")[1] for m in graph if m.count(".") >= 1}
     assert tops <= set(rank), f"packages missing from LAYERS: {sorted(tops - set(rank))}"
-    upward = sorted(f"{a} -> {b}" for a, bs in graph.items() for b in bs
-                    if a.count(".") >= 1 and b.count(".") >= 1 and rank[b.split(".")[1]] > rank[a.split(".")[1]]
-                    and (a, b) not in UPWARD_ALLOWED)
+    upward = sorted(
+        f"{a} -> {b}"
+        for a, bs in graph.items()
+        for b in bs
+        if a.count(".") >= 1 and b.count(".") >= 1 and rank[b.split(".")[1]] > rank[a.split(".")[1]] and (a, b) not in UPWARD_ALLOWED
+    )
     assert upward == [], "imports against the pipeline's layers:\n" + "\n".join(upward)

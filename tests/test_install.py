@@ -57,8 +57,11 @@ def _project_copy(dest: Path) -> Path:
 def _fresh_venv(root: Path, torch_version: str) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, capture_output=True)
     python = root / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     _fake_dist_info(site, torch_version)
     # this environment's numpy, scipy, setuptools, ... after the venv's own site-packages
     (site / "zz_outer_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
@@ -70,9 +73,24 @@ def _dry_run(tmp_path: Path, torch_version: str, find_links: Path) -> subprocess
     project = _project_copy(tmp_path / "project")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PIP_CONFIG_FILE"] = os.devnull  # no machine-wide caps or constraints: only pyproject.toml decides
-    cmd = [sys.executable, "-m", "pip", "--python", str(python), "install", "--dry-run", "--report",
-           str(tmp_path / "report.json"), "--quiet", "--no-index", "--find-links", str(find_links),
-           "--no-build-isolation", "-e", str(project)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        str(python),
+        "install",
+        "--dry-run",
+        "--report",
+        str(tmp_path / "report.json"),
+        "--quiet",
+        "--no-index",
+        "--find-links",
+        str(find_links),
+        "--no-build-isolation",
+        "-e",
+        str(project),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
 

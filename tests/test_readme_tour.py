@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
-from conftest import REPO
+from paths import REPO
 
 SLOW = {"run", "demo"}
 pytestmark = pytest.mark.optional_data  # which lines run depends on the optional data: run again without it (.ci/run)

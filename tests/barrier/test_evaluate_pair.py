@@ -47,8 +47,11 @@ def test_evaluate_pair_refuses_bad_options_in_one_line(tiny_run: Path, tmp_path:
     a, b = sorted((tiny_run / "zoo" / "main").glob("*.safetensors"))[:2]
     state, meta = store.load_state(a)
     model = store.build_model(meta["arch"])
-    for bad, match in (({"align": "both"}, "align must be one of"), ({"points": 1}, "points must be >= 2"),
-                       ({"matching_samples": 0}, "matching_samples must be >= 1")):
+    for bad, match in (
+        ({"align": "both"}, "align must be one of"),
+        ({"points": 1}, "points must be >= 2"),
+        ({"matching_samples": 0}, "matching_samples must be >= 1"),
+    ):
         with pytest.raises(StardomainError, match=match):
             evaluate_pair(state, state, model=model, dataset=open_dataset("digits"), **bad)
     r = run_cli(capsys, "barrier", a, b, "--align", "activation", "--matching-samples", "0")

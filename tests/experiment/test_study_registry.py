@@ -34,8 +34,13 @@ class StarNormStudy(Study):
 
     def plan(self, builder: Any, main: Main) -> None:
         star = main.stars[0]
-        builder.evaluation("star_norm", f"star_norm/{star.unit}", [star], lambda: self._key(star.path),
-                           lambda: builder.exp.cache.get_or_compute("star_norm", self._key(star.path), lambda: self._compute(star.path)))
+        builder.evaluation(
+            "star_norm",
+            f"star_norm/{star.unit}",
+            [star],
+            lambda: self._key(star.path),
+            lambda: builder.exp.cache.get_or_compute("star_norm", self._key(star.path), lambda: self._compute(star.path)),
+        )
 
     def assemble(self, exp: Any, main: Main) -> Any:
         star = main.stars[0]

@@ -30,8 +30,16 @@ def test_round_trip_restores_weights_optimizer_and_extra_tensors(tmp_path: Path)
     model, opt = _trained_optimizer()
     path = tmp_path / ".x.state.safetensors"
     perm = torch.tensor([1, 0])
-    save_training_state(path, kind="toy-state", epoch=3, model=model.state_dict(), optimizer=opt, extra={"perm.0.P_0": perm},
-                        history=[{"epoch": 3}], identity={"seed": 1})
+    save_training_state(
+        path,
+        kind="toy-state",
+        epoch=3,
+        model=model.state_dict(),
+        optimizer=opt,
+        extra={"perm.0.P_0": perm},
+        history=[{"epoch": 3}],
+        identity={"seed": 1},
+    )
     fresh = torch.nn.Linear(3, 2)
     opt2 = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
     saved = load_training_state(path, opt2, kind="toy-state", identity={"seed": 1})
@@ -53,9 +61,14 @@ def test_round_trip_restores_weights_optimizer_and_extra_tensors(tmp_path: Path)
 def test_no_second_save_or_restore_path_in_the_package() -> None:
     """Optimizer state is flattened, and training states are written, in stardomain.training.state only."""
     owner = PACKAGE / "training" / "state.py"
-    patterns = [r"\.state_dict\(\)\[.state.\]", r"[\"']opt\.", r"_optimizer_tensors|_restore_optimizer",
-                r"kind[\"']?\s*[:=]\s*[\"'][a-z-]*state[\"']"]
-    offenders = [f"{p.relative_to(PACKAGE)}: {pat}" for p in PACKAGE.rglob("*.py") if p != owner
-                 for pat in patterns if re.search(pat, p.read_text())]
+    patterns = [
+        r"\.state_dict\(\)\[.state.\]",
+        r"[\"']opt\.",
+        r"_optimizer_tensors|_restore_optimizer",
+        r"kind[\"']?\s*[:=]\s*[\"'][a-z-]*state[\"']",
+    ]
+    offenders = [
+        f"{p.relative_to(PACKAGE)}: {pat}" for p in PACKAGE.rglob("*.py") if p != owner for pat in patterns if re.search(pat, p.read_text())
+    ]
     assert offenders == []
     assert all(re.search(pat, owner.read_text()) for pat in patterns[:2])  # the patterns do match the owner

@@ -99,10 +99,12 @@ def environment_lines() -> list[str]:
     import torch
 
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
-    return [f"stardomain: {package_version()}",
-            f"python:   {platform.python_version()} ({sys.executable})",
-            f"torch:    {torch.__version__} ({build}, {torch.get_num_threads()} CPU threads)",
-            f"devices:  {', '.join(_devices())}"]
+    return [
+        f"stardomain: {package_version()}",
+        f"python:   {platform.python_version()} ({sys.executable})",
+        f"torch:    {torch.__version__} ({build}, {torch.get_num_threads()} CPU threads)",
+        f"devices:  {', '.join(_devices())}",
+    ]
 
 
 def summary_line(results: dict[str, Any], report: Any, seconds: float) -> str:

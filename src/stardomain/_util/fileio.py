@@ -16,8 +16,18 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_with", "commit",
-           "default_file_mode", "is_temp_name", "remove_stray_temps", "save_figure", "write_temp"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "atomic_write_with",
+    "commit",
+    "default_file_mode",
+    "is_temp_name",
+    "remove_stray_temps",
+    "save_figure",
+    "write_temp",
+]
 
 
 def default_file_mode() -> int:

@@ -102,8 +102,15 @@ class Progress:
     prints nothing.
     """
 
-    def __init__(self, what: str, total: int | None, unit: str = "step",
-                 progress: ProgressConfig | bool | str | None = None, initial: int = 0, each_step: bool = True):
+    def __init__(
+        self,
+        what: str,
+        total: int | None,
+        unit: str = "step",
+        progress: ProgressConfig | bool | str | None = None,
+        initial: int = 0,
+        each_step: bool = True,
+    ):
         self.config = resolve(progress)
         self.mode = self.config.effective_mode()
         self.what, self.total, self.unit, self.each_step = what, total, unit, each_step
@@ -181,9 +188,15 @@ class Progress:
             frac += min(1.0, inner[0] / inner[1])
         eta = self._eta(elapsed, frac)
         if self.mode == "json":
-            record: dict[str, Any] = {"event": "progress", "what": self.what, "unit": self.unit, "done": self.done,
-                                      "total": self.total, "elapsed_s": round(elapsed, 3),
-                                      "eta_s": None if eta is None else round(eta, 3)}
+            record: dict[str, Any] = {
+                "event": "progress",
+                "what": self.what,
+                "unit": self.unit,
+                "done": self.done,
+                "total": self.total,
+                "elapsed_s": round(elapsed, 3),
+                "eta_s": None if eta is None else round(eta, 3),
+            }
             if inner is not None:
                 record.update({"inner_done": inner[0], "inner_total": inner[1], "inner_unit": inner[2]})
             record.update(fields)
@@ -204,4 +217,3 @@ class Progress:
         out = self.config.out()
         out.write(line + "\n")
         out.flush()
-

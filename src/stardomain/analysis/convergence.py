@@ -18,8 +18,7 @@ DEFAULT_TRAIN_ACC = 0.99  # eval.converged_train_acc: the paper's models reach ~
 NOT_CONVERGED = "sources not converged: barriers are not the paper's quantity"
 
 
-def zoo_convergence(metrics: Sequence[Mapping[str, float]], threshold: float,
-                    loss_threshold: float | None = None) -> dict[str, Any]:
+def zoo_convergence(metrics: Sequence[Mapping[str, float]], threshold: float, loss_threshold: float | None = None) -> dict[str, Any]:
     """What results.json records of a zoo's convergence (``metrics``: each model's final metrics).
 
     A model counts as converged at ``threshold`` train accuracy and, where ``loss_threshold`` is set, at most
@@ -29,8 +28,15 @@ def zoo_convergence(metrics: Sequence[Mapping[str, float]], threshold: float,
     accs = [float(m["train_acc"]) for m in metrics if "train_acc" in m]
     losses = [float(m["train_loss"]) for m in metrics if "train_loss" in m]
     below = sum(a < threshold or (loss_threshold is not None and lo > loss_threshold) for a, lo in zip(accs, losses))
-    out = {"threshold": threshold, "n": len(accs), "train_acc": mean_std(accs), "train_loss": mean_std(losses),
-           "min_train_acc": min(accs) if accs else None, "n_below": below, "converged": bool(accs) and below == 0}
+    out = {
+        "threshold": threshold,
+        "n": len(accs),
+        "train_acc": mean_std(accs),
+        "train_loss": mean_std(losses),
+        "min_train_acc": min(accs) if accs else None,
+        "n_below": below,
+        "converged": bool(accs) and below == 0,
+    }
     if loss_threshold is not None:
         out |= {"loss_threshold": loss_threshold, "max_train_loss": max(losses) if losses else None}
     return out
@@ -39,8 +45,10 @@ def zoo_convergence(metrics: Sequence[Mapping[str, float]], threshold: float,
 def describe(conv: Mapping[str, Any]) -> str:
     """One phrase: how far the zoo is from the threshold."""
     loss = f" or above train loss {conv['loss_threshold']:g}" if "loss_threshold" in conv else ""
-    return (f"{conv['n_below']} of {conv['n']} regular models below {100 * conv['threshold']:.1f}% train accuracy{loss} "
-            f"(lowest {100 * conv['min_train_acc']:.2f}%, mean train loss {conv['train_loss']['mean']:.4f})")
+    return (
+        f"{conv['n_below']} of {conv['n']} regular models below {100 * conv['threshold']:.1f}% train accuracy{loss} "
+        f"(lowest {100 * conv['min_train_acc']:.2f}%, mean train loss {conv['train_loss']['mean']:.4f})"
+    )
 
 
 def convergence_line(metas: Sequence[Mapping[str, Any]], threshold: float = DEFAULT_TRAIN_ACC) -> str:

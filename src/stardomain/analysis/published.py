@@ -21,5 +21,6 @@ MNIST_MLP_WIDTH: dict[int, dict[str, float]] = {
     128: {"regular-regular": 0.010, "star-source": 0.000, "star-held-out": 0.002},
     256: {"regular-regular": 0.003, "star-source": 0.000, "star-held-out": 0.000},
 }
-MNIST_MLP_WIDTH_SOURCE = ("the authors' MNIST width study (paper v2 Fig. 2; 1-hidden-layer MLPs, test-loss barriers), "
-                          "as quoted in stardomain issue 18")
+MNIST_MLP_WIDTH_SOURCE = (
+    "the authors' MNIST width study (paper v2 Fig. 2; 1-hidden-layer MLPs, test-loss barriers), as quoted in stardomain issue 18"
+)

@@ -45,20 +45,23 @@ def over_stars(values_by_star: Sequence[Sequence[float | None]]) -> dict[str, An
     A star with no finite value does not count towards n_stars.
     """
     per_star = [mean_std(v) for v in values_by_star]
-    return {"per_star": per_star,
-            "over_stars": mean_std([ps["mean"] for ps in per_star]),
-            "over_pairs": mean_std([v for vals in values_by_star for v in vals]),
-            "n_stars": sum(ps["n"] > 0 for ps in per_star), "n_pairs": sum(ps["n"] for ps in per_star),
-            "spread": "over_stars: sample std of the per-star means (each over its pairs); "
-                      "over_pairs: sample std of all pairs pooled"}
+    return {
+        "per_star": per_star,
+        "over_stars": mean_std([ps["mean"] for ps in per_star]),
+        "over_pairs": mean_std([v for vals in values_by_star for v in vals]),
+        "n_stars": sum(ps["n"] > 0 for ps in per_star),
+        "n_pairs": sum(ps["n"] for ps in per_star),
+        "spread": "over_stars: sample std of the per-star means (each over its pairs); over_pairs: sample std of all pairs pooled",
+    }
 
 
 def _direction(lo: float, hi: float) -> int:
     return -1 if hi < 0 else (1 if lo > 0 else 0)
 
 
-def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], seed: int = 0, n_boot: int = N_BOOT,
-                      level: float = LEVEL) -> tuple[float, float]:
+def bootstrap_diff_ci(
+    a: Sequence[float], b: Sequence[float], seed: int = 0, n_boot: int = N_BOOT, level: float = LEVEL
+) -> tuple[float, float]:
     """Percentile bootstrap interval of mean(a) − mean(b), resampling each group independently.
 
     Seeded with a private generator, so the same inputs always give the same interval.
@@ -99,8 +102,15 @@ def compare(a: Sequence[float], b: Sequence[float], seed: int = 0, alpha: float 
     w = welch(a, b)
     ma, mb = mean_std(a), mean_std(b)
     d = _direction(lo, hi) if not math.isnan(w["p"]) and w["p"] < alpha else 0
-    return {"test": "bootstrap CI of the difference + Welch t", "a": ma, "b": mb, "diff": ma["mean"] - mb["mean"],
-            "ci95": [lo, hi], "welch": w, "direction": d}
+    return {
+        "test": "bootstrap CI of the difference + Welch t",
+        "a": ma,
+        "b": mb,
+        "diff": ma["mean"] - mb["mean"],
+        "ci95": [lo, hi],
+        "welch": w,
+        "direction": d,
+    }
 
 
 def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
@@ -116,8 +126,13 @@ def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> di
         half = float(sps.t.ppf((1 + level) / 2, n - 1)) * ms["std"] / math.sqrt(n)
         lo, hi = ms["mean"] - half, ms["mean"] + half
         p = float(sps.ttest_1samp(d, 0.0).pvalue) if ms["std"] > 0 else (0.0 if ms["mean"] != 0 else 1.0)
-    return {"test": f"paired t: {level:.0%} interval of the mean per-pair difference", "difference": ms, "ci": [lo, hi],
-            "p": p, "direction": 0 if n < 2 or p >= 1 - level else _direction(lo, hi)}
+    return {
+        "test": f"paired t: {level:.0%} interval of the mean per-pair difference",
+        "difference": ms,
+        "ci": [lo, hi],
+        "p": p,
+        "direction": 0 if n < 2 or p >= 1 - level else _direction(lo, hi),
+    }
 
 
 def near_zero(values: Sequence[float], tolerance: float, level: float = LEVEL) -> dict[str, Any]:
@@ -135,8 +150,13 @@ def near_zero(values: Sequence[float], tolerance: float, level: float = LEVEL) -
         half = float(sps.t.ppf(level, n - 1)) * ms["std"] / math.sqrt(n)
         lo, hi = ms["mean"] - half, ms["mean"] + half
         d = -1 if hi < tolerance else (1 if lo > tolerance else 0)
-    return {"test": f"one-sided {level:.0%} t bounds of the mean vs tolerance", "values": ms, "tolerance": tolerance,
-            "bounds": [lo, hi], "direction": d}
+    return {
+        "test": f"one-sided {level:.0%} t bounds of the mean vs tolerance",
+        "values": ms,
+        "tolerance": tolerance,
+        "bounds": [lo, hi],
+        "direction": d,
+    }
 
 
 def against_population(values: Sequence[float], x: float, level: float = LEVEL) -> dict[str, Any]:
@@ -195,8 +215,9 @@ def weighted_ece(bins: np.ndarray, conf: np.ndarray, correct: np.ndarray, weight
     return np.abs(gap).sum(axis=1) / weights.sum(axis=1)
 
 
-def paired_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, seed: int = 0, n_boot: int = 1000,
-                     level: float = LEVEL, chunk: int = 100) -> dict[str, Any]:
+def paired_bootstrap(
+    statistic: Callable[[np.ndarray], np.ndarray], n: int, seed: int = 0, n_boot: int = 1000, level: float = LEVEL, chunk: int = 100
+) -> dict[str, Any]:
     """Bootstrap over *items* (e.g. test examples) of a difference between two methods on the same items.
 
     ``statistic(weights)`` maps (rows, n) item multiplicities to the difference (method A − method B)
@@ -206,13 +227,18 @@ def paired_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, seed
     """
     full = float(statistic(np.ones((1, n)))[0])
     counts = bootstrap_counts(n, n_boot, seed)
-    boots = np.concatenate([np.asarray(statistic(counts[i:i + chunk]), dtype=np.float64) for i in range(0, n_boot, chunk)])
+    boots = np.concatenate([np.asarray(statistic(counts[i : i + chunk]), dtype=np.float64) for i in range(0, n_boot, chunk)])
     boots = boots[np.isfinite(boots)]
     if not len(boots):
         return {"test": "paired bootstrap over test examples", "diff": full, "ci95": [float("nan")] * 2, "n_items": n, "direction": 0}
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return {"test": "paired bootstrap over test examples", "diff": full, "ci95": [float(lo), float(hi)],
-            "n_items": n, "direction": _direction(float(lo), float(hi))}
+    return {
+        "test": "paired bootstrap over test examples",
+        "diff": full,
+        "ci95": [float(lo), float(hi)],
+        "n_items": n,
+        "direction": _direction(float(lo), float(hi)),
+    }
 
 
 def verdict(result: Mapping[str, Any], lower: str, higher: str) -> str:

@@ -27,9 +27,12 @@ def setting_tests(summary: Mapping[str, Any], endpoints: Mapping[str, Any] | Non
     its barriers are then small because its endpoint is poor, and no barrier verdict stands.
     """
     rr, ss, sh = (_values(summary, g) for g in ("regular-regular", "star-source", "star-held-out"))
-    out: dict[str, Any] = {"metric": METRIC, "tolerance": tolerance,
-                           "comparable": not (endpoints or {}).get("star_below_sources", False),
-                           "converged": _converged(endpoints)}
+    out: dict[str, Any] = {
+        "metric": METRIC,
+        "tolerance": tolerance,
+        "comparable": not (endpoints or {}).get("star_below_sources", False),
+        "converged": _converged(endpoints),
+    }
     if rr is not None:
         out["regular_regular_vs_zero"] = stats.near_zero(rr, tolerance)
     if ss is not None:
@@ -97,28 +100,37 @@ def compute(results: Mapping[str, Any]) -> dict[str, Any]:
             out["distances"] = {"star_held_out_vs_regular": stats.compare(d["star-held-out"]["values"]["l2_aligned"], rr, seed=seed)}
             per_star = _star_means(d["star-held-out"], "l2_aligned") or []
             if len(per_star) >= 2:  # the star as the unit of replication: its mean distance to the held-out models
-                out["distances"] |= {"n_stars": len(per_star), "star_held_out_vs_regular_over_stars": stats.compare(per_star, rr, seed=seed)}
+                out["distances"] |= {
+                    "n_stars": len(per_star),
+                    "star_held_out_vs_regular_over_stars": stats.compare(per_star, rr, seed=seed),
+                }
     if "n_sources" in results and len(results["n_sources"]["rows"]) >= 2:
         rows = results["n_sources"]["rows"]
         first, last = rows[0], rows[-1]
-        out["n_sources"] = {"first": first["n_sources"], "last": last["n_sources"],
-                            "trend": stats.compare(last["values"][METRIC], first["values"][METRIC], seed=seed),
-                            "comparable": not any(r["endpoints"]["star_below_sources"] for r in (first, last)),
-                            "converged": _converged(results.get("endpoints"))}
+        out["n_sources"] = {
+            "first": first["n_sources"],
+            "last": last["n_sources"],
+            "trend": stats.compare(last["values"][METRIC], first["values"][METRIC], seed=seed),
+            "comparable": not any(r["endpoints"]["star_below_sources"] for r in (first, last)),
+            "converged": _converged(results.get("endpoints")),
+        }
         out["n_sources"].update(_trend_over_stars(first, last, seed))
     if results.get("bn_ablation", {}).get("applicable"):
         out["bn_ablation"] = results["bn_ablation"]["tests"]  # interpolated statistics minus the reset, per group
     if "bma" in results and "tests" in results["bma"]:
         out["bma"] = results["bma"]["tests"]
     if "fusion" in results:
-        out["fusion"] = [{"n_sources": r["n_sources"], **stats.against_population(r["regular_accs"], r["star_acc"])}
-                         for r in results["fusion"]["rows"]]
+        out["fusion"] = [
+            {"n_sources": r["n_sources"], **stats.against_population(r["regular_accs"], r["star_acc"])} for r in results["fusion"]["rows"]
+        ]
     if "width_depth" in results:
-        out["width_depth"] = [{"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)}
-                              for r in results["width_depth"]["rows"]]
+        out["width_depth"] = [
+            {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)} for r in results["width_depth"]["rows"]
+        ]
     if "recipe_study" in results:
-        out["recipe_study"] = [{"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)}
-                               for r in results["recipe_study"]["rows"]]
+        out["recipe_study"] = [
+            {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)} for r in results["recipe_study"]["rows"]
+        ]
     if "optimizer" in results:
         r = results["optimizer"]
         out["optimizer"] = {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)}

@@ -43,7 +43,9 @@ def batchable(model: nn.Module, example: Tensor, frozen_batchnorm: bool = False)
     ``frozen_batchnorm``: BatchNorm is fine because its statistics stay as interpolated (no
     per-t re-estimation), so in eval mode it is a pure function of the stacked state.
     """
-    if (has_batchnorm(model) and not frozen_batchnorm) or any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+    if (has_batchnorm(model) and not frozen_batchnorm) or any(
+        isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()
+    ):
         return False
     probe = copy.deepcopy(model).eval()
     state = {k: torch.stack([v, v]) for k, v in probe.state_dict().items()}
@@ -90,8 +92,8 @@ def evaluate_states(
             loss = torch.zeros(len(chunk), dtype=torch.float64, device=dev)
             correct = torch.zeros(len(chunk), dtype=torch.long, device=dev)
             for i in range(0, len(x), batch_size):
-                logits = run(stacked, x[i:i + batch_size].to(dev, non_blocking=True)).float()  # (t, B, C)
-                yb = y[i:i + batch_size].to(dev, non_blocking=True)
+                logits = run(stacked, x[i : i + batch_size].to(dev, non_blocking=True)).float()  # (t, B, C)
+                yb = y[i : i + batch_size].to(dev, non_blocking=True)
                 t, b = logits.shape[:2]
                 ce = F.cross_entropy(logits.reshape(t * b, -1), yb.repeat(t), reduction="none").view(t, b)
                 loss += ce.sum(1).double()

@@ -43,8 +43,7 @@ Estimator = Literal["pooled", "cumulative"]
 
 def batchnorm_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
     """(name, module) of every BatchNorm that keeps running statistics (those need a reset)."""
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None]
 
 
 def _running_stats(m: _BatchNorm) -> tuple[Tensor, Tensor]:
@@ -72,8 +71,7 @@ def bn_state(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-def sample_order(n: int, num_samples: int | None = None, generator: torch.Generator | None = None,
-                 seed: int = 0) -> Tensor:
+def sample_order(n: int, num_samples: int | None = None, generator: torch.Generator | None = None, seed: int = 0) -> Tensor:
     """The fixed, seeded sample order of a BN pass: the first ``num_samples`` of a permutation.
 
     A shuffled order keeps batches class-mixed even when a dataset is stored sorted by class;
@@ -90,11 +88,11 @@ class _Accumulator:
     """Float64 per-channel sums of one BN layer's batch statistics over the pass."""
 
     def __init__(self) -> None:
-        self.count = 0            # values per channel seen (samples x spatial positions)
-        self.sum_mean: Tensor | None = None    # sum_b n_b * mean_b
+        self.count = 0  # values per channel seen (samples x spatial positions)
+        self.sum_mean: Tensor | None = None  # sum_b n_b * mean_b
         self.sum_sq_mean: Tensor | None = None  # sum_b n_b * mean_b^2
-        self.sum_within: Tensor | None = None   # sum_b (n_b - 1) * var_b   (pooled)
-        self.sum_var: Tensor | None = None      # sum_b n_b * var_b         (cumulative)
+        self.sum_within: Tensor | None = None  # sum_b (n_b - 1) * var_b   (pooled)
+        self.sum_var: Tensor | None = None  # sum_b n_b * var_b         (cumulative)
         self.batches = 0
 
     def hook(self, module: _BatchNorm, inputs: tuple[Tensor, ...], output: Tensor) -> None:
@@ -216,8 +214,11 @@ def reset_bn(
     handles = [m.register_forward_hook(accs[m].hook) for _, m in layers]
     try:
         with _bn_pass_mode(model, layers):
-            batches = ((x[order[s:e]] for s, e in zip(starts, ends)) if torch.is_tensor(x) else
-                       (xb for xb, _ in index_batches(x, "train", [order[s:e] for s, e in zip(starts, ends)], device)))
+            batches = (
+                (x[order[s:e]] for s, e in zip(starts, ends))
+                if torch.is_tensor(x)
+                else (xb for xb, _ in index_batches(x, "train", [order[s:e] for s, e in zip(starts, ends)], device))
+            )
             for xb in batches:
                 xb = xb.to(device, non_blocking=True)
                 if memory_format is not None:

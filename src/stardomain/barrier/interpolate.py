@@ -31,13 +31,14 @@ def check_compatible(state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor
     if state_a.keys() != state_b.keys():
         only_a = sorted(set(state_a) - set(state_b))[:3]
         only_b = sorted(set(state_b) - set(state_a))[:3]
-        raise StardomainError(f"states differ in keys (only in A: {only_a}, only in B: {only_b}); "
-                              "interpolate models of one architecture")
+        raise StardomainError(f"states differ in keys (only in A: {only_a}, only in B: {only_b}); interpolate models of one architecture")
     for k, a in state_a.items():
         b = state_b[k]
         if a.shape != b.shape or a.dtype != b.dtype:
-            raise StardomainError(f"{k!r} is {tuple(a.shape)}/{a.dtype} in A but {tuple(b.shape)}/{b.dtype} in B; "
-                                  "interpolate models of one architecture and precision")
+            raise StardomainError(
+                f"{k!r} is {tuple(a.shape)}/{a.dtype} in A but {tuple(b.shape)}/{b.dtype} in B; "
+                "interpolate models of one architecture and precision"
+            )
 
 
 def lerp_state(state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor], t: float) -> dict[str, Tensor]:
@@ -71,8 +72,7 @@ def interpolation_points(num_points: int) -> list[float]:
 
 # --- folding BatchNorm into the preceding layer for fast evaluation ------------------------------
 
-_FOLDABLE = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d),
-             (nn.Linear, nn.BatchNorm1d))
+_FOLDABLE = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d), (nn.Linear, nn.BatchNorm1d))
 
 
 def _foldable(layer: nn.Module, bn: nn.Module) -> bool:
@@ -146,8 +146,13 @@ def _fresh(node: object, modules: Mapping[str, nn.Module]) -> bool:
         return False
     if node.op == "call_module":
         return isinstance(modules.get(str(node.target)), _FRESH_MODULES)
-    return node.op == "call_function" and node.target in _ADDS and len(node.args) == 2 and not node.kwargs \
+    return (
+        node.op == "call_function"
+        and node.target in _ADDS
+        and len(node.args) == 2
+        and not node.kwargs
         and all(isinstance(a, fx.Node) for a in node.args)
+    )
 
 
 def _inplace_relus(gm: fx.GraphModule) -> int:
@@ -201,16 +206,18 @@ class EvalEngine:
     the model alone, never on a timing, so a curve is reproducible to the last digit.
     """
 
-    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", fold_bn: bool = True,
-                 channels_last: bool | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, device: str | torch.device = "cpu", fold_bn: bool = True, channels_last: bool | None = None
+    ) -> None:
         self.device = torch.device(device)
         self.model = copy.deepcopy(model).to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         conv = has_conv2d(self.model)
         # None: undecided until the first batch (see _choose_format); a format or False once decided
-        self._format_choice: bool | None = (channels_last and conv) if channels_last is not None else (
-            None if conv and self.device.type == "cpu" else False)
+        self._format_choice: bool | None = (
+            (channels_last and conv) if channels_last is not None else (None if conv and self.device.type == "cpu" else False)
+        )
         self.memory_format: torch.memory_format | None = None
         self.has_bn = has_batchnorm(self.model)
         built = _build_folded(self.model) if fold_bn and self.has_bn else None
@@ -231,8 +238,11 @@ class EvalEngine:
         Re-run after any memory-format change: converting a module replaces its 4-d tensors.
         """
         own = self.model.state_dict()
-        self._shared = ([(v, own[k]) for k, v in self.folded.state_dict().items()
-                         if k in own and not k.startswith("_folded_")] if self.folded is not None else [])
+        self._shared = (
+            [(v, own[k]) for k, v in self.folded.state_dict().items() if k in own and not k.startswith("_folded_")]
+            if self.folded is not None
+            else []
+        )
 
     def _use_channels_last(self) -> None:
         """Convert the working and folded copies (call ``_bind_shared`` after)."""
@@ -266,8 +276,15 @@ class EvalEngine:
         if self._format_choice is None:
             self._choose_format(x[indices[:2]])  # channels_last_safe probes two samples
         if self.has_bn:
-            reset_bn(self.model, x, batch_size=batch_size, indices=indices, estimator=estimator,  # type: ignore[arg-type]
-                     memory_format=self.memory_format, forward=self._bn_forward)
+            reset_bn(
+                self.model,
+                x,
+                batch_size=batch_size,
+                indices=indices,
+                estimator=estimator,  # type: ignore[arg-type]
+                memory_format=self.memory_format,
+                forward=self._bn_forward,
+            )
             self._refold()
 
     @torch.no_grad()

@@ -91,10 +91,32 @@ def evaluate_pair(
             from stardomain.permute import trace_spec
 
             spec = trace_spec(model)
-        state_b, match = align_states(state_a, state_b, spec=spec, method=align, model=model, x=x, seed=seed,
-                                      allow_unpermuted=allow_unpermuted)
+        state_b, match = align_states(
+            state_a, state_b, spec=spec, method=align, model=model, x=x, seed=seed, allow_unpermuted=allow_unpermuted
+        )
         objective, coverage, check = float(match.objective), match.coverage, match.check
-    c = curve(model, state_a, state_b, dataset, num_points=points, bn_samples=bn_samples, device=device, progress=progress,
-              eval_train_samples=eval_train_samples, eval_test_samples=eval_test_samples, bn=bn, seed=seed)
-    return PairResult(align=align, l2=l2, l2_aligned=l2_distance(state_a, state_b, keys), curve=c, barriers=barriers(c),
-                      match_objective=objective, spec_coverage=coverage, function_check=check, state_b=dict(state_b))
+    c = curve(
+        model,
+        state_a,
+        state_b,
+        dataset,
+        num_points=points,
+        bn_samples=bn_samples,
+        device=device,
+        progress=progress,
+        eval_train_samples=eval_train_samples,
+        eval_test_samples=eval_test_samples,
+        bn=bn,
+        seed=seed,
+    )
+    return PairResult(
+        align=align,
+        l2=l2,
+        l2_aligned=l2_distance(state_a, state_b, keys),
+        curve=c,
+        barriers=barriers(c),
+        match_objective=objective,
+        spec_coverage=coverage,
+        function_check=check,
+        state_b=dict(state_b),
+    )

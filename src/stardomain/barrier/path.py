@@ -53,9 +53,7 @@ class Curve:
         """Inverse of :meth:`to_dict`; unknown keys are ignored so old files keep loading."""
         if "t" not in d:
             raise StardomainError("curve dict has no 't' entry; pass the output of Curve.to_dict()")
-        return cls(t=[float(v) for v in d["t"]],
-                   **{m: [float(v) for v in d.get(m, [])] for m in METRICS},
-                   info=dict(d.get("info", {})))
+        return cls(t=[float(v) for v in d["t"]], **{m: [float(v) for v in d.get(m, [])] for m in METRICS}, info=dict(d.get("info", {})))
 
     def metric(self, name: str) -> list[float]:
         """Values of ``name`` (one of train_loss, train_acc, test_loss, test_acc) along t."""
@@ -83,8 +81,8 @@ def evaluate_splits(forward: Any, splits: Mapping[str, tuple[Tensor, Tensor]], b
         loss: Tensor | float = 0.0  # stays a device tensor: no sync per batch
         correct: Tensor | int = 0
         for i in range(0, len(x), batch_size):
-            logits = forward(x[i:i + batch_size])
-            yb = y[i:i + batch_size].to(logits.device, non_blocking=True)
+            logits = forward(x[i : i + batch_size])
+            yb = y[i : i + batch_size].to(logits.device, non_blocking=True)
             loss = loss + F.cross_entropy(logits.float(), yb, reduction="sum").double()
             correct = correct + (logits.argmax(1) == yb).sum()
         out[name] = (float(loss) / len(x), int(correct) / len(x))
@@ -166,18 +164,29 @@ def curve(
             x_bn = full_train if full_train is not None else split_tensors(dataset, "train")[0].to(dev)
             bn_order = order.to(dev)
 
-    out = Curve(t=t_values, info={
-        "num_points": len(t_values), "bn_reset": reset, "bn": bn if engine.has_bn else None,
-        "bn_samples": len(bn_order) if bn_order is not None else 0, "bn_estimator": bn_estimator if reset else None,
-        "bn_batch_size": bn_batch_size if reset else None,
-        "eval_train_samples": len(eval_splits["train"][0]) if "train" in eval_splits else 0,
-        "eval_test_samples": len(eval_splits["test"][0]) if "test" in eval_splits else 0,
-    })
+    out = Curve(
+        t=t_values,
+        info={
+            "num_points": len(t_values),
+            "bn_reset": reset,
+            "bn": bn if engine.has_bn else None,
+            "bn_samples": len(bn_order) if bn_order is not None else 0,
+            "bn_estimator": bn_estimator if reset else None,
+            "bn_batch_size": bn_batch_size if reset else None,
+            "eval_train_samples": len(eval_splits["train"][0]) if "train" in eval_splits else 0,
+            "eval_test_samples": len(eval_splits["test"][0]) if "test" in eval_splits else 0,
+        },
+    )
     meter = Progress("interpolation", len(t_values), unit="t", progress=progress, each_step=False)
-    if not reset and batched is not False and eval_splits \
-            and batchable(model, next(iter(eval_splits.values()))[0][:2], frozen_batchnorm=True):
-        results = evaluate_states(model, lambda i: lerp_state(state_a, state_b, t_values[i]), len(t_values),
-                                  eval_splits, bs, dev, on_done=meter.step)
+    if (
+        not reset
+        and batched is not False
+        and eval_splits
+        and batchable(model, next(iter(eval_splits.values()))[0][:2], frozen_batchnorm=True)
+    ):
+        results = evaluate_states(
+            model, lambda i: lerp_state(state_a, state_b, t_values[i]), len(t_values), eval_splits, bs, dev, on_done=meter.step
+        )
         meter.close()
         for metrics in results:
             for s, (loss, acc) in metrics.items():

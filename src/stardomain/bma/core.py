@@ -42,6 +42,7 @@ State = Mapping[str, Tensor]
 
 # metric name -> panel title, in the order of the Figure-5 panels
 
+
 def check_state(model: nn.Module, state: State, what: str = "state") -> None:
     """A state must fill the model exactly; a mismatch means the wrong architecture or checkpoint."""
     if not isinstance(state, Mapping):
@@ -90,7 +91,7 @@ def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
 def _predict_loaded(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
     """Softmax of the model's *current* weights, eval mode, in batches."""
     model.eval()
-    out = [torch.softmax(model(x[i:i + batch_size].to(device)).float(), dim=1) for i in range(0, len(x), batch_size)]
+    out = [torch.softmax(model(x[i : i + batch_size].to(device)).float(), dim=1) for i in range(0, len(x), batch_size)]
     return torch.cat(out)
 
 
@@ -128,9 +129,7 @@ def test_split(dataset: Any, device: torch.device) -> tuple[Tensor, Tensor]:
 
 # -- prediction -----------------------------------------------------------------------------------
 @torch.no_grad()
-def predict_probs(
-    model: nn.Module, state: State, x: Tensor, device: str | torch.device = "cpu", batch_size: int = 1024
-) -> Tensor:
+def predict_probs(model: nn.Module, state: State, x: Tensor, device: str | torch.device = "cpu", batch_size: int = 1024) -> Tensor:
     """Softmax outputs ``(N, C)`` (float32, on ``device``) of ``model`` with weights ``state``, eval mode.
 
     Uses ``torch.func.functional_call`` so the model itself is neither copied nor modified: one
@@ -146,7 +145,7 @@ def predict_probs(
     model.eval()
     try:
         out = [
-            torch.softmax(functional_call(model, tensors, (x[i:i + batch_size].to(dev),), strict=True).float(), dim=1)
+            torch.softmax(functional_call(model, tensors, (x[i : i + batch_size].to(dev),), strict=True).float(), dim=1)
             for i in range(0, len(x), batch_size)
         ]
     finally:
@@ -309,19 +308,38 @@ def bma_study(
         raise StardomainError("bma: bma_study needs at least one aligned source model")
     _check_count(max_samples, "max_samples")
     return {
-        "star_domain": star_domain_bma(model, star_state, sources, dataset, max_samples=max_samples, seed=seed,
-                                       bn_samples=bn_samples, progress=progress, return_probs=return_probs,
-                                       device=device, batch_size=batch_size),
-        "ensemble": ensemble_bma(model, sources, dataset, max_members=min(max_samples, len(sources)),
-                                 progress=progress, return_probs=return_probs, device=device, batch_size=batch_size),
+        "star_domain": star_domain_bma(
+            model,
+            star_state,
+            sources,
+            dataset,
+            max_samples=max_samples,
+            seed=seed,
+            bn_samples=bn_samples,
+            progress=progress,
+            return_probs=return_probs,
+            device=device,
+            batch_size=batch_size,
+        ),
+        "ensemble": ensemble_bma(
+            model,
+            sources,
+            dataset,
+            max_members=min(max_samples, len(sources)),
+            progress=progress,
+            return_probs=return_probs,
+            device=device,
+            batch_size=batch_size,
+        ),
         "star": single_model(model, star_state, dataset, device=device, batch_size=batch_size),
         "single": single_model(model, sources[0], dataset, device=device, batch_size=batch_size),
         "config": {"max_samples": max_samples, "seed": seed, "n_sources": len(sources), "bn_samples": bn_samples},
     }
 
 
-def posterior_tests(probs_a: Tensor, probs_b: Tensor, targets: Tensor, seed: int = 0, n_boot: int = 1000,
-                    n_bins: int = 15) -> dict[str, Any]:
+def posterior_tests(
+    probs_a: Tensor, probs_b: Tensor, targets: Tensor, seed: int = 0, n_boot: int = 1000, n_bins: int = 15
+) -> dict[str, Any]:
     """Star-domain BMA (a) vs deep ensemble (b) at their final K: paired bootstrap over test examples
     of the difference a − b in AUROC (max prob), AUROC (neg. entropy) and ECE.
 
@@ -337,22 +355,30 @@ def posterior_tests(probs_a: Tensor, probs_b: Tensor, targets: Tensor, seed: int
     for name, p in (("a", probs_a.double().cpu()), ("b", probs_b.double().cpu())):
         conf, pred = p.max(dim=1)
         bins = (torch.bucketize(conf.float(), edges, right=True) - 1).clamp_(0, n_bins)
-        parts[name] = {"max_prob": conf.numpy(), "neg_entropy": (-metrics.entropy(p)).numpy(), "correct": (pred == y).numpy(),
-                       "bins": bins.numpy()}
+        parts[name] = {
+            "max_prob": conf.numpy(),
+            "neg_entropy": (-metrics.entropy(p)).numpy(),
+            "correct": (pred == y).numpy(),
+            "bins": bins.numpy(),
+        }
 
     def auroc(score: str) -> Any:
-        return lambda w: (weighted_auroc(parts["a"][score], parts["a"]["correct"], w)
-                          - weighted_auroc(parts["b"][score], parts["b"]["correct"], w))
+        return lambda w: (
+            weighted_auroc(parts["a"][score], parts["a"]["correct"], w) - weighted_auroc(parts["b"][score], parts["b"]["correct"], w)
+        )
 
     def ece(w: Any) -> Any:
         a, b = parts["a"], parts["b"]
-        return (weighted_ece(a["bins"], a["max_prob"], a["correct"], w, n_bins + 1)
-                - weighted_ece(b["bins"], b["max_prob"], b["correct"], w, n_bins + 1))
+        return weighted_ece(a["bins"], a["max_prob"], a["correct"], w, n_bins + 1) - weighted_ece(
+            b["bins"], b["max_prob"], b["correct"], w, n_bins + 1
+        )
 
     n = len(y)
-    return {"auroc_max_prob": paired_bootstrap(auroc("max_prob"), n, seed=seed, n_boot=n_boot),
-            "auroc_neg_entropy": paired_bootstrap(auroc("neg_entropy"), n, seed=seed, n_boot=n_boot),
-            "ece": paired_bootstrap(ece, n, seed=seed, n_boot=n_boot)}
+    return {
+        "auroc_max_prob": paired_bootstrap(auroc("max_prob"), n, seed=seed, n_boot=n_boot),
+        "auroc_neg_entropy": paired_bootstrap(auroc("neg_entropy"), n, seed=seed, n_boot=n_boot),
+        "ece": paired_bootstrap(ece, n, seed=seed, n_boot=n_boot),
+    }
 
 
 # -- model fusion (Table 2) -----------------------------------------------------------------------

@@ -42,18 +42,14 @@ def _check(probs: Tensor, targets: Tensor) -> None:
     if not probs.is_floating_point():
         raise StardomainError(f"probs must be a floating-point tensor; got dtype {probs.dtype}")
     if targets.ndim != 1 or targets.shape[0] != probs.shape[0]:
-        raise StardomainError(
-            f"targets must have shape (N,) matching probs (N={probs.shape[0]}); got {tuple(targets.shape)}"
-        )
+        raise StardomainError(f"targets must have shape (N,) matching probs (N={probs.shape[0]}); got {tuple(targets.shape)}")
     if probs.shape[0] == 0:
         raise StardomainError("metrics need at least one sample; got N=0")
     if targets.dtype.is_floating_point or targets.dtype == torch.bool:
         raise StardomainError(f"targets must be integer class indices; got dtype {targets.dtype}")
     lo, hi = int(targets.min()), int(targets.max())
     if lo < 0 or hi >= probs.shape[1]:
-        raise StardomainError(
-            f"targets must lie in [0, {probs.shape[1] - 1}] (C={probs.shape[1]}); got range [{lo}, {hi}]"
-        )
+        raise StardomainError(f"targets must lie in [0, {probs.shape[1] - 1}] (C={probs.shape[1]}); got range [{lo}, {hi}]")
 
 
 def _top1(probs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

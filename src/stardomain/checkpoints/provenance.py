@@ -91,8 +91,7 @@ def load_recorded_data(
     overridden: list[str] = []
     if dataset is not None and data.canonical_name(dataset) != rec["name"]:
         key = data.canonical_name(dataset)
-        want = {"name": key, "subset": None, "subset_seed": None,
-                "image_size": rec["image_size"] if data.accepts_image_size(key) else None}
+        want = {"name": key, "subset": None, "subset_seed": None, "image_size": rec["image_size"] if data.accepts_image_size(key) else None}
         overridden.append("dataset")
     if subset is not None:
         size = None if subset == FULL else int(subset)
@@ -102,10 +101,17 @@ def load_recorded_data(
         if size is None:
             want["subset_seed"] = None
     if subset_seed is not None and want["subset"] is None:  # ignoring it would silently use the whole split
-        why = ("--subset all asks for" if subset == FULL else f"--dataset {dataset} uses" if "dataset" in overridden
-               else f"{models[0][0]} was trained on")
-        raise StardomainError(f"--subset-seed {subset_seed} draws a subset, but {why} the full train split; "
-                              "add --subset N to evaluate on a seeded subset, or drop --subset-seed")
+        why = (
+            "--subset all asks for"
+            if subset == FULL
+            else f"--dataset {dataset} uses"
+            if "dataset" in overridden
+            else f"{models[0][0]} was trained on"
+        )
+        raise StardomainError(
+            f"--subset-seed {subset_seed} draws a subset, but {why} the full train split; "
+            "add --subset N to evaluate on a seeded subset, or drop --subset-seed"
+        )
     if subset_seed is not None and want["subset"] is not None and subset_seed != want["subset_seed"]:
         want["subset_seed"] = int(subset_seed)
         overridden.append("subset_seed")
@@ -121,14 +127,19 @@ def load_recorded_data(
     if unknown:  # e.g. "stream": a folder streamed with resize+crop is other pixels than the in-memory reader gives
         key = unknown[0]
         hint = "evaluate it in an experiment with stream: true" if key == "stream" else "use the stardomain version that wrote it"
-        raise StardomainError(f"{models[0][0]} was trained on {rec['name']} with {key} {rec[key]}, which this command cannot "
-                              f"rebuild (it reads the data without it); {hint}, or pass --dataset to use other data")
-    ds = data.load_dataset(want["name"], root=data_root, subset=want["subset"], seed=want["subset_seed"] or 0,
-                           image_size=want["image_size"])
+        raise StardomainError(
+            f"{models[0][0]} was trained on {rec['name']} with {key} {rec[key]}, which this command cannot "
+            f"rebuild (it reads the data without it); {hint}, or pass --dataset to use other data"
+        )
+    ds = data.load_dataset(
+        want["name"], root=data_root, subset=want["subset"], seed=want["subset_seed"] or 0, image_size=want["image_size"]
+    )
     got = ds.record()
     if "dataset" not in overridden and rec.get("sha256") is not None and got.get("sha256") != rec["sha256"]:
-        raise StardomainError(f"{models[0][0]} was trained on {rec['name']} with SHA-256 {rec['sha256'][:12]}, but that file now "
-                              f"has {str(got.get('sha256'))[:12]}: it changed; restore it or pass --dataset to use other data")
+        raise StardomainError(
+            f"{models[0][0]} was trained on {rec['name']} with SHA-256 {rec['sha256'][:12]}, but that file now "
+            f"has {str(got.get('sha256'))[:12]}: it changed; restore it or pass --dataset to use other data"
+        )
     for label, meta in models:
         check_shapes(label, meta, ds)
         if "dataset" not in overridden:
@@ -159,15 +170,17 @@ def check_classes(label: str, meta: Mapping[str, Any], ds: Any) -> None:
     trained = dict(dict(meta.get("config") or {}).get("data") or {}).get("classes")
     here = list(getattr(ds, "classes", None) or [])
     if trained is not None and here and list(trained) != here:
+
         def short(names: Sequence[str]) -> str:
             return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
-        raise StardomainError(f"{label} was trained on a {ds.name} with classes {short(list(trained))}, but this one has "
-                              f"{short(here)}: other data; pass the --data-root it was trained on")
+        raise StardomainError(
+            f"{label} was trained on a {ds.name} with classes {short(list(trained))}, but this one has "
+            f"{short(here)}: other data; pass the --data-root it was trained on"
+        )
 
 
-def star_sources(star_path: str | os.PathLike[str], meta: Mapping[str, Any],
-                 search_dir: str | os.PathLike[str] | None = None) -> list[Any]:
+def star_sources(star_path: str | os.PathLike[str], meta: Mapping[str, Any], search_dir: str | os.PathLike[str] | None = None) -> list[Any]:
     """The exact source checkpoints a star was trained on: found from its metadata and hash-checked.
 
     A recorded path may be relative to the star's folder (the CLI), to the folder above it (a
@@ -181,8 +194,10 @@ def star_sources(star_path: str | os.PathLike[str], meta: Mapping[str, Any],
 
     recorded = meta.get("sources") or []
     if not recorded:
-        raise StardomainError(f"{star_path} records no sources (not a star written by stardomain star); "
-                              "pass --other-sources DIR to choose the sources yourself")
+        raise StardomainError(
+            f"{star_path} records no sources (not a star written by stardomain star); "
+            "pass --other-sources DIR to choose the sources yourself"
+        )
     star_dir = Path(star_path).resolve().parent
     by_hash: dict[str | None, Path] | None = None
     found: list[Path] = []
@@ -198,15 +213,18 @@ def star_sources(star_path: str | os.PathLike[str], meta: Mapping[str, Any],
                 other = other or c
         if hit is None and search_dir is not None:
             if by_hash is None:
-                by_hash = {store.read_metadata(p).get("sha256"): p
-                           for p in store.find_checkpoints(search_dir, recursive=False)}
+                by_hash = {store.read_metadata(p).get("sha256"): p for p in store.find_checkpoints(search_dir, recursive=False)}
             hit = by_hash.get(want)
         if hit is None:
             if other is not None:
-                raise StardomainError(f"{other} is not the source {star_path} was trained on (SHA-256 differs from the recorded "
-                                      f"{want[:12]}); restore it, pass --sources DIR holding it, or --other-sources DIR to use another set")
+                raise StardomainError(
+                    f"{other} is not the source {star_path} was trained on (SHA-256 differs from the recorded "
+                    f"{want[:12]}); restore it, pass --sources DIR holding it, or --other-sources DIR to use another set"
+                )
             where = f"{star_dir}, {star_dir.parent}, {Path.cwd()}" + (f" or {search_dir}" if search_dir is not None else "")
-            raise StardomainError(f"source {rel} of {star_path} (SHA-256 {want[:12]}) is missing: not found in {where}; "
-                                  "pass --sources DIR holding it, or --other-sources DIR to use another set")
+            raise StardomainError(
+                f"source {rel} of {star_path} (SHA-256 {want[:12]}) is missing: not found in {where}; "
+                "pass --sources DIR holding it, or --other-sources DIR to use another set"
+            )
         found.append(hit)
     return found

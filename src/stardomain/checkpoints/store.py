@@ -22,8 +22,21 @@ from torch import nn
 from stardomain._util.fileio import atomic_write_bytes, atomic_write_json, commit, json_bytes, write_temp
 from stardomain.errors import StardomainError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "build_model", "check_fits", "content_hash", "find_checkpoints", "is_complete",
-           "load", "load_state", "metadata_path", "read_metadata", "save", "validate_metadata"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "build_model",
+    "check_fits",
+    "content_hash",
+    "find_checkpoints",
+    "is_complete",
+    "load",
+    "load_state",
+    "metadata_path",
+    "read_metadata",
+    "save",
+    "validate_metadata",
+]
 
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
@@ -94,21 +107,31 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if not st_path.exists():
         raise StardomainError(f"checkpoint not found: {st_path} (pass the path of a .safetensors file written by stardomain)")
     if not json_path.exists():
-        raise StardomainError(f"checkpoint {st_path} has no metadata file {json_path.name}: it is incomplete; retrain or copy its .json too")
+        raise StardomainError(
+            f"checkpoint {st_path} has no metadata file {json_path.name}: it is incomplete; retrain or copy its .json too"
+        )
     try:
         meta = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StardomainError(f"metadata {json_path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); the checkpoint is corrupt, retrain it") from None
+        raise StardomainError(
+            f"metadata {json_path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); the checkpoint is corrupt, retrain it"
+        ) from None
     validate_metadata(meta, json_path)
     return meta
 
 
 # key -> (accepted types, what to write there); checked when present
 _TYPED_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
-    "kind": ((str,), "a string such as 'regular' or 'star'"), "role": ((str,), "a string such as 'source'"),
-    "dataset": ((str,), "a dataset name"), "seed": ((int,), "an integer"), "recipe": ((dict,), "a mapping"),
-    "config": ((dict,), "a mapping"), "metrics": ((dict,), "a mapping"), "history": ((list,), "a list"),
-    "sha256": ((str,), "a hex string"), "sources": ((list,), "a list"),
+    "kind": ((str,), "a string such as 'regular' or 'star'"),
+    "role": ((str,), "a string such as 'source'"),
+    "dataset": ((str,), "a dataset name"),
+    "seed": ((int,), "an integer"),
+    "recipe": ((dict,), "a mapping"),
+    "config": ((dict,), "a mapping"),
+    "metrics": ((dict,), "a mapping"),
+    "history": ((list,), "a list"),
+    "sha256": ((str,), "a hex string"),
+    "sources": ((list,), "a list"),
 }
 
 
@@ -159,8 +182,10 @@ def check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | 
     problem = state_mismatch(model.state_dict(), state)
     if problem is not None:
         arch = getattr(model, "arch", {}) or {}
-        raise StardomainError(f"checkpoint {path} does not fit its architecture {arch.get('name', type(model).__name__)}: {problem}; "
-                              "its weights and metadata do not belong together, retrain or re-copy both files")
+        raise StardomainError(
+            f"checkpoint {path} does not fit its architecture {arch.get('name', type(model).__name__)}: {problem}; "
+            "its weights and metadata do not belong together, retrain or re-copy both files"
+        )
 
 
 def load_state(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -195,13 +220,16 @@ def _check_arch_on_meta(meta: Mapping[str, Any], state: Mapping[str, torch.Tenso
     arch = meta["arch"]
     name, factory = arch.get("name"), arch.get("factory")
     if name not in models.available_models() and not any(
-            is_import_path(n) and import_path_module(n) in sys.modules for n in (name, factory)):
+        is_import_path(n) and import_path_module(n) in sys.modules for n in (name, factory)
+    ):
         return
     try:
         model = _meta_model(json.dumps(arch, sort_keys=True, default=str))
     except StardomainError as e:
-        raise StardomainError(f"checkpoint {st_path}: its metadata's architecture cannot be built ({e}); "
-                              f"fix arch in {metadata_path(st_path).name} or retrain it") from None
+        raise StardomainError(
+            f"checkpoint {st_path}: its metadata's architecture cannot be built ({e}); "
+            f"fix arch in {metadata_path(st_path).name} or retrain it"
+        ) from None
     if model is not None:
         check_fits(model, state, st_path)
 

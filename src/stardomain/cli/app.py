@@ -19,13 +19,24 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
-              help="Show the stardomain, torch and Python versions and exit.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show the stardomain, torch and Python versions and exit.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr, for every command (results still print).")
 @click.option("--log-json", is_flag=True, help="Progress and log events as JSON lines on stderr (for log collectors).")
-@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
-              help="Import MODULE first (repeatable): it may register models and datasets, or define the factory a "
-                   "checkpoint names. Nothing is imported because a checkpoint says so.")
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE first (repeatable): it may register models and datasets, or define the factory a "
+    "checkpoint names. Nothing is imported because a checkpoint says so.",
+)
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool, log_json: bool, plugins: tuple[str, ...]) -> None:
     """stardomain: test the star domain conjecture on real networks.
@@ -60,19 +71,23 @@ def _os_error_line(e: OSError) -> str:
     paths = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "a file"
     what = e.strerror or str(e) or type(e).__name__
     resume = " (what finished before is kept: re-run to resume)"
-    hint = {errno.ENOSPC: "free some space or choose another --out folder" + resume,
-            errno.EDQUOT: "free some space or choose another --out folder" + resume,
-            errno.EFBIG: "the file is over this shell's file-size limit (ulimit -f); raise it" + resume,
-            errno.EACCES: "check the permissions of that path", errno.EPERM: "check the permissions of that path",
-            errno.EROFS: "that file system is read-only; choose another folder"}.get(e.errno or 0, "check that path")
+    hint = {
+        errno.ENOSPC: "free some space or choose another --out folder" + resume,
+        errno.EDQUOT: "free some space or choose another --out folder" + resume,
+        errno.EFBIG: "the file is over this shell's file-size limit (ulimit -f); raise it" + resume,
+        errno.EACCES: "check the permissions of that path",
+        errno.EPERM: "check the permissions of that path",
+        errno.EROFS: "that file system is read-only; choose another folder",
+    }.get(e.errno or 0, "check that path")
     return _one_line(f"{paths}: {what}; {hint}")
 
 
 def _is_allocation_failure(e: BaseException) -> bool:
     """torch's out-of-memory errors (CPU allocator, CUDA) as opposed to every other RuntimeError."""
     text = str(e)
-    return type(e).__name__ == "OutOfMemoryError" or (isinstance(e, RuntimeError) and (
-        "can't allocate memory" in text or "out of memory" in text.lower()))
+    return type(e).__name__ == "OutOfMemoryError" or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
 
 
 def _usage_line(e: click.UsageError) -> str:
@@ -111,6 +126,5 @@ def main() -> None:
         if not _is_allocation_failure(e):
             raise
         first = _one_line((str(e).strip().splitlines() or [""])[0])[:300]
-        click.echo(f"error: out of memory ({first}); use a smaller model, batch size or subset, or a device with more memory",
-                   err=True)
+        click.echo(f"error: out of memory ({first}); use a smaller model, batch size or subset, or a device with more memory", err=True)
         sys.exit(2)

@@ -29,19 +29,26 @@ def echo_json(obj: Any) -> None:
 
 
 device_option = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto.")
-data_root_option = click.option("--data-root", type=click.Path(file_okay=False), default=None,
-                                help="Dataset folder (default: $STARDOMAIN_DATA, else the per-user cache); "
-                                     "for imagefolder, the folder holding train/ and val/ (required).")
+data_root_option = click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Dataset folder (default: $STARDOMAIN_DATA, else the per-user cache); "
+    "for imagefolder, the folder holding train/ and val/ (required).",
+)
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr (bars, progress and log lines).")
-allow_unpermuted_option = click.option("--allow-unpermuted", is_flag=True,
-                                        help="Go on even when the permutation spec covers 0% of the parameters "
-                                             "(matching would then do nothing; see `stardomain spec`).")
+allow_unpermuted_option = click.option(
+    "--allow-unpermuted",
+    is_flag=True,
+    help="Go on even when the permutation spec covers 0% of the parameters (matching would then do nothing; see `stardomain spec`).",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (machine-readable).")
 
 
 def threads_option(fn: Any) -> Any:
     """--threads N: the command computes with N torch CPU threads (default 1, as `run`'s units), then restores
     the caller's count; results depend on it (sums split over threads round differently), never on the machine."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, threads: int, **kwargs: Any) -> Any:
         from stardomain.training.execution import fixed_threads
@@ -49,34 +56,62 @@ def threads_option(fn: Any) -> Any:
         with fixed_threads(threads):
             return fn(*args, **kwargs)
 
-    return click.option("--threads", type=click.IntRange(1, 4096), default=1, show_default=True,
-                        help="torch CPU threads to compute with; results depend on it (recorded in each checkpoint).")(wrapper)
+    return click.option(
+        "--threads",
+        type=click.IntRange(1, 4096),
+        default=1,
+        show_default=True,
+        help="torch CPU threads to compute with; results depend on it (recorded in each checkpoint).",
+    )(wrapper)
 
 
 def executor_options(fn: Any) -> Any:
     """--executor/--workers: where units run (the YAML's `executor:` block otherwise); never changes a result."""
-    fn = click.option("--workers", type=int, default=None,
-                      help="ray: workers of the local Ray instance (default: all cores); slurm: array jobs running at once.")(fn)
-    return click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default=None,
-                        help="local: one unit after another here (default); ray: a Ray cluster or all cores/GPUs of this machine; "
-                             "slurm: job arrays through submitit.")(fn)
+    fn = click.option(
+        "--workers",
+        type=int,
+        default=None,
+        help="ray: workers of the local Ray instance (default: all cores); slurm: array jobs running at once.",
+    )(fn)
+    return click.option(
+        "--executor",
+        type=click.Choice(["local", "ray", "slurm"]),
+        default=None,
+        help="local: one unit after another here (default); ray: a Ray cluster or all cores/GPUs of this machine; "
+        "slurm: job arrays through submitit.",
+    )(fn)
 
 
 def data_options(fn: Any) -> Any:
     """--dataset/--subset/--subset-seed: by default the data recorded in the checkpoints, overridden only explicitly."""
-    fn = click.option("--subset-seed", type=int, default=None,
-                      help="Seed of the subset (default: the recorded one; 0 with an explicit --subset on full-data models).")(fn)
-    fn = click.option("--subset", default=None, metavar="N|all",
-                      help="Training samples to use instead of the recorded subset ('all': the whole split).")(fn)
+    fn = click.option(
+        "--subset-seed",
+        type=int,
+        default=None,
+        help="Seed of the subset (default: the recorded one; 0 with an explicit --subset on full-data models).",
+    )(fn)
+    fn = click.option(
+        "--subset", default=None, metavar="N|all", help="Training samples to use instead of the recorded subset ('all': the whole split)."
+    )(fn)
     return click.option("--dataset", "-d", default=None, help="Dataset (default: the one recorded in the checkpoints).")(fn)
 
 
-matching_samples_option = click.option("--matching-samples", type=int, default=DEFAULT_MATCHING_SAMPLES, show_default=True,
-                                       help="Size of the seeded, class-stratified sample activation matching correlates on.")
+matching_samples_option = click.option(
+    "--matching-samples",
+    type=int,
+    default=DEFAULT_MATCHING_SAMPLES,
+    show_default=True,
+    help="Size of the seeded, class-stratified sample activation matching correlates on.",
+)
 
 
-def load_data_for(models: list[tuple[str, dict[str, Any]]], dataset: str | None, data_root: str | None,
-                  subset: str | None = None, subset_seed: int | None = None) -> tuple[Any, dict[str, Any]]:
+def load_data_for(
+    models: list[tuple[str, dict[str, Any]]],
+    dataset: str | None,
+    data_root: str | None,
+    subset: str | None = None,
+    subset_seed: int | None = None,
+) -> tuple[Any, dict[str, Any]]:
     """The data the checkpoints were trained on (or the explicit override), and a record of which it is."""
     from stardomain.checkpoints.provenance import load_recorded_data, parse_subset
 
@@ -101,8 +136,9 @@ def _load_pair(a: str, b: str) -> tuple[dict, dict, dict, dict]:
     state_b, meta_b = store.load_state(b)
     differs = describe_difference(meta_a["arch"], meta_b["arch"])
     if differs:
-        raise StardomainError(f"{a} and {b} have different architectures ({differs}); "
-                              "only models of one architecture can be aligned or interpolated")
+        raise StardomainError(
+            f"{a} and {b} have different architectures ({differs}); only models of one architecture can be aligned or interpolated"
+        )
     model = store.build_model(meta_a["arch"])
     store.check_fits(model, state_a, a)
     store.check_fits(model, state_b, b)

@@ -45,17 +45,34 @@ def info() -> None:
 @cli.command()
 @click.option("--dataset", "-d", default="digits", show_default=True, help="Dataset name (see `stardomain info`).")
 @click.option("--model", "-m", "model_name", default="mlp", show_default=True, help="Architecture name (see `stardomain info`).")
-@click.option("--opt", "-o", "opts", multiple=True, metavar="KEY=VALUE", help="Architecture option, repeatable (e.g. -o width=64 -o depth=2).")
-@click.option("--init", "init", type=click.Choice(["paper", "kaiming", "default", "xavier"]), default=None,
-              help="Weight init scheme (default paper: the authors' init for this architecture; README 'Initialisation').")
+@click.option(
+    "--opt", "-o", "opts", multiple=True, metavar="KEY=VALUE", help="Architecture option, repeatable (e.g. -o width=64 -o depth=2)."
+)
+@click.option(
+    "--init",
+    "init",
+    type=click.Choice(["paper", "kaiming", "default", "xavier"]),
+    default=None,
+    help="Weight init scheme (default paper: the authors' init for this architecture; README 'Initialisation').",
+)
 @click.option("--epochs", "-e", type=int, default=None, help="Epochs (default: the dataset's recipe).")
 @click.option("--seed", "-s", type=int, default=None, help="Seed of a single model (default 0).")
 @click.option("--n", "n_models", type=int, default=None, help="Train N models with seeds seed-start .. seed-start+N-1 into one zoo folder.")
 @click.option("--seed-start", type=int, default=0, show_default=True, help="First seed of a zoo trained with --n.")
-@click.option("--role", type=click.Choice(["source", "held_out"]), default="source", show_default=True,
-              help="What the models are for, recorded in each checkpoint: `star` takes only sources.")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
-              help="SGD with Nesterov momentum (paper recipe) or Adam (lr 1e-3).")
+@click.option(
+    "--role",
+    type=click.Choice(["source", "held_out"]),
+    default="source",
+    show_default=True,
+    help="What the models are for, recorded in each checkpoint: `star` takes only sources.",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adam"]),
+    default="sgd",
+    show_default=True,
+    help="SGD with Nesterov momentum (paper recipe) or Adam (lr 1e-3).",
+)
 @click.option("--lr", type=float, default=None, help="Peak learning rate (default: the recipe's).")
 @click.option("--batch-size", type=int, default=None, help="Mini-batch size (default: the recipe's).")
 @click.option("--weight-decay", type=float, default=None, help="L2 weight decay (default: the recipe's).")
@@ -63,17 +80,43 @@ def info() -> None:
 @click.option("--subset-seed", type=int, default=None, help="Seed that draws --subset (default 0; recorded in each checkpoint).")
 @click.option("--image-size", type=int, default=None, help="imagefolder only: side of the square images in pixels (default 64).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (model zoo).")
-@click.option("--batch-models", type=int, default=1, show_default=True,
-              help="Train M models per pass (vmapped; same weights as one at a time). 1: one at a time.")
+@click.option(
+    "--batch-models",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Train M models per pass (vmapped; same weights as one at a time). 1: one at a time.",
+)
 @data_root_option
 @device_option
 @threads_option
 @executor_options
 @quiet_option
-def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None, epochs: int | None, seed: int | None, n_models: int | None,
-          seed_start: int, role: str, optimizer: str, lr: float | None, batch_size: int | None, weight_decay: float | None,
-          subset: int | None, subset_seed: int | None, image_size: int | None, out_dir: str, batch_models: int, data_root: str | None,
-          device: str, executor: str | None, workers: int | None, quiet: bool) -> None:
+def train(
+    dataset: str,
+    model_name: str,
+    opts: tuple[str, ...],
+    init: str | None,
+    epochs: int | None,
+    seed: int | None,
+    n_models: int | None,
+    seed_start: int,
+    role: str,
+    optimizer: str,
+    lr: float | None,
+    batch_size: int | None,
+    weight_decay: float | None,
+    subset: int | None,
+    subset_seed: int | None,
+    image_size: int | None,
+    out_dir: str,
+    batch_models: int,
+    data_root: str | None,
+    device: str,
+    executor: str | None,
+    workers: int | None,
+    quiet: bool,
+) -> None:
     """Train one model (--seed) or a zoo of N models (--n) and write OUT/seed-S.safetensors (+ .json).
 
     Members already complete with the same configuration are skipped; a folder holding a
@@ -89,8 +132,9 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None
         raise StardomainError("give either --seed (one model) or --n with --seed-start (a zoo), not both")
     if n_models is not None and n_models < 1:
         raise StardomainError(f"--n must be >= 1 (got {n_models})")
-    _check_train_numbers(seed=seed, seed_start=seed_start, subset=subset, subset_seed=subset_seed, image_size=image_size,
-                         batch_models=batch_models)
+    _check_train_numbers(
+        seed=seed, seed_start=seed_start, subset=subset, subset_seed=subset_seed, image_size=image_size, batch_models=batch_models
+    )
     from stardomain._util.plugins import is_import_path, load_plugins
 
     load_plugins([n for n in (dataset, model_name) if is_import_path(n)])  # import paths typed here: the user named them
@@ -121,8 +165,10 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None
     def report(path: Path) -> None:
         m = json.loads(Path(path).with_suffix(".json").read_text())["metrics"]
         trained.append(Path(path))
-        click.echo(f"{path}: test_loss={m['test_loss']:.4f} test_acc={100 * m['test_acc']:.2f}% "
-                   f"(train_loss={m['train_loss']:.4f} train_acc={100 * m['train_acc']:.2f}%)")
+        click.echo(
+            f"{path}: test_loss={m['test_loss']:.4f} test_acc={100 * m['test_acc']:.2f}% "
+            f"(train_loss={m['train_loss']:.4f} train_acc={100 * m['train_acc']:.2f}%)"
+        )
 
     if executor not in (None, "local") or workers is not None:  # one unit per member, on Ray or SLURM workers
         import torch
@@ -135,14 +181,34 @@ def train(dataset: str, model_name: str, opts: tuple[str, ...], init: str | None
         check_available(ex)
         if batch_models > 1:
             raise StardomainError("--batch-models trains in this process; drop it, or drop --executor/--workers")
-        job = ZooJob({"name": dataset, "root": data_root, "subset": subset, "subset_seed": subset_seed, "image_size": image_size},
-                     model_name, options, recipe.to_dict(), out_dir, role, device, local=ds)
+        job = ZooJob(
+            {"name": dataset, "root": data_root, "subset": subset, "subset_seed": subset_seed, "image_size": image_size},
+            model_name,
+            options,
+            recipe.to_dict(),
+            out_dir,
+            role,
+            device,
+            local=ds,
+        )
         run_plan(job.plan(seeds), job, out_dir, ex, log=event_logger(quiet), threads=threads)
         for s in seeds:
             report(zoo.member_path(out_dir, s))
     else:
-        zoo.train_zoo(ds, model_name, options, recipe, seeds, out_dir, device=dev, progress=progress_config(quiet), role=role,
-                      on_member=report, batch_models=batch_models, notify=lambda line: notice("note", line))
+        zoo.train_zoo(
+            ds,
+            model_name,
+            options,
+            recipe,
+            seeds,
+            out_dir,
+            device=dev,
+            progress=progress_config(quiet),
+            role=role,
+            on_member=report,
+            batch_models=batch_models,
+            notify=lambda line: notice("note", line),
+        )
     remove_stray_temps(out_dir, older_than=started)
     from stardomain.analysis.convergence import DEFAULT_TRAIN_ACC, convergence_line
 
@@ -159,7 +225,7 @@ def _name_option(message: str) -> str:
     rest = message.removeprefix("recipe: ")
     key = rest.split(" ", 1)[0]
     if key in _OPTION_OF and rest.startswith(f"{key} must"):
-        return f"{_OPTION_OF[key]}: {rest[len(key) + 1:]}"
+        return f"{_OPTION_OF[key]}: {rest[len(key) + 1 :]}"
     return message
 
 
@@ -188,8 +254,16 @@ def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str
     meta = cast("dict[str, Any]", model.meta)  # the checkpoint's metadata, set by store.load
     ds, data_info = load_data_for([(str(checkpoint), meta)], dataset, data_root)
     loss, acc = evaluate(model, ds.test_x, ds.test_y, device=dev)
-    result = {"checkpoint": str(checkpoint), "dataset": ds.name, "test_loss": loss, "test_acc": acc, "n": len(ds.test_y),
-              "data": data_info, "role": meta.get("role"), "seed": meta.get("seed")}
+    result = {
+        "checkpoint": str(checkpoint),
+        "dataset": ds.name,
+        "test_loss": loss,
+        "test_acc": acc,
+        "n": len(ds.test_y),
+        "data": data_info,
+        "role": meta.get("role"),
+        "seed": meta.get("seed"),
+    }
     if as_json:
         echo_json(result)
     else:

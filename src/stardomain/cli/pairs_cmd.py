@@ -31,21 +31,43 @@ from stardomain.errors import StardomainError
 @cli.command()
 @click.argument("model_a", type=click.Path(dir_okay=False))
 @click.argument("model_b", type=click.Path(dir_okay=False))
-@click.option("--method", type=click.Choice(["weight", "activation"]), default="weight", show_default=True,
-              help="Match weights directly, or activations on training data.")
+@click.option(
+    "--method",
+    type=click.Choice(["weight", "activation"]),
+    default="weight",
+    show_default=True,
+    help="Match weights directly, or activations on training data.",
+)
 @data_options
 @matching_samples_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the coordinate-descent order.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
-              help="Write B permuted into A's basin here (default: only print the distances).")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write B permuted into A's basin here (default: only print the distances).",
+)
 @allow_unpermuted_option
 @json_option
 @data_root_option
 @device_option
 @threads_option
-def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: str | None, subset_seed: int | None,
-          matching_samples: int, seed: int, out_path: str | None, allow_unpermuted: bool, as_json: bool, data_root: str | None,
-          device: str) -> None:
+def align(
+    model_a: str,
+    model_b: str,
+    method: str,
+    dataset: str | None,
+    subset: str | None,
+    subset_seed: int | None,
+    matching_samples: int,
+    seed: int,
+    out_path: str | None,
+    allow_unpermuted: bool,
+    as_json: bool,
+    data_root: str | None,
+    device: str,
+) -> None:
     """Permute MODEL_B into MODEL_A's basin (same function, new unit order) and report the ℓ2 distance."""
     from stardomain.checkpoints import store
     from stardomain.permute import align as align_states
@@ -61,23 +83,50 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: 
         x = matching_inputs(ds, matching_samples, dev)
     spec = trace_spec(model)
     before = l2_distance(state_a, state_b, keys)
-    aligned, match = align_states({k: v.to(dev) for k, v in state_a.items()}, {k: v.to(dev) for k, v in state_b.items()}, spec=spec,
-                                  method=method, model=model, x=x, seed=seed, allow_unpermuted=allow_unpermuted)
+    aligned, match = align_states(
+        {k: v.to(dev) for k, v in state_a.items()},
+        {k: v.to(dev) for k, v in state_b.items()},
+        spec=spec,
+        method=method,
+        model=model,
+        x=x,
+        seed=seed,
+        allow_unpermuted=allow_unpermuted,
+    )
     after = l2_distance(state_a, aligned, keys)
-    meta_out = {**meta_b, "aligned_to": {"path": str(model_a), "sha256": store.content_hash(model_a), "method": method,
-                                         "objective": float(match.objective), "data": data_info}}
+    meta_out = {
+        **meta_b,
+        "aligned_to": {
+            "path": str(model_a),
+            "sha256": store.content_hash(model_a),
+            "method": method,
+            "objective": float(match.objective),
+            "data": data_info,
+        },
+    }
     meta_out.pop("sha256", None)
     if out_path:
         store.save(out_path, aligned, meta_out)
-    result = {"l2_before": before, "l2_after": after, "objective": float(match.objective), "method": method,
-              "out": str(out_path) if out_path else None, "groups": len(spec.groups), "data": data_info,
-              "spec_coverage": match.coverage, "function_check": match.check, "function_gap": match.function_gap}
+    result = {
+        "l2_before": before,
+        "l2_after": after,
+        "objective": float(match.objective),
+        "method": method,
+        "out": str(out_path) if out_path else None,
+        "groups": len(spec.groups),
+        "data": data_info,
+        "spec_coverage": match.coverage,
+        "function_check": match.check,
+        "function_gap": match.function_gap,
+    }
     if as_json:
         echo_json(result)
     else:
-        click.echo(f"aligned {model_b} to {model_a} by {method} matching ({len(spec.groups)} permutation groups covering "
-                   f"{100 * (match.coverage or 0):.1f}% of parameters; function check {match.check}): "
-                   f"l2 {before:.4f} -> {after:.4f}; " + (f"wrote {out_path}" if out_path else "not saved (pass --out to keep it)"))
+        click.echo(
+            f"aligned {model_b} to {model_a} by {method} matching ({len(spec.groups)} permutation groups covering "
+            f"{100 * (match.coverage or 0):.1f}% of parameters; function check {match.check}): "
+            f"l2 {before:.4f} -> {after:.4f}; " + (f"wrote {out_path}" if out_path else "not saved (pass --out to keep it)")
+        )
         if data_info is not None:
             from stardomain.checkpoints.provenance import data_line
 
@@ -88,13 +137,25 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: 
 @click.argument("model_a", type=click.Path(dir_okay=False))
 @click.argument("model_b", type=click.Path(dir_okay=False))
 @data_options
-@click.option("--align", "align_method", type=click.Choice(["none", "weight", "activation"]), default="none", show_default=True,
-              help="Permute B into A's basin first.")
+@click.option(
+    "--align",
+    "align_method",
+    type=click.Choice(["none", "weight", "activation"]),
+    default="none",
+    show_default=True,
+    help="Permute B into A's basin first.",
+)
 @matching_samples_option
 @click.option("--points", type=int, default=DEFAULT_POINTS, show_default=True, help="Values of t in [0, 1].")
 @click.option("--bn-samples", type=int, default=None, help="Training samples for BatchNorm re-estimation at each t (default: all).")
-@click.option("--bn", "bn_protocol", type=click.Choice(["reset", "interpolate"]), default="reset", show_default=True,
-              help="BatchNorm at each t: re-estimate the statistics (the paper's protocol) or keep their interpolation (ablation).")
+@click.option(
+    "--bn",
+    "bn_protocol",
+    type=click.Choice(["reset", "interpolate"]),
+    default="reset",
+    show_default=True,
+    help="BatchNorm at each t: re-estimate the statistics (the paper's protocol) or keep their interpolation (ablation).",
+)
 @click.option("--eval-train-samples", type=int, default=None, help="Evaluate the train split on this seeded subset (default: all).")
 @click.option("--eval-test-samples", type=int, default=None, help="Evaluate the test split on this seeded subset (default: all).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the curve, barriers and distances as JSON.")
@@ -104,9 +165,26 @@ def align(model_a: str, model_b: str, method: str, dataset: str | None, subset: 
 @device_option
 @threads_option
 @quiet_option
-def barrier(model_a: str, model_b: str, dataset: str | None, subset: str | None, subset_seed: int | None, align_method: str,
-            matching_samples: int, points: int, bn_samples: int | None, bn_protocol: str, eval_train_samples: int | None,
-            eval_test_samples: int | None, out_path: str | None, plot_path: str | None, allow_unpermuted: bool, data_root: str | None, device: str, quiet: bool) -> None:
+def barrier(
+    model_a: str,
+    model_b: str,
+    dataset: str | None,
+    subset: str | None,
+    subset_seed: int | None,
+    align_method: str,
+    matching_samples: int,
+    points: int,
+    bn_samples: int | None,
+    bn_protocol: str,
+    eval_train_samples: int | None,
+    eval_test_samples: int | None,
+    out_path: str | None,
+    plot_path: str | None,
+    allow_unpermuted: bool,
+    data_root: str | None,
+    device: str,
+    quiet: bool,
+) -> None:
     """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
     import torch
 
@@ -122,14 +200,33 @@ def barrier(model_a: str, model_b: str, dataset: str | None, subset: str | None,
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
     ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
     model = store.build_model(meta["arch"]).to(dev)
-    pair = evaluate_pair(state_a, state_b, model=model, dataset=ds, align=align_method, points=points, bn=bn_protocol,
-                         bn_samples=bn_samples, eval_train_samples=eval_train_samples, eval_test_samples=eval_test_samples,
-                         matching_samples=matching_samples, allow_unpermuted=allow_unpermuted, device=dev,
-                         progress=progress_config(quiet))
+    pair = evaluate_pair(
+        state_a,
+        state_b,
+        model=model,
+        dataset=ds,
+        align=align_method,
+        points=points,
+        bn=bn_protocol,
+        bn_samples=bn_samples,
+        eval_train_samples=eval_train_samples,
+        eval_test_samples=eval_test_samples,
+        matching_samples=matching_samples,
+        allow_unpermuted=allow_unpermuted,
+        device=dev,
+        progress=progress_config(quiet),
+    )
     c = pair.curve
-    result: dict[str, Any] = {"a": str(model_a), "b": str(model_b), "dataset": ds.name, "data": data_info, "align": align_method,
-                              **pair.record(), "function_check": pair.function_check,
-                              "threads": torch.get_num_threads()}  # --threads: the curve's digits depend on it
+    result: dict[str, Any] = {
+        "a": str(model_a),
+        "b": str(model_b),
+        "dataset": ds.name,
+        "data": data_info,
+        "align": align_method,
+        **pair.record(),
+        "function_check": pair.function_check,
+        "threads": torch.get_num_threads(),
+    }  # --threads: the curve's digits depend on it
     if out_path:
         store.atomic_write_json(Path(out_path), result)
     if plot_path:
@@ -137,9 +234,14 @@ def barrier(model_a: str, model_b: str, dataset: str | None, subset: str | None,
 
         plot_loss_acc({f"{Path(model_a).stem} – {Path(model_b).stem}": [c]}, Path(plot_path))
     b = result["barriers"]
-    click.echo(f"barriers (align={align_method}): test loss {b['test_loss']:.4f}, test acc {100 * b['test_acc']:.2f} pp, "
-               f"train loss {b['train_loss']:.4f}, train acc {100 * b['train_acc']:.2f} pp; "
-               f"l2 {result['l2']:.3f} -> {result['l2_aligned']:.3f}"
-               + (f"; permutation spec covers {100 * result['spec_coverage']:.1f}% of parameters, function check "
-                  f"{result['function_check']}" if result.get("spec_coverage") is not None else ""))
+    click.echo(
+        f"barriers (align={align_method}): test loss {b['test_loss']:.4f}, test acc {100 * b['test_acc']:.2f} pp, "
+        f"train loss {b['train_loss']:.4f}, train acc {100 * b['train_acc']:.2f} pp; "
+        f"l2 {result['l2']:.3f} -> {result['l2_aligned']:.3f}"
+        + (
+            f"; permutation spec covers {100 * result['spec_coverage']:.1f}% of parameters, function check {result['function_check']}"
+            if result.get("spec_coverage") is not None
+            else ""
+        )
+    )
     click.echo(f"{data_line(data_info)}; train n={len(ds.train_y)}, test n={len(ds.test_y)}")

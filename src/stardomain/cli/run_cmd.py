@@ -16,12 +16,17 @@ from stardomain.cli.common import executor_options, quiet_option
 @click.argument("experiment", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (resumable: re-run to continue).")
 @click.option("--device", default=None, help="Override the config's device.")
-@click.option("--threads", type=click.IntRange(1, 4096), default=None,
-              help="Override the config's threads: torch CPU threads of every unit (results depend on it; recorded).")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="Override the config's threads: torch CPU threads of every unit (results depend on it; recorded).",
+)
 @executor_options
 @quiet_option
-def run(experiment: str, out_dir: str, device: str | None, threads: int | None, executor: str | None, workers: int | None,
-        quiet: bool) -> None:
+def run(
+    experiment: str, out_dir: str, device: str | None, threads: int | None, executor: str | None, workers: int | None, quiet: bool
+) -> None:
     """Run a whole experiment from one YAML file: zoo, star models, barriers, distances, BMA, fusion, report."""
     from stardomain.experiment import load_config, run_experiment
     from stardomain.experiment.executors import with_overrides
@@ -37,8 +42,14 @@ def run(experiment: str, out_dir: str, device: str | None, threads: int | None, 
 
 
 @cli.command()
-@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder (resumable: re-run to continue).")
+@click.option(
+    "--out",
+    "out_dir",
+    default="runs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (resumable: re-run to continue).",
+)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the demo config's, auto).")
 @quiet_option
 def demo(out_dir: str, device: str | None, quiet: bool) -> None:

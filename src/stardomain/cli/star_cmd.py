@@ -31,41 +31,94 @@ def _repeat_path(out_path: str | Path, r: int) -> Path:
 
 
 @cli.command()
-@click.option("--sources", "sources_dir", required=True, type=click.Path(file_okay=False),
-              help="Model zoo folder: its source models (direct children, role source) are Z.")
+@click.option(
+    "--sources",
+    "sources_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model zoo folder: its source models (direct children, role source) are Z.",
+)
 @click.option("--n-sources", type=int, default=None, help="Use the K lowest-seed sources (default: all).")
 @data_options
 @click.option("--model", "-m", "model_name", default=None, help="Architecture (default and only allowed value: the sources').")
 @click.option("--epochs", "-e", type=int, default=None, help="Epochs (default: the sources' recipe).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (default: the sources' recipe).")
-@click.option("--seed", "-s", type=int, default=0, show_default=True,
-              help="Star seed; the star's init and batch order come from its own stream (starlight.star_seed), never a source's.")
+@click.option(
+    "--seed",
+    "-s",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Star seed; the star's init and batch order come from its own stream (starlight.star_seed), never a source's.",
+)
 @click.option("--mu", type=float, default=0.0, show_default=True, help="Weight of the star's own cross-entropy (fusion variant, Eq. 9).")
-@click.option("--t-sampling", type=click.Choice(["uniform", "beta", "constant", "stratified"]), default="uniform", show_default=True,
-              help="How the interpolation coefficient t of each step is drawn (paper: uniform).")
+@click.option(
+    "--t-sampling",
+    type=click.Choice(["uniform", "beta", "constant", "stratified"]),
+    default="uniform",
+    show_default=True,
+    help="How the interpolation coefficient t of each step is drawn (paper: uniform).",
+)
 @click.option("--t-beta", type=(float, float), default=(1.0, 1.0), show_default=True, help="Beta(a, b) for --t-sampling beta.")
 @click.option("--t-constant", type=float, default=0.5, show_default=True, help="The fixed t of --t-sampling constant.")
-@click.option("--pairs-per-step", type=int, default=1, show_default=True,
-              help="(source, t) pairs averaged in each step's loss.")
+@click.option("--pairs-per-step", type=int, default=1, show_default=True, help="(source, t) pairs averaged in each step's loss.")
 @click.option("--realign-every", type=int, default=None, help="Steps between re-alignments (default: once per epoch).")
-@click.option("--matching", type=click.Choice(["weight", "activation", "none"]), default="weight", show_default=True,
-              help="How sources are re-aligned to the star each epoch (none: interpolate them as they are).")
+@click.option(
+    "--matching",
+    type=click.Choice(["weight", "activation", "none"]),
+    default="weight",
+    show_default=True,
+    help="How sources are re-aligned to the star each epoch (none: interpolate them as they are).",
+)
 @matching_samples_option
-@click.option("--init", "init_path", type=click.Path(dir_okay=False), default=None, help="Start from this checkpoint instead of a fresh init.")
+@click.option(
+    "--init", "init_path", type=click.Path(dir_okay=False), default=None, help="Start from this checkpoint instead of a fresh init."
+)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Star model checkpoint (.safetensors).")
-@click.option("--repeats", type=int, default=1, show_default=True,
-              help="Train K stars from the same sources, each from its own recorded seed: OUT-r0 .. OUT-r{K-1} (r0 is the star of --seed).")
-@click.option("--force", is_flag=True, help="Replace an existing star model at --out (trained afresh; the old one stays until the new one is written).")
+@click.option(
+    "--repeats",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Train K stars from the same sources, each from its own recorded seed: OUT-r0 .. OUT-r{K-1} (r0 is the star of --seed).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing star model at --out (trained afresh; the old one stays until the new one is written).",
+)
 @allow_unpermuted_option
 @data_root_option
 @device_option
 @threads_option
 @quiet_option
-def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: str | None, subset_seed: int | None,
-         model_name: str | None, epochs: int | None, lr: float | None, seed: int, mu: float, t_sampling: str,
-         t_beta: tuple[float, float], t_constant: float, pairs_per_step: int, realign_every: int | None, matching: str,
-         matching_samples: int, init_path: str | None, out_path: str, repeats: int, force: bool, allow_unpermuted: bool,
-         data_root: str | None, device: str, quiet: bool) -> None:
+def star(
+    sources_dir: str,
+    n_sources: int | None,
+    dataset: str | None,
+    subset: str | None,
+    subset_seed: int | None,
+    model_name: str | None,
+    epochs: int | None,
+    lr: float | None,
+    seed: int,
+    mu: float,
+    t_sampling: str,
+    t_beta: tuple[float, float],
+    t_constant: float,
+    pairs_per_step: int,
+    realign_every: int | None,
+    matching: str,
+    matching_samples: int,
+    init_path: str | None,
+    out_path: str,
+    repeats: int,
+    force: bool,
+    allow_unpermuted: bool,
+    data_root: str | None,
+    device: str,
+    quiet: bool,
+) -> None:
     """Starlight (Algorithm 1): train a star model linearly connected to every source (modulo permutations).
 
     One star's barriers vary markedly with its seed, so ``--repeats K`` trains K of them (seeds
@@ -94,29 +147,62 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
         raise StardomainError(f"--model {model_name} differs from the sources' architecture {arch['name']}; a star model must share it")
     ds, data_info = load_data_for(labelled, dataset, data_root, subset, subset_seed)
     recipe = Recipe.from_dict(meta0["recipe"]).without_execution().replace(epochs=epochs, lr=lr)  # stars train in fp32
-    config = StarlightConfig(recipe=recipe, t_sampling=t_sampling, t_beta=t_beta, t_constant=t_constant, pairs_per_step=pairs_per_step,
-                             mu=mu, realign_every=realign_every, matching=matching, matching_samples=matching_samples)
+    config = StarlightConfig(
+        recipe=recipe,
+        t_sampling=t_sampling,
+        t_beta=t_beta,
+        t_constant=t_constant,
+        pairs_per_step=pairs_per_step,
+        mu=mu,
+        realign_every=realign_every,
+        matching=matching,
+        matching_samples=matching_samples,
+    )
     dev = resolve_device(device)
     for r, out in enumerate(outs):
         # repeat r's own stream; r0 is the single star of --seed ("seed" records what built it, "seed_option" the --seed)
-        star = train_star([p for p, _, _ in members], ds, config, out, seed=repeat_seed(seed, r), seed_option=seed,
-                          init=init_path or "fresh", repeat=r, repeats=repeats, existing="replace", device=dev,
-                          progress=progress_config(quiet), allow_unpermuted=allow_unpermuted)
+        star = train_star(
+            [p for p, _, _ in members],
+            ds,
+            config,
+            out,
+            seed=repeat_seed(seed, r),
+            seed_option=seed,
+            init=init_path or "fresh",
+            repeat=r,
+            repeats=repeats,
+            existing="replace",
+            device=dev,
+            progress=progress_config(quiet),
+            allow_unpermuted=allow_unpermuted,
+        )
         meta, metrics = star.meta, star.meta["metrics"]
         which = f" {r + 1}/{repeats}" if repeats > 1 else ""
-        click.echo(f"star model{which} from {len(members)} sources ({zoo.seed_list(s['seed'] for s in meta['sources'])} of {sources_dir}), "
-                   f"star seed {meta['seed']} (--seed {seed}): test_loss={metrics['test_loss']:.4f} test_acc={100 * metrics['test_acc']:.2f}%; "
-                   + (f"permutation spec covers {100 * meta['spec_coverage']:.1f}% of parameters; " if meta["spec_coverage"] is not None else "")
-                   + f"wrote {out}")
+        click.echo(
+            f"star model{which} from {len(members)} sources ({zoo.seed_list(s['seed'] for s in meta['sources'])} of {sources_dir}), "
+            f"star seed {meta['seed']} (--seed {seed}): test_loss={metrics['test_loss']:.4f} test_acc={100 * metrics['test_acc']:.2f}%; "
+            + (f"permutation spec covers {100 * meta['spec_coverage']:.1f}% of parameters; " if meta["spec_coverage"] is not None else "")
+            + f"wrote {out}"
+        )
     click.echo(data_line(data_info))
 
 
 @cli.command()
 @click.option("--star", "star_path", required=True, type=click.Path(dir_okay=False), help="Star model checkpoint.")
-@click.option("--sources", "sources_dir", default=None, type=click.Path(file_okay=False),
-              help="Folder to find the star's own sources in when they moved (found by SHA-256).")
-@click.option("--other-sources", "other_dir", default=None, type=click.Path(file_okay=False),
-              help="Use this zoo's sources instead of the star's own (recorded in the output).")
+@click.option(
+    "--sources",
+    "sources_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder to find the star's own sources in when they moved (found by SHA-256).",
+)
+@click.option(
+    "--other-sources",
+    "other_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Use this zoo's sources instead of the star's own (recorded in the output).",
+)
 @data_options
 @click.option("--max-samples", type=int, default=20, show_default=True, help="Largest K (posterior samples / ensemble members).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the posterior samples (source index n, t).")
@@ -125,9 +211,20 @@ def star(sources_dir: str, n_sources: int | None, dataset: str | None, subset: s
 @data_root_option
 @device_option
 @threads_option
-def bma(star_path: str, sources_dir: str | None, other_dir: str | None, dataset: str | None, subset: str | None,
-        subset_seed: int | None, max_samples: int, seed: int, out_path: str | None, plot_path: str | None,
-        data_root: str | None, device: str) -> None:
+def bma(
+    star_path: str,
+    sources_dir: str | None,
+    other_dir: str | None,
+    dataset: str | None,
+    subset: str | None,
+    subset_seed: int | None,
+    max_samples: int,
+    seed: int,
+    out_path: str | None,
+    plot_path: str | None,
+    data_root: str | None,
+    device: str,
+) -> None:
     """Bayesian model averaging over the star domain versus a deep ensemble of the same sources (paper Sec. 4.1).
 
     By default the sources are exactly the ones the star was trained on (paths and SHA-256 in its metadata).
@@ -148,14 +245,18 @@ def bma(star_path: str, sources_dir: str | None, other_dir: str | None, dataset:
     dev = resolve_device(device)
     star_state, meta = store.load_state(star_path)
     if meta.get("kind") != "star":
-        raise StardomainError(f"{star_path} is not a star model (kind {meta.get('kind', 'regular')}); pass a checkpoint written by `stardomain star`")
+        raise StardomainError(
+            f"{star_path} is not a star model (kind {meta.get('kind', 'regular')}); pass a checkpoint written by `stardomain star`"
+        )
     if other_dir is not None:
         members = [(p, m) for p, _, m in zoo.load_zoo(other_dir)]
     else:
         members = [(p, store.read_metadata(p)) for p in star_sources(star_path, meta, sources_dir)]
     differs = describe_difference(members[0][1]["arch"], meta["arch"])
     if differs:
-        raise StardomainError(f"the sources ({members[0][0]}) and the star {star_path} have different architectures ({differs}: sources vs star)")
+        raise StardomainError(
+            f"the sources ({members[0][0]}) and the star {star_path} have different architectures ({differs}: sources vs star)"
+        )
     states = [store.load_state(p)[0] for p, _ in members]
     ds, data_info = load_data_for([(star_path, meta)] + [(str(p), m) for p, m in members], dataset, data_root, subset, subset_seed)
     model = store.build_model(meta["arch"]).to(dev)
@@ -167,12 +268,18 @@ def bma(star_path: str, sources_dir: str | None, other_dir: str | None, dataset:
         aligned = states
     else:
         spec = trace_spec(model)
-        x = matching_inputs(ds, int(meta.get("starlight", {}).get("matching_samples", DEFAULT_MATCHING_SAMPLES)), dev) if matching == "activation" else None
+        x = (
+            matching_inputs(ds, int(meta.get("starlight", {}).get("matching_samples", DEFAULT_MATCHING_SAMPLES)), dev)
+            if matching == "activation"
+            else None
+        )
         aligned = [align_states(star_state, s, spec=spec, model=model, method=matching, x=x, seed=0)[0] for s in states]
-    result = bma_mod.bma_study(model, star_state, aligned, ds, max_samples=max_samples, seed=seed, device=dev,
-                               progress=progress_config())
-    result["sources"] = {"which": "other" if other_dir is not None else "the star's own", "other_sources": other_dir,
-                         "models": [{"path": str(p), "sha256": m["sha256"], "seed": m.get("seed")} for p, m in members]}
+    result = bma_mod.bma_study(model, star_state, aligned, ds, max_samples=max_samples, seed=seed, device=dev, progress=progress_config())
+    result["sources"] = {
+        "which": "other" if other_dir is not None else "the star's own",
+        "other_sources": other_dir,
+        "models": [{"path": str(p), "sha256": m["sha256"], "seed": m.get("seed")} for p, m in members],
+    }
     result["data"] = data_info
     if out_path:
         store.atomic_write_json(Path(out_path), result)
@@ -180,7 +287,9 @@ def bma(star_path: str, sources_dir: str | None, other_dir: str | None, dataset:
         plot_bma(result, Path(plot_path))
     for key in ("star_domain", "ensemble"):
         m = result[key]["metrics"]
-        click.echo(f"{key:12s} K={result[key]['k'][-1]:3d}: acc={100 * m['accuracy'][-1]:.2f}% nll={m['nll'][-1]:.4f} ece={m['ece'][-1]:.4f} "
-                   f"auroc(maxprob)={m['auroc_max_prob'][-1]:.4f} auroc(-entropy)={m['auroc_neg_entropy'][-1]:.4f}")
+        click.echo(
+            f"{key:12s} K={result[key]['k'][-1]:3d}: acc={100 * m['accuracy'][-1]:.2f}% nll={m['nll'][-1]:.4f} ece={m['ece'][-1]:.4f} "
+            f"auroc(maxprob)={m['auroc_max_prob'][-1]:.4f} auroc(-entropy)={m['auroc_neg_entropy'][-1]:.4f}"
+        )
     which = f"other sources from {other_dir}" if other_dir is not None else "the star's own sources"
     click.echo(f"sources: {which}, {zoo.seed_list(m.get('seed', -1) for _, m in members)} (segments and ensemble); {data_line(data_info)}")

@@ -67,9 +67,7 @@ def download_verified(urls: Sequence[str], dest: Path, md5: str) -> None:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StardomainError(
-            f"cannot create {dest.parent} ({_one_line(exc)}); set --data-root to a writable folder"
-        ) from exc
+        raise StardomainError(f"cannot create {dest.parent} ({_one_line(exc)}); set --data-root to a writable folder") from exc
     reasons: list[str] = []
     for url in urls:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -120,9 +118,7 @@ def safe_extract_tar(archive: Path, dest: Path) -> None:
             else:  # pragma: no cover - Python < 3.11.4; members were checked above
                 tar.extractall(dest, members=members)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise StardomainError(
-            f"cannot extract {archive} ({_one_line(exc)}); delete it so it is downloaded again"
-        ) from exc
+        raise StardomainError(f"cannot extract {archive} ({_one_line(exc)}); delete it so it is downloaded again") from exc
 
 
 def extract_into(archive: Path, folder: Path, inner: str, expected: Sequence[str]) -> None:
@@ -141,9 +137,7 @@ def extract_into(archive: Path, folder: Path, inner: str, expected: Sequence[str
         for name in expected:
             src = source / name
             if not src.is_file():
-                raise StardomainError(
-                    f"{archive} has no {inner}/{name}; delete it so it is downloaded again"
-                )
+                raise StardomainError(f"{archive} has no {inner}/{name}; delete it so it is downloaded again")
             if not (target / name).exists():
                 os.replace(src, target / name)
     finally:

@@ -48,7 +48,7 @@ def is_file_dataset(name: object) -> bool:
 
 def file_key(path: str) -> str:
     """The dataset name of a file: ``file:`` plus its absolute path (what metadata records)."""
-    raw = path[len(FILE_PREFIX):] if is_file_dataset(path) else path
+    raw = path[len(FILE_PREFIX) :] if is_file_dataset(path) else path
     p = Path(raw).expanduser().resolve()
     if p.suffix not in (".npz", ".safetensors"):
         raise StardomainError(f"dataset file {raw!r} must be .npz or .safetensors (with x_train, y_train, x_test, y_test)")
@@ -75,16 +75,22 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise StardomainError(f"dataset file {path} does not exist") from None
     except Exception as exc:  # numpy/safetensors raise many types for a bad file
-        raise StardomainError(f"dataset file {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise StardomainError(
+            f"dataset file {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     missing = [k for k in _KEYS if k not in arrays]
     if missing:
-        raise StardomainError(f"dataset file {path} has no array {missing[0]!r}; it needs {', '.join(_KEYS)} (has {', '.join(sorted(arrays)) or 'none'})")
+        raise StardomainError(
+            f"dataset file {path} has no array {missing[0]!r}; it needs {', '.join(_KEYS)} (has {', '.join(sorted(arrays)) or 'none'})"
+        )
     return arrays
 
 
 def _labels(y: np.ndarray, split: str, path: Path) -> np.ndarray:
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
-        raise StardomainError(f"dataset file {path}: y_{split} must be a 1-d array of integer class labels (got {y.dtype}, shape {y.shape})")
+        raise StardomainError(
+            f"dataset file {path}: y_{split} must be a 1-d array of integer class labels (got {y.dtype}, shape {y.shape})"
+        )
     if len(y) and y.min() < 0:
         raise StardomainError(f"dataset file {path}: y_{split} has negative labels; use classes 0..K-1")
     return y.astype(np.int64)
@@ -104,14 +110,15 @@ def _inputs(x: np.ndarray, split: str, path: Path) -> tuple[np.ndarray, float]:
 
 def read_file_dataset(name: str) -> UserData:
     """Read and normalise the dataset file named ``file:/path`` (see the module docstring)."""
-    path = Path(file_key(name)[len(FILE_PREFIX):])
+    path = Path(file_key(name)[len(FILE_PREFIX) :])
     arrays = _read_arrays(path)
     y_train, y_test = _labels(arrays["y_train"], "train", path), _labels(arrays["y_test"], "test", path)
     x_train, _ = _inputs(arrays["x_train"], "train", path)
     x_test, _ = _inputs(arrays["x_test"], "test", path)
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
-        raise StardomainError(f"dataset file {path}: x and y differ in length (train {len(x_train)} vs {len(y_train)}, "
-                              f"test {len(x_test)} vs {len(y_test)})")
+        raise StardomainError(
+            f"dataset file {path}: x and y differ in length (train {len(x_train)} vs {len(y_train)}, test {len(x_test)} vs {len(y_test)})"
+        )
     if x_train.shape[1:] != x_test.shape[1:]:
         raise StardomainError(f"dataset file {path}: x_train samples are {x_train.shape[1:]} but x_test samples {x_test.shape[1:]}")
     if len(y_train) < 2:
@@ -127,8 +134,13 @@ def read_file_dataset(name: str) -> UserData:
         return torch.from_numpy(((x - mean) / std).astype(np.float32))
 
     return UserData(
-        train_x=norm(x_train), train_y=torch.from_numpy(y_train), test_x=norm(x_test), test_y=torch.from_numpy(y_test),
-        num_classes=num_classes, in_shape=tuple(int(s) for s in x_train.shape[1:]),
-        mean=tuple(float(v) for v in mean.reshape(-1)), std=tuple(float(v) for v in std.reshape(-1)),
+        train_x=norm(x_train),
+        train_y=torch.from_numpy(y_train),
+        test_x=norm(x_test),
+        test_y=torch.from_numpy(y_test),
+        num_classes=num_classes,
+        in_shape=tuple(int(s) for s in x_train.shape[1:]),
+        mean=tuple(float(v) for v in mean.reshape(-1)),
+        std=tuple(float(v) for v in std.reshape(-1)),
         sha256=_sha256(path),
     )

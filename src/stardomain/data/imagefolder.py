@@ -43,10 +43,7 @@ def _class_dirs(split_dir: Path) -> list[Path]:
 
 def _image_files(class_dir: Path) -> list[Path]:
     """Image files under ``class_dir`` (sub-folders included, as torchvision does), in sorted path order."""
-    return sorted(
-        p for p in class_dir.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-    )
+    return sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
 
 
 def _list_split(split_dir: Path, classes: Sequence[str], is_train: bool) -> tuple[list[Path], np.ndarray]:
@@ -62,8 +59,7 @@ def _list_split(split_dir: Path, classes: Sequence[str], is_train: bool) -> tupl
         found = _image_files(class_dir)
         if is_train and not found:
             raise StardomainError(
-                f"imagefolder: class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                f"add images or remove the folder"
+                f"imagefolder: class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder"
             )
         files += found
         labels += [index[class_dir.name]] * len(found)
@@ -141,18 +137,14 @@ def list_image_folder(root: Path) -> FolderListing:
         raise StardomainError(f"imagefolder: {train_dir} is not a folder; expected the layout {_LAYOUT}")
     held_dir = next((root / s for s in HELD_OUT_SPLITS if (root / s).is_dir()), None)
     if held_dir is None:
-        raise StardomainError(
-            f"imagefolder: {root} has train/ but neither val/ nor test/; expected the layout {_LAYOUT}"
-        )
+        raise StardomainError(f"imagefolder: {root} has train/ but neither val/ nor test/; expected the layout {_LAYOUT}")
     classes = [p.name for p in _class_dirs(train_dir)]
     if not classes:
         raise StardomainError(f"imagefolder: {train_dir} has no class sub-folders; expected the layout {_LAYOUT}")
     train_files, train_y = _list_split(train_dir, classes, is_train=True)
     test_files, test_y = _list_split(held_dir, classes, is_train=False)
     if not test_files:
-        raise StardomainError(
-            f"imagefolder: {held_dir} holds no images in class folders named like those of {train_dir}"
-        )
+        raise StardomainError(f"imagefolder: {held_dir} holds no images in class folders named like those of {train_dir}")
     return FolderListing(classes, train_files, train_y, test_files, test_y, held_dir.name)
 
 

@@ -31,8 +31,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(digest, "little") & _SEED_MASK
 
 
-def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4,
-                  fill: float | Sequence[float] | Tensor = 0.0) -> Tensor:
+def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4, fill: float | Sequence[float] | Tensor = 0.0) -> Tensor:
     """Random crop (``padding`` pixels of ``fill``) and horizontal flip of a batch.
 
     Vectorised: the batch is padded once, then every sample's crop window (flipped
@@ -64,7 +63,7 @@ def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4,
     else:
         values = values.to(device=x.device, dtype=x.dtype)
         padded = values.view(1, -1, 1, 1).expand(b, c, hp, wp).clone()
-        padded[:, :, padding:padding + h, padding:padding + w] = x
+        padded[:, :, padding : padding + h, padding : padding + w] = x
     rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (b, h) rows of the padded image
     col = torch.arange(w, device=x.device)
     cols = torch.where(flips[:, None], w - 1 - col, col) + offsets[1, :, None]  # (b, w)
@@ -77,7 +76,7 @@ def slice_batches(x: Tensor, y: Tensor, batch_size: int) -> Iterator[tuple[Tenso
     if int(batch_size) < 1:
         raise StardomainError(f"batch_size must be >= 1, got {batch_size}")
     for start in range(0, len(x), int(batch_size)):
-        yield x[start:start + batch_size], y[start:start + batch_size]
+        yield x[start : start + batch_size], y[start : start + batch_size]
 
 
 class TensorLoader:
@@ -121,8 +120,11 @@ class TensorLoader:
         self.padding = int(padding)
         self.fill = tuple(float(v) for v in fill) if isinstance(fill, Sequence) else float(fill)
         # a per-channel fill lives on the device once, so augmenting a batch never touches the host
-        self._fill = (torch.tensor(self.fill, dtype=self.x.dtype, device=self.device)
-                      if isinstance(self.fill, tuple) and self.x.is_floating_point() else self.fill)
+        self._fill = (
+            torch.tensor(self.fill, dtype=self.x.dtype, device=self.device)
+            if isinstance(self.fill, tuple) and self.x.is_floating_point()
+            else self.fill
+        )
         self.epoch = 0
 
     def __len__(self) -> int:

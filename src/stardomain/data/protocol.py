@@ -40,8 +40,9 @@ class SplitData(Protocol):
     def train_loader(self, batch_size: int, augment: bool, seed: int, device: str | torch.device = "cpu") -> Any:
         """Training batches on ``device`` with a settable ``epoch``; order and augmentation from (seed, epoch)."""
 
-    def eval_batches(self, split: str, batch_size: int = 1024, device: str | torch.device = "cpu",
-                     indices: Tensor | None = None) -> Iterable[tuple[Tensor, Tensor]]:
+    def eval_batches(
+        self, split: str, batch_size: int = 1024, device: str | torch.device = "cpu", indices: Tensor | None = None
+    ) -> Iterable[tuple[Tensor, Tensor]]:
         """Un-augmented batches of ``split`` (or of ``indices``, in order, batch after batch) on ``device``."""
 
 
@@ -72,8 +73,9 @@ def split_tensors(dataset: Any, split: str, indices: Tensor | None = None) -> tu
     return (x, y) if indices is None else (x[indices], y[indices])
 
 
-def eval_batches(dataset: Any, split: str, batch_size: int = 1024, device: str | torch.device = "cpu",
-                 indices: Tensor | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+def eval_batches(
+    dataset: Any, split: str, batch_size: int = 1024, device: str | torch.device = "cpu", indices: Tensor | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Un-augmented (x, y) batches of ``split`` on ``device``, consecutive slices of the split or of ``indices``."""
     _check_split(split)
     if hasattr(dataset, "eval_batches"):
@@ -83,8 +85,9 @@ def eval_batches(dataset: Any, split: str, batch_size: int = 1024, device: str |
     yield from slice_batches(x.to(device), y.to(device), batch_size)
 
 
-def index_batches(dataset: Any, split: str, chunks: Sequence[Tensor], device: str | torch.device = "cpu"
-                  ) -> Iterator[tuple[Tensor, Tensor]]:
+def index_batches(
+    dataset: Any, split: str, chunks: Sequence[Tensor], device: str | torch.device = "cpu"
+) -> Iterator[tuple[Tensor, Tensor]]:
     """One un-augmented (x, y) batch on ``device`` per chunk of sample indices, in order (a BN pass)."""
     _check_split(split)
     if hasattr(dataset, "index_batches"):

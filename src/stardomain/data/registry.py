@@ -53,8 +53,12 @@ class Dataset:
 
     def record(self) -> dict[str, Any]:
         """What rebuilds exactly this training data: stored in checkpoints, checked by every later stage."""
-        out = {"name": self.name, "subset": self.subset, "subset_seed": self.subset_seed,
-               "image_size": int(self.in_shape[-1]) if accepts_image_size(self.name) else None}
+        out = {
+            "name": self.name,
+            "subset": self.subset,
+            "subset_seed": self.subset_seed,
+            "image_size": int(self.in_shape[-1]) if accepts_image_size(self.name) else None,
+        }
         if self.sha256 is not None:
             out["sha256"] = self.sha256
         return out
@@ -76,11 +80,18 @@ class Dataset:
         """Shuffled (and, where the data suits it, crop+flip augmented) batches on ``device``, seeded by (seed, epoch)."""
         from stardomain.data.loader import TensorLoader
 
-        return TensorLoader(self.train_x, self.train_y, batch_size=batch_size, shuffle=True,
-                            augment=augment and self.augment, fill=self.black(), seed=seed, device=device)
+        return TensorLoader(
+            self.train_x,
+            self.train_y,
+            batch_size=batch_size,
+            shuffle=True,
+            augment=augment and self.augment,
+            fill=self.black(),
+            seed=seed,
+            device=device,
+        )
 
-    def eval_batches(self, split: str, batch_size: int = 1024, device: str | torch.device = "cpu",
-                     indices: Tensor | None = None) -> Any:
+    def eval_batches(self, split: str, batch_size: int = 1024, device: str | torch.device = "cpu", indices: Tensor | None = None) -> Any:
         """Un-augmented (x, y) batches of ``split`` (or of ``indices`` of it, in order) on ``device``."""
         from stardomain.data.loader import slice_batches
 
@@ -121,19 +132,27 @@ _SPECS: dict[str, _Spec] = {
     "digits": _Spec(lambda root, download: sources.read_digits(), None, None, augment=False),
     "mnist": _Spec(
         lambda root, download: sources.read_idx_source(sources.MNIST, resolve_data_root(root), download),
-        (0.1307,), (0.3081,), augment=False,
+        (0.1307,),
+        (0.3081,),
+        augment=False,
     ),
     "fashion_mnist": _Spec(
         lambda root, download: sources.read_idx_source(sources.FASHION_MNIST, resolve_data_root(root), download),
-        (0.2860,), (0.3530,), augment=False,
+        (0.2860,),
+        (0.3530,),
+        augment=False,
     ),
     "cifar10": _Spec(
         lambda root, download: sources.read_cifar(sources.CIFAR10, resolve_data_root(root), download),
-        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), augment=True,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        augment=True,
     ),
     "cifar100": _Spec(
         lambda root, download: sources.read_cifar(sources.CIFAR100, resolve_data_root(root), download),
-        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), augment=True,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        augment=True,
     ),
     IMAGEFOLDER: _Spec(_read_imagefolder, None, None, augment=True, sized=True),
 }
@@ -227,7 +246,7 @@ def _channel_stats(images: np.ndarray, scale: float, chunk: int = 1024) -> tuple
     total = np.zeros(c, dtype=np.int64)
     squares = np.zeros(c, dtype=np.int64)
     for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].astype(np.int64)
+        block = images[start : start + chunk].astype(np.int64)
         total += block.sum(axis=(0, 2, 3))
         squares += (block * block).sum(axis=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]
@@ -297,9 +316,7 @@ def load_dataset(
     train_x, train_y = raw.train_x, raw.train_y
     if subset is not None:
         if isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or not 1 <= subset <= len(train_y):
-            raise StardomainError(
-                f"subset={subset!r} for {key}: give a whole number from 1 to {len(train_y)} (the train size), or None"
-            )
+            raise StardomainError(f"subset={subset!r} for {key}: give a whole number from 1 to {len(train_y)} (the train size), or None")
         idx = stratified_subset(train_y, int(subset), seed)
         train_x, train_y = train_x[idx], train_y[idx]
     c, h, w = (int(s) for s in raw.train_x.shape[1:])
@@ -324,9 +341,20 @@ def _load_user_dataset(key: str, subset: int | None, seed: int) -> Dataset:
     """A ``file:`` dataset or one from an import path, with the same subset rule as the registry's."""
     if is_file_dataset(key):
         d = read_file_dataset(key)
-        ds = Dataset(name=key, train_x=d.train_x, train_y=d.train_y, test_x=d.test_x, test_y=d.test_y,
-                     num_classes=d.num_classes, in_shape=d.in_shape, mean=d.mean, std=d.std,
-                     classes=[str(i) for i in range(d.num_classes)], augment=False, sha256=d.sha256)
+        ds = Dataset(
+            name=key,
+            train_x=d.train_x,
+            train_y=d.train_y,
+            test_x=d.test_x,
+            test_y=d.test_y,
+            num_classes=d.num_classes,
+            in_shape=d.in_shape,
+            mean=d.mean,
+            std=d.std,
+            classes=[str(i) for i in range(d.num_classes)],
+            augment=False,
+            sha256=d.sha256,
+        )
     else:
         made = resolve(key, "dataset factory")()
         if not isinstance(made, Dataset):

@@ -59,9 +59,7 @@ def read_digits() -> RawSplits:
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.uint8)[:, None]  # values 0..16
     labels = np.asarray(bunch.target, dtype=np.int64)
-    tr_x, te_x, tr_y, te_y = train_test_split(
-        images, labels, test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=DIGITS_SPLIT_SEED
-    )
+    tr_x, te_x, tr_y, te_y = train_test_split(images, labels, test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=DIGITS_SPLIT_SEED)
     return RawSplits(tr_x, tr_y, te_x, te_y, [str(i) for i in range(10)], scale=16.0)
 
 
@@ -71,9 +69,7 @@ _IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4",
 
 
 def _corrupt(path: Path, detail: str) -> StardomainError:
-    return StardomainError(
-        f"{path} is corrupt or truncated ({_one_line(detail)}); delete it so it is downloaded again"
-    )
+    return StardomainError(f"{path} is corrupt or truncated ({_one_line(detail)}); delete it so it is downloaded again")
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -166,8 +162,16 @@ FASHION_MNIST = IdxSource(
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     },
     classes=(
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ),
 )
 
@@ -224,8 +228,7 @@ def _read_idx_splits(src: IdxSource, files: dict[str, Path]) -> RawSplits:
         out += [images[:, None], labels.astype(np.int64)]
     if out[0].shape[1:] != out[2].shape[1:]:
         raise StardomainError(
-            f"{src.name}: train images are {out[0].shape[2:]} but test images {out[2].shape[2:]}; "
-            f"the files come from different datasets"
+            f"{src.name}: train images are {out[0].shape[2:]} but test images {out[2].shape[2:]}; the files come from different datasets"
         )
     return RawSplits(out[0], out[1], out[2], out[3], list(src.classes))
 
@@ -433,9 +436,7 @@ def read_cifar(src: CifarSource, root: Path, download: bool) -> RawSplits:
         missing = ", ".join(f for f in src.files if not (target / f).is_file())
         hint = f"place the files there, or {src.archive} in {target_parent}, or set --data-root"
         if not download:
-            raise StardomainError(
-                f"{src.name}: missing {missing} in {target} (downloads disabled: {hint}, or allow downloading)"
-            )
+            raise StardomainError(f"{src.name}: missing {missing} in {target} (downloads disabled: {hint}, or allow downloading)")
         archive = target_parent / src.archive
         try:
             dl.download_verified(src.urls, archive, src.md5)
@@ -447,12 +448,9 @@ def read_cifar(src: CifarSource, root: Path, download: bool) -> RawSplits:
     else:
         got = dl.md5_file(archive)
         if got != src.md5:
-            raise StardomainError(
-                f"{src.name}: {archive} has MD5 {got}, expected {src.md5}; delete it so it is downloaded again"
-            )
+            raise StardomainError(f"{src.name}: {archive} has MD5 {got}, expected {src.md5}; delete it so it is downloaded again")
     target_parent.mkdir(parents=True, exist_ok=True)
     dl.extract_into(archive, target_parent, src.inner, src.files)
     if downloaded:
         archive.unlink(missing_ok=True)  # the extracted folder is what we read; save the space
     return _read_cifar_folder(src, target)
-

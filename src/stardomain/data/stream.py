@@ -43,9 +43,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "test")
 
 
-def random_resized_crop_box(width: int, height: int, rng: random.Random,
-                            scale: tuple[float, float] = (0.08, 1.0),
-                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+    width: int, height: int, rng: random.Random, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
     """(left, top, crop width, crop height): torchvision's RandomResizedCrop box.
 
     Ten tries at a random area share in ``scale`` and log-uniform aspect ratio in ``ratio``;
@@ -149,7 +149,7 @@ def _one_line_worker_error(exc: StardomainError) -> StardomainError:
     """A worker's StardomainError arrives wrapped in its traceback; keep the one line that says what to fix."""
     last = str(exc).strip().splitlines()[-1]
     prefix = "stardomain.errors.StardomainError: "
-    return StardomainError(last[len(prefix):] if last.startswith(prefix) else last)
+    return StardomainError(last[len(prefix) :] if last.startswith(prefix) else last)
 
 
 class _DeviceBatches:
@@ -175,8 +175,9 @@ class _DeviceBatches:
 class StreamLoader(_DeviceBatches):
     """Training batches of a streamed folder; ``epoch`` is settable and advances after a full pass."""
 
-    def __init__(self, loader: DataLoader, sampler: _EpochSampler, device: torch.device,
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self, loader: DataLoader, sampler: _EpochSampler, device: torch.device, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
         super().__init__(loader, device, mean, std)
         self.sampler = sampler
 
@@ -205,15 +206,25 @@ class StreamingImageFolder:
     name = "imagefolder"
     augment = True
 
-    def __init__(self, root: str | os.PathLike[str], *, crop: int = 224, resize: int = 256,
-                 num_workers: int | None = None, scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, max_materialize_gb: float = 4.0) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        crop: int = 224,
+        resize: int = 256,
+        num_workers: int | None = None,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        max_materialize_gb: float = 4.0,
+    ) -> None:
         if crop < 1 or resize < crop:
             raise StardomainError(f"streaming imagefolder: need 1 <= crop <= resize (got crop={crop}, resize={resize})")
         if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
-            raise StardomainError(f"streaming imagefolder: scale must lie in (0, 1] and ratio be positive, "
-                                  f"low <= high (got scale={scale}, ratio={ratio})")
+            raise StardomainError(
+                f"streaming imagefolder: scale must lie in (0, 1] and ratio be positive, low <= high (got scale={scale}, ratio={ratio})"
+            )
         self.root = Path(root).expanduser()
         self.listing = list_image_folder(self.root)
         pillow()  # fail now, not in a worker
@@ -227,13 +238,20 @@ class StreamingImageFolder:
         self.in_shape: tuple[int, ...] = (3, self.crop, self.crop)
 
     def __repr__(self) -> str:
-        return (f"StreamingImageFolder({str(self.root)!r}, train={self.split_size('train')}, "
-                f"test={self.split_size('test')}, num_classes={self.num_classes}, crop={self.crop}, resize={self.resize})")
+        return (
+            f"StreamingImageFolder({str(self.root)!r}, train={self.split_size('train')}, "
+            f"test={self.split_size('test')}, num_classes={self.num_classes}, crop={self.crop}, resize={self.resize})"
+        )
 
     def record(self) -> dict[str, Any]:
         """What rebuilds this data: the transform sizes make a different dataset from the in-memory reader's."""
-        return {"name": self.name, "subset": None, "subset_seed": None, "image_size": self.crop,
-                "stream": {"crop": self.crop, "resize": self.resize}}
+        return {
+            "name": self.name,
+            "subset": None,
+            "subset_seed": None,
+            "image_size": self.crop,
+            "stream": {"crop": self.crop, "resize": self.resize},
+        }
 
     def black(self) -> tuple[float, ...]:
         """A black pixel in normalised units."""
@@ -260,8 +278,12 @@ class StreamingImageFolder:
 
     def _loader_options(self, device: torch.device) -> dict[str, Any]:
         workers = self.num_workers
-        return {"num_workers": workers, "pin_memory": device.type == "cuda",
-                "persistent_workers": False, **({"prefetch_factor": 4} if workers > 0 else {})}
+        return {
+            "num_workers": workers,
+            "pin_memory": device.type == "cuda",
+            "persistent_workers": False,
+            **({"prefetch_factor": 4} if workers > 0 else {}),
+        }
 
     def train_loader(self, batch_size: int, augment: bool, seed: int, device: str | torch.device = "cpu") -> StreamLoader:
         """Shuffled batches, random-resized-crop + flip when ``augment`` (else the evaluation crop)."""
@@ -276,8 +298,7 @@ class StreamingImageFolder:
         loader = DataLoader(data, batch_size=int(batch_size), sampler=sampler, **options)
         return StreamLoader(loader, sampler, dev, self.mean, self.std)
 
-    def index_batches(self, split: str, chunks: Iterable[Tensor | Sequence[int]],
-                      device: str | torch.device = "cpu") -> _DeviceBatches:
+    def index_batches(self, split: str, chunks: Iterable[Tensor | Sequence[int]], device: str | torch.device = "cpu") -> _DeviceBatches:
         """Un-augmented batches, one per chunk of sample indices, in that order (evaluation transform)."""
         dev = torch.device(device)
         files, labels = self._split(split)
@@ -288,8 +309,9 @@ class StreamingImageFolder:
         loader = DataLoader(_Files(files, labels, self.decoder), batch_sampler=batches, **self._loader_options(dev))
         return _DeviceBatches(loader, dev, self.mean, self.std)
 
-    def eval_batches(self, split: str, batch_size: int = 1024, device: str | torch.device = "cpu",
-                     indices: Tensor | None = None) -> _DeviceBatches:
+    def eval_batches(
+        self, split: str, batch_size: int = 1024, device: str | torch.device = "cpu", indices: Tensor | None = None
+    ) -> _DeviceBatches:
         """Consecutive batches of the split (or of ``indices``), evaluation transform."""
         order = torch.arange(self.split_size(split)) if indices is None else torch.as_tensor(indices).reshape(-1)
         return self.index_batches(split, order.split(int(batch_size)), device)
@@ -331,8 +353,16 @@ def stream_resize(crop: int) -> int:
     return int(round(crop * 256 / 224))
 
 
-def open_dataset(name: str, *, root: str | os.PathLike[str] | None = None, subset: int | None = None, seed: int = 0,
-                 image_size: int | None = None, stream: bool = False, num_workers: int | None = None) -> Any:
+def open_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    subset: int | None = None,
+    seed: int = 0,
+    image_size: int | None = None,
+    stream: bool = False,
+    num_workers: int | None = None,
+) -> Any:
     """The dataset of an experiment: in memory (:func:`~stardomain.data.load_dataset`), or streamed.
 
     ``stream`` (image folders only) reads ``root`` batch by batch, ``image_size`` being the crop

@@ -17,17 +17,24 @@ from stardomain.analysis.stats import compare, mean_std, paired_t
 METRICS = ("test_loss", "test_acc")
 
 
-def bn_ablation(exp: Any, groups: Mapping[str, list[dict[str, Any]]], sources: Sequence[Path], held: Sequence[Path],
-                stars: Sequence[Path]) -> dict[str, Any]:
+def bn_ablation(
+    exp: Any, groups: Mapping[str, list[dict[str, Any]]], sources: Sequence[Path], held: Sequence[Path], stars: Sequence[Path]
+) -> dict[str, Any]:
     """results.json ``bn_ablation``: per group, both protocols and their per-pair difference (interpolate − reset)."""
     if not exp.has_batchnorm():
         return {"applicable": False, "why": "the model has no BatchNorm: both protocols are the same computation"}
     interp, _ = exp.barrier_groups(sources, held, stars, bn="interpolate")
     seed = int(exp.cfg.seed)
-    out: dict[str, Any] = {"applicable": True, "metric": "test_loss",
-                           "protocols": {"reset": "statistics re-estimated on training data at every t (the paper's protocol)",
-                                         "interpolate": "the endpoints' running statistics interpolated with the weights (no reset)"},
-                           "groups": {}, "tests": {}}
+    out: dict[str, Any] = {
+        "applicable": True,
+        "metric": "test_loss",
+        "protocols": {
+            "reset": "statistics re-estimated on training data at every t (the paper's protocol)",
+            "interpolate": "the endpoints' running statistics interpolated with the weights (no reset)",
+        },
+        "groups": {},
+        "tests": {},
+    }
     for name, reset_pairs in groups.items():
         if not reset_pairs:
             continue
@@ -35,8 +42,12 @@ def bn_ablation(exp: Any, groups: Mapping[str, list[dict[str, Any]]], sources: S
         for m in METRICS:
             r = [p["barriers"][m] for p in reset_pairs]
             i = [p["barriers"][m] for p in interp[name]]
-            g[m] = {"reset": mean_std(r), "interpolate": mean_std(i), "difference": mean_std([b - a for a, b in zip(r, i)]),
-                    "values": {"reset": r, "interpolate": i}}
+            g[m] = {
+                "reset": mean_std(r),
+                "interpolate": mean_std(i),
+                "difference": mean_std([b - a for a, b in zip(r, i)]),
+                "values": {"reset": r, "interpolate": i},
+            }
         out["groups"][name] = g
         v = g["test_loss"]["values"]
         out["tests"][name] = {**compare(v["interpolate"], v["reset"], seed=seed), "paired": paired_t(v["interpolate"], v["reset"])}

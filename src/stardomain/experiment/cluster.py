@@ -37,8 +37,10 @@ def require(cfg: ExecutorConfig) -> Any:
     except ImportError:
         raise _missing_extra("submitit", "slurm") from None
     if cfg.cluster != "local" and submitit.SlurmExecutor.affinity() < 0:
-        raise StardomainError("executor.kind slurm: no SLURM here (sbatch not found); run on a login node, "
-                              "or set executor.cluster: local to try the job arrays as local processes")
+        raise StardomainError(
+            "executor.kind slurm: no SLURM here (sbatch not found); run on a login node, "
+            "or set executor.cluster: local to try the job arrays as local processes"
+        )
     return submitit
 
 
@@ -59,7 +61,9 @@ class RayBackend:
                 else:
                     ray.init(num_cpus=(cfg.workers or os.cpu_count() or 1) * cfg.cpus_per_unit, **quiet)
             except ConnectionError as e:
-                raise StardomainError(f"executor.address {cfg.address!r}: no Ray cluster answers ({e}); start one with `ray start --head`") from None
+                raise StardomainError(
+                    f"executor.address {cfg.address!r}: no Ray cluster answers ({e}); start one with `ray start --head`"
+                ) from None
         resources = ray.cluster_resources()
         gpus = cfg.gpus_per_unit if cfg.gpus_per_unit is not None else (1.0 if resources.get("GPU", 0) > 0 else 0.0)
         if gpus > resources.get("GPU", 0):
@@ -70,8 +74,9 @@ class RayBackend:
         self.parallel = max(1, int(slots))
         self.capacity = self.parallel  # submit what fits now, so "running" means running
         # a GPU unit gets a fresh worker process (max_calls=1): CUDA memory and the device Ray assigned die with it
-        self.remote = ray.remote(num_cpus=cfg.cpus_per_unit, num_gpus=gpus, max_retries=cfg.retries,
-                                 **({"max_calls": 1} if gpus > 0 else {}))(execute_unit)
+        self.remote = ray.remote(
+            num_cpus=cfg.cpus_per_unit, num_gpus=gpus, max_retries=cfg.retries, **({"max_calls": 1} if gpus > 0 else {})
+        )(execute_unit)
         self.threads = threads  # the run's, never the CPUs reserved: results must not follow the reservation
         self.pending: dict[Any, Unit] = {}
 
@@ -90,8 +95,10 @@ class RayBackend:
             try:
                 out.append((unit, self.ray.get(ref)))
             except self.ray.exceptions.RayError as e:
-                raise StardomainError(f"unit {unit.id}: its Ray worker died {self.cfg.retries + 1} times "
-                                      f"({type(e).__name__}); see {log_path(self.out, unit)}, then re-run to resume") from None
+                raise StardomainError(
+                    f"unit {unit.id}: its Ray worker died {self.cfg.retries + 1} times "
+                    f"({type(e).__name__}); see {log_path(self.out, unit)}, then re-run to resume"
+                ) from None
         return out
 
     def close(self) -> None:
@@ -145,8 +152,13 @@ class SlurmBackend:
         folder = Path(cfg.folder) if cfg.folder else out_dir / "logs" / "slurm"
         self.ex = submitit.AutoExecutor(folder=folder, cluster="local" if cfg.cluster == "local" else "slurm")
         gpus = int(cfg.gpus_per_unit or 0)
-        params: dict[str, Any] = {"timeout_min": cfg.time_min, "gpus_per_node": gpus, "cpus_per_task": max(1, int(cfg.cpus_per_unit)),
-                                  "name": f"stardomain-{out_dir.name}", "slurm_array_parallelism": cfg.array_parallelism}
+        params: dict[str, Any] = {
+            "timeout_min": cfg.time_min,
+            "gpus_per_node": gpus,
+            "cpus_per_task": max(1, int(cfg.cpus_per_unit)),
+            "name": f"stardomain-{out_dir.name}",
+            "slurm_array_parallelism": cfg.array_parallelism,
+        }
         if cfg.mem_gb is not None:
             params["mem_gb"] = cfg.mem_gb
         if cfg.partition:
@@ -161,7 +173,7 @@ class SlurmBackend:
 
     def submit(self, units: list[Unit]) -> None:
         k = self.cfg.units_per_job
-        chunks = [units[i:i + k] for i in range(0, len(units), k)]
+        chunks = [units[i : i + k] for i in range(0, len(units), k)]
         if chunks:
             self.pending.extend(zip(self.ex.map_array(self.task, chunks), chunks))
 

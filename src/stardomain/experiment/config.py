@@ -46,7 +46,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except StardomainError as e:
                 errors.append(str(e))
         raise StardomainError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
@@ -125,10 +125,14 @@ class StarConfig:
         from stardomain.starlight.algorithm import knob_problems
 
         _check(self.repeats >= 1, f"star.repeats: must be >= 1 (got {self.repeats})")
-        _check(self.epochs_factor is None or (self.epochs_factor > 0 and self.epochs_factor < 1e6),
-               f"star.epochs_factor: a positive multiple of the sources' epochs, e.g. 1 or 2 (got {self.epochs_factor})")
-        _check(self.epochs_factor is None or "epochs" not in self.recipe,
-               "star: give the star's budget once: star.epochs_factor or star.recipe.epochs, not both")
+        _check(
+            self.epochs_factor is None or (self.epochs_factor > 0 and self.epochs_factor < 1e6),
+            f"star.epochs_factor: a positive multiple of the sources' epochs, e.g. 1 or 2 (got {self.epochs_factor})",
+        )
+        _check(
+            self.epochs_factor is None or "epochs" not in self.recipe,
+            "star: give the star's budget once: star.epochs_factor or star.recipe.epochs, not both",
+        )
         _check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
         for name, problem in knob_problems(self):  # Starlight's own checks, worded for this block
             raise StardomainError(f"star.{name}: {problem}")
@@ -152,14 +156,22 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check(self.points >= 2, f"eval.points: need at least 2 points on the path (got {self.points})")
-        _check(self.max_star_source_pairs is None or self.max_star_source_pairs >= 1,
-               f"eval.max_star_source_pairs: must be >= 1 or null for every source (got {self.max_star_source_pairs})")
+        _check(
+            self.max_star_source_pairs is None or self.max_star_source_pairs >= 1,
+            f"eval.max_star_source_pairs: must be >= 1 or null for every source (got {self.max_star_source_pairs})",
+        )
         _check(self.matching_samples >= 1, f"eval.matching_samples: must be >= 1 (got {self.matching_samples})")
-        _check(0 <= self.star_acc_margin < 1, f"eval.star_acc_margin: a fraction in [0, 1), e.g. 0.01 for 1 pp (got {self.star_acc_margin})")
-        _check(0 < self.converged_train_acc <= 1,
-               f"eval.converged_train_acc: a fraction in (0, 1], e.g. 0.99 for 99% (got {self.converged_train_acc})")
-        _check(self.converged_train_loss is None or self.converged_train_loss > 0,
-               f"eval.converged_train_loss: a positive loss in nats, e.g. 0.002, or null (got {self.converged_train_loss})")
+        _check(
+            0 <= self.star_acc_margin < 1, f"eval.star_acc_margin: a fraction in [0, 1), e.g. 0.01 for 1 pp (got {self.star_acc_margin})"
+        )
+        _check(
+            0 < self.converged_train_acc <= 1,
+            f"eval.converged_train_acc: a fraction in (0, 1], e.g. 0.99 for 99% (got {self.converged_train_acc})",
+        )
+        _check(
+            self.converged_train_loss is None or self.converged_train_loss > 0,
+            f"eval.converged_train_loss: a positive loss in nats, e.g. 0.002, or null (got {self.converged_train_loss})",
+        )
         _check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
         _check(self.align in ("weight", "activation", "none"), f"eval.align: one of weight, activation, none (got {self.align!r})")
         _check(self.max_pairs >= 1, f"eval.max_pairs: must be >= 1 (got {self.max_pairs})")
@@ -274,13 +286,21 @@ class ExperimentConfig:
         try:
             self.model.name = models.canonical_name(self.model.name)
         except StardomainError:
-            raise StardomainError(f"model.name: unknown '{self.model.name}'; choose one of {', '.join(models.available_models())}") from None
-        _check(self.image_size is None or data.accepts_image_size(self.dataset),
-               f"image_size: only applies to dataset imagefolder (got dataset '{self.dataset}'); remove it")
-        _check(self.image_size is None or (type(self.image_size) is int and self.image_size >= 1),
-               f"image_size: a whole number of pixels >= 1 (got {self.image_size!r})")
-        _check(not data.accepts_image_size(self.dataset) or bool(self.data_root),
-               "data_root: dataset imagefolder needs the folder holding train/ and val/ (or test/)")
+            raise StardomainError(
+                f"model.name: unknown '{self.model.name}'; choose one of {', '.join(models.available_models())}"
+            ) from None
+        _check(
+            self.image_size is None or data.accepts_image_size(self.dataset),
+            f"image_size: only applies to dataset imagefolder (got dataset '{self.dataset}'); remove it",
+        )
+        _check(
+            self.image_size is None or (type(self.image_size) is int and self.image_size >= 1),
+            f"image_size: a whole number of pixels >= 1 (got {self.image_size!r})",
+        )
+        _check(
+            not data.accepts_image_size(self.dataset) or bool(self.data_root),
+            "data_root: dataset imagefolder needs the folder holding train/ and val/ (or test/)",
+        )
         allowed = [k for k in models.model_info(self.model.name).defaults if k != "init"]
         bad = sorted(set(self.model.options) - set(allowed))
         _check("init" not in self.model.options, "model.options.init: the init scheme is model.init; move it there")
@@ -301,8 +321,10 @@ class ExperimentConfig:
             _check(self.dataset == "imagefolder", f"stream: only for dataset imagefolder (got '{self.dataset}'); remove it")
             _check(self.subset is None, "stream: streamed folders are used whole; remove subset (or make a smaller folder)")
             _check(self.studies.bma is None, "studies.bma: needs the whole test split in memory; remove it when stream: true")
-            _check(self.eval.bn_samples is not None and self.eval.eval_train_samples is not None,
-                   "eval.bn_samples and eval.eval_train_samples: set both when stream: true (seeded subsets held in memory)")
+            _check(
+                self.eval.bn_samples is not None and self.eval.eval_train_samples is not None,
+                "eval.bn_samples and eval.eval_train_samples: set both when stream: true (seeded subsets held in memory)",
+            )
         _check(self.sources >= 2, f"sources: |Z| must be >= 2 to compare regular pairs (got {self.sources})")
         _check(self.held_out >= 1, f"held_out: |H| must be >= 1 (got {self.held_out})")
         s = self.studies
@@ -319,12 +341,17 @@ class ExperimentConfig:
             allowed = [k for k in models.model_info(self.model.name).defaults if k != "init"] + ["init"]
             for i, extra in enumerate(s.width_depth.settings):
                 bad = sorted(set(extra) - set(allowed))
-                _check(not bad, f"studies.width_depth.settings[{i}]: '{bad[0] if bad else ''}' is not an option of "
-                                f"{self.model.name}; allowed: {', '.join(allowed)}")
+                _check(
+                    not bad,
+                    f"studies.width_depth.settings[{i}]: '{bad[0] if bad else ''}' is not an option of "
+                    f"{self.model.name}; allowed: {', '.join(allowed)}",
+                )
         if s.optimizer is not None:
             _check(s.optimizer.optimizer in ("sgd", "adam"), f"studies.optimizer.optimizer: sgd or adam (got {s.optimizer.optimizer!r})")
-            for where, build in (("studies.optimizer.recipe", self.optimizer_recipe),
-                                 ("studies.optimizer.star_recipe", lambda: self.star_recipe(self.optimizer_recipe(), s.optimizer.star_recipe))):
+            for where, build in (
+                ("studies.optimizer.recipe", self.optimizer_recipe),
+                ("studies.optimizer.star_recipe", lambda: self.star_recipe(self.optimizer_recipe(), s.optimizer.star_recipe)),
+            ):
                 try:
                     build()
                 except StardomainError as e:
@@ -337,8 +364,9 @@ class ExperimentConfig:
         from stardomain.starlight.algorithm import KNOBS
 
         knobs = {name: getattr(self.star, name) for name in KNOBS}  # the star block's knobs, by their shared names
-        return StarlightConfig(recipe=star_recipe, **{**knobs, "mu": mu}, bn_samples=self.eval.bn_samples,
-                               matching_samples=self.eval.matching_samples)
+        return StarlightConfig(
+            recipe=star_recipe, **{**knobs, "mu": mu}, bn_samples=self.eval.bn_samples, matching_samples=self.eval.matching_samples
+        )
 
     def _check_starlight(self) -> None:
         """The star's whole Starlight config, built now: what it refuses (e.g. a bf16 star recipe) costs no zoo."""
@@ -361,8 +389,10 @@ class ExperimentConfig:
             except StardomainError as e:
                 raise StardomainError(f"{where}.init: {e}") from None
         if rs.width:
-            _check("width" in models.model_info(self.model.name).defaults,
-                   f"{where}.width: model {self.model.name} has no option 'width'; remove it")
+            _check(
+                "width" in models.model_info(self.model.name).defaults,
+                f"{where}.width: model {self.model.name} has no option 'width'; remove it",
+            )
             _check(all(w > 0 for w in rs.width), f"{where}.width: every entry must be > 0 (got {rs.width})")
         for name, values in (("epochs", rs.epochs), ("init", rs.init), ("weight_decay", rs.weight_decay), ("width", rs.width)):
             _check(len(set(values)) == len(values), f"{where}.{name}: an entry is repeated ({values})")
@@ -430,14 +460,16 @@ class ExperimentConfig:
         bm = d.pop("batch_models")
         if bm != 1:  # recorded where it is set (a worker rebuilds the same plan from this dict), as a train key
             d["train"] = {**d["train"], "batch_models": bm}
-        for key, unset in (("plugins", []), ("allow_unpermuted", False), ("stream", False)):  # likewise
-            if d.get(key) == unset:
-                del d[key]
+        unset_values: tuple[tuple[str, Any], ...] = (("plugins", []), ("allow_unpermuted", False), ("stream", False))
+        for name, unset in unset_values:  # likewise
+            if d.get(name) == unset:
+                del d[name]
         del d["executor"]  # where units ran never changes a result: results.json is the same for every executor
         return d
 
 
 # -- every remaining value, checked when the YAML is read: a bad one must not cost a single unit (issue 25) --
+
 
 def _recipe_keys() -> dict[str, type]:
     from stardomain.training.loop import _FIELD_TYPES
@@ -455,17 +487,22 @@ def _check_recipe_overrides(cfg: ExperimentConfig) -> None:
 
     blocks = [("train", cfg.train), ("star.recipe", cfg.star.recipe)]
     if cfg.studies.optimizer is not None:
-        blocks += [("studies.optimizer.recipe", cfg.studies.optimizer.recipe),
-                   ("studies.optimizer.star_recipe", cfg.studies.optimizer.star_recipe)]
+        blocks += [
+            ("studies.optimizer.recipe", cfg.studies.optimizer.recipe),
+            ("studies.optimizer.star_recipe", cfg.studies.optimizer.star_recipe),
+        ]
     keys = _recipe_keys()
     for where, overrides in blocks:
         for key, value in overrides.items():
             if key not in keys:
                 continue  # the unknown key is reported (with what exists) by the recipe check that follows
             if keys[key] in (int, float) and isinstance(value, str) and _is_number(value):
-                hint = "write it without quotes" if keys[key] is int or "e" not in value.lower() else "YAML reads 1e-3 as text: write 1.0e-3"
-                raise StardomainError(f"{where}.{key}: expected {'an integer' if keys[key] is int else 'a number'}, "
-                                      f"got the text {value!r} ({hint})")
+                hint = (
+                    "write it without quotes" if keys[key] is int or "e" not in value.lower() else "YAML reads 1e-3 as text: write 1.0e-3"
+                )
+                raise StardomainError(
+                    f"{where}.{key}: expected {'an integer' if keys[key] is int else 'a number'}, got the text {value!r} ({hint})"
+                )
             _coerce(value, keys[key], f"{where}.{key}")
         known = {k: v for k, v in overrides.items() if k in keys}
         try:
@@ -487,7 +524,7 @@ def _name_recipe_key(where: str, message: str) -> str:
     rest = message.removeprefix("recipe: ")
     key = rest.split(" ", 1)[0]
     if key in _recipe_keys() and rest.startswith(f"{key} must"):
-        return f"{where}.{key}: {rest[len(key) + 1:]}"
+        return f"{where}.{key}: {rest[len(key) + 1 :]}"
     return f"{where}: {message}"
 
 
@@ -521,8 +558,11 @@ def _check_before_work(cfg: ExperimentConfig) -> None:
 
 # the sample shape and class count of the built-in datasets, known without reading them
 _KNOWN_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
-    "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
 }
 
 
@@ -549,13 +589,14 @@ def _trial_builds(cfg: ExperimentConfig) -> None:
     options = cfg.model_options()
     builds: list[tuple[str, dict[str, Any]]] = [("model.options", options)]
     if cfg.studies.width_depth is not None:
-        builds += [(f"studies.width_depth.settings[{i}]", {**options, **extra})
-                   for i, extra in enumerate(cfg.studies.width_depth.settings)]
+        builds += [(f"studies.width_depth.settings[{i}]", {**options, **extra}) for i, extra in enumerate(cfg.studies.width_depth.settings)]
     if cfg.studies.recipe is not None:  # the cells' own options, as the study will build them
         from stardomain.experiment.studies.recipe import cells
 
-        builds += [("studies.recipe.width" if c.values["width"] is not None else "studies.recipe", c.options)
-                   for c in cells(cfg, cfg.source_recipe())]
+        builds += [
+            ("studies.recipe.width" if c.values["width"] is not None else "studies.recipe", c.options)
+            for c in cells(cfg, cfg.source_recipe())
+        ]
     seen: set[str] = set()
     for where, opts in builds:
         key = repr(sorted(opts.items()))

@@ -43,8 +43,10 @@ class ExecutorConfig:
         check(self.workers is None or self.workers >= 1, f"executor.workers: at least 1 (got {self.workers})")
         check(self.gpus_per_unit is None or self.gpus_per_unit >= 0, f"executor.gpus_per_unit: >= 0 (got {self.gpus_per_unit})")
         check(self.cpus_per_unit > 0, f"executor.cpus_per_unit: > 0 (got {self.cpus_per_unit})")
-        check(self.kind != "slurm" or self.gpus_per_unit is None or float(self.gpus_per_unit).is_integer(),
-              f"executor.gpus_per_unit: SLURM allocates whole GPUs (got {self.gpus_per_unit}); use kind: ray to share one GPU")
+        check(
+            self.kind != "slurm" or self.gpus_per_unit is None or float(self.gpus_per_unit).is_integer(),
+            f"executor.gpus_per_unit: SLURM allocates whole GPUs (got {self.gpus_per_unit}); use kind: ray to share one GPU",
+        )
         check(self.time_min >= 1, f"executor.time_min: at least 1 minute (got {self.time_min})")
         check(self.array_parallelism >= 1, f"executor.array_parallelism: at least 1 (got {self.array_parallelism})")
         check(self.units_per_job >= 1, f"executor.units_per_job: at least 1 (got {self.units_per_job})")
@@ -56,8 +58,10 @@ class ExecutorConfig:
 def check_threads(cfg: ExecutorConfig, threads: int) -> None:
     """A Ray task or SLURM job computes with ``threads`` CPU threads: it must reserve at least as many CPUs."""
     if cfg.kind != "local" and cfg.cpus_per_unit < threads:
-        raise StardomainError(f"executor.cpus_per_unit {cfg.cpus_per_unit:g} is below threads {threads}: each {cfg.kind} unit "
-                              f"computes with {threads} CPU thread(s); set cpus_per_unit: {threads} or more, or lower threads")
+        raise StardomainError(
+            f"executor.cpus_per_unit {cfg.cpus_per_unit:g} is below threads {threads}: each {cfg.kind} unit "
+            f"computes with {threads} CPU thread(s); set cpus_per_unit: {threads} or more, or lower threads"
+        )
 
 
 def with_overrides(cfg: ExecutorConfig, kind: str | None = None, workers: int | None = None) -> ExecutorConfig:
@@ -70,6 +74,8 @@ def with_overrides(cfg: ExecutorConfig, kind: str | None = None, workers: int | 
     fields = {**cfg.__dict__, "kind": kind}
     if workers is not None:
         if kind == "local" and workers != 1:
-            raise StardomainError(f"--workers {workers}: the local executor runs one unit at a time; add --executor ray to use {workers} workers")
+            raise StardomainError(
+                f"--workers {workers}: the local executor runs one unit at a time; add --executor ray to use {workers} workers"
+            )
         fields["array_parallelism" if kind == "slurm" else "workers"] = workers
     return ExecutorConfig(**fields)

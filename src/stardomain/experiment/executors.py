@@ -81,9 +81,17 @@ def _backend(kind: str) -> type:
 # -- the driver -------------------------------------------------------------------------------------------------------
 
 
-def run_plan(plan: Plan, job: UnitJob, out_dir: str | os.PathLike, cfg: ExecutorConfig | None = None,
-             log: Callable[[str], None] | None = None, event: Callable[..., None] | None = None,
-             progress_every: float = 10.0, poll: float = 0.5, threads: int | None = 1) -> list[dict[str, Any]]:
+def run_plan(
+    plan: Plan,
+    job: UnitJob,
+    out_dir: str | os.PathLike,
+    cfg: ExecutorConfig | None = None,
+    log: Callable[[str], None] | None = None,
+    event: Callable[..., None] | None = None,
+    progress_every: float = 10.0,
+    poll: float = 0.5,
+    threads: int | None = 1,
+) -> list[dict[str, Any]]:
     """Run every unit of ``plan`` that is not done; returns the records of the units run here.
 
     Every unit computes with ``threads`` torch CPU threads, whichever executor runs it (the local one
@@ -119,8 +127,10 @@ def run_plan(plan: Plan, job: UnitJob, out_dir: str | os.PathLike, cfg: Executor
                     event("unit_lost", unit=unit.id, stage=unit.stage, attempt=deaths[unit.id])
                     board.running.discard(unit.id)
                     if deaths[unit.id] > cfg.retries:
-                        raise StardomainError(f"unit {unit.id}: its job died {deaths[unit.id]} times; "
-                                              f"see {log_path(out, unit)} and {backend.name} logs, then re-run to resume")
+                        raise StardomainError(
+                            f"unit {unit.id}: its job died {deaths[unit.id]} times; "
+                            f"see {log_path(out, unit)} and {backend.name} logs, then re-run to resume"
+                        )
                     continue
                 status = rec["status"]
                 if status == "failed":

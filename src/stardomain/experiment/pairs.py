@@ -38,8 +38,9 @@ def pair_record(names: Sequence[tuple[str, str]], rule: str, possible: int) -> d
     return {"rule": rule, "pairs": [list(p) for p in names], "n_pairs": len(names), "possible": possible}
 
 
-def endpoints(star: Mapping[str, float], sources: Sequence[Mapping[str, float]], held: Sequence[Mapping[str, float]],
-              margin: float) -> dict[str, Any]:
+def endpoints(
+    star: Mapping[str, float], sources: Sequence[Mapping[str, float]], held: Sequence[Mapping[str, float]], margin: float
+) -> dict[str, Any]:
     """Test accuracy and loss of a star and of its sources / held-out models, and the poor-star flag.
 
     A barrier subtracts its endpoints' losses (Eq. 1), so a star much worse than its sources has a

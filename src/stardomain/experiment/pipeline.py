@@ -47,9 +47,11 @@ def _digest(obj: Any) -> str:
 
 
 def _unplanned(path: Path) -> StardomainError:
-    return StardomainError(f"{path} is missing when the results are assembled: it was deleted or corrupted while the run "
-                           "was going; re-run the same command to recompute it (if it is still missing after that, no unit "
-                           "of the plan computes it: a bug in stardomain, please report it, and use --executor local)")
+    return StardomainError(
+        f"{path} is missing when the results are assembled: it was deleted or corrupted while the run "
+        "was going; re-run the same command to recompute it (if it is still missing after that, no unit "
+        "of the plan computes it: a bug in stardomain, please report it, and use --executor local)"
+    )
 
 
 def _identity_part(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,8 +77,10 @@ def _read_marker(marker: Path) -> Mapping[str, Any] | None:
         if isinstance(data, dict) and isinstance(data.get("config"), (dict, type(None))):
             return data.get("config")
         why = "not an experiment record (no 'config' mapping)"
-    raise StardomainError(f"{marker} is {why}; it records which experiment {marker.parent} holds: restore it, "
-                          "or delete it if that folder holds this config's run, or use another --out folder")
+    raise StardomainError(
+        f"{marker} is {why}; it records which experiment {marker.parent} holds: restore it, "
+        "or delete it if that folder holds this config's run, or use another --out folder"
+    )
 
 
 class Cache:
@@ -123,8 +127,9 @@ class Cache:
 class Experiment:
     """Runs the studies of one :class:`ExperimentConfig` into ``out_dir``."""
 
-    def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool | None = None,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self, config: ExperimentConfig, out_dir: str | Path, progress: bool | None = None, log: Callable[[str], None] | None = None
+    ):
         from stardomain._util.device import resolve_device
         from stardomain.data import open_dataset
 
@@ -133,8 +138,14 @@ class Experiment:
         self.progress = progress
         self.log = log or (lambda msg: None)
         self.device = resolve_device(config.device)
-        self.dataset = open_dataset(config.dataset, root=config.data_root, subset=config.subset, seed=config.seed,
-                                    image_size=config.image_size, stream=config.stream)
+        self.dataset = open_dataset(
+            config.dataset,
+            root=config.data_root,
+            subset=config.subset,
+            seed=config.seed,
+            image_size=config.image_size,
+            stream=config.stream,
+        )
         self.recipe = config.source_recipe()
         self.cache = Cache(self.out / "cache")
         self._specs: dict[str, Any] = {}
@@ -156,7 +167,9 @@ class Experiment:
             theirs = _identity_part(theirs or {})
             if {k: theirs.get(k) for k in comparable} != comparable:
                 there, here = difference_phrases({k: theirs.get(k) for k in comparable}, comparable) or ("?", "?")
-                raise StardomainError(f"{self.out} already holds a different experiment ({there} there, {here} in this config); use another --out folder")
+                raise StardomainError(
+                    f"{self.out} already holds a different experiment ({there} there, {here} in this config); use another --out folder"
+                )
         store.atomic_write_json(marker, {"config": mine, "schema_version": SCHEMA_VERSION})
 
     def event(self, kind: str, **fields: Any) -> None:
@@ -209,8 +222,18 @@ class Experiment:
         if not done and self.cache.frozen:
             raise _unplanned(path)
         t0 = time.perf_counter()
-        out = zoo.train_member(self.dataset, self.cfg.model.name, options, recipe, seed, self.zoo_folder(tag), device=self.device,
-                               progress=self.progress, subset=self.cfg.subset, role=role)
+        out = zoo.train_member(
+            self.dataset,
+            self.cfg.model.name,
+            options,
+            recipe,
+            seed,
+            self.zoo_folder(tag),
+            device=self.device,
+            progress=self.progress,
+            subset=self.cfg.subset,
+            role=role,
+        )
         if not done:
             self.event("trained", zoo=tag, seed=seed, seconds=round(time.perf_counter() - t0, 2))
         return out
@@ -223,13 +246,27 @@ class Experiment:
         if not done and self.cache.frozen:
             raise _unplanned(paths[0])
         t0 = time.perf_counter()
-        out = zoo.train_zoo(self.dataset, self.cfg.model.name, options, recipe, list(seeds), self.zoo_folder(tag), device=self.device,
-                            progress=self.progress, subset=self.cfg.subset, role=role, batch_models=len(seeds), notify=self.log)
+        out = zoo.train_zoo(
+            self.dataset,
+            self.cfg.model.name,
+            options,
+            recipe,
+            list(seeds),
+            self.zoo_folder(tag),
+            device=self.device,
+            progress=self.progress,
+            subset=self.cfg.subset,
+            role=role,
+            batch_models=len(seeds),
+            notify=self.log,
+        )
         if not done:
             self.event("trained", zoo=tag, seeds=list(seeds), seconds=round(time.perf_counter() - t0, 2))
         return out
 
-    def regular_models(self, tag: str, options: Mapping[str, Any], recipe: Recipe, n_sources: int, n_held: int) -> tuple[list[Path], list[Path]]:
+    def regular_models(
+        self, tag: str, options: Mapping[str, Any], recipe: Recipe, n_sources: int, n_held: int
+    ) -> tuple[list[Path], list[Path]]:
         paths = [self.train_one(tag, options, recipe, s, role) for s, role in self.zoo_seeds(n_sources, n_held)]
         return paths[:n_sources], paths[n_sources:]
 
@@ -243,14 +280,23 @@ class Experiment:
         k = self.cfg.star.repeats if repeats is None else repeats
         return [tag] + [f"{tag}-r{r}" for r in range(1, k)]
 
-    def stars(self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Recipe, mu: float,
-              repeats: int | None = None) -> list[Path]:
+    def stars(
+        self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Recipe, mu: float, repeats: int | None = None
+    ) -> list[Path]:
         """Every repeat of one star (same sources and recipe, its own seed each)."""
         tags = self.star_tags(tag, repeats)
         return [self.star_model(t, sources, options, star_recipe, mu, repeat=r, repeats=len(tags)) for r, t in enumerate(tags)]
 
-    def star_model(self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Recipe, mu: float,
-                   repeat: int = 0, repeats: int = 1) -> Path:
+    def star_model(
+        self,
+        tag: str,
+        sources: Sequence[Path],
+        options: Mapping[str, Any],
+        star_recipe: Recipe,
+        mu: float,
+        repeat: int = 0,
+        repeats: int = 1,
+    ) -> Path:
         """Train (or reuse) a star model on ``sources`` with ``star_recipe`` (already the star's own:
         see :meth:`ExperimentConfig.star_recipe`); its metadata records the sources' hashes and its seed."""
         from stardomain.starlight import star_seed, train_star
@@ -260,11 +306,24 @@ class Experiment:
         if self.cache.frozen and not store.is_complete(path):
             raise _unplanned(path)
         t0 = time.perf_counter()
-        star = train_star(sources, self.dataset, self.cfg.starlight_config(star_recipe, mu), path,
-                          seed=star_seed(self.cfg.seed, tag),  # its own stream, one per tag: never a source's init or batch order
-                          seed_option=self.cfg.seed, init=sc.init, repeat=repeat, repeats=repeats, epochs_factor=sc.epochs_factor,
-                          model=self.cfg.model.name, options=options, resume_path=self.out / "stars" / f".{tag}.state.safetensors",
-                          device=self.device, progress=self.progress, allow_unpermuted=self.cfg.allow_unpermuted)
+        star = train_star(
+            sources,
+            self.dataset,
+            self.cfg.starlight_config(star_recipe, mu),
+            path,
+            seed=star_seed(self.cfg.seed, tag),  # its own stream, one per tag: never a source's init or batch order
+            seed_option=self.cfg.seed,
+            init=sc.init,
+            repeat=repeat,
+            repeats=repeats,
+            epochs_factor=sc.epochs_factor,
+            model=self.cfg.model.name,
+            options=options,
+            resume_path=self.out / "stars" / f".{tag}.state.safetensors",
+            device=self.device,
+            progress=self.progress,
+            allow_unpermuted=self.cfg.allow_unpermuted,
+        )
         if star.trained:
             self.event("star", tag=tag, n_sources=len(sources), mu=mu, seconds=round(time.perf_counter() - t0, 2))
         return star.path
@@ -275,9 +334,16 @@ class Experiment:
         (``bn`` only when it is not the paper's reset, so caches from before the ablation stay valid)."""
         ev = self.cfg.eval
         align = ev.align if align is None else align
-        key = {"a": store.content_hash(path_a), "b": store.content_hash(path_b), "align": align, "points": ev.points,
-               "bn_samples": ev.bn_samples, "eval_train_samples": ev.eval_train_samples, "subset": self.cfg.subset,
-               "matching_samples": ev.matching_samples if align == "activation" else None}
+        key = {
+            "a": store.content_hash(path_a),
+            "b": store.content_hash(path_b),
+            "align": align,
+            "points": ev.points,
+            "bn_samples": ev.bn_samples,
+            "eval_train_samples": ev.eval_train_samples,
+            "subset": self.cfg.subset,
+            "matching_samples": ev.matching_samples if align == "activation" else None,
+        }
         return key if bn == "reset" else {**key, "bn": bn}
 
     def pair(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
@@ -292,11 +358,22 @@ class Experiment:
             state_a, meta = store.load_state(path_a)
             state_b, _ = store.load_state(path_b)
             model = store.build_model(meta["arch"]).to(self.device)
-            result = evaluate_pair(state_a, state_b, model=model, dataset=self.dataset, align=align, points=ev.points, bn=bn,
-                                   bn_samples=ev.bn_samples, eval_train_samples=ev.eval_train_samples,
-                                   eval_test_samples=ev.eval_test_samples, matching_samples=ev.matching_samples,
-                                   allow_unpermuted=self.cfg.allow_unpermuted, spec=self.spec(model) if align != "none" else None,
-                                   device=self.device)
+            result = evaluate_pair(
+                state_a,
+                state_b,
+                model=model,
+                dataset=self.dataset,
+                align=align,
+                points=ev.points,
+                bn=bn,
+                bn_samples=ev.bn_samples,
+                eval_train_samples=ev.eval_train_samples,
+                eval_test_samples=ev.eval_test_samples,
+                matching_samples=ev.matching_samples,
+                allow_unpermuted=self.cfg.allow_unpermuted,
+                spec=self.spec(model) if align != "none" else None,
+                device=self.device,
+            )
             return {"a": path_a.stem, "b": path_b.stem, **result.record()}
 
         return self.cache.get_or_compute("pairs", key, compute)
@@ -309,24 +386,38 @@ class Experiment:
             return None
         return matching_sample(self.dataset, self.cfg.eval.matching_samples, seed=0).to(self.device)
 
-    def barrier_groups(self, sources: Sequence[Path], held: Sequence[Path], stars: Sequence[Path], bn: str = "reset",
-                       ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    def barrier_groups(
+        self,
+        sources: Sequence[Path],
+        held: Sequence[Path],
+        stars: Sequence[Path],
+        bn: str = "reset",
+    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
         """regular–regular (sources, aligned), star–source and star–held-out (each aligned to its star,
         for every repeat of the star), and the record of which pairs each group holds (see :mod:`.pairs`)."""
         chosen = self.group_pairs(sources, held, stars)
         reg = chosen["regular-regular"]
         k, n = len(chosen["star-source"]) // len(stars), len(sources)
         repeat = {p: r for r, p in enumerate(stars)}
-        groups = {name: [self.pair(a, b, bn=bn) if name == "regular-regular" else {**self.pair(a, b, bn=bn), "repeat": repeat[a]}
-                         for a, b in pairs] for name, pairs in chosen.items()}
+        groups = {
+            name: [
+                self.pair(a, b, bn=bn) if name == "regular-regular" else {**self.pair(a, b, bn=bn), "repeat": repeat[a]} for a, b in pairs
+            ]
+            for name, pairs in chosen.items()
+        }
         each = "" if len(stars) == 1 else f"each of the {len(stars)} stars"
         record = {
             "regular-regular": pairing.pair_record([(a.stem, b.stem) for a, b in reg], pairing.REGULAR_RULE, n * (n - 1) // 2),
-            "star-source": pairing.pair_record([(a.stem, b.stem) for a, b in chosen["star-source"]],
-                                               (f"{each or 'the star'} against every source" if k == n else
-                                                f"{each or 'the star'} against its {k} lowest-seed sources"), n * len(stars)),
-            "star-held-out": pairing.pair_record([(a.stem, b.stem) for a, b in chosen["star-held-out"]],
-                                                 f"{each or 'the star'} against every held-out model", len(held) * len(stars)),
+            "star-source": pairing.pair_record(
+                [(a.stem, b.stem) for a, b in chosen["star-source"]],
+                (f"{each or 'the star'} against every source" if k == n else f"{each or 'the star'} against its {k} lowest-seed sources"),
+                n * len(stars),
+            ),
+            "star-held-out": pairing.pair_record(
+                [(a.stem, b.stem) for a, b in chosen["star-held-out"]],
+                f"{each or 'the star'} against every held-out model",
+                len(held) * len(stars),
+            ),
         }
         return groups, record
 
@@ -334,9 +425,11 @@ class Experiment:
         """Which pairs each barrier group evaluates (of paths, or of the plan's units: one rule for both)."""
         ev = self.cfg.eval
         k = len(sources) if ev.max_star_source_pairs is None else min(ev.max_star_source_pairs, len(sources))
-        return {"regular-regular": pairing.regular_pairs(list(sources), ev.max_pairs, seed=self.cfg.seed),
-                "star-source": [(star, s) for star in stars for s in sources[:k]],
-                "star-held-out": [(star, h) for star in stars for h in held]}
+        return {
+            "regular-regular": pairing.regular_pairs(list(sources), ev.max_pairs, seed=self.cfg.seed),
+            "star-source": [(star, s) for star in stars for s in sources[:k]],
+            "star-held-out": [(star, h) for star in stars for h in held],
+        }
 
     def endpoints(self, stars: Sequence[Path], sources: Sequence[Path], held: Sequence[Path]) -> dict[str, Any]:
         """Both endpoints of every barrier of this star: its and its models' test accuracy and loss.
@@ -375,8 +468,13 @@ class Experiment:
             "schema_version": SCHEMA_VERSION,
             "name": cfg.name,
             "config": cfg.to_dict(),
-            "dataset": {"name": self.dataset.name, "train": len(self.dataset.train_y), "test": len(self.dataset.test_y),
-                        "in_shape": list(self.dataset.in_shape), "num_classes": self.dataset.num_classes},
+            "dataset": {
+                "name": self.dataset.name,
+                "train": len(self.dataset.train_y),
+                "test": len(self.dataset.test_y),
+                "in_shape": list(self.dataset.in_shape),
+                "num_classes": self.dataset.num_classes,
+            },
             "recipe": self.recipe.to_dict(),
         }
         self.event("assemble" if assemble else "start", name=cfg.name, device=self.device)
@@ -386,13 +484,19 @@ class Experiment:
         main_stars = self.stars(f"main-z{cfg.sources}", z, options, star_recipe, mu=cfg.star.mu)
         main_star = main_stars[0]
         star_meta = store.read_metadata(main_star)
-        results["models"] = {"sources": [p.stem for p in z], "held_out": [p.stem for p in held],
-                             "regular_test_acc": mean_std([store.read_metadata(p)["metrics"]["test_acc"] for p in z]),
-                             "star": str(main_star.relative_to(self.out)), "star_seed": star_meta["seed"],
-                             "star_recipe": star_recipe.to_dict(), "star_metrics": star_meta["metrics"],
-                             "repeats": len(main_stars), "stars": star_records(self, main_stars),
-                             "has_batchnorm": self.has_batchnorm(),
-                             "histories": {p.stem: store.read_metadata(p).get("history", []) for p in [*z, *held, *main_stars]}}
+        results["models"] = {
+            "sources": [p.stem for p in z],
+            "held_out": [p.stem for p in held],
+            "regular_test_acc": mean_std([store.read_metadata(p)["metrics"]["test_acc"] for p in z]),
+            "star": str(main_star.relative_to(self.out)),
+            "star_seed": star_meta["seed"],
+            "star_recipe": star_recipe.to_dict(),
+            "star_metrics": star_meta["metrics"],
+            "repeats": len(main_stars),
+            "stars": star_records(self, main_stars),
+            "has_batchnorm": self.has_batchnorm(),
+            "histories": {p.stem: store.read_metadata(p).get("history", []) for p in [*z, *held, *main_stars]},
+        }
         results["endpoints"] = self.endpoints(main_stars, z, held)
         groups = None
         if st.barriers or st.distances:
@@ -400,17 +504,24 @@ class Experiment:
             summary = self.summarize_groups(groups)
         if st.barriers:
             results["barriers"] = {"groups": groups, "summary": summary, "pairs": record}
-        if cfg.eval.bn_ablation and (st.barriers or st.distances):
+        if cfg.eval.bn_ablation and groups is not None:
             results["bn_ablation"] = ablation.bn_ablation(self, groups, z, held, main_stars)
         if st.distances:
-            results["distances"] = {name: {"l2": s["l2"], "l2_aligned": s["l2_aligned"], "n_pairs": s["n_pairs"],
-                                           "values": {k: s["values"][k] for k in ("l2", "l2_aligned")},
-                                           **({"over_stars": {k: s["over_stars"][k] for k in ("l2", "l2_aligned")}}
-                                              if "over_stars" in s else {})} for name, s in summary.items()}
+            results["distances"] = {
+                name: {
+                    "l2": s["l2"],
+                    "l2_aligned": s["l2_aligned"],
+                    "n_pairs": s["n_pairs"],
+                    "values": {k: s["values"][k] for k in ("l2", "l2_aligned")},
+                    **({"over_stars": {k: s["over_stars"][k] for k in ("l2", "l2_aligned")}} if "over_stars" in s else {}),
+                }
+                for name, s in summary.items()
+            }
         from stardomain.experiment.study import Main, registered_studies
 
-        main = Main(sources=sources, held=held, z=z, stars=main_stars, options=options, star_recipe=star_recipe,
-                    summary=summary if groups else None)
+        main = Main(
+            sources=sources, held=held, z=z, stars=main_stars, options=options, star_recipe=star_recipe, summary=summary if groups else None
+        )
         for study in registered_studies():
             if study.enabled(cfg):
                 results[study.key] = study.assemble(self, main)

@@ -132,8 +132,9 @@ class Board:
 
     def line(self) -> str:
         """One line: 'train 3/8 done, 2 running, 3 waiting | pair 0/12 ... | ETA 1m20s'."""
-        parts = [f"{s} {c['done']}/{sum(c.values())} done, {c['running']} running, {c['waiting']} waiting"
-                 for s, c in self.counts().items()]
+        parts = [
+            f"{s} {c['done']}/{sum(c.values())} done, {c['running']} running, {c['waiting']} waiting" for s, c in self.counts().items()
+        ]
         eta = self.eta_seconds()
         parts.append("ETA " + (format_seconds(eta) if eta is not None else "?"))
         return " | ".join(parts)
@@ -144,4 +145,3 @@ def format_seconds(s: float) -> str:
     if s >= 3600:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-

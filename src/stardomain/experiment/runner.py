@@ -34,8 +34,13 @@ def check_execution(config: ExperimentConfig, device: str) -> None:
         check_channels_last(recipe.channels_last, torch.device(device))
 
 
-def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool | None = None,
-                   log: Callable[[str], None] | None = None, executor: ExecutorConfig | None = None) -> dict[str, Any]:
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    executor: ExecutorConfig | None = None,
+) -> dict[str, Any]:
     """Run the plan's units with ``executor`` (default: the config's), assemble every study from the
     unit files, then write results.json, report.md and the figures (all atomically).
 
@@ -48,8 +53,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
         return _run(config, out_dir, progress, log, executor)
 
 
-def _run(config: ExperimentConfig, out_dir: str | Path, progress: bool | None, log: Callable[[str], None] | None,
-         executor: ExecutorConfig) -> dict[str, Any]:
+def _run(
+    config: ExperimentConfig, out_dir: str | Path, progress: bool | None, log: Callable[[str], None] | None, executor: ExecutorConfig
+) -> dict[str, Any]:
     started = time.time()
     exp = Experiment(config, out_dir, progress=progress, log=log)
     check_execution(config, exp.device)
@@ -58,8 +64,15 @@ def _run(config: ExperimentConfig, out_dir: str | Path, progress: bool | None, l
     remove_stray_temps(out_dir, older_than=started - 60)
     plan, _ = build_plan(exp)
     exp.event("start", name=config.name, device=exp.device, executor=executor.kind, units=len(plan), threads=config.threads)
-    run_plan(plan, ExperimentJob(config.to_dict(), out_dir, local=exp), out_dir, executor, log=exp.log,
-             event=exp.record if executor.kind == "local" else exp.event, threads=config.threads)
+    run_plan(
+        plan,
+        ExperimentJob(config.to_dict(), out_dir, local=exp),
+        out_dir,
+        executor,
+        log=exp.log,
+        event=exp.record if executor.kind == "local" else exp.event,
+        threads=config.threads,
+    )
     results = exp.run(assemble=True)
     path = Path(out_dir) / "results.json"
     store.atomic_write_json(path, results)

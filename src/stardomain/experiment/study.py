@@ -86,5 +86,16 @@ def registered_studies() -> Iterator[Study]:
 
 
 # sections the pipeline itself writes
-_RESERVED = {"schema_version", "name", "config", "dataset", "recipe", "models", "endpoints", "barriers", "bn_ablation",
-             "distances", "tests"}
+_RESERVED = {
+    "schema_version",
+    "name",
+    "config",
+    "dataset",
+    "recipe",
+    "models",
+    "endpoints",
+    "barriers",
+    "bn_ablation",
+    "distances",
+    "tests",
+}

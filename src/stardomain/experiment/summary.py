@@ -27,8 +27,11 @@ def summarize_groups(groups: Mapping[str, list[dict[str, Any]]]) -> dict[str, An
             "l2": mean_std([p["l2"] for p in pairs]),
             "l2_aligned": mean_std([p["l2_aligned"] for p in pairs]),
             # the per-pair values behind each mean: what every test of the report is computed from
-            "values": {**{m: [p["barriers"][m] for p in pairs] for m in metrics},
-                       "l2": [p["l2"] for p in pairs], "l2_aligned": [p["l2_aligned"] for p in pairs]},
+            "values": {
+                **{m: [p["barriers"][m] for p in pairs] for m in metrics},
+                "l2": [p["l2"] for p in pairs],
+                "l2_aligned": [p["l2_aligned"] for p in pairs],
+            },
         }
         if "repeat" in pairs[0]:  # a star group: each star's own pairs, and the spread over stars
             k = 1 + max(p["repeat"] for p in pairs)

@@ -29,6 +29,16 @@ class _Action:
     output: Callable[[], Path]
 
 
+def _same(path: Path) -> Path:
+    return path
+
+
+def _all_complete(paths: Sequence[Path]) -> bool:
+    from stardomain.checkpoints import store
+
+    return all(store.is_complete(p) for p in paths)
+
+
 @dataclass(frozen=True)
 class _Model:
     """A model some unit produces: its unit id and checkpoint path."""
@@ -63,42 +73,57 @@ class PlanBuilder:
         for seed, role in self.exp.zoo_seeds(n_sources, n_held):
             path = self.exp.member_path(tag, seed)
             uid = f"train/{tag}/seed-{seed}"
-            self._add(Unit(uid, "train", self._rel(path)),
-                      _Action(functools.partial(self.exp.train_one, tag, options, recipe, seed, role),
-                              functools.partial(store.is_complete, path), lambda p=path: p))
+            self._add(
+                Unit(uid, "train", self._rel(path)),
+                _Action(
+                    functools.partial(self.exp.train_one, tag, options, recipe, seed, role),
+                    functools.partial(store.is_complete, path),
+                    functools.partial(_same, path),
+                ),
+            )
             models.append(_Model(uid, path))
         return models[:n_sources], models[n_sources:]
 
-    def _zoo_groups(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int,
-                    m: int) -> tuple[list[_Model], list[_Model]]:
+    def _zoo_groups(
+        self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int, m: int
+    ) -> tuple[list[_Model], list[_Model]]:
         """``train.batch_models`` M: one unit per M members of one role, in seed order (a fixed grouping,
         so every executor trains the same groups); its outputs are the members."""
-        from stardomain.checkpoints import store
 
         seeds = self.exp.zoo_seeds(n_sources, n_held)
         models = []
         for role in dict.fromkeys(r for _, r in seeds):
             mine = [s for s, r in seeds if r == role]
             for i in range(0, len(mine), m):
-                group = mine[i:i + m]
+                group = mine[i : i + m]
                 paths = [self.exp.member_path(tag, s) for s in group]
                 uid = f"train/{tag}/seeds-{group[0]}-{group[-1]}"
-                self._add(Unit(uid, "train", self._rel(paths[0].parent)),
-                          _Action(functools.partial(self.exp.train_group, tag, options, recipe, group, role),
-                                  lambda ps=paths: all(store.is_complete(p) for p in ps), lambda p=paths[0].parent: p))
+                self._add(
+                    Unit(uid, "train", self._rel(paths[0].parent)),
+                    _Action(
+                        functools.partial(self.exp.train_group, tag, options, recipe, group, role),
+                        functools.partial(_all_complete, paths),
+                        functools.partial(_same, paths[0].parent),
+                    ),
+                )
                 models += [_Model(uid, p) for p in paths]
         return models[:n_sources], models[n_sources:]
 
-    def star(self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float,
-             repeat: int = 0, repeats: int = 1) -> _Model:
+    def star(
+        self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float, repeat: int = 0, repeats: int = 1
+    ) -> _Model:
         from stardomain.checkpoints import store
 
         path = self.exp.star_path(tag)
         uid = f"star/{tag}"
-        self._add(Unit(uid, "star", self._rel(path), tuple(dict.fromkeys(m.unit for m in sources))),
-                  _Action(functools.partial(self.exp.star_model, tag, [m.path for m in sources], options, recipe, mu,
-                                            repeat=repeat, repeats=repeats),
-                          functools.partial(store.is_complete, path), lambda p=path: p))
+        self._add(
+            Unit(uid, "star", self._rel(path), tuple(dict.fromkeys(m.unit for m in sources))),
+            _Action(
+                functools.partial(self.exp.star_model, tag, [m.path for m in sources], options, recipe, mu, repeat=repeat, repeats=repeats),
+                functools.partial(store.is_complete, path),
+                functools.partial(_same, path),
+            ),
+        )
         return _Model(uid, path)
 
     def stars(self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float) -> list[_Model]:
@@ -106,7 +131,9 @@ class PlanBuilder:
         tags = self.exp.star_tags(tag)
         return [self.star(t, sources, options, recipe, mu, repeat=r, repeats=len(tags)) for r, t in enumerate(tags)]
 
-    def evaluation(self, stage: str, uid: str, inputs: Sequence[_Model], key: Callable[[], Mapping[str, Any]], compute: Callable[[], Any]) -> None:
+    def evaluation(
+        self, stage: str, uid: str, inputs: Sequence[_Model], key: Callable[[], Mapping[str, Any]], compute: Callable[[], Any]
+    ) -> None:
         from stardomain.checkpoints import store
 
         def output() -> Path:
@@ -120,8 +147,13 @@ class PlanBuilder:
     def pair(self, a: _Model, b: _Model, bn: str = "reset") -> None:
         # a batched zoo's members share a unit: the pair is named by the checkpoints it compares
         name = f"{a.unit}~{b.unit}" if self.exp.cfg.batch_models == 1 else f"{self._rel(a.path)}~{self._rel(b.path)}"
-        self.evaluation("pairs", f"pair/{name}" + ("" if bn == "reset" else f"@bn-{bn}"), [a, b],
-                   functools.partial(self.exp.pair_key, a.path, b.path, None, bn), functools.partial(self.exp.pair, a.path, b.path, None, bn))
+        self.evaluation(
+            "pairs",
+            f"pair/{name}" + ("" if bn == "reset" else f"@bn-{bn}"),
+            [a, b],
+            functools.partial(self.exp.pair_key, a.path, b.path, None, bn),
+            functools.partial(self.exp.pair, a.path, b.path, None, bn),
+        )
 
     def groups(self, sources: Sequence[_Model], held: Sequence[_Model], stars: Sequence[_Model], bn: str = "reset") -> None:
         for pairs in self.exp.group_pairs(list(sources), list(held), list(stars)).values():
@@ -205,8 +237,9 @@ def _worker_dataset(data_json: str) -> Any:
 
     spec = json.loads(data_json)
     load_plugins([n for n in (spec["name"], spec["model"]) if is_import_path(n)])
-    return data.load_dataset(spec["name"], root=spec["root"], subset=spec["subset"], seed=spec["subset_seed"],
-                             image_size=spec["image_size"])
+    return data.load_dataset(
+        spec["name"], root=spec["root"], subset=spec["subset"], seed=spec["subset_seed"], image_size=spec["image_size"]
+    )
 
 
 class ZooJob:
@@ -216,8 +249,17 @@ class ZooJob:
     (and ``model``, for plugins); ``local`` is the driver's already loaded dataset.
     """
 
-    def __init__(self, data: Mapping[str, Any], model_name: str, options: Mapping[str, Any], recipe: Mapping[str, Any],
-                 out_dir: str | os.PathLike, role: str, device: str, local: Any = None):
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        model_name: str,
+        options: Mapping[str, Any],
+        recipe: Mapping[str, Any],
+        out_dir: str | os.PathLike,
+        role: str,
+        device: str,
+        local: Any = None,
+    ):
         self.data_json = json.dumps({**dict(data), "model": model_name}, sort_keys=True)
         self.model_name, self.options, self.recipe = model_name, dict(options), dict(recipe)
         self.out_dir, self.role, self.device = str(out_dir), role, device
@@ -249,5 +291,14 @@ class ZooJob:
         from stardomain.training.loop import Recipe
 
         ds = self._local if self._local is not None else _worker_dataset(self.data_json)
-        zoo.train_member(ds, self.model_name, self.options, Recipe.from_dict(self.recipe), int(unit_id.rsplit("-", 1)[1]),
-                         self.out_dir, device=resolve_device(self.device), progress=False, role=self.role)
+        zoo.train_member(
+            ds,
+            self.model_name,
+            self.options,
+            Recipe.from_dict(self.recipe),
+            int(unit_id.rsplit("-", 1)[1]),
+            self.out_dir,
+            device=resolve_device(self.device),
+            progress=False,
+            role=self.role,
+        )

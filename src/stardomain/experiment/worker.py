@@ -53,8 +53,14 @@ def log_path(out_dir: str | os.PathLike, unit: Unit) -> Path:
     return Path(out_dir) / "logs" / f"{unit.slug}.log"
 
 
-def execute_unit(job: UnitJob, unit: Unit, out_dir: str, stale_after: float = claims.STALE_AFTER,
-                 threads: int | None = None, on_claim: Callable[[claims.Claim | None], None] | None = None) -> dict[str, Any]:
+def execute_unit(
+    job: UnitJob,
+    unit: Unit,
+    out_dir: str,
+    stale_after: float = claims.STALE_AFTER,
+    threads: int | None = None,
+    on_claim: Callable[[claims.Claim | None], None] | None = None,
+) -> dict[str, Any]:
     """Run one unit under its claim, with ``threads`` torch CPU threads (None: as they are); returns a record
     (never raises for the unit's own errors)."""
     from stardomain.training.execution import fixed_threads
@@ -83,8 +89,10 @@ def execute_unit(job: UnitJob, unit: Unit, out_dir: str, stale_after: float = cl
             rec["setup_seconds"] = round(time.perf_counter() - setup, 3)
             t0 = time.perf_counter()
             with open(log, "a") as f:
-                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {unit.id} on {rec['host']} pid {rec['pid']}, "
-                        f"{sys.modules['torch'].get_num_threads()} CPU thread(s)\n")
+                f.write(
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {unit.id} on {rec['host']} pid {rec['pid']}, "
+                    f"{sys.modules['torch'].get_num_threads()} CPU thread(s)\n"
+                )
             try:
                 job(unit.id)
             except Exception as e:  # the unit's own failure: reported by the driver in one line

@@ -24,5 +24,19 @@ from stardomain.models.registry import (
     with_init,
 )
 
-__all__ = ["DEFAULT_INIT", "INIT_SCHEMES", "MAX_PARAMETERS", "PAPER_SCHEMES", "ModelEntry", "available_models", "build_on_meta",
-           "canonical_name", "check_init", "create", "legacy_init", "model_info", "register", "with_init"]
+__all__ = [
+    "DEFAULT_INIT",
+    "INIT_SCHEMES",
+    "MAX_PARAMETERS",
+    "PAPER_SCHEMES",
+    "ModelEntry",
+    "available_models",
+    "build_on_meta",
+    "canonical_name",
+    "check_init",
+    "create",
+    "legacy_init",
+    "model_info",
+    "register",
+    "with_init",
+]

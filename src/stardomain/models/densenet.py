@@ -64,9 +64,7 @@ class DenseNet(nn.Module):
 
 
 @register("densenet40_12", min_hw=4, in_dims=3, summary="DenseNet-40-12 (~1.02M params); needs inputs >= 4x4")
-def build_densenet40_12(
-    num_classes: int, in_shape: tuple[int, int, int], *, growth: int = 12, depth: int = 40
-) -> nn.Module:
+def build_densenet40_12(num_classes: int, in_shape: tuple[int, int, int], *, growth: int = 12, depth: int = 40) -> nn.Module:
     """DenseNet-L-k; two 2x2 average-pool transitions, so H and W must be at least 4."""
     check(depth >= 7 and (depth - 4) % 3 == 0, f"densenet option depth must be 3n+4 with n >= 1 (e.g. 40, 100), got {depth}")
     check(growth >= 1, f"densenet option growth must be >= 1, got {growth}")

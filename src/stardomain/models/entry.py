@@ -57,8 +57,10 @@ def option_types(builder: Builder) -> tuple[dict[str, Any], dict[str, type]]:
         if ann_type not in (bool, int, float, str):
             raise StardomainError(f"option {p.name!r} of model builder {name} must be annotated bool, int, float or str")
         if p.name == "init":
-            raise StardomainError(f"model builder {name}: option name 'init' is reserved (stardomain applies the init "
-                                  f"scheme itself: {', '.join(INIT_SCHEMES)}); rename the option")
+            raise StardomainError(
+                f"model builder {name}: option name 'init' is reserved (stardomain applies the init "
+                f"scheme itself: {', '.join(INIT_SCHEMES)}); rename the option"
+            )
         defaults[p.name] = p.default
         types[p.name] = ann_type
     defaults["init"], types["init"] = DEFAULT_INIT, str  # every model takes the init scheme (models.init)

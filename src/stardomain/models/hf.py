@@ -44,8 +44,7 @@ class HFClassifier(nn.Module):
     The Hugging Face model is ``self.model`` (state keys ``model.<its own names>``).
     """
 
-    def __init__(self, model: nn.Module, tokens: bool = False, vocab: int = 0, x_min: float = -2.0,
-                 x_max: float = 2.0) -> None:
+    def __init__(self, model: nn.Module, tokens: bool = False, vocab: int = 0, x_min: float = -2.0, x_max: float = 2.0) -> None:
         super().__init__()
         self.model = model
         self.tokens, self.vocab, self.x_min, self.x_max = tokens, vocab, float(x_min), float(x_max)
@@ -73,13 +72,24 @@ def _quiet(config: Any) -> Any:
 
 
 def _check_sizes(name: str, hidden: int, layers: int, heads: int, mlp: int) -> None:
-    check(hidden >= 1 and layers >= 1 and heads >= 1 and mlp >= 1,
-          f"{name} options hidden, layers, heads and mlp must be >= 1 (got {hidden}, {layers}, {heads}, {mlp})")
+    check(
+        hidden >= 1 and layers >= 1 and heads >= 1 and mlp >= 1,
+        f"{name} options hidden, layers, heads and mlp must be >= 1 (got {hidden}, {layers}, {heads}, {mlp})",
+    )
     check(hidden % heads == 0, f"{name} option hidden={hidden} must be a multiple of heads={heads}")
 
 
-def build_vit(num_classes: int, in_shape: tuple[int, ...], *, hidden: int = 64, layers: int = 2, heads: int = 2,
-              mlp: int = 4, patch: int = 4, dropout: float = 0.0) -> nn.Module:
+def build_vit(
+    num_classes: int,
+    in_shape: tuple[int, ...],
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    mlp: int = 4,
+    patch: int = 4,
+    dropout: float = 0.0,
+) -> nn.Module:
     """ViT (``ViTForImageClassification``): ``patch`` x ``patch`` patches, a CLS token, pre-LN blocks."""
     check(len(in_shape) == 3, f"hf:vit needs (C, H, W) images, got in_shape {tuple(in_shape)}")
     c, h, w = in_shape
@@ -87,35 +97,89 @@ def build_vit(num_classes: int, in_shape: tuple[int, ...], *, hidden: int = 64, 
     check(patch >= 1 and h % patch == 0, f"hf:vit option patch={patch} must divide the image size {h}")
     _check_sizes("hf:vit", hidden, layers, heads, mlp)
     tf = _transformers()
-    config = tf.ViTConfig(image_size=h, patch_size=patch, num_channels=c, hidden_size=hidden, num_hidden_layers=layers,
-                          num_attention_heads=heads, intermediate_size=mlp * hidden, num_labels=num_classes,
-                          hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    config = tf.ViTConfig(
+        image_size=h,
+        patch_size=patch,
+        num_channels=c,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=mlp * hidden,
+        num_labels=num_classes,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
     return HFClassifier(tf.ViTForImageClassification(config))
 
 
-def build_gpt2(num_classes: int, in_shape: tuple[int, ...], *, hidden: int = 64, layers: int = 2, heads: int = 2,
-               mlp: int = 4, vocab: int = 17, dropout: float = 0.0, x_min: float = -2.0, x_max: float = 2.0) -> nn.Module:
+def build_gpt2(
+    num_classes: int,
+    in_shape: tuple[int, ...],
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    mlp: int = 4,
+    vocab: int = 17,
+    dropout: float = 0.0,
+    x_min: float = -2.0,
+    x_max: float = 2.0,
+) -> nn.Module:
     """GPT-2 (``GPT2ForSequenceClassification``) on ``prod(in_shape)`` tokens, classified at the last token."""
     _check_sizes("hf:gpt2", hidden, layers, heads, mlp)
     check(vocab >= 2 and x_max > x_min, f"hf:gpt2 needs vocab >= 2 and x_max > x_min (got {vocab}, [{x_min}, {x_max}])")
     tf = _transformers()
-    config = _quiet(tf.GPT2Config(vocab_size=vocab + 1, n_positions=math.prod(in_shape), n_embd=hidden, n_layer=layers,
-                                  n_head=heads, n_inner=mlp * hidden, num_labels=num_classes, pad_token_id=vocab,
-                                  resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, use_cache=False))
+    config = _quiet(
+        tf.GPT2Config(
+            vocab_size=vocab + 1,
+            n_positions=math.prod(in_shape),
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=heads,
+            n_inner=mlp * hidden,
+            num_labels=num_classes,
+            pad_token_id=vocab,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            use_cache=False,
+        )
+    )
     return HFClassifier(tf.GPT2ForSequenceClassification(config), tokens=True, vocab=vocab, x_min=x_min, x_max=x_max)
 
 
-def build_bert(num_classes: int, in_shape: tuple[int, ...], *, hidden: int = 64, layers: int = 2, heads: int = 2,
-               mlp: int = 4, vocab: int = 17, dropout: float = 0.0, x_min: float = -2.0, x_max: float = 2.0) -> nn.Module:
+def build_bert(
+    num_classes: int,
+    in_shape: tuple[int, ...],
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    mlp: int = 4,
+    vocab: int = 17,
+    dropout: float = 0.0,
+    x_min: float = -2.0,
+    x_max: float = 2.0,
+) -> nn.Module:
     """BERT (``BertForSequenceClassification``): post-LN blocks, the pooler on the first token."""
     _check_sizes("hf:bert", hidden, layers, heads, mlp)
     check(vocab >= 2 and x_max > x_min, f"hf:bert needs vocab >= 2 and x_max > x_min (got {vocab}, [{x_min}, {x_max}])")
     tf = _transformers()
-    config = _quiet(tf.BertConfig(vocab_size=vocab + 1, hidden_size=hidden, num_hidden_layers=layers,
-                                  num_attention_heads=heads, intermediate_size=mlp * hidden,
-                                  max_position_embeddings=math.prod(in_shape), type_vocab_size=1, pad_token_id=vocab,
-                                  num_labels=num_classes, hidden_dropout_prob=dropout,
-                                  attention_probs_dropout_prob=dropout))
+    config = _quiet(
+        tf.BertConfig(
+            vocab_size=vocab + 1,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=mlp * hidden,
+            max_position_embeddings=math.prod(in_shape),
+            type_vocab_size=1,
+            pad_token_id=vocab,
+            num_labels=num_classes,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
+    )
     return HFClassifier(tf.BertForSequenceClassification(config), tokens=True, vocab=vocab, x_min=x_min, x_max=x_max)
 
 

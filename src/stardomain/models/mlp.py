@@ -37,9 +37,7 @@ class MLP(nn.Module):
 
 
 @register("mlp", summary="MLP: depth hidden layers of `width` units (784-512-512-512-10 on MNIST)")
-def build_mlp(
-    num_classes: int, in_shape: tuple[int, ...], *, depth: int = 3, width: int = 512, batchnorm: bool = False
-) -> nn.Module:
+def build_mlp(num_classes: int, in_shape: tuple[int, ...], *, depth: int = 3, width: int = 512, batchnorm: bool = False) -> nn.Module:
     """Multi-layer perceptron on flattened inputs."""
     check(depth >= 0, f"mlp option depth must be >= 0 hidden layers, got {depth}")
     check(width >= 1, f"mlp option width must be >= 1 unit, got {width}")

@@ -29,9 +29,8 @@ from stardomain.models.init import DEFAULT_INIT, INIT_SCHEMES, LEGACY_BUILTIN_IN
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
-def register(
-    name: str, *, min_hw: int = 1, in_dims: int | None = None, summary: str = ""
-) -> Callable[[Builder], Builder]:
+
+def register(name: str, *, min_hw: int = 1, in_dims: int | None = None, summary: str = "") -> Callable[[Builder], Builder]:
     """Decorator adding ``builder`` to the registry under ``name``.
 
     ``min_hw`` is the smallest input height/width the architecture supports and ``in_dims``
@@ -119,8 +118,7 @@ def _check_option(entry: ModelEntry, key: str, value: Any) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok:
         raise StardomainError(
-            f"option {key}={value!r} for model {entry.name!r} must be {want.__name__}; "
-            f"accepted options (defaults): {accepted}"
+            f"option {key}={value!r} for model {entry.name!r} must be {want.__name__}; accepted options (defaults): {accepted}"
         )
     return value
 
@@ -157,9 +155,7 @@ def create(name: str, num_classes: int, in_shape: tuple[int, ...], **options: An
     unknown = sorted(set(options) - set(entry.defaults))
     if unknown:
         accepted = ", ".join(sorted(entry.defaults)) or "(none)"
-        raise StardomainError(
-            f"unknown option {unknown[0]!r} for model {entry.name!r}; accepted options: {accepted}"
-        )
+        raise StardomainError(f"unknown option {unknown[0]!r} for model {entry.name!r}; accepted options: {accepted}")
     resolved = dict(entry.defaults)
     for key, value in options.items():
         resolved[key] = _check_option(entry, key, value)
@@ -202,20 +198,25 @@ def build_on_meta(name: str, num_classes: int, in_shape: tuple[int, ...], **opti
         if not builtin:
             return None
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise StardomainError(f"model {entry.name!r} cannot be built for inputs {tuple(in_shape)} with options "
-                              f"{dict(options)} ({type(e).__name__}: {first}); use smaller sizes") from None
+        raise StardomainError(
+            f"model {entry.name!r} cannot be built for inputs {tuple(in_shape)} with options "
+            f"{dict(options)} ({type(e).__name__}: {first}); use smaller sizes"
+        ) from None
     count = sum(p.numel() for p in model.parameters())
     if count > MAX_PARAMETERS:
-        raise StardomainError(f"model {entry.name!r} with options {dict(options)} would have {count:.3g} parameters "
-                              f"(over {MAX_PARAMETERS:.0e}, {4 * count / 1e9:.3g} GB of fp32 weights); use smaller sizes")
+        raise StardomainError(
+            f"model {entry.name!r} with options {dict(options)} would have {count:.3g} parameters "
+            f"(over {MAX_PARAMETERS:.0e}, {4 * count / 1e9:.3g} GB of fp32 weights); use smaller sizes"
+        )
     return model
 
 
 def check_init(init: Any) -> str:
     """A valid init scheme name, or one line saying which exist."""
     if init not in INIT_SCHEMES:
-        raise StardomainError(f"init {init!r} is not a scheme; use one of {', '.join(INIT_SCHEMES)} "
-                              "(paper: the authors' init for this architecture)")
+        raise StardomainError(
+            f"init {init!r} is not a scheme; use one of {', '.join(INIT_SCHEMES)} (paper: the authors' init for this architecture)"
+        )
     return str(init)
 
 

@@ -49,8 +49,9 @@ class CifarResNet(nn.Module):
     224-pixel images the CIFAR stem would run every stage at 16x the resolution (and cost).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, stem: int, stages: list[tuple[int, int, int]],
-                 imagenet_stem: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, stem: int, stages: list[tuple[int, int, int]], imagenet_stem: bool = False
+    ) -> None:
         """``stages`` lists (channels, blocks, first stride) per stage."""
         super().__init__()
         if imagenet_stem:
@@ -91,8 +92,9 @@ def build_resnet20(num_classes: int, in_shape: tuple[int, int, int], *, width: f
 def _resnet18(in_shape: tuple[int, int, int], num_classes: int, width: float, imagenet_stem: bool) -> nn.Module:
     check(width > 0, f"resnet18 option width must be a positive multiplier, got {width}")
     c = [scaled(n, width) for n in (64, 128, 256, 512)]
-    return CifarResNet(in_shape[0], num_classes, c[0], [(c[0], 2, 1), (c[1], 2, 2), (c[2], 2, 2), (c[3], 2, 2)],
-                       imagenet_stem=imagenet_stem)
+    return CifarResNet(
+        in_shape[0], num_classes, c[0], [(c[0], 2, 1), (c[1], 2, 2), (c[2], 2, 2), (c[3], 2, 2)], imagenet_stem=imagenet_stem
+    )
 
 
 @register("resnet18", in_dims=3, summary="ResNet-18 CIFAR variant, 64..512 x width channels, ~11.17M params")
@@ -101,8 +103,11 @@ def build_resnet18(num_classes: int, in_shape: tuple[int, int, int], *, width: f
     return _resnet18(in_shape, num_classes, width, imagenet_stem=False)
 
 
-@register("resnet18_imagenet", in_dims=3,
-          summary="ResNet-18 of He et al. for ImageNet-sized inputs (7x7/2 stem + max-pool), ~11.69M params at 1000 classes")
+@register(
+    "resnet18_imagenet",
+    in_dims=3,
+    summary="ResNet-18 of He et al. for ImageNet-sized inputs (7x7/2 stem + max-pool), ~11.69M params at 1000 classes",
+)
 def build_resnet18_imagenet(num_classes: int, in_shape: tuple[int, int, int], *, width: float = 1) -> nn.Module:
     """torchvision's resnet18 layout: the stem downsamples 4x, so 224-pixel inputs cost what 56-pixel ones do."""
     return _resnet18(in_shape, num_classes, width, imagenet_stem=True)

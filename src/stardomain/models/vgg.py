@@ -11,8 +11,7 @@ from stardomain.models.registry import register, scaled
 CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-              512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
 
 
@@ -24,9 +23,7 @@ class VGG(nn.Module):
     ``forward`` has no shape-dependent branches (fx-traceable).
     """
 
-    def __init__(
-        self, config: list[int | str], num_classes: int, in_shape: tuple[int, int, int], batchnorm: bool, width: float
-    ) -> None:
+    def __init__(self, config: list[int | str], num_classes: int, in_shape: tuple[int, int, int], batchnorm: bool, width: float) -> None:
         super().__init__()
         channels, h, w = in_shape
         layers: list[nn.Module] = []
@@ -52,9 +49,7 @@ class VGG(nn.Module):
 
 
 def _vgg_builder(name: str):
-    def build(
-        num_classes: int, in_shape: tuple[int, int, int], *, batchnorm: bool = True, width: float = 1
-    ) -> nn.Module:
+    def build(num_classes: int, in_shape: tuple[int, int, int], *, batchnorm: bool = True, width: float = 1) -> nn.Module:
         check(width > 0, f"{name} option width must be a positive multiplier, got {width}")
         return VGG(CONFIGS[name], num_classes, in_shape, batchnorm, width)
 
@@ -64,6 +59,4 @@ def _vgg_builder(name: str):
 
 
 for _name in CONFIGS:
-    register(_name, in_dims=3, summary=f"{_name.upper()} CIFAR-style, options batchnorm (True), width multiplier (1)")(
-        _vgg_builder(_name)
-    )
+    register(_name, in_dims=3, summary=f"{_name.upper()} CIFAR-style, options batchnorm (True), width multiplier (1)")(_vgg_builder(_name))

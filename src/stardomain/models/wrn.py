@@ -69,9 +69,7 @@ class WideResNet(nn.Module):
 
 
 @register("wrn", in_dims=3, summary="WideResNet-depth-width (default WRN-16-4, ~2.75M params), depth = 6n+4")
-def build_wrn(
-    num_classes: int, in_shape: tuple[int, int, int], *, depth: int = 16, width: int = 4, dropout: float = 0.0
-) -> nn.Module:
+def build_wrn(num_classes: int, in_shape: tuple[int, int, int], *, depth: int = 16, width: int = 4, dropout: float = 0.0) -> nn.Module:
     """WRN-d-k with pre-activation blocks and no dropout by default."""
     check(depth >= 10 and (depth - 4) % 6 == 0, f"wrn option depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
     check(width >= 1, f"wrn option width (widen factor) must be >= 1, got {width}")

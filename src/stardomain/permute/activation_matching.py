@@ -179,8 +179,12 @@ def activation_matching(
 
         return post
 
-    handles = [modules[name].register_forward_pre_hook(pre_hook((name, side))) if side == "in"
-               else modules[name].register_forward_hook(post_hook((name, side))) for name, side in points]
+    handles = [
+        modules[name].register_forward_pre_hook(pre_hook((name, side)))
+        if side == "in"
+        else modules[name].register_forward_hook(post_hook((name, side)))
+        for name, side in points
+    ]
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -188,7 +192,7 @@ def activation_matching(
         sa = {k: v for k, v in state_a.items() if k not in spec.ties}
         sb = {k: v.to(device) for k, v in state_b.items() if k not in spec.ties}
         for i in range(0, len(x), batch_size):
-            xb = x[i: i + batch_size].to(device)
+            xb = x[i : i + batch_size].to(device)
             captured.clear()
             phase["side"] = "a"
             functional_call(model, sa, (xb,))

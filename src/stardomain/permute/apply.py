@@ -95,14 +95,12 @@ def axis_index(size: int, entries: Iterable[tuple[Axis, Tensor]]) -> Tensor:
             seg = p + ax.start
         else:
             seg = (ax.start + p[:, None] * ax.block + torch.arange(ax.block, device=p.device)).reshape(-1)
-        idx[ax.start: ax.start + ax.span] = seg
+        idx[ax.start : ax.start + ax.span] = seg
     return idx
 
 
 @states_first("apply_permutation(state, perm, spec=spec)")
-def apply_permutation(
-    state: Mapping[str, Tensor], perm: Mapping[str, object], *, spec: PermutationSpec
-) -> dict[str, Tensor]:
+def apply_permutation(state: Mapping[str, Tensor], perm: Mapping[str, object], *, spec: PermutationSpec) -> dict[str, Tensor]:
     """A new state dict with every spec'd axis of ``state`` reordered by ``perm``.
 
     The input is never modified; tensors the spec does not mention are passed through
@@ -129,10 +127,7 @@ def apply_permutation(
 
 
 def _default_keys(state: Mapping[str, Tensor]) -> list[str]:
-    return [
-        k for k, v in state.items()
-        if v.is_floating_point() and not k.endswith((".running_mean", ".running_var"))
-    ]
+    return [k for k, v in state.items() if v.is_floating_point() and not k.endswith((".running_mean", ".running_var"))]
 
 
 def l2_distance(state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor], keys: Iterable[str] | None = None) -> float:

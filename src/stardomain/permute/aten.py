@@ -30,11 +30,37 @@ __all__ = ["ATEN_RULES", "IGNORED_PREFIXES", "TUPLE_NAMES", "AtenRules"]
 # ops with no tensor result that export inserts (runtime checks, symbolic sizes)
 IGNORED_PREFIXES = ("_assert", "sym_", "_print")
 # ops returning a tuple or list of tensors
-TUPLE_NAMES = {"split", "split_with_sizes", "chunk", "unbind", "tensor_split", "_native_batch_norm_legit_no_training",
-               "_native_batch_norm_legit", "native_batch_norm", "native_layer_norm", "native_dropout"}
+TUPLE_NAMES = {
+    "split",
+    "split_with_sizes",
+    "chunk",
+    "unbind",
+    "tensor_split",
+    "_native_batch_norm_legit_no_training",
+    "_native_batch_norm_legit",
+    "native_batch_norm",
+    "native_layer_norm",
+    "native_dropout",
+}
 # ATen ops with a rule of their own (only for ATen targets: torch.nn.functional orders some arguments differently)
-ATEN_RULES = {"linear", "addmm", "mm", "matmul", "conv1d", "conv2d", "conv3d", "convolution", "embedding",
-              "layer_norm", "batch_norm", "select", "slice", "index", "expand", "narrow"}
+ATEN_RULES = {
+    "linear",
+    "addmm",
+    "mm",
+    "matmul",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "convolution",
+    "embedding",
+    "layer_norm",
+    "batch_norm",
+    "select",
+    "slice",
+    "index",
+    "expand",
+    "narrow",
+}
 
 
 class AtenRules(TracerState):
@@ -72,8 +98,7 @@ class AtenRules(TracerState):
             if key is None:
                 return self.unknown_op(node, layouts, shape)
             lay = self.layout.get(ids.name) if hasattr(ids, "op") else None
-            return self.lookup(node, self.layer_name(key), key, self.stored_shape(w)[1],
-                               [lay] if lay is not None else [], shape)
+            return self.lookup(node, self.layer_name(key), key, self.stored_shape(w)[1], [lay] if lay is not None else [], shape)
         if name == "layer_norm":
             return self.aten_layer_norm(node, args, layouts, shape)
         if name == "batch_norm":
@@ -115,8 +140,21 @@ class AtenRules(TracerState):
         if b is not None and bias is None:
             return self.unsupported(node, f"{self.describe(node)} adds a bias that is not a parameter", layouts)
         layer = self.layer_name(key)
-        return self.dense(node, layer, lay, self.cd(x.name), self.shape.get(x.name), shape, weight=key, bias=bias,
-                          fan_in=ws[in_axis], fan_out=ws[out_axis], conv=False, in_axis=in_axis, out_axis=out_axis)
+        return self.dense(
+            node,
+            layer,
+            lay,
+            self.cd(x.name),
+            self.shape.get(x.name),
+            shape,
+            weight=key,
+            bias=bias,
+            fan_in=ws[in_axis],
+            fan_out=ws[out_axis],
+            conv=False,
+            in_axis=in_axis,
+            out_axis=out_axis,
+        )
 
     def aten_conv(self, node: Any, name: str, args: list[Any], layouts: list[Layout], shape: tuple[int, ...]) -> Layout | None:
         x, w, b = (args + [None, None, None])[:3]
@@ -129,12 +167,23 @@ class AtenRules(TracerState):
         if key is None or lay is None or transposed:
             if lay is not None and self.is_fixed(lay) and key is None:
                 return self.fixed_layout(shape, "computed from fixed tensors only", node.name)
-            return self.unsupported(node, f"{self.describe(node)} (a transposed conv, or weights that are not a parameter)",
-                                    layouts)
+            return self.unsupported(node, f"{self.describe(node)} (a transposed conv, or weights that are not a parameter)", layouts)
         ws = self.stored_shape(w)
         bias = self.param_key(b) if b is not None else None
-        return self.dense(node, self.layer_name(key), lay, self.cd(x.name), self.shape.get(x.name), shape, weight=key,
-                          bias=bias, fan_in=ws[1] * groups, fan_out=ws[0], conv=True, groups=groups)
+        return self.dense(
+            node,
+            self.layer_name(key),
+            lay,
+            self.cd(x.name),
+            self.shape.get(x.name),
+            shape,
+            weight=key,
+            bias=bias,
+            fan_in=ws[1] * groups,
+            fan_out=ws[0],
+            conv=True,
+            groups=groups,
+        )
 
     def aten_layer_norm(self, node: Any, args: list[Any], layouts: list[Layout], shape: tuple[int, ...]) -> Layout:
         x, normalized = args[0], args[1]
@@ -147,8 +196,9 @@ class AtenRules(TracerState):
         if lay is None or in_shape is None:
             return self.unknown_op(node, layouts, shape)
         if c != len(in_shape) - 1 or list(normalized) != [in_shape[-1]] or x.name in self.heads:
-            return self.unsupported(node, f"layer {layer!r} is a LayerNorm over {tuple(normalized)}, not exactly the "
-                                    "units' axis (the last one)", [lay])
+            return self.unsupported(
+                node, f"layer {layer!r} is a LayerNorm over {tuple(normalized)}, not exactly the units' axis (the last one)", [lay]
+            )
         if len(keys) != sum(a is not None for a in (w, b)):
             return self.unsupported(node, f"layer {layer!r} (LayerNorm) has an affine tensor that is not a parameter", [lay])
         self.cdim[node.name] = c
@@ -164,8 +214,12 @@ class AtenRules(TracerState):
         if lay is None:
             return self.unsupported(node, f"layer {layer!r} (BatchNorm) reads a non-tensor", layouts)
         if self.cd(x.name) != 1 or any(k is None for k in keys):
-            return self.unsupported(node, f"layer {layer!r} (BatchNorm) normalises axis 1 but the units are on axis "
-                                    f"{self.cd(x.name)}, or its statistics are not in the state", [lay])
+            return self.unsupported(
+                node,
+                f"layer {layer!r} (BatchNorm) normalises axis 1 but the units are on axis "
+                f"{self.cd(x.name)}, or its statistics are not in the state",
+                [lay],
+            )
         self.cdim[node.name] = 1
         return self.per_channel_keys(layer, lay, [k for k in keys if k is not None])
 
@@ -311,4 +365,3 @@ class AtenRules(TracerState):
                 size -= seg.size * seg.block
             pieces.append(tuple(piece))
         return pieces
-

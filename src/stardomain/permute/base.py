@@ -75,11 +75,25 @@ class TracerState:
 
         def matmul(self, node: Any, shape: tuple[int, ...]) -> Layout | None: ...
 
-        def dense(self, node: Any, target: str, lay: Layout, cdim: int, in_shape: tuple[int, ...] | None,
-                  shape: tuple[int, ...], *, weight: str, bias: str | None, fan_in: int, fan_out: int, conv: bool,
-                  groups: int = 1, in_axis: int = 1, out_axis: int = 0) -> Layout: ...
+        def dense(
+            self,
+            node: Any,
+            target: str,
+            lay: Layout,
+            cdim: int,
+            in_shape: tuple[int, ...] | None,
+            shape: tuple[int, ...],
+            *,
+            weight: str,
+            bias: str | None,
+            fan_in: int,
+            fan_out: int,
+            conv: bool,
+            groups: int = 1,
+            in_axis: int = 1,
+            out_axis: int = 0,
+        ) -> Layout: ...
 
-        def lookup(self, node: Any, target: str, weight: str, dim: int, ids: list[Layout],
-                   shape: tuple[int, ...] | None) -> Layout: ...
+        def lookup(self, node: Any, target: str, weight: str, dim: int, ids: list[Layout], shape: tuple[int, ...] | None) -> Layout: ...
 
         def per_channel_keys(self, target: str, lay: Layout, keys: Iterable[str]) -> Layout: ...

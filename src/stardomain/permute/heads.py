@@ -38,9 +38,12 @@ class HeadRules(TracerState):
 
     def merge_heads(self, node: Any, lay: Layout, in_shape: tuple[int, ...], out: tuple[int, ...]) -> Layout:
         """``(..., h, d) -> (..., h*d)``: the head groups side by side, in head order."""
-        if self.heads.get(node.name) != len(in_shape) - 2 or self.cd(node.name) != len(in_shape) - 1 \
-                or out[-1] != in_shape[-1] * in_shape[-2] \
-                or tuple(out[:-1]) != tuple(in_shape[:-2]):
+        if (
+            self.heads.get(node.name) != len(in_shape) - 2
+            or self.cd(node.name) != len(in_shape) - 1
+            or out[-1] != in_shape[-1] * in_shape[-2]
+            or tuple(out[:-1]) != tuple(in_shape[:-2])
+        ):
             return self.unsupported(node, f"{self.describe(node)} reshapes split heads {tuple(in_shape)} -> {tuple(out)}", [lay])
         self.heads.pop(node.name)
         self.cdim[node.name] = len(out) - 1
@@ -102,8 +105,9 @@ class HeadRules(TracerState):
         lq, lk, lv = (self.layout.get(t.name) for t in (q, k, v))
         nd = len(shape)
         if lq is None or lk is None or lv is None or not all(self.cd(t.name) == nd - 1 for t in (q, k, v)):
-            return self.unsupported(node, f"{self.describe(node)} on tensors whose units are not on the last axis",
-                                    [x for x in (lq, lk, lv) if x])
+            return self.unsupported(
+                node, f"{self.describe(node)} on tensors whose units are not on the last axis", [x for x in (lq, lk, lv) if x]
+            )
         self.union(lq, lk, node.name)
         self.cdim[node.name] = nd - 1
         if v.name in self.heads:
@@ -114,4 +118,3 @@ class HeadRules(TracerState):
         """Indices the layout of node ``name`` spans: the units' axis, times the heads of a split tensor."""
         c = self.cd(name)
         return shape[c] * (shape[self.heads[name]] if name in self.heads else 1) if len(shape) > c else 0
-

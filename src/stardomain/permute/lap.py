@@ -89,8 +89,10 @@ def resolve_lap_solver(name: str, cost_dtype: np.dtype | type = np.float32) -> s
     if name not in LAP_SOLVERS:
         raise StardomainError(f"unknown lap_solver {name!r}; use one of {', '.join(LAP_SOLVERS)}")
     if name == "lapjv" and "lapjv" not in available_lap_solvers():
-        raise StardomainError("lap_solver='lapjv' needs the lapjv package: pip install lapjv "
-                              "(a C++ compiler is needed where no wheel exists) or use lap_solver='scipy'")
+        raise StardomainError(
+            "lap_solver='lapjv' needs the lapjv package: pip install lapjv "
+            "(a C++ compiler is needed where no wheel exists) or use lap_solver='scipy'"
+        )
     if name == "auto":
         fast = np.dtype(cost_dtype) == np.float32 and "lapjv" in available_lap_solvers()
         return "lapjv" if fast else "scipy"

@@ -46,9 +46,19 @@ class ModuleRules(TracerState):
             else:
                 fan_in, fan_out, groups, is_conv = mod.in_channels, mod.out_channels, mod.groups, True
             return self.dense(
-                node, target, lay, cdim, in_shape, shape, weight=f"{target}.weight",
+                node,
+                target,
+                lay,
+                cdim,
+                in_shape,
+                shape,
+                weight=f"{target}.weight",
                 bias=f"{target}.bias" if mod.bias is not None else None,
-                fan_in=fan_in, fan_out=fan_out, conv=is_conv, groups=groups)
+                fan_in=fan_in,
+                fan_out=fan_out,
+                conv=is_conv,
+                groups=groups,
+            )
 
         self.cdim[node.name] = cdim
         if isinstance(mod, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
@@ -63,8 +73,9 @@ class ModuleRules(TracerState):
         if isinstance(mod, nn.LayerNorm):
             if in_shape is None or cdim != last or tuple(mod.normalized_shape) != (in_shape[last],):
                 return self.unsupported(
-                    node, f"layer {target!r} is a LayerNorm over {tuple(mod.normalized_shape)}, not exactly the units' "
-                    "axis (the last one)", [lay]
+                    node,
+                    f"layer {target!r} is a LayerNorm over {tuple(mod.normalized_shape)}, not exactly the units' axis (the last one)",
+                    [lay],
                 )
             return self.per_channel(target, mod, lay, ("weight", "bias"))
 
@@ -86,9 +97,24 @@ class ModuleRules(TracerState):
             return self.reshape(node, lay, in_shape, shape)
         return self.unsupported(node, f"layer {target!r} of unsupported type {type(mod).__name__}", [lay])
 
-    def dense(self, node: Any, target: str, lay: Layout, cdim: int, in_shape: tuple[int, ...] | None,
-              shape: tuple[int, ...], *, weight: str, bias: str | None, fan_in: int, fan_out: int, conv: bool,
-              groups: int = 1, in_axis: int = 1, out_axis: int = 0) -> Layout:
+    def dense(
+        self,
+        node: Any,
+        target: str,
+        lay: Layout,
+        cdim: int,
+        in_shape: tuple[int, ...] | None,
+        shape: tuple[int, ...],
+        *,
+        weight: str,
+        bias: str | None,
+        fan_in: int,
+        fan_out: int,
+        conv: bool,
+        groups: int = 1,
+        in_axis: int = 1,
+        out_axis: int = 0,
+    ) -> Layout:
         """A Linear or Conv layer: the input units permute axis ``in_axis`` of ``weight``, fresh output units
         axis ``out_axis`` (and the bias). ``nn.Linear`` stores (out, in); GPT-2's ``Conv1D`` stores (in, out),
         ``in_axis=0, out_axis=1``. ``target`` names the layer (a reused layer ties its inputs)."""
@@ -101,9 +127,7 @@ class ModuleRules(TracerState):
         if conv and cdim != 1:
             return self.unsupported(node, f"layer {target!r} is a Conv reading a tensor whose units are on axis {cdim}", [lay])
         if not conv and (in_shape is None or len(in_shape) < 2 or cdim != last):
-            return self.unsupported(
-                node, f"layer {target!r} is a Linear applied along an axis that does not hold the units", [lay]
-            )
+            return self.unsupported(node, f"layer {target!r} is a Linear applied along an axis that does not hold the units", [lay])
         if conv and any(s.block != 1 for s in lay):
             return self.unsupported(node, f"layer {target!r} receives a flattened/reshaped feature map", [lay])
         self.check_width(lay, fan_in, target, "input channels" if conv else "input features")
@@ -119,14 +143,14 @@ class ModuleRules(TracerState):
         self.module_in[target], self.module_out[target] = lay, out
         return out
 
-    def embedding(self, node: Any, target: str, mod: nn.Embedding, inputs: list[tuple[Any, Layout]],
-                  shape: tuple[int, ...] | None) -> Layout | None:
+    def embedding(
+        self, node: Any, target: str, mod: nn.Embedding, inputs: list[tuple[Any, Layout]], shape: tuple[int, ...] | None
+    ) -> Layout | None:
         """Token ids in, vectors out: the embedding's columns are the units of the stream it starts (the
         residual stream of a transformer), on the output's last axis; its rows (the vocabulary) stay put."""
         return self.lookup(node, target, f"{target}.weight", mod.embedding_dim, [lay for _, lay in inputs], shape)
 
-    def lookup(self, node: Any, target: str, weight: str, dim: int, ids: list[Layout],
-               shape: tuple[int, ...] | None) -> Layout:
+    def lookup(self, node: Any, target: str, weight: str, dim: int, ids: list[Layout], shape: tuple[int, ...] | None) -> Layout:
         """An embedding table ``weight`` (rows: vocabulary, columns: ``dim`` units) read at token ids."""
         if shape is None or len(ids) != 1 or not self.is_fixed(ids[0]):
             return self.unsupported(node, f"layer {target!r} (Embedding) reads something other than token ids", ids)
@@ -209,8 +233,7 @@ class ModuleRules(TracerState):
         def split(lay: Layout | None) -> Layout | None:
             if lay is None or not any(sg.node in sub for sg in lay):
                 return lay
-            return tuple(x for sg in lay for x in (
-                [Seg(s_id, part, sg.block) for s_id in sub[sg.node]] if sg.node in sub else [sg]))
+            return tuple(x for sg in lay for x in ([Seg(s_id, part, sg.block) for s_id in sub[sg.node]] if sg.node in sub else [sg]))
 
         for table in (self.layout, self.module_in, self.module_out):
             for k in list(table):
@@ -229,11 +252,17 @@ class ModuleRules(TracerState):
         every head is its own pair of groups. The output projection creates fresh units.
         """
         active = [(n, lay) for n, lay in inputs if not self.is_fixed(lay)]
-        src = {getattr(a, "name", None) for a in list(node.args[:3]) + [node.kwargs.get(k) for k in ("query", "key", "value")] if a is not None}
+        src = {
+            getattr(a, "name", None) for a in list(node.args[:3]) + [node.kwargs.get(k) for k in ("query", "key", "value")] if a is not None
+        }
         if len(active) != 1 or len(src) != 1:
-            return self.unsupported(node, f"layer {target!r} (MultiheadAttention) is not self-attention on one tensor", [lay for _, lay in inputs])
+            return self.unsupported(
+                node, f"layer {target!r} (MultiheadAttention) is not self-attention on one tensor", [lay for _, lay in inputs]
+            )
         if not mod._qkv_same_embed_dim or mod.bias_k is not None or mod.add_zero_attn:
-            return self.unsupported(node, f"layer {target!r} (MultiheadAttention) uses kdim/vdim, bias_k/bias_v or add_zero_attn", [active[0][1]])
+            return self.unsupported(
+                node, f"layer {target!r} (MultiheadAttention) uses kdim/vdim, bias_k/bias_v or add_zero_attn", [active[0][1]]
+            )
         x, lay = active[0]
         in_shape = self.shape.get(x.name)
         if in_shape is None or self.cd(x.name) != len(in_shape) - 1:

@@ -51,9 +51,7 @@ def _as_axis(entry: Any, size: int, group: str) -> Axis:
     elif isinstance(entry, (tuple, list)) and 2 <= len(entry) <= 5:
         ax = Axis(*entry)
     else:
-        raise StardomainError(
-            f"permutation spec entry {entry!r} of group {group!r} must be (key, axis[, start, length, block])"
-        )
+        raise StardomainError(f"permutation spec entry {entry!r} of group {group!r} must be (key, axis[, start, length, block])")
     length = size if ax.length is None else int(ax.length)
     if length != size:
         raise StardomainError(
@@ -110,8 +108,7 @@ class PermutationSpec:
             for (_s0, e0, g0), (s1, _, g1) in zip(spans, spans[1:]):
                 if s1 < e0:
                     raise StardomainError(
-                        f"spec groups {g0!r} and {g1!r} overlap on {key!r} axis {axis}; each index may belong "
-                        "to one group only"
+                        f"spec groups {g0!r} and {g1!r} overlap on {key!r} axis {axis}; each index may belong to one group only"
                     )
 
     # ------------------------------------------------------------------ queries

@@ -65,11 +65,15 @@ def spec_report(model: nn.Module, example_input: Any = None) -> dict[str, Any]:
     spec = trace_spec(model, args, strict=False, check=False)
     info = spec.summary()
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    groups = [{"name": g, "size": n, "members": [_member(ax, n, shapes.get(ax.key)) for ax in spec.axes[g]]}
-              for g, n in spec.groups.items()]
+    groups = [
+        {"name": g, "size": n, "members": [_member(ax, n, shapes.get(ax.key)) for ax in spec.axes[g]]} for g, n in spec.groups.items()
+    ]
     covered = set(spec.keys())
-    uncovered = [{"param": k, "numel": n, "reason": spec.fixed.get(k.rsplit(".", 1)[0], "no permutation group reaches it")}
-                 for k, n in spec.params.items() if k not in covered]
+    uncovered = [
+        {"param": k, "numel": n, "reason": spec.fixed.get(k.rsplit(".", 1)[0], "no permutation group reaches it")}
+        for k, n in spec.params.items()
+        if k not in covered
+    ]
     check: dict[str, Any] = {"max_logit_diff": None, "kept": None}
     if spec.groups:
         state = perturbed_state(model)
@@ -78,23 +82,35 @@ def spec_report(model: nn.Module, example_input: Any = None) -> dict[str, Any]:
         check = {"max_logit_diff": gap, "kept": bool(gap <= 1e-4 * max(scale, 1.0))}
     arch = getattr(model, "arch", None) or {"name": type(model).__name__}
     return {
-        "model": arch.get("name"), "in_shape": list(arch.get("in_shape", [])) or None,
-        "n_groups": info["n_groups"], "n_units": info["n_units"],
-        "covered_params": info["covered_params"], "total_params": info["total_params"],
-        "covered_share": info["covered_share"], "groups": groups,
-        "unpermuted_layers": dict(spec.fixed), "uncovered_params": uncovered,
-        "tied": dict(spec.ties), "strict": "ok" if strict is None else strict, "random_permutation": check,
+        "model": arch.get("name"),
+        "in_shape": list(arch.get("in_shape", [])) or None,
+        "n_groups": info["n_groups"],
+        "n_units": info["n_units"],
+        "covered_params": info["covered_params"],
+        "total_params": info["total_params"],
+        "covered_share": info["covered_share"],
+        "groups": groups,
+        "unpermuted_layers": dict(spec.fixed),
+        "uncovered_params": uncovered,
+        "tied": dict(spec.ties),
+        "strict": "ok" if strict is None else strict,
+        "random_permutation": check,
         # units (not parameters) permuted, per kind of stream; residual streams left unpermuted
-        "unit_share": info["unit_share"], "stream_share": info["stream_share"], "residual_fixed": info["residual_fixed"],
+        "unit_share": info["unit_share"],
+        "stream_share": info["stream_share"],
+        "residual_fixed": info["residual_fixed"],
     }
 
 
 def format_report(r: Mapping[str, Any]) -> str:
     """The human-readable form of :func:`spec_report`."""
     share = r["covered_share"]
-    lines = [f"{r['model']}: {r['n_groups']} permutation groups ({r['n_units']} units); "
-             f"{r['covered_params']:,} of {r['total_params']:,} parameters permuted ({100 * share:.1f}%)"
-             if share == share else f"{r['model']}: no parameters"]
+    lines = [
+        f"{r['model']}: {r['n_groups']} permutation groups ({r['n_units']} units); "
+        f"{r['covered_params']:,} of {r['total_params']:,} parameters permuted ({100 * share:.1f}%)"
+        if share == share
+        else f"{r['model']}: no parameters"
+    ]
     if r.get("stream_share"):
         kinds = ", ".join(f"{kind} {100 * v:.0f}%" for kind, v in r["stream_share"].items())
         lines.append(f"units permuted: {100 * r['unit_share']:.1f}% ({kinds})")

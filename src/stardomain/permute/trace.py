@@ -33,9 +33,7 @@ def example_batch(model: nn.Module, example_input: Any = None) -> tuple[Any, ...
         device = p.device if p is not None else torch.device("cpu")
         gen = torch.Generator().manual_seed(0)
         return (torch.randn(2, *arch["in_shape"], generator=gen).to(device),)
-    raise StardomainError(
-        "tracing needs example_input (a batch the model accepts), or a model built by stardomain.models.create"
-    )
+    raise StardomainError("tracing needs example_input (a batch the model accepts), or a model built by stardomain.models.create")
 
 
 def tied_names(model: nn.Module) -> dict[str, str]:
@@ -56,12 +54,17 @@ def _example_input_error(model: nn.Module, args: tuple[Any, ...], exc: Exception
     emb = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)), None)
     if floats and emb is not None:
         name, m = emb
-        return (f"{type(model).__name__} has nn.Embedding {name!r}, which takes integer token ids, but the "
-                f"example input is {str(floats[0].dtype).removeprefix('torch.')}: pass token ids of dtype torch.long, "
-                f"e.g. example_input=torch.randint(0, {m.num_embeddings}, (2, {floats[0].shape[-1]}))")
+        return (
+            f"{type(model).__name__} has nn.Embedding {name!r}, which takes integer token ids, but the "
+            f"example input is {str(floats[0].dtype).removeprefix('torch.')}: pass token ids of dtype torch.long, "
+            f"e.g. example_input=torch.randint(0, {m.num_embeddings}, (2, {floats[0].shape[-1]}))"
+        )
     first = (str(exc).strip().splitlines() or [""])[0]
-    return (f"running {type(model).__name__} on the example input of shape {[tuple(a.shape) for a in args if isinstance(a, Tensor)]} "
-            f"failed ({type(exc).__name__}: {first}); pass an example_input the model accepts (shape and dtype)")
+    return (
+        f"running {type(model).__name__} on the example input of shape {[tuple(a.shape) for a in args if isinstance(a, Tensor)]} "
+        f"failed ({type(exc).__name__}: {first}); pass an example_input the model accepts (shape and dtype)"
+    )
+
 
 def state_ties(state: Mapping[str, Tensor]) -> dict[str, str]:
     """``{alias: first name}`` for entries of a state dict that are one tensor (same storage, offset, shape and
@@ -88,7 +91,9 @@ def check_ties(spec: PermutationSpec, model: nn.Module | None, state: Mapping[st
             continue
         raise StardomainError(
             f"{what}: {alias} is tied to {first} (one tensor) but the permutation spec has no such tie; add "
-            f"ties={{{alias!r}: {first!r}}} to the PermutationSpec, or let trace_spec(model) write the spec")
+            f"ties={{{alias!r}: {first!r}}} to the PermutationSpec, or let trace_spec(model) write the spec"
+        )
+
 
 def function_gap(
     model: nn.Module, state_1: Mapping[str, Tensor], state_2: Mapping[str, Tensor], args: tuple[Any, ...]
@@ -147,14 +152,12 @@ class _TensorOutputs(nn.Module):
         return tuple(t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, Tensor))
 
 
-def export_graph(model: nn.Module, args: tuple[Any, ...]) -> tuple[torch.fx.GraphModule, dict[str, tuple[int, ...] | None],
-                                                                    dict[str, str]]:
+def export_graph(model: nn.Module, args: tuple[Any, ...]) -> tuple[torch.fx.GraphModule, dict[str, tuple[int, ...] | None], dict[str, str]]:
     """``torch.export`` (non-strict) capture of ``model`` on ``args``: the ATen graph, every node's tensor shape,
     and ``{placeholder node: state key}`` for the parameters and buffers the graph reads."""
     ep = torch.export.export(_TensorOutputs(model), args, strict=False)
     sig = ep.graph_signature
-    placeholders = {name: fqn.removeprefix("model.") for name, fqn in
-                    {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items()}
+    placeholders = {name: fqn.removeprefix("model.") for name, fqn in {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items()}
     shapes: dict[str, tuple[int, ...] | None] = {}
     for n in ep.graph.nodes:
         v = n.meta.get("val")
@@ -225,7 +228,8 @@ def trace_spec(
                     fx_note = f"torch.fx: {_first_line(fx_error)}; " if fx_error is not None else ""
                     raise StardomainError(
                         f"cannot capture a graph of {type(model).__name__} ({fx_note}torch.export: {_first_line(exc)}); "
-                        "pass a hand-written PermutationSpec") from exc
+                        "pass a hand-written PermutationSpec"
+                    ) from exc
     except StardomainError:
         raise
     except Exception as exc:
@@ -250,7 +254,9 @@ def _warn_fixed_streams(model: nn.Module, spec: PermutationSpec) -> None:
             warnings.warn(
                 f"the residual stream {name!r} of {type(model).__name__} ({info['units']} units) is not permuted: "
                 f"{info.get('reason') or 'fixed'}; alignment only moves the units inside the blocks",
-                UserWarning, stacklevel=3)
+                UserWarning,
+                stacklevel=3,
+            )
             return
 
 

@@ -44,8 +44,7 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
     placeholder nodes to the state keys (fully-qualified names) they hold.
     """
 
-    def __init__(self, model: nn.Module, strict: bool, ties: dict[str, str],
-                 placeholders: dict[str, str] | None = None) -> None:
+    def __init__(self, model: nn.Module, strict: bool, ties: dict[str, str], placeholders: dict[str, str] | None = None) -> None:
         self.model = model
         self.strict = strict
         self.uf = UnionFind()
@@ -191,8 +190,12 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
                 self.fix_layout(lay, "feeds the model output")
             return None
         inputs = self.tensor_inputs(node)
-        if node.op == "call_function" and node.target is operator.getitem and node.args and \
-                getattr(node.args[0], "name", None) in self.tuples:
+        if (
+            node.op == "call_function"
+            and node.target is operator.getitem
+            and node.args
+            and getattr(node.args[0], "name", None) in self.tuples
+        ):
             items = self.tuples[node.args[0].name]
             idx = node.args[1]
             item = items[idx] if isinstance(idx, int) and -len(items) <= idx < len(items) else None
@@ -251,11 +254,20 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
             return self.unsupported(node, f"{self.describe(node)} moves the units' axis", [lay])
         if node.name in self.heads:
             return self.merge_heads(node, lay, in_shape, out)
-        if c == len(in_shape) - 1 and len(out) == len(in_shape) + 1 and tuple(out[:-2]) == tuple(in_shape[:-1]) \
-                and out[-2] * out[-1] == in_shape[-1] and out[-2] > 1:
+        if (
+            c == len(in_shape) - 1
+            and len(out) == len(in_shape) + 1
+            and tuple(out[:-2]) == tuple(in_shape[:-1])
+            and out[-2] * out[-1] == in_shape[-1]
+            and out[-2] > 1
+        ):
             return self.split_heads(node, lay, in_shape, out)
-        if c == len(in_shape) - 1 and out[-1] == in_shape[-1] and math.prod(out) == math.prod(in_shape) \
-                and (c > 1 or len(out) > len(in_shape)):
+        if (
+            c == len(in_shape) - 1
+            and out[-1] == in_shape[-1]
+            and math.prod(out) == math.prod(in_shape)
+            and (c > 1 or len(out) > len(in_shape))
+        ):
             # units on the last axis stay there while the leading axes (batch, tokens) merge or split:
             # (N, T, D) -> (N*T, D) before a matmul, and back
             self.cdim[node.name] = len(out) - 1
@@ -265,8 +277,8 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
                 self.cdim[node.name] = len(out) - 1
                 return lay
             return self.unsupported(
-                node, f"{self.describe(node)} reshapes {tuple(in_shape)} -> {tuple(out)} across the units' (last) axis",
-                [lay])
+                node, f"{self.describe(node)} reshapes {tuple(in_shape)} -> {tuple(out)} across the units' (last) axis", [lay]
+            )
         if out[0] != in_shape[0] or c != 1:
             return self.unsupported(node, f"{self.describe(node)} moves the units' axis", [lay])
         rest_in = math.prod(in_shape[2:])
@@ -277,9 +289,7 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
             return tuple(Seg(s.node, s.size, s.block * rest_in) for s in lay)
         return self.unsupported(node, f"{self.describe(node)} reshapes {tuple(in_shape)} -> {tuple(out)}", [lay])
 
-    def visit_function(
-        self, node: Any, name: str | None, inputs: list[tuple[Any, Layout]], shape: tuple[int, ...]
-    ) -> Layout | None:
+    def visit_function(self, node: Any, name: str | None, inputs: list[tuple[Any, Layout]], shape: tuple[int, ...]) -> Layout | None:
         layouts = [lay for _, lay in inputs]
         first_node, lay = inputs[0]
         in_shape = self.shape.get(first_node.name)
@@ -380,14 +390,18 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
             if self.is_fixed(lay) and self.broadcast_over_units(first, self.shape.get(n.name), c):
                 continue  # one value for every unit (a per-token scale: RMSNorm's 1/rms): any order
             if not same_channels(first, self.shape.get(n.name), c) or (
-                    not self.is_fixed(lay) and (self.cd(n.name) != c or self.heads.get(n.name) != h)):
+                not self.is_fixed(lay) and (self.cd(n.name) != c or self.heads.get(n.name) != h)
+            ):
                 if self.is_fixed(lay) and self.is_fixed(out):
                     continue
-                return self.unsupported(node, f"{self.describe(node)} broadcasts tensors across the units' axis",
-                                        [lay for _, lay in active])
-            if (fn_name(node.target) in RESIDUAL_NAMES or node.target in RESIDUAL_NAMES) and \
-                    not (self.is_fixed(out) and self.is_fixed(lay)) and \
-                    {self.uf.find(s.node) for s in out} != {self.uf.find(s.node) for s in lay}:
+                return self.unsupported(
+                    node, f"{self.describe(node)} broadcasts tensors across the units' axis", [lay for _, lay in active]
+                )
+            if (
+                (fn_name(node.target) in RESIDUAL_NAMES or node.target in RESIDUAL_NAMES)
+                and not (self.is_fixed(out) and self.is_fixed(lay))
+                and {self.uf.find(s.node) for s in out} != {self.uf.find(s.node) for s in lay}
+            ):
                 self.residual.update(s.node for s in (*out, *lay))  # two streams summed: a residual connection
             out = self.union(out, lay, node.name)
         if len(shape) <= c or shape[c] * (shape[h] if h is not None else 1) != self.total(out):
@@ -399,9 +413,12 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
             if not self.is_fixed(out) and not self.bind_param(p, out, first, c):
                 key = self.param_nodes[p.name]
                 return self.unsupported(
-                    node, f"parameter {key!r} of shape {tuple(self.shape.get(p.name) or ())} does not line up with the "
+                    node,
+                    f"parameter {key!r} of shape {tuple(self.shape.get(p.name) or ())} does not line up with the "
                     f"units (axis {c} of a {tuple(first or ())} tensor; a per-channel parameter of a feature map is "
-                    "shaped (C, 1, 1))", [out])
+                    "shaped (C, 1, 1))",
+                    [out],
+                )
         return out
 
     @staticmethod
@@ -414,8 +431,9 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
             return False
         return all(o in (1, act[i + shift]) for i, o in enumerate(other))
 
-    def cat_tokens(self, node: Any, acts: list[tuple[Any, Layout]], params: list[Any], dim: int,
-                   layouts: list[Layout], shape: tuple[int, ...]) -> Layout:
+    def cat_tokens(
+        self, node: Any, acts: list[tuple[Any, Layout]], params: list[Any], dim: int, layouts: list[Layout], shape: tuple[int, ...]
+    ) -> Layout:
         """``cat([cls_token.expand(n, -1, -1), x], dim=1)``: parameters joined along a non-unit axis take the
         units' order of the activations (their own unit axis is permuted with the stream)."""
         first, out = acts[0]
@@ -430,8 +448,8 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
         for p in params:
             if not self.is_fixed(out) and not self.bind_param(p, out, self.shape.get(p.name), c):
                 return self.unsupported(
-                    node, f"parameter {self.param_nodes[p.name]!r} joined by {self.describe(node)} does not line up "
-                    "with the units", [out])
+                    node, f"parameter {self.param_nodes[p.name]!r} joined by {self.describe(node)} does not line up with the units", [out]
+                )
         return out
 
     def bind_param(self, p: Any, out: Layout, act: tuple[int, ...] | None, c: int) -> bool:
@@ -446,8 +464,7 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
         axis = c - (len(act) - len(ps))
         if axis < 0 or ps[axis] != act[c]:
             return False
-        if any(view[i] not in (1, act[i + len(act) - len(view)]) for i in range(len(view))
-               if i != c - (len(act) - len(view))):
+        if any(view[i] not in (1, act[i + len(act) - len(view)]) for i in range(len(view)) if i != c - (len(act) - len(view))):
             return False
         key = self.param_nodes[p.name]
         self.add_entries(key, axis, out, key)
@@ -503,9 +520,13 @@ class Tracer(AtenRules, ModuleRules, HeadRules):
             kind = "residual" if residual else "heads" if ".head" in base else "hidden"
             if uf.fixed[r] == "feeds the model output" and not residual:
                 kind = "output"  # logits: their order is the classes', never a symmetry
-            streams[name] = {"units": uf.size[r], "permuted": uf.fixed[r] is None, "residual": residual,
-                             "kind": kind, "reason": uf.fixed[r]}
+            streams[name] = {
+                "units": uf.size[r],
+                "permuted": uf.fixed[r] is None,
+                "residual": residual,
+                "kind": kind,
+                "reason": uf.fixed[r],
+            }
         params = {k: p.numel() for k, p in self.model.named_parameters()}
         buffers = frozenset(k for k, _ in self.model.named_buffers())
-        return PermutationSpec(groups=groups, axes=axes, buffers=buffers, params=params, fixed=fixed, ties=dict(self.ties),
-                               streams=streams)
+        return PermutationSpec(groups=groups, axes=axes, buffers=buffers, params=params, fixed=fixed, ties=dict(self.ties), streams=streams)

@@ -163,9 +163,7 @@ def weight_matching(
     keys = _cost_keys(spec, include_buffers)
     for k in keys:
         if state_a[k].shape != state_b[k].shape:
-            raise StardomainError(
-                f"{k!r} has shape {tuple(state_a[k].shape)} in state_a but {tuple(state_b[k].shape)} in state_b"
-            )
+            raise StardomainError(f"{k!r} has shape {tuple(state_a[k].shape)} in state_a but {tuple(state_b[k].shape)} in state_b")
     device = state_a[keys[0]].device if keys else torch.device("cpu")
     key_set = set(keys)
     b_start = apply_permutation({k: state_b[k] for k in keys}, perm, spec=spec) if init is not None else state_b
@@ -323,8 +321,7 @@ def weight_matching(
                 bound = math.inf
             else:  # rigorous float rounding bound of gain, from |<a, b>| <= |a| |b|
                 bound = sum(
-                    e.gamma * float((e.a_norm[moved_np] * (e.b_norm[cols[moved_np]] + e.b_norm[moved_np])).sum())
-                    for e in entries[g]
+                    e.gamma * float((e.a_norm[moved_np] * (e.b_norm[cols[moved_np]] + e.b_norm[moved_np])).sum()) for e in entries[g]
                 )
             if gain <= bound:  # too close to call in float32: decide on the exact gain
                 gain = exact_gain(g, torch.from_numpy(cols).long(), torch.from_numpy(moved_np))

@@ -28,6 +28,7 @@ PLOT_AXES: dict[str, tuple[str, float]] = {
 
 # -- helpers --------------------------------------------------------------------------------------
 
+
 def _mean_std(runs: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
     """Element-wise mean and sample std (ddof=1, as in every table) over runs (truncated to the shortest), ignoring NaN."""
     length = min(len(r) for r in runs)
@@ -68,7 +69,9 @@ def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
     curves = {"star-domain BMA": ("star_domain", "tab:blue", "o", "-"), "deep ensemble": ("ensemble", "tab:orange", "s", "--")}
     # (key, color, linestyle: a name or matplotlib's (offset, (on, off)) dash pattern)
     refs: dict[str, tuple[str, str, str | tuple[int, tuple[int, int]]]] = {
-        "star model θ⋆ alone": ("star", "tab:green", (0, (5, 2))), "one source model": ("single", "tab:gray", ":")}
+        "star model θ⋆ alone": ("star", "tab:green", (0, (5, 2))),
+        "one source model": ("single", "tab:gray", ":"),
+    }
     ens_len = min(len(r["ensemble"]["k"]) for r in runs)
     bma_len = min(len(r["star_domain"]["k"]) for r in runs)
     z_stop = runs[0]["ensemble"]["k"][ens_len - 1] if ens_len and ens_len < bma_len else None
@@ -84,11 +87,11 @@ def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
             mean = [scale * m for m in mean]
             std = [scale * v for v in std]
             ks = list(runs[0][key]["k"])[: len(mean)]
-            ax.plot(ks, mean, color=color, marker=marker, markersize=3.5, ls=ls, mfc=color if ls == "-" else "white",
-                    label=label)
+            ax.plot(ks, mean, color=color, marker=marker, markersize=3.5, ls=ls, mfc=color if ls == "-" else "white", label=label)
             if len(runs) > 1:
-                ax.fill_between(ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                                color=color, alpha=0.2, linewidth=0)
+                ax.fill_between(
+                    ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color, alpha=0.2, linewidth=0
+                )
         for label, (key, color, ref_ls) in refs.items():
             vals = [float(r[key][metric]) for r in runs if isinstance(r.get(key), Mapping) and metric in r[key]]
             vals = [v for v in vals if not math.isnan(v)]

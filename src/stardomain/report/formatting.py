@@ -14,6 +14,7 @@ from stardomain.analysis.stats import verdict
 GROUPS = ("regular-regular", "star-source", "star-held-out")
 GROUP_LABELS = {"regular-regular": "regular – regular", "star-source": "star θ⋆ – source Z", "star-held-out": "star θ⋆ – held-out H"}
 
+
 def _nan(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
@@ -50,17 +51,17 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _near_zero_text(t: Mapping[str, Any], what: str, below: str, above: str, flag: str = "") -> str:
     word = flag or verdict(t, below, above)
-    return (f"{what} {fmt(t['values'])} vs tolerance {t['tolerance']:g} (one-sided 95% t bounds "
-            f"{interval(t['bounds'])}): {word}")
+    return f"{what} {fmt(t['values'])} vs tolerance {t['tolerance']:g} (one-sided 95% t bounds {interval(t['bounds'])}): {word}"
 
 
-def _compare_text(t: Mapping[str, Any], what: str, lower: str, higher: str, scale: float = 1.0, digits: int = 3,
-                  flag: str = "") -> str:
+def _compare_text(t: Mapping[str, Any], what: str, lower: str, higher: str, scale: float = 1.0, digits: int = 3, flag: str = "") -> str:
     """A two-sample verdict with its numbers; ``flag`` (why the star is not comparable) replaces the verdict."""
     w = t["welch"]
     p = "–" if _nan(w["p"]) else f"{w['p']:.3g}"
-    return (f"{what}: {flag or verdict(t, lower, higher)} (difference {num(t['diff'], scale, digits)}, bootstrap 95% CI "
-            f"{interval(t['ci95'], scale, digits)}, Welch p = {p}, n = {t['a']['n']} vs {t['b']['n']})")
+    return (
+        f"{what}: {flag or verdict(t, lower, higher)} (difference {num(t['diff'], scale, digits)}, bootstrap 95% CI "
+        f"{interval(t['ci95'], scale, digits)}, Welch p = {p}, n = {t['a']['n']} vs {t['b']['n']})"
+    )
 
 
 def acc_loss(part: Mapping[str, Any] | None) -> str:
@@ -79,8 +80,16 @@ def star_claim_lines(tests: Mapping[str, Any], flag: str = "", suffix: str = "",
     if "star_source_near_zero" + suffix in tests:
         lines.append(bullet + _near_zero_text(tests["star_source_near_zero" + suffix], "star–source barrier", "near 0", "NOT near 0", flag))
     if "star_held_out_vs_regular" + suffix in tests:
-        lines.append(bullet + _compare_text(tests["star_held_out_vs_regular" + suffix], "star–held-out minus regular–regular barrier",
-                                            "star–held-out is below regular–regular", "star–held-out is ABOVE regular–regular", flag=flag))
+        lines.append(
+            bullet
+            + _compare_text(
+                tests["star_held_out_vs_regular" + suffix],
+                "star–held-out minus regular–regular barrier",
+                "star–held-out is below regular–regular",
+                "star–held-out is ABOVE regular–regular",
+                flag=flag,
+            )
+        )
     return lines
 
 

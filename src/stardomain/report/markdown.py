@@ -36,13 +36,24 @@ from stardomain.report.formatting import (
 
 # Paper v1, Table 1 (CIFAR-10, ResNet-18): ℓ2 distances without / with the winning permutation.
 PAPER_DISTANCES = {
-    ("cifar10", "resnet18"): {"regular-regular": ("30.7 ± 0.19", "28.2 ± 0.37"), "star-held-out": ("29.7 ± 0.18", "26.8 ± 0.45"),
-                              "star-source": ("29.8 ± 0.08", "26.8 ± 0.07")},
+    ("cifar10", "resnet18"): {
+        "regular-regular": ("30.7 ± 0.19", "28.2 ± 0.37"),
+        "star-held-out": ("29.7 ± 0.18", "26.8 ± 0.45"),
+        "star-source": ("29.8 ± 0.08", "26.8 ± 0.07"),
+    },
 }
 # Paper v1, Table 2 (ResNet-18): test accuracy (%) of regular models, the ensemble and the fused star model.
 PAPER_FUSION = {
-    ("cifar10", "resnet18"): {2: ("95.2 ± 0.03", "95.8", "95.3 ± 0.16"), 5: ("95.1 ± 0.14", "96.0", "95.2 ± 0.15"), 50: ("95.1 ± 0.16", "96.3", "95.3 ± 0.20")},
-    ("cifar100", "resnet18"): {2: ("77.3 ± 0.16", "79.6", "78.0 ± 0.24"), 5: ("77.4 ± 0.21", "80.4", "78.1 ± 0.02"), 50: ("77.3 ± 0.28", "81.3", "78.4 ± 0.10")},
+    ("cifar10", "resnet18"): {
+        2: ("95.2 ± 0.03", "95.8", "95.3 ± 0.16"),
+        5: ("95.1 ± 0.14", "96.0", "95.2 ± 0.15"),
+        50: ("95.1 ± 0.16", "96.3", "95.3 ± 0.20"),
+    },
+    ("cifar100", "resnet18"): {
+        2: ("77.3 ± 0.16", "79.6", "78.0 ± 0.24"),
+        5: ("77.4 ± 0.21", "80.4", "78.1 ± 0.02"),
+        50: ("77.3 ± 0.28", "81.3", "78.4 ± 0.10"),
+    },
 }
 
 
@@ -52,8 +63,9 @@ def _key(results: Mapping[str, Any]) -> tuple[str, str]:
 
 # -- shared pieces: endpoints, flags and the wording of each test ---------------------------------
 def flag_reason(ep: Mapping[str, Any]) -> str:
-    return (f"{poor_star(ep)}, beyond the margin of {100 * ep['margin']:.2f} pp, so its barriers are small partly "
-            "because its endpoint is poor")
+    return (
+        f"{poor_star(ep)}, beyond the margin of {100 * ep['margin']:.2f} pp, so its barriers are small partly because its endpoint is poor"
+    )
 
 
 def flag_text(ep: Mapping[str, Any] | None) -> str:
@@ -64,15 +76,38 @@ def flag_text(ep: Mapping[str, Any] | None) -> str:
 
 
 def endpoints_table(ep: Mapping[str, Any]) -> list[str]:
-    rows = [["star θ⋆" + (" (repeat 0)" if "stars_over_repeats" in ep else ""), 1, num(ep["star"]["test_acc"], 100, 2), num(ep["star"]["test_loss"])],
-            ["sources Z", ep["sources"]["test_acc"]["n"], fmt(ep["sources"]["test_acc"], 100, 2, n=False), fmt(ep["sources"]["test_loss"], n=False)]]
+    rows = [
+        [
+            "star θ⋆" + (" (repeat 0)" if "stars_over_repeats" in ep else ""),
+            1,
+            num(ep["star"]["test_acc"], 100, 2),
+            num(ep["star"]["test_loss"]),
+        ],
+        [
+            "sources Z",
+            ep["sources"]["test_acc"]["n"],
+            fmt(ep["sources"]["test_acc"], 100, 2, n=False),
+            fmt(ep["sources"]["test_loss"], n=False),
+        ],
+    ]
     if "stars_over_repeats" in ep:
         sr = ep["stars_over_repeats"]
         rows.append(["every repeat of θ⋆", sr["test_acc"]["n"], fmt(sr["test_acc"], 100, 2, n=False), fmt(sr["test_loss"], n=False)])
     if ep.get("held_out"):
-        rows.append(["held-out H", ep["held_out"]["test_acc"]["n"], fmt(ep["held_out"]["test_acc"], 100, 2, n=False),
-                     fmt(ep["held_out"]["test_loss"], n=False)])
-    return ["Endpoints of these barriers (test split):", "", table(["model", "n", "test acc (%)", "test loss"], rows), ""] + convergence_lines(ep)
+        rows.append(
+            [
+                "held-out H",
+                ep["held_out"]["test_acc"]["n"],
+                fmt(ep["held_out"]["test_acc"], 100, 2, n=False),
+                fmt(ep["held_out"]["test_loss"], n=False),
+            ]
+        )
+    return [
+        "Endpoints of these barriers (test split):",
+        "",
+        table(["model", "n", "test acc (%)", "test loss"], rows),
+        "",
+    ] + convergence_lines(ep)
 
 
 def convergence_lines(ep: Mapping[str, Any]) -> list[str]:
@@ -81,10 +116,14 @@ def convergence_lines(ep: Mapping[str, Any]) -> list[str]:
     if not conv:
         return []
     state = "converged" if conv["converged"] else f"**NOT converged** — {NOT_CONVERGED}"
-    return [f"Convergence of the {conv['n']} regular models on their training data: train accuracy "
-            f"{fmt(conv['train_acc'], 100, 2, n=False)} % (lowest {100 * conv['min_train_acc']:.2f} %), train loss "
-            f"{fmt(conv['train_loss'], digits=4, n=False)}; threshold {100 * conv['threshold']:.1f} %"
-            + (f" and train loss ≤ {conv['loss_threshold']:g}" if "loss_threshold" in conv else "") + f": {state}.", ""]
+    return [
+        f"Convergence of the {conv['n']} regular models on their training data: train accuracy "
+        f"{fmt(conv['train_acc'], 100, 2, n=False)} % (lowest {100 * conv['min_train_acc']:.2f} %), train loss "
+        f"{fmt(conv['train_loss'], digits=4, n=False)}; threshold {100 * conv['threshold']:.1f} %"
+        + (f" and train loss ≤ {conv['loss_threshold']:g}" if "loss_threshold" in conv else "")
+        + f": {state}.",
+        "",
+    ]
 
 
 def setting_verdicts(tests: Mapping[str, Any], ep: Mapping[str, Any] | None) -> list[str]:
@@ -92,9 +131,15 @@ def setting_verdicts(tests: Mapping[str, Any], ep: Mapping[str, Any] | None) -> 
     flag = "" if tests["comparable"] else flag_text(ep)
     lines = []
     if "regular_regular_vs_zero" in tests:
-        lines.append("- " + _near_zero_text(tests["regular_regular_vs_zero"], "regular–regular barrier",
-                                            "near 0 (the setting is already linearly connected after matching)",
-                                            "above the tolerance (regular solutions are not linearly connected)"))
+        lines.append(
+            "- "
+            + _near_zero_text(
+                tests["regular_regular_vs_zero"],
+                "regular–regular barrier",
+                "near 0 (the setting is already linearly connected after matching)",
+                "above the tolerance (regular solutions are not linearly connected)",
+            )
+        )
     return with_convergence(lines + star_claim_lines(tests, flag), ep)
 
 
@@ -125,24 +170,59 @@ def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -
     for g in GROUPS:
         if g in summary:
             b = summary[g]["barriers"]
-            rows.append([GROUP_LABELS[g], summary[g]["n_pairs"], over_stars_cell(summary[g]), fmt(b["test_loss"], n=False),
-                         fmt(b["test_acc"], 100, 2, n=False), fmt(b["train_loss"], n=False), fmt(b["train_acc"], 100, 2, n=False)])
-    bn = ("BatchNorm statistics are re-estimated on training data at every t." if results["models"]["has_batchnorm"]
-          else "The model has no BatchNorm, so no statistics are re-estimated along the path.")
-    lines = ["## Loss barriers (paper Fig. 2, v2 Table 1)", "",
-             "Barrier = max over t of the metric along the linear path minus its linear interpolation between the end points "
-             f"(Eq. 1–2); accuracy barriers are the largest drop, in percentage points. Pairs are aligned by "
-             f"{results['config']['eval']['align']} matching. {bn} Cells: mean ± sample std over the pairs, except the "
-             "over-stars column.", "",
-             table(["pair type", "pairs", "test loss barrier over stars", "test loss barrier over pairs", "test acc barrier (pp)",
-                    "train loss barrier", "train acc barrier (pp)"], rows), "", SPREAD_NOTE, ""]
+            rows.append(
+                [
+                    GROUP_LABELS[g],
+                    summary[g]["n_pairs"],
+                    over_stars_cell(summary[g]),
+                    fmt(b["test_loss"], n=False),
+                    fmt(b["test_acc"], 100, 2, n=False),
+                    fmt(b["train_loss"], n=False),
+                    fmt(b["train_acc"], 100, 2, n=False),
+                ]
+            )
+    bn = (
+        "BatchNorm statistics are re-estimated on training data at every t."
+        if results["models"]["has_batchnorm"]
+        else "The model has no BatchNorm, so no statistics are re-estimated along the path."
+    )
+    lines = [
+        "## Loss barriers (paper Fig. 2, v2 Table 1)",
+        "",
+        "Barrier = max over t of the metric along the linear path minus its linear interpolation between the end points "
+        f"(Eq. 1–2); accuracy barriers are the largest drop, in percentage points. Pairs are aligned by "
+        f"{results['config']['eval']['align']} matching. {bn} Cells: mean ± sample std over the pairs, except the "
+        "over-stars column.",
+        "",
+        table(
+            [
+                "pair type",
+                "pairs",
+                "test loss barrier over stars",
+                "test loss barrier over pairs",
+                "test acc barrier (pp)",
+                "train loss barrier",
+                "train acc barrier (pp)",
+            ],
+            rows,
+        ),
+        "",
+        SPREAD_NOTE,
+        "",
+    ]
     lines += endpoints_table(results["endpoints"])
     lines += _pairs_lines(results["barriers"]["pairs"])
     t = results["tests"]["barriers"]
     lines += ["Verdicts (test loss barrier; pairs that share a model are not independent, so the tests are approximate):", ""]
     lines += setting_verdicts(t, results["endpoints"])
-    lines += with_convergence(over_star_verdicts(t, "" if t["comparable"] else flag_text(results["endpoints"])), results["endpoints"]) + [""]
-    groups = {GROUP_LABELS[g]: [Curve.from_dict(p["curve"]) for p in results["barriers"]["groups"][g]] for g in GROUPS if results["barriers"]["groups"].get(g)}
+    lines += with_convergence(over_star_verdicts(t, "" if t["comparable"] else flag_text(results["endpoints"])), results["endpoints"]) + [
+        ""
+    ]
+    groups = {
+        GROUP_LABELS[g]: [Curve.from_dict(p["curve"]) for p in results["barriers"]["groups"][g]]
+        for g in GROUPS
+        if results["barriers"]["groups"].get(g)
+    }
     path = out / "barrier_curves.png"
     plot_loss_acc(groups, path, title=f"{results['name']}: interpolation curves (test solid, train dashed)")
     figures.append(path.name)
@@ -153,8 +233,11 @@ def distances_section(results: Mapping[str, Any]) -> list[str]:
     d = results["distances"]
     ref = PAPER_DISTANCES.get(_key(results))
     repeated = any("over_stars" in d[g] for g in GROUPS if g in d)
-    header = (["pair type", "pairs", "ℓ2 w/o perm", "ℓ2 w/ perm"] + (["ℓ2 w/ perm over stars"] if repeated else [])
-              + (["paper w/o", "paper w/"] if ref else []))
+    header = (
+        ["pair type", "pairs", "ℓ2 w/o perm", "ℓ2 w/ perm"]
+        + (["ℓ2 w/ perm over stars"] if repeated else [])
+        + (["paper w/o", "paper w/"] if ref else [])
+    )
     rows = []
     for g in GROUPS:
         if g in d:
@@ -165,18 +248,35 @@ def distances_section(results: Mapping[str, Any]) -> list[str]:
             if ref:
                 row += list(ref.get(g, ("–", "–")))
             rows.append(row)
-    note = ("Cells: mean ± sample std over the pairs; the over-stars column: over the per-star means (n = stars)." if repeated
-            else "Cells: mean ± sample std over the pairs.")
+    note = (
+        "Cells: mean ± sample std over the pairs; the over-stars column: over the per-star means (n = stars)."
+        if repeated
+        else "Cells: mean ± sample std over the pairs."
+    )
     lines = ["## ℓ2 distances (paper Table 1)", "", table(header, rows), "", note, ""]
     t = results["tests"].get("distances")
     if t:
-        lines += ["- " + _compare_text(t["star_held_out_vs_regular"], "star–held-out minus regular–regular ℓ2 after permutation",
-                                       "star models are closer to held-out solutions than regular solutions are to each other",
-                                       "star models are FARTHER from held-out solutions than regular solutions are from each other", digits=2)]
+        lines += [
+            "- "
+            + _compare_text(
+                t["star_held_out_vs_regular"],
+                "star–held-out minus regular–regular ℓ2 after permutation",
+                "star models are closer to held-out solutions than regular solutions are to each other",
+                "star models are FARTHER from held-out solutions than regular solutions are from each other",
+                digits=2,
+            )
+        ]
         if "star_held_out_vs_regular_over_stars" in t:
-            lines.append("  - " + _compare_text(t["star_held_out_vs_regular_over_stars"],
-                                                f"over {t['n_stars']} stars (n = per-star mean distances): the same difference",
-                                                "star models are closer", "star models are FARTHER", digits=2))
+            lines.append(
+                "  - "
+                + _compare_text(
+                    t["star_held_out_vs_regular_over_stars"],
+                    f"over {t['n_stars']} stars (n = per-star mean distances): the same difference",
+                    "star models are closer",
+                    "star models are FARTHER",
+                    digits=2,
+                )
+            )
         lines.append("")
     return lines
 
@@ -189,15 +289,43 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
     rows = []
     for r in ns["rows"]:
         ep = r["endpoints"]
-        rows.append([r["n_sources"], len(r.get("star_seeds", [r["star_seed"]])), ", ".join(str(x) for x in r.get("star_seeds", [r["star_seed"]])),
-                     acc_loss(ep["star"]), acc_loss(ep["sources"]), over_stars_cell(r), fmt(r["star_held_out"]["test_loss"]),
-                     fmt(r["star_held_out"]["test_acc"], 100, 2, n=False), "yes" if ep["star_below_sources"] else "no"])
+        rows.append(
+            [
+                r["n_sources"],
+                len(r.get("star_seeds", [r["star_seed"]])),
+                ", ".join(str(x) for x in r.get("star_seeds", [r["star_seed"]])),
+                acc_loss(ep["star"]),
+                acc_loss(ep["sources"]),
+                over_stars_cell(r),
+                fmt(r["star_held_out"]["test_loss"]),
+                fmt(r["star_held_out"]["test_acc"], 100, 2, n=False),
+                "yes" if ep["star_below_sources"] else "no",
+            ]
+        )
     held = ns["rows"][0]["endpoints"].get("held_out") if ns["rows"] else None
-    lines = ["## Starness vs number of sources (paper Fig. 3)", "",
-             table(["\\|Z\\|", "stars", "star seeds", "star test acc (%) / loss (repeat 0)", "its sources' test acc (%) / loss",
-                    "star–held-out test loss barrier over stars", "over pairs", "test acc barrier (pp)", "star below sources?"], rows), "",
-             SPREAD_NOTE, "",
-             f"Held-out endpoints (the same models for every row): test acc (%) / loss {acc_loss(held)}.", ""]
+    lines = [
+        "## Starness vs number of sources (paper Fig. 3)",
+        "",
+        table(
+            [
+                "\\|Z\\|",
+                "stars",
+                "star seeds",
+                "star test acc (%) / loss (repeat 0)",
+                "its sources' test acc (%) / loss",
+                "star–held-out test loss barrier over stars",
+                "over pairs",
+                "test acc barrier (pp)",
+                "star below sources?",
+            ],
+            rows,
+        ),
+        "",
+        SPREAD_NOTE,
+        "",
+        f"Held-out endpoints (the same models for every row): test acc (%) / loss {acc_loss(held)}.",
+        "",
+    ]
     ref = ns.get("regular_regular")
     if ref:
         lines += [f"Reference regular–regular test loss barrier: {fmt(ref['test_loss'])}.", ""]
@@ -205,25 +333,41 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
     if t:
         flagged = [r for r in ns["rows"] if r["n_sources"] in (t["first"], t["last"])]
         ep = next((r["endpoints"] for r in flagged if r["endpoints"]["star_below_sources"]), None)
-        verdict_lines = ["- " + _compare_text(t["trend"], f"star–held-out barrier at |Z|={t['last']} minus at |Z|={t['first']}",
-                                       "the barrier decreases with |Z|", "the barrier INCREASES with |Z|",
-                                       flag="" if t["comparable"] else flag_text(ep))]
+        verdict_lines = [
+            "- "
+            + _compare_text(
+                t["trend"],
+                f"star–held-out barrier at |Z|={t['last']} minus at |Z|={t['first']}",
+                "the barrier decreases with |Z|",
+                "the barrier INCREASES with |Z|",
+                flag="" if t["comparable"] else flag_text(ep),
+            )
+        ]
         if "trend_over_stars" in t:
-            verdict_lines.append("  - " + _compare_text(t["trend_over_stars"], f"over {t['n_stars']} stars per size (n = per-star means): the same difference",
-                                                        "the barrier decreases with |Z|", "the barrier INCREASES with |Z|",
-                                                        flag="" if t["comparable"] else flag_text(ep)))
+            verdict_lines.append(
+                "  - "
+                + _compare_text(
+                    t["trend_over_stars"],
+                    f"over {t['n_stars']} stars per size (n = per-star means): the same difference",
+                    "the barrier decreases with |Z|",
+                    "the barrier INCREASES with |Z|",
+                    flag="" if t["comparable"] else flag_text(ep),
+                )
+            )
         lines += with_convergence(verdict_lines, results.get("endpoints")) + [""]
     xs = [r["n_sources"] for r in ns["rows"]]
     repeated = all(r.get("over_stars", {}).get("test_loss", {}).get("n_stars", 1) > 1 for r in ns["rows"])
-    spread = [r["over_stars"]["test_loss"]["over_stars"] if repeated else r["star_held_out"]["test_loss"]
-              for r in ns["rows"]]  # bands over stars where every size has repeated stars, else over pairs
+    spread = [
+        r["over_stars"]["test_loss"]["over_stars"] if repeated else r["star_held_out"]["test_loss"] for r in ns["rows"]
+    ]  # bands over stars where every size has repeated stars, else over pairs
     k = min(r["over_stars"]["test_loss"]["n_stars"] for r in ns["rows"]) if repeated else None
-    star_label = (f"star – held-out (± std over {k} stars)" if repeated
-                  else f"star – held-out (± std over {spread[0]['n']} pairs)")
+    star_label = f"star – held-out (± std over {k} stars)" if repeated else f"star – held-out (± std over {spread[0]['n']} pairs)"
     series = {star_label: ([m["mean"] for m in spread], [m["std"] for m in spread])}
     if ref:
         series[f"regular – regular (± std over {ref['test_loss']['n']} pairs)"] = (
-            [ref["test_loss"]["mean"]] * len(xs), [ref["test_loss"]["std"]] * len(xs))
+            [ref["test_loss"]["mean"]] * len(xs),
+            [ref["test_loss"]["std"]] * len(xs),
+        )
     path = out / "n_sources.png"
     plot_series(xs, series, "number of source models |Z|", "test loss barrier (nats)", path, band_label=None)
     figures.append(path.name)
@@ -236,6 +380,7 @@ def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> li
     b = results["bma"]
     names = {"star_domain": "star-domain BMA", "ensemble": "deep ensemble"}
     metric_names = ["accuracy", "nll", "ece", "brier", "auroc_max_prob", "auroc_neg_entropy"]
+
     def cells(values: Mapping[str, float]) -> list[str]:  # accuracy in % as in the figures, the rest as computed
         return [f"{100 * values['accuracy']:.2f}"] + [f"{values[name]:.4f}" for name in metric_names[1:]]
 
@@ -246,18 +391,29 @@ def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> li
     for key, label in (("star", "star model alone"), ("single", "single regular model")):
         if key in b:
             rows.append([label, 1] + cells(b[key]))
-    lines = ["## Bayesian model averaging over the star domain (paper Fig. 5)", "",
-             table(["posterior", "K", "accuracy (%)", "NLL", "ECE", "Brier", "AUROC (max prob)", "AUROC (neg. entropy)"], rows), ""]
+    lines = [
+        "## Bayesian model averaging over the star domain (paper Fig. 5)",
+        "",
+        table(["posterior", "K", "accuracy (%)", "NLL", "ECE", "Brier", "AUROC (max prob)", "AUROC (neg. entropy)"], rows),
+        "",
+    ]
     t = results["tests"].get("bma")
     if t:
-        lines += [f"Star-domain BMA (K={b['star_domain']['k'][-1]}) minus deep ensemble (K={b['ensemble']['k'][-1]}); paired bootstrap "
-                  "over test examples (one run of each posterior, so seed-to-seed variation is not included):", ""]
-        for name, label, lower, higher in (("auroc_max_prob", "AUROC (max prob)", "lower for star-domain BMA", "higher for star-domain BMA"),
-                                           ("auroc_neg_entropy", "AUROC (neg. entropy)", "lower for star-domain BMA", "higher for star-domain BMA"),
-                                           ("ece", "ECE", "star-domain BMA is better calibrated", "star-domain BMA is worse calibrated")):
+        lines += [
+            f"Star-domain BMA (K={b['star_domain']['k'][-1]}) minus deep ensemble (K={b['ensemble']['k'][-1]}); paired bootstrap "
+            "over test examples (one run of each posterior, so seed-to-seed variation is not included):",
+            "",
+        ]
+        for name, label, lower, higher in (
+            ("auroc_max_prob", "AUROC (max prob)", "lower for star-domain BMA", "higher for star-domain BMA"),
+            ("auroc_neg_entropy", "AUROC (neg. entropy)", "lower for star-domain BMA", "higher for star-domain BMA"),
+            ("ece", "ECE", "star-domain BMA is better calibrated", "star-domain BMA is worse calibrated"),
+        ):
             if name in t:
-                lines.append(f"- {label}: {verdict(t[name], lower, higher)} (difference {num(t[name]['diff'], digits=4)}, "
-                             f"95% CI {interval(t[name]['ci95'], digits=4)})")
+                lines.append(
+                    f"- {label}: {verdict(t[name], lower, higher)} (difference {num(t[name]['diff'], digits=4)}, "
+                    f"95% CI {interval(t[name]['ci95'], digits=4)})"
+                )
         lines += ["", "Paper: star-domain BMA has the better AUROC and the worse ECE.", ""]
     path = out / "bma.png"
     plot_bma(b, path)
@@ -270,7 +426,8 @@ def fusion_section(results: Mapping[str, Any]) -> list[str]:
     ref = PAPER_FUSION.get(_key(results))
     tests = {t["n_sources"]: t for t in results["tests"].get("fusion", [])}
     header = ["\\|Z\\|", "regular models (%)", "best regular (%)", "ensemble (%)", "fused star (%)", "fused star vs one regular model"] + (
-        ["paper regular / ens. / star"] if ref else [])
+        ["paper regular / ens. / star"] if ref else []
+    )
     rows = []
     for r in f["rows"]:
         t = tests.get(r["n_sources"])
@@ -278,21 +435,40 @@ def fusion_section(results: Mapping[str, Any]) -> list[str]:
         regular = {"mean": r["regular_acc_mean"], "std": r["regular_acc_std"], "n": len(r["regular_accs"])}
         if t and "no_verdict" in t:
             word = f"no verdict: {t['no_verdict']}"
-        row = [r["n_sources"], fmt(regular, 100, 2), f"{100 * r['best_regular_acc']:.2f}", f"{100 * r['ensemble_acc']:.2f}",
-               f"{100 * r['star_acc']:.2f}", f"{word}" + (f" (95% prediction interval {interval(_clip(t['interval']), 100, 2)})"
-                                                       if t and not any(math.isnan(v) for v in t["interval"]) else "")]
+        row = [
+            r["n_sources"],
+            fmt(regular, 100, 2),
+            f"{100 * r['best_regular_acc']:.2f}",
+            f"{100 * r['ensemble_acc']:.2f}",
+            f"{100 * r['star_acc']:.2f}",
+            f"{word}"
+            + (
+                f" (95% prediction interval {interval(_clip(t['interval']), 100, 2)})"
+                if t and not any(math.isnan(v) for v in t["interval"])
+                else ""
+            ),
+        ]
         if ref:
             row.append(" / ".join(ref[r["n_sources"]]) if r["n_sources"] in ref else "–")
         rows.append(row)
-    lines = [f"## Model fusion (paper Table 2; star trained with μ = {f['mu']:g})", "", table(header, rows), "",
-             "A fused star is one model, so it is tested against where one more regular model would land "
-             "(the 95% prediction interval of the regular models' accuracy), not against their mean.", ""]
+    lines = [
+        f"## Model fusion (paper Table 2; star trained with μ = {f['mu']:g})",
+        "",
+        table(header, rows),
+        "",
+        "A fused star is one model, so it is tested against where one more regular model would land "
+        "(the 95% prediction interval of the regular models' accuracy), not against their mean.",
+        "",
+    ]
     if results["models"].get("repeats", 1) > 1:
         lines += [f"One fused star per |Z|: star.repeats ({results['models']['repeats']}) applies to the other studies, not to fusion.", ""]
     cost = f["rows"][-1].get("cost", {})
     if cost:
-        lines += ["Inference cost per input (for the largest |Z|): " + "; ".join(
-            f"{name}: {c['forward_passes']} forward pass(es), {c['parameters']:,} parameters held" for name, c in cost.items()), ""]
+        lines += [
+            "Inference cost per input (for the largest |Z|): "
+            + "; ".join(f"{name}: {c['forward_passes']} forward pass(es), {c['parameters']:,} parameters held" for name, c in cost.items()),
+            "",
+        ]
     return lines
 
 
@@ -302,22 +478,34 @@ def header_lines(results: Mapping[str, Any]) -> list[str]:
     options = " (" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) + ")" if opts else ""
     star_rec = m["star_recipe"]
     ep = results["endpoints"]
-    lines = [f"# stardomain report: {results['name']}", "",
-             f"Dataset **{results['dataset']['name']}** ({results['dataset']['train']} train / {results['dataset']['test']} test), "
-             f"model **{cfg['model']['name']}**{options}, |Z| = {cfg['sources']} sources "
-             f"({', '.join(m['sources'])}), |H| = {cfg['held_out']} held-out ({', '.join(m['held_out'])}); "
-             f"recipe {rec['optimizer']} lr {rec['lr']:g} × {rec['epochs']} epochs; "
-             + (f"{m['repeats']} stars (seeds {', '.join(str(x['seed']) for x in m['stars'])}; repeat 0 is the one shown where a "
-                "single star is named)" if m.get("repeats", 1) > 1 else f"star (seed {m['star_seed']})")
-             + f": {star_rec['optimizer']} lr {star_rec['lr']:g} × {star_rec['epochs']} epochs, "
-             f"μ = {cfg['star']['mu']}, t ~ {cfg['star']['t_sampling']}, matching {cfg['star']['matching']}.", "",
-             f"Test accuracy (%): sources {fmt(m['regular_test_acc'], 100, 2)}; star model {100 * m['star_metrics']['test_acc']:.2f}.", ""]
+    lines = [
+        f"# stardomain report: {results['name']}",
+        "",
+        f"Dataset **{results['dataset']['name']}** ({results['dataset']['train']} train / {results['dataset']['test']} test), "
+        f"model **{cfg['model']['name']}**{options}, |Z| = {cfg['sources']} sources "
+        f"({', '.join(m['sources'])}), |H| = {cfg['held_out']} held-out ({', '.join(m['held_out'])}); "
+        f"recipe {rec['optimizer']} lr {rec['lr']:g} × {rec['epochs']} epochs; "
+        + (
+            f"{m['repeats']} stars (seeds {', '.join(str(x['seed']) for x in m['stars'])}; repeat 0 is the one shown where a "
+            "single star is named)"
+            if m.get("repeats", 1) > 1
+            else f"star (seed {m['star_seed']})"
+        )
+        + f": {star_rec['optimizer']} lr {star_rec['lr']:g} × {star_rec['epochs']} epochs, "
+        f"μ = {cfg['star']['mu']}, t ~ {cfg['star']['t_sampling']}, matching {cfg['star']['matching']}.",
+        "",
+        f"Test accuracy (%): sources {fmt(m['regular_test_acc'], 100, 2)}; star model {100 * m['star_metrics']['test_acc']:.2f}.",
+        "",
+    ]
     if ep["star_below_sources"]:
         lines += [f"**Warning — the star's barriers are not comparable:** {flag_reason(ep)}.", ""]
     conv = ep.get("convergence")
     if conv and not conv["converged"]:
-        lines += [f"**Warning — {NOT_CONVERGED}:** {describe(conv)}; the paper's models reach ~100 % "
-                  "(eval.converged_train_acc sets the threshold).", ""]
+        lines += [
+            f"**Warning — {NOT_CONVERGED}:** {describe(conv)}; the paper's models reach ~100 % "
+            "(eval.converged_train_acc sets the threshold).",
+            "",
+        ]
     return lines
 
 
@@ -329,19 +517,26 @@ def training_section(results: Mapping[str, Any], out: Path, figures: list[str]) 
     hist = m.get("histories") or {}
     # every repeated star, not only repeat 0 (results without `stars` name just the one)
     stars = [Path(s["path"]).stem for s in m.get("stars", [])] or [Path(m.get("star", "")).stem]
-    groups = {"sources Z": [hist[s] for s in m.get("sources", []) if hist.get(s)],
-              "held-out H": [hist[s] for s in m.get("held_out", []) if hist.get(s)],
-              "star θ⋆": [hist[s] for s in stars if hist.get(s)]}
+    groups = {
+        "sources Z": [hist[s] for s in m.get("sources", []) if hist.get(s)],
+        "held-out H": [hist[s] for s in m.get("held_out", []) if hist.get(s)],
+        "star θ⋆": [hist[s] for s in stars if hist.get(s)],
+    }
     groups = {k: v for k, v in groups.items() if v}
     if not groups:
         return []
     path = out / "training_curves.png"
     plot_training(groups, path, title=f"{results['name']}: training curves")
     figures.append(path.name)
-    return ["## Training curves", "",
-            "Per-epoch loss and test accuracy of every model, from the history stored in its checkpoint. The star's loss is "
-            "the interpolated training loss Starlight minimises; its test accuracy is measured once, at the end.", "",
-            f"![training curves]({path.name})", ""]
+    return [
+        "## Training curves",
+        "",
+        "Per-epoch loss and test accuracy of every model, from the history stored in its checkpoint. The star's loss is "
+        "the interpolated training loss Starlight minimises; its test accuracy is measured once, at the end.",
+        "",
+        f"![training curves]({path.name})",
+        "",
+    ]
 
 
 def write_report(results: Mapping[str, Any], out: Path) -> Path:
@@ -362,8 +557,11 @@ def write_report(results: Mapping[str, Any], out: Path) -> Path:
         if study.key in results:
             lines += study.report(results, out, figures)
     lines += training_section(results, out, figures)
-    lines += ["---", f"Machine-readable numbers: `results.json` (schema {results['schema_version']}; statistical tests under "
-              f"`tests`, {results['tests']['level']:.0%} level). Figures: " + ", ".join(figures) + "."]
+    lines += [
+        "---",
+        f"Machine-readable numbers: `results.json` (schema {results['schema_version']}; statistical tests under "
+        f"`tests`, {results['tests']['level']:.0%} level). Figures: " + ", ".join(figures) + ".",
+    ]
     path = out / "report.md"
     store.atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path

@@ -99,8 +99,9 @@ def _draw_group(ax: Axes, t: np.ndarray, vals: np.ndarray, label: str, color: st
     """Mean line and a ±1 sample-std band over the group's curves."""
     mean, std = _mean_sample_std(vals)
     style = SPLIT_STYLE[split]
-    ax.plot(t, mean, color=color, lw=1.8, ls=style["ls"], marker=marker, ms=4,
-            mfc=color if style["filled"] else "white", mec=color, label=label)
+    ax.plot(
+        t, mean, color=color, lw=1.8, ls=style["ls"], marker=marker, ms=4, mfc=color if style["filled"] else "white", mec=color, label=label
+    )
     if vals.shape[0] > 1:
         ax.fill_between(t, mean - std, mean + std, color=color, alpha=0.15 if split == "test" else 0.08, lw=0)
 
@@ -139,8 +140,9 @@ def _splits(split: str) -> tuple[str, ...]:
     return ("test", "train") if split == "both" else (split,)
 
 
-def plot_curves(groups: Mapping[str, Sequence[Curve]], metric: str = "test_loss",
-                path: str | os.PathLike[str] | None = None, title: str | None = None) -> Path:
+def plot_curves(
+    groups: Mapping[str, Sequence[Curve]], metric: str = "test_loss", path: str | os.PathLike[str] | None = None, title: str | None = None
+) -> Path:
     """One panel: each group's mean ``metric`` along t with a ±1 sample-std band; returns ``path``."""
     if path is None:
         raise StardomainError("plot_curves needs path= (where to write the PNG)")
@@ -157,8 +159,9 @@ def plot_curves(groups: Mapping[str, Sequence[Curve]], metric: str = "test_loss"
     return save_figure(fig, path)
 
 
-def plot_loss_acc(groups: Mapping[str, Sequence[Curve]], path: str | os.PathLike[str],
-                  title: str | None = None, split: str = "both") -> Path:
+def plot_loss_acc(
+    groups: Mapping[str, Sequence[Curve]], path: str | os.PathLike[str], title: str | None = None, split: str = "both"
+) -> Path:
     """Two panels side by side, loss and accuracy along t for every group.
 
     ``split`` "both" draws test (solid) and, where the curves have it, train (dashed).
@@ -176,9 +179,16 @@ def plot_loss_acc(groups: Mapping[str, Sequence[Curve]], path: str | os.PathLike
     return save_figure(fig, path)
 
 
-def plot_series(x: Sequence[float] | Sequence[str], series: Mapping[str, tuple[Sequence[float], Sequence[float] | None]],
-                xlabel: str, ylabel: str, path: str | os.PathLike[str], title: str | None = None,
-                logx: bool = False, band_label: str | None = BAND_LABEL) -> Path:
+def plot_series(
+    x: Sequence[float] | Sequence[str],
+    series: Mapping[str, tuple[Sequence[float], Sequence[float] | None]],
+    xlabel: str,
+    ylabel: str,
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    logx: bool = False,
+    band_label: str | None = BAND_LABEL,
+) -> Path:
     """Lines with ±1 std bands against ``x`` (e.g. barrier vs |Z|, metric vs K).
 
     ``series`` maps a name to (mean, std); std may be None. A series whose mean is constant
@@ -230,7 +240,9 @@ def _history_series(history: Sequence[Mapping[str, Any]], key: str) -> dict[floa
     return {float(r["epoch"]): float(r[key]) for r in history if r.get(key) is not None and "epoch" in r}
 
 
-def _group_series(runs: Sequence[Sequence[Mapping[str, Any]]], key: str, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _group_series(
+    runs: Sequence[Sequence[Mapping[str, Any]]], key: str, scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(epochs, mean, sample std) of ``key`` over the runs, at the epochs every run recorded; None if none did."""
     series = [_history_series(h, key) for h in runs]
     series = [s for s in series if s]
@@ -244,8 +256,9 @@ def _group_series(runs: Sequence[Sequence[Mapping[str, Any]]], key: str, scale: 
     return np.asarray(epochs), mean, std
 
 
-def plot_training(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path: str | os.PathLike[str],
-                  title: str | None = None) -> Path:
+def plot_training(
+    histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path: str | os.PathLike[str], title: str | None = None
+) -> Path:
     """Training curves from stored per-epoch histories (checkpoint metadata ``history``).
 
     ``histories`` maps a group (e.g. "sources Z", "star θ⋆") to one history per model. Left:
@@ -262,15 +275,29 @@ def plot_training(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]
     for i, (name, runs) in enumerate(histories.items()):
         color, marker = _style(i)
         n = len(runs)
-        for key, ls, filled, what in (("test_loss", "-", True, "test loss"), ("train_loss", "--", False, "train loss"),
-                                      ("interp_train_loss", ":", False, "interpolated train loss")):
+        for key, ls, filled, what in (
+            ("test_loss", "-", True, "test loss"),
+            ("train_loss", "--", False, "train loss"),
+            ("interp_train_loss", ":", False, "interpolated train loss"),
+        ):
             got = _group_series(runs, key)
             if got is None:
                 continue
             ep, mean, std = got
             every = max(1, len(ep) // 15)
-            ax_loss.plot(ep, mean, color=color, ls=ls, lw=1.6, marker=marker, ms=4, markevery=every,
-                         mfc=color if filled else "white", mec=color, label=f"{name}: {what} (n={n})")
+            ax_loss.plot(
+                ep,
+                mean,
+                color=color,
+                ls=ls,
+                lw=1.6,
+                marker=marker,
+                ms=4,
+                markevery=every,
+                mfc=color if filled else "white",
+                mec=color,
+                label=f"{name}: {what} (n={n})",
+            )
             if n > 1:
                 ax_loss.fill_between(ep, np.maximum(mean - std, 1e-6), mean + std, color=color, alpha=0.12, lw=0)
                 banded = True
@@ -279,8 +306,16 @@ def plot_training(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]
             if got is None:
                 continue
             ep, mean, std = got
-            ax_acc.plot(ep, mean, color=color, lw=1.6 if line else 0, marker=marker, ms=4 if line else 8,
-                        markevery=max(1, len(ep) // 15), label=f"{name}: {what} (n={n})")
+            ax_acc.plot(
+                ep,
+                mean,
+                color=color,
+                lw=1.6 if line else 0,
+                marker=marker,
+                ms=4 if line else 8,
+                markevery=max(1, len(ep) // 15),
+                label=f"{name}: {what} (n={n})",
+            )
             if n > 1 and line:
                 ax_acc.fill_between(ep, mean - std, mean + std, color=color, alpha=0.12, lw=0)
     ax_loss.set_yscale("log")

@@ -46,27 +46,52 @@ def recipe_rows(results: Mapping[str, Any]) -> list[list[Any]]:
         for g in GROUPS:
             m, over = group_spread(r, g)
             cells.append(f"{fmt(m, n=False)} ({over})" if m else "–")
-        out.append([c["epochs"], c["init"], f"{c['weight_decay']:g}", "–" if c["width"] is None else f"{c['width']:g}",
-                    f"{100 * conv['min_train_acc']:.2f} / {conv['train_loss']['mean']:.4f}" if conv else "–",
-                    ("yes" if conv.get("converged") else "**no**") if conv else "–",
-                    acc_loss(ep["sources"]), acc_loss(ep.get("stars_over_repeats") or ep["star"]), *cells, word])
+        out.append(
+            [
+                c["epochs"],
+                c["init"],
+                f"{c['weight_decay']:g}",
+                "–" if c["width"] is None else f"{c['width']:g}",
+                f"{100 * conv['min_train_acc']:.2f} / {conv['train_loss']['mean']:.4f}" if conv else "–",
+                ("yes" if conv.get("converged") else "**no**") if conv else "–",
+                acc_loss(ep["sources"]),
+                acc_loss(ep.get("stars_over_repeats") or ep["star"]),
+                *cells,
+                word,
+            ]
+        )
     return out
 
 
 def recipe_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     rs = results["recipe_study"]
-    header = ["epochs", "init", "weight decay", "width", "lowest train acc (%) / mean train loss", "converged?",
-              "sources' test acc (%) / loss", "stars' test acc (%) / loss", *(GROUP_LABELS[g] for g in GROUPS),
-              "star–held-out vs regular–regular"]
+    header = [
+        "epochs",
+        "init",
+        "weight decay",
+        "width",
+        "lowest train acc (%) / mean train loss",
+        "converged?",
+        "sources' test acc (%) / loss",
+        "stars' test acc (%) / loss",
+        *(GROUP_LABELS[g] for g in GROUPS),
+        "star–held-out vs regular–regular",
+    ]
     k = results["models"].get("repeats", 1)
-    lines = ["## Recipe sensitivity: when does a star exist?", "",
-             f"The core barrier study in every cell of the grid (epochs {rs['axes']['epochs']}, init {rs['axes']['init']}, "
-             f"weight decay {rs['axes']['weight_decay']}" + (f", width {rs['axes']['width']}" if rs["axes"]["width"] != [None] else "")
-             + f"), each cell with its own {rs['sources']} sources, {rs['held_out']} held-out models and {k} star(s). "
-             "Test-loss barriers: regular–regular mean ± sample std over pairs; star groups over stars where k ≥ 2. "
-             f"A cell whose regular models are below {100 * results['config']['eval']['converged_train_acc']:.1f}% train accuracy "
-             f"is marked not converged ({NOT_CONVERGED}).", "",
-             table(header, recipe_rows(results)), ""]
+    lines = [
+        "## Recipe sensitivity: when does a star exist?",
+        "",
+        f"The core barrier study in every cell of the grid (epochs {rs['axes']['epochs']}, init {rs['axes']['init']}, "
+        f"weight decay {rs['axes']['weight_decay']}"
+        + (f", width {rs['axes']['width']}" if rs["axes"]["width"] != [None] else "")
+        + f"), each cell with its own {rs['sources']} sources, {rs['held_out']} held-out models and {k} star(s). "
+        "Test-loss barriers: regular–regular mean ± sample std over pairs; star groups over stars where k ≥ 2. "
+        f"A cell whose regular models are below {100 * results['config']['eval']['converged_train_acc']:.1f}% train accuracy "
+        f"is marked not converged ({NOT_CONVERGED}).",
+        "",
+        table(header, recipe_rows(results)),
+        "",
+    ]
     path = out / "recipe_sensitivity.png"
     plot_recipe(rs["rows"], path, title=f"{results['name']}: test-loss barrier vs training epochs")
     figures.append(path.name)

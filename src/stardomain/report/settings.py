@@ -14,8 +14,17 @@ from stardomain.analysis.stats import verdict
 from stardomain.report.formatting import GROUP_LABELS, acc_loss, fmt, interval, poor_star, table
 from stardomain.report.stars import over_stars_cell, width_trend_lines
 
-SETTING_HEADER = ["setting", "options", "regular–regular", "star–held-out", "star–source", "sources' test acc (%) / loss",
-                  "held-out test acc (%) / loss", "star test acc (%) / loss", "star–held-out vs regular–regular"]
+SETTING_HEADER = [
+    "setting",
+    "options",
+    "regular–regular",
+    "star–held-out",
+    "star–source",
+    "sources' test acc (%) / loss",
+    "held-out test acc (%) / loss",
+    "star test acc (%) / loss",
+    "star–held-out vs regular–regular",
+]
 
 
 def _barrier_cell(summary: Mapping[str, Any], tests: Mapping[str, Any], group: str) -> str:
@@ -40,9 +49,17 @@ def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str,
         if not t.get("converged", True):
             word += f" [{NOT_CONVERGED}]"
 
-        out.append([r["tag"], ", ".join(f"{k}={v}" for k, v in r["options"].items()),
-                    *(_barrier_cell(s, t, g) for g in ("regular-regular", "star-held-out", "star-source")),
-                    acc_loss(ep["sources"]), acc_loss(ep.get("held_out")), acc_loss(ep["star"]), word])
+        out.append(
+            [
+                r["tag"],
+                ", ".join(f"{k}={v}" for k, v in r["options"].items()),
+                *(_barrier_cell(s, t, g) for g in ("regular-regular", "star-held-out", "star-source")),
+                acc_loss(ep["sources"]),
+                acc_loss(ep.get("held_out")),
+                acc_loss(ep["star"]),
+                word,
+            ]
+        )
     return out
 
 
@@ -50,8 +67,12 @@ def width_depth_section(results: Mapping[str, Any], out: Path, figures: list[str
     from stardomain.report.plots import plot_series
 
     rows = results["width_depth"]["rows"]
-    lines = ["## Width and depth (paper v2 Fig. 2): test loss barriers", "",
-             table(SETTING_HEADER, setting_rows(rows, results["tests"]["width_depth"])), ""]
+    lines = [
+        "## Width and depth (paper v2 Fig. 2): test loss barriers",
+        "",
+        table(SETTING_HEADER, setting_rows(rows, results["tests"]["width_depth"])),
+        "",
+    ]
     xs = [r["tag"] for r in rows]  # categorical ticks named by setting
     series = {}
     for g in ("regular-regular", "star-held-out"):
@@ -66,7 +87,12 @@ def width_depth_section(results: Mapping[str, Any], out: Path, figures: list[str
 def optimizer_section(results: Mapping[str, Any]) -> list[str]:
     r = results["optimizer"]
     rec, star = r["recipe"], r["star_recipe"]
-    return [f"## Optimizer: {r['optimizer']}-trained sources and star (paper v2 Table 1, second row)", "",
-            f"Sources: {rec['optimizer']} lr {rec['lr']:g} × {rec['epochs']} epochs; star: {star['optimizer']} lr {star['lr']:g} × "
-            f"{star['epochs']} epochs (studies.optimizer.star_recipe; the main star's overrides do not apply).", "",
-            table(SETTING_HEADER, setting_rows([{**r, "options": {"optimizer": r["optimizer"]}}], [results["tests"]["optimizer"]])), ""]
+    return [
+        f"## Optimizer: {r['optimizer']}-trained sources and star (paper v2 Table 1, second row)",
+        "",
+        f"Sources: {rec['optimizer']} lr {rec['lr']:g} × {rec['epochs']} epochs; star: {star['optimizer']} lr {star['lr']:g} × "
+        f"{star['epochs']} epochs (studies.optimizer.star_recipe; the main star's overrides do not apply).",
+        "",
+        table(SETTING_HEADER, setting_rows([{**r, "options": {"optimizer": r["optimizer"]}}], [results["tests"]["optimizer"]])),
+        "",
+    ]

@@ -15,8 +15,10 @@ from stardomain.analysis.stats import verdict
 from stardomain.errors import StardomainError
 from stardomain.report.formatting import GROUP_LABELS, GROUPS, _compare_text, fmt, interval, num, star_claim_lines, table
 
-SPREAD_NOTE = ("over stars = mean ± sample std of the per-star means (n = stars), each over that star's pairs; "
-               "over pairs = all pairs of all stars pooled (n = pairs).")
+SPREAD_NOTE = (
+    "over stars = mean ± sample std of the per-star means (n = stars), each over that star's pairs; "
+    "over pairs = all pairs of all stars pooled (n = pairs)."
+)
 ONE_STAR = "one star: the spread over stars is unknown"
 
 
@@ -58,25 +60,57 @@ def bn_ablation_section(results: Mapping[str, Any]) -> list[str]:
         if g not in ab["groups"]:
             continue
         a = ab["groups"][g]
-        rows.append([GROUP_LABELS[g], a["n_pairs"],
-                     *(fmt(a[m][k], s, d, n=False) for m, s, d in (("test_loss", 1, 3), ("test_acc", 100, 2))
-                       for k in ("reset", "interpolate", "difference"))])
-    lines = ["## BatchNorm ablation: re-estimated vs interpolated statistics", "",
-             "The same pairs evaluated twice: with BatchNorm statistics re-estimated on training data at every t (the paper's "
-             "protocol) and with the endpoints' running statistics interpolated along with the weights (no reset). "
-             "Difference = interpolated − re-estimated, per pair. Cells: mean ± sample std over the pairs.", "",
-             table(["pair type", "pairs", "test loss: re-estimated (paper)", "test loss: interpolated", "test loss: difference",
-                    "test acc (pp): re-estimated", "test acc (pp): interpolated", "test acc (pp): difference"], rows), ""]
+        rows.append(
+            [
+                GROUP_LABELS[g],
+                a["n_pairs"],
+                *(
+                    fmt(a[m][k], s, d, n=False)
+                    for m, s, d in (("test_loss", 1, 3), ("test_acc", 100, 2))
+                    for k in ("reset", "interpolate", "difference")
+                ),
+            ]
+        )
+    lines = [
+        "## BatchNorm ablation: re-estimated vs interpolated statistics",
+        "",
+        "The same pairs evaluated twice: with BatchNorm statistics re-estimated on training data at every t (the paper's "
+        "protocol) and with the endpoints' running statistics interpolated along with the weights (no reset). "
+        "Difference = interpolated − re-estimated, per pair. Cells: mean ± sample std over the pairs.",
+        "",
+        table(
+            [
+                "pair type",
+                "pairs",
+                "test loss: re-estimated (paper)",
+                "test loss: interpolated",
+                "test loss: difference",
+                "test acc (pp): re-estimated",
+                "test acc (pp): interpolated",
+                "test acc (pp): difference",
+            ],
+            rows,
+        ),
+        "",
+    ]
     for g in (g for g in GROUPS if g in ab["tests"]):
         t = ab["tests"][g]
-        lines.append("- " + _compare_text(t, f"{GROUP_LABELS[g]}: interpolated-statistics minus re-estimated test loss barrier",
-                                          "the interpolated statistics give a LOWER barrier",
-                                          f"the reset lowers the barrier by {t['diff']:.3f} nats on average"))
+        lines.append(
+            "- "
+            + _compare_text(
+                t,
+                f"{GROUP_LABELS[g]}: interpolated-statistics minus re-estimated test loss barrier",
+                "the interpolated statistics give a LOWER barrier",
+                f"the reset lowers the barrier by {t['diff']:.3f} nats on average",
+            )
+        )
         if "paired" in t:  # the same pairs measured twice: the paired interval is the sharper test
             pt = t["paired"]
             word = verdict(pt, "lower with interpolated statistics", "higher with interpolated statistics")
-            lines.append(f"  - paired over the same {pt['difference']['n']} pairs: mean difference {num(pt['difference']['mean'])}, "
-                         f"95% t interval {interval(pt['ci'])}: {word}")
+            lines.append(
+                f"  - paired over the same {pt['difference']['n']} pairs: mean difference {num(pt['difference']['mean'])}, "
+                f"95% t interval {interval(pt['ci'])}: {word}"
+            )
     return lines + [""]
 
 

@@ -65,8 +65,7 @@ def width_series(results: Mapping[str, Any], metric: str = "test_loss") -> tuple
         if not all(g in r["summary"] for r in rows):
             continue
         pts = [_point(r["summary"], g, metric) for r in rows]
-        out[g] = {"mean": [p[0] for p in pts], "std": [p[1] for p in pts],
-                  "spread": sorted({p[2] for p in pts}), "n": [p[3] for p in pts]}
+        out[g] = {"mean": [p[0] for p in pts], "std": [p[1] for p in pts], "spread": sorted({p[2] for p in pts}), "n": [p[3] for p in pts]}
     if not out:
         raise StardomainError(f"width_depth rows hold none of the groups {', '.join(WIDTH_GROUPS)}")
     return widths, out
@@ -91,8 +90,14 @@ def _log2_axis(ax: Axes, widths: list[float], xlabel: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def plot_width_trend(results: Mapping[str, Any], path: str | os.PathLike[str], metric: str = "test_loss",
-                     published: bool = True, dataset: str | None = None, xlabel: str = "hidden width") -> Path:
+def plot_width_trend(
+    results: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    metric: str = "test_loss",
+    published: bool = True,
+    dataset: str | None = None,
+    xlabel: str = "hidden width",
+) -> Path:
     """Barrier (``metric``) vs width, log2 x axis, a ±1 std band per group; the authors' MNIST
     numbers in a second panel when ``published`` and ``metric`` is test_loss (theirs: MLP hidden
     widths; pass ``xlabel="width multiplier"`` and ``published=False`` for a CNN width study)."""
@@ -120,8 +125,7 @@ def plot_width_trend(results: Mapping[str, Any], path: str | os.PathLike[str], m
         pw = sorted(MNIST_MLP_WIDTH)
         for i, g in enumerate(WIDTH_GROUPS):
             color, marker = _style(i)
-            pub.plot(pw, [MNIST_MLP_WIDTH[w][g] for w in pw], color=color, marker=marker, ls="--", lw=2, ms=5,
-                     mfc="white", label=g)
+            pub.plot(pw, [MNIST_MLP_WIDTH[w][g] for w in pw], color=color, marker=marker, ls="--", lw=2, ms=5, mfc="white", label=g)
         pub.set_ylabel("test loss barrier (nats)")
         pub.set_title("authors, published: MNIST (means only)")
         _log2_axis(pub, [float(w) for w in pw], "hidden width")

@@ -1,4 +1,4 @@
-"""Starlight (Algorithm 1): the algorithm (:mod:`.algorithm`) and the one star writer (:mod:`.train_star`)."""
+"""Starlight (Algorithm 1): the algorithm (:mod:`.algorithm`) and the one star writer (:mod:`.writer`)."""
 
 from stardomain.starlight.algorithm import (
     MATCHING,
@@ -12,9 +12,21 @@ from stardomain.starlight.algorithm import (
     repeat_seed,
     star_seed,
 )
-from stardomain.starlight.train_star import STAR_META_KEYS, StarCheckpoint, star_identity, train_star
+from stardomain.starlight.writer import STAR_META_KEYS, StarCheckpoint, star_identity, train_star
 
 __all__ = [
-    "MATCHING", "STAR_META_KEYS", "STATE_KIND", "T_SAMPLING", "StarCheckpoint", "Starlight", "StarlightConfig",
-    "StarlightResult", "TSampler", "check_not_source_init", "repeat_seed", "star_identity", "star_seed", "train_star",
+    "MATCHING",
+    "STAR_META_KEYS",
+    "STATE_KIND",
+    "T_SAMPLING",
+    "StarCheckpoint",
+    "Starlight",
+    "StarlightConfig",
+    "StarlightResult",
+    "TSampler",
+    "check_not_source_init",
+    "repeat_seed",
+    "star_identity",
+    "star_seed",
+    "train_star",
 ]

@@ -12,6 +12,8 @@ The optional fusion term μ·L(θ) (Eq. 9) adds the cross-entropy of θ itself.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -48,8 +50,11 @@ def knob_problems(c: Any) -> list[tuple[str, str]]:
         ("pairs_per_step", c.pairs_per_step >= 1, f"must be >= 1 (got {c.pairs_per_step})"),
         ("t_constant", 0.0 <= c.t_constant <= 1.0, f"must be in [0, 1] (got {c.t_constant})"),
         ("t_beta", len(beta) == 2 and min(beta, default=0) > 0, f"must be two positive numbers (got {beta})"),
-        ("realign_every", c.realign_every is None or c.realign_every >= 1,
-         f"must be >= 1 step, or null for once per epoch (got {c.realign_every})"),
+        (
+            "realign_every",
+            c.realign_every is None or c.realign_every >= 1,
+            f"must be >= 1 step, or null for once per epoch (got {c.realign_every})",
+        ),
     ]
     return [(name, problem) for name, ok, problem in checks if not ok]
 
@@ -74,8 +79,10 @@ class StarlightConfig:
             self.recipe = Recipe.from_dict(self.recipe)
         fast = {k: getattr(self.recipe, k) for k in ("precision", "channels_last", "compile")}
         if fast != {"precision": "fp32", "channels_last": False, "compile": False}:  # recorded, so never silently ignored
-            raise StardomainError(f"starlight: star models train in fp32 without channels_last/compile (the recipe asks "
-                                  f"for {fast}); drop those options from the star's recipe (Recipe.without_execution())")
+            raise StardomainError(
+                f"starlight: star models train in fp32 without channels_last/compile (the recipe asks "
+                f"for {fast}); drop those options from the star's recipe (Recipe.without_execution())"
+            )
         self.t_beta = tuple(float(v) for v in self.t_beta)  # type: ignore[assignment]
         for name, problem in knob_problems(self):
             raise StardomainError(f"starlight: {name} {problem}")
@@ -129,8 +136,7 @@ def check_not_source_init(state: Mapping[str, torch.Tensor], sources: Sequence[t
             continue
         init = initial_state(meta)
         if init.keys() == state.keys() and all(torch.equal(init[k].cpu(), state[k].detach().cpu()) for k in init):
-            raise StardomainError(f"the star's initial weights equal those of source {label} (seed {meta['seed']}); "
-                                  "choose another --seed")
+            raise StardomainError(f"the star's initial weights equal those of source {label} (seed {meta['seed']}); choose another --seed")
 
 
 class TSampler:
@@ -212,10 +218,13 @@ class Starlight:
         for i, src in enumerate(sources):
             missing = [k for k in own if k not in src]
             if missing or any(tuple(src[k].shape) != tuple(own[k].shape) for k in own):
-                raise StardomainError(f"starlight: source {i} does not have the star model's architecture (first mismatch: {(missing or [k for k in own if tuple(src[k].shape) != tuple(own[k].shape)])[0]})")
+                raise StardomainError(
+                    f"starlight: source {i} does not have the star model's architecture (first mismatch: {(missing or [k for k in own if tuple(src[k].shape) != tuple(own[k].shape)])[0]})"
+                )
         self.sources = list(sources)
-        self.spec = spec if spec is not None else (
-            trace_spec(self.model, example_input=example_input) if config.matching != "none" else None)
+        self.spec = (
+            spec if spec is not None else (trace_spec(self.model, example_input=example_input) if config.matching != "none" else None)
+        )
         if self.spec is not None:  # realigning under a spec that permutes nothing would do nothing, silently
             self.spec.require_coverage("star", allow_unpermuted)
         self.perms: list[dict[str, torch.Tensor] | None] = [None] * len(sources)
@@ -249,14 +258,17 @@ class Starlight:
             if not self.bn_is_own:
                 star.update(self.own_bn_stats(x))
         objectives = []
+        spec = self.spec
+        assert spec is not None  # matching is not "none": __init__ traced one
         for n, src in enumerate(self.sources):
             src_dev = {k: v.to(self.device) for k, v in src.items()}
             if self.config.matching == "weight":
-                res = weight_matching(star, src_dev, spec=self.spec, seed=self.seed + n, init=self.perms[n])
+                res = weight_matching(star, src_dev, spec=spec, seed=self.seed + n, init=self.perms[n])
             else:
-                res = activation_matching(star, src_dev, spec=self.spec, model=self.model, x=x)
+                assert x is not None
+                res = activation_matching(star, src_dev, spec=spec, model=self.model, x=x)
             self.perms[n] = res.perm
-            self.aligned[n] = self._on_source_device(apply_permutation(src_dev, res.perm, spec=self.spec))
+            self.aligned[n] = self._on_source_device(apply_permutation(src_dev, res.perm, spec=spec))
             objectives.append(float(res.objective))
         self.match_objectives = objectives
         return objectives
@@ -286,7 +298,8 @@ class Starlight:
 
     def loss(self, xb: torch.Tensor, yb: torch.Tensor, pairs: Sequence[tuple[int, float]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Objective of one step: mean interpolated loss over ``pairs`` (+ μ·L(θ)); returns (total, interpolated)."""
-        interp = sum(F.cross_entropy(functional_call(self.model, self.interpolated_params(n, t), (xb,)), yb) for n, t in pairs) / len(pairs)
+        losses = [F.cross_entropy(functional_call(self.model, self.interpolated_params(n, t), (xb,)), yb) for n, t in pairs]
+        interp = functools.reduce(operator.add, losses) / len(pairs)  # summed in order, as sum() would
         total = interp
         if self.config.mu > 0:
             total = total + self.config.mu * F.cross_entropy(self.model(xb), yb)
@@ -343,8 +356,11 @@ class Starlight:
                 loss_sum += self.step(xb, yb, pairs, lr=lr_at(recipe, step, total_steps, steps_per_epoch)) * len(yb)
                 seen += len(yb)
                 meter.inner(i + 1, steps_per_epoch)
-            record = {"epoch": epoch + 1, "interp_train_loss": loss_sum / max(1, seen),
-                      "match_objective_mean": (sum(self.match_objectives) / len(self.match_objectives)) if self.match_objectives else None}
+            record = {
+                "epoch": epoch + 1,
+                "interp_train_loss": loss_sum / max(1, seen),
+                "match_objective_mean": (sum(self.match_objectives) / len(self.match_objectives)) if self.match_objectives else None,
+            }
             history.append(record)
             meter.step(interp_train_loss=record["interp_train_loss"], match_objective=record["match_objective_mean"])
             if on_epoch is not None:
@@ -354,7 +370,9 @@ class Starlight:
         meter.close()
         self.finalize_bn()
         if history:
-            history[-1]["star_test_loss"], history[-1]["star_test_acc"] = evaluate_split(self.model, self.dataset, "test", device=self.device)
+            history[-1]["star_test_loss"], history[-1]["star_test_acc"] = evaluate_split(
+                self.model, self.dataset, "test", device=self.device
+            )
         if resume_path is not None:
             from stardomain.training.state import remove_training_state
 
@@ -379,17 +397,26 @@ class Starlight:
         """Full state dicts of the sources permuted into θ⋆'s basin (buffers included)."""
         from stardomain.permute import apply_permutation
 
-        if self.config.matching == "none":
+        if self.config.matching == "none" or self.spec is None:
             return [dict(s) for s in self.sources]
-        return [apply_permutation(s, p, spec=self.spec) for p, s in zip(self.perms, self.sources)]
+        return [apply_permutation(s, p or {}, spec=self.spec) for p, s in zip(self.perms, self.sources)]
 
     # -- resumable training state --------------------------------------------------------------
     def _save_state(self, path: str | os.PathLike, epoch: int, history: list[dict[str, Any]]) -> None:
         from stardomain.training.state import save_training_state
 
         extra = {f"perm.{n}.{group}": p for n, perm in enumerate(self.perms) for group, p in (perm or {}).items()}
-        save_training_state(path, kind=STATE_KIND, epoch=epoch, model=self.model.state_dict(), optimizer=self.optimizer,
-                            arch=getattr(self.model, "arch", None), extra=extra, history=history, realignments=self.realignments)
+        save_training_state(
+            path,
+            kind=STATE_KIND,
+            epoch=epoch,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer,
+            arch=getattr(self.model, "arch", None),
+            extra=extra,
+            history=history,
+            realignments=self.realignments,
+        )
 
     def _resume(self, path: str | os.PathLike, history: list[dict[str, Any]]) -> int:
         from stardomain.permute import apply_permutation
@@ -401,12 +428,13 @@ class Starlight:
         self.model.load_state_dict(saved.model)
         perms: dict[int, dict[str, torch.Tensor]] = {}
         for name, v in saved.prefixed("perm").items():
-            n, group = name.split(".", 1)
-            perms.setdefault(int(n), {})[group] = v.to(self.device)
+            index, group = name.split(".", 1)
+            perms.setdefault(int(index), {})[group] = v.to(self.device)
         for n, perm in perms.items():
             self.perms[n] = perm
             src = {k: v.to(self.device) for k, v in self.sources[n].items()}
-            self.aligned[n] = self._on_source_device(apply_permutation(src, perm, spec=self.spec))
+            if self.spec is not None:
+                self.aligned[n] = self._on_source_device(apply_permutation(src, perm, spec=self.spec))
         self.realignments = int(saved.meta.get("realignments", 0))
         history.extend(saved.meta["history"])
         return saved.epoch

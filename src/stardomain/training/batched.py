@@ -93,8 +93,8 @@ class StackedModels:
         loss = torch.zeros(self.k, dtype=torch.float64, device=self.device)
         correct = torch.zeros(self.k, dtype=torch.long, device=self.device)
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size].to(self.device, non_blocking=True)
-            yb = y[i:i + batch_size].to(self.device, non_blocking=True)
+            xb = x[i : i + batch_size].to(self.device, non_blocking=True)
+            yb = y[i : i + batch_size].to(self.device, non_blocking=True)
             logits = self.forward(xb, shared_input=True)
             loss += _per_model_ce(logits, yb.expand(self.k, -1), "sum").double()
             correct += (logits.argmax(-1) == yb).sum(1)
@@ -181,8 +181,9 @@ def train_models_batched(
         stack.load_tensors(saved.model)
         start_epoch, histories = saved.epoch, [list(h) for h in saved.meta["histories"]]
     test_x, test_y = dataset.test_x.to(stack.device), dataset.test_y.to(stack.device)
-    meter = Progress(f"train seeds={seeds[0]}..{seeds[-1]} ({len(seeds)} batched)", recipe.epochs, unit="epoch",
-                     progress=progress, initial=start_epoch)
+    meter = Progress(
+        f"train seeds={seeds[0]}..{seeds[-1]} ({len(seeds)} batched)", recipe.epochs, unit="epoch", progress=progress, initial=start_epoch
+    )
     for epoch in range(start_epoch, recipe.epochs):
         stack.train()
         for ld in loaders:
@@ -206,8 +207,9 @@ def train_models_batched(
             correct += (logits.detach().argmax(-1) == yb).sum(1)
             seen += n
             meter.inner(i + 1, steps_per_epoch)
-        records = [{"epoch": epoch + 1, "train_loss": lo / seen, "train_acc": c / seen}
-                   for lo, c in zip(loss_sum.tolist(), correct.tolist())]
+        records = [
+            {"epoch": epoch + 1, "train_loss": lo / seen, "train_acc": c / seen} for lo, c in zip(loss_sum.tolist(), correct.tolist())
+        ]
         if (epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs:
             for rec, (te_loss, te_acc) in zip(records, stack.evaluate(test_x, test_y)):
                 rec["test_loss"], rec["test_acc"] = te_loss, te_acc
@@ -217,8 +219,16 @@ def train_models_batched(
         if on_epoch is not None:
             on_epoch(records)
         if resume_path is not None and epoch + 1 < recipe.epochs:
-            save_training_state(resume_path, kind=STATE_KIND, epoch=epoch + 1, model=stack.state_tensors(), optimizer=opt,
-                                arch=getattr(models[0], "arch", None), histories=histories, identity=ident)
+            save_training_state(
+                resume_path,
+                kind=STATE_KIND,
+                epoch=epoch + 1,
+                model=stack.state_tensors(),
+                optimizer=opt,
+                arch=getattr(models[0], "arch", None),
+                histories=histories,
+                identity=ident,
+            )
     meter.close()
     stack.train(False)
     return stack, histories

@@ -51,8 +51,10 @@ def check_channels_last(channels_last: bool, device: torch.device) -> None:
     still pick NHWC on CPU by trial (:mod:`stardomain.training.memformat`).
     """
     if channels_last and device.type != "cuda":
-        raise StardomainError(f"recipe channels_last needs a CUDA device (got {device.type}): torch's {device.type} NHWC "
-                              "convolution backward can abort the process; drop channels_last for this run")
+        raise StardomainError(
+            f"recipe channels_last needs a CUDA device (got {device.type}): torch's {device.type} NHWC "
+            "convolution backward can abort the process; drop channels_last for this run"
+        )
 
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
@@ -116,7 +118,6 @@ def fixed_threads(threads: int | None) -> Iterator[None]:
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = env
-
 
 
 def _blas_threads(threads: int) -> ContextManager[Any]:

@@ -138,11 +138,12 @@ def seed_everything(seed: int) -> torch.Generator:
     return g
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[torch.Tensor], recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
-                           weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(
+        params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay
+    )
 
 
 def make_loader(dataset: Any, recipe: Recipe, seed: int, device: str | torch.device = "cpu") -> Any:
@@ -154,8 +155,16 @@ def make_loader(dataset: Any, recipe: Recipe, seed: int, device: str | torch.dev
         return dataset.train_loader(batch_size=recipe.batch_size, augment=recipe.augment, seed=seed, device=device)
     from stardomain.data import TensorLoader
 
-    return TensorLoader(dataset.train_x, dataset.train_y, batch_size=recipe.batch_size, shuffle=True,
-                        augment=recipe.augment and dataset.augment, fill=dataset.black(), seed=seed, device=device)
+    return TensorLoader(
+        dataset.train_x,
+        dataset.train_y,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        augment=recipe.augment and dataset.augment,
+        fill=dataset.black(),
+        seed=seed,
+        device=device,
+    )
 
 
 def lr_at(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -170,8 +179,9 @@ def lr_at(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
-             device: str | torch.device = "cpu") -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, device: str | torch.device = "cpu"
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (fraction in [0, 1]) of a model in eval mode."""
     from stardomain.data.loader import slice_batches
 
@@ -179,8 +189,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 @torch.no_grad()
-def evaluate_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                     device: str | torch.device = "cpu") -> tuple[float, float]:
+def evaluate_batches(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: str | torch.device = "cpu"
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over ``batches`` (e.g. a streamed split), summed on the device.
 
     Sums stay device tensors (float64 loss, as exact as summing the batches' floats on the host),
@@ -203,8 +214,9 @@ def evaluate_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, tor
     return total_loss.item() / n, correct.item() / n
 
 
-def evaluate_split(model: nn.Module, dataset: Any, split: str, device: str | torch.device = "cpu",
-                   batch_size: int = 1024) -> tuple[float, float]:
+def evaluate_split(
+    model: nn.Module, dataset: Any, split: str, device: str | torch.device = "cpu", batch_size: int = 1024
+) -> tuple[float, float]:
     """Loss and accuracy on a whole split of any dataset (tensors or streamed)."""
     from stardomain.data.protocol import eval_batches
 
@@ -235,7 +247,7 @@ def train_model(
     device (except fp16's grad scaler, which checks every step for overflow).
     """
     from stardomain.data.protocol import example_input
-    from stardomain.training.memformat import to_channels_last
+    from stardomain.training.memformat import module_to_format, to_channels_last
     from stardomain.training.state import load_training_state, remove_training_state, save_training_state
 
     dev = torch.device(device)
@@ -293,13 +305,20 @@ def train_model(
         if on_epoch is not None:
             on_epoch(record)
         if resume_path is not None and epoch + 1 < recipe.epochs:
-            save_training_state(resume_path, kind=STATE_KIND, epoch=epoch + 1, model=model.state_dict(), optimizer=opt,
-                                arch=getattr(model, "arch", None), history=history,
-                                **({"grad_scaler": scaler.state_dict()} if scaler is not None else {}))
+            save_training_state(
+                resume_path,
+                kind=STATE_KIND,
+                epoch=epoch + 1,
+                model=model.state_dict(),
+                optimizer=opt,
+                arch=getattr(model, "arch", None),
+                history=history,
+                **({"grad_scaler": scaler.state_dict()} if scaler is not None else {}),
+            )
     meter.close()
     model.eval()
     if channels_last:  # hand back an ordinary NCHW model (view-flattening callers, checkpoints)
-        model.to(memory_format=torch.contiguous_format)
+        module_to_format(model, torch.contiguous_format)
     remove_training_state(resume_path)
     return history
 

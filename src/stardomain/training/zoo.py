@@ -34,15 +34,15 @@ def member_path(out_dir: str | Path, seed: int) -> Path:
 ROLES = ("source", "held_out")
 
 
-def run_config(dataset: str, model: str, options: Mapping[str, Any], recipe: Recipe, subset: int | None = None,
-               subset_seed: int | None = None) -> dict[str, Any]:
+def run_config(
+    dataset: str, model: str, options: Mapping[str, Any], recipe: Recipe, subset: int | None = None, subset_seed: int | None = None
+) -> dict[str, Any]:
     """What makes two training runs 'the same run' (everything but the seed); names are registry keys."""
     from stardomain import models
 
     name = models.canonical_name(model)
     options = {"init": models.DEFAULT_INIT, **dict(options)}  # the init is always explicit: it changes the run
-    config = {"dataset": dataset, "model": name, "options": dict(sorted(options.items())),
-              "recipe": recipe.to_dict(), "subset": subset}
+    config = {"dataset": dataset, "model": name, "options": dict(sorted(options.items())), "recipe": recipe.to_dict(), "subset": subset}
     if subset is not None:
         config["subset_seed"] = subset_seed  # two subsets of one size are different runs
     return config
@@ -66,12 +66,12 @@ def check_member(path: Path, config: Mapping[str, Any], role: str | None = None)
     existing = _config_of(meta)
     if existing != dict(config):
         there, asked = _difference(existing, dict(config))
-        raise StardomainError(f"{path} already holds a different run ({there} there, {asked} requested); "
-                              "choose another --out folder or delete it")
+        raise StardomainError(
+            f"{path} already holds a different run ({there} there, {asked} requested); choose another --out folder or delete it"
+        )
     if role is not None and meta.get("role") != role:
         have = meta.get("role") or "no recorded role (an older stardomain)"
-        raise StardomainError(f"{path} already holds a model with {have}, not a {role} model; "
-                              "choose another --out folder or delete it")
+        raise StardomainError(f"{path} already holds a model with {have}, not a {role} model; choose another --out folder or delete it")
     return True
 
 
@@ -84,8 +84,9 @@ def dataset_record(dataset: Any, subset: int | None = None) -> dict[str, Any]:
     if data["subset"] is None and subset is not None:
         data["subset"] = int(subset)  # a hand-built Dataset of an unknown draw: the seed stays unknown
     if subset is not None and data["subset"] != subset:
-        raise StardomainError(f"subset={subset} but the dataset was loaded with subset={data['subset']}; "
-                              "pass the subset to load_dataset only")
+        raise StardomainError(
+            f"subset={subset} but the dataset was loaded with subset={data['subset']}; pass the subset to load_dataset only"
+        )
     return data
 
 
@@ -121,8 +122,9 @@ def train_member(
     return store.save(path, model, meta)
 
 
-def member_config(dataset: Any, model_name: str, options: Mapping[str, Any], recipe: Recipe, subset: int | None,
-                  role: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def member_config(
+    dataset: Any, model_name: str, options: Mapping[str, Any], recipe: Recipe, subset: int | None, role: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(run config, data record) of a member: what must match for an existing member to be reused."""
     if role not in ROLES:
         raise StardomainError(f"role {role!r}: use one of {', '.join(ROLES)}")
@@ -143,9 +145,18 @@ def initial_model(dataset: Any, config: Mapping[str, Any], seed: int) -> torch.n
     return models.create(config["model"], dataset.num_classes, tuple(dataset.in_shape), **dict(config["options"]))
 
 
-def member_meta(model: torch.nn.Module, dataset: Any, config: Mapping[str, Any], data: Mapping[str, Any], recipe: Recipe,
-                seed: int, role: str, history: list[dict[str, Any]], seconds: float,
-                device: str | torch.device = "cpu") -> dict[str, Any]:
+def member_meta(
+    model: torch.nn.Module,
+    dataset: Any,
+    config: Mapping[str, Any],
+    data: Mapping[str, Any],
+    recipe: Recipe,
+    seed: int,
+    role: str,
+    history: list[dict[str, Any]],
+    seconds: float,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """A trained member's metadata (final metrics computed here), however it was trained."""
     return {
         "kind": "regular",
@@ -189,12 +200,24 @@ def train_zoo(
     if batch_models < 1:
         raise StardomainError(f"batch_models must be >= 1 (got {batch_models})")
     if batch_models > 1:
-        return train_zoo_batched(dataset, model_name, options, recipe, list(seeds), out_dir, batch_models, device=device,
-                                 progress=progress, subset=subset, on_member=on_member, role=role, notify=notify)
+        return train_zoo_batched(
+            dataset,
+            model_name,
+            options,
+            recipe,
+            list(seeds),
+            out_dir,
+            batch_models,
+            device=device,
+            progress=progress,
+            subset=subset,
+            on_member=on_member,
+            role=role,
+            notify=notify,
+        )
     paths = []
     for seed in seeds:
-        p = train_member(dataset, model_name, options, recipe, seed, out_dir, device=device, progress=progress, subset=subset,
-                         role=role)
+        p = train_member(dataset, model_name, options, recipe, seed, out_dir, device=device, progress=progress, subset=subset, role=role)
         paths.append(p)
         if on_member is not None:
             on_member(p)
@@ -227,9 +250,14 @@ def _identity(meta: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(what, value) pairs that must agree across one set of models, in the order differences are reported."""
     from stardomain.checkpoints.provenance import recorded_data
 
-    return [("roles", meta.get("role")), ("architectures", meta["arch"]), ("datasets", meta.get("dataset")),
-            ("training data", recorded_data(meta)), ("recipes", meta.get("recipe")),
-            ("model options", _config_of(meta).get("options"))]
+    return [
+        ("roles", meta.get("role")),
+        ("architectures", meta["arch"]),
+        ("datasets", meta.get("dataset")),
+        ("training data", recorded_data(meta)),
+        ("recipes", meta.get("recipe")),
+        ("model options", _config_of(meta).get("options")),
+    ]
 
 
 def _difference(a: Any, b: Any) -> tuple[str, str]:
@@ -254,8 +282,9 @@ def check_one_kind(label: str, members: Sequence[tuple[Path, Mapping[str, Any]]]
         if len(groups) > 1:
             (ka, sa), (kb, sb) = sorted(groups.items(), key=lambda kv: min(kv[1]))[:2]
             da, db = _difference(values[ka], values[kb])
-            raise StardomainError(f"{label} mixes {what}: {da} ({seed_list(sa)}) vs {db} ({seed_list(sb)}); "
-                                  "keep one kind of model per folder")
+            raise StardomainError(
+                f"{label} mixes {what}: {da} ({seed_list(sa)}) vs {db} ({seed_list(sb)}); keep one kind of model per folder"
+            )
     seen: dict[int, Path] = {}
     for path, meta in members:
         s = int(meta.get("seed", -1))
@@ -279,7 +308,7 @@ def zoo_metadata(zoo_dir: str | Path, role: str | None = "source", kind: str | N
         if unlabelled:
             raise StardomainError(
                 f"{unlabelled[0]} has no recorded role (written by an older stardomain), so it may be a held-out model; "
-                f"retrain the zoo into a new folder (`stardomain train ... --role {role}`), or add \"role\": \"{role}\" to its .json "
+                f'retrain the zoo into a new folder (`stardomain train ... --role {role}`), or add "role": "{role}" to its .json '
                 "if you know what it is"
             )
         roles = sorted({str(m["role"]) for _, m in found})
@@ -288,15 +317,16 @@ def zoo_metadata(zoo_dir: str | Path, role: str | None = "source", kind: str | N
         nested = [q.parent.name for q in root.glob(f"*/*{store.SUFFIX}")] if root.is_dir() else []
         hint = f" (subfolders are not searched; pass one of them, e.g. {root / sorted(nested)[0]})" if nested else ""
         other = f" (it holds only {', '.join(roles)} models)" if role is not None and roles else ""
-        raise StardomainError(f"no {role or ''} {kind or ''} checkpoints directly in {root}{other}{hint}; "
-                              f"train some with `stardomain train --n N --out {root}`".replace("  ", " "))
+        raise StardomainError(
+            f"no {role or ''} {kind or ''} checkpoints directly in {root}{other}{hint}; "
+            f"train some with `stardomain train --n N --out {root}`".replace("  ", " ")
+        )
     found.sort(key=lambda pm: int(pm[1].get("seed", -1)))
     check_one_kind(str(root), found)
     return found
 
 
-def load_zoo(zoo_dir: str | Path, limit: int | None = None, kind: str | None = "regular",
-             role: str | None = "source") -> list[Member]:
+def load_zoo(zoo_dir: str | Path, limit: int | None = None, kind: str | None = "regular", role: str | None = "source") -> list[Member]:
     """(path, state, metadata) of the ``limit`` lowest-seed ``role`` members of a folder (see :func:`zoo_metadata`)."""
     found = zoo_metadata(zoo_dir, role=role, kind=kind)
     if limit is not None:
@@ -344,7 +374,7 @@ def train_zoo_batched(
     for s in seeds:
         if s not in pending and on_member is not None:
             on_member(paths[s])
-    groups = [pending[i:i + batch_models] for i in range(0, len(pending), batch_models)]
+    groups = [pending[i : i + batch_models] for i in range(0, len(pending), batch_models)]
     reason = None
     if len(pending) > 1:
         reason = train_batched.batching_refusal(initial_model(dataset, config, pending[0]), recipe, tuple(dataset.in_shape), device)
@@ -353,8 +383,9 @@ def train_zoo_batched(
             groups = [[s] for s in pending]
     for group in groups:
         if len(group) == 1:  # nothing to batch with: the ordinary path
-            train_member(dataset, model_name, options, recipe, group[0], out_dir, device=device, progress=progress,
-                             subset=subset, role=role)
+            train_member(
+                dataset, model_name, options, recipe, group[0], out_dir, device=device, progress=progress, subset=subset, role=role
+            )
         else:
             _train_group(dataset, config, data, recipe, group, out_dir, paths, role, device, progress)
         if on_member is not None:
@@ -363,14 +394,32 @@ def train_zoo_batched(
     return [paths[s] for s in seeds]
 
 
-def _train_group(dataset: Any, config: Mapping[str, Any], data: Mapping[str, Any], recipe: Recipe, group: list[int],
-                 out_dir: str | Path, paths: Mapping[int, Path], role: str, device: str | torch.device, progress: Any) -> None:
+def _train_group(
+    dataset: Any,
+    config: Mapping[str, Any],
+    data: Mapping[str, Any],
+    recipe: Recipe,
+    group: list[int],
+    out_dir: str | Path,
+    paths: Mapping[int, Path],
+    role: str,
+    device: str | torch.device,
+    progress: Any,
+) -> None:
     """Train one group in one pass and write its members; the state file goes only after all are written."""
     members = [initial_model(dataset, config, s) for s in group]
     resume = train_batched.state_file(out_dir, group)
     t0 = time.perf_counter()
-    stack, histories = train_batched.train_models_batched(members, dataset, recipe, group, device=device, progress=progress,
-                                            resume_path=resume, identity={"config": dict(config), "role": role, "seeds": group})
+    stack, histories = train_batched.train_models_batched(
+        members,
+        dataset,
+        recipe,
+        group,
+        device=device,
+        progress=progress,
+        resume_path=resume,
+        identity={"config": dict(config), "role": role, "seeds": group},
+    )
     seconds = time.perf_counter() - t0
     for k, (s, model) in enumerate(zip(group, members)):
         model.load_state_dict(stack.unstack(k))

@@ -12,9 +12,17 @@ from stardomain.experiment.study import Main, Study, register_study
 def bma_key(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
     """What the BMA study depends on: every checkpoint's content hash and the settings that change it."""
     b, ev = exp.cfg.studies.bma, exp.cfg.eval
-    return {"star": store.content_hash(star), "sources": [store.content_hash(p) for p in sources], "max_samples": b.max_samples,
-            "seed": b.seed, "bn_samples": ev.bn_samples, "align": ev.align, "subset": exp.cfg.subset,
-            "matching_samples": ev.matching_samples if ev.align == "activation" else None, "tests": 1}
+    return {
+        "star": store.content_hash(star),
+        "sources": [store.content_hash(p) for p in sources],
+        "max_samples": b.max_samples,
+        "seed": b.seed,
+        "bn_samples": ev.bn_samples,
+        "align": ev.align,
+        "subset": exp.cfg.subset,
+        "matching_samples": ev.matching_samples if ev.align == "activation" else None,
+        "tests": 1,
+    }
 
 
 def bma_section(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
@@ -31,11 +39,28 @@ def bma_section(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]
         for p in sources:
             s, _ = store.load_state(p)
             if ev.align != "none":
-                s, _ = align_states(star_state, s, spec=exp.spec(model), method=ev.align, model=model,
-                                    x=exp.matching_x(ev.align), seed=0, allow_unpermuted=exp.cfg.allow_unpermuted)
+                s, _ = align_states(
+                    star_state,
+                    s,
+                    spec=exp.spec(model),
+                    method=ev.align,
+                    model=model,
+                    x=exp.matching_x(ev.align),
+                    seed=0,
+                    allow_unpermuted=exp.cfg.allow_unpermuted,
+                )
             aligned.append(s)
-        out = bma.bma_study(model, star_state, aligned, exp.dataset, max_samples=b.max_samples, seed=b.seed,
-                            bn_samples=ev.bn_samples, device=exp.device, return_probs=True)
+        out = bma.bma_study(
+            model,
+            star_state,
+            aligned,
+            exp.dataset,
+            max_samples=b.max_samples,
+            seed=b.seed,
+            bn_samples=ev.bn_samples,
+            device=exp.device,
+            return_probs=True,
+        )
         probs = {k: out[k].pop("probs") for k in ("star_domain", "ensemble")}
         out["tests"] = bma.posterior_tests(probs["star_domain"], probs["ensemble"], exp.dataset.test_y, seed=b.seed)
         return out
@@ -52,16 +77,21 @@ class BMAStudy(Study):
 
     def plan(self, builder: Any, main: Main) -> None:
         star, paths = main.stars[0], [m.path for m in main.z]
-        builder.evaluation("bma", f"bma/{star.unit}", [star, *main.z], lambda: bma_key(builder.exp, star.path, paths),
-                           lambda: bma_section(builder.exp, star.path, paths))
+        builder.evaluation(
+            "bma",
+            f"bma/{star.unit}",
+            [star, *main.z],
+            lambda: bma_key(builder.exp, star.path, paths),
+            lambda: bma_section(builder.exp, star.path, paths),
+        )
 
     def assemble(self, exp: Any, main: Main) -> Any:
         return bma_section(exp, main.stars[0], main.z)
-
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
         from stardomain.report.markdown import bma_section as section
 
         return section(results, out, figures)
+
 
 register_study(BMAStudy())

@@ -43,8 +43,13 @@ class FusionStudy(Study):
             srcs = main.sources[:k]
             star = builder.star(fusion_tag(exp, k), srcs, main.options, main.star_recipe, f.mu)
             paths = [m.path for m in srcs]
-            builder.evaluation("fusion", f"fusion/{star.unit}", [star, *srcs], lambda s=star, p=paths: fusion_key(exp, s.path, p),
-                               lambda s=star, p=paths: fusion_row(exp, s.path, p))
+            builder.evaluation(
+                "fusion",
+                f"fusion/{star.unit}",
+                [star, *srcs],
+                lambda s=star, p=paths: fusion_key(exp, s.path, p),
+                lambda s=star, p=paths: fusion_row(exp, s.path, p),
+            )
 
     def assemble(self, exp: Any, main: Main) -> Any:
         f = exp.cfg.studies.fusion
@@ -55,10 +60,10 @@ class FusionStudy(Study):
             rows.append({"n_sources": k, **row, "star_seed": store.read_metadata(star)["seed"]})
         return {"mu": f.mu, "rows": rows, "repeats": 1}  # one fused star per |Z|: star.repeats does not apply here
 
-
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
         from stardomain.report.markdown import fusion_section
 
         return fusion_section(results)
+
 
 register_study(FusionStudy())

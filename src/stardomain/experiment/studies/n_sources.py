@@ -38,20 +38,29 @@ class NSourcesStudy(Study):
             metas = [store.read_metadata(star) for star in stars]
             metrics = list(pairs[0]["barriers"])
             values_by_star = {m: [[p["barriers"][m] for p in ps] for ps in by_star] for m in metrics}
-            rows.append({"n_sources": k, "star": str(stars[0].relative_to(exp.out)), "star_seed": metas[0]["seed"],
-                         "star_test_acc": metas[0]["metrics"]["test_acc"], "endpoints": exp.endpoints(stars, sources, held),
-                         "stars": [str(p.relative_to(exp.out)) for p in stars], "star_seeds": [m["seed"] for m in metas],
-                         "stars_test_acc": mean_std([m["metrics"]["test_acc"] for m in metas]),
-                         "star_held_out": {m: mean_std([p["barriers"][m] for p in pairs]) for m in metrics},
-                         "values": {m: [p["barriers"][m] for p in pairs] for m in metrics},
-                         "values_by_star": values_by_star, "over_stars": {m: over_stars(v) for m, v in values_by_star.items()}})
+            rows.append(
+                {
+                    "n_sources": k,
+                    "star": str(stars[0].relative_to(exp.out)),
+                    "star_seed": metas[0]["seed"],
+                    "star_test_acc": metas[0]["metrics"]["test_acc"],
+                    "endpoints": exp.endpoints(stars, sources, held),
+                    "stars": [str(p.relative_to(exp.out)) for p in stars],
+                    "star_seeds": [m["seed"] for m in metas],
+                    "stars_test_acc": mean_std([m["metrics"]["test_acc"] for m in metas]),
+                    "star_held_out": {m: mean_std([p["barriers"][m] for p in pairs]) for m in metrics},
+                    "values": {m: [p["barriers"][m] for p in pairs] for m in metrics},
+                    "values_by_star": values_by_star,
+                    "over_stars": {m: over_stars(v) for m, v in values_by_star.items()},
+                }
+            )
         rr = main.summary.get("regular-regular") if main.summary else None
         return {"rows": rows, "regular_regular": rr["barriers"] if rr else None, "regular_regular_values": rr["values"] if rr else None}
-
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
         from stardomain.report.markdown import n_sources_section
 
         return n_sources_section(results, out, figures)
+
 
 register_study(NSourcesStudy())

@@ -36,10 +36,10 @@ class OptimizerStudy(Study):
         out["star_recipe"] = opt_star.to_dict()
         return out
 
-
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
         from stardomain.report.settings import optimizer_section
 
         return optimizer_section(results)
+
 
 register_study(OptimizerStudy())

@@ -41,14 +41,19 @@ def cells(cfg: Any, recipe: Recipe) -> list[Cell]:
     keeps the main setting's value (``recipe`` is the main zoo's)."""
     rs = cfg.studies.recipe
     options = cfg.model_options()
-    axes = {"epochs": rs.epochs or [recipe.epochs], "init": rs.init or [options["init"]],
-            "weight_decay": rs.weight_decay or [recipe.weight_decay], "width": rs.width or [options.get("width")]}
+    axes = {
+        "epochs": rs.epochs or [recipe.epochs],
+        "init": rs.init or [options["init"]],
+        "weight_decay": rs.weight_decay or [recipe.weight_decay],
+        "width": rs.width or [options.get("width")],
+    }
     out = []
     for epochs, init, wd, width in itertools.product(*axes.values()):
         opts = {**options, "init": init, **({"width": width} if width is not None else {})}
         rec = recipe.replace(epochs=epochs, weight_decay=wd)
-        out.append(Cell({"epochs": epochs, "init": init, "weight_decay": wd, "width": width}, opts, rec,
-                        cfg.star_recipe(rec, cfg.star.recipe)))
+        out.append(
+            Cell({"epochs": epochs, "init": init, "weight_decay": wd, "width": width}, opts, rec, cfg.star_recipe(rec, cfg.star.recipe))
+        )
     return out
 
 
@@ -71,15 +76,21 @@ class RecipeStudy(Study):
         rows = []
         for cell in cells(exp.cfg, exp.recipe):
             res = setting(exp, cell.tag, cell.options, cell.recipe, rs.sources, rs.held_out, cell.star_recipe)
-            rows.append({**{k: res[k] for k in SETTING_KEYS}, "cell": dict(cell.values),
-                         "recipe": cell.recipe.to_dict(), "star_recipe": cell.star_recipe.to_dict()})
+            rows.append(
+                {
+                    **{k: res[k] for k in SETTING_KEYS},
+                    "cell": dict(cell.values),
+                    "recipe": cell.recipe.to_dict(),
+                    "star_recipe": cell.star_recipe.to_dict(),
+                }
+            )
         axes = {k: list(dict.fromkeys(r["cell"][k] for r in rows)) for k in ("epochs", "init", "weight_decay", "width")}
         return {"axes": axes, "sources": rs.sources, "held_out": rs.held_out, "rows": rows}
-
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
         from stardomain.report.recipe import recipe_section
 
         return recipe_section(results, out, figures)
+
 
 register_study(RecipeStudy())

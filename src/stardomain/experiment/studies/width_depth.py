@@ -33,10 +33,10 @@ class WidthDepthStudy(Study):
             rows.append({k: res[k] for k in SETTING_KEYS})
         return {"rows": rows}
 
-
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
         from stardomain.report.settings import width_depth_section
 
         return width_depth_section(results, out, figures)
+
 
 register_study(WidthDepthStudy())

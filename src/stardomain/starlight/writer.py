@@ -1,0 +1,191 @@
+"""Train one star model and write its checkpoint: the one star writer the CLI, the pipeline and the API call.
+
+Everything that makes a star trustworthy lives here once: its seed seeds its initial weights (never a
+source's), it is refused when it would start from a source's init, its resume state is named by what
+it belongs to, and its metadata records one schema whoever trained it (:data:`STAR_META_KEYS`): the
+data, the sources by path *and* SHA-256 *and* seed, the seed and what it was drawn from, the init,
+the Starlight config, the budget against the sources' and the spec's coverage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import torch
+
+from stardomain._util.progress import ProgressConfig
+from stardomain.errors import StardomainError
+from stardomain.starlight.algorithm import Starlight, StarlightConfig, StarlightResult, check_not_source_init
+
+# every star checkpoint's metadata holds exactly these keys (tests compare the CLI's and the pipeline's)
+STAR_META_KEYS = (
+    "kind",
+    "role",
+    "arch",
+    "dataset",
+    "data",
+    "seed",
+    "seed_option",
+    "repeat",
+    "repeats",
+    "identity",
+    "init",
+    "starlight",
+    "sources",
+    "budget",
+    "metrics",
+    "history",
+    "spec_coverage",
+    "torch_threads",
+)
+
+
+@dataclass(frozen=True)
+class StarCheckpoint:
+    """A star on disk: where, its metadata, and the run's result (None when an existing star was reused)."""
+
+    path: Path
+    meta: dict[str, Any]
+    result: StarlightResult | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.result is not None
+
+
+def star_identity(
+    config: StarlightConfig, source_hashes: Sequence[str], seed: int, init: str, model: str, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What a star is a function of besides its data: reusing a star whose identity differs is refused."""
+    return {
+        "config": config.to_dict(),
+        "sources": list(source_hashes),
+        "seed": int(seed),
+        "init": init,
+        "model": model,
+        "options": dict(options),
+    }
+
+
+def default_resume_path(out: Path, identity: Mapping[str, Any], data: Mapping[str, Any]) -> Path:
+    """``.<stem>.<hash>.state.safetensors`` beside the star: a re-run with other sources or settings never picks it up."""
+    digest = hashlib.sha256(json.dumps({"identity": identity, "data": data}, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return out.with_name(f".{out.stem}.{digest}.state.safetensors")
+
+
+def _init_state(
+    init: str, model: torch.nn.Module, states: Sequence[Mapping[str, torch.Tensor]], labelled: Sequence[tuple[str, Mapping[str, Any]]]
+) -> None:
+    """Start the star where ``init`` says: ``fresh`` (its own seeded init), ``source`` (the first source) or a checkpoint."""
+    from stardomain._util.diff import state_mismatch
+    from stardomain.checkpoints import store
+
+    if init == "source":
+        model.load_state_dict(states[0])
+    elif init != "fresh":
+        init_state = store.load_state(init)[0]
+        problem = state_mismatch(model.state_dict(), init_state)
+        if problem is not None:
+            name = getattr(model, "arch", {}).get("name", "?")
+            raise StardomainError(
+                f"--init {init} does not fit the sources' architecture {name}: {problem}; "
+                "start from a checkpoint of the same architecture, or drop --init for a fresh init"
+            )
+        model.load_state_dict(init_state)
+    else:
+        check_not_source_init(model.state_dict(), labelled)
+
+
+def train_star(
+    sources: Sequence[str | os.PathLike[str]],
+    dataset: Any,
+    config: StarlightConfig,
+    out: str | os.PathLike[str],
+    *,
+    seed: int,
+    seed_option: int | None = None,
+    init: str = "fresh",
+    repeat: int = 0,
+    repeats: int = 1,
+    epochs_factor: float | None = None,
+    model: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    existing: Literal["reuse", "replace"] = "reuse",
+    resume_path: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool | ProgressConfig | None = None,
+    allow_unpermuted: bool = False,
+) -> StarCheckpoint:
+    """Train (or reuse) the star of ``sources`` (checkpoints) on ``dataset`` with Starlight and save it at ``out``.
+
+    ``seed`` is the star's own (draw it with :func:`~stardomain.starlight.star_seed` or
+    :func:`~stardomain.starlight.repeat_seed` from ``seed_option``): it seeds the initial weights,
+    batch order and t draws. ``init``: ``fresh``, ``source`` or a checkpoint path. ``model``/``options``
+    name what the caller asked for (recorded in the identity; default: the sources' recorded
+    architecture, which builds the star). With ``existing="reuse"`` a finished star of the same
+    identity is returned as it is and one of another identity refused; ``"replace"`` retrains.
+    """
+    from stardomain.checkpoints import store
+    from stardomain.training.loop import final_metrics, seed_everything
+
+    out = Path(out)
+    paths = [Path(p) for p in sources]
+    if not paths:
+        raise StardomainError("train_star: needs at least one source checkpoint")
+    metas = [store.read_metadata(p) for p in paths]
+    arch = metas[0]["arch"]
+    hashes = [store.content_hash(p) for p in paths]
+    ident = star_identity(
+        config, hashes, seed, str(init), model or str(arch["name"]), arch.get("options", {}) if options is None else options
+    )
+    if existing == "reuse" and store.is_complete(out):
+        meta = store.read_metadata(out)
+        if meta.get("identity") == ident:
+            return StarCheckpoint(out, meta)
+        from stardomain._util.diff import difference_phrases
+
+        there, here = difference_phrases(meta.get("identity") or {}, ident) or ("?", "?")
+        raise StardomainError(
+            f"{out} was trained with other settings ({there} there, {here} in this config); delete it or use another --out folder"
+        )
+    seed_everything(seed)
+    star = store.build_model(arch)
+    states = [store.load_state(p)[0] for p in paths]
+    for p, s in zip(paths, states):
+        store.check_fits(star, s, p)
+    _init_state(str(init), star, states, [(str(p), m) for p, m in zip(paths, metas)])
+    data = dataset.record()
+    runner = Starlight(star, states, dataset, config, seed=seed, device=device, allow_unpermuted=allow_unpermuted)
+    resume = Path(resume_path) if resume_path is not None else default_resume_path(out, ident, data)
+    result = runner.fit(progress=progress, resume_path=resume)
+    star_dir = out.resolve().parent
+    meta = {
+        "kind": "star",
+        "role": "star",
+        "arch": star.arch,
+        "dataset": dataset.name,
+        "data": data,
+        "seed": seed,
+        "seed_option": seed if seed_option is None else seed_option,
+        "repeat": repeat,
+        "repeats": repeats,
+        "identity": ident,
+        "init": str(init),
+        "starlight": config.to_dict(),
+        "sources": [
+            {"path": os.path.relpath(p.resolve(), star_dir), "sha256": h, "seed": m.get("seed")} for p, h, m in zip(paths, hashes, metas)
+        ],
+        "budget": {"epochs": config.recipe.epochs, "epochs_factor": epochs_factor, "source_epochs": [m["recipe"]["epochs"] for m in metas]},
+        "metrics": final_metrics(runner.model, dataset, device=device),
+        "history": result.history,
+        "spec_coverage": runner.spec.summary()["covered_share"] if runner.spec is not None else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+    assert tuple(meta) == STAR_META_KEYS  # the one schema: a new key is added to STAR_META_KEYS too
+    store.save(out, runner.model, meta)
+    return StarCheckpoint(out, store.read_metadata(out), result)  # as written (with its sha256)
