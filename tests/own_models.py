@@ -334,3 +334,19 @@ class DataDependent(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.fc(x.flatten(1))
         return out if out.sum() > 0 else -out
+
+
+class TokenClassifier(nn.Module):
+    """Token ids in (an nn.Embedding first), mean over tokens, a hidden layer, logits: it cannot run on floats."""
+
+    def __init__(self, vocab: int, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, width)
+        self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(self.emb(ids).mean(1))))
+
+
+def build_tokens(num_classes: int, in_shape: tuple[int, ...], *, vocab: int = 17, width: int = 8) -> nn.Module:
+    return TokenClassifier(vocab, width, num_classes)

@@ -88,9 +88,10 @@ def evaluate_pair(
 
             x = matching_sample(dataset, matching_samples, seed=0).to(device)
         if spec is None:
+            from stardomain.data.protocol import data_example
             from stardomain.permute import trace_spec
 
-            spec = trace_spec(model)
+            spec = trace_spec(model, example_input=data_example(dataset).to(device))  # the data's own dtype and shape
         state_b, match = align_states(
             state_a, state_b, spec=spec, method=align, model=model, x=x, seed=seed, allow_unpermuted=allow_unpermuted
         )

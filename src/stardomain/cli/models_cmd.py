@@ -270,13 +270,55 @@ def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str
         click.echo(f"{checkpoint} on {ds.name} test: loss={loss:.4f} acc={100 * acc:.2f}% (n={len(ds.test_y)})")
 
 
+def load_example_input(path: str) -> Any:
+    """A batch to trace on, from a .npy array (no pickles) or a .safetensors file with exactly one tensor."""
+    from pathlib import Path
+
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise StardomainError(f"--example-input {path}: no such file; give a .npy array or a .safetensors file with one tensor")
+    try:
+        if p.suffix == ".npy":
+            import numpy as np
+
+            return torch.from_numpy(np.load(p, allow_pickle=False))
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(p))
+            if len(tensors) != 1:
+                raise StardomainError(
+                    f"--example-input {path}: holds {len(tensors)} tensors ({', '.join(sorted(tensors)) or 'none'}); "
+                    "save exactly one, the batch to trace on"
+                )
+            return next(iter(tensors.values()))
+    except StardomainError:
+        raise
+    except Exception as e:  # a corrupt or foreign file: say which, in one line
+        raise StardomainError(
+            f"--example-input {path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "give a .npy array or a .safetensors file with one tensor"
+        ) from None
+    raise StardomainError(f"--example-input {path}: unknown format {p.suffix or '(no suffix)'}; give a .npy or .safetensors file")
+
+
 @cli.command("spec")
 @click.argument("target")
 @click.option("--option", "-o", "opts", multiple=True, metavar="KEY=VALUE", help="Model option (for a name or import path).")
 @click.option("--in-shape", default=None, help="One sample's shape, e.g. 1,28,28 or 20 (default 3,32,32; a checkpoint records its own).")
 @click.option("--classes", "num_classes", type=int, default=10, show_default=True, help="Number of classes (for a name or import path).")
+@click.option(
+    "--example-input",
+    "example_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Trace on this batch instead of random floats: a .npy array or a .safetensors file holding one tensor "
+    "(e.g. integer token ids for a model that starts with nn.Embedding).",
+)
 @json_option
-def spec_cmd(target: str, opts: tuple[str, ...], in_shape: str | None, num_classes: int, as_json: bool) -> None:
+def spec_cmd(target: str, opts: tuple[str, ...], in_shape: str | None, num_classes: int, example_path: str | None, as_json: bool) -> None:
     """How TARGET's hidden units can be permuted: a checkpoint, a model name, or pkg.module:build.
 
     Lists the permutation groups (sizes, member tensors), the share of parameters covered,
@@ -285,7 +327,8 @@ def spec_cmd(target: str, opts: tuple[str, ...], in_shape: str | None, num_class
     """
     from stardomain.permute.spec_report import format_report, model_for_spec, spec_report
 
-    report = spec_report(model_for_spec(target, parse_options(opts), in_shape, num_classes))
+    example = load_example_input(example_path) if example_path else None
+    report = spec_report(model_for_spec(target, parse_options(opts), in_shape, num_classes), example)
     if as_json:
         echo_json(report)
     else:

@@ -103,3 +103,10 @@ def example_input(dataset: Any, n: int = 2) -> Tensor:
     """``n`` seeded random inputs shaped like the dataset's (draws nothing from torch's global RNG)."""
     shape = tuple(getattr(dataset, "in_shape", None) or split_tensors(dataset, "train", torch.arange(1))[0].shape[1:])
     return torch.randn((n, *shape), generator=torch.Generator().manual_seed(0))
+
+
+def data_example(dataset: Any, n: int = 8) -> Tensor:
+    """The first ``n`` training inputs as they are (the dataset's own dtype and shape: token ids stay integers,
+    images stay images): what a permutation spec is traced on whenever the data is at hand."""
+    x, _ = split_tensors(dataset, "train", torch.arange(min(n, split_size(dataset, "train"))))
+    return x

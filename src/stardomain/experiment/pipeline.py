@@ -196,11 +196,12 @@ class Experiment:
         return self._has_bn
 
     def spec(self, model: torch.nn.Module) -> Any:
+        from stardomain.data.protocol import data_example
         from stardomain.permute import trace_spec
 
         key = _digest(model.arch)
-        if key not in self._specs:
-            self._specs[key] = trace_spec(model)
+        if key not in self._specs:  # traced on the run's own inputs (their dtype and shape: token ids stay ids)
+            self._specs[key] = trace_spec(model, example_input=data_example(self.dataset).to(self.device))
         return self._specs[key]
 
     # -- regular models ------------------------------------------------------------------------

@@ -131,6 +131,7 @@ def train_star(
     identity is returned as it is and one of another identity refused; ``"replace"`` retrains.
     """
     from stardomain.checkpoints import store
+    from stardomain.data.protocol import data_example
     from stardomain.training.loop import final_metrics, seed_everything
 
     out = Path(out)
@@ -160,7 +161,16 @@ def train_star(
         store.check_fits(star, s, p)
     _init_state(str(init), star, states, [(str(p), m) for p, m in zip(paths, metas)])
     data = dataset.record()
-    runner = Starlight(star, states, dataset, config, seed=seed, device=device, allow_unpermuted=allow_unpermuted)
+    runner = Starlight(
+        star,
+        states,
+        dataset,
+        config,
+        seed=seed,
+        device=device,
+        allow_unpermuted=allow_unpermuted,
+        example_input=data_example(dataset).to(device),
+    )  # traced on real inputs: token ids stay ids
     resume = Path(resume_path) if resume_path is not None else default_resume_path(out, ident, data)
     result = runner.fit(progress=progress, resume_path=resume)
     star_dir = out.resolve().parent
