@@ -350,3 +350,26 @@ class TokenClassifier(nn.Module):
 
 def build_tokens(num_classes: int, in_shape: tuple[int, ...], *, vocab: int = 17, width: int = 8) -> nn.Module:
     return TokenClassifier(vocab, width, num_classes)
+
+
+def make_vit_config(num_classes: int, in_shape: tuple[int, ...]):
+    """A user's Hugging Face config (hf:own_models:make_vit_config): stardomain builds the model from it."""
+    import transformers
+
+    return transformers.ViTConfig(
+        image_size=in_shape[-1],
+        patch_size=4,
+        num_channels=in_shape[0],
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+
+
+def make_bert_config(num_classes: int, in_shape: tuple[int, ...]):
+    import transformers
+
+    return transformers.BertConfig(
+        vocab_size=17, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=64
+    )

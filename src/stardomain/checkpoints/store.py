@@ -252,6 +252,8 @@ def _builder_name(arch: Mapping[str, Any]) -> str:
 
     name = arch.get("name")
     factory = arch.get("factory")
+    if isinstance(name, str) and name.strip().lower().startswith("hf:"):  # a Hugging Face model: models.hf builds it
+        return name
     if not is_import_path(name) and name not in models.available_models():
         if is_import_path(factory) and import_path_module(factory) in sys.modules:
             return str(factory)  # the builder's module is imported (not the one that registered it): build from it

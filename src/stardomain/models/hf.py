@@ -190,11 +190,44 @@ HF_MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
 }
 
 
+def config_builder(path: str) -> Callable[..., nn.Module]:
+    """The builder of ``hf:pkg.module:make_config``: your function ``make_config(num_classes, in_shape)`` returns a
+    ``transformers`` config; stardomain builds its ``AutoModelFor{Image,Sequence}Classification`` (images when the
+    config has an ``image_size``, else tokens: floats quantised into ``vocab`` ids as for ``hf:gpt2``) from it,
+    without weights or downloads. The module must be imported first (``--plugin``): a checkpoint only names it."""
+    from stardomain._util.plugins import resolve
+
+    make_config = resolve(path, "Hugging Face config function")
+
+    def build(num_classes: int, in_shape: tuple[int, ...], *, x_min: float = -2.0, x_max: float = 2.0) -> nn.Module:
+        tf = _transformers()
+        config = make_config(num_classes, tuple(in_shape))
+        if not isinstance(config, tf.PretrainedConfig):
+            raise StardomainError(f"hf:{path} returned a {type(config).__name__}, not a transformers config (e.g. tf.ViTConfig(...))")
+        config.num_labels = num_classes
+        if getattr(config, "image_size", None) is not None:
+            return HFClassifier(tf.AutoModelForImageClassification.from_config(config))
+        vocab = int(config.vocab_size) - (1 if getattr(config, "pad_token_id", None) == config.vocab_size - 1 else 0)
+        model = tf.AutoModelForSequenceClassification.from_config(_quiet(config))
+        return HFClassifier(model, tokens=True, vocab=vocab, x_min=x_min, x_max=x_max)
+
+    build.__qualname__ = build.__name__ = f"hf:{path}"
+    return build
+
+
 def model_entry(name: str) -> ModelEntry:
-    """The registry entry of an ``hf:`` model name (what :func:`stardomain.models.create` looks up)."""
+    """The registry entry of an ``hf:`` model name (what :func:`stardomain.models.create` looks up): a built-in
+    tiny model (``hf:vit``, ``hf:gpt2``, ``hf:bert``) or ``hf:pkg.module:make_config`` (:func:`config_builder`)."""
+    from stardomain._util.plugins import is_import_path
+
+    rest = name.strip()[3:]
+    if is_import_path(rest):
+        builder = config_builder(rest)
+        defaults, types = option_types(builder)
+        return ModelEntry(f"hf:{rest.strip()}", builder, 1, f"Hugging Face model from your config {rest.strip()}", defaults, types)
     key = name.strip().lower()
     if key not in HF_MODELS:
-        raise StardomainError(f"unknown model {name!r}; Hugging Face models: {', '.join(sorted(HF_MODELS))}")
+        raise StardomainError(f"unknown model {name!r}; Hugging Face models: {', '.join(sorted(HF_MODELS))}, or hf:pkg.module:make_config")
     builder, summary = HF_MODELS[key]
     defaults, types = option_types(builder)
     return ModelEntry(key, builder, 1, summary, defaults, types, 3 if key == "hf:vit" else None)

@@ -75,7 +75,7 @@ def canonical_name(name: str) -> str:
     if isinstance(name, str) and name.strip().lower().startswith("hf:"):  # a Hugging Face model (stardomain.models.hf)
         from stardomain.models.hf import model_entry
 
-        return model_entry(name.strip().lower()).name
+        return model_entry(name.strip()).name
     if isinstance(name, str):
         if name.lower() in _REGISTRY:
             return name.lower()
