@@ -156,7 +156,7 @@ class Experiment:
         self.sinks = Sinks(config.logging, self.out, config.name)
 
     # -- bookkeeping --------------------------------------------------------------------------
-    def _claim_folder(self) -> None:
+    def claim_folder(self) -> None:
         """Refuse to mix two different experiments in one folder (it would corrupt both)."""
         self.out.mkdir(parents=True, exist_ok=True)
         marker = self.out / "experiment.json"
@@ -460,7 +460,7 @@ class Experiment:
         whoever ran the units."""
         from stardomain.analysis import verdicts
 
-        self._claim_folder()
+        self.claim_folder()
         self.cache.frozen = assemble
         cfg, st = self.cfg, self.cfg.studies
         options = cfg.model_options()

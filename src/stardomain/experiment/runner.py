@@ -59,7 +59,7 @@ def _run(
     started = time.time()
     exp = Experiment(config, out_dir, progress=progress, log=log)
     check_execution(config, exp.device)
-    exp._claim_folder()
+    exp.claim_folder()
     # what a killed run left: no later rename needs it (a minute's margin for a concurrent run's write still in fsync)
     remove_stray_temps(out_dir, older_than=started - 60)
     plan, _ = build_plan(exp)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 from stardomain.errors import StardomainError
 
@@ -36,6 +36,51 @@ class Main:
     summary: dict[str, Any] | None = None  # the main barrier groups' summary (assembly only, when computed)
 
 
+class Experimenting(Protocol):
+    """What a study's assembly may ask of the experiment (:class:`~stardomain.experiment.pipeline.Experiment`):
+    typed here so studies stay below the pipeline in the layers and mypy checks every call."""
+
+    cfg: Any  # the ExperimentConfig
+    out: Path  # the run folder
+    dataset: Any
+    device: str
+    recipe: Any  # the sources' Recipe
+    cache: Any  # the unit result cache (get_or_compute)
+
+    def regular_models(
+        self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int
+    ) -> tuple[list[Path], list[Path]]: ...
+    def stars(
+        self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Any, mu: float, repeats: int | None = None
+    ) -> list[Path]: ...
+    def star_model(
+        self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Any, mu: float, repeat: int = 0, repeats: int = 1
+    ) -> Path: ...
+    def pair(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]: ...
+    def barrier_groups(
+        self, sources: Sequence[Path], held: Sequence[Path], stars: Sequence[Path], bn: str = "reset"
+    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]: ...
+    def endpoints(self, stars: Sequence[Path], sources: Sequence[Path], held: Sequence[Path]) -> dict[str, Any]: ...
+    def summarize_groups(self, groups: Mapping[str, Any]) -> dict[str, Any]: ...
+    def spec(self, model: Any) -> Any: ...
+    def matching_x(self, align: str) -> Any: ...
+    def has_batchnorm(self) -> bool: ...
+
+
+class Planning(Protocol):
+    """What a study's plan may ask of the plan builder (:class:`~stardomain.experiment.units.PlanBuilder`)."""
+
+    exp: Any  # the Experiment whose plan this is
+
+    def stars(self, tag: str, sources: Sequence[Any], options: Mapping[str, Any], recipe: Any, mu: float) -> list[Any]: ...
+    def star(
+        self, tag: str, sources: Sequence[Any], options: Mapping[str, Any], recipe: Any, mu: float, repeat: int = 0, repeats: int = 1
+    ) -> Any: ...
+    def pair(self, a: Any, b: Any, bn: str = "reset") -> None: ...
+    def setting(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int, star_recipe: Any) -> None: ...
+    def evaluation(self, stage: str, uid: str, inputs: Sequence[Any], key: Any, compute: Any) -> None: ...
+
+
 class Study:
     """One study of the pipeline. Subclasses set ``key`` (its results.json section) and ``order``."""
 
@@ -46,11 +91,11 @@ class Study:
         """Whether the config asks for this study."""
         raise NotImplementedError
 
-    def plan(self, builder: Any, main: Main) -> None:
+    def plan(self, builder: Planning, main: Main) -> None:
         """Ask ``builder`` (a :class:`~stardomain.experiment.units.PlanBuilder`) for every model and evaluation."""
         raise NotImplementedError
 
-    def assemble(self, exp: Any, main: Main) -> Any:
+    def assemble(self, exp: Experimenting, main: Main) -> Any:
         """The results.json section, from the models and evaluations on disk (``exp``: the Experiment)."""
         raise NotImplementedError
 

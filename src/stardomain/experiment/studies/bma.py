@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain.checkpoints import store
-from stardomain.experiment.study import Main, Study, register_study
+from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
 
 
-def bma_key(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
+def bma_key(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
     """What the BMA study depends on: every checkpoint's content hash and the settings that change it."""
     b, ev = exp.cfg.studies.bma, exp.cfg.eval
     return {
@@ -25,7 +25,7 @@ def bma_key(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
     }
 
 
-def bma_section(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
+def bma_section(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
     """The study's one evaluation (cached): BMA over segments to the aligned sources vs their ensemble."""
     from stardomain.bma import core as bma
     from stardomain.permute import align as align_states
@@ -75,7 +75,7 @@ class BMAStudy(Study):
     def enabled(self, cfg: Any) -> bool:
         return bool(cfg.studies.bma)
 
-    def plan(self, builder: Any, main: Main) -> None:
+    def plan(self, builder: Planning, main: Main) -> None:
         star, paths = main.stars[0], [m.path for m in main.z]
         builder.evaluation(
             "bma",
@@ -85,7 +85,7 @@ class BMAStudy(Study):
             lambda: bma_section(builder.exp, star.path, paths),
         )
 
-    def assemble(self, exp: Any, main: Main) -> Any:
+    def assemble(self, exp: Experimenting, main: Main) -> Any:
         return bma_section(exp, main.stars[0], main.z)
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:

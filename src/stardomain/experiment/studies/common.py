@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from stardomain.analysis.stats import mean_std
 from stardomain.checkpoints import store
+from stardomain.experiment.study import Experimenting
 from stardomain.training.loop import Recipe
 
 # what results.json keeps of one training setting (width/depth rows, the optimizer study)
@@ -30,7 +31,7 @@ SETTING_KEYS = (
 )
 
 
-def star_records(exp: Any, stars: Sequence[Path]) -> list[dict[str, Any]]:
+def star_records(exp: Experimenting, stars: Sequence[Path]) -> list[dict[str, Any]]:
     """What results.json says of each repeat of a star: its file, recorded seed, repeat index and metrics."""
     metas = [store.read_metadata(p) for p in stars]
     return [

@@ -6,18 +6,18 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain.checkpoints import store
-from stardomain.experiment.study import Main, Study, register_study
+from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
 
 
-def fusion_tag(exp: Any, k: int) -> str:
+def fusion_tag(exp: Experimenting, k: int) -> str:
     return f"fusion-z{k}-mu{exp.cfg.studies.fusion.mu:g}"
 
 
-def fusion_key(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
+def fusion_key(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
     return {"star": store.content_hash(star), "sources": [store.content_hash(p) for p in sources], "subset": exp.cfg.subset}
 
 
-def fusion_row(exp: Any, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
+def fusion_row(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
     """The fused star against its sources and their ensemble (one unit)."""
     from stardomain.bma import fusion as bma
 
@@ -37,7 +37,7 @@ class FusionStudy(Study):
     def enabled(self, cfg: Any) -> bool:
         return bool(cfg.studies.fusion)
 
-    def plan(self, builder: Any, main: Main) -> None:
+    def plan(self, builder: Planning, main: Main) -> None:
         exp, f = builder.exp, builder.exp.cfg.studies.fusion
         for k in sorted(set(f.sizes)):
             srcs = main.sources[:k]
@@ -51,7 +51,7 @@ class FusionStudy(Study):
                 lambda s=star, p=paths: fusion_row(exp, s.path, p),
             )
 
-    def assemble(self, exp: Any, main: Main) -> Any:
+    def assemble(self, exp: Experimenting, main: Main) -> Any:
         f = exp.cfg.studies.fusion
         rows = []
         for k in sorted(set(f.sizes)):

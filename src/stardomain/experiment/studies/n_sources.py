@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from stardomain.analysis.stats import mean_std, over_stars
 from stardomain.checkpoints import store
-from stardomain.experiment.study import Main, Study, register_study
+from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
 
 
 class NSourcesStudy(Study):
@@ -21,14 +21,14 @@ class NSourcesStudy(Study):
     def sizes(cfg: Any) -> list[int]:
         return sorted(set(cfg.studies.n_sources.sizes))
 
-    def plan(self, builder: Any, main: Main) -> None:
+    def plan(self, builder: Planning, main: Main) -> None:
         cfg = builder.exp.cfg
         for k in self.sizes(cfg):
             for star in builder.stars(f"main-z{k}", main.sources[:k], main.options, main.star_recipe, cfg.star.mu):
                 for h in main.held:
                     builder.pair(star, h)
 
-    def assemble(self, exp: Any, main: Main) -> Any:
+    def assemble(self, exp: Experimenting, main: Main) -> Any:
         held, rows = main.held, []
         for k in self.sizes(exp.cfg):
             sources = main.sources[:k]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stardomain.experiment.studies.common import SETTING_KEYS, setting
-from stardomain.experiment.study import Main, Study, register_study
+from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
 
 
 class OptimizerStudy(Study):
@@ -21,13 +21,13 @@ class OptimizerStudy(Study):
         rec = cfg.optimizer_recipe()
         return rec, cfg.star_recipe(rec, cfg.studies.optimizer.star_recipe)  # never star.recipe: that is the main optimizer's star
 
-    def plan(self, builder: Any, main: Main) -> None:
+    def plan(self, builder: Planning, main: Main) -> None:
         cfg = builder.exp.cfg
         os_ = cfg.studies.optimizer
         rec, opt_star = self.recipes(cfg)
         builder.setting(f"opt-{os_.optimizer}", main.options, rec, os_.sources, os_.held_out, opt_star)
 
-    def assemble(self, exp: Any, main: Main) -> Any:
+    def assemble(self, exp: Experimenting, main: Main) -> Any:
         os_ = exp.cfg.studies.optimizer
         rec, opt_star = self.recipes(exp.cfg)
         res = setting(exp, f"opt-{os_.optimizer}", main.options, rec, os_.sources, os_.held_out, opt_star)

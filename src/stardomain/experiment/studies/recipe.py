@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stardomain.experiment.studies.common import SETTING_KEYS, setting
-from stardomain.experiment.study import Main, Study, register_study
+from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
 from stardomain.training.loop import Recipe
 
 
@@ -66,12 +66,12 @@ class RecipeStudy(Study):
     def enabled(self, cfg: Any) -> bool:
         return bool(cfg.studies.recipe)
 
-    def plan(self, builder: Any, main: Main) -> None:
+    def plan(self, builder: Planning, main: Main) -> None:
         rs = builder.exp.cfg.studies.recipe
         for cell in cells(builder.exp.cfg, builder.exp.recipe):
             builder.setting(cell.tag, cell.options, cell.recipe, rs.sources, rs.held_out, cell.star_recipe)
 
-    def assemble(self, exp: Any, main: Main) -> Any:
+    def assemble(self, exp: Experimenting, main: Main) -> Any:
         rs = exp.cfg.studies.recipe
         rows = []
         for cell in cells(exp.cfg, exp.recipe):

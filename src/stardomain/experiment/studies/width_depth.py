@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stardomain.experiment.studies.common import SETTING_KEYS, setting
-from stardomain.experiment.study import Main, Study, register_study
+from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
 
 
 def width_depth_tag(i: int, extra: Mapping[str, Any]) -> str:
@@ -20,12 +20,12 @@ class WidthDepthStudy(Study):
     def enabled(self, cfg: Any) -> bool:
         return bool(cfg.studies.width_depth)
 
-    def plan(self, builder: Any, main: Main) -> None:
+    def plan(self, builder: Planning, main: Main) -> None:
         exp, wd = builder.exp, builder.exp.cfg.studies.width_depth
         for i, extra in enumerate(wd.settings):
             builder.setting(width_depth_tag(i, extra), {**main.options, **extra}, exp.recipe, wd.sources, wd.held_out, main.star_recipe)
 
-    def assemble(self, exp: Any, main: Main) -> Any:
+    def assemble(self, exp: Experimenting, main: Main) -> Any:
         wd = exp.cfg.studies.width_depth
         rows = []
         for i, extra in enumerate(wd.settings):
