@@ -323,3 +323,19 @@ def test_activation_matching_recovers_a_planted_permutation_on_token_streams(tra
     assert res.objective == pytest.approx(1.0, abs=1e-4)
     for g in spec.groups:
         assert torch.equal(res.perm[g], invert(pi)[g]), g
+
+
+@pytest.mark.parametrize("name", RAW)
+def test_activation_matching_two_inits_keeps_the_function(traced, name):
+    """Activation matching between two different models only reorders B's units: B computes the same logits."""
+    from stardomain.permute import activation_matching
+
+    model, x_eval, spec = traced[name]
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(32, *SHAPE, generator=gen) if name == "vit" else torch.randint(0, VOCAB, (32, 64), generator=gen)
+    sa, sb = _perturbed(model, 1), _perturbed(model, 2)
+    res = activation_matching(sa, sb, spec=spec, model=model, x=x, batch_size=16)
+    moved = sum(int((res.perm[g] != torch.arange(len(res.perm[g]))).sum()) for g in spec.groups)
+    assert moved > 0  # it did permute something
+    aligned = apply_permutation(sb, res.perm, spec=spec)
+    assert torch.allclose(_logits(model, spec, aligned, x_eval), _logits(model, spec, sb, x_eval), atol=1e-5)
