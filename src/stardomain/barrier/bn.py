@@ -153,6 +153,27 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _batch_bounds(n: int, batch_size: int) -> tuple[list[int], list[int]]:
+    """(starts, ends) of a pass's batches; never a batch of one at the end (BatchNorm1d cannot normalise it): merged."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < 2:
+        starts.pop()
+    ends = starts[1:] + [n]
+    return starts, ends
+
+
+def _store(m: _BatchNorm, acc: _Accumulator, estimator: Estimator) -> None:
+    """Write a pass's statistics into a layer's running buffers."""
+    if acc.count == 0:  # never reached by forward: keeps reset defaults (mean 0, var 1)
+        return
+    mean, var = acc.result(estimator)
+    running_mean, running_var = _running_stats(m)
+    running_mean.copy_(mean.to(running_mean.dtype))
+    running_var.copy_(var.to(running_var.dtype))
+    if m.num_batches_tracked is not None:
+        m.num_batches_tracked.fill_(acc.batches)
+
+
 @torch.no_grad()
 def reset_bn(
     model: nn.Module,
@@ -202,11 +223,7 @@ def reset_bn(
     if n == 0:
         raise StardomainError("BN reset got an empty sample order")
     device = model_device(model)
-    # never leave a batch of one at the end (BatchNorm1d cannot normalise it): merge it
-    starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] < 2:
-        starts.pop()
-    ends = starts[1:] + [n]
+    starts, ends = _batch_bounds(n, batch_size)
 
     for _, m in layers:  # finite start values: momentum=1 multiplies the old ones by 0
         m.reset_running_stats()
@@ -229,13 +246,5 @@ def reset_bn(
             h.remove()
 
     for _name, m in layers:
-        acc = accs[m]
-        if acc.count == 0:  # never reached by forward: keeps reset defaults (mean 0, var 1)
-            continue
-        mean, var = acc.result(estimator)
-        running_mean, running_var = _running_stats(m)
-        running_mean.copy_(mean.to(running_mean.dtype))
-        running_var.copy_(var.to(running_var.dtype))
-        if m.num_batches_tracked is not None:
-            m.num_batches_tracked.fill_(acc.batches)
+        _store(m, accs[m], estimator)
     return bn_state(model)

@@ -89,6 +89,89 @@ def evaluate_splits(forward: Any, splits: Mapping[str, tuple[Tensor, Tensor]], b
     return out
 
 
+def _check_curve_options(splits: Sequence[str], bn_estimator: str, bn: str) -> None:
+    for s in splits:
+        if s not in ("train", "test"):
+            raise StardomainError(f"unknown split {s!r}; splits are 'train' and 'test'")
+    if bn_estimator not in ("pooled", "cumulative"):
+        raise StardomainError(f"unknown bn_estimator {bn_estimator!r}; use 'pooled' or 'cumulative'")
+    if bn not in BN_PROTOCOLS:
+        raise StardomainError(f"unknown bn protocol {bn!r}; use 'reset' (re-estimate at every t) or 'interpolate'")
+
+
+def _curve_splits(
+    dataset: Any, splits: Sequence[str], dev: torch.device, caps: Mapping[str, tuple[int | None, int]]
+) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor | None]:
+    """The evaluated splits on ``dev`` (``caps``: split -> (subset size, its seed)), and the whole
+    train_x on ``dev`` when the train split already holds it (else None)."""
+    eval_splits: dict[str, tuple[Tensor, Tensor]] = {}
+    full_train: Tensor | None = None
+    for s in splits:
+        idx = _fixed_subset(split_size(dataset, s), caps[s][0], caps[s][1], f"eval_{s}_samples")
+        x, y = split_tensors(dataset, s, idx)
+        eval_splits[s] = (x.to(dev), y.to(dev))
+        if s == "train" and idx is None:
+            full_train = eval_splits[s][0]
+    return eval_splits, full_train
+
+
+def _bn_samples(dataset: Any, dev: torch.device, bn_samples: int | None, seed: int, full_train: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The BN pass's inputs on ``dev`` and their pass order: always from the whole training split (or
+    ``bn_samples`` of it); a streamed dataset's subset is decoded once, in its pass order, rather than at every t."""
+    order = sample_order(split_size(dataset, "train"), bn_samples, seed=seed)
+    if streams(dataset):
+        return split_tensors(dataset, "train", order)[0].to(dev), torch.arange(len(order), device=dev)
+    x_bn = full_train if full_train is not None else split_tensors(dataset, "train")[0].to(dev)
+    return x_bn, order.to(dev)
+
+
+def _append(out: Curve, metrics: Mapping[str, tuple[float, float]]) -> None:
+    for s, (loss, acc) in metrics.items():
+        getattr(out, f"{s}_loss").append(loss)
+        getattr(out, f"{s}_acc").append(acc)
+
+
+def _batched_curve(
+    out: Curve,
+    model: nn.Module,
+    states: tuple[Mapping[str, Tensor], Mapping[str, Tensor]],
+    eval_splits: Mapping[str, tuple[Tensor, Tensor]],
+    batch_size: int,
+    dev: torch.device,
+    meter: Progress,
+) -> bool:
+    """The whole t-grid in vmapped chunks (:mod:`stardomain.barrier.batched`); False, having done nothing, when the model does not allow it."""
+    if not eval_splits or not batchable(model, next(iter(eval_splits.values()))[0][:2], frozen_batchnorm=True):
+        return False
+    t_values = out.t
+    results = evaluate_states(
+        model, lambda i: lerp_state(states[0], states[1], t_values[i]), len(t_values), eval_splits, batch_size, dev, on_done=meter.step
+    )
+    meter.close()
+    for metrics in results:
+        _append(out, metrics)
+    return True
+
+
+def _walk(
+    out: Curve,
+    engine: EvalEngine,
+    states: tuple[Mapping[str, Tensor], Mapping[str, Tensor]],
+    eval_splits: Mapping[str, tuple[Tensor, Tensor]],
+    batch_size: int,
+    meter: Progress,
+    bn_pass: tuple[Tensor, Tensor] | None,
+    bn_batch_size: int,
+    bn_estimator: str,
+) -> None:
+    """One t at a time: load the interpolated state, re-estimate BN from ``bn_pass`` (inputs, order) if given, evaluate."""
+    for t in meter.wrap(out.t):
+        engine.load(lerp_state(states[0], states[1], t))
+        if bn_pass is not None:
+            engine.reset_bn(bn_pass[0], bn_pass[1], batch_size=bn_batch_size, estimator=bn_estimator)
+        _append(out, evaluate_splits(engine.forward, eval_splits, batch_size))
+
+
 def curve(
     model: nn.Module,
     state_a: Mapping[str, Tensor],
@@ -129,13 +212,7 @@ def curve(
     the ablation that shows how much of a barrier the stale statistics make. Without
     BatchNorm both give the same curve. The protocol is recorded as ``info["bn"]``.
     """
-    for s in splits:
-        if s not in ("train", "test"):
-            raise StardomainError(f"unknown split {s!r}; splits are 'train' and 'test'")
-    if bn_estimator not in ("pooled", "cumulative"):
-        raise StardomainError(f"unknown bn_estimator {bn_estimator!r}; use 'pooled' or 'cumulative'")
-    if bn not in BN_PROTOCOLS:
-        raise StardomainError(f"unknown bn protocol {bn!r}; use 'reset' (re-estimate at every t) or 'interpolate'")
+    _check_curve_options(splits, bn_estimator, bn)
     check_compatible(state_a, state_b)
     dev = torch.device(device)
     bs = batch_size or (64 if dev.type == "cpu" else 1024)
@@ -144,33 +221,17 @@ def curve(
         raise StardomainError("curve needs at least one value of t")
 
     engine = EvalEngine(model, dev, fold_bn=fold_bn)
-    eval_splits: dict[str, tuple[Tensor, Tensor]] = {}
-    full_train: Tensor | None = None  # the whole train_x on dev, when a split already holds it
     caps = {"train": (eval_train_samples, seed + 1), "test": (eval_test_samples, seed + 2)}
-    for s in splits:
-        idx = _fixed_subset(split_size(dataset, s), caps[s][0], caps[s][1], f"eval_{s}_samples")
-        x, y = split_tensors(dataset, s, idx)
-        eval_splits[s] = (x.to(dev), y.to(dev))
-        if s == "train" and idx is None:
-            full_train = eval_splits[s][0]
-    x_bn: Tensor | None = None
-    bn_order: Tensor | None = None
+    eval_splits, full_train = _curve_splits(dataset, splits, dev, caps)
     reset = engine.has_bn and bn == "reset"
-    if reset:  # BN statistics always come from the whole training split (or bn_samples of it)
-        order = sample_order(split_size(dataset, "train"), bn_samples, seed=seed)
-        if streams(dataset):  # decode the BN subset once, in its pass order, rather than at every t
-            x_bn, bn_order = split_tensors(dataset, "train", order)[0].to(dev), torch.arange(len(order), device=dev)
-        else:
-            x_bn = full_train if full_train is not None else split_tensors(dataset, "train")[0].to(dev)
-            bn_order = order.to(dev)
-
+    bn_pass = _bn_samples(dataset, dev, bn_samples, seed, full_train) if reset else None
     out = Curve(
         t=t_values,
         info={
             "num_points": len(t_values),
             "bn_reset": reset,
             "bn": bn if engine.has_bn else None,
-            "bn_samples": len(bn_order) if bn_order is not None else 0,
+            "bn_samples": len(bn_pass[1]) if bn_pass is not None else 0,
             "bn_estimator": bn_estimator if reset else None,
             "bn_batch_size": bn_batch_size if reset else None,
             "eval_train_samples": len(eval_splits["train"][0]) if "train" in eval_splits else 0,
@@ -178,28 +239,9 @@ def curve(
         },
     )
     meter = Progress("interpolation", len(t_values), unit="t", progress=progress, each_step=False)
-    if (
-        not reset
-        and batched is not False
-        and eval_splits
-        and batchable(model, next(iter(eval_splits.values()))[0][:2], frozen_batchnorm=True)
-    ):
-        results = evaluate_states(
-            model, lambda i: lerp_state(state_a, state_b, t_values[i]), len(t_values), eval_splits, bs, dev, on_done=meter.step
-        )
-        meter.close()
-        for metrics in results:
-            for s, (loss, acc) in metrics.items():
-                getattr(out, f"{s}_loss").append(loss)
-                getattr(out, f"{s}_acc").append(acc)
+    if not reset and batched is not False and _batched_curve(out, model, (state_a, state_b), eval_splits, bs, dev, meter):
         return out
-    for t in meter.wrap(t_values):
-        engine.load(lerp_state(state_a, state_b, t))
-        if x_bn is not None and bn_order is not None:
-            engine.reset_bn(x_bn, bn_order, batch_size=bn_batch_size, estimator=bn_estimator)
-        for s, (loss, acc) in evaluate_splits(engine.forward, eval_splits, bs).items():
-            getattr(out, f"{s}_loss").append(loss)
-            getattr(out, f"{s}_acc").append(acc)
+    _walk(out, engine, (state_a, state_b), eval_splits, bs, meter, bn_pass, bn_batch_size, bn_estimator)
     return out
 
 

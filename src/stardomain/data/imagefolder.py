@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from stardomain.data.sources import RawSplits, _one_line
+from stardomain.data.raw import RawSplits, _one_line
 from stardomain.errors import StardomainError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

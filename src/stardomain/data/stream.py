@@ -33,7 +33,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from stardomain.data.imagefolder import list_image_folder, pillow
 from stardomain.data.loader import epoch_seed
-from stardomain.data.sources import _one_line
+from stardomain.data.raw import _one_line
 from stardomain.errors import StardomainError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "StreamingImageFolder", "random_resized_crop_box"]

@@ -114,6 +114,121 @@ def _points(model: nn.Module, spec: PermutationSpec) -> dict[tuple[str, str], li
     return points
 
 
+class _Recorder:
+    """Forward hooks that pair each read of A's pass with the same read of B's and stream them into :class:`_Stats`.
+
+    A's pass stores its activations; B's pass, on the same batch, pops them in the same order."""
+
+    def __init__(self, model: nn.Module, points: dict[tuple[str, str], list[tuple[str, Axis]]]) -> None:
+        self.points = points
+        self.modules = dict(model.named_modules())
+        self.stats: dict[tuple[str, str, str, int], _Stats] = {}
+        self.captured: dict[tuple[str, str], list[Tensor]] = {}
+        self.side = "a"
+
+    def record(self, where: tuple[str, str], value: Tensor) -> None:
+        if self.side == "a":  # a copy: later in-place ops (x += ...) must not change it
+            self.captured.setdefault(where, []).append(value.detach().clone())
+            return
+        a_val = self.captured[where].pop(0)
+        mod = self.modules[where[0]]
+        units_last = isinstance(mod, nn.Linear) or _is_conv1d(mod)
+        for g, ax in self.points[where]:
+            a, b = _unit_samples(a_val, ax, units_last).float(), _unit_samples(value, ax, units_last).float()
+            key = (where[0], where[1], g, ax.start)
+            if key not in self.stats:
+                self.stats[key] = _Stats(int(ax.length or 0), a.device)
+            self.stats[key].add(a, b)
+
+    def pre_hook(self, where: tuple[str, str]) -> Any:
+        def pre(_mod: nn.Module, args: tuple[Any, ...]) -> None:
+            self.record(where, args[0])
+
+        return pre
+
+    def post_hook(self, where: tuple[str, str]) -> Any:
+        def post(_mod: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
+            self.record(where, out)
+
+        return post
+
+
+def _readable_points(model: nn.Module, spec: PermutationSpec) -> dict[tuple[str, str], list[tuple[str, Axis]]]:
+    """:func:`_points`, refusing a spec with a group whose activations cannot be read."""
+    points = _points(model, spec)
+    readable = {g for items in points.values() for g, _ in items}
+    missing = [g for g in spec.groups if g not in readable]
+    if missing:
+        raise StardomainError(
+            f"group {missing[0]!r} feeds no Conv/Linear layer in the spec, so its activations cannot be read; "
+            "use weight matching for this model"
+        )
+    return points
+
+
+def _collect(
+    model: nn.Module,
+    spec: PermutationSpec,
+    points: dict[tuple[str, str], list[tuple[str, Axis]]],
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    x: Tensor,
+    batch_size: int,
+) -> dict[tuple[str, str, str, int], _Stats]:
+    """Run both states over ``x`` in eval mode and return the correlation sums of every read."""
+    device = next(iter(state_a.values())).device
+    rec = _Recorder(model, points)
+    handles = [
+        rec.modules[name].register_forward_pre_hook(rec.pre_hook((name, side)))
+        if side == "in"
+        else rec.modules[name].register_forward_hook(rec.post_hook((name, side)))
+        for name, side in points
+    ]
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        # a tied tensor goes in once, under its first name (functional_call refuses two values)
+        sa = {k: v for k, v in state_a.items() if k not in spec.ties}
+        sb = {k: v.to(device) for k, v in state_b.items() if k not in spec.ties}
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(device)
+            rec.captured.clear()
+            rec.side = "a"
+            functional_call(model, sa, (xb,))
+            rec.side = "b"
+            functional_call(model, sb, (xb,))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in modes.items():
+            m.training = flag
+        rec.captured.clear()
+    return rec.stats
+
+
+def _assign(spec: PermutationSpec, stats: dict[tuple[str, str, str, int], _Stats]) -> tuple[dict[str, Tensor], float, dict[str, float]]:
+    """One LAP per group on its mean correlation matrix: (permutations, mean matched correlation, per group)."""
+    corr: dict[str, Tensor] = {}
+    reads: dict[str, int] = {}
+    for (_, _, g, _), st in stats.items():
+        c = st.correlation()
+        corr[g] = c if g not in corr else corr[g] + c
+        reads[g] = reads.get(g, 0) + 1
+    perm: dict[str, Tensor] = {}
+    matched, units = 0.0, 0
+    per_group: dict[str, float] = {}
+    for g in spec.groups:
+        c = corr[g] / reads[g]
+        sigma = torch.from_numpy(solve_assignment(c.detach().cpu().numpy(), "scipy")[0]).long()  # float64 correlations
+        perm[g] = sigma
+        value = float(c[torch.arange(len(sigma)), sigma.to(c.device)].sum())
+        per_group[g] = value / len(sigma)
+        matched += value
+        units += len(sigma)
+    objective = matched / units if units else float("nan")
+    return perm, objective, per_group
+
+
 @states_first("activation_matching(state_a, state_b, spec=spec, model=model, x=x)")
 @torch.no_grad()
 def activation_matching(
@@ -139,90 +254,9 @@ def activation_matching(
         raise StardomainError("activation matching needs at least one input sample")
     spec.validate(state_a, "state_a")
     spec.validate(state_b, "state_b")
-    points = _points(model, spec)
-    readable = {g for items in points.values() for g, _ in items}
-    missing = [g for g in spec.groups if g not in readable]
-    if missing:
-        raise StardomainError(
-            f"group {missing[0]!r} feeds no Conv/Linear layer in the spec, so its activations cannot be read; "
-            "use weight matching for this model"
-        )
-    device = next(iter(state_a.values())).device
-    stats: dict[tuple[str, str, str, int], _Stats] = {}
-    captured: dict[tuple[str, str], list[Tensor]] = {}
-    phase = {"side": "a"}
-    modules = dict(model.named_modules())
-
-    def record(where: tuple[str, str], value: Tensor) -> None:
-        if phase["side"] == "a":  # a copy: later in-place ops (x += ...) must not change it
-            captured.setdefault(where, []).append(value.detach().clone())
-            return
-        a_val = captured[where].pop(0)
-        mod = modules[where[0]]
-        units_last = isinstance(mod, nn.Linear) or _is_conv1d(mod)
-        for g, ax in points[where]:
-            a, b = _unit_samples(a_val, ax, units_last).float(), _unit_samples(value, ax, units_last).float()
-            key = (where[0], where[1], g, ax.start)
-            if key not in stats:
-                stats[key] = _Stats(int(ax.length or 0), a.device)
-            stats[key].add(a, b)
-
-    def pre_hook(where: tuple[str, str]) -> Any:
-        def pre(_mod: nn.Module, args: tuple[Any, ...]) -> None:
-            record(where, args[0])
-
-        return pre
-
-    def post_hook(where: tuple[str, str]) -> Any:
-        def post(_mod: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
-            record(where, out)
-
-        return post
-
-    handles = [
-        modules[name].register_forward_pre_hook(pre_hook((name, side)))
-        if side == "in"
-        else modules[name].register_forward_hook(post_hook((name, side)))
-        for name, side in points
-    ]
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        # a tied tensor goes in once, under its first name (functional_call refuses two values)
-        sa = {k: v for k, v in state_a.items() if k not in spec.ties}
-        sb = {k: v.to(device) for k, v in state_b.items() if k not in spec.ties}
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(device)
-            captured.clear()
-            phase["side"] = "a"
-            functional_call(model, sa, (xb,))
-            phase["side"] = "b"
-            functional_call(model, sb, (xb,))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in modes.items():
-            m.training = flag
-        captured.clear()
-
-    corr: dict[str, Tensor] = {}
-    reads: dict[str, int] = {}
-    for (_, _, g, _), st in stats.items():
-        c = st.correlation()
-        corr[g] = c if g not in corr else corr[g] + c
-        reads[g] = reads.get(g, 0) + 1
-    perm: dict[str, Tensor] = {}
-    matched, units = 0.0, 0
-    per_group: dict[str, float] = {}
-    for g in spec.groups:
-        c = corr[g] / reads[g]
-        sigma = torch.from_numpy(solve_assignment(c.detach().cpu().numpy(), "scipy")[0]).long()  # float64 correlations
-        perm[g] = sigma
-        value = float(c[torch.arange(len(sigma)), sigma.to(c.device)].sum())
-        per_group[g] = value / len(sigma)
-        matched += value
-        units += len(sigma)
-    objective = matched / units if units else float("nan")
+    points = _readable_points(model, spec)
+    stats = _collect(model, spec, points, state_a, state_b, x, batch_size)
+    perm, objective, per_group = _assign(spec, stats)
     return MatchResult(
         perm=perm,
         objective=objective,

@@ -1,6 +1,7 @@
 """What the rule mixins of the spec tracer may use: the tracer's state and helpers, declared once.
 
-:class:`~stardomain.permute.layers.ModuleRules` and :class:`~stardomain.permute.heads.HeadRules`
+:class:`~stardomain.permute.layers.ModuleRules`, :class:`~stardomain.permute.heads.HeadRules`,
+:class:`~stardomain.permute.aten.AtenRules` and :class:`~stardomain.permute.functions.FunctionRules`
 are mixed into :class:`~stardomain.permute.tracer.Tracer`; declaring here the attributes and
 methods they share lets a type checker follow them (at run time the tracer's own definitions
 answer, this class adds nothing).
@@ -40,6 +41,7 @@ class TracerState:
     heads: dict[str, int]
     param_shape: dict[str, tuple[int, ...]]
     placeholders: dict[str, str]
+    residual: set[int]
 
     if TYPE_CHECKING:  # defined by Tracer and the mixins
 
@@ -62,6 +64,17 @@ class TracerState:
         def check_width(self, layout: Layout, expected: int, module: str, what: str) -> None: ...
 
         def describe(self, node: Any) -> str: ...
+
+        @staticmethod
+        def total(layout: Layout) -> int: ...
+
+        def is_aten(self, node: Any) -> bool: ...
+
+        def visit_aten(self, node: Any, name: str, inputs: list[tuple[Any, Layout]], shape: tuple[int, ...]) -> Layout | None: ...
+
+        def transpose(self, node: Any, lay: Layout, shape: tuple[int, ...]) -> Layout | None: ...
+
+        def sdpa(self, node: Any, shape: tuple[int, ...]) -> Layout | None: ...
 
         def pass_shape(self, node: Any, lay: Layout, in_shape: Any, shape: tuple[int, ...]) -> Layout: ...
 

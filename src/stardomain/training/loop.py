@@ -223,6 +223,86 @@ def evaluate_split(
     return evaluate_batches(model, eval_batches(dataset, split, batch_size, device), device=device)
 
 
+def _train_epoch(
+    model: nn.Module,
+    step_model: Callable[[torch.Tensor], torch.Tensor],
+    loader: Any,
+    opt: torch.optim.Optimizer,
+    recipe: Recipe,
+    epoch: int,
+    steps_per_epoch: int,
+    *,
+    amp: Callable[[], Any],
+    scaler: Any,
+    channels_last: bool,
+    device: str | torch.device,
+    meter: Progress,
+) -> dict[str, Any]:
+    """One epoch of :func:`train_model`; its record: epoch number, train loss and accuracy over the epoch's batches."""
+    total = recipe.epochs * steps_per_epoch
+    model.train()
+    loader.epoch = epoch
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for i, (xb, yb) in enumerate(loader):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(recipe, epoch * steps_per_epoch + i, total, steps_per_epoch)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with amp():
+            logits = step_model(xb)
+            loss = F.cross_entropy(logits, yb)
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:  # fp16: scaled backward; a step with inf/nan gradients is skipped and the scale lowered
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.detach().argmax(1) == yb).sum()
+        seen += len(yb)
+        meter.inner(i + 1, steps_per_epoch)
+    return {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
+
+
+def _restore(
+    resume_path: str | os.PathLike | None, model: nn.Module, opt: torch.optim.Optimizer, scaler: Any
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load a saved training state into model, optimizer and grad scaler: (first epoch to run, history so far)."""
+    from stardomain.training.state import load_training_state
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    saved = load_training_state(resume_path, opt, kind=STATE_KIND)
+    if saved is not None:
+        model.load_state_dict(saved.model)
+        start_epoch, history = saved.epoch, list(saved.meta["history"])
+        if scaler is not None and saved.meta.get("grad_scaler"):
+            scaler.load_state_dict(saved.meta["grad_scaler"])
+    return start_epoch, history
+
+
+def _save(
+    resume_path: str | os.PathLike, epoch: int, model: nn.Module, opt: torch.optim.Optimizer, scaler: Any, history: list[dict[str, Any]]
+) -> None:
+    """Save the training state after ``epoch`` epochs (atomically), for :func:`_restore`."""
+    from stardomain.training.state import save_training_state
+
+    save_training_state(
+        resume_path,
+        kind=STATE_KIND,
+        epoch=epoch,
+        model=model.state_dict(),
+        optimizer=opt,
+        arch=getattr(model, "arch", None),
+        history=history,
+        **({"grad_scaler": scaler.state_dict()} if scaler is not None else {}),
+    )
+
+
 @with_cudnn_autotune
 def train_model(
     model: nn.Module,
@@ -248,7 +328,7 @@ def train_model(
     """
     from stardomain.data.protocol import example_input
     from stardomain.training.memformat import module_to_format, to_channels_last
-    from stardomain.training.state import load_training_state, remove_training_state, save_training_state
+    from stardomain.training.state import remove_training_state
 
     dev = torch.device(device)
     amp = autocast(recipe.precision, dev)  # refuses e.g. fp16 on a CPU before any work
@@ -261,43 +341,23 @@ def train_model(
     step_model = torch.compile(model) if recipe.compile else model
     opt = make_optimizer(model.parameters(), recipe)
     steps_per_epoch = len(loader)
-    total = recipe.epochs * steps_per_epoch
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    saved = load_training_state(resume_path, opt, kind=STATE_KIND)
-    if saved is not None:
-        model.load_state_dict(saved.model)
-        start_epoch, history = saved.epoch, list(saved.meta["history"])
-        if scaler is not None and saved.meta.get("grad_scaler"):
-            scaler.load_state_dict(saved.meta["grad_scaler"])
+    start_epoch, history = _restore(resume_path, model, opt, scaler)
     meter = Progress(f"train seed={seed}", recipe.epochs, unit="epoch", progress=progress, initial=start_epoch)
     for epoch in range(start_epoch, recipe.epochs):
-        model.train()
-        loader.epoch = epoch
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for i, (xb, yb) in enumerate(loader):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(recipe, epoch * steps_per_epoch + i, total, steps_per_epoch)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with amp():
-                logits = step_model(xb)
-                loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                opt.step()
-            else:  # fp16: scaled backward; a step with inf/nan gradients is skipped and the scale lowered
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.detach().argmax(1) == yb).sum()
-            seen += len(yb)
-            meter.inner(i + 1, steps_per_epoch)
-        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
+        record = _train_epoch(
+            model,
+            step_model,
+            loader,
+            opt,
+            recipe,
+            epoch,
+            steps_per_epoch,
+            amp=amp,
+            scaler=scaler,
+            channels_last=channels_last,
+            device=device,
+            meter=meter,
+        )
         if (epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs:
             record["test_loss"], record["test_acc"] = evaluate_split(model, dataset, "test", device=device)
         history.append(record)
@@ -305,16 +365,7 @@ def train_model(
         if on_epoch is not None:
             on_epoch(record)
         if resume_path is not None and epoch + 1 < recipe.epochs:
-            save_training_state(
-                resume_path,
-                kind=STATE_KIND,
-                epoch=epoch + 1,
-                model=model.state_dict(),
-                optimizer=opt,
-                arch=getattr(model, "arch", None),
-                history=history,
-                **({"grad_scaler": scaler.state_dict()} if scaler is not None else {}),
-            )
+            _save(resume_path, epoch + 1, model, opt, scaler, history)
     meter.close()
     model.eval()
     if channels_last:  # hand back an ordinary NCHW model (view-flattening callers, checkpoints)

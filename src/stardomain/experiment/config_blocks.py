@@ -1,0 +1,170 @@
+"""The experiment YAML's value checking (:func:`from_dict`) and its model, star and eval blocks.
+
+Re-exported by :mod:`stardomain.experiment.config`, which assembles the whole file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from stardomain import defaults
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS
+from stardomain.errors import StardomainError
+
+__all__ = ["EvalConfig", "ModelConfig", "StarConfig", "from_dict"]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (recursing into dataclasses, lists, dicts, optionals)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except StardomainError as e:
+                errors.append(str(e))
+        raise StardomainError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise StardomainError(f"{where}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}; got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise StardomainError(f"{where}: expected a list, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise StardomainError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise StardomainError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StardomainError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise StardomainError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise StardomainError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise StardomainError(f"{where or 'config'}: unknown key '{unknown[0]}'; allowed: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise StardomainError(message)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    options: dict = field(default_factory=dict)
+    init: str = "paper"  # models.init: paper (the authors' scheme per architecture), kaiming, default, xavier
+
+
+@dataclass
+class StarConfig:
+    """Starlight settings; recipe keys override the source recipe (the paper trains the star the same way)."""
+
+    recipe: dict = field(default_factory=dict)
+    mu: float = defaults.MU
+    t_sampling: str = defaults.T_SAMPLING
+    t_beta: list[float] = field(default_factory=lambda: list(defaults.T_BETA))
+    t_constant: float = defaults.T_CONSTANT  # the fixed t of t_sampling: constant
+    epochs_factor: float | None = None  # star epochs = round(factor x the sources' epochs); null: star.recipe.epochs, else the sources'
+    pairs_per_step: int = defaults.PAIRS_PER_STEP
+    realign_every: int | None = None
+    matching: str = defaults.MATCHING
+    init: str = "fresh"  # "fresh" (new init from the star seed) or "source" (start from the first source)
+    repeats: int = 1  # stars per star tag, each with its own recorded seed: the star is the unit of replication
+
+    def __post_init__(self) -> None:
+        from stardomain.starlight.algorithm import knob_problems
+
+        _check(self.repeats >= 1, f"star.repeats: must be >= 1 (got {self.repeats})")
+        _check(
+            self.epochs_factor is None or (self.epochs_factor > 0 and self.epochs_factor < 1e6),
+            f"star.epochs_factor: a positive multiple of the sources' epochs, e.g. 1 or 2 (got {self.epochs_factor})",
+        )
+        _check(
+            self.epochs_factor is None or "epochs" not in self.recipe,
+            "star: give the star's budget once: star.epochs_factor or star.recipe.epochs, not both",
+        )
+        _check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
+        for name, problem in knob_problems(self):  # Starlight's own checks, worded for this block
+            raise StardomainError(f"star.{name}: {problem}")
+
+
+@dataclass
+class EvalConfig:
+    points: int = DEFAULT_POINTS
+    bn_samples: int | None = None
+    eval_train_samples: int | None = None  # evaluate train loss on a subset (None = whole train split)
+    eval_test_samples: int | None = None  # likewise the test split (streamed data: a seeded subset held in memory)
+    align: str = "weight"  # how regular pairs and held-out models are aligned to the star / each other
+    max_pairs: int = 10  # regular-regular pairs evaluated: disjoint pairs first, then a seeded sample of the rest
+    max_star_source_pairs: int | None = None  # star-source pairs: None = the star against every one of its sources
+    matching_samples: int = DEFAULT_MATCHING_SAMPLES  # size of the seeded class-stratified sample activation matching correlates on
+    star_acc_margin: float = 0.01  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged
+    near_zero_tolerance: float = 0.05  # a test-loss barrier is "near 0" when its 95% upper bound is below this
+    bn_ablation: bool = False  # BN models: also evaluate the main barrier pairs with interpolated (not reset) statistics
+    converged_train_acc: float = 0.99  # a zoo with a model below this train accuracy is flagged "not converged"
+    converged_train_loss: float | None = None  # ... or, where set, above this final train loss (the paper's: ~0.001)
+
+    def __post_init__(self) -> None:
+        _check(self.points >= 2, f"eval.points: need at least 2 points on the path (got {self.points})")
+        _check(
+            self.max_star_source_pairs is None or self.max_star_source_pairs >= 1,
+            f"eval.max_star_source_pairs: must be >= 1 or null for every source (got {self.max_star_source_pairs})",
+        )
+        _check(self.matching_samples >= 1, f"eval.matching_samples: must be >= 1 (got {self.matching_samples})")
+        _check(
+            0 <= self.star_acc_margin < 1, f"eval.star_acc_margin: a fraction in [0, 1), e.g. 0.01 for 1 pp (got {self.star_acc_margin})"
+        )
+        _check(
+            0 < self.converged_train_acc <= 1,
+            f"eval.converged_train_acc: a fraction in (0, 1], e.g. 0.99 for 99% (got {self.converged_train_acc})",
+        )
+        _check(
+            self.converged_train_loss is None or self.converged_train_loss > 0,
+            f"eval.converged_train_loss: a positive loss in nats, e.g. 0.002, or null (got {self.converged_train_loss})",
+        )
+        _check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
+        _check(self.align in ("weight", "activation", "none"), f"eval.align: one of weight, activation, none (got {self.align!r})")
+        _check(self.max_pairs >= 1, f"eval.max_pairs: must be >= 1 (got {self.max_pairs})")
+        _check(self.bn_samples is None or self.bn_samples >= 1, f"eval.bn_samples: must be >= 1 or null (got {self.bn_samples})")

@@ -1,0 +1,154 @@
+"""Checks of an experiment config made when the YAML is read, beyond what each block checks itself.
+
+Every recipe override's type and range under its own key, the ranges the dataclasses leave open, and a
+trial build of every model the run will train (on the meta device). ``cfg`` is an
+:class:`~stardomain.experiment.config.ExperimentConfig` (typed ``Any``: that module imports this one).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from stardomain.errors import StardomainError
+from stardomain.experiment.config_blocks import _check, _coerce
+
+# -- every remaining value, checked when the YAML is read: a bad one must not cost a single unit (issue 25) --
+
+
+def _recipe_keys() -> dict[str, type]:
+    from stardomain.training.loop import _FIELD_TYPES
+
+    return _FIELD_TYPES
+
+
+def _check_recipe_overrides(cfg: Any) -> None:
+    """Each recipe override's type and range under its own key (``train.epochs: '2'`` names ``train.epochs``).
+
+    Ranges are checked against the generic defaults (every one valid), so an error here is always the
+    override's; how overrides combine with the dataset's recipe is checked afterwards.
+    """
+    from stardomain.training.loop import Recipe
+
+    blocks = [("train", cfg.train), ("star.recipe", cfg.star.recipe)]
+    if cfg.studies.optimizer is not None:
+        blocks += [
+            ("studies.optimizer.recipe", cfg.studies.optimizer.recipe),
+            ("studies.optimizer.star_recipe", cfg.studies.optimizer.star_recipe),
+        ]
+    keys = _recipe_keys()
+    for where, overrides in blocks:
+        for key, value in overrides.items():
+            if key not in keys:
+                continue  # the unknown key is reported (with what exists) by the recipe check that follows
+            if keys[key] in (int, float) and isinstance(value, str) and _is_number(value):
+                hint = (
+                    "write it without quotes" if keys[key] is int or "e" not in value.lower() else "YAML reads 1e-3 as text: write 1.0e-3"
+                )
+                raise StardomainError(
+                    f"{where}.{key}: expected {'an integer' if keys[key] is int else 'a number'}, got the text {value!r} ({hint})"
+                )
+            _coerce(value, keys[key], f"{where}.{key}")
+        known = {k: v for k, v in overrides.items() if k in keys}
+        try:
+            Recipe.from_dict({**Recipe().to_dict(), **known})
+        except StardomainError as e:
+            raise StardomainError(_name_recipe_key(where, str(e))) from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _name_recipe_key(where: str, message: str) -> str:
+    """``recipe: lr must be ...`` -> ``train.lr: must be ...``: the key as the YAML spells it."""
+    rest = message.removeprefix("recipe: ")
+    key = rest.split(" ", 1)[0]
+    if key in _recipe_keys() and rest.startswith(f"{key} must"):
+        return f"{where}.{key}: {rest[len(key) + 1 :]}"
+    return f"{where}: {message}"
+
+
+def _check_finite(value: float | None, where: str) -> None:
+    _check(value is None or math.isfinite(value), f"{where}: must be a finite number (got {value})")
+
+
+def _check_before_work(cfg: Any) -> None:
+    """Ranges the dataclasses leave open, and a trial build of every model the run will train."""
+    _check(0 <= cfg.seed < 2**31, f"seed: a whole number in [0, 2^31) (got {cfg.seed})")
+    ev = cfg.eval
+    for key in ("eval_train_samples", "eval_test_samples"):
+        value = getattr(ev, key)
+        _check(value is None or value >= 1, f"eval.{key}: must be >= 1, or null for the whole split (got {value})")
+    _check_finite(ev.near_zero_tolerance, "eval.near_zero_tolerance")
+    _check_finite(cfg.star.mu, "star.mu")
+    _check(all(math.isfinite(b) for b in cfg.star.t_beta), f"star.t_beta: two finite positive numbers (got {cfg.star.t_beta})")
+    s = cfg.studies
+    if s.bma is not None:
+        _check(s.bma.seed >= 0, f"studies.bma.seed: must be >= 0 (got {s.bma.seed})")
+    if s.fusion is not None:
+        _check_finite(s.fusion.mu, "studies.fusion.mu")
+    for name, block in (("width_depth", s.width_depth), ("optimizer", s.optimizer)):
+        if block is not None:
+            _check(block.sources >= 2, f"studies.{name}.sources: |Z| must be >= 2 to compare regular pairs (got {block.sources})")
+            _check(block.held_out >= 1, f"studies.{name}.held_out: must be >= 1 (got {block.held_out})")
+    if s.recipe is not None:
+        _check(all(math.isfinite(w) for w in s.recipe.width), f"studies.recipe.width: every entry finite (got {s.recipe.width})")
+    _trial_builds(cfg)
+
+
+# the sample shape and class count of the built-in datasets, known without reading them
+_KNOWN_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+}
+
+
+def _nominal_data(cfg: Any) -> tuple[tuple[int, ...], int]:
+    """The inputs a trial build is made for: the dataset's own where known without reading it, else a
+    nominal image the model accepts (only option checks then count; the shape is checked at the real build)."""
+    from stardomain import data, models
+
+    if cfg.dataset in _KNOWN_SHAPES:
+        return _KNOWN_SHAPES[cfg.dataset]
+    if data.accepts_image_size(cfg.dataset):
+        side = cfg.image_size or (224 if cfg.stream else 64)
+        return (3, side, side), 2
+    side = max(32, models.model_info(cfg.model.name).min_hw)
+    return (3, side, side), 10
+
+
+def _trial_builds(cfg: Any) -> None:
+    """Build every architecture of the run on the meta device (no memory, no random numbers): a width 0,
+    a depth -1 or a width of 2^40 fails here, naming its key, instead of inside a unit."""
+    from stardomain import models
+
+    shape, classes = _nominal_data(cfg)
+    options = cfg.model_options()
+    builds: list[tuple[str, dict[str, Any]]] = [("model.options", options)]
+    if cfg.studies.width_depth is not None:
+        builds += [(f"studies.width_depth.settings[{i}]", {**options, **extra}) for i, extra in enumerate(cfg.studies.width_depth.settings)]
+    if cfg.studies.recipe is not None:  # the cells' own options, as the study will build them
+        from stardomain.experiment.studies.recipe import cells
+
+        builds += [
+            ("studies.recipe.width" if c.values["width"] is not None else "studies.recipe", c.options)
+            for c in cells(cfg, cfg.source_recipe())
+        ]
+    seen: set[str] = set()
+    for where, opts in builds:
+        key = repr(sorted(opts.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            models.build_on_meta(cfg.model.name, classes, shape, **opts)
+        except StardomainError as e:
+            raise StardomainError(f"{where}: {e}") from None
