@@ -164,7 +164,7 @@ def test_fusion_row_against_tied_regular_models_has_no_verdict():
     """Two regular models at the same accuracy give a zero-width interval: the row says why there is no verdict,
     where a star at any other accuracy used to be called 'better'."""
     from stardomain.analysis import stats
-    from stardomain.report.markdown import fusion_section
+    from stardomain.report.study_sections import fusion_section
 
     accs = [347 / 360, 347 / 360]
     row = {

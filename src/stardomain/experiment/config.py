@@ -179,7 +179,7 @@ class ExperimentConfig:
     def starlight_config(self, star_recipe: "Recipe", mu: float) -> "StarlightConfig":
         """The one place the ``star`` block (and the eval settings Starlight shares) becomes a StarlightConfig."""
         from stardomain.starlight import StarlightConfig
-        from stardomain.starlight.algorithm import KNOBS
+        from stardomain.starlight.config import KNOBS
 
         knobs = {name: getattr(self.star, name) for name in KNOBS}  # the star block's knobs, by their shared names
         return StarlightConfig(

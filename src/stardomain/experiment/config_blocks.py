@@ -114,7 +114,7 @@ class StarConfig:
     repeats: int = 1  # stars per star tag, each with its own recorded seed: the star is the unit of replication
 
     def __post_init__(self) -> None:
-        from stardomain.starlight.algorithm import knob_problems
+        from stardomain.starlight.config import knob_problems
 
         _check(self.repeats >= 1, f"star.repeats: must be >= 1 (got {self.repeats})")
         _check(

@@ -17,7 +17,6 @@ not depend on who ran the units.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from stardomain.errors import StardomainError
 from stardomain.experiment import ablation
 from stardomain.experiment import pairs as pairing
 from stardomain.experiment.config import ExperimentConfig
+from stardomain.experiment.folder import Cache, digest, identity_part, read_marker, unplanned
 from stardomain.experiment.studies.common import star_records
 from stardomain.experiment.summary import summarize_groups
 from stardomain.training import zoo
@@ -40,88 +40,6 @@ from stardomain.training.loop import Recipe
 
 SCHEMA_VERSION = 3
 T = TypeVar("T")
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _unplanned(path: Path) -> StardomainError:
-    return StardomainError(
-        f"{path} is missing when the results are assembled: it was deleted or corrupted while the run "
-        "was going; re-run the same command to recompute it (if it is still missing after that, no unit "
-        "of the plan computes it: a bug in stardomain, please report it, and use --executor local)"
-    )
-
-
-def _identity_part(config: Mapping[str, Any]) -> dict[str, Any]:
-    """What must match for two configs to share a run folder: not the studies or evaluation settings,
-    nor how many stars are repeated (more repeats only add stars) or how many members train per pass,
-    nor (like the device) the CPU threads: finished units are kept, results.json records the run's."""
-    out = {k: v for k, v in config.items() if k not in ("studies", "eval", "logging", "device", "threads")}
-    if isinstance(out.get("star"), Mapping):
-        out["star"] = {k: v for k, v in out["star"].items() if k != "repeats"}
-    if isinstance(out.get("train"), Mapping):
-        out["train"] = {k: v for k, v in out["train"].items() if k != "batch_models"}
-    return out
-
-
-def _read_marker(marker: Path) -> Mapping[str, Any] | None:
-    """The config recorded in ``experiment.json``; refused in one line when the file is not what stardomain wrote
-    (it says which experiment the folder holds: guessing could mix two experiments in one folder)."""
-    try:
-        data = json.loads(marker.read_bytes())
-    except (ValueError, UnicodeDecodeError) as e:
-        why = f"not valid JSON ({getattr(e, 'msg', e)})"
-    else:
-        if isinstance(data, dict) and isinstance(data.get("config"), (dict, type(None))):
-            return data.get("config")
-        why = "not an experiment record (no 'config' mapping)"
-    raise StardomainError(
-        f"{marker} is {why}; it records which experiment {marker.parent} holds: restore it, "
-        "or delete it if that folder holds this config's run, or use another --out folder"
-    )
-
-
-class Cache:
-    """One JSON file per finished evaluation; written atomically, so a kill never leaves half a result."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.frozen = False  # assemble mode: every value must already be on disk
-
-    def path(self, kind: str, key: Mapping[str, Any]) -> Path:
-        return self.root / kind / f"{_digest(key)}.json"
-
-    @staticmethod
-    def read(path: Path) -> Any:
-        """The value stored at ``path``, or None when there is none: a truncated or corrupt entry (a copy
-        cut short, a bad disk) is deleted, so it is recomputed instead of failing every re-run."""
-        try:
-            entry = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
-            entry = None
-        if isinstance(entry, dict) and "value" in entry:
-            return entry["value"]
-        path.unlink(missing_ok=True)
-        return None
-
-    def has(self, path: Path) -> bool:
-        """Whether ``path`` holds a readable entry (a corrupt one is removed and counts as missing)."""
-        return self.read(path) is not None
-
-    def get_or_compute(self, kind: str, key: Mapping[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        path = self.path(kind, key)
-        value = self.read(path)
-        if value is not None:
-            return value
-        if self.frozen:
-            raise _unplanned(path)
-        value = compute()
-        store.atomic_write_json(path, {"key": key, "value": value})
-        return value
 
 
 class Experiment:
@@ -162,9 +80,9 @@ class Experiment:
         marker = self.out / "experiment.json"
         mine = self.cfg.to_dict()
         if marker.exists():
-            theirs = _read_marker(marker)
-            comparable = _identity_part(mine)
-            theirs = _identity_part(theirs or {})
+            theirs = read_marker(marker)
+            comparable = identity_part(mine)
+            theirs = identity_part(theirs or {})
             if {k: theirs.get(k) for k in comparable} != comparable:
                 there, here = difference_phrases({k: theirs.get(k) for k in comparable}, comparable) or ("?", "?")
                 raise StardomainError(
@@ -199,7 +117,7 @@ class Experiment:
         from stardomain.data.protocol import data_example
         from stardomain.permute import trace_spec
 
-        key = _digest(model.arch)
+        key = digest(model.arch)
         if key not in self._specs:  # traced on the run's own inputs (their dtype and shape: token ids stay ids)
             self._specs[key] = trace_spec(model, example_input=data_example(self.dataset).to(self.device))
         return self._specs[key]
@@ -221,7 +139,7 @@ class Experiment:
         path = self.member_path(tag, seed)
         done = store.is_complete(path)
         if not done and self.cache.frozen:
-            raise _unplanned(path)
+            raise unplanned(path)
         t0 = time.perf_counter()
         out = zoo.train_member(
             self.dataset,
@@ -245,7 +163,7 @@ class Experiment:
         paths = [self.member_path(tag, s) for s in seeds]
         done = all(store.is_complete(p) for p in paths)
         if not done and self.cache.frozen:
-            raise _unplanned(paths[0])
+            raise unplanned(paths[0])
         t0 = time.perf_counter()
         out = zoo.train_zoo(
             self.dataset,
@@ -305,7 +223,7 @@ class Experiment:
         sc = self.cfg.star
         path = self.star_path(tag)
         if self.cache.frozen and not store.is_complete(path):
-            raise _unplanned(path)
+            raise unplanned(path)
         t0 = time.perf_counter()
         star = train_star(
             sources,

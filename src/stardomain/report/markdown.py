@@ -12,22 +12,17 @@ byte-identical report.md.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Mapping
 
 from stardomain.analysis.convergence import NOT_CONVERGED, describe, flag_suffix
-from stardomain.analysis.stats import NOT_SIGNIFICANT, verdict
 from stardomain.checkpoints import store
 from stardomain.report.formatting import (
     GROUP_LABELS,
     GROUPS,
-    _clip,
     _compare_text,
     _near_zero_text,
-    acc_loss,
     fmt,
-    interval,
     num,
     poor_star,
     star_claim_lines,
@@ -35,6 +30,7 @@ from stardomain.report.formatting import (
 )
 
 # Paper v1, Table 1 (CIFAR-10, ResNet-18): ℓ2 distances without / with the winning permutation.
+
 PAPER_DISTANCES = {
     ("cifar10", "resnet18"): {
         "regular-regular": ("30.7 ± 0.19", "28.2 ± 0.37"),
@@ -57,7 +53,7 @@ PAPER_FUSION = {
 }
 
 
-def _key(results: Mapping[str, Any]) -> tuple[str, str]:
+def paper_key(results: Mapping[str, Any]) -> tuple[str, str]:
     return results["dataset"]["name"], results["config"]["model"]["name"]
 
 
@@ -231,7 +227,7 @@ def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -
 
 def distances_section(results: Mapping[str, Any]) -> list[str]:
     d = results["distances"]
-    ref = PAPER_DISTANCES.get(_key(results))
+    ref = PAPER_DISTANCES.get(paper_key(results))
     repeated = any("over_stars" in d[g] for g in GROUPS if g in d)
     header = (
         ["pair type", "pairs", "ℓ2 w/o perm", "ℓ2 w/ perm"]
@@ -278,197 +274,6 @@ def distances_section(results: Mapping[str, Any]) -> list[str]:
                 )
             )
         lines.append("")
-    return lines
-
-
-def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-    from stardomain.report.plots import plot_series
-    from stardomain.report.stars import SPREAD_NOTE, over_stars_cell
-
-    ns = results["n_sources"]
-    rows = []
-    for r in ns["rows"]:
-        ep = r["endpoints"]
-        rows.append(
-            [
-                r["n_sources"],
-                len(r.get("star_seeds", [r["star_seed"]])),
-                ", ".join(str(x) for x in r.get("star_seeds", [r["star_seed"]])),
-                acc_loss(ep["star"]),
-                acc_loss(ep["sources"]),
-                over_stars_cell(r),
-                fmt(r["star_held_out"]["test_loss"]),
-                fmt(r["star_held_out"]["test_acc"], 100, 2, n=False),
-                "yes" if ep["star_below_sources"] else "no",
-            ]
-        )
-    held = ns["rows"][0]["endpoints"].get("held_out") if ns["rows"] else None
-    lines = [
-        "## Starness vs number of sources (paper Fig. 3)",
-        "",
-        table(
-            [
-                "\\|Z\\|",
-                "stars",
-                "star seeds",
-                "star test acc (%) / loss (repeat 0)",
-                "its sources' test acc (%) / loss",
-                "star–held-out test loss barrier over stars",
-                "over pairs",
-                "test acc barrier (pp)",
-                "star below sources?",
-            ],
-            rows,
-        ),
-        "",
-        SPREAD_NOTE,
-        "",
-        f"Held-out endpoints (the same models for every row): test acc (%) / loss {acc_loss(held)}.",
-        "",
-    ]
-    ref = ns.get("regular_regular")
-    if ref:
-        lines += [f"Reference regular–regular test loss barrier: {fmt(ref['test_loss'])}.", ""]
-    t = results["tests"].get("n_sources")
-    if t:
-        flagged = [r for r in ns["rows"] if r["n_sources"] in (t["first"], t["last"])]
-        ep = next((r["endpoints"] for r in flagged if r["endpoints"]["star_below_sources"]), None)
-        verdict_lines = [
-            "- "
-            + _compare_text(
-                t["trend"],
-                f"star–held-out barrier at |Z|={t['last']} minus at |Z|={t['first']}",
-                "the barrier decreases with |Z|",
-                "the barrier INCREASES with |Z|",
-                flag="" if t["comparable"] else flag_text(ep),
-            )
-        ]
-        if "trend_over_stars" in t:
-            verdict_lines.append(
-                "  - "
-                + _compare_text(
-                    t["trend_over_stars"],
-                    f"over {t['n_stars']} stars per size (n = per-star means): the same difference",
-                    "the barrier decreases with |Z|",
-                    "the barrier INCREASES with |Z|",
-                    flag="" if t["comparable"] else flag_text(ep),
-                )
-            )
-        lines += with_convergence(verdict_lines, results.get("endpoints")) + [""]
-    xs = [r["n_sources"] for r in ns["rows"]]
-    repeated = all(r.get("over_stars", {}).get("test_loss", {}).get("n_stars", 1) > 1 for r in ns["rows"])
-    spread = [
-        r["over_stars"]["test_loss"]["over_stars"] if repeated else r["star_held_out"]["test_loss"] for r in ns["rows"]
-    ]  # bands over stars where every size has repeated stars, else over pairs
-    k = min(r["over_stars"]["test_loss"]["n_stars"] for r in ns["rows"]) if repeated else None
-    star_label = f"star – held-out (± std over {k} stars)" if repeated else f"star – held-out (± std over {spread[0]['n']} pairs)"
-    series = {star_label: ([m["mean"] for m in spread], [m["std"] for m in spread])}
-    if ref:
-        series[f"regular – regular (± std over {ref['test_loss']['n']} pairs)"] = (
-            [ref["test_loss"]["mean"]] * len(xs),
-            [ref["test_loss"]["std"]] * len(xs),
-        )
-    path = out / "n_sources.png"
-    plot_series(xs, series, "number of source models |Z|", "test loss barrier (nats)", path, band_label=None)
-    figures.append(path.name)
-    return lines + [f"![barrier vs |Z|]({path.name})", ""]
-
-
-def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-    from stardomain.report.bma_plot import plot_bma
-
-    b = results["bma"]
-    names = {"star_domain": "star-domain BMA", "ensemble": "deep ensemble"}
-    metric_names = ["accuracy", "nll", "ece", "brier", "auroc_max_prob", "auroc_neg_entropy"]
-
-    def cells(values: Mapping[str, float]) -> list[str]:  # accuracy in % as in the figures, the rest as computed
-        return [f"{100 * values['accuracy']:.2f}"] + [f"{values[name]:.4f}" for name in metric_names[1:]]
-
-    rows = []
-    for key, label in names.items():
-        m = b[key]["metrics"]
-        rows.append([label, b[key]["k"][-1]] + cells({name: m[name][-1] for name in metric_names}))
-    for key, label in (("star", "star model alone"), ("single", "single regular model")):
-        if key in b:
-            rows.append([label, 1] + cells(b[key]))
-    lines = [
-        "## Bayesian model averaging over the star domain (paper Fig. 5)",
-        "",
-        table(["posterior", "K", "accuracy (%)", "NLL", "ECE", "Brier", "AUROC (max prob)", "AUROC (neg. entropy)"], rows),
-        "",
-    ]
-    t = results["tests"].get("bma")
-    if t:
-        lines += [
-            f"Star-domain BMA (K={b['star_domain']['k'][-1]}) minus deep ensemble (K={b['ensemble']['k'][-1]}); paired bootstrap "
-            "over test examples (one run of each posterior, so seed-to-seed variation is not included):",
-            "",
-        ]
-        for name, label, lower, higher in (
-            ("auroc_max_prob", "AUROC (max prob)", "lower for star-domain BMA", "higher for star-domain BMA"),
-            ("auroc_neg_entropy", "AUROC (neg. entropy)", "lower for star-domain BMA", "higher for star-domain BMA"),
-            ("ece", "ECE", "star-domain BMA is better calibrated", "star-domain BMA is worse calibrated"),
-        ):
-            if name in t:
-                lines.append(
-                    f"- {label}: {verdict(t[name], lower, higher)} (difference {num(t[name]['diff'], digits=4)}, "
-                    f"95% CI {interval(t[name]['ci95'], digits=4)})"
-                )
-        lines += ["", "Paper: star-domain BMA has the better AUROC and the worse ECE.", ""]
-    path = out / "bma.png"
-    plot_bma(b, path)
-    figures.append(path.name)
-    return lines + [f"![BMA vs K]({path.name})", ""]
-
-
-def fusion_section(results: Mapping[str, Any]) -> list[str]:
-    f = results["fusion"]
-    ref = PAPER_FUSION.get(_key(results))
-    tests = {t["n_sources"]: t for t in results["tests"].get("fusion", [])}
-    header = ["\\|Z\\|", "regular models (%)", "best regular (%)", "ensemble (%)", "fused star (%)", "fused star vs one regular model"] + (
-        ["paper regular / ens. / star"] if ref else []
-    )
-    rows = []
-    for r in f["rows"]:
-        t = tests.get(r["n_sources"])
-        word = verdict(t, "worse", "better") if t else NOT_SIGNIFICANT
-        regular = {"mean": r["regular_acc_mean"], "std": r["regular_acc_std"], "n": len(r["regular_accs"])}
-        if t and "no_verdict" in t:
-            word = f"no verdict: {t['no_verdict']}"
-        row = [
-            r["n_sources"],
-            fmt(regular, 100, 2),
-            f"{100 * r['best_regular_acc']:.2f}",
-            f"{100 * r['ensemble_acc']:.2f}",
-            f"{100 * r['star_acc']:.2f}",
-            f"{word}"
-            + (
-                f" (95% prediction interval {interval(_clip(t['interval']), 100, 2)})"
-                if t and not any(math.isnan(v) for v in t["interval"])
-                else ""
-            ),
-        ]
-        if ref:
-            row.append(" / ".join(ref[r["n_sources"]]) if r["n_sources"] in ref else "–")
-        rows.append(row)
-    lines = [
-        f"## Model fusion (paper Table 2; star trained with μ = {f['mu']:g})",
-        "",
-        table(header, rows),
-        "",
-        "A fused star is one model, so it is tested against where one more regular model would land "
-        "(the 95% prediction interval of the regular models' accuracy), not against their mean.",
-        "",
-    ]
-    if results["models"].get("repeats", 1) > 1:
-        lines += [f"One fused star per |Z|: star.repeats ({results['models']['repeats']}) applies to the other studies, not to fusion.", ""]
-    cost = f["rows"][-1].get("cost", {})
-    if cost:
-        lines += [
-            "Inference cost per input (for the largest |Z|): "
-            + "; ".join(f"{name}: {c['forward_passes']} forward pass(es), {c['parameters']:,} parameters held" for name, c in cost.items()),
-            "",
-        ]
     return lines
 
 

@@ -20,7 +20,8 @@ import torch
 
 from stardomain._util.progress import ProgressConfig
 from stardomain.errors import StardomainError
-from stardomain.starlight.algorithm import Starlight, StarlightConfig, StarlightResult, check_not_source_init
+from stardomain.starlight.algorithm import Starlight, StarlightResult
+from stardomain.starlight.config import StarlightConfig, check_not_source_init
 
 # every star checkpoint's metadata holds exactly these keys (tests compare the CLI's and the pipeline's)
 STAR_META_KEYS = (

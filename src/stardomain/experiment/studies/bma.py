@@ -89,7 +89,7 @@ class BMAStudy(Study):
         return bma_section(exp, main.stars[0], main.z)
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        from stardomain.report.markdown import bma_section as section
+        from stardomain.report.study_sections import bma_section as section
 
         return section(results, out, figures)
 

@@ -61,7 +61,7 @@ class FusionStudy(Study):
         return {"mu": f.mu, "rows": rows, "repeats": 1}  # one fused star per |Z|: star.repeats does not apply here
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        from stardomain.report.markdown import fusion_section
+        from stardomain.report.study_sections import fusion_section
 
         return fusion_section(results)
 

@@ -58,7 +58,7 @@ class NSourcesStudy(Study):
         return {"rows": rows, "regular_regular": rr["barriers"] if rr else None, "regular_regular_values": rr["values"] if rr else None}
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        from stardomain.report.markdown import n_sources_section
+        from stardomain.report.study_sections import n_sources_section
 
         return n_sources_section(results, out, figures)
 
