@@ -309,12 +309,20 @@ def main() -> None:
             ref_shared = _timed(lambda: shared_bn_curve(models[0], state_a, state_b, ds, args.points, args.bn_batch_size), times["shared"])
         c = _timed(
             lambda: curve(
-                models[0], state_a, state_b, ds, num_points=args.points, bn_batch_size=args.bn_batch_size, bn_estimator="cumulative"
+                state_a,
+                state_b,
+                model=models[0],
+                dataset=ds,
+                num_points=args.points,
+                bn_batch_size=args.bn_batch_size,
+                bn_estimator="cumulative",
             ),
             times["ours"],
         )
         if not has_bn:
-            c_one = _timed(lambda: curve(models[0], state_a, state_b, ds, num_points=args.points, batched=False), times["unbatched"])
+            c_one = _timed(
+                lambda: curve(state_a, state_b, model=models[0], dataset=ds, num_points=args.points, batched=False), times["unbatched"]
+            )
 
     worst_split = _max_diff(ref_split, c, args.train, args.test, "per-split")
     worst_shared = _max_diff(ref_shared, c, args.train, args.test, "shared-BN") if run_shared else 0.0
@@ -364,7 +372,7 @@ def main() -> None:
         w_one, c_one_cpu = best["unbatched"]
         print(f"batched over t vs one t at a time: {w_one / w_ours:.2f}x wall, {c_one_cpu / c_ours:.2f}x CPU")
         return
-    pooled = curve(models[0], state_a, state_b, ds, num_points=args.points, bn_batch_size=args.bn_batch_size)
+    pooled = curve(state_a, state_b, model=models[0], dataset=ds, num_points=args.points, bn_batch_size=args.bn_batch_size)
     print("barriers (default pooled BN estimator): " + ", ".join(f"{k} {v:.4f}" for k, v in barriers(pooled).items()))
 
 

@@ -156,8 +156,8 @@ def test_barrier_curve_matches_cpu(digits):
     torch.manual_seed(1)
     b = models.create("resnet20", digits.num_classes, digits.in_shape, width=0.25).state_dict()
     kw = dict(num_points=5, bn_samples=512, eval_train_samples=400, seed=0)
-    on_cpu = barrier.curve(model, a, b, digits, device="cpu", **kw)
-    on_gpu = barrier.curve(model, a, b, digits, device=CUDA, **kw)
+    on_cpu = barrier.curve(a, b, model=model, dataset=digits, device="cpu", **kw)
+    on_gpu = barrier.curve(a, b, model=model, dataset=digits, device=CUDA, **kw)
     for m in barrier.METRICS:
         assert on_gpu.metric(m) == pytest.approx(on_cpu.metric(m), rel=1e-3, abs=2e-3), m
 

@@ -107,7 +107,7 @@ def test_curve_json_roundtrip():
 def test_model_with_itself_has_flat_curve_and_zero_barrier(pair):
     ds, a, _ = pair
     s = a.state_dict()
-    c = curve(a, s, s, ds, num_points=7, bn_batch_size=64)
+    c = curve(s, s, model=a, dataset=ds, num_points=7, bn_batch_size=64)
     for m in ("train_loss", "train_acc", "test_loss", "test_acc"):
         values = c.metric(m)
         assert len(values) == 7 and len(set(values)) == 1, m
@@ -117,7 +117,7 @@ def test_model_with_itself_has_flat_curve_and_zero_barrier(pair):
 def test_curve_end_points_equal_each_model_after_its_own_bn_reset(pair):
     ds, a, b = pair
     sa, sb = a.state_dict(), b.state_dict()
-    c = curve(a, sa, sb, ds, num_points=5, bn_batch_size=64)
+    c = curve(sa, sb, model=a, dataset=ds, num_points=5, bn_batch_size=64)
     for model, i in ((a, 0), (b, -1)):
         m = bn_net(0)
         m.load_state_dict(model.state_dict())
@@ -133,7 +133,7 @@ def test_curve_leaves_the_callers_model_alone(pair):
     ds, a, b = pair
     a.train()
     before = {k: v.clone() for k, v in a.state_dict().items()}
-    curve(a, a.state_dict(), b.state_dict(), ds, num_points=3, bn_batch_size=64)
+    curve(a.state_dict(), b.state_dict(), model=a, dataset=ds, num_points=3, bn_batch_size=64)
     assert a.training
     assert all(torch.equal(v, before[k]) for k, v in a.state_dict().items())
     a.eval()
@@ -142,8 +142,8 @@ def test_curve_leaves_the_callers_model_alone(pair):
 def test_folding_does_not_change_the_curve(pair):
     ds, a, b = pair
     sa, sb = a.state_dict(), b.state_dict()
-    c1 = curve(a, sa, sb, ds, num_points=3, bn_batch_size=64)
-    c2 = curve(a, sa, sb, ds, num_points=3, bn_batch_size=64, fold_bn=False, batch_size=1000)
+    c1 = curve(sa, sb, model=a, dataset=ds, num_points=3, bn_batch_size=64)
+    c2 = curve(sa, sb, model=a, dataset=ds, num_points=3, bn_batch_size=64, fold_bn=False, batch_size=1000)
     assert c1.test_loss == pytest.approx(c2.test_loss, rel=1e-5)
     assert c1.train_acc == pytest.approx(c2.train_acc)
 
@@ -151,8 +151,8 @@ def test_folding_does_not_change_the_curve(pair):
 def test_bn_sample_count_changes_statistics_and_barrier(pair):
     ds, a, b = pair
     sa, sb = a.state_dict(), b.state_dict()
-    full = curve(a, sa, sb, ds, num_points=5, bn_batch_size=32, splits=("test",))
-    few = curve(a, sa, sb, ds, num_points=5, bn_samples=64, bn_batch_size=32, splits=("test",))
+    full = curve(sa, sb, model=a, dataset=ds, num_points=5, bn_batch_size=32, splits=("test",))
+    few = curve(sa, sb, model=a, dataset=ds, num_points=5, bn_samples=64, bn_batch_size=32, splits=("test",))
     assert few.info["bn_samples"] == 64 and full.info["bn_samples"] == 256
     assert not full.train_loss and full.test_loss
     assert barriers(full)["test_loss"] != barriers(few)["test_loss"]
@@ -161,12 +161,12 @@ def test_bn_sample_count_changes_statistics_and_barrier(pair):
 
 def test_eval_train_subset_and_errors(pair):
     ds, a, b = pair
-    c = curve(a, a.state_dict(), b.state_dict(), ds, num_points=2, eval_train_samples=100, bn_batch_size=64)
+    c = curve(a.state_dict(), b.state_dict(), model=a, dataset=ds, num_points=2, eval_train_samples=100, bn_batch_size=64)
     assert c.info["eval_train_samples"] == 100 and c.info["bn_samples"] == 256
     with pytest.raises(StardomainError, match="split"):
-        curve(a, a.state_dict(), b.state_dict(), ds, splits=("val",))
+        curve(a.state_dict(), b.state_dict(), model=a, dataset=ds, splits=("val",))
     with pytest.raises(StardomainError):
-        curve(a, a.state_dict(), bn_net(0)[:3].state_dict(), ds)
+        curve(a.state_dict(), bn_net(0)[:3].state_dict(), model=a, dataset=ds)
 
 
 def test_curve_without_batchnorm_skips_reset():
@@ -175,7 +175,7 @@ def test_curve_without_batchnorm_skips_reset():
     a = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 4))
     torch.manual_seed(1)
     b = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 4))
-    c = curve(a, a.state_dict(), b.state_dict(), ds, num_points=3)
+    c = curve(a.state_dict(), b.state_dict(), model=a, dataset=ds, num_points=3)
     assert not c.info["bn_reset"] and c.info["bn_samples"] == 0
     assert c.test_loss[0] == pytest.approx(own_metrics(a, ds.test_x, ds.test_y)[0], rel=1e-6)
 
@@ -214,3 +214,9 @@ def test_an_empty_split_is_an_error_not_a_zero_loss():
             {"train": (torch.randn(4, 3), torch.zeros(4, dtype=torch.long)), "test": (torch.randn(0, 3), torch.zeros(0, dtype=torch.long))},
             batch_size=2,
         )
+
+
+def test_curve_takes_the_states_first_and_refuses_the_old_order_in_one_line(pair):
+    ds, a, b = pair
+    with pytest.raises(StardomainError, match=r"curve got a .* as positional argument 1; the argument order is curve\(state_a, state_b"):
+        curve(a, a.state_dict(), b.state_dict(), ds)

@@ -27,8 +27,8 @@ def bn_pair(digits):
 def test_both_protocols_on_a_bn_model_and_they_differ(digits, bn_pair):
     model, sa, sb = bn_pair
     kw = dict(num_points=5, eval_train_samples=300)
-    reset = curve(model, sa, sb, digits, bn="reset", **kw)
-    interp = curve(model, sa, sb, digits, bn="interpolate", **kw)
+    reset = curve(sa, sb, model=model, dataset=digits, bn="reset", **kw)
+    interp = curve(sa, sb, model=model, dataset=digits, bn="interpolate", **kw)
     assert reset.info["bn"] == "reset" and reset.info["bn_reset"] and reset.info["bn_samples"] == len(digits.train_y)
     assert interp.info["bn"] == "interpolate" and not interp.info["bn_reset"] and interp.info["bn_samples"] == 0
     # at t = 0 the no-reset curve is model A with its own statistics, exactly what plain eval gives
@@ -50,8 +50,8 @@ def test_without_batchnorm_both_protocols_agree_exactly(digits):
     a = _trained(digits, "mlp", 0, depth=1, width=16)
     b = _trained(digits, "mlp", 1, depth=1, width=16)
     kw = dict(num_points=5)
-    r = curve(a, a.state_dict(), b.state_dict(), digits, bn="reset", **kw)
-    i = curve(a, a.state_dict(), b.state_dict(), digits, bn="interpolate", **kw)
+    r = curve(a.state_dict(), b.state_dict(), model=a, dataset=digits, bn="reset", **kw)
+    i = curve(a.state_dict(), b.state_dict(), model=a, dataset=digits, bn="interpolate", **kw)
     assert r.info["bn"] is None and i.info["bn"] is None
     for m in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert r.metric(m) == i.metric(m)
@@ -60,7 +60,7 @@ def test_without_batchnorm_both_protocols_agree_exactly(digits):
 def test_unknown_protocol_is_refused(digits, bn_pair):
     model, sa, sb = bn_pair
     with pytest.raises(StardomainError, match="unknown bn protocol"):
-        curve(model, sa, sb, digits, num_points=3, bn="none")
+        curve(sa, sb, model=model, dataset=digits, num_points=3, bn="none")
 
 
 def test_cli_barrier_records_the_protocol(tmp_path, capsys):

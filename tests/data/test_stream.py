@@ -74,10 +74,10 @@ def test_stream_trains_reestimates_bn_and_gives_the_tensor_curve(stream):
     other = models.create("resnet20", stream.num_classes, stream.in_shape, width=0.25)
     state_a, state_b = model.state_dict(), other.state_dict()
     kw = dict(num_points=3, bn_samples=100, eval_train_samples=80, seed=3, bn_batch_size=50)
-    c_stream = barrier.curve(model, state_a, state_b, stream, **kw)
+    c_stream = barrier.curve(state_a, state_b, model=model, dataset=stream, **kw)
     tx, ty = stream.split_tensors("train")
     vx, vy = stream.split_tensors("test")
-    c_memory = barrier.curve(model, state_a, state_b, SimpleNamespace(train_x=tx, train_y=ty, test_x=vx, test_y=vy), **kw)
+    c_memory = barrier.curve(state_a, state_b, model=model, dataset=SimpleNamespace(train_x=tx, train_y=ty, test_x=vx, test_y=vy), **kw)
     assert c_stream.info == c_memory.info and c_stream.info["eval_train_samples"] == 80
     for m in barrier.METRICS:
         assert c_stream.metric(m) == pytest.approx(c_memory.metric(m), rel=1e-5, abs=1e-6), m

@@ -65,7 +65,7 @@ def test_model_matrix_keeps_its_function_and_runs_barrier_and_starlight(name, di
     # the matching did something: B moved towards A
     keys = [k for k, _ in model.named_parameters()]
     assert l2_distance(sa, aligned, keys) < l2_distance(sa, sb, keys)
-    c = curve(model, sa, aligned, digits_small, num_points=3, splits=("test",), bn_samples=128)
+    c = curve(sa, aligned, model=model, dataset=digits_small, num_points=3, splits=("test",), bn_samples=128)
     assert all(v == v for v in c.to_dict()["test_loss"])
     recipe = Recipe(epochs=1, batch_size=100, lr=0.01)
     sl = Starlight(model, [sa, sb], digits_small, StarlightConfig(recipe=recipe), seed=5, example_input=x)

@@ -61,6 +61,6 @@ def test_weight_matching_two_trained_resnet20s(fashion_tiny):
     # 11 points: with the authors' init (PyTorch's default) the raw path's peak is off t = 0.5 (2.21 at an 11-point
     # grid, 1.02 at t = 0.5 alone), so a 3-point grid under-samples the max it compares with
     kw = dict(ts=[i / 10 for i in range(11)], splits=("test",), bn_samples=256)
-    raw = barriers(curve(a, sa, sb, ds, **kw))["test_loss"]
-    aligned = barriers(curve(a, sa, sb_aligned, ds, **kw))["test_loss"]
+    raw = barriers(curve(sa, sb, model=a, dataset=ds, **kw))["test_loss"]
+    aligned = barriers(curve(sa, sb_aligned, model=a, dataset=ds, **kw))["test_loss"]
     assert aligned < raw

@@ -285,9 +285,9 @@ def test_barrier_curve_of_aligned_hf_models(name, small_digits):
     torch.manual_seed(1)
     b = models.create(name, 10, SHAPE, **TINY)
     aligned, _ = align(a.state_dict(), b.state_dict(), model=a, x=small_digits.train_x[:64])
-    c = curve(a, a.state_dict(), aligned, small_digits, num_points=3)
+    c = curve(a.state_dict(), aligned, model=a, dataset=small_digits, num_points=3)
     assert len(c.test_loss) == 3 and all(v == v for v in c.test_loss)
-    ends = curve(a, a.state_dict(), b.state_dict(), small_digits, ts=[0.0, 1.0])
+    ends = curve(a.state_dict(), b.state_dict(), model=a, dataset=small_digits, ts=[0.0, 1.0])
     assert c.test_loss[0] == pytest.approx(ends.test_loss[0], rel=1e-5)
     assert c.test_loss[-1] == pytest.approx(ends.test_loss[-1], rel=1e-5)  # aligned B computes B's function
     assert all(v == v for v in barriers(c).values())

@@ -170,7 +170,7 @@ def test_star_model_is_better_connected_than_regular_models(fashion_mlp_zoo, fas
 
     def barrier(a, b):
         b_aligned, _ = align(a, b, spec=spec, model=model, method="weight", seed=0)
-        return barriers(curve(model, a, b_aligned, fashion_small, num_points=11, splits=("test",)))["test_loss"]
+        return barriers(curve(a, b_aligned, model=model, dataset=fashion_small, num_points=11, splits=("test",)))["test_loss"]
 
     regular = [barrier(a, b) for a, b in itertools.combinations(sources, 2)]
     star_source = [barrier(star, s) for s in sources]

@@ -97,10 +97,10 @@ def evaluate_pair(
         )
         objective, coverage, check = float(match.objective), match.coverage, match.check
     c = curve(
-        model,
         state_a,
         state_b,
-        dataset,
+        model=model,
+        dataset=dataset,
         num_points=points,
         bn_samples=bn_samples,
         device=device,

@@ -26,6 +26,7 @@ from stardomain.data.protocol import split_size, split_tensors, streams
 from stardomain.defaults import DEFAULT_POINTS
 from stardomain.errors import StardomainError
 from stardomain.permute import l2_distance
+from stardomain.permute.spec import states_first
 
 __all__ = ["METRICS", "Curve", "barrier_profile", "barriers", "curve", "evaluate_splits", "l2_distance"]
 
@@ -172,10 +173,12 @@ def _walk(
         _append(out, evaluate_splits(engine.forward, eval_splits, batch_size))
 
 
+@states_first("curve(state_a, state_b, model=model, dataset=dataset, ...)")
 def curve(
-    model: nn.Module,
     state_a: Mapping[str, Tensor],
     state_b: Mapping[str, Tensor],
+    *,
+    model: nn.Module,
     dataset: Any,
     num_points: int = DEFAULT_POINTS,
     bn_samples: int | None = None,
@@ -183,7 +186,6 @@ def curve(
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
     progress: bool | ProgressConfig | None = False,  # None: a bar on a terminal, lines in a log
-    *,
     eval_train_samples: int | None = None,
     eval_test_samples: int | None = None,
     bn_batch_size: int = 512,
