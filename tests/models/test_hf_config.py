@@ -42,3 +42,17 @@ def test_a_config_function_that_is_not_imported_or_returns_no_config_is_one_line
         models.create("hf:not_imported_mod:make", 10, (1, 8, 8))
     with pytest.raises(StardomainError, match="not a transformers config"):
         models.create("hf:own_models:build_lnmlp", 10, (1, 8, 8))
+
+
+def test_an_hf_checkpoint_whose_metadata_names_other_sizes_is_refused_before_building(tmp_path: Path) -> None:
+    import json
+
+    torch.manual_seed(0)
+    model = models.create("hf:vit", 10, (1, 8, 8), hidden=16, layers=1, heads=2, patch=4)
+    path = store.save(tmp_path / "vit.safetensors", model, {"seed": 0})
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta["arch"]["options"]["hidden"] = 32  # a hand-edited or mismatched metadata file
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StardomainError, match="does not fit|shape"):
+        store.load_state(path)

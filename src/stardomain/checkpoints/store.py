@@ -219,8 +219,10 @@ def _check_arch_on_meta(meta: Mapping[str, Any], state: Mapping[str, torch.Tenso
         return  # training-state files hold optimizer tensors too; they are read by the run that wrote them
     arch = meta["arch"]
     name, factory = arch.get("name"), arch.get("factory")
-    if name not in models.available_models() and not any(
-        is_import_path(n) and import_path_module(n) in sys.modules for n in (name, factory)
+    if (
+        name not in models.available_models()
+        and not _hf_buildable(name)
+        and not any(is_import_path(n) and import_path_module(n) in sys.modules for n in (name, factory))
     ):
         return
     try:
@@ -340,3 +342,16 @@ def find_checkpoints(zoo_dir: str | os.PathLike, recursive: bool = True) -> list
         raise StardomainError(f"model zoo folder not found: {root} (train one with `stardomain train --n N --out {root}`)")
     found = root.rglob(f"*{SUFFIX}") if recursive else root.glob(f"*{SUFFIX}")
     return sorted(p for p in found if not p.name.startswith(".") and is_complete(p))
+
+
+def _hf_buildable(name: Any) -> bool:
+    """Whether an ``hf:`` architecture can be built here to check its shapes: transformers is installed and, for
+    ``hf:pkg.module:make_config``, the module is imported (a checkpoint never imports it)."""
+    import importlib.util
+
+    from stardomain._util.plugins import import_path_module, is_import_path
+
+    if not (isinstance(name, str) and name.strip().lower().startswith("hf:")) or importlib.util.find_spec("transformers") is None:
+        return False
+    rest = name.strip()[3:]
+    return not is_import_path(rest) or import_path_module(rest) in sys.modules

@@ -139,6 +139,8 @@ def build_gpt2(
             n_inner=mlp * hidden,
             num_labels=num_classes,
             pad_token_id=vocab,
+            bos_token_id=None,  # no generation ids outside the tiny vocabulary (checked when the config is built)
+            eos_token_id=None,
             resid_pdrop=dropout,
             embd_pdrop=dropout,
             attn_pdrop=dropout,
@@ -175,6 +177,8 @@ def build_bert(
             max_position_embeddings=math.prod(in_shape),
             type_vocab_size=1,
             pad_token_id=vocab,
+            bos_token_id=None,
+            eos_token_id=None,
             num_labels=num_classes,
             hidden_dropout_prob=dropout,
             attention_probs_dropout_prob=dropout,
