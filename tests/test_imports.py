@@ -106,7 +106,7 @@ def test_no_import_cycle_in_the_package():
 # (function-level imports included). docs/DESIGN.md draws the same table.
 LAYERS = [
     {"errors", "defaults", "_util", "analysis"},  # what is not the science, and statistics over plain numbers
-    {"data", "models", "hf"},
+    {"data", "models"},
     {"checkpoints"},
     {"training"},
     {"permute"},
