@@ -134,6 +134,7 @@ def train_star(
     from stardomain.checkpoints import store
     from stardomain.data.protocol import data_example
     from stardomain.training.loop import final_metrics, seed_everything
+    from stardomain.training.zoo import dataset_record
 
     out = Path(out)
     paths = [Path(p) for p in sources]
@@ -161,7 +162,7 @@ def train_star(
     for p, s in zip(paths, states):
         store.check_fits(star, s, p)
     _init_state(str(init), star, states, [(str(p), m) for p, m in zip(paths, metas)])
-    data = dataset.record()
+    data = dataset_record(dataset)  # a duck-typed dataset (train_x, ..., name) gets a record too
     runner = Starlight(
         star,
         states,

@@ -160,8 +160,8 @@ def make_loader(dataset: Any, recipe: Recipe, seed: int, device: str | torch.dev
         dataset.train_y,
         batch_size=recipe.batch_size,
         shuffle=True,
-        augment=recipe.augment and dataset.augment,
-        fill=dataset.black(),
+        augment=recipe.augment and bool(getattr(dataset, "augment", False)),  # a duck-typed dataset: no augmentation
+        fill=dataset.black() if hasattr(dataset, "black") else 0.0,
         seed=seed,
         device=device,
     )
