@@ -79,6 +79,11 @@ def _check_sizes(name: str, hidden: int, layers: int, heads: int, mlp: int) -> N
     check(hidden % heads == 0, f"{name} option hidden={hidden} must be a multiple of heads={heads}")
 
 
+def _check_tokens(name: str, hidden: int, layers: int, heads: int, mlp: int, vocab: int, x_min: float, x_max: float) -> None:
+    _check_sizes(name, hidden, layers, heads, mlp)
+    check(vocab >= 2 and x_max > x_min, f"{name} needs vocab >= 2 and x_max > x_min (got {vocab}, [{x_min}, {x_max}])")
+
+
 def build_vit(
     num_classes: int,
     in_shape: tuple[int, ...],
@@ -126,8 +131,7 @@ def build_gpt2(
     x_max: float = 2.0,
 ) -> nn.Module:
     """GPT-2 (``GPT2ForSequenceClassification``) on ``prod(in_shape)`` tokens, classified at the last token."""
-    _check_sizes("hf:gpt2", hidden, layers, heads, mlp)
-    check(vocab >= 2 and x_max > x_min, f"hf:gpt2 needs vocab >= 2 and x_max > x_min (got {vocab}, [{x_min}, {x_max}])")
+    _check_tokens("hf:gpt2", hidden, layers, heads, mlp, vocab, x_min, x_max)
     tf = _transformers()
     config = _quiet(
         tf.GPT2Config(
@@ -164,8 +168,7 @@ def build_bert(
     x_max: float = 2.0,
 ) -> nn.Module:
     """BERT (``BertForSequenceClassification``): post-LN blocks, the pooler on the first token."""
-    _check_sizes("hf:bert", hidden, layers, heads, mlp)
-    check(vocab >= 2 and x_max > x_min, f"hf:bert needs vocab >= 2 and x_max > x_min (got {vocab}, [{x_min}, {x_max}])")
+    _check_tokens("hf:bert", hidden, layers, heads, mlp, vocab, x_min, x_max)
     tf = _transformers()
     config = _quiet(
         tf.BertConfig(
