@@ -81,3 +81,21 @@ def test_train_star_reuses_a_finished_star_and_refuses_another_identity(tmp_path
     # the seed seeds the star's initial weights: the same call elsewhere gives the same bytes
     twin = train_star(sources, ds, config, tmp_path / "twin.safetensors", seed=7)
     assert twin.meta["sha256"] == first.meta["sha256"]
+
+
+def test_train_star_refuses_to_reuse_a_star_trained_on_other_data(tmp_path: Path, capsys) -> None:
+    import pytest
+
+    from stardomain.data import open_dataset
+    from stardomain.errors import StardomainError
+
+    zoo_dir = tmp_path / "zoo"
+    r = run_cli(capsys, "train", "-d", "digits", "-o", "width=8", "-o", "depth=1", "-e", "1", "--n", "2", "--out", zoo_dir, "-q")
+    assert r.code == 0, r.err
+    sources = sorted(zoo_dir.glob("*.safetensors"))
+    config = StarlightConfig(recipe=Recipe.from_dict(store.read_metadata(sources[0])["recipe"]).replace(epochs=1))
+    out = tmp_path / "star.safetensors"
+    train_star(sources, open_dataset("digits"), config, out, seed=7)
+    # same sources, settings and seed, but a subset of the data: never handed back as if it were the same star
+    with pytest.raises(StardomainError, match="trained on other data .*subset 500"):
+        train_star(sources, open_dataset("digits", subset=500, seed=0), config, out, seed=7)

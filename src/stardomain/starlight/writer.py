@@ -132,6 +132,7 @@ def train_star(
     identity is returned as it is and one of another identity refused; ``"replace"`` retrains.
     """
     from stardomain.checkpoints import store
+    from stardomain.checkpoints.provenance import describe
     from stardomain.data.protocol import data_example
     from stardomain.training.loop import final_metrics, seed_everything
     from stardomain.training.zoo import dataset_record
@@ -146,8 +147,14 @@ def train_star(
     ident = star_identity(
         config, hashes, seed, str(init), model or str(arch["name"]), arch.get("options", {}) if options is None else options
     )
+    data = dataset_record(dataset)  # a duck-typed dataset (train_x, ..., name) gets a record too
     if existing == "reuse" and store.is_complete(out):
         meta = store.read_metadata(out)
+        if meta.get("identity") == ident and meta.get("data", data) != data:  # older pipeline stars record no data
+            raise StardomainError(
+                f"{out} was trained on other data ({describe(meta['data'])} there, {describe(data)} here); "
+                "delete it or use another --out folder"
+            )
         if meta.get("identity") == ident:
             return StarCheckpoint(out, meta)
         from stardomain._util.diff import difference_phrases
@@ -162,7 +169,6 @@ def train_star(
     for p, s in zip(paths, states):
         store.check_fits(star, s, p)
     _init_state(str(init), star, states, [(str(p), m) for p, m in zip(paths, metas)])
-    data = dataset_record(dataset)  # a duck-typed dataset (train_x, ..., name) gets a record too
     runner = Starlight(
         star,
         states,
