@@ -58,3 +58,17 @@ def test_evaluate_pair_refuses_bad_options_in_one_line(tiny_run: Path, tmp_path:
     assert_one_line_error(r, "--matching-samples must be >= 1")
     r = run_cli(capsys, "barrier", a, b, "--points", "1")
     assert_one_line_error(r, "--points must be >= 2")
+
+
+def test_cli_barrier_and_star_say_when_the_sources_are_not_converged(tmp_path: Path, capsys) -> None:
+    """One epoch on digits is far from converged: the number still comes, with a warning beside it and in the JSON."""
+    zoo = tmp_path / "zoo"
+    assert run_cli(capsys, "train", "-d", "digits", "-o", "width=8", "-o", "depth=1", "-e", "1", "--n", "2", "--out", zoo, "-q").code == 0
+    a, b = sorted(zoo.glob("*.safetensors"))
+    r = run_cli(capsys, "barrier", a, b, "--points", "3", "--out", tmp_path / "pair.json", "-q")
+    assert r.code == 0 and "not converged" in r.err
+    assert "not converged" in json.loads((tmp_path / "pair.json").read_text())["not_converged"]
+    r = run_cli(capsys, "star", "--sources", zoo, "--epochs", "1", "--out", tmp_path / "star.safetensors", "-q")
+    assert r.code == 0 and "not converged" in r.err
+    for flag in ("--eval-train-samples", "--eval-test-samples"):
+        assert_one_line_error(run_cli(capsys, "barrier", a, b, flag, "0"), f"{flag} must be >= 1 (got 0); omit it")

@@ -240,7 +240,7 @@ def test_barrier_and_star_use_the_recorded_subset(zoos, tmp_path, capsys):
 
 def test_activation_matching_on_a_class_ordered_image_folder_sees_every_class(tmp_path, capsys, monkeypatch):
     pytest.importorskip("PIL.Image")
-    from test_imagefolder import make_folder
+    from image_helpers import make_folder
 
     import stardomain.permute as permute
     from stardomain.data import load_dataset

@@ -252,7 +252,7 @@ def test_stratified_subset_quotas():
 
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory) -> Dataset:
-    from conftest import FASHION_DIR, FASHION_SKIP
+    from paths import FASHION_DIR, FASHION_SKIP
 
     if FASHION_DIR is None:
         pytest.skip(FASHION_SKIP)

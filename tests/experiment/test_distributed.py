@@ -72,7 +72,7 @@ def reference(tmp_path_factory) -> Path:
 def test_plan_covers_every_study_of_run(tmp_path):
     """Every study's models and evaluations are units, and run() in assemble mode computes nothing itself
     (so test_experiment's all-studies run, which assembles after the plan, proves the plan misses nothing)."""
-    from test_experiment import TINY as FULL
+    from experiment_configs import TINY as FULL
 
     exp = Experiment(from_dict(ExperimentConfig, FULL), tmp_path, progress=False)
     plan, _ = build_plan(exp)

@@ -126,7 +126,7 @@ def test_cosine_schedule_decays_to_zero():
 @pytest.mark.slow
 @pytest.mark.optional_data
 def test_fashion_mnist_mlp_reaches_87_percent():
-    from conftest import FASHION_DIR, FASHION_SKIP
+    from paths import FASHION_DIR, FASHION_SKIP
 
     if FASHION_DIR is None:
         pytest.skip(FASHION_SKIP)

@@ -143,3 +143,16 @@ def _load_pair(a: str, b: str) -> tuple[dict, dict, dict, dict]:
     store.check_fits(model, state_a, a)
     store.check_fits(model, state_b, b)
     return state_a, state_b, meta_a, meta_b
+
+
+def warn_unconverged(metas: Any) -> str:
+    """Say, on stderr, when the regular models behind a number did not converge (a barrier between unconverged
+    models is not the paper's quantity); returns the warning ('' when every model converged). Stars are left out:
+    convergence is a property of the trained solutions a star is measured against."""
+    from stardomain._util.console import notice
+    from stardomain.analysis.convergence import DEFAULT_TRAIN_ACC, convergence_line
+
+    line = convergence_line([m for m in metas if m.get("kind") != "star"], DEFAULT_TRAIN_ACC)
+    if line:
+        notice("warning", line)
+    return line

@@ -22,6 +22,7 @@ from stardomain.cli.common import (
     parse_options,
     quiet_option,
     threads_option,
+    warn_unconverged,
 )
 from stardomain.errors import StardomainError
 
@@ -210,11 +211,7 @@ def train(
             notify=lambda line: notice("note", line),
         )
     remove_stray_temps(out_dir, older_than=started)
-    from stardomain.analysis.convergence import DEFAULT_TRAIN_ACC, convergence_line
-
-    line = convergence_line([json.loads(p.with_suffix(".json").read_text()) for p in trained], DEFAULT_TRAIN_ACC)
-    if line:
-        notice("warning", line)
+    warn_unconverged([json.loads(p.with_suffix(".json").read_text()) for p in trained])
 
 
 _OPTION_OF = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "weight_decay": "--weight-decay"}

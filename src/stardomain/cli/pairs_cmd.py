@@ -23,6 +23,7 @@ from stardomain.cli.common import (
     matching_samples_option,
     quiet_option,
     threads_option,
+    warn_unconverged,
 )
 from stardomain.defaults import DEFAULT_POINTS
 from stardomain.errors import StardomainError
@@ -196,6 +197,9 @@ def barrier(
         raise StardomainError(f"--points must be >= 2 (got {points})")
     if matching_samples < 1:
         raise StardomainError(f"--matching-samples must be >= 1 (got {matching_samples})")
+    for flag, n in (("--eval-train-samples", eval_train_samples), ("--eval-test-samples", eval_test_samples)):
+        if n is not None and n < 1:
+            raise StardomainError(f"{flag} must be >= 1 (got {n}); omit it to evaluate the whole split")
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
     ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
@@ -225,8 +229,9 @@ def barrier(
         "align": align_method,
         **pair.record(),
         "function_check": pair.function_check,
-        "threads": torch.get_num_threads(),
-    }  # --threads: the curve's digits depend on it
+        "threads": torch.get_num_threads(),  # --threads: the curve's digits depend on it
+        "not_converged": warn_unconverged([meta, meta_b]) or None,  # said on stderr too: not the paper's quantity
+    }
     if out_path:
         store.atomic_write_json(Path(out_path), result)
     if plot_path:

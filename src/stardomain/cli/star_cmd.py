@@ -19,6 +19,7 @@ from stardomain.cli.common import (
     matching_samples_option,
     quiet_option,
     threads_option,
+    warn_unconverged,
 )
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.errors import StardomainError
@@ -185,6 +186,7 @@ def star(
             + f"wrote {out}"
         )
     click.echo(data_line(data_info))
+    warn_unconverged([m for _, _, m in members])  # a star of unconverged sources: not the paper's setting
 
 
 @cli.command()
@@ -291,5 +293,6 @@ def bma(
             f"{key:12s} K={result[key]['k'][-1]:3d}: acc={100 * m['accuracy'][-1]:.2f}% nll={m['nll'][-1]:.4f} ece={m['ece'][-1]:.4f} "
             f"auroc(maxprob)={m['auroc_max_prob'][-1]:.4f} auroc(-entropy)={m['auroc_neg_entropy'][-1]:.4f}"
         )
+    warn_unconverged([m for _, m in members])
     which = f"other sources from {other_dir}" if other_dir is not None else "the star's own sources"
     click.echo(f"sources: {which}, {zoo.seed_list(m.get('seed', -1) for _, m in members)} (segments and ensemble); {data_line(data_info)}")
