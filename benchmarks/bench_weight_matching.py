@@ -28,7 +28,7 @@ import torch
 from stardomain import models
 from stardomain.permute import apply_permutation, matching_objective, trace_spec, weight_matching
 from stardomain.permute.lap import available_lap_solvers
-from stardomain.permute.weight_matching import _unit_rows
+from stardomain.permute.matcher import _unit_rows
 
 CASES = {
     "resnet18": ("resnet18", {}, (3, 32, 32)),

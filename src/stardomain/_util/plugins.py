@@ -22,10 +22,16 @@ __all__ = ["factory_name", "import_path_module", "is_import_path", "load_plugins
 _PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
+def is_hf_name(name: object) -> TypeGuard[str]:
+    """True for ``hf:<model>`` names: a Hugging Face model stardomain builds itself (:mod:`stardomain.models.hf`),
+    never a module to import. The one test of the prefix, for the registry, checkpoints and import paths alike."""
+    return isinstance(name, str) and name.strip().lower().startswith("hf:")
+
+
 def is_import_path(name: object) -> TypeGuard[str]:
     """True for strings of the form ``pkg.module:attr`` (``attr`` may be dotted); ``hf:<model>`` names a Hugging Face
     model stardomain builds itself (:mod:`stardomain.models.hf`), not a module to import."""
-    return isinstance(name, str) and bool(_PATH.match(name.strip())) and not name.strip().lower().startswith("hf:")
+    return isinstance(name, str) and bool(_PATH.match(name.strip())) and not is_hf_name(name)
 
 
 def import_path_module(path: str) -> str:

@@ -250,11 +250,11 @@ def _meta_model(arch_json: str) -> nn.Module | None:
 def _builder_name(arch: Mapping[str, Any]) -> str:
     """What builds ``arch``: its registered name, or its factory when that module (not the registering one) is imported."""
     from stardomain import models
-    from stardomain._util.plugins import import_path_module, is_import_path
+    from stardomain._util.plugins import import_path_module, is_hf_name, is_import_path
 
     name = arch.get("name")
     factory = arch.get("factory")
-    if isinstance(name, str) and name.strip().lower().startswith("hf:"):  # a Hugging Face model: models.hf builds it
+    if is_hf_name(name):  # a Hugging Face model: models.hf builds it
         return name
     if not is_import_path(name) and name not in models.available_models():
         if is_import_path(factory) and import_path_module(factory) in sys.modules:
@@ -349,9 +349,9 @@ def _hf_buildable(name: Any) -> bool:
     ``hf:pkg.module:make_config``, the module is imported (a checkpoint never imports it)."""
     import importlib.util
 
-    from stardomain._util.plugins import import_path_module, is_import_path
+    from stardomain._util.plugins import import_path_module, is_hf_name, is_import_path
 
-    if not (isinstance(name, str) and name.strip().lower().startswith("hf:")) or importlib.util.find_spec("transformers") is None:
+    if not is_hf_name(name) or importlib.util.find_spec("transformers") is None:
         return False
     rest = name.strip()[3:]
     return not is_import_path(rest) or import_path_module(rest) in sys.modules

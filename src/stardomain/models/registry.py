@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from stardomain._util.plugins import factory_name, is_import_path, resolve
+from stardomain._util.plugins import factory_name, is_hf_name, is_import_path, resolve
 from stardomain.errors import StardomainError
 from stardomain.models.entry import Builder, ModelEntry, option_types
 from stardomain.models.init import DEFAULT_INIT, INIT_SCHEMES, LEGACY_BUILTIN_INIT, apply_init
@@ -72,7 +72,7 @@ def canonical_name(name: str) -> str:
     """
     if is_import_path(name):
         return name.strip()
-    if isinstance(name, str) and name.strip().lower().startswith("hf:"):  # a Hugging Face model (stardomain.models.hf)
+    if is_hf_name(name):  # a Hugging Face model (stardomain.models.hf)
         from stardomain.models.hf import model_entry
 
         return model_entry(name.strip()).name
@@ -94,7 +94,7 @@ def _lookup(name: str) -> ModelEntry:
     key = canonical_name(name)
     if key in _REGISTRY:
         return _REGISTRY[key]
-    if key.lower().startswith("hf:"):  # Hugging Face models built from a tiny config (stardomain.models.hf)
+    if is_hf_name(key):  # Hugging Face models built from a tiny config (stardomain.models.hf)
         from stardomain.models.hf import model_entry
 
         return model_entry(key)
