@@ -35,6 +35,7 @@ class PairResult:
     spec_coverage: float | None = None
     function_check: str | None = None
     state_b: dict[str, Tensor] = field(default_factory=dict, repr=False)  # B as evaluated (aligned to A)
+    refine: dict[str, Any] | None = None  # learned matching's record (align refined by refine="ste"), else None
 
     def record(self) -> dict[str, Any]:
         """The JSON record: ``l2``, (when aligned) ``match_objective`` and ``spec_coverage``, ``l2_aligned``, ``curve``, ``barriers``."""
@@ -42,6 +43,8 @@ class PairResult:
         if self.align != "none":
             out["match_objective"] = self.match_objective
             out["spec_coverage"] = self.spec_coverage
+        if self.refine is not None:  # only refined pairs carry it: unrefined records stay as they were
+            out["refine"] = self.refine
         return {**out, "l2_aligned": self.l2_aligned, "curve": self.curve.to_dict(), "barriers": self.barriers}
 
 
@@ -63,12 +66,17 @@ def evaluate_pair(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool | ProgressConfig | None = False,
+    refine: str = "none",
+    refine_options: Mapping[str, Any] | None = None,
+    refine_resume_path: Any = None,
 ) -> PairResult:
     """B permuted into A's basin (unless ``align="none"``), ℓ2 before and after, the curve and its barriers.
 
     ``model`` supplies the architecture (and the spec, traced when ``spec`` is None); activation
     matching correlates on :func:`stardomain.data.matching_sample` (``matching_samples``, seeded,
-    every class). ``seed`` is the matcher's and the curve's subset seed.
+    every class). ``seed`` is the matcher's and the curve's subset seed. ``refine="ste"`` refines the
+    alignment by learned matching on ``dataset``'s train split (``refine_options``: its budget, a
+    :class:`~stardomain.permute.learned.SteConfig` or mapping; ``refine_resume_path``: its state file).
     """
     from stardomain.permute import align as align_states
 
@@ -78,9 +86,11 @@ def evaluate_pair(
         raise StardomainError(f"evaluate_pair: points must be >= 2 (got {points})")
     if matching_samples < 1:
         raise StardomainError(f"evaluate_pair: matching_samples must be >= 1 (got {matching_samples})")
+    if refine != "none" and align == "none":
+        raise StardomainError(f"evaluate_pair: refine={refine!r} refines an alignment; pick align='weight' or 'activation'")
     keys = [k for k, _ in model.named_parameters()]
     l2 = l2_distance(state_a, state_b, keys)
-    objective = coverage = check = None
+    objective = coverage = check = refined = None
     if align != "none":
         x = None
         if align == "activation":
@@ -92,10 +102,14 @@ def evaluate_pair(
             from stardomain.permute import trace_spec
 
             spec = trace_spec(model, example_input=data_example(dataset).to(device))  # the data's own dtype and shape
+        extra: dict[str, Any] = {}
+        if refine != "none":
+            extra = {"refine": refine, "data": dataset, "refine_options": refine_options}
+            extra |= {"refine_resume_path": refine_resume_path, "refine_progress": progress}
         state_b, match = align_states(
-            state_a, state_b, spec=spec, method=align, model=model, x=x, seed=seed, allow_unpermuted=allow_unpermuted
+            state_a, state_b, spec=spec, method=align, model=model, x=x, seed=seed, allow_unpermuted=allow_unpermuted, **extra
         )
-        objective, coverage, check = float(match.objective), match.coverage, match.check
+        objective, coverage, check, refined = float(match.objective), match.coverage, match.check, match.refine
     c = curve(
         state_a,
         state_b,
@@ -120,4 +134,5 @@ def evaluate_pair(
         spec_coverage=coverage,
         function_check=check,
         state_b=dict(state_b),
+        refine=refined,
     )

@@ -25,8 +25,66 @@ from stardomain.cli.common import (
     threads_option,
     warn_unconverged,
 )
-from stardomain.defaults import DEFAULT_POINTS
+from stardomain.defaults import DEFAULT_POINTS, REFINE_BATCH_SIZE, REFINE_EVAL_SAMPLES, REFINE_LR, REFINE_STEPS
 from stardomain.errors import StardomainError
+
+
+def refine_cli_options(fn: Any) -> Any:
+    """--refine and its budget: learned matching (Git Re-Basin's straight-through estimator) after the matcher."""
+    opts = [
+        click.option(
+            "--refine",
+            type=click.Choice(["none", "ste"]),
+            default="none",
+            show_default=True,
+            help="Refine the alignment by learned matching (straight-through estimator): lower loss at the midpoint.",
+        ),
+        click.option("--refine-steps", type=int, default=REFINE_STEPS, show_default=True, help="Learned matching: Adam steps."),
+        click.option(
+            "--refine-batch-size", type=int, default=REFINE_BATCH_SIZE, show_default=True, help="Learned matching: samples per step."
+        ),
+        click.option("--refine-lr", type=float, default=REFINE_LR, show_default=True, help="Learned matching: Adam's learning rate."),
+        click.option(
+            "--refine-eval-samples",
+            type=int,
+            default=REFINE_EVAL_SAMPLES,
+            show_default=True,
+            help="Learned matching: held-out training samples each permutation's midpoint loss is scored on.",
+        ),
+        click.option(
+            "--refine-start",
+            type=click.Choice(["a", "aligned"]),
+            default="a",
+            show_default=True,
+            help="Learned matching: the proxy starts at A (Git Re-Basin) or at the aligned B.",
+        ),
+        click.option(
+            "--refine-state",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Learned matching: resumable state file (written as it goes, resumed from, removed at the end).",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def refine_settings(kw: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
+    """Pop the --refine* values out of a command's keyword arguments: (method, SteConfig settings, state file)."""
+    method = kw.pop("refine")
+    settings = {k: kw.pop(f"refine_{k}") for k in ("steps", "batch_size", "lr", "eval_samples", "start")}
+    return method, settings, kw.pop("refine_state")
+
+
+def refine_line(info: dict[str, Any] | None) -> str:
+    """One line on what learned matching did (empty without it)."""
+    if not info:
+        return ""
+    return (
+        f"; learned matching ({info['config']['steps']} steps): midpoint loss {info['start_loss']:.4f} -> {info['best_loss']:.4f} "
+        f"(held-out training samples: {info['eval_samples']})"
+    )
 
 
 @cli.command()
@@ -49,6 +107,7 @@ from stardomain.errors import StardomainError
     default=None,
     help="Write B permuted into A's basin here (default: only print the distances).",
 )
+@refine_cli_options
 @allow_unpermuted_option
 @json_option
 @data_root_option
@@ -68,6 +127,7 @@ def align(
     as_json: bool,
     data_root: str | None,
     device: str,
+    **refine_kw: Any,
 ) -> None:
     """Permute MODEL_B into MODEL_A's basin (same function, new unit order) and report the ℓ2 distance."""
     from stardomain.checkpoints import store
@@ -78,9 +138,11 @@ def align(
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
     model = store.build_model(meta["arch"]).to(dev)
     keys = [k for k, _ in model.named_parameters()]
-    x, data_info = None, None
-    if method == "activation":
+    x, data_info, ds = None, None, None
+    refine, refine_options, refine_state = refine_settings(refine_kw)
+    if method == "activation" or refine != "none":
         ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
+    if method == "activation":
         x = matching_inputs(ds, matching_samples, dev)
     spec = trace_spec(model)
     before = l2_distance(state_a, state_b, keys)
@@ -93,6 +155,10 @@ def align(
         x=x,
         seed=seed,
         allow_unpermuted=allow_unpermuted,
+        refine=refine,
+        data=ds,
+        refine_options=refine_options,
+        refine_resume_path=refine_state,
     )
     after = l2_distance(state_a, aligned, keys)
     meta_out = {
@@ -103,6 +169,7 @@ def align(
             "method": method,
             "objective": float(match.objective),
             "data": data_info,
+            **({"refine": match.refine} if match.refine is not None else {}),
         },
     }
     meta_out.pop("sha256", None)
@@ -119,6 +186,7 @@ def align(
         "spec_coverage": match.coverage,
         "function_check": match.check,
         "function_gap": match.function_gap,
+        "refine": match.refine,
     }
     if as_json:
         echo_json(result)
@@ -126,7 +194,8 @@ def align(
         click.echo(
             f"aligned {model_b} to {model_a} by {method} matching ({len(spec.groups)} permutation groups covering "
             f"{100 * (match.coverage or 0):.1f}% of parameters; function check {match.check}): "
-            f"l2 {before:.4f} -> {after:.4f}; " + (f"wrote {out_path}" if out_path else "not saved (pass --out to keep it)")
+            f"l2 {before:.4f} -> {after:.4f}{refine_line(match.refine)}; "
+            + (f"wrote {out_path}" if out_path else "not saved (pass --out to keep it)")
         )
         if data_info is not None:
             from stardomain.checkpoints.provenance import data_line
@@ -161,6 +230,7 @@ def align(
 @click.option("--eval-test-samples", type=int, default=None, help="Evaluate the test split on this seeded subset (default: all).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the curve, barriers and distances as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of loss and accuracy along t.")
+@refine_cli_options
 @allow_unpermuted_option
 @data_root_option
 @device_option
@@ -185,6 +255,7 @@ def barrier(
     data_root: str | None,
     device: str,
     quiet: bool,
+    **refine_kw: Any,
 ) -> None:
     """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
     import torch
@@ -200,6 +271,9 @@ def barrier(
     for flag, n in (("--eval-train-samples", eval_train_samples), ("--eval-test-samples", eval_test_samples)):
         if n is not None and n < 1:
             raise StardomainError(f"{flag} must be >= 1 (got {n}); omit it to evaluate the whole split")
+    refine, refine_options, refine_state = refine_settings(refine_kw)
+    if refine != "none" and align_method == "none":
+        raise StardomainError("--refine ste refines an alignment; pass --align weight (or activation) with it")
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
     ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
@@ -219,6 +293,9 @@ def barrier(
         allow_unpermuted=allow_unpermuted,
         device=dev,
         progress=progress_config(quiet),
+        refine=refine,
+        refine_options=refine_options,
+        refine_resume_path=refine_state,
     )
     c = pair.curve
     result: dict[str, Any] = {
@@ -243,6 +320,7 @@ def barrier(
         f"barriers (align={align_method}): test loss {b['test_loss']:.4f}, test acc {100 * b['test_acc']:.2f} pp, "
         f"train loss {b['train_loss']:.4f}, train acc {100 * b['train_acc']:.2f} pp; "
         f"l2 {result['l2']:.3f} -> {result['l2_aligned']:.3f}"
+        + refine_line(result.get("refine"))
         + (
             f"; permutation spec covers {100 * result['spec_coverage']:.1f}% of parameters, function check {result['function_check']}"
             if result.get("spec_coverage") is not None

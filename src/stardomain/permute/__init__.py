@@ -22,6 +22,7 @@ from stardomain.permute.apply import (
     l2_distance,
     random_permutation,
 )
+from stardomain.permute.learned import SteConfig, ste_refine
 from stardomain.permute.spec import Axis, PermutationSpec
 from stardomain.permute.trace import trace_spec
 from stardomain.permute.weight_matching import MatchResult, matching_objective, weight_matching
@@ -30,6 +31,7 @@ __all__ = [
     "Axis",
     "MatchResult",
     "PermutationSpec",
+    "SteConfig",
     "activation_matching",
     "align",
     "apply_permutation",
@@ -41,6 +43,7 @@ __all__ = [
     "l2_distance",
     "matching_objective",
     "random_permutation",
+    "ste_refine",
     "trace_spec",
     "weight_matching",
 ]

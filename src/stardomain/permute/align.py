@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from stardomain.errors import StardomainError
 from stardomain.permute.activation_matching import activation_matching
 from stardomain.permute.apply import apply_permutation
+from stardomain.permute.learned import REFINE_METHODS, SteConfig, refine_alignment
 from stardomain.permute.spec import PermutationSpec, states_first
 from stardomain.permute.trace import check_ties, example_batch, function_gap, trace_spec
 from stardomain.permute.weight_matching import MatchResult, weight_matching
@@ -36,6 +37,9 @@ def align(
     init: Mapping[str, Tensor] | None = None,
     check: bool = True,
     allow_unpermuted: bool = False,
+    refine: str = "none",
+    data: Any = None,
+    refine_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> tuple[dict[str, Tensor], MatchResult]:
     """Return ``(B permuted into A's unit order, MatchResult)``.
@@ -47,8 +51,24 @@ def align(
     against B and any output difference beyond float rounding raises; ``result.function_gap``
     holds the max |logit difference| (``None`` when skipped, ``result.check`` says which).
     Extra ``options`` go to the matcher (``max_iter``, ``include_buffers``, ``batch_size``...).
+
+    ``refine="ste"`` then refines the matcher's permutation by learned matching
+    (:mod:`stardomain.permute.learned`, Git Re-Basin's straight-through estimator: lower loss at
+    the midpoint, never above the start's); it needs ``model`` and training ``data`` (a dataset
+    or an ``(x, y)`` pair). Its budget comes from ``refine_options`` (a ``SteConfig`` or a
+    mapping) and ``refine_<setting>=`` keywords (``refine_steps``, ``refine_batch_size``,
+    ``refine_lr``, ``refine_eval_samples``, ...); ``refine_resume_path`` and
+    ``refine_progress`` go to :func:`~stardomain.permute.learned.ste_refine`. The record is
+    ``result.refine``.
     """
     sample = x[:_TRACE_BATCH] if x is not None else None
+    refine_kw = {k[len("refine_") :]: options.pop(k) for k in [k for k in options if k.startswith("refine_")]}
+    refine_run = {k: refine_kw.pop(k) for k in ("resume_path", "progress") if k in refine_kw}
+    config = SteConfig.build(refine_options, **refine_kw)  # checked before matching, even when unused: a typo is an error
+    if refine not in REFINE_METHODS:
+        raise StardomainError(f"unknown refinement {refine!r}; use one of {', '.join(REFINE_METHODS)}")
+    if refine != "none" and data is None:
+        raise StardomainError("align(refine='ste') needs data= (training data: a dataset or an (x, y) pair of tensors)")
     if spec is None:
         if model is None:
             raise StardomainError("align needs spec= or model= (to trace a spec from)")
@@ -63,6 +83,10 @@ def align(
         result = activation_matching(state_a, state_b, spec=spec, model=model, x=x, **options)
     else:
         raise StardomainError(f"unknown alignment method {method!r}; use 'weight' or 'activation'")
+    if refine != "none":
+        result = refine_alignment(
+            state_a, state_b, result, method=refine, spec=spec, model=model, data=data, config=config, seed=seed, **refine_run
+        )
     aligned = apply_permutation(state_b, result.perm, spec=spec)
     result.coverage = float(spec.summary()["covered_share"])
     if not check:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ class MatchResult:
     coverage: float | None = None  # share of parameters the spec permutes (set by align)
     function_gap: float | None = None  # max |logit difference| aligned B vs B (set by align)
     check: str = "not run"  # align's function check: "passed" or why it was skipped
+    refine: dict[str, Any] | None = None  # learned matching's record (permute.learned), None when not refined
 
 
 def _cost_keys(spec: PermutationSpec, include_buffers: bool) -> list[str]:
