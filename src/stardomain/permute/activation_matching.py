@@ -12,6 +12,12 @@ Token streams ``(N, T, D)`` (transformers): the units are on the last axis and e
 sample. GPT-2's ``Conv1D`` (weight stored (in, out)) is read like a Linear. Groups that no layer
 reads (an attention head's query/key units, consumed by the attention product) are read at the
 output of the projections that make them, q and k together.
+
+Whole heads (``spec.heads``): at every place a head set's groups are read, the units of all its slots
+are read together, so the correlation of A's slot ``i`` with B's head ``j`` is known for every pair.
+Per kind of group (q/k, v/out) the best inner assignment of each pair is solved on its block; the
+heads are assigned on the sums of those optima, and each slot keeps the inner solution of the head
+it receives (as weight matching's head step does).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -125,6 +132,9 @@ class _Recorder:
         self.stats: dict[tuple[str, str, str, int], _Stats] = {}
         self.captured: dict[tuple[str, str], list[Tensor]] = {}
         self.side = "a"
+        # place -> (head set, kind, entry, the slots' axes there): every slot's units read together
+        self.head_reads: dict[tuple[str, str], list[tuple[str, int, int, list[Axis]]]] = {}
+        self.head_stats: dict[tuple[str, str, str, int, int], _Stats] = {}
 
     def record(self, where: tuple[str, str], value: Tensor) -> None:
         if self.side == "a":  # a copy: later in-place ops (x += ...) must not change it
@@ -139,6 +149,13 @@ class _Recorder:
             if key not in self.stats:
                 self.stats[key] = _Stats(int(ax.length or 0), a.device)
             self.stats[key].add(a, b)
+        for name, c, k, axes in self.head_reads.get(where, ()):
+            a = torch.cat([_unit_samples(a_val, ax, units_last).float() for ax in axes], dim=1)
+            b = torch.cat([_unit_samples(value, ax, units_last).float() for ax in axes], dim=1)
+            hkey = (where[0], where[1], name, c, k)
+            if hkey not in self.head_stats:
+                self.head_stats[hkey] = _Stats(a.shape[1], a.device)
+            self.head_stats[hkey].add(a, b)
 
     def pre_hook(self, where: tuple[str, str]) -> Any:
         def pre(_mod: nn.Module, args: tuple[Any, ...]) -> None:
@@ -174,8 +191,9 @@ def _collect(
     state_b: Mapping[str, Tensor],
     x: Tensor,
     batch_size: int,
-) -> dict[tuple[str, str, str, int], _Stats]:
-    """Run both states over ``x`` in eval mode and return the correlation sums of every read."""
+) -> tuple[dict[tuple[str, str, str, int], _Stats], dict[tuple[str, str, str, int, int], _Stats]]:
+    """Run both states over ``x`` in eval mode and return the correlation sums of every read (and of every head
+    set's slots read together)."""
     device = next(iter(state_a.values())).device
     rec = _Recorder(model, points)
     handles = [
@@ -184,6 +202,7 @@ def _collect(
         else rec.modules[name].register_forward_hook(rec.post_hook((name, side)))
         for name, side in points
     ]
+    rec.head_reads = _head_reads(spec, points)
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -203,7 +222,65 @@ def _collect(
         for m, flag in modes.items():
             m.training = flag
         rec.captured.clear()
-    return rec.stats
+    return rec.stats, rec.head_stats
+
+
+def _head_reads(
+    spec: PermutationSpec, points: dict[tuple[str, str], list[tuple[str, Axis]]]
+) -> dict[tuple[str, str], list[tuple[str, int, int, list[Axis]]]]:
+    """Where every slot of a head set is read: (head set, kind, entry, the slots' axes in slot order) per place."""
+    out: dict[tuple[str, str], list[tuple[str, int, int, list[Axis]]]] = {}
+    for where, items in points.items():
+        at: dict[str, list[Axis]] = {}
+        for g, ax in items:
+            at.setdefault(g, []).append(ax)
+        for name, slots in spec.heads.items():
+            for c in range(len(slots[0])):
+                per_slot = [sorted(at.get(slot[c], []), key=lambda a: (a.key, a.axis, a.start)) for slot in slots]
+                if not per_slot[0] or any(len(p) != len(per_slot[0]) for p in per_slot):
+                    continue
+                for k in range(len(per_slot[0])):
+                    out.setdefault(where, []).append((name, c, k, [p[k] for p in per_slot]))
+    return out
+
+
+def _assign_heads(
+    spec: PermutationSpec, head_stats: dict[tuple[str, str, str, int, int], _Stats]
+) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """Per head set: every (slot, head) pair's inner optimum on its correlation block, the heads assigned on their
+    sums, each slot's inner solution for the head it gets: (permutations, mean matched correlation per group)."""
+    corr: dict[tuple[str, int], Tensor] = {}
+    reads: dict[tuple[str, int], int] = {}
+    for (_, _, name, c, _), st in head_stats.items():
+        m = st.correlation()
+        corr[(name, c)] = m if (name, c) not in corr else corr[(name, c)] + m
+        reads[(name, c)] = reads.get((name, c), 0) + 1
+    perm: dict[str, Tensor] = {}
+    per_group: dict[str, float] = {}
+    for name, slots in spec.heads.items():
+        n_heads = len(slots)
+        total = np.zeros((n_heads, n_heads))
+        inner: dict[tuple[int, int, int], tuple[np.ndarray, float]] = {}
+        for c in range(len(slots[0])):
+            if (name, c) not in corr:
+                raise StardomainError(f"the heads of {name!r} are not read at one place; use weight matching for this model")
+            m = (corr[(name, c)] / reads[(name, c)]).cpu().numpy()
+            n = spec.groups[slots[0][c]]
+            for i in range(n_heads):
+                for j in range(n_heads):
+                    block = m[i * n : (i + 1) * n, j * n : (j + 1) * n]
+                    cols = solve_assignment(np.ascontiguousarray(block), "scipy")[0]
+                    value = float(block[np.arange(n), cols].sum())
+                    inner[(c, i, j)] = (cols, value)
+                    total[i, j] += value
+        sigma = solve_assignment(total, "scipy")[0]
+        perm[name] = torch.from_numpy(sigma).long()
+        for c in range(len(slots[0])):
+            for i, slot in enumerate(slots):
+                cols, value = inner[(c, i, int(sigma[i]))]
+                perm[slot[c]] = torch.from_numpy(cols).long()
+                per_group[slot[c]] = value / len(cols)
+    return perm, per_group
 
 
 def _assign(spec: PermutationSpec, stats: dict[tuple[str, str, str, int], _Stats]) -> tuple[dict[str, Tensor], float, dict[str, float]]:
@@ -255,8 +332,14 @@ def activation_matching(
     spec.validate(state_a, "state_a")
     spec.validate(state_b, "state_b")
     points = _readable_points(model, spec)
-    stats = _collect(model, spec, points, state_a, state_b, x, batch_size)
+    stats, head_stats = _collect(model, spec, points, state_a, state_b, x, batch_size)
     perm, objective, per_group = _assign(spec, stats)
+    if spec.heads:  # whole heads: their groups' entries are replaced by the two-level solution
+        head_perm, head_groups = _assign_heads(spec, head_stats)
+        perm.update(head_perm)
+        per_group.update(head_groups)
+        units = sum(spec.groups.values())
+        objective = sum(per_group[g] * n for g, n in spec.groups.items()) / units if units else float("nan")
     return MatchResult(
         perm=perm,
         objective=objective,

@@ -4,6 +4,11 @@ Convention: ``perm[g]`` is a LongTensor ``p`` of the group's size, and applying 
 *gathers*: new unit ``i`` is old unit ``p[i]`` on every axis the group owns. So
 ``apply_permutation(state_b, perm, spec=spec)`` is "B with its units put into A's order" when
 ``perm`` comes from a matching of B onto A.
+
+Attention heads (``spec.heads``): ``perm[head set]`` (``s``) moves whole heads, slot ``i`` receiving head
+``s[i]``; the group of slot ``i`` then gathers *those* units by ``perm[group]``. So new unit ``u`` of slot
+``i`` is old unit ``perm[group_i][u]`` of head ``s[i]``. Composing and inverting such permutations mixes
+the groups of different slots: :func:`compose` and :func:`invert` take ``spec=`` for them.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import torch
 from torch import Tensor
 
 from stardomain.errors import StardomainError
-from stardomain.permute.spec import Axis, PermutationSpec, states_first
+from stardomain.permute.spec import HEADS_SUFFIX, Axis, PermutationSpec, states_first
 
 __all__ = [
     "apply_permutation",
     "axis_index",
     "check_permutation",
+    "head_sources",
     "compose",
     "identity_permutation",
     "invert",
@@ -41,7 +47,7 @@ def _as_long(p: object, group: str) -> Tensor:
 
 def check_permutation(spec: PermutationSpec, perm: Mapping[str, object]) -> Perm:
     """Validate ``perm`` against ``spec`` (every group, right size, a true permutation)."""
-    extra = sorted(set(perm) - set(spec.groups))
+    extra = sorted(set(perm) - set(spec.groups) - set(spec.heads))
     if extra:
         raise StardomainError(f"permutation names group {extra[0]!r} that the spec does not have")
     out: Perm = {}
@@ -52,29 +58,101 @@ def check_permutation(spec: PermutationSpec, perm: Mapping[str, object]) -> Perm
         if p.shape != (n,) or not torch.equal(torch.sort(p.cpu()).values, torch.arange(n)):
             raise StardomainError(f"permutation of group {g!r} is not a permutation of 0..{n - 1}")
         out[g] = p
+    for name, slots in spec.heads.items():  # optional: a permutation without it keeps the heads in place
+        if name not in perm:
+            continue
+        p = _as_long(perm[name], name)
+        if p.shape != (len(slots),) or not torch.equal(torch.sort(p.cpu()).values, torch.arange(len(slots))):
+            raise StardomainError(f"head permutation {name!r} is not a permutation of its {len(slots)} head slots")
+        out[name] = p
     return out
 
 
 def identity_permutation(spec: PermutationSpec) -> Perm:
-    """Every group in its own order."""
-    return {g: torch.arange(n) for g, n in spec.groups.items()}
+    """Every group in its own order, every head in its slot."""
+    out = {g: torch.arange(n) for g, n in spec.groups.items()}
+    out.update({name: torch.arange(len(slots)) for name, slots in spec.heads.items()})
+    return out
 
 
-def random_permutation(spec: PermutationSpec, generator: torch.Generator | int | None = None) -> Perm:
-    """A uniformly random permutation per group (``generator`` may be a seed)."""
+def random_permutation(spec: PermutationSpec, generator: torch.Generator | int | None = None, *, heads: bool = False) -> Perm:
+    """A uniformly random permutation per group (``generator`` may be a seed).
+
+    With ``heads=True`` whole attention heads trade slots too (drawn after the groups, so the group
+    entries are the same either way); :func:`invert` and :func:`compose` then need ``spec=``.
+    """
     if isinstance(generator, int):
         generator = torch.Generator().manual_seed(generator)
-    return {g: torch.randperm(n, generator=generator) for g, n in spec.groups.items()}
+    out = {g: torch.randperm(n, generator=generator) for g, n in spec.groups.items()}
+    if heads:
+        out.update({name: torch.randperm(len(slots), generator=generator) for name, slots in spec.heads.items()})
+    return out
 
 
-def compose(outer: Mapping[str, Tensor], inner: Mapping[str, Tensor]) -> Perm:
-    """``compose(p, q)`` applies ``q`` first, then ``p``: apply(compose(p, q), s) == apply(p, apply(q, s))."""
-    return {g: inner[g][outer[g].to(inner[g].device)] for g in outer}
+def _moves_heads(perm: Mapping[str, Tensor]) -> bool:
+    return any(g.endswith(HEADS_SUFFIX) and not torch.equal(p.cpu(), torch.arange(len(p))) for g, p in perm.items())
 
 
-def invert(perm: Mapping[str, Tensor]) -> Perm:
-    """The permutation that undoes ``perm``."""
-    return {g: torch.argsort(p) for g, p in perm.items()}
+def _head_spec(spec: PermutationSpec | None, what: str, *perms: Mapping[str, Tensor]) -> PermutationSpec | None:
+    if spec is not None and spec.heads:
+        return spec
+    if spec is None and any(_moves_heads(p) for p in perms):
+        raise StardomainError(f"{what}: the permutation moves whole attention heads; pass spec= (the groups of a slot depend on it)")
+    return None
+
+
+def compose(outer: Mapping[str, Tensor], inner: Mapping[str, Tensor], *, spec: PermutationSpec | None = None) -> Perm:
+    """``compose(p, q)`` applies ``q`` first, then ``p``: apply(compose(p, q), s) == apply(p, apply(q, s)).
+
+    Where ``p`` moves whole heads (``spec.heads``), pass ``spec``: slot ``i`` of the result holds head
+    ``q_heads[p_heads[i]]``, reordered by ``q[group of slot p_heads[i]][p[group of slot i]]``."""
+    out = {g: inner[g][outer[g].to(inner[g].device)] if g in inner else outer[g] for g in outer}  # (no head entry: in place)
+    out.update({g: p for g, p in inner.items() if g not in outer})
+    spec = _head_spec(spec, "compose", outer)
+    if spec is None:
+        return out
+    for name, slots in spec.heads.items():
+        if name not in outer:
+            continue
+        s = outer[name].cpu()
+        for i, slot in enumerate(slots):
+            for c, g in enumerate(slot):
+                src = slots[int(s[i])][c]
+                out[g] = inner[src][outer[g].to(inner[src].device)]
+    return out
+
+
+def invert(perm: Mapping[str, Tensor], *, spec: PermutationSpec | None = None) -> Perm:
+    """The permutation that undoes ``perm`` (``spec`` needed where ``perm`` moves whole heads)."""
+    out = {g: torch.argsort(p) for g, p in perm.items()}
+    spec = _head_spec(spec, "invert", perm)
+    if spec is None:
+        return out
+    for name, slots in spec.heads.items():
+        if name not in perm:
+            continue
+        back = out[name]  # slot i of the inverse receives head back[i]; its units undo what slot back[i] did
+        for i, slot in enumerate(slots):
+            for c, g in enumerate(slot):
+                out[g] = torch.argsort(perm[slots[int(back[i])][c]])
+    return out
+
+
+def head_sources(spec: PermutationSpec, perm: Mapping[str, Tensor]) -> dict[tuple[str, Axis], int]:
+    """``(group, entry) -> start of the entry its units come from`` for every entry of a head slot that receives
+    another head under ``perm`` (entries of heads that stay are left out)."""
+    out: dict[tuple[str, Axis], int] = {}
+    for name, slots in spec.heads.items():
+        if name not in perm:
+            continue
+        s = perm[name].cpu().tolist()
+        for i, slot in enumerate(slots):
+            if s[i] == i:
+                continue
+            for c, g in enumerate(slot):
+                for ax, src in zip(spec.sorted_axes(g), spec.sorted_axes(slots[s[i]][c])):
+                    out[(g, ax)] = src.start
+    return out
 
 
 def is_identity(perm: Mapping[str, Tensor]) -> bool:
@@ -82,19 +160,24 @@ def is_identity(perm: Mapping[str, Tensor]) -> bool:
     return all(torch.equal(p.cpu(), torch.arange(len(p))) for p in perm.values())
 
 
-def axis_index(size: int, entries: Iterable[tuple[Axis, Tensor]]) -> Tensor:
-    """Gather index for one tensor axis that applies every group slice on it at once."""
+def axis_index(size: int, entries: Iterable[tuple[Axis, Tensor] | tuple[Axis, Tensor, int]]) -> Tensor:
+    """Gather index for one tensor axis that applies every group slice on it at once.
+
+    An entry ``(axis, p, source)`` fills the slice of ``axis`` from the slice starting at ``source`` (a whole
+    head moving to another slot); ``(axis, p)`` from its own slice."""
     entries = list(entries)
     if len(entries) == 1:
-        ax, p = entries[0]
-        if ax.start == 0 and ax.block == 1 and ax.length == size:
+        ax, p = entries[0][0], entries[0][1]
+        if ax.start == 0 and ax.block == 1 and ax.length == size and (len(entries[0]) == 2 or entries[0][2] == 0):  # type: ignore[misc]
             return p
     idx = torch.arange(size, device=entries[0][1].device)
-    for ax, p in entries:
+    for item in entries:
+        ax, p = item[0], item[1]
+        src = item[2] if len(item) > 2 else ax.start  # type: ignore[misc]
         if ax.block == 1:
-            seg = p + ax.start
+            seg = p + src
         else:
-            seg = (ax.start + p[:, None] * ax.block + torch.arange(ax.block, device=p.device)).reshape(-1)
+            seg = (src + p[:, None] * ax.block + torch.arange(ax.block, device=p.device)).reshape(-1)
         idx[ax.start : ax.start + ax.span] = seg
     return idx
 
@@ -109,14 +192,16 @@ def apply_permutation(state: Mapping[str, Tensor], perm: Mapping[str, object], *
     """
     spec.validate(state, require_buffers=False)
     perm = check_permutation(spec, perm)
+    sources = head_sources(spec, perm) if spec.heads else {}
     out = dict(state)
     for key, items in spec.by_key().items():
         if key not in state:
             continue
         t = state[key]
-        per_axis: dict[int, list[tuple[Axis, Tensor]]] = {}
+        per_axis: dict[int, list[tuple[Axis, Tensor] | tuple[Axis, Tensor, int]]] = {}
         for g, ax in items:
-            per_axis.setdefault(ax.axis % t.dim(), []).append((ax, perm[g].to(t.device)))
+            p = perm[g].to(t.device)
+            per_axis.setdefault(ax.axis % t.dim(), []).append((ax, p, sources[(g, ax)]) if (g, ax) in sources else (ax, p))
         for axis, entries in per_axis.items():
             t = t.index_select(axis, axis_index(t.shape[axis], entries))
         out[key] = t

@@ -239,6 +239,10 @@ class AtenRules(TracerState):
             return self.fixed_layout(shape, "computed from fixed tensors only", node.name)
         shift = len(shape) - len(in_shape)
         c = self.cd(src.name)
+        if not shift and src.name in self.repeat:
+            rep = self.repeat_heads(node, src, lay, in_shape, shape)
+            if rep is not None:
+                return rep
         if shape[c + shift] != in_shape[c]:
             return self.unsupported(node, f"{self.describe(node)} broadcasts across the units' axis", [lay])
         self.cdim[node.name] = c + shift
@@ -267,6 +271,13 @@ class AtenRules(TracerState):
             new_c = len(shape) - (nd - c)  # the axes after the last indexed one keep their order, at the end
         else:
             dim = int(args[1]) % nd if len(args) > 1 else 0
+            step = args[4] if len(args) > 4 else 1
+            if dim == c and h is not None and name in ("slice", "narrow") and step == 1 and shape[c] < in_shape[c]:
+                # a piece of every head (rotary's rotate_half takes the halves): the units stay in place inside
+                # their heads, the piece carries each head as one unit
+                locked = self.lock(lay, f"{node.name!r} cuts each head into pieces (rotary position embedding)")
+                self.cdim[node.name], self.heads[node.name] = c, h
+                return tuple(Seg(s.node, 1, shape[c]) for s in locked)
             if dim == c or dim == h:
                 full = name in ("slice", "narrow") and tuple(shape) == tuple(in_shape)
                 if not full:

@@ -42,6 +42,13 @@ class TracerState:
     param_shape: dict[str, tuple[int, ...]]
     placeholders: dict[str, str]
     residual: set[int]
+    head_tok: dict[str, tuple[int, ...]]
+    toks: UnionFind
+    tok_family: list[int]
+    families: UnionFind
+    tok_nodes: dict[int, set[int]]
+    locks: dict[int, tuple[str, int]]
+    repeat: dict[str, int]
 
     if TYPE_CHECKING:  # defined by Tracer and the mixins
 
@@ -87,6 +94,16 @@ class TracerState:
         def merge_heads(self, node: Any, lay: Layout, in_shape: tuple[int, ...], out: tuple[int, ...]) -> Layout: ...
 
         def matmul(self, node: Any, shape: tuple[int, ...]) -> Layout | None: ...
+
+        def new_heads(self, name: str, lay: Layout) -> None: ...
+
+        def tie_heads(self, a: str, b: str) -> None: ...
+
+        def lock(self, lay: Layout, reason: str) -> Layout: ...
+
+        def cat_heads(self, node: Any, parts: list[Layout], shape: tuple[int, ...]) -> Layout: ...
+
+        def repeat_heads(self, node: Any, src: Any, lay: Layout, in_shape: tuple[int, ...], shape: tuple[int, ...]) -> Layout | None: ...
 
         def dense(
             self,

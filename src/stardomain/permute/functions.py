@@ -51,6 +51,23 @@ class FunctionRules(TracerState):
         if in_shape is None or len(in_shape) < 2 or len(out) < 2:
             return self.unsupported(node, f"{self.describe(node)} moves the units' axis", [lay])
         if node.name in self.heads:
+            h = self.heads[node.name]
+            src = node.args[0].name if node.args and hasattr(node.args[0], "op") else ""
+            last = c == len(in_shape) - 1
+            if last and len(out) == len(in_shape) + 1 and out[h + 1] == 1 and out[: h + 1] == in_shape[: h + 1] and out[h + 2 :] == in_shape[h + 1 :]:
+                self.repeat[node.name] = h + 1  # kv[:, :, None]: a kv head about to be repeated (grouped-query attention)
+                self.cdim[node.name] = len(out) - 1
+                return lay
+            if (
+                last
+                and self.repeat.get(src) == h + 1
+                and len(out) == len(in_shape) - 1
+                and out[h] == in_shape[h] * in_shape[h + 1]
+                and out[:h] == in_shape[:h]
+                and out[h + 1 :] == in_shape[h + 2 :]
+            ):
+                self.cdim[node.name] = len(out) - 1  # (kv, r) -> kv*r query heads: the layout is already repeated
+                return lay
             return self.merge_heads(node, lay, in_shape, out)
         if (
             c == len(in_shape) - 1
@@ -111,6 +128,8 @@ class FunctionRules(TracerState):
             if params and acts and dim != self.cd(acts[0][0].name):
                 # a learned token (ViT's CLS) joins the sequence: it carries the stream's units
                 return self.cat_tokens(node, acts, params, dim, layouts, shape)
+            if dim == self.cd(node.name) and node.name in self.heads:  # pieces of the same heads (rotary)
+                return self.cat_heads(node, parts, shape)  # type: ignore[arg-type]
             if dim == self.cd(node.name):  # channel concat: the new axis is a list of segments
                 return tuple(s for p in parts for s in p)  # type: ignore[union-attr]
             out = parts[0]
@@ -184,9 +203,23 @@ class FunctionRules(TracerState):
         first = self.shape.get(active[0][0].name)
         c = self.cd(active[0][0].name)
         h = self.heads.get(active[0][0].name)
+        if h is not None:
+            self.heads[node.name] = h
+            if active[0][0].name in self.head_tok:
+                self.head_tok[node.name] = self.head_tok[active[0][0].name]
         for n, lay in active[1:]:
             if self.is_fixed(lay) and self.broadcast_over_units(first, self.shape.get(n.name), c):
                 continue  # one value for every unit (a per-token scale: RMSNorm's 1/rms): any order
+            if h is not None and self.is_fixed(lay) and not self.is_fixed(out) and self.broadcast_over_heads(first, self.shape.get(n.name), h):
+                # the same per-unit factor in every head (rotary cos/sin): units stay inside their heads, heads may move
+                out = self.lock(
+                    out,
+                    f"rotary position embedding ({self.describe(node)} at {node.name!r} scales each head's units by "
+                    "per-position factors that differ from unit to unit): q/k units inside a head stay fixed, whole heads still move",
+                )
+                continue
+            if not self.is_fixed(lay) and h is not None and self.heads.get(n.name) == h:
+                self.tie_heads(active[0][0].name, n.name)
             if not same_channels(first, self.shape.get(n.name), c) or (
                 not self.is_fixed(lay) and (self.cd(n.name) != c or self.heads.get(n.name) != h)
             ):
@@ -218,6 +251,16 @@ class FunctionRules(TracerState):
                     [out],
                 )
         return out
+
+    @staticmethod
+    def broadcast_over_heads(act: tuple[int, ...] | None, other: tuple[int, ...] | None, h: int) -> bool:
+        """``other`` broadcasts against ``act`` with size 1 (or no axis) on the heads' axis ``h``: one factor for all heads."""
+        if act is None or other is None or len(other) > len(act):
+            return False
+        shift = len(act) - len(other)
+        if h >= shift and other[h - shift] != 1:
+            return False
+        return all(o in (1, act[i + shift]) for i, o in enumerate(other))
 
     @staticmethod
     def broadcast_over_units(act: tuple[int, ...] | None, other: tuple[int, ...] | None, c: int) -> bool:

@@ -277,9 +277,13 @@ class ModuleRules(TracerState):
             w, b = f"{target}.in_proj_weight", f"{target}.in_proj_bias"
             self.add_entries(w, 1, lay, target)
             has_bias = mod.in_proj_bias is not None
+            fam = self.families.new(target, h)  # the heads may trade places as wholes (q/k and v/out together)
             for head in range(h):
                 qk = self.new_units(f"{target}.head{head}.qk", hd)[0].node
                 v = self.new_units(f"{target}.head{head}.v", hd)[0].node
+                tok = self.toks.new(target, 1)
+                self.tok_family.append(fam)
+                self.tok_nodes[tok] = {qk, v}
                 for nid, starts in ((qk, (head * hd, d + head * hd)), (v, (2 * d + head * hd,))):
                     for start in starts:
                         self.entries.append((nid, Axis(w, 0, start, None, 1)))

@@ -5,6 +5,14 @@ cost terms (:class:`_Entry`, one per (tensor, axis slice)) with their caches, th
 found so far and a version per group that tells which caches went stale. Its methods are the
 steps of the algorithm described in :mod:`stardomain.permute.weight_matching`: the greedy forward
 sweep, the random-order sweeps, and the cached cost matrices, exact gains and commits they use.
+
+Whole heads (``spec.heads``) are one more coordinate per head set: given everything else, the best
+assignment of B's heads to A's slots *with* the best units inside each pair. For every slot ``i`` and
+head ``j`` and every kind of group in a head (q/k, v/out), the inner assignment of head ``j``'s units
+to slot ``i``'s is solved on their cost block; the head assignment is then solved on the sums of
+those optima (an H x H problem), and slot ``i`` takes head ``s[i]`` with its inner solution. It is an
+exact coordinate step when the head set reorders one axis per tensor (every attention layer), and is
+accepted only on a positive float64 gain, so coordinate descent stays monotone.
 """
 
 from __future__ import annotations
@@ -120,6 +128,16 @@ class Matcher:
         self.coupled = {g: any(e.coupled for e in self.entries[g]) for g in spec.groups}
         self.names = list(spec.groups)
         self.counters = {"lap": 0, "matmul_terms": 0, "skipped": 0, "accepted": 0, "exact_checks": 0, "lap_fallbacks": 0}
+        # whole heads: head set -> slots -> groups; per kind of group, per slot, its entries in corresponding order
+        self.heads = {name: slots for name, slots in spec.heads.items() if name in perm}
+        self.head_entries = {
+            name: [[sorted(self.entries[slot[c]], key=lambda e: (e.key, e.axis, e.ax.start)) for slot in slots] for c in range(len(slots[0]))]
+            for name, slots in self.heads.items()
+        }
+        self.head_of = {g: name for name, slots in self.heads.items() for slot in slots for g in slot}
+        self.head_seen: dict[str, tuple[int, ...] | None] = {name: None for name in self.heads}
+        if self.heads:
+            self.counters.update(head_steps=0, head_moves=0)
 
     def fast_objective(self) -> float:
         """Objective in the cost dtype (progress bookkeeping only; the result is exact)."""
@@ -196,6 +214,103 @@ class Matcher:
         cost = cost.cpu()
         return (cost if cost.dtype in (torch.float32, torch.float64) else cost.double()).numpy()
 
+    # ------------------------------------------------------------------ whole heads
+    def head_groups(self, name: str) -> list[str]:
+        return [g for slot in self.heads[name] for g in slot]
+
+    def head_stamp(self, name: str) -> tuple[int, ...]:
+        around = sorted({q for g in self.head_groups(name) for q in (g, *self.neighbours[g])})
+        return tuple(self.version[q] for q in around)
+
+    def head_step(self, name: str, objective: float, ready: set[str] | None = None) -> tuple[float, bool]:
+        """The best reassignment of whole heads (with their inner units) given everything else; committed only on
+        a positive exact gain. ``ready``: the forward sweep's aligned groups (only terms whose other axes are among
+        them, or in the head set itself, count)."""
+        slots = self.heads[name]
+        own = set(self.head_groups(name))
+        n_heads = len(slots)
+        total = np.zeros((n_heads, n_heads))
+        inner: list[list[list[np.ndarray]]] = []
+        used = False
+        for per_slot in self.head_entries[name]:
+            cost: Tensor | None = None
+            for k in range(len(per_slot[0])):
+                e0 = per_slot[0][k]
+                if ready is not None and (e0.coupled or not all(q in ready or q in own for q in e0.others)):
+                    continue
+                a = torch.stack([per_slot[i][k].a for i in range(n_heads)])
+                b = torch.stack([_unit_rows(self.bp[e.key], e.ax, e.axis) for e in (per_slot[j][k] for j in range(n_heads))])
+                term = torch.einsum("hif,gjf->hgij", a, b)
+                cost = term if cost is None else cost.add_(term)
+                self.counters["matmul_terms"] += 1
+            if cost is None:
+                inner.append([])
+                continue
+            used = True
+            m = cost.cpu()
+            m_np = (m if m.dtype in (torch.float32, torch.float64) else m.double()).numpy()
+            rows: list[list[np.ndarray]] = []
+            for i in range(n_heads):
+                row = []
+                for j in range(n_heads):
+                    cols = self.solve(m_np[i, j])
+                    self.counters["lap"] += 1
+                    total[i, j] += float(m_np[i, j][np.arange(len(cols)), cols].astype(np.float64).sum())
+                    row.append(cols)
+                rows.append(row)
+            inner.append(rows)  # type: ignore[arg-type]
+        if not used:
+            return objective, False
+        self.counters["head_steps"] += 1
+        sigma = solve_assignment(total, "scipy")[0]
+        moves = {}
+        for c, rows in enumerate(inner):
+            for i in range(n_heads):
+                cols = rows[i][int(sigma[i])] if rows else np.arange(self.groups_size(slots[0][c]))
+                moves[(c, i)] = cols
+        if (sigma == np.arange(n_heads)).all() and all((cols == np.arange(len(cols))).all() for cols in moves.values()):
+            return objective, False
+        keys = sorted({e.key for g in own for e in self.entries[g]})
+        old = {k: self.bp[k] for k in keys}
+        self.regather_heads(name, sigma, moves)
+        gain = 0.0
+        for k in keys:
+            a = self.a_t[k].reshape(-1).double()
+            gain += float(torch.dot(a, self.bp[k].reshape(-1).double())) - float(torch.dot(a, old[k].reshape(-1).double()))
+        self.counters["exact_checks"] += 1
+        if gain <= 1e-12 * max(1.0, abs(objective)):
+            self.bp.update(old)
+            return objective, False
+        before = dict(self.perm)
+        self.perm[name] = before[name][torch.from_numpy(sigma).long()]
+        for c in range(len(slots[0])):
+            for i, slot in enumerate(slots):
+                src = slots[int(sigma[i])][c]
+                self.perm[slot[c]] = before[src][torch.from_numpy(np.asarray(moves[(c, i)])).long()]
+        for g in own:
+            self.version[g] += 1
+            self.seen_at[g] = None
+            for e in self.entries[g]:
+                e.cache = None
+                e.b_norm = _row_norms(self.bp[e.key], e.ax, e.axis)
+        self.counters["head_moves"] += 1
+        return objective + gain, True
+
+    def groups_size(self, g: str) -> int:
+        return len(self.perm[g])
+
+    def regather_heads(self, name: str, sigma: np.ndarray, moves: dict[tuple[int, int], np.ndarray]) -> None:
+        """B' with slot i holding head sigma[i], its units reordered by ``moves[(kind, i)]``."""
+        items: dict[tuple[str, int], list[tuple[Axis, Tensor, int]]] = {}
+        for c, per_slot in enumerate(self.head_entries[name]):
+            for i in range(len(per_slot)):
+                cols = torch.from_numpy(np.asarray(moves[(c, i)])).long().to(self.device)
+                for e, src in zip(per_slot[i], per_slot[int(sigma[i])]):
+                    items.setdefault((e.key, e.axis), []).append((e.ax, cols, src.ax.start))
+        for (key, axis), entries in sorted(items.items()):
+            t = self.bp[key]
+            self.bp[key] = t.index_select(axis, axis_index(t.shape[axis], entries))
+
     def forward_sweep(self) -> None:
         """Greedy input-to-output pass: each group is matched on the terms whose other axes are
         already aligned (incoming weights, its own norm/bias). Starting coordinate descent from
@@ -203,6 +318,13 @@ class Matcher:
         where every outgoing term is still noise."""
         done: set[str] = set()
         for g in self.names:
+            if g in done:
+                continue
+            if g in self.head_of:  # the first group of a head set: place whole heads (with their units) at once
+                name = self.head_of[g]
+                self.head_step(name, self.fast_objective(), ready=done)
+                done.update(self.head_groups(name))
+                continue
             ready = [e for e in self.entries[g] if not e.coupled and all(q in done for q in e.others)]
             done.add(g)
             if not ready:
@@ -220,7 +342,20 @@ class Matcher:
     def sweep(self, gen: torch.Generator, objective: float) -> tuple[float, bool]:
         """One coordinate-descent sweep in a random group order: (running objective, whether anything improved)."""
         improved = False
-        for gi in torch.randperm(len(self.names), generator=gen).tolist():
+        coords = self.names + list(self.heads)  # (no head sets: the same random order as ever)
+        for gi in torch.randperm(len(coords), generator=gen).tolist():
+            if gi >= len(self.names):
+                name = coords[gi]
+                stamp = self.head_stamp(name)
+                if self.head_seen[name] == stamp:
+                    self.counters["skipped"] += 1
+                    continue
+                objective, moved = self.head_step(name, objective)
+                self.head_seen[name] = self.head_stamp(name)
+                if moved:
+                    improved = True
+                    self.counters["accepted"] += 1
+                continue
             g = self.names[gi]
             if not self.entries[g]:
                 continue

@@ -20,7 +20,9 @@ from torch import Tensor
 
 from stardomain.errors import StardomainError
 
-__all__ = ["Axis", "PermutationSpec", "states_first"]
+__all__ = ["HEADS_SUFFIX", "Axis", "PermutationSpec", "states_first"]
+
+HEADS_SUFFIX = "/heads"  # every head set's name ends so; its entry in a permutation moves whole heads
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,6 +80,17 @@ class PermutationSpec:
     it is fixed.
     ``ties`` maps every further name of a tied tensor (``fc3.weight = fc2.weight``) to the
     one name the axes use; permuting writes the same new tensor under every name.
+
+    ``heads`` is the second level of attention: head set name (ending in ``/heads``) -> its head
+    *slots*, each the list of groups one head owns (its q/k units, its v/out units), in the same order
+    for every slot. A permutation may then hold, under the head set's name, a LongTensor ``s`` over
+    the slots: slot ``i`` receives the whole of head ``s[i]`` (every tensor slice its groups own), and
+    the group of slot ``i`` then reorders those units by its own entry. Corresponding groups of two
+    slots own the same tensors and axes (their entries sorted by (key, axis, start) correspond one to
+    one). A group of one unit with ``block`` = head size is a head whose units stay fixed inside it
+    (rotary q/k): the head still moves. A permutation without a head set's entry keeps the heads in place.
+    ``held`` lists, per hidden-unit stream the spec leaves unpermuted (name as in ``streams``), the tensor
+    axes it occupies: ``summary()`` counts them against ``covered_share``.
     """
 
     groups: dict[str, int]
@@ -88,6 +101,10 @@ class PermutationSpec:
     ties: dict[str, str] = field(default_factory=dict)  # alias key -> key of the same (tied) tensor
     # unit group (permuted or fixed) -> {"units", "permuted", "residual", "kind", "reason"}, filled by trace_spec
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # head set name -> slots -> the groups of one head (attention heads that may trade places as wholes)
+    heads: dict[str, list[list[str]]] = field(default_factory=dict)
+    # unpermuted stream -> the tensor axes it occupies (for covered_share), filled by trace_spec
+    held: dict[str, list[Axis]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.groups = {str(g): int(n) for g, n in dict(self.groups).items()}
@@ -110,8 +127,44 @@ class PermutationSpec:
                     raise StardomainError(
                         f"spec groups {g0!r} and {g1!r} overlap on {key!r} axis {axis}; each index may belong to one group only"
                     )
+        self.heads = {str(h): [[str(g) for g in slot] for slot in slots] for h, slots in dict(self.heads).items()}
+        self.held = {str(k): [ax if isinstance(ax, Axis) else Axis(*ax) for ax in v] for k, v in dict(self.held).items()}
+        self._check_heads()
 
+    def _check_heads(self) -> None:
+        """Every head set: slots of the same shape, each group in one slot only, corresponding entries alike."""
+        seen: dict[str, str] = {}
+        for name, slots in self.heads.items():
+            if not name.endswith(HEADS_SUFFIX) or name in self.groups:
+                raise StardomainError(f"head set {name!r} must be named '...{HEADS_SUFFIX}' and differ from every group name")
+            if len(slots) < 2 or len({len(s) for s in slots}) != 1 or not slots[0]:
+                raise StardomainError(f"head set {name!r} needs at least two slots, each with the same number of groups")
+            for slot in slots:
+                for g in slot:
+                    if g not in self.groups:
+                        raise StardomainError(f"head set {name!r} names group {g!r} that is missing from groups")
+                    if g in seen:
+                        raise StardomainError(f"group {g!r} belongs to two head slots ({seen[g]!r} and {name!r})")
+                    seen[g] = name
+            for c in range(len(slots[0])):
+                first = slots[0][c]
+                shape = [(a.key, a.axis, a.block) for a in self.sorted_axes(first)]
+                for slot in slots[1:]:
+                    g = slot[c]
+                    if self.groups[g] != self.groups[first] or [(a.key, a.axis, a.block) for a in self.sorted_axes(g)] != shape:
+                        raise StardomainError(
+                            f"head set {name!r}: group {g!r} does not own the same tensors and axes as {first!r}, "
+                            "so whole heads cannot trade places"
+                        )
     # ------------------------------------------------------------------ queries
+    def sorted_axes(self, group: str) -> list[Axis]:
+        """A group's entries in (key, axis, start) order: how the entries of two head slots correspond."""
+        return sorted(self.axes[group], key=lambda a: (a.key, a.axis, a.start))
+
+    def head_of(self) -> dict[str, tuple[str, int, int]]:
+        """group -> (head set, slot, position in the slot) for every group that belongs to a head slot."""
+        return {g: (name, i, c) for name, slots in self.heads.items() for i, slot in enumerate(slots) for c, g in enumerate(slot)}
+
     def keys(self) -> list[str]:
         """State keys with at least one permuted axis, in first-mention order."""
         out: dict[str, None] = {}
@@ -184,7 +237,11 @@ class PermutationSpec:
         else:
             params = {}
         covered_keys = set(self.keys()) & set(params)
-        covered = sum(params[k] for k in covered_keys)
+        shares = self._param_shares(covered_keys)
+        if all(v == 1.0 for v in shares.values()):
+            covered = sum(params[k] for k in covered_keys)
+        else:  # a parameter counts by the share of its hidden-unit axes that a permutation reorders
+            covered = round(sum(params[k] * shares[k] for k in covered_keys))
         total = sum(params.values())
         kinds: dict[str, list[int]] = {}  # kind -> [permuted units, units]
         for info in self.streams.values():
@@ -208,7 +265,54 @@ class PermutationSpec:
             "unit_share": sum(k[0] for k in kinds.values()) / units if units else float("nan"),
             "stream_share": {kind: p / n for kind, (p, n) in kinds.items() if n},
             "residual_fixed": [g for g, info in self.streams.items() if info.get("residual") and not info.get("permuted")],
+            "head_sets": {name: len(slots) for name, slots in self.heads.items()},
+            "warnings": self.warnings(),
         }
+
+    def _param_shares(self, keys: set[str]) -> dict[str, float]:
+        """key -> share of its hidden-unit axes (index by index) that permutations reorder. Axes of a stream left in
+        place (``held``) and the q/k rows of heads whose units stay fixed inside them (``locked``) count against it."""
+        locked = {g for g, info in self.streams.items() if info.get("locked")}
+        spans: dict[tuple[str, int], list[int]] = {}  # (key, axis) -> [reordered indices, indices left in place]
+        for g, entries in self.axes.items():
+            for ax in entries:
+                if ax.key in keys:
+                    spans.setdefault((ax.key, ax.axis), [0, 0])[1 if g in locked else 0] += ax.span
+        for entries in self.held.values():
+            for ax in entries:
+                if ax.key in keys:
+                    spans.setdefault((ax.key, ax.axis), [0, 0])[1] += ax.span
+        per_key: dict[str, list[float]] = {}
+        for (key, _), (moved, kept) in spans.items():
+            per_key.setdefault(key, []).append(moved / (moved + kept) if moved + kept else 1.0)
+        return {k: (sum(per_key[k]) / len(per_key[k]) if per_key.get(k) else 1.0) for k in keys}
+
+    def warnings(self) -> list[str]:
+        """What the spec leaves in place that a user should know before trusting an alignment, each in words."""
+        out: list[str] = []
+        for g, info in self.streams.items():
+            if info.get("residual") and not info.get("permuted"):
+                out.append(
+                    f"the residual stream {g!r} ({info.get('units')} units) is not permuted: {info.get('reason') or 'fixed'}; "
+                    "alignment only moves the units inside the blocks"
+                )
+        for where, why in self.fixed.items():
+            if where.endswith(HEADS_SUFFIX):
+                out.append(f"the attention heads of {where.removesuffix(HEADS_SUFFIX)!r} stay in their slots: {why}")
+        locked: dict[str, list[str]] = {}
+        held: dict[str, list[str]] = {}
+        for g, info in self.streams.items():
+            if info.get("kind") != "heads":
+                continue
+            if info.get("locked"):
+                locked.setdefault(str(info.get("reason")), []).append(g)
+            elif not info.get("permuted"):
+                held.setdefault(str(info.get("reason")), []).append(g)
+        for why, gs in locked.items():
+            out.append(f"{len(gs)} attention head group(s) keep their units in place inside the head ({gs[0]!r}, ...): {why}")
+        for why, gs in held.items():
+            out.append(f"{len(gs)} attention head group(s) are not permuted at all ({gs[0]!r}, ...): {why}")
+        return out
 
 
 def states_first(new_call: str) -> Callable[[F], F]:

@@ -35,7 +35,10 @@ def model_for_spec(target: str, options: Mapping[str, Any], in_shape: str | None
     if is_import_path(target):
         load_plugins([target])  # the user typed it: import its module
     shape = (3, 32, 32) if in_shape is None else _parse_shape(in_shape)
-    return models.create(models.canonical_name(target), num_classes, shape, **dict(options))
+    name = models.canonical_name(target)
+    # sizes checked on the meta device first, like `train` and a YAML run: a width of 2^28 is one line, not 64 GB
+    models.build_on_meta(name, num_classes, shape, **dict(options))
+    return models.create(name, num_classes, shape, **dict(options))
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -77,7 +80,7 @@ def spec_report(model: nn.Module, example_input: Any = None) -> dict[str, Any]:
     check: dict[str, Any] = {"max_logit_diff": None, "kept": None}
     if spec.groups:
         state = perturbed_state(model)
-        permuted = apply_permutation(state, random_permutation(spec, torch.Generator().manual_seed(0)), spec=spec)
+        permuted = apply_permutation(state, random_permutation(spec, torch.Generator().manual_seed(0), heads=True), spec=spec)
         gap, scale = function_gap(model, state, permuted, args)
         check = {"max_logit_diff": gap, "kept": bool(gap <= 1e-4 * max(scale, 1.0))}
     arch = getattr(model, "arch", None) or {"name": type(model).__name__}
@@ -99,6 +102,9 @@ def spec_report(model: nn.Module, example_input: Any = None) -> dict[str, Any]:
         "unit_share": info["unit_share"],
         "stream_share": info["stream_share"],
         "residual_fixed": info["residual_fixed"],
+        # attention heads that trade places as wholes (head set -> slots), and what stays in place, in words
+        "head_sets": info["head_sets"],
+        "warnings": info["warnings"],
     }
 
 
@@ -114,8 +120,10 @@ def format_report(r: Mapping[str, Any]) -> str:
     if r.get("stream_share"):
         kinds = ", ".join(f"{kind} {100 * v:.0f}%" for kind, v in r["stream_share"].items())
         lines.append(f"units permuted: {100 * r['unit_share']:.1f}% ({kinds})")
-    for stream in r.get("residual_fixed") or ():
-        lines.append(f"WARNING: residual stream {stream} is not permuted (see unpermuted below)")
+    for name, n in (r.get("head_sets") or {}).items():
+        lines.append(f"whole heads: {name} ({n} slots; each head moves with its q/k and v/out units)")
+    for text in r.get("warnings") or ():
+        lines.append(f"WARNING: {text}")
     if r["groups"]:
         lines.append("groups:")
         for g in r["groups"]:

@@ -26,7 +26,13 @@ __all__ = ["example_batch", "export_graph", "function_gap", "perturbed_state", "
 def example_batch(model: nn.Module, example_input: Any = None) -> tuple[Any, ...]:
     """Positional inputs for one forward: ``example_input``, or a seeded random batch of ``model.arch["in_shape"]``."""
     if example_input is not None:
-        return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+        args = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+        empty = next((a for a in args if isinstance(a, Tensor) and (a.dim() == 0 or a.numel() == 0)), None)
+        if empty is not None:  # no sample: the function check would compare nothing and report "kept"
+            raise StardomainError(
+                f"example_input has shape {tuple(empty.shape)}: no sample to trace or check on; give a batch of at least one"
+            )
+        return args
     arch = getattr(model, "arch", None)
     if isinstance(arch, dict) and "in_shape" in arch:
         p = next(iter(model.parameters()), None)
@@ -248,16 +254,11 @@ def trace_spec(
 
 
 def _warn_fixed_streams(model: nn.Module, spec: PermutationSpec) -> None:
-    """Warn when a residual stream (units joined by a residual ``+``) is left unpermuted."""
-    for name, info in spec.streams.items():
-        if info.get("residual") and not info.get("permuted"):
-            warnings.warn(
-                f"the residual stream {name!r} of {type(model).__name__} ({info['units']} units) is not permuted: "
-                f"{info.get('reason') or 'fixed'}; alignment only moves the units inside the blocks",
-                UserWarning,
-                stacklevel=3,
-            )
-            return
+    """Warn when a residual stream (units joined by a residual ``+``) is left unpermuted, when attention heads stay in
+    their slots, and when units inside heads stay fixed (rotary q/k): one warning, every reason in it."""
+    found = spec.warnings()
+    if found:
+        warnings.warn(f"{type(model).__name__}: " + "; ".join(found), UserWarning, stacklevel=3)
 
 
 def perturbed_state(model: nn.Module, seed: int = 1234) -> dict[str, Tensor]:
@@ -285,7 +286,7 @@ def _verify(model: nn.Module, spec: PermutationSpec, args: tuple[Any, ...]) -> N
     if not spec.groups:
         return
     state = perturbed_state(model)
-    permuted = apply_permutation(state, random_permutation(spec, torch.Generator().manual_seed(1234)), spec=spec)
+    permuted = apply_permutation(state, random_permutation(spec, torch.Generator().manual_seed(1234), heads=True), spec=spec)
     gap, scale = function_gap(model, state, permuted, args)
     if not gap <= 1e-4 * max(scale, 1e-6):
         raise StardomainError(

@@ -10,6 +10,7 @@ guessed.
 from __future__ import annotations
 
 import operator
+import os
 from typing import Any, Sequence
 
 import torch
@@ -21,7 +22,7 @@ from stardomain.permute.functions import FunctionRules
 from stardomain.permute.heads import HeadRules
 from stardomain.permute.layers import ModuleRules
 from stardomain.permute.ops import NONTENSOR_METHODS, fn_name
-from stardomain.permute.spec import Axis, PermutationSpec
+from stardomain.permute.spec import HEADS_SUFFIX, Axis, PermutationSpec
 from stardomain.permute.unionfind import Layout, Seg, UnionFind
 
 
@@ -54,6 +55,14 @@ class Tracer(FunctionRules, AtenRules, ModuleRules, HeadRules):
         self.placeholders = dict(placeholders or {})  # export graphs: placeholder node -> state key it holds
         self.param_shape: dict[str, tuple[int, ...]] = {}  # parameter node -> shape of the stored tensor
         self.residual: set[int] = set()  # union-find nodes joined by a residual add
+        # whole heads (see permute/heads.py): per head-split node one token per head; tokens and their families merge
+        self.head_tok: dict[str, tuple[int, ...]] = {}
+        self.toks = UnionFind()
+        self.tok_family: list[int] = []  # token -> its family (the heads one split made)
+        self.families = UnionFind()
+        self.tok_nodes: dict[int, set[int]] = {}  # token -> union-find nodes of its head's units
+        self.locks: dict[int, tuple[str, int]] = {}  # node -> (why its units stay in place inside the head, head size)
+        self.repeat: dict[str, int] = {}  # node -> axis of a kv head repeat in the making (grouped-query attention)
 
     # ------------------------------------------------------------------ helpers
     def cd(self, name: str) -> int:
@@ -84,7 +93,10 @@ class Tracer(FunctionRules, AtenRules, ModuleRules, HeadRules):
                 self.uf.union(sa.node, sb.node)
             return a
         # segment boundaries disagree: the only safe answer is not to permute any of them
-        reason = f"{where}: combines tensors whose channel groups are split differently"
+        reason = (
+            f"{where!r} combines tensors whose units are grouped differently (e.g. split into heads on one side only), "
+            "so neither can be reordered; a hand-written PermutationSpec can say how they line up"
+        )
         self.fix_layout(a, reason)
         self.fix_layout(b, reason)
         self.notes[where] = reason
@@ -215,6 +227,8 @@ class Tracer(FunctionRules, AtenRules, ModuleRules, HeadRules):
         self.cdim[node.name] = self.cd(inputs[0][0].name)  # ops keep the axis unless a rule says otherwise
         if inputs[0][0].name in self.heads:
             self.heads[node.name] = self.heads[inputs[0][0].name]
+        if inputs[0][0].name in self.head_tok:
+            self.head_tok[node.name] = self.head_tok[inputs[0][0].name]
         return self.visit_function(node, name, inputs, shape)
 
     def describe(self, node: Any) -> str:
@@ -276,6 +290,81 @@ class Tracer(FunctionRules, AtenRules, ModuleRules, HeadRules):
                 "kind": kind,
                 "reason": uf.fixed[r],
             }
+        locked: dict[int, tuple[str, int]] = {}
+        for nid, why in self.locks.items():
+            locked.setdefault(uf.find(nid), why)
+        held: dict[str, list[Axis]] = {}
+        stream_of = {}
+        for r in sorted(roots):
+            members = sorted(roots[r])
+            stream_of[r] = root_name.get(r) or self.group_name(self.producers[members[0]], len(members), r in residual_roots)
+        for nid, ax in self.entries:
+            r = uf.find(nid)
+            if r in stream_of and r not in root_name and streams[stream_of[r]]["kind"] != "output":
+                held.setdefault(stream_of[r], []).append(ax._replace(length=uf.size[r]))
+        for r, (why, size) in locked.items():
+            if r in stream_of:
+                streams[stream_of[r]].update(units=size, permuted=False, locked=True, reason=why)
+        heads = self.head_sets(root_name, axes, fixed)
+        for slots in heads.values():
+            for slot in slots:
+                for g in slot:
+                    streams[g]["moves_whole"] = True
         params = {k: p.numel() for k, p in self.model.named_parameters()}
         buffers = frozenset(k for k, _ in self.model.named_buffers())
-        return PermutationSpec(groups=groups, axes=axes, buffers=buffers, params=params, fixed=fixed, ties=dict(self.ties), streams=streams)
+        return PermutationSpec(
+            groups=groups,
+            axes=axes,
+            buffers=buffers,
+            params=params,
+            fixed=fixed,
+            ties=dict(self.ties),
+            streams=streams,
+            heads=heads,
+            held=held,
+        )
+
+    def head_sets(self, root_name: dict[int, str], axes: dict[str, list[Axis]], fixed: dict[str, str]) -> dict[str, list[list[str]]]:
+        """Every family of head tokens -> its slots (the groups each head owns), or the reason its heads stay put
+        (written to ``fixed`` under ``{attention}/heads``)."""
+        uf = self.uf
+        families: dict[int, list[int]] = {}
+        for t, fam in enumerate(self.tok_family):
+            families.setdefault(self.families.find(fam), []).append(t)
+        out: dict[str, list[list[str]]] = {}
+        for _, toks in sorted(families.items()):
+            slots: dict[int, set[int]] = {}
+            for t in toks:
+                slots.setdefault(self.toks.find(t), set()).update(uf.find(n) for n in self.tok_nodes[t])
+            names = [self.producers.get(n, uf.name[n]) for t in toks for n in sorted(self.tok_nodes[t])]
+            prefix = os.path.commonprefix(names)
+            label = (prefix.rsplit(".", 1)[0] if "." in prefix else prefix.rstrip(".")) or names[0]
+            name = label + HEADS_SUFFIX
+            while name in out or name in axes:
+                name = f"{label}#{len(out)}{HEADS_SUFFIX}"
+            if len(slots) < 2:
+                continue
+            owner: dict[int, int] = {}
+            reason = None
+            for tok, units in slots.items():
+                for u in units:
+                    if owner.setdefault(u, tok) != tok:
+                        reason = "one group of units spans several heads (a parameter or an op shared across heads)"
+            bad = [u for units in slots.values() for u in units if u not in root_name]
+            if bad:
+                reason = reason or f"units of a head are not permuted: {uf.fixed[bad[0]]}"
+            if reason is None:
+
+                def signature(g: str) -> tuple[object, ...]:
+                    return tuple((a.key, a.axis, a.block) for a in sorted(axes[g], key=lambda a: (a.key, a.axis, a.start)))
+
+                ordered = [sorted((root_name[u] for u in units), key=signature) for units in slots.values()]
+                ref = [(signature(g), len(axes[g])) for g in ordered[0]]
+                if any([(signature(g), len(axes[g])) for g in slot] != ref for slot in ordered[1:]):
+                    reason = "the heads do not own alike slices of the same tensors"
+                else:
+                    ordered.sort(key=lambda slot: min(a.start for a in axes[slot[0]]))
+                    out[name] = ordered
+                    continue
+            fixed[name] = reason
+        return out

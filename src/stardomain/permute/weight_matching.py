@@ -131,6 +131,8 @@ def weight_matching(
     spec.validate(state_b, "state_b", require_buffers=include_buffers)
     perm = check_permutation(spec, init) if init is not None else identity_permutation(spec)
     perm = {g: p.cpu().clone() for g, p in perm.items()}
+    for name, slots in spec.heads.items():  # whole heads are one more coordinate (an init without them: in place)
+        perm.setdefault(name, torch.arange(len(slots)))
     keys = _checked_keys(state_a, state_b, spec, include_buffers)
     device = state_a[keys[0]].device if keys else torch.device("cpu")
     b_start = apply_permutation({k: state_b[k] for k in keys}, perm, spec=spec) if init is not None else state_b
