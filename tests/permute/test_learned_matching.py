@@ -62,7 +62,6 @@ def cnn_pair(digits):
 
 def _refine(model, a, b, digits, **kw):
     kw.setdefault("refine_steps", STEPS)
-    kw.setdefault("x", digits.train_x[:8])  # traces the spec and checks the function
     return align(a, b, model=model, method="weight", refine="ste", data=digits, seed=0, **kw)
 
 
@@ -197,8 +196,10 @@ def test_hf_refinement_keeps_b_and_never_ends_above_its_start(name: str, digits)
     torch.manual_seed(1)
     b = models.create(name, 10, (1, 8, 8), **tiny).state_dict()
     x = digits.train_x[:8]
+    data = (digits.train_x[:400], digits.train_y[:400])  # an (x, y) pair works as well as a dataset
     aligned, res = align(
-        a, b, model=model, x=x, refine="ste", data=digits, refine_options={"steps": 4, "batch_size": 32, "eval_samples": 128}
+        a, b, model=model, x=x, refine="ste", data=data, refine_options={"steps": 4, "batch_size": 32, "eval_samples": 128}
     )
     assert res.refine["best_loss"] <= res.refine["start_loss"]
+    assert len(res.refine["train_losses"]) == 4 and all(0 < v < 10 for v in res.refine["train_losses"])
     assert _max_logit_gap(model, b, aligned, digits.test_x[:64]) < 1e-5

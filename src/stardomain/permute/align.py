@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from stardomain.errors import StardomainError
 from stardomain.permute.activation_matching import activation_matching
 from stardomain.permute.apply import apply_permutation
-from stardomain.permute.learned import REFINE_METHODS, SteConfig, refine_alignment
+from stardomain.permute.learned import REFINE_METHODS, SteConfig, example_inputs, refine_alignment
 from stardomain.permute.spec import PermutationSpec, states_first
 from stardomain.permute.trace import check_ties, example_batch, function_gap, trace_spec
 from stardomain.permute.weight_matching import MatchResult, weight_matching
@@ -69,6 +69,8 @@ def align(
         raise StardomainError(f"unknown refinement {refine!r}; use one of {', '.join(REFINE_METHODS)}")
     if refine != "none" and data is None:
         raise StardomainError("align(refine='ste') needs data= (training data: a dataset or an (x, y) pair of tensors)")
+    if sample is None and refine != "none":  # trace and check on the training inputs at hand
+        sample = example_inputs(data, _TRACE_BATCH)
     if spec is None:
         if model is None:
             raise StardomainError("align needs spec= or model= (to trace a spec from)")

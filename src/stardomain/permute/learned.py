@@ -54,7 +54,7 @@ from stardomain.permute.apply import apply_permutation, check_permutation
 from stardomain.permute.spec import PermutationSpec, states_first
 from stardomain.permute.weight_matching import MatchResult, matching_objective, weight_matching
 
-__all__ = ["REFINE_METHODS", "STATE_KIND", "SteConfig", "refine_alignment", "ste_refine"]
+__all__ = ["REFINE_METHODS", "STATE_KIND", "SteConfig", "example_inputs", "refine_alignment", "ste_refine"]
 
 REFINE_METHODS = ("none", "ste")
 STATE_KIND = "ste-refine"
@@ -141,10 +141,8 @@ class _Data:
         self.pool = pool if self.held_out else order
         self.batch_size = min(self.batch_size, len(self.pool))
         x_eval, y_eval = self.fetch(order[:n_eval].sort().values)
-        self.eval = [
-            (x_eval[i : i + config.eval_batch_size].to(device), y_eval[i : i + config.eval_batch_size].to(device))
-            for i in range(0, n_eval, config.eval_batch_size)
-        ]
+        chunks = -(-n_eval // config.eval_batch_size)  # near-equal batches: no one-sample remainder for BatchNorm
+        self.eval = [(xc.to(device), yc.to(device)) for xc, yc in zip(x_eval.tensor_split(chunks), y_eval.tensor_split(chunks))]
         self.n_eval = n_eval
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
@@ -153,6 +151,17 @@ class _Data:
         idx = self.pool[torch.randperm(len(self.pool), generator=g)[: self.batch_size]]
         x, y = self.fetch(idx)
         return x.to(self.device), y.to(self.device)
+
+
+def example_inputs(data: Any, n: int = 8) -> Tensor | None:
+    """The first ``n`` training inputs of ``data`` (a dataset or an ``(x, y)`` pair), or None without data."""
+    if data is None:
+        return None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
+        return data[0][:n]
+    from stardomain.data.protocol import data_example
+
+    return data_example(data, n)
 
 
 def _mix(seed: int, step: int) -> int:
