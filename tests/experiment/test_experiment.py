@@ -214,12 +214,13 @@ def test_pipeline_matching_sample_sees_every_class(tmp_path):
     # a class-sorted training set: a prefix would hold one class, the pipeline's sample holds all of them
     order = exp.dataset.train_y.argsort(stable=True)
     exp.dataset.train_x, exp.dataset.train_y = exp.dataset.train_x[order], exp.dataset.train_y[order]
-    x = exp.matching_x("activation")
-    assert x.shape[0] == 50 and torch.equal(x, matching_sample(exp.dataset, 50, seed=0))
+    x = matching_sample(exp.dataset, cfg.eval.matching_samples, seed=0)  # what the pairs and BMA of this run correlate on
+    assert x.shape[0] == 50
     label_of = {r.numpy().tobytes(): int(y) for r, y in zip(exp.dataset.train_x, exp.dataset.train_y)}
     assert len({label_of[r.numpy().tobytes()] for r in x}) == exp.dataset.num_classes
     assert len({label_of[r.numpy().tobytes()] for r in exp.dataset.train_x[:50]}) == 1  # what train_x[:50] would see
-    assert exp.matching_x("weight") is None
+    assert "matching_samples" in exp.pair_call(tmp_path / "a", tmp_path / "b").settings
+    assert "matching_samples" not in exp.pair_call(tmp_path / "a", tmp_path / "b", align="weight").settings
 
 
 def test_missing_logging_package_is_a_one_line_error(tmp_path, capsys, monkeypatch):

@@ -153,7 +153,8 @@ def test_bn_ablation_on_a_bn_model_gives_both_protocols_and_they_differ(tmp_path
     )
     assert set(res["tests"]["bn_ablation"]) == set(ab["groups"]) and all("paired" in t for t in res["tests"]["bn_ablation"].values())
     keys = [json.loads(p.read_text())["key"] for p in (tmp_path / "cache" / "pairs").glob("*.json")]
-    assert sum(k.get("bn") == "interpolate" for k in keys) == sum("bn" not in k for k in keys) == 4  # own cache entries
+    bns = [k["settings"]["bn"] for k in keys]
+    assert bns.count("interpolate") == bns.count("reset") == 4  # own cache entries
     report = (tmp_path / "report.md").read_text()
     assert "## BatchNorm ablation" in report and "interpolated" in report
 
@@ -169,7 +170,7 @@ def test_bn_ablation_is_not_applicable_without_batchnorm(tmp_path):
         progress=False,
     )
     assert res["bn_ablation"]["applicable"] is False and "bn_ablation" not in res["tests"]
-    assert not any("bn" in json.loads(p.read_text())["key"] for p in (tmp_path / "cache" / "pairs").glob("*.json"))
+    assert {json.loads(p.read_text())["key"]["settings"]["bn"] for p in (tmp_path / "cache" / "pairs").glob("*.json")} == {"reset"}
     assert "BatchNorm ablation" not in (tmp_path / "report.md").read_text()
 
 

@@ -32,13 +32,23 @@ from stardomain.errors import StardomainError
 from stardomain.experiment import ablation
 from stardomain.experiment import pairs as pairing
 from stardomain.experiment.config import ExperimentConfig
-from stardomain.experiment.folder import Cache, digest, identity_part, read_marker, unplanned
+from stardomain.experiment.folder import (
+    Cache,
+    KeyedCall,
+    check_same_execution,
+    digest,
+    execution_record,
+    identity_part,
+    read_marker,
+    unplanned,
+)
 from stardomain.experiment.studies.common import star_records
 from stardomain.experiment.summary import summarize_groups
 from stardomain.training import zoo
 from stardomain.training.loop import Recipe
 
 SCHEMA_VERSION = 3
+PAIR_VERSION = 2  # the pair cache key as a call (version 1: a hand-written key without eval_test_samples)
 T = TypeVar("T")
 
 
@@ -79,6 +89,7 @@ class Experiment:
         self.out.mkdir(parents=True, exist_ok=True)
         marker = self.out / "experiment.json"
         mine = self.cfg.to_dict()
+        execution = execution_record(self.cfg.threads, self.device)
         if marker.exists():
             theirs = read_marker(marker)
             comparable = identity_part(mine)
@@ -88,7 +99,8 @@ class Experiment:
                 raise StardomainError(
                     f"{self.out} already holds a different experiment ({there} there, {here} in this config); use another --out folder"
                 )
-        store.atomic_write_json(marker, {"config": mine, "schema_version": SCHEMA_VERSION})
+            check_same_execution(json.loads(marker.read_bytes()), execution, self.out)
+        store.atomic_write_json(marker, {"config": mine, "schema_version": SCHEMA_VERSION, "execution": execution})
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append a progress event (timings live here, never in results.json, which stays deterministic)."""
@@ -98,8 +110,10 @@ class Experiment:
     def record(self, kind: str, **fields: Any) -> None:
         """An event for events.jsonl and the metrics sinks only (the local executor's unit records:
         its units already print their own lines)."""
+        from stardomain._util import strictjson
+
         with open(self._events, "a") as f:
-            f.write(json.dumps({"time": time.time(), "event": kind, **fields}) + "\n")
+            f.write(strictjson.dumps({"time": time.time(), "event": kind, **fields}) + "\n")  # NaN -> null
         self.sinks.log(kind, fields)
 
     def has_batchnorm(self) -> bool:
@@ -218,92 +232,82 @@ class Experiment:
     ) -> Path:
         """Train (or reuse) a star model on ``sources`` with ``star_recipe`` (already the star's own:
         see :meth:`ExperimentConfig.star_recipe`); its metadata records the sources' hashes and its seed."""
-        from stardomain.starlight import star_seed, train_star
+        from stardomain.starlight import train_star
 
-        sc = self.cfg.star
         path = self.star_path(tag)
         if self.cache.frozen and not store.is_complete(path):
             raise unplanned(path)
         t0 = time.perf_counter()
-        star = train_star(
-            sources,
-            self.dataset,
-            self.cfg.starlight_config(star_recipe, mu),
-            path,
-            seed=star_seed(self.cfg.seed, tag),  # its own stream, one per tag: never a source's init or batch order
-            seed_option=self.cfg.seed,
-            init=sc.init,
-            repeat=repeat,
-            repeats=repeats,
-            epochs_factor=sc.epochs_factor,
-            model=self.cfg.model.name,
-            options=options,
-            resume_path=self.out / "stars" / f".{tag}.state.safetensors",
-            device=self.device,
-            progress=self.progress,
-            allow_unpermuted=self.cfg.allow_unpermuted,
-        )
+        star = train_star(sources, self.dataset, **self.star_call(tag, options, star_recipe, mu, repeat, repeats), progress=self.progress)
         if star.trained:
             self.event("star", tag=tag, n_sources=len(sources), mu=mu, seconds=round(time.perf_counter() - t0, 2))
         return star.path
 
+    def star_call(
+        self, tag: str, options: Mapping[str, Any], star_recipe: Recipe, mu: float, repeat: int = 0, repeats: int = 1
+    ) -> dict[str, Any]:
+        """Every keyword :func:`~stardomain.starlight.train_star` gets for the star ``tag`` besides its sources and
+        data: the star unit's key is read off it, so no setting reaches a star without reaching its key."""
+        from stardomain.starlight import star_seed
+
+        sc = self.cfg.star
+        return {
+            "config": self.cfg.starlight_config(star_recipe, mu),
+            "out": self.star_path(tag),
+            "seed": star_seed(self.cfg.seed, tag),  # its own stream, one per tag: never a source's init or batch order
+            "seed_option": self.cfg.seed,
+            "init": sc.init,
+            "repeat": repeat,
+            "repeats": repeats,
+            "epochs_factor": sc.epochs_factor,
+            "model": self.cfg.model.name,
+            "options": options,
+            "resume_path": self.out / "stars" / f".{tag}.state.safetensors",
+            "device": self.device,
+            "allow_unpermuted": self.cfg.allow_unpermuted,
+        }
+
     # -- evaluations ---------------------------------------------------------------------------
-    def pair_key(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
-        """What one pair's result depends on: both checkpoints' content hashes and the evaluation settings
-        (``bn`` only when it is not the paper's reset, so caches from before the ablation stay valid)."""
+    def data_record(self) -> dict[str, Any]:
+        """The record of the data every unit reads (name, subset and its seed, image size): part of every key."""
+        return zoo.dataset_record(self.dataset, self.cfg.subset)
+
+    def pair_call(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> KeyedCall:
+        """One pair's evaluation as a call: both checkpoints and every setting :func:`evaluate_pair` receives
+        (its cache key is derived from it, so no setting can be left out of the key)."""
         ev = self.cfg.eval
         align = ev.align if align is None else align
-        key = {
-            "a": store.content_hash(path_a),
-            "b": store.content_hash(path_b),
+        settings: dict[str, Any] = {
             "align": align,
             "points": ev.points,
+            "bn": bn,
             "bn_samples": ev.bn_samples,
             "eval_train_samples": ev.eval_train_samples,
-            "subset": self.cfg.subset,
-            "matching_samples": ev.matching_samples if align == "activation" else None,
+            "eval_test_samples": ev.eval_test_samples,
+            "allow_unpermuted": self.cfg.allow_unpermuted,
+            "seed": 0,
         }
-        return key if bn == "reset" else {**key, "bn": bn}
+        if align == "activation":  # weight matching never reads it: a change must not recompute its pairs
+            settings["matching_samples"] = ev.matching_samples
+        return KeyedCall("pairs", PAIR_VERSION, {"a": path_a, "b": path_b}, settings, self.data_record())
+
+    def pair_key(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
+        """What one pair's result depends on (:meth:`pair_call`'s key)."""
+        return self.pair_call(path_a, path_b, align, bn).key()
 
     def pair(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
         """Curve, barriers and distances for one pair; B is aligned to A first unless align is none."""
         from stardomain.barrier import evaluate_pair
 
-        ev = self.cfg.eval
-        align = ev.align if align is None else align
-        key = self.pair_key(path_a, path_b, align, bn)
-
-        def compute() -> dict[str, Any]:
+        def compute(**settings: Any) -> dict[str, Any]:
             state_a, meta = store.load_state(path_a)
             state_b, _ = store.load_state(path_b)
             model = store.build_model(meta["arch"]).to(self.device)
-            result = evaluate_pair(
-                state_a,
-                state_b,
-                model=model,
-                dataset=self.dataset,
-                align=align,
-                points=ev.points,
-                bn=bn,
-                bn_samples=ev.bn_samples,
-                eval_train_samples=ev.eval_train_samples,
-                eval_test_samples=ev.eval_test_samples,
-                matching_samples=ev.matching_samples,
-                allow_unpermuted=self.cfg.allow_unpermuted,
-                spec=self.spec(model) if align != "none" else None,
-                device=self.device,
-            )
+            spec = self.spec(model) if settings["align"] != "none" else None
+            result = evaluate_pair(state_a, state_b, model=model, dataset=self.dataset, spec=spec, device=self.device, **settings)
             return {"a": path_a.stem, "b": path_b.stem, **result.record()}
 
-        return self.cache.get_or_compute("pairs", key, compute)
-
-    def matching_x(self, align: str) -> torch.Tensor | None:
-        """The one seeded, class-stratified sample activation matching sees (None for weight matching)."""
-        from stardomain.data import matching_sample
-
-        if align != "activation":
-            return None
-        return matching_sample(self.dataset, self.cfg.eval.matching_samples, seed=0).to(self.device)
+        return self.cache.run(self.pair_call(path_a, path_b, align, bn), compute)
 
     def barrier_groups(
         self,

@@ -22,11 +22,20 @@ from stardomain.experiment.plan import Plan, Unit
 
 @dataclass
 class _Action:
-    """How to compute a unit, whether it is done, and the file it writes (resolved once inputs exist)."""
+    """How to compute a unit, whether it is done, the file it writes (resolved once inputs exist), and its key:
+    what the unit's result is a function of (a model's call, an evaluation's cache key), for tests and tools."""
 
     compute: Callable[[], Any]
     done: Callable[[], bool]
     output: Callable[[], Path]
+    key: Callable[[], Any]
+
+
+def call_key(call: functools.partial) -> dict[str, Any]:
+    """A model unit's key, read off the very call that computes it (the function, its arguments)."""
+    from stardomain.experiment.folder import plain
+
+    return {"fn": getattr(call.func, "__qualname__", repr(call.func)), "args": plain(call.args), "kwargs": plain(call.keywords)}
 
 
 def _same(path: Path) -> Path:
@@ -73,12 +82,11 @@ class PlanBuilder:
         for seed, role in self.exp.zoo_seeds(n_sources, n_held):
             path = self.exp.member_path(tag, seed)
             uid = f"train/{tag}/seed-{seed}"
+            call = functools.partial(self.exp.train_one, tag, options, recipe, seed, role)
             self._add(
                 Unit(uid, "train", self._rel(path)),
                 _Action(
-                    functools.partial(self.exp.train_one, tag, options, recipe, seed, role),
-                    functools.partial(store.is_complete, path),
-                    functools.partial(_same, path),
+                    call, functools.partial(store.is_complete, path), functools.partial(_same, path), functools.partial(call_key, call)
                 ),
             )
             models.append(_Model(uid, path))
@@ -98,12 +106,14 @@ class PlanBuilder:
                 group = mine[i : i + m]
                 paths = [self.exp.member_path(tag, s) for s in group]
                 uid = f"train/{tag}/seeds-{group[0]}-{group[-1]}"
+                call = functools.partial(self.exp.train_group, tag, options, recipe, group, role)
                 self._add(
                     Unit(uid, "train", self._rel(paths[0].parent)),
                     _Action(
-                        functools.partial(self.exp.train_group, tag, options, recipe, group, role),
+                        call,
                         functools.partial(_all_complete, paths),
                         functools.partial(_same, paths[0].parent),
+                        functools.partial(call_key, call),
                     ),
                 )
                 models += [_Model(uid, p) for p in paths]
@@ -116,15 +126,24 @@ class PlanBuilder:
 
         path = self.exp.star_path(tag)
         uid = f"star/{tag}"
+        paths = [m.path for m in sources]
+        call = functools.partial(self.exp.star_model, tag, paths, options, recipe, mu, repeat=repeat, repeats=repeats)
         self._add(
             Unit(uid, "star", self._rel(path), tuple(dict.fromkeys(m.unit for m in sources))),
             _Action(
-                functools.partial(self.exp.star_model, tag, [m.path for m in sources], options, recipe, mu, repeat=repeat, repeats=repeats),
+                call,
                 functools.partial(store.is_complete, path),
                 functools.partial(_same, path),
+                functools.partial(self._star_key, tag, paths, options, recipe, mu, repeat, repeats),
             ),
         )
         return _Model(uid, path)
+
+    def _star_key(self, tag: str, paths: Sequence[Path], *args: Any) -> dict[str, Any]:
+        """A star unit's key: its sources and every keyword train_star receives (Experiment.star_call)."""
+        from stardomain.experiment.folder import plain
+
+        return {"sources": plain(list(paths)), "train_star": plain(self.exp.star_call(tag, *args))}
 
     def stars(self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float) -> list[_Model]:
         """One unit per repeat of a star (the tags of :meth:`Experiment.star_tags`)."""
@@ -142,7 +161,7 @@ class PlanBuilder:
         def done() -> bool:
             return all(store.is_complete(m.path) for m in inputs) and self.exp.cache.has(output())
 
-        self._add(Unit(uid, stage, f"cache/{stage}", tuple(dict.fromkeys(m.unit for m in inputs))), _Action(compute, done, output))
+        self._add(Unit(uid, stage, f"cache/{stage}", tuple(dict.fromkeys(m.unit for m in inputs))), _Action(compute, done, output, key))
 
     def pair(self, a: _Model, b: _Model, bn: str = "reset") -> None:
         # a batched zoo's members share a unit: the pair is named by the checkpoints it compares
@@ -185,6 +204,12 @@ def build_plan(exp: Any) -> tuple[Plan, dict[str, _Action]]:
         if study.enabled(cfg):
             study.plan(b, main)
     return Plan(b.units.values()), b.actions
+
+
+def unit_keys(exp: Any) -> dict[str, Any]:
+    """Every unit of ``exp``'s plan and its key: a config setting that reaches a unit's computation changes
+    that unit's key (tests/experiment/test_cache_keys.py flips every field to hold this)."""
+    return {uid: action.key() for uid, action in build_plan(exp)[1].items()}
 
 
 @functools.lru_cache(maxsize=2)

@@ -6,48 +6,49 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain.checkpoints import store
+from stardomain.experiment.folder import KeyedCall
 from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
 
+BMA_VERSION = 2  # the key as a call (version 1: hand-written, with a manual "tests" bump)
 
-def bma_key(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
-    """What the BMA study depends on: every checkpoint's content hash and the settings that change it."""
+
+def bma_call(exp: Experimenting, star: Path, sources: Sequence[Path]) -> KeyedCall:
+    """The BMA study's one evaluation as a call: every checkpoint and every setting it is computed with."""
     b, ev = exp.cfg.studies.bma, exp.cfg.eval
-    return {
-        "star": store.content_hash(star),
-        "sources": [store.content_hash(p) for p in sources],
+    settings: dict[str, Any] = {
         "max_samples": b.max_samples,
         "seed": b.seed,
         "bn_samples": ev.bn_samples,
         "align": ev.align,
-        "subset": exp.cfg.subset,
-        "matching_samples": ev.matching_samples if ev.align == "activation" else None,
-        "tests": 1,
+        "allow_unpermuted": exp.cfg.allow_unpermuted,
     }
+    if ev.align == "activation":
+        settings["matching_samples"] = ev.matching_samples
+    return KeyedCall("bma", BMA_VERSION, {"star": star, "sources": tuple(sources)}, settings, exp.data_record())
+
+
+def bma_key(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
+    return bma_call(exp, star, sources).key()
 
 
 def bma_section(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
     """The study's one evaluation (cached): BMA over segments to the aligned sources vs their ensemble."""
     from stardomain.bma import core as bma
+    from stardomain.data import matching_sample
     from stardomain.permute import align as align_states
 
-    b, ev = exp.cfg.studies.bma, exp.cfg.eval
-
-    def compute() -> dict[str, Any]:
+    def compute(
+        max_samples: int, seed: int, bn_samples: int | None, align: str, allow_unpermuted: bool, matching_samples: int = 0
+    ) -> dict[str, Any]:
         star_state, meta = store.load_state(star)
         model = store.build_model(meta["arch"]).to(exp.device)
+        x = matching_sample(exp.dataset, matching_samples, seed=0).to(exp.device) if align == "activation" else None
         aligned = []
         for p in sources:
             s, _ = store.load_state(p)
-            if ev.align != "none":
+            if align != "none":
                 s, _ = align_states(
-                    star_state,
-                    s,
-                    spec=exp.spec(model),
-                    method=ev.align,
-                    model=model,
-                    x=exp.matching_x(ev.align),
-                    seed=0,
-                    allow_unpermuted=exp.cfg.allow_unpermuted,
+                    star_state, s, spec=exp.spec(model), method=align, model=model, x=x, seed=0, allow_unpermuted=allow_unpermuted
                 )
             aligned.append(s)
         out = bma.bma_study(
@@ -55,17 +56,17 @@ def bma_section(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict
             star_state,
             aligned,
             exp.dataset,
-            max_samples=b.max_samples,
-            seed=b.seed,
-            bn_samples=ev.bn_samples,
+            max_samples=max_samples,
+            seed=seed,
+            bn_samples=bn_samples,
             device=exp.device,
             return_probs=True,
         )
         probs = {k: out[k].pop("probs") for k in ("star_domain", "ensemble")}
-        out["tests"] = bma.posterior_tests(probs["star_domain"], probs["ensemble"], exp.dataset.test_y, seed=b.seed)
+        out["tests"] = bma.posterior_tests(probs["star_domain"], probs["ensemble"], exp.dataset.test_y, seed=seed)
         return out
 
-    return exp.cache.get_or_compute("bma", bma_key(exp, star, sources), compute)
+    return exp.cache.run(bma_call(exp, star, sources), compute)
 
 
 class BMAStudy(Study):

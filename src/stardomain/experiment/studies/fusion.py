@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain.checkpoints import store
+from stardomain.experiment.folder import KeyedCall
 from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
 
 
@@ -13,8 +14,16 @@ def fusion_tag(exp: Experimenting, k: int) -> str:
     return f"fusion-z{k}-mu{exp.cfg.studies.fusion.mu:g}"
 
 
+FUSION_VERSION = 2  # the key as a call (version 1: hand-written)
+
+
+def fusion_call(exp: Experimenting, star: Path, sources: Sequence[Path]) -> KeyedCall:
+    """One fused star's row as a call: it reads the star and its sources and takes no setting."""
+    return KeyedCall("fusion", FUSION_VERSION, {"star": star, "sources": tuple(sources)}, {}, exp.data_record())
+
+
 def fusion_key(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
-    return {"star": store.content_hash(star), "sources": [store.content_hash(p) for p in sources], "subset": exp.cfg.subset}
+    return fusion_call(exp, star, sources).key()
 
 
 def fusion_row(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
@@ -27,7 +36,7 @@ def fusion_row(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[
         states = [store.load_state(p)[0] for p in sources]
         return bma.fusion_row(model, states, star_state, exp.dataset, device=exp.device)
 
-    return exp.cache.get_or_compute("fusion", fusion_key(exp, star, sources), compute)
+    return exp.cache.run(fusion_call(exp, star, sources), compute)
 
 
 class FusionStudy(Study):
