@@ -48,10 +48,10 @@ class ToyJob:
         if unit_id == self.kill and not marker.exists():
             marker.touch()
             target.parent.mkdir(parents=True, exist_ok=True)
-            (target.parent / f".{target.name}.partial.tmp").write_text(text[:1])  # half a write, then die
+            (target.parent / f".stardomain-{target.name}.partial.sd.tmp").write_text(text[:1])  # half a write, then die
             os.kill(os.getpid(), signal.SIGKILL)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"  # atomic, without importing torch here
+        tmp = target.parent / f".stardomain-{target.name}.{os.getpid()}.sd.tmp"  # atomic, stardomain's temp naming
         tmp.write_text(text)
         os.replace(tmp, target)
 

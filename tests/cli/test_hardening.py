@@ -279,23 +279,24 @@ def test_file_size_limit_is_one_line_and_keeps_what_was_written(tmp_path: Path, 
 
 
 def test_stray_temps_are_matched_by_name_and_age(tmp_path: Path) -> None:
-    """Only this project's temp names, and only those older than the run: a concurrent writer's fresh temp stays."""
+    """Only this project's temp names, in the folders named, and only those older than the run: a concurrent
+    writer's fresh temp stays (issue 30: the old-style names ``.x.abc.tmp`` are the user's)."""
     from stardomain._util.fileio import remove_stray_temps
 
     names = [
-        ".results.json.ab12cd34.tmp",
-        "zoo/main/.seed-0.safetensors.x_y9.tmp",
-        "claims/.u.claim.0123abcd.tmp",
-        "zoo/main/..seed-1.train-state.safetensors.k2j3h4g5.tmp",
+        ".stardomain-results.json.ab12cd34.sd.tmp",
+        "zoo/main/.stardomain-seed-0.safetensors.x_y9.sd.tmp",
+        "claims/.stardomain-u.claim.0123abcd.sd.tmp",
+        "zoo/main/.stardomain-.seed-1.train-state.safetensors.k2j3h4g5.sd.tmp",
     ]
-    keep = ["notes.tmp", "results.json", ".hidden", "zoo/main/seed-0.json"]
+    keep = ["notes.tmp", "results.json", ".hidden", "zoo/main/seed-0.json", ".results.json.ab12cd34.tmp", "zoo/.stardomain-a.b1.sd.tmp"]
     for name in [*names, *keep]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
         os.utime(tmp_path / name, (time.time() - 60, time.time() - 60))
     fresh = tmp_path / ".report.md.fresh123.tmp"
     fresh.write_text("being written")
-    removed = remove_stray_temps(tmp_path, older_than=time.time() - 5)
+    removed = remove_stray_temps(tmp_path, older_than=time.time() - 5, subfolders=[".", "zoo/main", "claims"])
     assert sorted(str(p.relative_to(tmp_path)) for p in removed) == sorted(names)
     assert fresh.exists() and all((tmp_path / k).exists() for k in keep)
 
@@ -323,12 +324,12 @@ def _plant_stray_temps(out: Path) -> list[Path]:
     """What a kill in the middle of each kind of write leaves (results, figure, checkpoint, claim, train state)."""
     old = time.time() - 30
     planted = [
-        out / ".results.json.k1ll3d00.tmp",
-        out / ".barrier_curves.png.k1ll3d01.tmp",
-        out / "zoo" / "main" / ".seed-1.safetensors.k1ll3d02.tmp",
-        out / "claims" / ".star_main-z2.claim.00ff.tmp",
-        out / "zoo" / "main" / "..seed-0.train-state.safetensors.k1ll3d03.tmp",
-        out / "cache" / "pairs" / ".abc.json.k1ll3d04.tmp",
+        out / ".stardomain-results.json.k1ll3d00.sd.tmp",
+        out / ".stardomain-barrier_curves.png.k1ll3d01.sd.tmp",
+        out / "zoo" / "main" / ".stardomain-seed-1.safetensors.k1ll3d02.sd.tmp",
+        out / "claims" / ".stardomain-star_main-z2.claim.00ff.sd.tmp",
+        out / "zoo" / "main" / ".stardomain-.seed-0.train-state.safetensors.k1ll3d03.sd.tmp",
+        out / "cache" / "pairs" / ".stardomain-abc.json.k1ll3d04.sd.tmp",
     ]
     for p in planted:
         p.parent.mkdir(parents=True, exist_ok=True)

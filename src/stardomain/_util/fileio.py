@@ -5,6 +5,14 @@ a file, and every output must carry the user's normal permissions. ``tempfile.mk
 0600 files, which made every checkpoint, JSON and figure of a run private; here the temp file
 gets ``0o666 & ~umask`` (0644 under the usual umask 022) before it is renamed into place, exactly
 what ``open(path, "w")`` would have given.
+
+Temp names. Every temp file stardomain writes is ``.stardomain-<target name>.<random>.sd.tmp`` (:func:`temp_path`,
+:data:`TEMP_PREFIX`, :data:`TEMP_SUFFIX`), in the folder of the file it becomes. The prefix and suffix are
+stardomain's own, so a user's file never looks like one (the name still ends in ``.tmp``, which ignore rules
+and backup tools know). :func:`remove_stray_temps` removes only such names, only in the exact folders a
+command names (never a walk of the tree below, never through a symlink below the folder it was given), and
+only those older than the command. Temps of the naming before (``.<name>.<random>.tmp``) are left alone:
+nothing reads them, and a user's file can look exactly like one, so they are the user's to delete.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable
@@ -26,8 +35,25 @@ __all__ = [
     "is_temp_name",
     "remove_stray_temps",
     "save_figure",
+    "temp_path",
+    "temp_prefix",
     "write_temp",
 ]
+
+# the one temp naming: .stardomain-<target name>.<random>.sd.tmp (see the module docstring)
+TEMP_PREFIX = ".stardomain-"
+TEMP_SUFFIX = ".sd.tmp"
+
+
+def temp_prefix(name: str) -> str:
+    """What the temp files of the target file ``name`` start with (their random part and :data:`TEMP_SUFFIX` follow)."""
+    return f"{TEMP_PREFIX}{name}."
+
+
+def temp_path(path: str | os.PathLike[str], token: str) -> Path:
+    """The temp file of ``path`` with random part ``token`` (letters, digits, ``_``), beside it."""
+    path = Path(path)
+    return path.with_name(f"{temp_prefix(path.name)}{token}{TEMP_SUFFIX}")
 
 
 def default_file_mode() -> int:
@@ -45,7 +71,7 @@ def write_temp(path: str | os.PathLike[str], writer: Callable[[BinaryIO], object
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX)
     try:
         os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "wb") as f:
@@ -60,37 +86,77 @@ def write_temp(path: str | os.PathLike[str], writer: Callable[[BinaryIO], object
     return tmp
 
 
-# every temp name this project writes: ``.<name>.<random>.tmp`` (mkstemp here, claims, per-epoch state,
-# the test suite's fake workers); nothing else in a run folder looks like it
-_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+# every temp name this project writes (mkstemp here, the claims, per-epoch state: all through temp_prefix)
+_TEMP_NAME = re.compile(r"^\.stardomain-(?P<target>.+)\.(?P<token>[A-Za-z0-9_]+)\.sd\.tmp$")
 
 
-def is_temp_name(name: str) -> bool:
-    """Whether ``name`` is one of this project's temp files (what :func:`write_temp` and the claims create)."""
-    return bool(_TEMP_NAME.match(name))
+def is_temp_name(name: str, targets: Iterable[str] | None = None) -> bool:
+    """Whether ``name`` is one of stardomain's temp files (of one of ``targets``, file names, when given)."""
+    m = _TEMP_NAME.match(name)
+    if m is None:
+        return False
+    if targets is None:
+        return True
+    # the target part may hold dots: a name is the temp of target t when it is exactly prefix(t) + token + suffix
+    return any(
+        name.startswith(temp_prefix(t)) and re.fullmatch(r"[A-Za-z0-9_]+", name[len(temp_prefix(t)) : -len(TEMP_SUFFIX)]) for t in targets
+    )
 
 
-def remove_stray_temps(root: str | os.PathLike[str], older_than: float) -> list[Path]:
-    """Delete the temp files under ``root`` last modified before ``older_than`` (a time.time()); returns them.
+def _owned_folder(root: Path, rel: str | os.PathLike[str]) -> Path | None:
+    """``root / rel`` when every component below ``root`` is a real folder (no symlink, no ``..``); else None."""
+    rel = Path(rel)
+    if rel.is_absolute() or ".." in rel.parts:
+        return None
+    p = root
+    for part in rel.parts:
+        p = p / part
+        try:
+            if not stat.S_ISDIR(os.lstat(p).st_mode):  # a symlink (to a folder too) or a file: never entered
+                return None
+        except OSError:
+            return None
+    return p
+
+
+def remove_stray_temps(
+    folder: str | os.PathLike[str],
+    older_than: float,
+    *,
+    subfolders: Iterable[str | os.PathLike[str]] = (".",),
+    targets: Iterable[str] | None = None,
+) -> list[Path]:
+    """Delete stardomain's temp files last modified before ``older_than`` (a time.time()) in each of ``subfolders``
+    (paths relative to ``folder``; ``"."``, the default, is ``folder`` itself); returns them. ``targets`` (file
+    names): only the temps of those.
+
+    Only these exact folders are looked into, never the tree below them; ``folder`` itself may be a symlink (a
+    symlinked ``--out``), but a subfolder reached through a symlink is skipped, so the cleanup never leaves
+    ``folder``. Only regular files named :func:`is_temp_name` are removed, never a symlink.
 
     Why this is safe: a temp lives from its write to its rename, milliseconds; one last modified before
     this run began (and still there after the run's data loading) belongs to a writer that was killed,
     so no later rename needs it. A run passes its own start time, so the temps a concurrent run on the
     same folder writes from then on are never touched.
     """
-    root = Path(root)
+    root = Path(folder)
     removed: list[Path] = []
     if not root.is_dir():
         return removed
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            if not is_temp_name(name):
+    names = None if targets is None else list(targets)
+    folders = [p for p in (_owned_folder(root, rel) for rel in subfolders) if p is not None]
+    for d in dict.fromkeys(folders):
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            if not is_temp_name(e.name, names):
                 continue
-            p = Path(dirpath) / name
             try:
-                if p.is_file() and not p.is_symlink() and p.stat().st_mtime < older_than:
-                    p.unlink()
-                    removed.append(p)
+                if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_mtime < older_than:
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
             except FileNotFoundError:
                 pass  # renamed or removed by its writer meanwhile
     return removed

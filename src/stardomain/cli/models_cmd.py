@@ -160,7 +160,8 @@ def train(
     seeds = [seed if seed is not None else 0] if n_models is None else list(range(seed_start, seed_start + n_models))
     dev = resolve_device(device)
 
-    remove_stray_temps(out_dir, older_than=started)  # temps a killed `train` left in this zoo folder
+    # temps a killed `train` left in this zoo folder (and its claims/, with --executor): only there, only ours
+    remove_stray_temps(out_dir, older_than=started, subfolders=[".", "claims"])
     trained: list[Path] = []
 
     def report(path: Path) -> None:
@@ -210,7 +211,7 @@ def train(
             batch_models=batch_models,
             notify=lambda line: notice("note", line),
         )
-    remove_stray_temps(out_dir, older_than=started)
+    remove_stray_temps(out_dir, older_than=started, subfolders=[".", "claims"])
     warn_unconverged([json.loads(p.with_suffix(".json").read_text()) for p in trained])
 
 

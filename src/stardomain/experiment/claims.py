@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from stardomain._util.fileio import temp_path
+
 STALE_AFTER = 600.0  # seconds without a heartbeat before another host may take the unit over
 _BREAK_STALE = 60.0  # a break marker this old belongs to a breaker that died mid-break
 
@@ -122,7 +124,7 @@ def acquire(path: str | os.PathLike, unit_id: str, stale_after: float = STALE_AF
     path.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
     info = {"unit": unit_id, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token}
-    tmp = path.with_name(f".{path.name}.{token}.tmp")
+    tmp = temp_path(path, token)  # .stardomain-<name>.<token>.sd.tmp: the worker removes what a kill left
     tmp.write_text(json.dumps(info) + "\n")
     try:
         for _ in range(3):

@@ -23,6 +23,19 @@ from stardomain.report.markdown import write_report
 from stardomain.training.execution import fixed_threads
 
 
+def run_folders(out_dir: str | Path) -> list[str]:
+    """The folders of a run folder that stardomain writes files into, relative to it: the folder itself, claims/,
+    stars/, each zoo (zoo/<tag>) and each cache kind (cache/<kind>). The temp cleanup looks into these only:
+    never a folder the user keeps in the run folder, never one reached through a symlink."""
+    out = Path(out_dir)
+    rel = [".", "claims", "stars"]
+    for parent in ("zoo", "cache"):
+        p = out / parent
+        if p.is_dir() and not p.is_symlink():
+            rel += [f"{parent}/{c.name}" for c in sorted(p.iterdir()) if c.is_dir() and not c.is_symlink()]
+    return rel
+
+
 def check_execution(config: ExperimentConfig, device: str) -> None:
     """What the resolved device cannot honour is refused before the folder is claimed or any unit runs."""
     import torch
@@ -61,7 +74,7 @@ def _run(
     check_execution(config, exp.device)
     exp.claim_folder()
     # what a killed run left: no later rename needs it (a minute's margin for a concurrent run's write still in fsync)
-    remove_stray_temps(out_dir, older_than=started - 60)
+    remove_stray_temps(out_dir, older_than=started - 60, subfolders=run_folders(out_dir))
     plan, _ = build_plan(exp)
     exp.event("start", name=config.name, device=exp.device, executor=executor.kind, units=len(plan), threads=config.threads)
     run_plan(
@@ -80,5 +93,6 @@ def _run(
     # uninterrupted one hold the same results.json, so they get the same report.md bytes
     results = json.loads(path.read_text())
     write_report(results, Path(out_dir))
-    remove_stray_temps(out_dir, older_than=started)  # the rest: a run's whole length is far longer than any rename
+    # the rest: a run's whole length is far longer than any rename
+    remove_stray_temps(out_dir, older_than=started, subfolders=run_folders(out_dir))
     return results

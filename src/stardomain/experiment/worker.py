@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from stardomain._util.fileio import remove_stray_temps
 from stardomain.experiment import claims
 from stardomain.experiment.plan import Unit
 
@@ -37,16 +38,20 @@ class UnitJob(Protocol):
 
 
 def _remove_stray_temps(out_dir: Path, unit: Unit, target: Path) -> None:
-    """Temp files a killed worker left beside this unit's output (our claim means nobody is writing them)."""
-    stem = target.stem  # temps are .<name>.<random>.tmp for the file, its JSON and its per-epoch state
-    prefixes = (f".{target.name}.", f".{stem}.json.", f"..{stem}.train-state.", f"..{stem}.state.")
-    if target.parent.is_dir():
-        for p in target.parent.iterdir():
-            if p.name.endswith(".tmp") and p.name.startswith(prefixes):
-                p.unlink(missing_ok=True)
-    for p in (out_dir / "claims").glob(f".{unit.slug}.claim.*.tmp"):
-        if time.time() - p.stat().st_mtime > 60:
-            p.unlink(missing_ok=True)
+    """Temp files a killed worker left beside this unit's output (our claim means nobody is writing them).
+
+    Only the temps of this unit's own files (the output, its JSON, its per-epoch state), only in its own folder
+    inside the run folder (never through a symlink), and its claim's temps in ``claims/``."""
+    stem = target.stem
+    states = [f".{stem}.{kind}.{ext}" for kind in ("train-state", "state") for ext in ("safetensors", "json")]
+    names = [target.name, f"{stem}.json", *states]
+    try:
+        rel = target.parent.relative_to(out_dir)
+    except ValueError:  # not inside the run folder: not ours to clean
+        rel = None
+    if rel is not None:
+        remove_stray_temps(out_dir, older_than=time.time(), subfolders=[rel], targets=names)
+    remove_stray_temps(out_dir, older_than=time.time() - 60, subfolders=["claims"], targets=[f"{unit.slug}.claim"])
 
 
 def log_path(out_dir: str | os.PathLike, unit: Unit) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -79,6 +80,19 @@ def default_resume_path(out: Path, identity: Mapping[str, Any], data: Mapping[st
     return out.with_name(f".{out.stem}.{digest}.state.safetensors")
 
 
+def _remove_own_temps(out: Path, resume: Path, older_than: float) -> list[Path]:
+    """The temp files a killed run of this star left: those of the star, of its resume state and of their JSON
+    files, in their own folders only (the names of no other file, no other folder). A re-run calls it once its
+    star is written, with its own start time: a write still going on since then is never touched."""
+    from stardomain._util.fileio import remove_stray_temps
+    from stardomain.checkpoints import store
+
+    removed: list[Path] = []
+    for p in dict.fromkeys((out, resume)):
+        removed += remove_stray_temps(p.parent, older_than, targets=[p.name, store.metadata_path(p).name])
+    return removed
+
+
 def _init_state(
     init: str, model: torch.nn.Module, states: Sequence[Mapping[str, torch.Tensor]], labelled: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> None:
@@ -137,6 +151,7 @@ def train_star(
     from stardomain.training.loop import final_metrics, seed_everything
     from stardomain.training.zoo import dataset_record
 
+    started = time.time()
     out = Path(out)
     paths = [Path(p) for p in sources]
     if not paths:
@@ -148,6 +163,7 @@ def train_star(
         config, hashes, seed, str(init), model or str(arch["name"]), arch.get("options", {}) if options is None else options
     )
     data = dataset_record(dataset)  # a duck-typed dataset (train_x, ..., name) gets a record too
+    resume = Path(resume_path) if resume_path is not None else default_resume_path(out, ident, data)
     if existing == "reuse" and store.is_complete(out):
         meta = store.read_metadata(out)
         if meta.get("identity") == ident and meta.get("data", data) != data:  # older pipeline stars record no data
@@ -156,6 +172,7 @@ def train_star(
                 "delete it or use another --out folder"
             )
         if meta.get("identity") == ident:
+            _remove_own_temps(out, resume, started)
             return StarCheckpoint(out, meta)
         from stardomain._util.diff import difference_phrases
 
@@ -179,7 +196,6 @@ def train_star(
         allow_unpermuted=allow_unpermuted,
         example_input=data_example(dataset).to(device),
     )  # traced on real inputs: token ids stay ids
-    resume = Path(resume_path) if resume_path is not None else default_resume_path(out, ident, data)
     result = runner.fit(progress=progress, resume_path=resume)
     star_dir = out.resolve().parent
     meta = {
@@ -206,4 +222,5 @@ def train_star(
     }
     assert tuple(meta) == STAR_META_KEYS  # the one schema: a new key is added to STAR_META_KEYS too
     store.save(out, runner.model, meta)
+    _remove_own_temps(out, resume, started)  # what a killed run of this star left (issue 30: it stayed for ever)
     return StarCheckpoint(out, store.read_metadata(out), result)  # as written (with its sha256)
