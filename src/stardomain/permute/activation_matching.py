@@ -264,11 +264,11 @@ def _assign_heads(
         for c in range(len(slots[0])):
             if (name, c) not in corr:
                 raise StardomainError(f"the heads of {name!r} are not read at one place; use weight matching for this model")
-            m = (corr[(name, c)] / reads[(name, c)]).cpu().numpy()
+            mean = (corr[(name, c)] / reads[(name, c)]).cpu().numpy()
             n = spec.groups[slots[0][c]]
             for i in range(n_heads):
                 for j in range(n_heads):
-                    block = m[i * n : (i + 1) * n, j * n : (j + 1) * n]
+                    block = mean[i * n : (i + 1) * n, j * n : (j + 1) * n]
                     cols = solve_assignment(np.ascontiguousarray(block), "scipy")[0]
                     value = float(block[np.arange(n), cols].sum())
                     inner[(c, i, j)] = (cols, value)

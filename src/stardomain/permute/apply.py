@@ -168,12 +168,12 @@ def axis_index(size: int, entries: Iterable[tuple[Axis, Tensor] | tuple[Axis, Te
     entries = list(entries)
     if len(entries) == 1:
         ax, p = entries[0][0], entries[0][1]
-        if ax.start == 0 and ax.block == 1 and ax.length == size and (len(entries[0]) == 2 or entries[0][2] == 0):  # type: ignore[misc]
+        if ax.start == 0 and ax.block == 1 and ax.length == size and (len(entries[0]) == 2 or entries[0][2] == 0):
             return p
     idx = torch.arange(size, device=entries[0][1].device)
     for item in entries:
         ax, p = item[0], item[1]
-        src = item[2] if len(item) > 2 else ax.start  # type: ignore[misc]
+        src = item[2] if len(item) > 2 else ax.start
         if ax.block == 1:
             seg = p + src
         else:

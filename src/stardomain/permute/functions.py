@@ -54,7 +54,13 @@ class FunctionRules(TracerState):
             h = self.heads[node.name]
             src = node.args[0].name if node.args and hasattr(node.args[0], "op") else ""
             last = c == len(in_shape) - 1
-            if last and len(out) == len(in_shape) + 1 and out[h + 1] == 1 and out[: h + 1] == in_shape[: h + 1] and out[h + 2 :] == in_shape[h + 1 :]:
+            if (
+                last
+                and len(out) == len(in_shape) + 1
+                and out[h + 1] == 1
+                and out[: h + 1] == in_shape[: h + 1]
+                and out[h + 2 :] == in_shape[h + 1 :]
+            ):
                 self.repeat[node.name] = h + 1  # kv[:, :, None]: a kv head about to be repeated (grouped-query attention)
                 self.cdim[node.name] = len(out) - 1
                 return lay
@@ -210,7 +216,12 @@ class FunctionRules(TracerState):
         for n, lay in active[1:]:
             if self.is_fixed(lay) and self.broadcast_over_units(first, self.shape.get(n.name), c):
                 continue  # one value for every unit (a per-token scale: RMSNorm's 1/rms): any order
-            if h is not None and self.is_fixed(lay) and not self.is_fixed(out) and self.broadcast_over_heads(first, self.shape.get(n.name), h):
+            if (
+                h is not None
+                and self.is_fixed(lay)
+                and not self.is_fixed(out)
+                and self.broadcast_over_heads(first, self.shape.get(n.name), h)
+            ):
                 # the same per-unit factor in every head (rotary cos/sin): units stay inside their heads, heads may move
                 out = self.lock(
                     out,

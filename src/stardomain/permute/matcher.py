@@ -131,7 +131,9 @@ class Matcher:
         # whole heads: head set -> slots -> groups; per kind of group, per slot, its entries in corresponding order
         self.heads = {name: slots for name, slots in spec.heads.items() if name in perm}
         self.head_entries = {
-            name: [[sorted(self.entries[slot[c]], key=lambda e: (e.key, e.axis, e.ax.start)) for slot in slots] for c in range(len(slots[0]))]
+            name: [
+                [sorted(self.entries[slot[c]], key=lambda e: (e.key, e.axis, e.ax.start)) for slot in slots] for c in range(len(slots[0]))
+            ]
             for name, slots in self.heads.items()
         }
         self.head_of = {g: name for name, slots in self.heads.items() for slot in slots for g in slot}
@@ -258,28 +260,28 @@ class Matcher:
                     total[i, j] += float(m_np[i, j][np.arange(len(cols)), cols].astype(np.float64).sum())
                     row.append(cols)
                 rows.append(row)
-            inner.append(rows)  # type: ignore[arg-type]
+            inner.append(rows)
         if not used:
             return objective, False
         self.counters["head_steps"] += 1
         sigma = solve_assignment(total, "scipy")[0]
         moves = {}
-        for c, rows in enumerate(inner):
+        for c, kind_rows in enumerate(inner):
             for i in range(n_heads):
-                cols = rows[i][int(sigma[i])] if rows else np.arange(self.groups_size(slots[0][c]))
+                cols = kind_rows[i][int(sigma[i])] if kind_rows else np.arange(self.groups_size(slots[0][c]))
                 moves[(c, i)] = cols
         if (sigma == np.arange(n_heads)).all() and all((cols == np.arange(len(cols))).all() for cols in moves.values()):
             return objective, False
         keys = sorted({e.key for g in own for e in self.entries[g]})
-        old = {k: self.bp[k] for k in keys}
+        saved = {k: self.bp[k] for k in keys}
         self.regather_heads(name, sigma, moves)
         gain = 0.0
-        for k in keys:
-            a = self.a_t[k].reshape(-1).double()
-            gain += float(torch.dot(a, self.bp[k].reshape(-1).double())) - float(torch.dot(a, old[k].reshape(-1).double()))
+        for key in keys:
+            a = self.a_t[key].reshape(-1).double()
+            gain += float(torch.dot(a, self.bp[key].reshape(-1).double())) - float(torch.dot(a, saved[key].reshape(-1).double()))
         self.counters["exact_checks"] += 1
         if gain <= 1e-12 * max(1.0, abs(objective)):
-            self.bp.update(old)
+            self.bp.update(saved)
             return objective, False
         before = dict(self.perm)
         self.perm[name] = before[name][torch.from_numpy(sigma).long()]

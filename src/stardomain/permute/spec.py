@@ -156,6 +156,7 @@ class PermutationSpec:
                             f"head set {name!r}: group {g!r} does not own the same tensors and axes as {first!r}, "
                             "so whole heads cannot trade places"
                         )
+
     # ------------------------------------------------------------------ queries
     def sorted_axes(self, group: str) -> list[Axis]:
         """A group's entries in (key, axis, start) order: how the entries of two head slots correspond."""

@@ -291,10 +291,10 @@ class Tracer(FunctionRules, AtenRules, ModuleRules, HeadRules):
                 "reason": uf.fixed[r],
             }
         locked: dict[int, tuple[str, int]] = {}
-        for nid, why in self.locks.items():
-            locked.setdefault(uf.find(nid), why)
+        for nid, lock in self.locks.items():
+            locked.setdefault(uf.find(nid), lock)
         held: dict[str, list[Axis]] = {}
-        stream_of = {}
+        stream_of: dict[int, str] = {}
         for r in sorted(roots):
             members = sorted(roots[r])
             stream_of[r] = root_name.get(r) or self.group_name(self.producers[members[0]], len(members), r in residual_roots)
