@@ -13,9 +13,10 @@ from torch import Tensor, nn
 
 from stardomain.errors import StardomainError
 from stardomain.permute.activation_matching import activation_matching
-from stardomain.permute.apply import apply_permutation
+from stardomain.permute.apply import apply_permutation, compose
 from stardomain.permute.learned import REFINE_METHODS, SteConfig, example_inputs, refine_alignment
 from stardomain.permute.spec import PermutationSpec, states_first
+from stardomain.permute.symmetry import check_symmetry, fit_symmetry
 from stardomain.permute.trace import check_ties, example_batch, function_gap, trace_spec
 from stardomain.permute.weight_matching import MatchResult, weight_matching
 
@@ -40,6 +41,7 @@ def align(
     refine: str = "none",
     data: Any = None,
     refine_options: Mapping[str, Any] | None = None,
+    symmetry: str = "permutation",
     **options: Any,
 ) -> tuple[dict[str, Tensor], MatchResult]:
     """Return ``(B permuted into A's unit order, MatchResult)``.
@@ -60,8 +62,16 @@ def align(
     ``refine_lr``, ``refine_eval_samples``, ...); ``refine_resume_path`` and
     ``refine_progress`` go to :func:`~stardomain.permute.learned.ste_refine`. The record is
     ``result.refine``.
+
+    ``symmetry="orthogonal"`` / ``"invertible"`` then moves the permuted B further by maps that keep its
+    function (:mod:`stardomain.permute.symmetry`: an orthogonal map of the residual stream, invertible
+    per-head QK/OV maps); it needs ``model``, B comes back in A's norm parameterisation, and the record
+    is ``result.symmetry``. A model that cannot take the maps is refused in one line.
     """
     sample = x[:_TRACE_BATCH] if x is not None else None
+    check_symmetry(symmetry)
+    if symmetry != "permutation" and model is None:
+        raise StardomainError(f"align(symmetry={symmetry!r}) needs model= (the maps are proved on the architecture)")
     refine_kw = {k[len("refine_") :]: options.pop(k) for k in [k for k in options if k.startswith("refine_")]}
     refine_run = {k: refine_kw.pop(k) for k in ("resume_path", "progress") if k in refine_kw}
     config = SteConfig.build(refine_options, **refine_kw)  # checked before matching, even when unused: a typo is an error
@@ -90,6 +100,8 @@ def align(
             state_a, state_b, result, method=refine, spec=spec, model=model, data=data, config=config, seed=seed, **refine_run
         )
     aligned = apply_permutation(state_b, result.perm, spec=spec)
+    if symmetry != "permutation":
+        aligned = _symmetry_maps(state_a, aligned, result, symmetry, spec, model, sample, method, seed, options)
     result.coverage = float(spec.summary()["covered_share"])
     if not check:
         result.check = "skipped (check=False)"
@@ -104,3 +116,40 @@ def align(
         )
     result.function_gap, result.check = gap, "passed"
     return aligned, result
+
+
+def _symmetry_maps(
+    state_a: Mapping[str, Tensor],
+    aligned: dict[str, Tensor],
+    result: MatchResult,
+    symmetry: str,
+    spec: PermutationSpec,
+    model: nn.Module | None,
+    sample: Tensor | None,
+    method: str,
+    seed: int,
+    options: Mapping[str, Any],
+) -> dict[str, Tensor]:
+    """The maps of ``symmetry`` after the permutation (weight matching re-permutes the other groups between
+    rounds); ``result.perm`` takes the re-permutation, ``result.symmetry`` the record."""
+    assert model is not None
+    wm = {k: v for k, v in options.items() if k in ("max_iter", "include_buffers", "lap_solver", "dtype")}
+
+    def rematch(a: Mapping[str, Tensor], b: Mapping[str, Tensor], sub: PermutationSpec) -> dict[str, Tensor]:
+        return weight_matching(a, b, spec=sub, seed=seed, **wm).perm
+
+    out, record = fit_symmetry(
+        state_a,
+        aligned,
+        symmetry=symmetry,
+        model=model,
+        spec=spec,
+        args=example_batch(model, sample),
+        rematch=rematch if method == "weight" else None,
+    )
+    if "rematch" in record:
+        result.perm = compose(record.pop("rematch"), result.perm, spec=spec)
+        record["rematched"] = True
+    record["perm"] = "result.perm is the permutation; the maps above come after it"
+    result.symmetry = record
+    return out

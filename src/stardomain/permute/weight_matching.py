@@ -65,6 +65,7 @@ class MatchResult:
     function_gap: float | None = None  # max |logit difference| aligned B vs B (set by align)
     check: str = "not run"  # align's function check: "passed" or why it was skipped
     refine: dict[str, Any] | None = None  # learned matching's record (permute.learned), None when not refined
+    symmetry: dict[str, Any] | None = None  # maps beyond permutations (permute.symmetry), set by align(symmetry=)
 
 
 def _cost_keys(spec: PermutationSpec, include_buffers: bool) -> list[str]:
