@@ -269,3 +269,36 @@ def test_the_default_permutation_symmetry_is_plain_weight_matching():
         aligned, result = align(sa, sb, spec=spec, model=model, x=x, **kw)
         assert result.symmetry is None
         assert aligned.keys() == ref.keys() and all(torch.equal(aligned[k], ref[k]) for k in ref)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # vmap falls back to a loop for CPU sdpa
+def test_evaluate_pair_and_the_cli_record_the_symmetry(tmp_path):
+    from click.testing import CliRunner
+
+    from stardomain.barrier import evaluate_pair
+    from stardomain.checkpoints import store
+    from stardomain.cli.app import cli
+    from stardomain.data import load_dataset
+
+    tiny = {"hidden": 16, "layers": 1, "heads": 2, "mlp": 2}
+    torch.manual_seed(0)
+    a = models.create("hf:gpt2", 10, (1, 8, 8), **tiny)
+    torch.manual_seed(1)
+    b = models.create("hf:gpt2", 10, (1, 8, 8), **tiny)
+    ds = load_dataset("digits", subset=64)
+    sa, sb = perturbed_state(a, 1), perturbed_state(b, 2)
+    pair = evaluate_pair(sa, sb, model=a, dataset=ds, points=3, symmetry="invertible")
+    rec = pair.record()
+    assert rec["symmetry"]["symmetry"] == "invertible" and pair.function_check == "passed"
+    plain = evaluate_pair(sa, sb, model=a, dataset=ds, points=3).record()
+    assert "symmetry" not in plain and plain["curve"]["test_loss"][0] == rec["curve"]["test_loss"][0]
+    assert rec["curve"]["test_loss"][-1] == pytest.approx(plain["curve"]["test_loss"][-1], rel=1e-5)  # B's function
+    with pytest.raises(StardomainError, match="extends an alignment"):
+        evaluate_pair(sa, sb, model=a, dataset=ds, align="none", symmetry="orthogonal")
+    for name, state in (("a", sa), ("b", sb)):
+        store.save(tmp_path / f"{name}.safetensors", state, {"arch": a.arch})
+    r = CliRunner().invoke(
+        cli, ["align", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--symmetry", "orthogonal", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert '"symmetry": "orthogonal"' in r.output and "O(d) keeping the all-ones direction" in r.output

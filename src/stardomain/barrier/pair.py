@@ -36,6 +36,7 @@ class PairResult:
     function_check: str | None = None
     state_b: dict[str, Tensor] = field(default_factory=dict, repr=False)  # B as evaluated (aligned to A)
     refine: dict[str, Any] | None = None  # learned matching's record (align refined by refine="ste"), else None
+    symmetry: dict[str, Any] | None = None  # maps beyond permutations (align(symmetry=...)); None for permutations
 
     def record(self) -> dict[str, Any]:
         """The JSON record: ``l2``, (when aligned) ``match_objective`` and ``spec_coverage``, ``l2_aligned``, ``curve``, ``barriers``."""
@@ -45,6 +46,8 @@ class PairResult:
             out["spec_coverage"] = self.spec_coverage
         if self.refine is not None:  # only refined pairs carry it: unrefined records stay as they were
             out["refine"] = self.refine
+        if self.symmetry is not None:  # only pairs aligned beyond permutations carry it
+            out["symmetry"] = self.symmetry
         return {**out, "l2_aligned": self.l2_aligned, "curve": self.curve.to_dict(), "barriers": self.barriers}
 
 
@@ -69,6 +72,7 @@ def evaluate_pair(
     refine: str = "none",
     refine_options: Mapping[str, Any] | None = None,
     refine_resume_path: Any = None,
+    symmetry: str = "permutation",
 ) -> PairResult:
     """B permuted into A's basin (unless ``align="none"``), ℓ2 before and after, the curve and its barriers.
 
@@ -77,6 +81,8 @@ def evaluate_pair(
     every class). ``seed`` is the matcher's and the curve's subset seed. ``refine="ste"`` refines the
     alignment by learned matching on ``dataset``'s train split (``refine_options``: its budget, a
     :class:`~stardomain.permute.learned.SteConfig` or mapping; ``refine_resume_path``: its state file).
+    ``symmetry="orthogonal"`` / ``"invertible"``: the alignment goes on with those maps after the
+    permutation (:mod:`stardomain.permute.symmetry`); recorded as ``record()["symmetry"]``.
     """
     from stardomain.permute import align as align_states
 
@@ -88,9 +94,11 @@ def evaluate_pair(
         raise StardomainError(f"evaluate_pair: matching_samples must be >= 1 (got {matching_samples})")
     if refine != "none" and align == "none":
         raise StardomainError(f"evaluate_pair: refine={refine!r} refines an alignment; pick align='weight' or 'activation'")
+    if symmetry != "permutation" and align == "none":
+        raise StardomainError(f"evaluate_pair: symmetry={symmetry!r} extends an alignment; pick align='weight' or 'activation'")
     keys = [k for k, _ in model.named_parameters()]
     l2 = l2_distance(state_a, state_b, keys)
-    objective = coverage = check = refined = None
+    objective = coverage = check = refined = maps = None
     if align != "none":
         x = None
         if align == "activation":
@@ -106,10 +114,13 @@ def evaluate_pair(
         if refine != "none":
             extra = {"refine": refine, "data": dataset, "refine_options": refine_options}
             extra |= {"refine_resume_path": refine_resume_path, "refine_progress": progress}
+        if symmetry != "permutation":
+            extra["symmetry"] = symmetry
         state_b, match = align_states(
             state_a, state_b, spec=spec, method=align, model=model, x=x, seed=seed, allow_unpermuted=allow_unpermuted, **extra
         )
         objective, coverage, check, refined = float(match.objective), match.coverage, match.check, match.refine
+        maps = match.symmetry
     c = curve(
         state_a,
         state_b,
@@ -135,4 +146,5 @@ def evaluate_pair(
         function_check=check,
         state_b=dict(state_b),
         refine=refined,
+        symmetry=maps,
     )

@@ -77,6 +77,26 @@ def refine_settings(kw: dict[str, Any]) -> tuple[str, dict[str, Any], str | None
     return method, settings, kw.pop("refine_state")
 
 
+def symmetry_option(fn: Any) -> Any:
+    """--symmetry: maps beyond permutations after the matcher (orthogonal residual stream, invertible heads)."""
+    return click.option(
+        "--symmetry",
+        type=click.Choice(["permutation", "orthogonal", "invertible"]),
+        default="permutation",
+        show_default=True,
+        help="Symmetry class: permutations only, + an orthogonal map of the residual stream (pre-norm transformers), "
+        "+ invertible per-head QK/OV maps. Refused in one line where the model cannot take it.",
+    )(fn)
+
+
+def symmetry_line(info: dict[str, Any] | None) -> str:
+    """One line on the maps after the permutation (empty without them)."""
+    if not info:
+        return ""
+    d = info["distance"]
+    return f"; {info['symmetry']} maps: squared distance (folded) {d['before']:.4g} -> {d['after']:.4g}"
+
+
 def refine_line(info: dict[str, Any] | None) -> str:
     """One line on what learned matching did (empty without it)."""
     if not info:
@@ -108,6 +128,7 @@ def refine_line(info: dict[str, Any] | None) -> str:
     help="Write B permuted into A's basin here (default: only print the distances).",
 )
 @refine_cli_options
+@symmetry_option
 @allow_unpermuted_option
 @json_option
 @data_root_option
@@ -127,6 +148,7 @@ def align(
     as_json: bool,
     data_root: str | None,
     device: str,
+    symmetry: str,
     **refine_kw: Any,
 ) -> None:
     """Permute MODEL_B into MODEL_A's basin (same function, new unit order) and report the ℓ2 distance."""
@@ -159,6 +181,7 @@ def align(
         data=ds,
         refine_options=refine_options,
         refine_resume_path=refine_state,
+        symmetry=symmetry,
     )
     after = l2_distance(state_a, aligned, keys)
     meta_out = {
@@ -170,6 +193,7 @@ def align(
             "objective": float(match.objective),
             "data": data_info,
             **({"refine": match.refine} if match.refine is not None else {}),
+            **({"symmetry": match.symmetry} if match.symmetry is not None else {}),
         },
     }
     meta_out.pop("sha256", None)
@@ -187,6 +211,8 @@ def align(
         "function_check": match.check,
         "function_gap": match.function_gap,
         "refine": match.refine,
+        "symmetry": symmetry,
+        "symmetry_maps": match.symmetry,
     }
     if as_json:
         echo_json(result)
@@ -194,7 +220,7 @@ def align(
         click.echo(
             f"aligned {model_b} to {model_a} by {method} matching ({len(spec.groups)} permutation groups covering "
             f"{100 * (match.coverage or 0):.1f}% of parameters; function check {match.check}): "
-            f"l2 {before:.4f} -> {after:.4f}{refine_line(match.refine)}; "
+            f"l2 {before:.4f} -> {after:.4f}{refine_line(match.refine)}{symmetry_line(match.symmetry)}; "
             + (f"wrote {out_path}" if out_path else "not saved (pass --out to keep it)")
         )
         if data_info is not None:
@@ -231,6 +257,7 @@ def align(
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the curve, barriers and distances as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of loss and accuracy along t.")
 @refine_cli_options
+@symmetry_option
 @allow_unpermuted_option
 @data_root_option
 @device_option
@@ -255,6 +282,7 @@ def barrier(
     data_root: str | None,
     device: str,
     quiet: bool,
+    symmetry: str,
     **refine_kw: Any,
 ) -> None:
     """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
@@ -274,6 +302,8 @@ def barrier(
     refine, refine_options, refine_state = refine_settings(refine_kw)
     if refine != "none" and align_method == "none":
         raise StardomainError("--refine ste refines an alignment; pass --align weight (or activation) with it")
+    if symmetry != "permutation" and align_method == "none":
+        raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align weight (or activation) with it")
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
     ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
@@ -296,6 +326,7 @@ def barrier(
         refine=refine,
         refine_options=refine_options,
         refine_resume_path=refine_state,
+        symmetry=symmetry,
     )
     c = pair.curve
     result: dict[str, Any] = {
@@ -321,6 +352,7 @@ def barrier(
         f"train loss {b['train_loss']:.4f}, train acc {100 * b['train_acc']:.2f} pp; "
         f"l2 {result['l2']:.3f} -> {result['l2_aligned']:.3f}"
         + refine_line(result.get("refine"))
+        + symmetry_line(result.get("symmetry"))
         + (
             f"; permutation spec covers {100 * result['spec_coverage']:.1f}% of parameters, function check {result['function_check']}"
             if result.get("spec_coverage") is not None
