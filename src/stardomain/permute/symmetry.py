@@ -423,13 +423,14 @@ def attention_blocks(model: nn.Module) -> list[AttentionBlock]:
             h, dh = int(mod.num_heads), int(mod.head_dim)
             split = h * dh
             b = _bias(mod.c_attn, f"{pre}c_attn")
-            qkv = [_Proj(f"{pre}c_attn.weight", 1, i * split, b) for i in range(3)]
+            q, k, v = (_Proj(f"{pre}c_attn.weight", 1, i * split, b) for i in range(3))
             o = _Proj(f"{pre}c_proj.weight", 0, 0, None)
-            out.append(AttentionBlock(path, h, h, dh, *qkv, o, rotary))
+            out.append(AttentionBlock(path, h, h, dh, q, k, v, o, rotary))
             continue
         for qn, kn, vn, on in names:
-            lin = [getattr(mod, n, None) for n in (qn, kn, vn)]
-            if not all(isinstance(m, nn.Linear) for m in lin):
+            found = [getattr(mod, n, None) for n in (qn, kn, vn)]
+            lin = [m for m in found if isinstance(m, nn.Linear)]
+            if len(lin) != 3:
                 continue
             if on is not None:
                 o_path = f"{pre}{on}"
@@ -438,20 +439,16 @@ def attention_blocks(model: nn.Module) -> list[AttentionBlock]:
             o_mod = mods.get(o_path)
             if not isinstance(o_mod, nn.Linear):
                 continue
-            dh = getattr(mod, "head_dim", None) or getattr(mod, "attention_head_size", None)
-            h = getattr(mod, "num_heads", None) or getattr(mod, "num_attention_heads", None) or getattr(mod, "n_heads", None)
-            if dh is None and h is not None:
-                dh = lin[0].out_features // int(h)
-            if dh is None:
-                cfg = getattr(mod, "config", None) or _config(model)
-                heads = getattr(cfg, "num_attention_heads", None)
-                if heads is None:
-                    continue
-                dh = lin[0].out_features // int(heads)
-            dh = int(dh)
-            projs = [_Proj(f"{pre}{n}.weight", 0, 0, _bias(m, f"{pre}{n}")) for n, m in zip((qn, kn, vn), lin)]
+            size: Any = getattr(mod, "head_dim", None) or getattr(mod, "attention_head_size", None)
+            heads: Any = getattr(mod, "num_heads", None) or getattr(mod, "num_attention_heads", None) or getattr(mod, "n_heads", None)
+            if heads is None:
+                heads = getattr(getattr(mod, "config", None) or _config(model), "num_attention_heads", None)
+            if size is None and heads is None:
+                continue
+            dh = int(size) if size is not None else lin[0].out_features // int(heads)
+            q, k, v = (_Proj(f"{pre}{n}.weight", 0, 0, _bias(m, f"{pre}{n}")) for n, m in zip((qn, kn, vn), lin))
             o = _Proj(f"{o_path}.weight", 1, 0, None)
-            out.append(AttentionBlock(path, lin[0].out_features // dh, lin[1].out_features // dh, dh, *projs, o, rotary))
+            out.append(AttentionBlock(path, lin[0].out_features // dh, lin[1].out_features // dh, dh, q, k, v, o, rotary))
             break
     return out
 
