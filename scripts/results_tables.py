@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stardomain.analysis.published import MNIST_MLP_WIDTH
-from stardomain.analysis.stats import verdict
+from stardomain.analysis.stats import undefined, verdict
 from stardomain.report.formatting import GROUP_LABELS, GROUPS, fmt, interval, num, poor_star, table
+
+
+def g(x: float | None, spec: str) -> str:
+    """``format(x, spec)``, or "–" for no number (null in a strict-JSON results.json, NaN in an older one)."""
+    return "–" if undefined(x) else format(x, spec)
 
 
 def load(run: Path) -> dict[str, Any]:
@@ -39,9 +44,7 @@ def over_stars(group: Mapping[str, Any] | None, metric: str = "test_loss", digit
 
 def welch(t: Mapping[str, Any], scale: float = 1.0, digits: int = 3) -> str:
     p = t["welch"]["p"]
-    return (
-        f"{num(t['diff'], scale, digits)}, CI {interval(t['ci95'], scale, digits)}, Welch p = {p:.2g} (n = {t['a']['n']} vs {t['b']['n']})"
-    )
+    return f"{num(t['diff'], scale, digits)}, CI {interval(t['ci95'], scale, digits)}, Welch p = {g(p, '.2g')} (n = {t['a']['n']} vs {t['b']['n']})"
 
 
 def near(t: Mapping[str, Any]) -> str:
@@ -74,7 +77,7 @@ def width_table(res: Mapping[str, Any]) -> str:
                 over_stars(s["star-source"]),
                 verdict(ss, "near 0", "above tol.") + flag,
                 over_stars(s["star-held-out"]),
-                f"{num(sh['diff'])}: {verdict(sh, 'below r–r', 'ABOVE r–r')} (p = {sh['welch']['p']:.2g}){flag}",
+                f"{num(sh['diff'])}: {verdict(sh, 'below r–r', 'ABOVE r–r')} (p = {g(sh['welch']['p'], '.2g')}){flag}",
                 " / ".join(f"{pub[g]:.3f}" for g in GROUPS) if pub else "–",
             ]
         )
@@ -204,7 +207,7 @@ def cnn_tables(run: Path, res: Mapping[str, Any]) -> str:
             if r["n_sources"] in (ns["first"], ns["last"])
         )
         ns_gap = f"not comparable: a star here is {100 * worst:.2f} pp below its sources' test accuracy"
-        vals = " → ".join(f"{r['star_held_out']['test_loss']['mean']:.3f}" for r in res["n_sources"]["rows"])
+        vals = " → ".join(g(r["star_held_out"]["test_loss"]["mean"], ".3f") for r in res["n_sources"]["rows"])
         claims.append(
             [
                 f"more sources lower the star–held-out barrier (\\|Z\\| {ns['first']} → {ns['last']}: {vals}; pairs)",
@@ -320,10 +323,10 @@ def bma_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
                     label,
                     b[key]["k"][-1],
                     f"{100 * m['accuracy'][-1]:.2f}",
-                    f"{m['nll'][-1]:.4f}",
-                    f"{m['ece'][-1]:.4f}",
-                    f"{m['auroc_max_prob'][-1]:.4f}",
-                    f"{m['auroc_neg_entropy'][-1]:.4f}",
+                    g(m["nll"][-1], ".4f"),
+                    g(m["ece"][-1], ".4f"),
+                    g(m["auroc_max_prob"][-1], ".4f"),
+                    g(m["auroc_neg_entropy"][-1], ".4f"),
                 ]
             )
     return table(["run", "posterior", "K", "test acc (%)", "NLL", "ECE", "AUROC (max prob)", "AUROC (neg. entropy)"], rows)
@@ -393,7 +396,7 @@ def settings_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
                     f"{width}{o.get('init', 'kaiming')} · {rec['epochs']} ep · wd {rec['weight_decay']:g}",
                     f"{st['n'][0]} / {st['n'][1]} / {stars['n']}",
                     (
-                        f"{conv['train_loss']['mean']:.4f} / {100 * conv['min_train_acc']:.2f}"
+                        f"{g(conv['train_loss']['mean'], '.4f')} / {100 * conv['min_train_acc']:.2f}"
                         + ("" if conv["converged"] else " **not converged**")
                     )
                     if conv
@@ -403,7 +406,7 @@ def settings_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
                     over_stars(s["star-source"]),
                     over_stars(s["star-held-out"]),
                     verdict(ss, "near 0", "above 0.05"),
-                    f"{num(sh['diff'])}: {verdict(sh, 'below', 'ABOVE')} (p = {sh['welch']['p']:.2g})",
+                    f"{num(sh['diff'])}: {verdict(sh, 'below', 'ABOVE')} (p = {g(sh['welch']['p'], '.2g')})",
                     f"{sh_mean / rr_mean:.2f}" if rr_mean > 0 else "–",
                     "; ".join(flags) or "–",
                 ]

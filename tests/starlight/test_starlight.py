@@ -93,7 +93,8 @@ def test_realignment_cadence(digits, every, expected, monkeypatch):
 def test_samplers():
     g = torch.Generator().manual_seed(0)
     for scheme in ("uniform", "beta", "stratified"):
-        ts = TSampler(StarlightConfig(t_sampling=scheme, t_beta=(2.0, 5.0)), g).sample(4000)
+        beta = {"t_beta": (2.0, 5.0)} if scheme == "beta" else {}  # t_beta with another sampling is refused
+        ts = TSampler(StarlightConfig(t_sampling=scheme, **beta), g).sample(4000)
         assert all(0.0 <= t <= 1.0 for t in ts)
         mean = statistics.fmean(ts)
         assert abs(mean - (2 / 7 if scheme == "beta" else 0.5)) < 0.02, scheme

@@ -7,7 +7,6 @@ JSON lines on stderr. Results still go to stdout, errors stay one ``error: ...``
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any, Callable
 
 import click
 
+from stardomain._util import strictjson
 from stardomain._util.progress import ProgressConfig
 
 __all__ = ["environment_lines", "event_logger", "progress_config", "summary_line", "version_message"]
@@ -41,7 +41,7 @@ def notice(kind: str, message: str) -> None:
     """A ``warning:`` or ``note:`` line on stderr, shown even with ``--quiet`` (it is not progress); under
     ``--log-json`` a JSON record like every other stderr line, so a log parser never meets plain text."""
     if _global("log_json"):
-        click.echo(json.dumps({"event": kind, "time": time.time(), "message": message}), err=True)
+        click.echo(strictjson.dumps({"event": kind, "time": time.time(), "message": message}), err=True)
     else:
         click.echo(f"{kind}: {message}", err=True)
 
@@ -56,7 +56,9 @@ def event_logger(quiet: bool = False) -> Callable[[str], None] | None:
     def log(message: str) -> None:
         elapsed = time.monotonic() - start
         if as_json:
-            click.echo(json.dumps({"event": "log", "time": time.time(), "elapsed_s": round(elapsed, 3), "message": message}), err=True)
+            click.echo(
+                strictjson.dumps({"event": "log", "time": time.time(), "elapsed_s": round(elapsed, 3), "message": message}), err=True
+            )
         else:
             from stardomain._util.progress import format_duration
 

@@ -194,8 +194,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def json_bytes(obj: Any) -> bytes:
-    """Stable JSON (sorted keys, indented, trailing newline): the same object always gives the same bytes."""
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    """Stable, strict JSON (sorted keys, indented, trailing newline; NaN and infinities as null, see
+    :mod:`stardomain._util.strictjson`): the same object always gives the same bytes."""
+    from stardomain._util.strictjson import finite
+
+    return (json.dumps(finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:

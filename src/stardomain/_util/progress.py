@@ -16,12 +16,12 @@ The clock and the interval are injectable so tests need no real waiting.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, TextIO, TypeVar
 
+from stardomain._util import strictjson
 from stardomain.errors import StardomainError
 
 __all__ = ["MODES", "Progress", "ProgressConfig", "format_duration", "format_event", "resolve"]
@@ -200,7 +200,7 @@ class Progress:
             if inner is not None:
                 record.update({"inner_done": inner[0], "inner_total": inner[1], "inner_unit": inner[2]})
             record.update(fields)
-            line = json.dumps(record, default=str)
+            line = strictjson.dumps(record, default=str)  # NaN -> null: every JSON line parses anywhere
         else:
             if inner is None:
                 where = f"{self.unit} {self.done}/{self.total}" if self.total else f"{self.unit} {self.done}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from stardomain.analysis.stats import mean_std
+from stardomain.analysis.stats import as_float, mean_std, undefined
 
 DEFAULT_TRAIN_ACC = 0.99  # eval.converged_train_acc: the paper's models reach ~100 %
 NOT_CONVERGED = "sources not converged: barriers are not the paper's quantity"
@@ -25,8 +25,8 @@ def zoo_convergence(metrics: Sequence[Mapping[str, float]], threshold: float, lo
     that train loss: on easy data (digits) 99 % accuracy comes within 5 epochs while the loss, and the barriers,
     keep falling for tens more, so the accuracy alone is necessary, not sufficient (README "Results").
     """
-    accs = [float(m["train_acc"]) for m in metrics if "train_acc" in m]
-    losses = [float(m["train_loss"]) for m in metrics if "train_loss" in m]
+    accs = [as_float(m["train_acc"]) for m in metrics if "train_acc" in m]  # null (a diverged model's file): NaN
+    losses = [as_float(m["train_loss"]) for m in metrics if "train_loss" in m]
     below = sum(a < threshold or (loss_threshold is not None and lo > loss_threshold) for a, lo in zip(accs, losses))
     out = {
         "threshold": threshold,
@@ -45,9 +45,10 @@ def zoo_convergence(metrics: Sequence[Mapping[str, float]], threshold: float, lo
 def describe(conv: Mapping[str, Any]) -> str:
     """One phrase: how far the zoo is from the threshold."""
     loss = f" or above train loss {conv['loss_threshold']:g}" if "loss_threshold" in conv else ""
+    mean = conv["train_loss"]["mean"]
     return (
         f"{conv['n_below']} of {conv['n']} regular models below {100 * conv['threshold']:.1f}% train accuracy{loss} "
-        f"(lowest {100 * conv['min_train_acc']:.2f}%, mean train loss {conv['train_loss']['mean']:.4f})"
+        f"(lowest {100 * conv['min_train_acc']:.2f}%, mean train loss {'–' if undefined(mean) else f'{mean:.4f}'})"
     )
 
 

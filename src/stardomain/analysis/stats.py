@@ -21,6 +21,17 @@ LEVEL = 0.95  # two-sided confidence level of every interval printed
 N_BOOT = 10_000
 
 
+def undefined(x: float | None) -> bool:
+    """Whether ``x`` is no number: NaN, or None (how a strict JSON file stardomain wrote holds NaN and
+    infinities: :mod:`stardomain._util.strictjson`)."""
+    return x is None or math.isnan(float(x))
+
+
+def as_float(x: float | None) -> float:
+    """``x`` as a float, None (null in a results file) as NaN."""
+    return math.nan if x is None else float(x)
+
+
 def clean(values: Sequence[float | None]) -> list[float]:
     """The finite values of ``values`` (None and NaN dropped: a diverged pair is not a number)."""
     return [float(v) for v in values if v is not None and not math.isnan(float(v))]
@@ -117,7 +128,7 @@ def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> di
     """Mean of the per-pair differences a[i] − b[i] with its two-sided t interval: the test for two
     measurements of the same pairs (e.g. one pair's barrier under two protocols), where the pair-to-pair
     spread that a two-sample test must carry cancels. ``direction`` as in :func:`compare`; 0 below n = 2."""
-    d = [x - y for x, y in zip(a, b) if not (math.isnan(x) or math.isnan(y))]
+    d = [float(x) - float(y) for x, y in zip(a, b) if not (undefined(x) or undefined(y))]
     ms = mean_std(d)
     n = ms["n"]
     if n < 2:
@@ -172,7 +183,7 @@ def against_population(values: Sequence[float], x: float, level: float = LEVEL) 
         # all regular models tie (accuracy on a finite test set is discrete; two models often do): a zero-width
         # interval would call any other value "better" or "worse", but the sample says nothing about the spread
         out["no_verdict"] = "the regular models all score the same, so their spread is unknown"
-    if n < 2 or math.isnan(x) or "no_verdict" in out:
+    if n < 2 or undefined(x) or "no_verdict" in out:
         lo = hi = float("nan")
         d = 0
     else:

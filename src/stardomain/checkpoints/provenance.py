@@ -10,6 +10,7 @@ different data, and says in the output which data was used and what the user ove
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Mapping, Sequence
 
@@ -131,9 +132,13 @@ def load_recorded_data(
             f"{models[0][0]} was trained on {rec['name']} with {key} {rec[key]}, which this command cannot "
             f"rebuild (it reads the data without it); {hint}, or pass --dataset to use other data"
         )
-    ds = data.load_dataset(
-        want["name"], root=data_root, subset=want["subset"], seed=want["subset_seed"] or 0, image_size=want["image_size"]
-    )
+    from stardomain._util.plugins import recorded_names
+
+    # a recorded name (not --dataset) comes from the file: it reaches only registered datasets and code the user named
+    with contextlib.nullcontext() if "dataset" in overridden else recorded_names(f"{models[0][0]} (its data record)"):
+        ds = data.load_dataset(
+            want["name"], root=data_root, subset=want["subset"], seed=want["subset_seed"] or 0, image_size=want["image_size"]
+        )
     got = ds.record()
     if "dataset" not in overridden and rec.get("sha256") is not None and got.get("sha256") != rec["sha256"]:
         raise StardomainError(

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, cast
 
@@ -210,10 +209,10 @@ def _check_arch_on_meta(meta: Mapping[str, Any], state: Mapping[str, torch.Tenso
     """Build the recorded architecture on the meta device and compare its shapes with the weights, before
     anyone builds it for real: metadata claiming width 2^40 is refused in one line, never allocated.
 
-    Skipped for a user model whose module is not imported yet (its build says which --plugin to pass).
+    Skipped for a user model whose module the user has not named (its build says which --plugin to pass).
     """
     from stardomain import models
-    from stardomain._util.plugins import import_path_module, is_import_path
+    from stardomain._util.plugins import named_by_user, recorded_names
 
     if meta.get("kind", "regular") not in ("regular", "star"):
         return  # training-state files hold optimizer tensors too; they are read by the run that wrote them
@@ -222,11 +221,12 @@ def _check_arch_on_meta(meta: Mapping[str, Any], state: Mapping[str, torch.Tenso
     if (
         name not in models.available_models()
         and not _hf_buildable(name)
-        and not any(is_import_path(n) and import_path_module(n) in sys.modules for n in (name, factory))
+        and not any(isinstance(n, str) and named_by_user(n) for n in (name, factory))
     ):
-        return
+        return  # code nobody named: never called; building it says which --plugin to pass
     try:
-        model = _meta_model(json.dumps(arch, sort_keys=True, default=str))
+        with recorded_names(f"checkpoint {st_path}"):
+            model = _meta_model(json.dumps(arch, sort_keys=True, default=str))
     except StardomainError as e:
         raise StardomainError(
             f"checkpoint {st_path}: its metadata's architecture cannot be built ({e}); "
@@ -248,44 +248,44 @@ def _meta_model(arch_json: str) -> nn.Module | None:
 
 
 def _builder_name(arch: Mapping[str, Any]) -> str:
-    """What builds ``arch``: its registered name, or its factory when that module (not the registering one) is imported."""
+    """What builds ``arch``: its registered name, or its factory when the user named that module (not the registering one)."""
     from stardomain import models
-    from stardomain._util.plugins import import_path_module, is_hf_name, is_import_path
+    from stardomain._util.plugins import import_path_module, is_hf_name, is_import_path, named_by_user
 
     name = arch.get("name")
     factory = arch.get("factory")
-    if is_hf_name(name):  # a Hugging Face model: models.hf builds it
+    if is_hf_name(name):  # a Hugging Face model: models.hf builds it (a config function only if the user named it)
         return name
     if not is_import_path(name) and name not in models.available_models():
-        if is_import_path(factory) and import_path_module(factory) in sys.modules:
-            return str(factory)  # the builder's module is imported (not the one that registered it): build from it
+        if is_import_path(factory) and named_by_user(factory):
+            return str(factory)  # the builder's module was named (not the one that registered it): build from it
         if is_import_path(factory):
             module = import_path_module(factory)
             raise StardomainError(
-                f"checkpoint architecture '{name}' is registered by {factory}, which is not imported; pass --plugin {module} "
-                f"(YAML: plugins: [{module}]; Python: import {module} first)"
+                f"checkpoint architecture '{name}' is registered by {factory}, which you have not passed as a plugin; "
+                f"if you trust it, pass --plugin {module} (YAML: plugins: [{module}]; Python: plugins=[{module!r}])"
             )
-        raise StardomainError(
-            f"checkpoint architecture '{name}' is unknown to this stardomain version; known: {', '.join(models.available_models())}"
-        )
+        raise StardomainError(f"checkpoint architecture '{name}' is unknown to this stardomain version; known: {models.valid_names()}")
     return str(name)
 
 
 def build_model(arch: Mapping[str, Any], plugins: Iterable[str] = ()) -> nn.Module:
     """Rebuild an (untrained) model from the ``arch`` entry of metadata.
 
-    A checkpoint only *names* its builder: a user model is rebuilt when the module that
-    defines it is already imported or listed in ``plugins`` (``--plugin``), never imported
-    because a file said so.
+    A checkpoint only *names* its builder: a user model is rebuilt when the user named the module
+    that defines it (``plugins``, ``--plugin``, YAML ``plugins:``, or the import path typed into
+    the Python API in this process), never imported or called because a file said so: registered
+    models and the hf: families are the only other names a file can give.
     """
     from stardomain import models
-    from stardomain._util.plugins import load_plugins
+    from stardomain._util.plugins import load_plugins, recorded_names
 
     load_plugins(plugins)
-    name = _builder_name(arch)
-    # a checkpoint from before `init` was recorded is rebuilt with the init it was trained from (models.init)
-    options = models.with_init(str(arch.get("name")), arch.get("options", {}))
-    model = models.create(name, int(arch["num_classes"]), tuple(arch["in_shape"]), **options)
+    with recorded_names("checkpoint metadata"):
+        name = _builder_name(arch)
+        # a checkpoint from before `init` was recorded is rebuilt with the init it was trained from (models.init)
+        options = models.with_init(str(arch.get("name")), arch.get("options", {}))
+        model = models.create(name, int(arch["num_classes"]), tuple(arch["in_shape"]), **options)
     # the name as recorded, even when rebuilt from its factory (models.create set model.arch, a dict); torch types
     # Module attributes as Tensor | Module, though any value can be set
     model.arch = {**cast("dict[str, Any]", model.arch), "name": arch.get("name")}  # type: ignore[assignment]
@@ -297,8 +297,12 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", plugins: I
 
     ``plugins``: modules to import first (those defining the checkpoint's user model).
     """
+    from stardomain._util.plugins import load_plugins, recorded_names
+
+    load_plugins(plugins)  # before the metadata is checked: its architecture may be the plugin's
     state, meta = load_state(path)
-    model = build_model(meta["arch"], plugins)
+    with recorded_names(f"checkpoint {path}"):
+        model = build_model(meta["arch"])
     check_fits(model, state, path)
     try:
         model.load_state_dict(state)
@@ -349,9 +353,9 @@ def _hf_buildable(name: Any) -> bool:
     ``hf:pkg.module:make_config``, the module is imported (a checkpoint never imports it)."""
     import importlib.util
 
-    from stardomain._util.plugins import import_path_module, is_hf_name, is_import_path
+    from stardomain._util.plugins import is_hf_name, is_import_path, named_by_user
 
     if not is_hf_name(name) or importlib.util.find_spec("transformers") is None:
         return False
     rest = name.strip()[3:]
-    return not is_import_path(rest) or import_path_module(rest) in sys.modules
+    return not is_import_path(rest) or named_by_user(rest)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 import click
 import yaml
 
+from stardomain._util import strictjson
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.errors import StardomainError
 
@@ -25,7 +25,7 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+    click.echo(strictjson.dumps(obj, indent=2, sort_keys=True))  # NaN -> null (stardomain._util.strictjson)
 
 
 device_option = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -166,6 +167,7 @@ def train(
 
     def report(path: Path) -> None:
         m = json.loads(Path(path).with_suffix(".json").read_text())["metrics"]
+        m = {k: math.nan if v is None else v for k, v in m.items()}  # null in the file: a diverged loss, "nan" here
         trained.append(Path(path))
         click.echo(
             f"{path}: test_loss={m['test_loss']:.4f} test_acc={100 * m['test_acc']:.2f}% "
@@ -326,6 +328,11 @@ def spec_cmd(target: str, opts: tuple[str, ...], in_shape: str | None, num_class
     from stardomain.permute.spec_report import format_report, model_for_spec, spec_report
 
     example = load_example_input(example_path) if example_path else None
+    if example is not None and (example.dim() == 0 or example.numel() == 0):  # before any model is built
+        raise StardomainError(
+            f"--example-input {example_path}: an array of shape {tuple(example.shape)} holds no sample, so the check "
+            "would compare nothing; save a batch of at least one sample"
+        )
     report = spec_report(model_for_spec(target, parse_options(opts), in_shape, num_classes), example)
     if as_json:
         echo_json(report)

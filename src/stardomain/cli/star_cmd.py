@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -29,6 +30,31 @@ def _repeat_path(out_path: str | Path, r: int) -> Path:
     """Where repeat ``r`` of ``star --repeats`` goes: star.safetensors -> star-r0.safetensors, ..."""
     out = Path(out_path)
     return out.with_name(f"{out.stem}-r{r}{out.suffix or '.safetensors'}")
+
+
+def _refuse_meaningless_options(t_sampling: str, matching: str) -> None:
+    """An option another one makes meaningless is refused in one line before any work, never silently ignored:
+    given on the command line (or from the environment), not left at its default."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    rules = (
+        ("t_constant", "--t-constant", t_sampling != "constant", "the fixed t of --t-sampling constant", "add --t-sampling constant"),
+        ("t_beta", "--t-beta", t_sampling != "beta", "the Beta(a, b) of --t-sampling beta", "add --t-sampling beta"),
+        ("realign_every", "--realign-every", matching == "none", "when sources are re-aligned", "choose --matching weight or activation"),
+        (
+            "matching_samples",
+            "--matching-samples",
+            matching != "activation",
+            "the sample activation matching correlates on",
+            "add --matching activation",
+        ),
+    )
+    for param, flag, meaningless, what, fix in rules:
+        source = ctx.get_parameter_source(param)
+        if meaningless and source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            setting = f"--t-sampling {t_sampling}" if param.startswith("t_") else f"--matching {matching}"
+            raise StardomainError(f"{flag} sets {what}, which {setting} never uses (it would be ignored); {fix} or drop {flag}")
 
 
 @cli.command()
@@ -134,6 +160,7 @@ def star(
 
     if repeats < 1:
         raise StardomainError(f"--repeats must be >= 1 (got {repeats})")
+    _refuse_meaningless_options(t_sampling, matching)
     outs = [Path(out_path)] if repeats == 1 else [_repeat_path(out_path, r) for r in range(repeats)]
     for out in outs:
         if store.is_complete(out) and not force:
@@ -177,7 +204,8 @@ def star(
             progress=progress_config(quiet),
             allow_unpermuted=allow_unpermuted,
         )
-        meta, metrics = star.meta, star.meta["metrics"]
+        meta = star.meta
+        metrics = {k: math.nan if v is None else v for k, v in meta["metrics"].items()}  # null in the file: "nan" here
         which = f" {r + 1}/{repeats}" if repeats > 1 else ""
         click.echo(
             f"star model{which} from {len(members)} sources ({zoo.seed_list(s['seed'] for s in meta['sources'])} of {sources_dir}), "

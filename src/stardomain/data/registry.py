@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stardomain._util.plugins import is_import_path, resolve
+from stardomain._util.plugins import check_call, is_import_path, resolve
 from stardomain.data import sources
 from stardomain.data.files import file_key, is_file_dataset, read_file_dataset
 from stardomain.data.imagefolder import read_image_folder
@@ -356,7 +356,9 @@ def _load_user_dataset(key: str, subset: int | None, seed: int) -> Dataset:
             sha256=d.sha256,
         )
     else:
-        made = resolve(key, "dataset factory")()
+        factory = resolve(key, "dataset factory")  # a name from a checkpoint: only code the user named
+        check_call(factory, f"dataset factory {key!r}")  # make() takes no arguments: checked before the call
+        made = factory()
         if not isinstance(made, Dataset):
             raise StardomainError(f"dataset factory {key!r} returned a {type(made).__name__}, not a stardomain.data.Dataset")
         ds = dataclasses.replace(made, name=key)  # checkpoints record the factory that rebuilds it

@@ -125,7 +125,7 @@ def acquire(path: str | os.PathLike, unit_id: str, stale_after: float = STALE_AF
     token = uuid.uuid4().hex
     info = {"unit": unit_id, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token}
     tmp = temp_path(path, token)  # .stardomain-<name>.<token>.sd.tmp: the worker removes what a kill left
-    tmp.write_text(json.dumps(info) + "\n")
+    tmp.write_text(json.dumps(info, allow_nan=False) + "\n")  # strict JSON (every value is finite)
     try:
         for _ in range(3):
             try:

@@ -97,10 +97,10 @@ class ExperimentConfig:
             raise StardomainError(f"dataset: unknown '{self.dataset}'; choose one of {', '.join(data.available_datasets())}") from None
         try:
             self.model.name = models.canonical_name(self.model.name)
-        except StardomainError:
-            raise StardomainError(
-                f"model.name: unknown '{self.model.name}'; choose one of {', '.join(models.available_models())}"
-            ) from None
+        except StardomainError as e:
+            if ":" in str(self.model.name):  # an import path or hf: name: the reader's message says what is wrong
+                raise StardomainError(f"model.name: {e}") from None  # (e.g. its module needs plugins:)
+            raise StardomainError(f"model.name: unknown '{self.model.name}'; choose one of {models.valid_names()}") from None
         _check(
             self.image_size is None or data.accepts_image_size(self.dataset),
             f"image_size: only applies to dataset imagefolder (got dataset '{self.dataset}'); remove it",

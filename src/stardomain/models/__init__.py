@@ -21,6 +21,7 @@ from stardomain.models.registry import (
     legacy_init,
     model_info,
     register,
+    valid_names,
     with_init,
 )
 
@@ -38,5 +39,6 @@ __all__ = [
     "legacy_init",
     "model_info",
     "register",
+    "valid_names",
     "with_init",
 ]

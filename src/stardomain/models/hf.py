@@ -202,9 +202,10 @@ def config_builder(path: str) -> Callable[..., nn.Module]:
     ``transformers`` config; stardomain builds its ``AutoModelFor{Image,Sequence}Classification`` (images when the
     config has an ``image_size``, else tokens: floats quantised into ``vocab`` ids as for ``hf:gpt2``) from it,
     without weights or downloads. The module must be imported first (``--plugin``): a checkpoint only names it."""
-    from stardomain._util.plugins import resolve
+    from stardomain._util.plugins import check_call, resolve
 
-    make_config = resolve(path, "Hugging Face config function")
+    make_config = resolve(path, "Hugging Face config function")  # a name from a file: only code the user named
+    check_call(make_config, f"Hugging Face config function hf:{path}", 1, (1,))  # make_config(num_classes, in_shape)
 
     def build(num_classes: int, in_shape: tuple[int, ...], *, x_min: float = -2.0, x_max: float = 2.0) -> nn.Module:
         tf = _transformers()
@@ -234,7 +235,10 @@ def model_entry(name: str) -> ModelEntry:
         return ModelEntry(f"hf:{rest.strip()}", builder, 1, f"Hugging Face model from your config {rest.strip()}", defaults, types)
     key = name.strip().lower()
     if key not in HF_MODELS:
-        raise StardomainError(f"unknown model {name!r}; Hugging Face models: {', '.join(sorted(HF_MODELS))}, or hf:pkg.module:make_config")
+        raise StardomainError(
+            f"unknown model {name!r}; Hugging Face models: {', '.join(sorted(HF_MODELS))}, "
+            "or hf:pkg.module:make_config (its module passed with --plugin / plugins:)"
+        )
     builder, summary = HF_MODELS[key]
     defaults, types = option_types(builder)
     return ModelEntry(key, builder, 1, summary, defaults, types, 3 if key == "hf:vit" else None)

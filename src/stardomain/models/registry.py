@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from stardomain._util.plugins import factory_name, is_hf_name, is_import_path, resolve
+from stardomain._util.plugins import check_call, factory_name, is_hf_name, is_import_path, resolve
 from stardomain.errors import StardomainError
 from stardomain.models.entry import Builder, ModelEntry, option_types
 from stardomain.models.init import DEFAULT_INIT, INIT_SCHEMES, LEGACY_BUILTIN_INIT, apply_init
@@ -58,6 +58,16 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def valid_names() -> str:
+    """Every model name, for "unknown model" errors: the registry's, the built-in hf: families and your own."""
+    from stardomain.models.hf import HF_MODELS
+
+    return (
+        f"{', '.join(available_models())}; Hugging Face: {', '.join(sorted(HF_MODELS))}; your own: pkg.module:build "
+        "or hf:pkg.module:make_config (with --plugin / plugins:)"
+    )
+
+
 def _fold(name: str) -> str:
     """Case, hyphens, underscores and spaces folded: ``ResNet-18`` and ``resnet_18`` -> ``resnet18``."""
     return "".join(ch for ch in str(name).strip().lower() if ch not in "-_ ")
@@ -82,7 +92,7 @@ def canonical_name(name: str) -> str:
         matches = [key for key in _REGISTRY if _fold(key) == _fold(name)]
         if len(matches) == 1:
             return matches[0]
-    raise StardomainError(f"unknown model {name!r}; valid names: {', '.join(available_models())}")
+    raise StardomainError(f"unknown model {name!r}; valid names: {valid_names()}")
 
 
 def model_info(name: str) -> ModelEntry:
@@ -160,7 +170,9 @@ def create(name: str, num_classes: int, in_shape: tuple[int, ...], **options: An
     for key, value in options.items():
         resolved[key] = _check_option(entry, key, value)
     init = check_init(resolved["init"])
-    model = entry.builder(num_classes, shape, **{k: v for k, v in resolved.items() if k != "init"})
+    kwargs = {k: v for k, v in resolved.items() if k != "init"}
+    check_call(entry.builder, f"model builder {entry.name!r}", num_classes, shape, **kwargs)  # before any call
+    model = entry.builder(num_classes, shape, **kwargs)
     if not isinstance(model, nn.Module):
         raise StardomainError(f"model builder {entry.name!r} returned a {type(model).__name__}, not a torch.nn.Module")
     apply_init(model, entry.name, init, builtin=entry.builder.__module__.startswith("stardomain."))

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from stardomain.analysis.stats import undefined
 from stardomain.errors import StardomainError
 
 __all__ = ["plot_bma"]
@@ -34,7 +35,7 @@ def _mean_std(runs: Sequence[Sequence[float]]) -> tuple[list[float], list[float]
     length = min(len(r) for r in runs)
     means, stds = [], []
     for i in range(length):
-        vals = [float(r[i]) for r in runs if not math.isnan(float(r[i]))]
+        vals = [float(r[i]) for r in runs if not undefined(r[i])]  # null in results.json: no number
         if not vals:
             means.append(math.nan)
             stds.append(math.nan)
@@ -93,8 +94,11 @@ def plot_bma(study_result: Mapping[str, Any] | Sequence[Mapping[str, Any]], path
                     ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color, alpha=0.2, linewidth=0
                 )
         for label, (key, color, ref_ls) in refs.items():
-            vals = [float(r[key][metric]) for r in runs if isinstance(r.get(key), Mapping) and metric in r[key]]
-            vals = [v for v in vals if not math.isnan(v)]
+            vals = [
+                float(r[key][metric])
+                for r in runs
+                if isinstance(r.get(key), Mapping) and metric in r[key] and not undefined(r[key][metric])
+            ]
             if vals:
                 ax.axhline(scale * sum(vals) / len(vals), color=color, linestyle=ref_ls, linewidth=1.2, label=label)
         if z_stop is not None:

@@ -10,7 +10,6 @@ figure is written atomically as PNG and, beside it, as a vector PDF for the pape
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,6 +21,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from stardomain._util.fileio import save_figure as _save_one
+from stardomain.analysis.stats import undefined
 from stardomain.barrier import METRICS, Curve, barriers
 from stardomain.errors import StardomainError
 
@@ -79,7 +79,7 @@ def _mean_sample_std(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pm(values: Sequence[float], digits: int) -> str:
-    vals = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    vals = np.asarray([v for v in values if not undefined(v)], dtype=float)
     if vals.size == 0:
         return "n/a"
     if vals.size == 1:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain.analysis.convergence import NOT_CONVERGED
-from stardomain.analysis.stats import verdict
-from stardomain.report.formatting import GROUP_LABELS, GROUPS, acc_loss, fmt, interval, poor_star, table
+from stardomain.analysis.stats import as_float, verdict
+from stardomain.report.formatting import GROUP_LABELS, GROUPS, acc_loss, fmt, interval, num, poor_star, table
 
 
 def group_spread(row: Mapping[str, Any], group: str) -> tuple[dict[str, float] | None, str]:
@@ -52,7 +52,7 @@ def recipe_rows(results: Mapping[str, Any]) -> list[list[Any]]:
                 c["init"],
                 f"{c['weight_decay']:g}",
                 "–" if c["width"] is None else f"{c['width']:g}",
-                f"{100 * conv['min_train_acc']:.2f} / {conv['train_loss']['mean']:.4f}" if conv else "–",
+                f"{100 * conv['min_train_acc']:.2f} / {num(conv['train_loss']['mean'], digits=4)}" if conv else "–",
                 ("yes" if conv.get("converged") else "**no**") if conv else "–",
                 acc_loss(ep["sources"]),
                 acc_loss(ep.get("stars_over_repeats") or ep["star"]),
@@ -119,7 +119,7 @@ def plot_recipe(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Pa
         a.sharey(axes.flat[0])
     for a in list(loss_axes.flat)[1:]:
         a.sharey(loss_axes.flat[0])
-    means = [m["mean"] for r in rows for g in GROUPS if (m := group_spread(r, g)[0]) and math.isfinite(m["mean"])]
+    means = [m["mean"] for r in rows for g in GROUPS if (m := group_spread(r, g)[0]) and math.isfinite(as_float(m["mean"]))]
     log = bool(means) and min(means) > 0
     for ax, lax, (label, prs) in zip(axes.flat, loss_axes.flat, panels.items()):
         prs = sorted(prs, key=lambda r: r["cell"]["epochs"])
@@ -128,8 +128,8 @@ def plot_recipe(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Pa
             stats = [group_spread(r, g) for r in prs]
             if not all(m for m, _ in stats):
                 continue
-            ys = [m["mean"] for m, _ in stats]  # type: ignore[index]
-            sd = [m["std"] if math.isfinite(m["std"]) else 0.0 for m, _ in stats]  # type: ignore[index]
+            ys = [as_float(m["mean"]) for m, _ in stats]  # type: ignore[index]
+            sd = [m["std"] if math.isfinite(as_float(m["std"])) else 0.0 for m, _ in stats]  # type: ignore[index]
             color, marker = COLORS[i], MARKERS[i]
             ax.plot(xs, ys, color=color, lw=1.5)
             ax.errorbar(xs, ys, yerr=sd, fmt="none", ecolor=color, capsize=3, lw=1)

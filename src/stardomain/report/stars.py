@@ -101,7 +101,7 @@ def bn_ablation_section(results: Mapping[str, Any]) -> list[str]:
                 t,
                 f"{GROUP_LABELS[g]}: interpolated-statistics minus re-estimated test loss barrier",
                 "the interpolated statistics give a LOWER barrier",
-                f"the reset lowers the barrier by {t['diff']:.3f} nats on average",
+                f"the reset lowers the barrier by {num(t['diff'])} nats on average",
             )
         )
         if "paired" in t:  # the same pairs measured twice: the paired interval is the sharper test

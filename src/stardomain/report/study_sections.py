@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from stardomain.analysis.stats import NOT_SIGNIFICANT, verdict
+from stardomain.analysis.stats import NOT_SIGNIFICANT, undefined, verdict
 from stardomain.report.formatting import (
     _clip,
     _compare_text,
@@ -122,7 +121,7 @@ def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> li
     metric_names = ["accuracy", "nll", "ece", "brier", "auroc_max_prob", "auroc_neg_entropy"]
 
     def cells(values: Mapping[str, float]) -> list[str]:  # accuracy in % as in the figures, the rest as computed
-        return [f"{100 * values['accuracy']:.2f}"] + [f"{values[name]:.4f}" for name in metric_names[1:]]
+        return [num(values["accuracy"], 100, 2)] + [num(values[name], digits=4) for name in metric_names[1:]]  # null: "–"
 
     rows = []
     for key, label in names.items():
@@ -184,7 +183,7 @@ def fusion_section(results: Mapping[str, Any]) -> list[str]:
             f"{word}"
             + (
                 f" (95% prediction interval {interval(_clip(t['interval']), 100, 2)})"
-                if t and not any(math.isnan(v) for v in t["interval"])
+                if t and not any(undefined(v) for v in t["interval"])  # null in results.json: no interval
                 else ""
             ),
         ]

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from stardomain.analysis.published import MNIST_MLP_WIDTH, WIDTH_GROUPS
+from stardomain.analysis.stats import as_float
 from stardomain.errors import StardomainError
 from stardomain.report.plots import COLORS, MARKERS, save_figure
 
@@ -35,9 +36,9 @@ def _point(summary: Mapping[str, Any], group: str, metric: str) -> tuple[float, 
     over = s.get("over_stars", {}).get(metric)
     if over is not None and over.get("n_stars", 0) > 1:
         st = over["over_stars"]
-        return float(st["mean"]), float(st["std"]), "stars", int(over["n_stars"])
+        return as_float(st["mean"]), as_float(st["std"]), "stars", int(over["n_stars"])
     st = s["barriers"][metric]
-    return float(st["mean"]), float(st["std"]), "pairs", int(st["n"])
+    return as_float(st["mean"]), as_float(st["std"]), "pairs", int(st["n"])  # null (no number) as NaN
 
 
 def width_series(results: Mapping[str, Any], metric: str = "test_loss") -> tuple[list[float], dict[str, dict[str, Any]]]:

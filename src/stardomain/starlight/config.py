@@ -37,6 +37,26 @@ def knob_problems(c: Any) -> list[tuple[str, str]]:
             c.realign_every is None or c.realign_every >= 1,
             f"must be >= 1 step, or null for once per epoch (got {c.realign_every})",
         ),
+        # an option another one makes meaningless is refused, never silently ignored (a value other than its default
+        # counts as given: a YAML's identity leaves defaults out too)
+        (
+            "t_constant",
+            c.t_sampling == "constant" or c.t_constant == defaults.T_CONSTANT,
+            f"{c.t_constant} is the fixed t of t_sampling constant, but t_sampling is {c.t_sampling!r} (it would be "
+            "ignored); set t_sampling to constant or remove t_constant",
+        ),
+        (
+            "t_beta",
+            c.t_sampling == "beta" or beta == list(defaults.T_BETA),
+            f"{beta} is the Beta(a, b) of t_sampling beta, but t_sampling is {c.t_sampling!r} (it would be ignored); "
+            "set t_sampling to beta or remove t_beta",
+        ),
+        (
+            "realign_every",
+            c.matching != "none" or c.realign_every is None,
+            f"{c.realign_every} steps between re-alignments, but matching is 'none' (sources are never aligned, it would "
+            "be ignored); choose a matching or remove realign_every",
+        ),
     ]
     return [(name, problem) for name, ok, problem in checks if not ok]
 
