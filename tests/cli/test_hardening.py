@@ -190,6 +190,37 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], list[str]]] = {
     "bma-typo": (_yaml(_studies(bma={"max_sampels": 3})), ["studies.bma: unknown key 'max_sampels'"]),
     "recipe-study-typo": (_yaml(_studies(recipe={"weight_decays": [0.1]})), ["studies.recipe: unknown key 'weight_decays'"]),
     "recipe-study-wd-negative": (_yaml(_studies(recipe={"weight_decay": [-1.0]})), ["studies.recipe.weight_decay"]),
+    # issue 30 (5): a size over the budget, refused at load naming the key, the estimate and the override
+    "budget-eval-points": (
+        _yaml({"eval": {**BASE["eval"], "points": 10**9}}),
+        ["eval.points: the t values of each curve would be 1,000,000,000", "STARDOMAIN_BUDGET=off"],
+    ),
+    "budget-pairs-per-step": (_yaml({"star": {"pairs_per_step": 10**9}}), ["star.pairs_per_step: the (source, t) pairs of each star step"]),
+    "budget-bma-max-samples": (_yaml(_studies(bma={"max_samples": 10**9})), ["studies.bma.max_samples: the BMA's samples would be"]),
+    "budget-epochs": (_yaml({"train": {"epochs": 10**12}}), ["train.epochs: the epochs of one training run would be 1,000,000,000,000"]),
+    "budget-recipe-grid": (
+        _yaml(_studies(recipe={"epochs": list(range(1, 1001)), "weight_decay": [i * 1e-6 for i in range(1000)]})),
+        ["studies.recipe: the plan's units (studies.recipe: 1,000,000 cells x 14 units)"],
+    ),
+    "budget-depth": (
+        _yaml({"model": {"name": "mlp", "options": {"depth": 10**6, "width": 8}}}),
+        ["model.options: model 'mlp': option depth would be 1,000,000"],
+    ),
+    "budget-threads": (_yaml({"threads": 4096}), ["threads: 4096 CPU threads on a machine with"]),
+    "budget-threads-flag": (lambda tmp, c: [*_yaml({})(tmp, c), "--threads", "4096"], ["threads: 4096 CPU threads on a machine with"]),
+    "budget-spec-width": (lambda tmp, _c: ["spec", "mlp", "-o", f"width={2**28}"], ["model 'mlp'", "parameters (over the budget of 1e+10"]),
+    "budget-train-epochs": (_train("-e", str(10**12)), ["--epochs: the epochs of each model would be 1,000,000,000,000"]),
+    "budget-train-depth": (_train("-o", "depth=1000000"), ["-o/--opt: model 'mlp': option depth would be 1,000,000"]),
+    "budget-train-threads": (_train("--threads", "4096"), ["--threads: 4096 CPU threads on a machine with"]),
+    # issue 30 (6): the recipe study's axes typed like their fields, and tags that never collide
+    "recipe-study-width-fraction": (
+        _yaml(_studies(recipe={"width": [4.5]})),
+        ["studies.recipe.width: mlp's option width is a whole number"],
+    ),
+    "recipe-study-tags-collide": (
+        _yaml(_studies(recipe={"weight_decay": [0.0001, 0.00010000001]})),
+        ["studies.recipe.weight_decay: 0.0001 and 0.00010000001 print alike (wd0.0001)", "share a tag"],
+    ),
     "threads-zero": (_yaml({"threads": 0}), ["threads: torch CPU threads of each unit", "(got 0)"]),
     "threads-as-text": (_yaml({"threads": "2"}), ["threads: expected an integer, got '2'"]),
     "threads-over-ray-reservation": (

@@ -51,8 +51,10 @@ def threads_option(fn: Any) -> Any:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, threads: int, **kwargs: Any) -> Any:
+        from stardomain._util.budget import check_threads
         from stardomain.training.execution import fixed_threads
 
+        check_threads(threads, "--threads")  # no more than this machine's CPUs (STARDOMAIN_BUDGET lifts it)
         with fixed_threads(threads):
             return fn(*args, **kwargs)
 

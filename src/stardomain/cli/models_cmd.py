@@ -148,6 +148,10 @@ def train(
         recipe = default_recipe(dataset, optimizer).replace(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     except StardomainError as e:
         raise StardomainError(_name_option(str(e))) from None
+    from stardomain._util import budget
+
+    budget.check("--epochs", recipe.epochs, "epochs", "the epochs of each model")
+    budget.check("--n", n_models or 1, "units", "the models to train")
     options = parse_options(opts)
     if init is not None:
         if "init" in options and options["init"] != init:

@@ -7,6 +7,7 @@ unknown keys, wrong types and impossible values each give one line naming the ke
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -211,9 +212,15 @@ class ExperimentConfig:
                 "width" in models.model_info(self.model.name).defaults,
                 f"{where}.width: model {self.model.name} has no option 'width'; remove it",
             )
-            _check(all(w > 0 for w in rs.width), f"{where}.width: every entry must be > 0 (got {rs.width})")
+            _check(all(w > 0 and math.isfinite(w) for w in rs.width), f"{where}.width: every entry must be > 0 and finite (got {rs.width})")
+            rs.width = _typed_widths(self.model.name, rs.width, f"{where}.width")
         for name, values in (("epochs", rs.epochs), ("init", rs.init), ("weight_decay", rs.weight_decay), ("width", rs.width)):
             _check(len(set(values)) == len(values), f"{where}.{name}: an entry is repeated ({values})")
+        from stardomain.experiment.studies.recipe import tag_collision
+
+        for name, values in (("weight_decay", rs.weight_decay), ("width", rs.width)):
+            collision = tag_collision(name, values)
+            _check(collision is None, collision or "")
 
     def model_options(self) -> dict[str, Any]:
         """The main zoo's model options with the init scheme: what every model of the run is built with."""
@@ -284,6 +291,21 @@ class ExperimentConfig:
                 del d[name]
         del d["executor"]  # where units ran never changes a result: results.json is the same for every executor
         return d
+
+
+def _typed_widths(model: str, widths: list[float], where: str) -> list[Any]:
+    """The recipe study's width axis typed like the model's option it varies: whole numbers for an int width
+    (the MLP's units: ``[4, 8]``, read as floats by the axis, are 4 and 8), floats for a width multiplier."""
+    from stardomain import models
+
+    want = models.model_info(model).types["width"]
+    if want is float:
+        return [float(w) for w in widths]
+    if want is int:
+        fractions = [w for w in widths if not float(w).is_integer()]
+        _check(not fractions, f"{where}: {model}'s option width is a whole number (got {fractions[0] if fractions else ''})")
+        return [int(w) for w in widths]
+    raise StardomainError(f"{where}: {model}'s option width is a {want.__name__}, not a number the axis can vary; remove it")
 
 
 def import_plugins(data: Mapping[str, Any]) -> None:

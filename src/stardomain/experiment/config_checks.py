@@ -98,7 +98,10 @@ def _check_before_work(cfg: Any) -> None:
             _check(block.held_out >= 1, f"studies.{name}.held_out: must be >= 1 (got {block.held_out})")
     if s.recipe is not None:
         _check(all(math.isfinite(w) for w in s.recipe.width), f"studies.recipe.width: every entry finite (got {s.recipe.width})")
-    _trial_builds(cfg)
+    from stardomain.experiment.budget import check_parameters, check_sizes
+
+    check_sizes(cfg)  # the size budget, arithmetically: before a plan, a cell or a model is built
+    check_parameters(cfg, _trial_builds(cfg))
 
 
 # the sample shape and class count of the built-in datasets, known without reading them
@@ -125,9 +128,10 @@ def _nominal_data(cfg: Any) -> tuple[tuple[int, ...], int]:
     return (3, side, side), 10
 
 
-def _trial_builds(cfg: Any) -> None:
+def _trial_builds(cfg: Any) -> int | None:
     """Build every architecture of the run on the meta device (no memory, no random numbers): a width 0,
-    a depth -1 or a width of 2^40 fails here, naming its key, instead of inside a unit."""
+    a depth -1 or a width of 2^40 fails here, naming its key, instead of inside a unit. Returns the largest
+    parameter count (None when no model could be built there)."""
     from stardomain import models
 
     shape, classes = _nominal_data(cfg)
@@ -143,12 +147,16 @@ def _trial_builds(cfg: Any) -> None:
             for c in cells(cfg, cfg.source_recipe())
         ]
     seen: set[str] = set()
+    largest: int | None = None
     for where, opts in builds:
         key = repr(sorted(opts.items()))
         if key in seen:
             continue
         seen.add(key)
         try:
-            models.build_on_meta(cfg.model.name, classes, shape, **opts)
+            model = models.build_on_meta(cfg.model.name, classes, shape, **opts)
         except StardomainError as e:
             raise StardomainError(f"{where}: {e}") from None
+        if model is not None:
+            largest = max(largest or 0, sum(p.numel() for p in model.parameters()))
+    return largest

@@ -61,9 +61,30 @@ def run_experiment(
     the data the local executor's units share is prepared here, and the assembly's statistics too."""
     executor = executor or config.executor
     check_threads(executor, config.threads)  # --executor may have replaced the YAML's
+    if executor.kind == "local" or (executor.kind == "ray" and executor.address is None) or executor.cluster == "local":
+        from stardomain._util.budget import check_threads as check_cpus
+
+        check_cpus(config.threads, "threads")  # the units compute on this machine: no more threads than its CPUs
+    _warn_same_runs(config)
     check_available(executor)
     with fixed_threads(config.threads):
         return _run(config, out_dir, progress, log, executor)
+
+
+def _warn_same_runs(config: ExperimentConfig) -> None:
+    """One warning line naming the recipe-study cells that are the same run (e.g. the MLP's init axis
+    ``[paper, kaiming]``: both are PyTorch's default init for it), which train the same zoo more than once."""
+    from stardomain._util.console import notice
+    from stardomain.experiment.config_checks import _nominal_data
+    from stardomain.experiment.studies.recipe import same_runs
+
+    groups = same_runs(config, *_nominal_data(config))
+    if groups:
+        notice(
+            "warning",
+            f"studies.recipe: cells {'; '.join(' = '.join(tags) for tags in groups)} are the same run (their inits draw "
+            f"the same weights for {config.model.name}): each trains the same zoo and stars; keep one of those init values",
+        )
 
 
 def _run(

@@ -91,6 +91,16 @@ def resolve(name: str, init: str) -> str:
     return init
 
 
+def effective_scheme(name: str, init: str, model: nn.Module, builtin: bool) -> str:
+    """The scheme ``init`` really applies to ``model`` (built by :func:`apply_init`'s rules): two inits with the same
+    effective scheme draw the same weights. ``kaiming`` and ``xavier`` re-draw only Conv2d weights (BatchNorm's 1/0 is
+    PyTorch's own), so on a stardomain model without convolutions (the MLP) they are PyTorch's ``default``."""
+    scheme = resolve(name, init)
+    if builtin and scheme in ("kaiming", "xavier") and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return "default"
+    return scheme
+
+
 def apply_init(model: nn.Module, name: str, init: str, builtin: bool) -> None:
     """Re-initialise a freshly built ``model`` (architecture ``name``) with scheme ``init``.
 

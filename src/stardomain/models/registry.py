@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from stardomain._util import budget
 from stardomain._util.plugins import check_call, factory_name, is_hf_name, is_import_path, resolve
 from stardomain.errors import StardomainError
 from stardomain.models.entry import Builder, ModelEntry, option_types
@@ -185,8 +186,9 @@ def create(name: str, num_classes: int, in_shape: tuple[int, ...], **options: An
 
 
 # 10^10 parameters are 40 GB of fp32 weights before gradients and optimizer state: beyond any single
-# device a unit runs on, so such a size is a typo (width 2**20) to refuse before anything is allocated
-MAX_PARAMETERS = 10**10
+# device a unit runs on, so such a size is a typo (width 2**20) to refuse before anything is allocated.
+# The limit is the size budget's (stardomain._util.budget: STARDOMAIN_BUDGET lifts or scales it)
+MAX_PARAMETERS = budget.LIMITS["parameters"].value
 
 
 def build_on_meta(name: str, num_classes: int, in_shape: tuple[int, ...], **options: Any) -> nn.Module | None:
@@ -194,8 +196,11 @@ def build_on_meta(name: str, num_classes: int, in_shape: tuple[int, ...], **opti
     memory allocated and no random number drawn, so a bad size fails before any work.
 
     None when a user's builder cannot run on the meta device (it is then checked at its real build).
+    Depth options and the parameter count are held to the size budget (:mod:`stardomain._util.budget`):
+    the depth before anything is built (10^6 layers take minutes even on the meta device).
     """
     entry = _lookup(name)
+    budget.check_depth(options, f"model {entry.name!r}")
     builtin = entry.builder.__module__.startswith("stardomain.")
     check_init(options.get("init", DEFAULT_INIT))
     # shapes do not depend on the init; PyTorch's own ("default") draws nothing more, where normal_ on the
@@ -215,10 +220,11 @@ def build_on_meta(name: str, num_classes: int, in_shape: tuple[int, ...], **opti
             f"{dict(options)} ({type(e).__name__}: {first}); use smaller sizes"
         ) from None
     count = sum(p.numel() for p in model.parameters())
-    if count > MAX_PARAMETERS:
+    cap = budget.limit("parameters")
+    if cap is not None and count > cap:
         raise StardomainError(
             f"model {entry.name!r} with options {dict(options)} would have {count:.3g} parameters "
-            f"(over {MAX_PARAMETERS:.0e}, {4 * count / 1e9:.3g} GB of fp32 weights); use smaller sizes"
+            f"(over the budget of {cap:.0e}, {4 * count / 1e9:.3g} GB of fp32 weights); use smaller sizes, or {budget.HINT}"
         )
     return model
 

@@ -32,8 +32,31 @@ class Cell:
     @property
     def tag(self) -> str:
         v = self.values
-        width = "" if v["width"] is None else f"-w{v['width']:g}"
-        return f"rc-e{v['epochs']}-{v['init']}-wd{v['weight_decay']:g}{width}"
+        width = "" if v["width"] is None else f"-{axis_label('width', v['width'])}"
+        return f"rc-{axis_label('epochs', v['epochs'])}-{v['init']}-{axis_label('weight_decay', v['weight_decay'])}{width}"
+
+
+def axis_label(axis: str, value: Any) -> str:
+    """How one axis value is written in a cell's tag (its folder names): whole numbers exactly, fractions to 6
+    significant digits (``wd0.0005``, ``w0.5``): two values that print alike would share a tag, which the config
+    refuses (:func:`tag_collision`)."""
+    prefix = {"epochs": "e", "init": "", "weight_decay": "wd", "width": "w"}[axis]
+    return f"{prefix}{value}" if isinstance(value, (int, str)) else f"{prefix}{value:g}"
+
+
+def tag_collision(axis: str, values: list[Any]) -> str | None:
+    """One line naming two values of ``axis`` whose tags would be the same, or None: every cell's tag is its
+    axes' labels in a fixed order, so tags are distinct exactly when every axis's labels are."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        label = axis_label(axis, value)
+        if label in seen:
+            return (
+                f"studies.recipe.{axis}: {seen[label]!r} and {value!r} print alike ({label}) and their cells would share a "
+                "tag (folder names); give values that differ within 6 significant digits, or drop one"
+            )
+        seen[label] = value
+    return None
 
 
 def cells(cfg: Any, recipe: Recipe) -> list[Cell]:
@@ -55,6 +78,30 @@ def cells(cfg: Any, recipe: Recipe) -> list[Cell]:
             Cell({"epochs": epochs, "init": init, "weight_decay": wd, "width": width}, opts, rec, cfg.star_recipe(rec, cfg.star.recipe))
         )
     return out
+
+
+def same_runs(cfg: Any, shape: tuple[int, ...], classes: int) -> list[list[str]]:
+    """Groups of cells (their tags) that are the same run: the same recipes, and inits that draw the same weights
+    for this model (:func:`stardomain.models.init.effective_scheme`; the MLP's ``paper``, ``kaiming`` and ``default``),
+    built on the meta device for inputs ``shape`` and ``classes``. Each group trains the same zoo and stars more than once."""
+    rs = cfg.studies.recipe
+    if rs is None or len(rs.init) < 2:
+        return []
+    from stardomain import models
+    from stardomain.models.init import effective_scheme
+
+    builtin = models.model_info(cfg.model.name).builder.__module__.startswith("stardomain.")
+    groups: dict[str, list[str]] = {}
+    built: dict[str, Any] = {}  # one meta build per width: the init changes values, never the layers
+    for cell in cells(cfg, cfg.source_recipe()):
+        shape_key = repr(sorted((k, v) for k, v in cell.options.items() if k != "init"))
+        if shape_key not in built:
+            built[shape_key] = models.build_on_meta(cfg.model.name, classes, shape, **cell.options)
+        model, init = built[shape_key], cell.options["init"]
+        scheme = init if model is None else effective_scheme(cfg.model.name, init, model, builtin)
+        key = repr(({**cell.options, "init": scheme}, cell.recipe.to_dict(), cell.star_recipe.to_dict()))
+        groups.setdefault(key, []).append(cell.tag)
+    return [tags for tags in groups.values() if len(tags) > 1]
 
 
 class RecipeStudy(Study):

@@ -1,0 +1,96 @@
+"""Issue 30 item 6: the recipe study's own inputs, checked when the YAML is read. Nothing trains.
+
+Before: ``studies.recipe.width: [4, 8]`` on the MLP failed ("width=4.0 ... must be int"); two weight decays that
+print alike (0.0001 and 0.00010000001) gave one tag, so six models trained before the run died; the MLP's init
+axis (``paper`` and ``kaiming`` draw the same weights for it) trained duplicate zoos without a word.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cli_helpers import tiny_config
+
+from stardomain import models
+from stardomain.errors import StardomainError
+from stardomain.experiment.config import experiment_config
+from stardomain.experiment.config_checks import _nominal_data
+from stardomain.experiment.studies.recipe import axis_label, cells, same_runs, tag_collision
+
+BASE = tiny_config("axes")
+
+
+def _config(recipe: dict, **top: object):
+    return experiment_config({**BASE, **top, "studies": {**BASE["studies"], "recipe": recipe}})
+
+
+def test_the_width_axis_is_typed_like_the_option_it_varies() -> None:
+    cfg = _config({"width": [4, 8]})  # the MLP's width counts units: whole numbers
+    assert cfg.studies.recipe.width == [4, 8] and all(type(w) is int for w in cfg.studies.recipe.width)
+    assert [c.tag for c in cells(cfg, cfg.source_recipe())] == ["rc-e1-paper-wd0.0005-w4", "rc-e1-paper-wd0.0005-w8"]
+    assert experiment_config(cfg.to_dict()).studies.recipe.width == [4, 8]  # a worker rebuilds the same cells
+    assert _config({"width": [4.0, 8.0]}).studies.recipe.width == [4, 8]
+    with pytest.raises(StardomainError, match=r"studies.recipe.width: mlp's option width is a whole number \(got 4.5\)"):
+        _config({"width": [4.5, 8]})
+    with pytest.raises(StardomainError, match="studies.recipe.width: every entry must be > 0 and finite"):
+        _config({"width": [float("inf")]})
+    rn = _config({"width": [1, 0.5]}, model={"name": "resnet20", "options": {"width": 0.25}})  # a multiplier: floats
+    assert rn.studies.recipe.width == [1.0, 0.5] and all(type(w) is float for w in rn.studies.recipe.width)
+    assert [c.tag[-3:] for c in cells(rn, rn.source_recipe())] == ["-w1", "0.5"]  # the tags of earlier runs
+
+
+@pytest.mark.parametrize(
+    "recipe, needle",
+    [
+        ({"weight_decay": [0.0001, 0.00010000001]}, "studies.recipe.weight_decay: 0.0001 and 0.00010000001 print alike (wd0.0001)"),
+        ({"weight_decay": [0.0, 1e-9, 1e-12]}, None),  # distinct labels: no collision
+        ({"width": [0.5, 0.50000001]}, "studies.recipe.width: 0.5 and 0.50000001 print alike (w0.5)"),
+    ],
+)
+def test_two_cells_never_share_a_tag(recipe: dict, needle: str | None) -> None:
+    model = {"name": "resnet20", "options": {"width": 0.25}} if "width" in recipe else BASE["model"]
+    if needle is None:
+        cfg = _config(recipe, model=model)
+        tags = [c.tag for c in cells(cfg, cfg.source_recipe())]
+        assert len(set(tags)) == len(tags)
+        return
+    with pytest.raises(StardomainError) as e:
+        _config(recipe, model=model)
+    assert needle in str(e.value) and "share a tag" in str(e.value)
+
+
+def test_labels_of_whole_numbers_are_exact() -> None:
+    assert axis_label("width", 1234567) == "w1234567" and axis_label("width", 0.5) == "w0.5"
+    assert axis_label("epochs", 12) == "e12" and axis_label("weight_decay", 0.0) == "wd0"
+    assert tag_collision("width", [1234567, 1234568]) is None
+    assert tag_collision("weight_decay", [0.1, 0.1000000001]) is not None
+
+
+def test_cells_that_are_the_same_run_are_named() -> None:
+    cfg = _config({"init": ["paper", "kaiming", "xavier"], "epochs": [1, 2]})
+    assert same_runs(cfg, *_nominal_data(cfg)) == [
+        ["rc-e1-paper-wd0.0005-w8", "rc-e1-kaiming-wd0.0005-w8", "rc-e1-xavier-wd0.0005-w8"],
+        ["rc-e2-paper-wd0.0005-w8", "rc-e2-kaiming-wd0.0005-w8", "rc-e2-xavier-wd0.0005-w8"],
+    ]
+    # the claim behind it: for the MLP these inits draw the same weights
+    built = []
+    for init in ("paper", "kaiming", "xavier"):
+        torch.manual_seed(0)
+        built.append(models.create("mlp", 10, (1, 8, 8), depth=1, width=8, batchnorm=True, init=init).state_dict())
+    assert all(torch.equal(built[0][k], b[k]) for b in built[1:] for k in built[0])
+    # a CNN: kaiming and xavier differ (its paper init is PyTorch's default, so paper = default)
+    rn = _config({"init": ["paper", "kaiming", "xavier", "default"]}, model={"name": "resnet20", "options": {"width": 0.25}})
+    assert same_runs(rn, *_nominal_data(rn)) == [["rc-e1-paper-wd0.0005-w0.25", "rc-e1-default-wd0.0005-w0.25"]]
+    single = _config({"init": ["kaiming"]})
+    assert same_runs(single, *_nominal_data(single)) == []
+
+
+def test_the_same_run_warning_is_one_line(capsys) -> None:
+    from stardomain.experiment.runner import _warn_same_runs
+
+    _warn_same_runs(_config({"init": ["paper", "kaiming"], "weight_decay": [0.0, 0.001]}))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: studies.recipe: cells "), lines
+    assert "rc-e1-paper-wd0-w8 = rc-e1-kaiming-wd0-w8; rc-e1-paper-wd0.001-w8 = rc-e1-kaiming-wd0.001-w8 are the same run" in lines[0]
+    _warn_same_runs(_config({"init": ["paper"]}))
+    assert capsys.readouterr().err == ""
