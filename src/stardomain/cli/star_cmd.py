@@ -42,6 +42,7 @@ def _refuse_meaningless_options(t_sampling: str, matching: str) -> None:
         ("t_constant", "--t-constant", t_sampling != "constant", "the fixed t of --t-sampling constant", "add --t-sampling constant"),
         ("t_beta", "--t-beta", t_sampling != "beta", "the Beta(a, b) of --t-sampling beta", "add --t-sampling beta"),
         ("realign_every", "--realign-every", matching == "none", "when sources are re-aligned", "choose --matching weight or activation"),
+        ("symmetry", "--symmetry", matching == "none", "the maps that move aligned sources", "choose --matching weight or activation"),
         (
             "matching_samples",
             "--matching-samples",
@@ -99,6 +100,14 @@ def _refuse_meaningless_options(t_sampling: str, matching: str) -> None:
 )
 @matching_samples_option
 @click.option(
+    "--symmetry",
+    type=click.Choice(["permutation", "orthogonal", "invertible"]),
+    default="permutation",
+    show_default=True,
+    help="After each re-alignment's permutation, also move the sources by orthogonal residual-stream or invertible "
+    "per-head maps (transformers; docs/symmetry.md).",
+)
+@click.option(
     "--init", "init_path", type=click.Path(dir_okay=False), default=None, help="Start from this checkpoint instead of a fresh init."
 )
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Star model checkpoint (.safetensors).")
@@ -137,6 +146,7 @@ def star(
     realign_every: int | None,
     matching: str,
     matching_samples: int,
+    symmetry: str,
     init_path: str | None,
     out_path: str,
     repeats: int,
@@ -185,6 +195,7 @@ def star(
         realign_every=realign_every,
         matching=matching,
         matching_samples=matching_samples,
+        symmetry=symmetry,
     )
     dev = resolve_device(device)
     for r, out in enumerate(outs):

@@ -275,9 +275,11 @@ class ExperimentConfig:
             del d["eval"]["eval_test_samples"]  # likewise
         if d["star"]["repeats"] == 1:
             del d["star"]["repeats"]  # unset: configs (and experiment folders) from before the key stay identical
-        for key, unset in (("t_constant", 0.5), ("epochs_factor", None)):  # likewise
+        for key, unset in (("t_constant", 0.5), ("epochs_factor", None), ("symmetry", "permutation")):  # likewise
             if d["star"][key] == unset:
                 del d["star"][key]
+        if d["eval"]["symmetry"] == "permutation":
+            del d["eval"]["symmetry"]  # likewise
         if not d["eval"]["bn_ablation"]:
             del d["eval"]["bn_ablation"]  # likewise
         if d["eval"]["converged_train_loss"] is None:

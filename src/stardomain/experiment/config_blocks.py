@@ -110,6 +110,7 @@ class StarConfig:
     pairs_per_step: int = defaults.PAIRS_PER_STEP
     realign_every: int | None = None
     matching: str = defaults.MATCHING
+    symmetry: str = "permutation"  # Starlight's re-alignment: permutation, or + orthogonal / invertible maps (transformers)
     init: str = "fresh"  # "fresh" (new init from the star seed) or "source" (start from the first source)
     repeats: int = 1  # stars per star tag, each with its own recorded seed: the star is the unit of replication
 
@@ -137,6 +138,7 @@ class EvalConfig:
     eval_train_samples: int | None = None  # evaluate train loss on a subset (None = whole train split)
     eval_test_samples: int | None = None  # likewise the test split (streamed data: a seeded subset held in memory)
     align: str = "weight"  # how regular pairs and held-out models are aligned to the star / each other
+    symmetry: str = "permutation"  # + orthogonal residual / invertible per-head maps after the permutation (transformers)
     max_pairs: int = 10  # regular-regular pairs evaluated: disjoint pairs first, then a seeded sample of the rest
     max_star_source_pairs: int | None = None  # star-source pairs: None = the star against every one of its sources
     matching_samples: int = DEFAULT_MATCHING_SAMPLES  # size of the seeded class-stratified sample activation matching correlates on
@@ -166,5 +168,14 @@ class EvalConfig:
         )
         _check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
         _check(self.align in ("weight", "activation", "none"), f"eval.align: one of weight, activation, none (got {self.align!r})")
+        _check(
+            self.symmetry in ("permutation", "orthogonal", "invertible"),
+            f"eval.symmetry: one of permutation, orthogonal, invertible (got {self.symmetry!r})",
+        )
+        _check(
+            self.align != "none" or self.symmetry == "permutation",
+            f"eval.symmetry: {self.symmetry} maps move aligned models, but eval.align is none (it would be ignored); "
+            "choose an alignment or remove eval.symmetry",
+        )
         _check(self.max_pairs >= 1, f"eval.max_pairs: must be >= 1 (got {self.max_pairs})")
         _check(self.bn_samples is None or self.bn_samples >= 1, f"eval.bn_samples: must be >= 1 or null (got {self.bn_samples})")

@@ -279,6 +279,7 @@ class Experiment:
         align = ev.align if align is None else align
         settings: dict[str, Any] = {
             "align": align,
+            "symmetry": ev.symmetry if align != "none" else "permutation",
             "points": ev.points,
             "bn": bn,
             "bn_samples": ev.bn_samples,

@@ -113,11 +113,14 @@ class Starlight:
                     f"starlight: source {i} does not have the star model's architecture (first mismatch: {(missing or [k for k in own if tuple(src[k].shape) != tuple(own[k].shape)])[0]})"
                 )
         self.sources = list(sources)
+        self.example_input = example_input
         self.spec = (
             spec if spec is not None else (trace_spec(self.model, example_input=example_input) if config.matching != "none" else None)
         )
         if self.spec is not None:  # realigning under a spec that permutes nothing would do nothing, silently
             self.spec.require_coverage("star", allow_unpermuted)
+        if config.symmetry != "permutation":  # a model that cannot take the maps is refused now, not after an epoch
+            self._symmetry_maps(self.model.state_dict(), self.model.state_dict())
         self.perms: list[dict[str, torch.Tensor] | None] = [None] * len(sources)
         self.aligned: list[dict[str, torch.Tensor]] = [self._on_source_device(s) for s in sources]
         self.optimizer = make_optimizer(self.model.parameters(), config.recipe)
@@ -159,10 +162,31 @@ class Starlight:
                 assert x is not None
                 res = activation_matching(star, src_dev, spec=spec, model=self.model, x=x)
             self.perms[n] = res.perm
-            self.aligned[n] = self._on_source_device(apply_permutation(src_dev, res.perm, spec=spec))
+            moved = apply_permutation(src_dev, res.perm, spec=spec)
+            if self.config.symmetry != "permutation":
+                moved = self._symmetry_maps(star, moved)
+            self.aligned[n] = self._on_source_device(moved)
             objectives.append(float(res.objective))
         self.match_objectives = objectives
         return objectives
+
+    def _symmetry_maps(self, star: Mapping[str, torch.Tensor], permuted: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The permuted source moved further towards θ⋆ by the maps of ``config.symmetry`` (orthogonal residual-stream,
+        invertible per-head maps; :func:`stardomain.permute.symmetry.fit_symmetry`): the same function, in θ⋆'s norm
+        gains. The maps are proved on the model by probes on the example batch; weight matching's permutation stays
+        the warm start of the next re-alignment."""
+        from stardomain.permute.symmetry import fit_symmetry
+        from stardomain.permute.trace import example_batch
+
+        out, _ = fit_symmetry(
+            star,
+            permuted,
+            symmetry=self.config.symmetry,
+            model=self.model,
+            spec=self.spec,
+            args=example_batch(self.model, self.example_input),
+        )
+        return out
 
     def own_bn_stats(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """θ⋆'s own BatchNorm statistics on ``x``, leaving the model's buffers as they were.

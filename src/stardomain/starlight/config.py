@@ -18,7 +18,8 @@ MATCHING = ("weight", "activation", "none")
 
 
 # the knobs of Algorithm 1 that a YAML ``star:`` block sets under the same names (experiment.config.StarConfig)
-KNOBS = ("t_sampling", "t_beta", "t_constant", "pairs_per_step", "mu", "realign_every", "matching")
+KNOBS = ("t_sampling", "t_beta", "t_constant", "pairs_per_step", "mu", "realign_every", "matching", "symmetry")
+SYMMETRIES = ("permutation", "orthogonal", "invertible")  # stardomain.permute.symmetry: maps beyond permutations
 
 
 def knob_problems(c: Any) -> list[tuple[str, str]]:
@@ -28,6 +29,7 @@ def knob_problems(c: Any) -> list[tuple[str, str]]:
     checks = [
         ("t_sampling", c.t_sampling in T_SAMPLING, f"must be one of {', '.join(T_SAMPLING)} (got {c.t_sampling!r})"),
         ("matching", c.matching in MATCHING, f"must be one of {', '.join(MATCHING)} (got {c.matching!r})"),
+        ("symmetry", c.symmetry in SYMMETRIES, f"must be one of {', '.join(SYMMETRIES)} (got {c.symmetry!r})"),
         ("mu", c.mu >= 0, f"must be >= 0 (got {c.mu})"),
         ("pairs_per_step", c.pairs_per_step >= 1, f"must be >= 1 (got {c.pairs_per_step})"),
         ("t_constant", 0.0 <= c.t_constant <= 1.0, f"must be in [0, 1] (got {c.t_constant})"),
@@ -57,6 +59,12 @@ def knob_problems(c: Any) -> list[tuple[str, str]]:
             f"{c.realign_every} steps between re-alignments, but matching is 'none' (sources are never aligned, it would "
             "be ignored); choose a matching or remove realign_every",
         ),
+        (
+            "symmetry",
+            c.matching != "none" or c.symmetry == "permutation",
+            f"{c.symmetry} maps move the aligned sources, but matching is 'none' (sources are never aligned, it would be "
+            "ignored); choose a matching or remove symmetry",
+        ),
     ]
     return [(name, problem) for name, ok, problem in checks if not ok]
 
@@ -73,6 +81,9 @@ class StarlightConfig:
     mu: float = defaults.MU  # weight of the star model's own cross-entropy (fusion variant, Eq. 9)
     realign_every: int | None = None  # steps between re-alignments; None = once per epoch (paper)
     matching: str = defaults.MATCHING
+    # after each re-alignment's permutation, also move the sources by orthogonal residual-stream / invertible per-head
+    # maps (transformers: stardomain.permute.symmetry); the sources come back in the star's norm gains
+    symmetry: str = "permutation"
     matching_samples: int = DEFAULT_MATCHING_SAMPLES  # size of data.matching_sample, the inputs activation matching correlates on
     bn_samples: int | None = None  # samples for the final BatchNorm re-estimation (None = whole train set)
 
@@ -93,6 +104,8 @@ class StarlightConfig:
         d = asdict(self)
         d["recipe"] = self.recipe.to_dict()
         d["t_beta"] = list(self.t_beta)
+        if d["symmetry"] == "permutation":
+            del d["symmetry"]  # the default: stars written before the setting keep their identity (and are reused)
         return d
 
     @classmethod

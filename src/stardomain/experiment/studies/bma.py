@@ -20,6 +20,7 @@ def bma_call(exp: Experimenting, star: Path, sources: Sequence[Path]) -> KeyedCa
         "seed": b.seed,
         "bn_samples": ev.bn_samples,
         "align": ev.align,
+        "symmetry": ev.symmetry,
         "allow_unpermuted": exp.cfg.allow_unpermuted,
     }
     if ev.align == "activation":
@@ -38,7 +39,13 @@ def bma_section(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict
     from stardomain.permute import align as align_states
 
     def compute(
-        max_samples: int, seed: int, bn_samples: int | None, align: str, allow_unpermuted: bool, matching_samples: int = 0
+        max_samples: int,
+        seed: int,
+        bn_samples: int | None,
+        align: str,
+        symmetry: str,
+        allow_unpermuted: bool,
+        matching_samples: int = 0,
     ) -> dict[str, Any]:
         star_state, meta = store.load_state(star)
         model = store.build_model(meta["arch"]).to(exp.device)
@@ -48,7 +55,15 @@ def bma_section(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict
             s, _ = store.load_state(p)
             if align != "none":
                 s, _ = align_states(
-                    star_state, s, spec=exp.spec(model), method=align, model=model, x=x, seed=0, allow_unpermuted=allow_unpermuted
+                    star_state,
+                    s,
+                    spec=exp.spec(model),
+                    method=align,
+                    model=model,
+                    x=x,
+                    seed=0,
+                    symmetry=symmetry,
+                    allow_unpermuted=allow_unpermuted,
                 )
             aligned.append(s)
         out = bma.bma_study(
