@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from stardomain._util.logits import logits_of
 from stardomain.barrier.bn import has_batchnorm
 from stardomain.errors import StardomainError
 
@@ -80,7 +81,7 @@ def evaluate_states(
     keys = list(base.state_dict().keys())
     out: list[dict[str, tuple[float, float]]] = [{} for _ in range(count)]
     step = t_chunk(batch_size, dev)
-    run = vmap(lambda st, x: functional_call(base, st, (x,)), in_dims=(0, None))
+    run = vmap(lambda st, x: logits_of(functional_call(base, st, (x,))), in_dims=(0, None))
     for lo in range(0, count, step):
         chunk = [state_at(i) for i in range(lo, min(count, lo + step))]
         if any(set(s) != set(keys) for s in chunk):

@@ -73,6 +73,7 @@ def evaluate_pair(
     refine_options: Mapping[str, Any] | None = None,
     refine_resume_path: Any = None,
     symmetry: str = "permutation",
+    example_input: Tensor | None = None,
 ) -> PairResult:
     """B permuted into A's basin (unless ``align="none"``), ℓ2 before and after, the curve and its barriers.
 
@@ -83,6 +84,9 @@ def evaluate_pair(
     :class:`~stardomain.permute.learned.SteConfig` or mapping; ``refine_resume_path``: its state file).
     ``symmetry="orthogonal"`` / ``"invertible"``: the alignment goes on with those maps after the
     permutation (:mod:`stardomain.permute.symmetry`); recorded as ``record()["symmetry"]``.
+    ``example_input``: the batch the spec is traced and the alignment checked on (default: the dataset's first
+    training inputs, :func:`stardomain.data.protocol.data_example`, in their own dtype: token ids stay ids), so any
+    ``nn.Module`` works, a raw Hugging Face model included (its ``ModelOutput`` is read for ``logits``).
     """
     from stardomain.permute import align as align_states
 
@@ -100,16 +104,19 @@ def evaluate_pair(
     l2 = l2_distance(state_a, state_b, keys)
     objective = coverage = check = refined = maps = None
     if align != "none":
-        x = None
+        from stardomain.data.protocol import data_example
+
+        # what the spec is traced and the aligned B checked on: the data's own dtype and shape (token ids stay ids)
+        example = (example_input if example_input is not None else data_example(dataset)).to(device)
+        x = example
         if align == "activation":
             from stardomain.data import matching_sample
 
             x = matching_sample(dataset, matching_samples, seed=0).to(device)
         if spec is None:
-            from stardomain.data.protocol import data_example
             from stardomain.permute import trace_spec
 
-            spec = trace_spec(model, example_input=data_example(dataset).to(device))  # the data's own dtype and shape
+            spec = trace_spec(model, example_input=example)
         extra: dict[str, Any] = {}
         if refine != "none":
             extra = {"refine": refine, "data": dataset, "refine_options": refine_options}

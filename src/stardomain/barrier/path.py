@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stardomain._util.logits import logits_of
 from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.barrier.batched import batchable, evaluate_states
 from stardomain.barrier.bn import sample_order
@@ -82,7 +83,7 @@ def evaluate_splits(forward: Any, splits: Mapping[str, tuple[Tensor, Tensor]], b
         loss: Tensor | float = 0.0  # stays a device tensor: no sync per batch
         correct: Tensor | int = 0
         for i in range(0, len(x), batch_size):
-            logits = forward(x[i : i + batch_size])
+            logits = logits_of(forward(x[i : i + batch_size]))  # a Hugging Face model's ModelOutput too
             yb = y[i : i + batch_size].to(logits.device, non_blocking=True)
             loss = loss + F.cross_entropy(logits.float(), yb, reduction="sum").double()
             correct = correct + (logits.argmax(1) == yb).sum()

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from stardomain._util.logits import logits_of
 from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.barrier.bn import model_device
 from stardomain.bma import metrics
@@ -91,7 +92,7 @@ def _borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
 def _predict_loaded(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
     """Softmax of the model's *current* weights, eval mode, in batches."""
     model.eval()
-    out = [torch.softmax(model(x[i : i + batch_size].to(device)).float(), dim=1) for i in range(0, len(x), batch_size)]
+    out = [torch.softmax(logits_of(model(x[i : i + batch_size].to(device))).float(), dim=1) for i in range(0, len(x), batch_size)]
     return torch.cat(out)
 
 
@@ -145,7 +146,7 @@ def predict_probs(model: nn.Module, state: State, x: Tensor, device: str | torch
     model.eval()
     try:
         out = [
-            torch.softmax(functional_call(model, tensors, (x[i : i + batch_size].to(dev),), strict=True).float(), dim=1)
+            torch.softmax(logits_of(functional_call(model, tensors, (x[i : i + batch_size].to(dev),), strict=True)).float(), dim=1)
             for i in range(0, len(x), batch_size)
         ]
     finally:

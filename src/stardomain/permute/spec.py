@@ -105,6 +105,8 @@ class PermutationSpec:
     heads: dict[str, list[list[str]]] = field(default_factory=dict)
     # unpermuted stream -> the tensor axes it occupies (for covered_share), filled by trace_spec
     held: dict[str, list[Axis]] = field(default_factory=dict)
+    # which graph trace_spec walked: "fx" or "export" ("auto" tries fx, then export); "" for a hand-written spec
+    capture: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         self.groups = {str(g): int(n) for g, n in dict(self.groups).items()}

@@ -101,6 +101,29 @@ def check_ties(spec: PermutationSpec, model: nn.Module | None, state: Mapping[st
         )
 
 
+def no_cache(model: nn.Module) -> dict[str, Any]:
+    """Keyword arguments that keep a Hugging Face model from building a key/value cache (``use_cache=False``) when its
+    ``forward`` takes ``use_cache``: a default ``GPT2Config`` has it on, and the cache (concatenated along tokens,
+    returned beside the logits) is neither the function being permuted nor part of what a permutation keeps."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"use_cache": False} if "use_cache" in params else {}
+
+
+def _outputs(y: Any) -> list[Tensor]:
+    """The tensors a function check compares: the logits where the output has them (a ``ModelOutput``'s hidden
+    states and caches are in the permuted unit order), else every tensor in it."""
+    if not isinstance(y, Tensor) and (isinstance(getattr(y, "logits", None), Tensor) or (isinstance(y, dict) and "logits" in y)):
+        from stardomain._util.logits import logits_of
+
+        return [logits_of(y)]
+    return [t for t in torch.utils._pytree.tree_leaves(y) if isinstance(t, Tensor)]
+
+
 def function_gap(
     model: nn.Module, state_1: Mapping[str, Tensor], state_2: Mapping[str, Tensor], args: tuple[Any, ...]
 ) -> tuple[float, float]:
@@ -109,18 +132,18 @@ def function_gap(
     The model's own weights and train/eval modes are left as they were.
     """
     aliases = set(tied_names(model))  # a tied tensor is passed once, under its first name
+    kwargs = no_cache(model)
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
-            y1 = functional_call(model, {k: v for k, v in state_1.items() if k not in aliases}, args)
-            y2 = functional_call(model, {k: v for k, v in state_2.items() if k not in aliases}, args)
+            y1 = functional_call(model, {k: v for k, v in state_1.items() if k not in aliases}, args, kwargs)
+            y2 = functional_call(model, {k: v for k, v in state_2.items() if k not in aliases}, args, kwargs)
     finally:
         for m, flag in modes.items():
             m.training = flag
     gap, scale = 0.0, 0.0
-    outs1 = [t for t in torch.utils._pytree.tree_leaves(y1) if isinstance(t, Tensor)]
-    outs2 = [t for t in torch.utils._pytree.tree_leaves(y2) if isinstance(t, Tensor)]
+    outs1, outs2 = _outputs(y1), _outputs(y2)
     for a, b in zip(outs1, outs2):
         finite = a.isfinite() & b.isfinite()
         if not torch.equal(finite, a.isfinite()) or not torch.equal(finite, b.isfinite()):
@@ -147,15 +170,15 @@ def _shapes(gm: torch.fx.GraphModule, args: tuple[Any, ...]) -> dict[str, tuple[
 
 class _TensorOutputs(nn.Module):
     """``model`` with its output reduced to the tensors in it, for ``torch.export`` (a Hugging Face model
-    returns a ``ModelOutput``, maybe holding a key/value cache that export cannot return)."""
+    returns a ``ModelOutput``: its logits; no key/value cache is built, :func:`no_cache`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.kwargs = no_cache(model)
 
     def forward(self, *args: Any) -> tuple[Tensor, ...]:
-        out = self.model(*args)
-        return tuple(t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, Tensor))
+        return tuple(_outputs(self.model(*args, **self.kwargs)))
 
 
 def export_graph(model: nn.Module, args: tuple[Any, ...]) -> tuple[torch.fx.GraphModule, dict[str, tuple[int, ...] | None], dict[str, str]]:
@@ -178,6 +201,48 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
 
+def _run_shapes(model: nn.Module, run: Any, args: tuple[Any, ...], exporting: bool = False, fx_error: Exception | None = None) -> Any:
+    """``run()`` (a capture that runs the model once) in eval mode without gradients, the modes restored after; a
+    model refusing its example input says so in the usual words, a capture that fails names fx's reason too."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                return run()
+            except StardomainError:
+                raise
+            except Exception as exc:
+                if not exporting:
+                    raise StardomainError(_example_input_error(model, args, exc)) from exc
+                try:  # the model refusing its input is the likelier story: say so in the usual words
+                    model(*args, **no_cache(model))
+                except Exception as run_exc:
+                    raise StardomainError(_example_input_error(model, args, run_exc)) from run_exc
+                fx_note = f"torch.fx: {_first_line(fx_error)}; " if fx_error is not None else ""
+                raise StardomainError(
+                    f"cannot capture a graph of {type(model).__name__} ({fx_note}torch.export: {_first_line(exc)}); "
+                    "pass a hand-written PermutationSpec"
+                ) from exc
+    finally:
+        for m, flag in modes.items():
+            m.training = flag
+
+
+def _walk(
+    model: nn.Module,
+    strict: bool,
+    gm: torch.fx.GraphModule,
+    shapes: dict[str, tuple[int, ...] | None],
+    placeholders: dict[str, str] | None,
+) -> PermutationSpec:
+    """The layout rules over one captured graph: the spec, or (strict) a refusal naming the node."""
+    tracer = Tracer(model, strict, tied_names(model), placeholders)
+    tracer.shape = shapes
+    tracer.run(gm)
+    return tracer.spec()
+
+
 def trace_spec(
     model: nn.Module,
     example_input: Any = None,
@@ -190,7 +255,9 @@ def trace_spec(
     ``capture`` picks the graph: ``"fx"`` (``torch.fx.symbolic_trace``: modules and torch functions),
     ``"export"`` (``torch.export.export(..., strict=False)``: ATen ops, which follows the shape- and
     dtype-dependent Python of Hugging Face models), or ``"auto"`` (default): fx, and export where fx
-    cannot trace the model. Both graphs go through the same layout rules.
+    cannot trace the model or its graph is refused (a CLS token's ``[:, 0]`` pooling); an error then names both
+    reasons. Both graphs go through the same layout rules; ``spec.capture`` says which one was used. A key/value
+    cache is never built while tracing or checking (``use_cache=False`` where the forward takes it).
     ``example_input`` (a tensor or tuple of tensors) is needed to learn feature-map shapes;
     it defaults to a random batch of ``model.arch["in_shape"]``. With ``strict`` (default)
     any layer or op whose effect on channel order is unknown raises
@@ -216,37 +283,30 @@ def trace_spec(
                 ) from exc
             fx_error = exc
     args = example_batch(model, example_input)
-    placeholders: dict[str, str] | None = None
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            if gm is not None:
-                shapes = _shapes(gm, args)
-            else:
-                try:
-                    gm, shapes, placeholders = export_graph(model, args)
-                except Exception as exc:
-                    try:  # the model refusing its input is the likelier story: say so in the usual words
-                        model(*args)
-                    except Exception as run_exc:
-                        raise StardomainError(_example_input_error(model, args, run_exc)) from run_exc
-                    fx_note = f"torch.fx: {_first_line(fx_error)}; " if fx_error is not None else ""
-                    raise StardomainError(
-                        f"cannot capture a graph of {type(model).__name__} ({fx_note}torch.export: {_first_line(exc)}); "
-                        "pass a hand-written PermutationSpec"
-                    ) from exc
-    except StardomainError:
-        raise
-    except Exception as exc:
-        raise StardomainError(_example_input_error(model, args, exc)) from exc
-    finally:
-        for m, flag in modes.items():
-            m.training = flag
-    tracer = Tracer(model, strict, tied_names(model), placeholders)
-    tracer.shape = shapes
-    tracer.run(gm)
-    spec = tracer.spec()
+    spec: PermutationSpec | None = None
+    if gm is not None:
+        shapes = _run_shapes(model, lambda: _shapes(gm, args), args)
+        try:
+            spec = _walk(model, strict, gm, shapes, None)
+        except StardomainError as exc:  # fx's graph refused (e.g. a CLS token's [:, 0]): export's ATen graph may pass
+            if capture == "fx":
+                raise
+            fx_error = exc
+    if spec is None:
+        egm, shapes, placeholders = _run_shapes(model, lambda: export_graph(model, args), args, True, fx_error)
+        try:
+            spec = _walk(model, strict, egm, shapes, placeholders)
+        except StardomainError as exc:
+            if fx_error is None or not isinstance(fx_error, StardomainError):
+                raise
+            raise StardomainError(
+                f"cannot derive a permutation spec of {type(model).__name__} with either capture: torch.fx's graph was "
+                f"refused ({_first_line(fx_error)}) and so was torch.export's ({_first_line(exc)}); pass a hand-written "
+                "PermutationSpec, or trace_spec(..., strict=False) to keep those units unpermuted"
+            ) from exc
+        spec.capture = "export"
+    else:
+        spec.capture = "fx"
     _warn_fixed_streams(model, spec)
     if check:
         _verify(model, spec, args)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stardomain._util.logits import logits_of
 from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.errors import StardomainError, reject_unknown_keys
 from stardomain.training.execution import autocast, check_channels_last, grad_scaler, with_cudnn_autotune
@@ -205,7 +206,7 @@ def evaluate_batches(
     for xb, yb in batches:
         xb = xb.to(device, non_blocking=True)
         yb = yb.to(device, non_blocking=True)
-        logits = model(xb)
+        logits = logits_of(model(xb))  # a Hugging Face model's ModelOutput too
         total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
         correct += (logits.argmax(1) == yb).sum()
         n += len(yb)
