@@ -28,6 +28,8 @@ def recorded_data(meta: Mapping[str, Any]) -> dict[str, Any]:
     """
     from stardomain import data
 
+    if "pretrained" in meta:  # a save_pretrained folder records no data: --dataset names it (load_recorded_data)
+        return {"name": None, "subset": None, "subset_seed": None, "image_size": None}
     if isinstance(meta.get("data"), Mapping):  # every key counts (a file dataset adds its sha256)
         return {"name": None, "subset": None, "subset_seed": None, "image_size": None, **dict(meta["data"])}
     name = data.canonical_name(meta.get("dataset", "digits"))
@@ -60,7 +62,9 @@ def parse_subset(value: str | int | None) -> int | str | None:
 
 
 def common_record(models: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
-    """The one data record shared by ``(label, meta)`` models; refuses models trained on different data."""
+    """The one data record shared by ``(label, meta)`` models; refuses models trained on different data.
+    save_pretrained folders record none: they go with the others' (a star trained on them records its data)."""
+    models = [(label, meta) for label, meta in models if "pretrained" not in meta] or list(models)
     first_label, first = models[0][0], recorded_data(models[0][1])
     for label, meta in models[1:]:
         rec = recorded_data(meta)
@@ -88,6 +92,11 @@ def load_recorded_data(
     from stardomain import data
 
     rec = common_record(models)
+    if rec["name"] is None and dataset is None:
+        raise StardomainError(
+            f"{models[0][0]} records no training data (a save_pretrained folder); pass --dataset NAME (and --subset N "
+            "if it was trained on a subset): what you name is assumed to be its data, and recorded so"
+        )
     want = dict(rec)
     overridden: list[str] = []
     if dataset is not None and data.canonical_name(dataset) != rec["name"]:
@@ -146,15 +155,31 @@ def load_recorded_data(
             f"has {str(got.get('sha256'))[:12]}: it changed; restore it or pass --dataset to use other data"
         )
     for label, meta in models:
+        if "pretrained" in meta:  # no recorded shape of its data: its config says what it reads
+            from stardomain.checkpoints.pretrained import fits_dataset
+
+            fits_dataset(label, meta, ds)
+            continue
         check_shapes(label, meta, ds)
         if "dataset" not in overridden:
             check_classes(label, meta, ds)
     info = {**got, "recorded": rec, "overridden": overridden}
+    assumed = assumed_by(models)
+    if assumed:  # what was assumed for checkpoints without provenance: printed (data_line) and recorded
+        info["assumed"] = assumed
     return ds, info
+
+
+def assumed_by(models: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, list[str]]:
+    """``{label: [what was assumed]}`` for the checkpoints that record no provenance (save_pretrained folders)."""
+    return {str(label): list(meta["assumed"]) for label, meta in models if meta.get("assumed")}
 
 
 def data_line(info: Mapping[str, Any]) -> str:
     """One line for stdout: which data the figures come from, and whether it was the recorded data."""
+    if info["recorded"].get("name") is None:
+        assumed = "; ".join(dict.fromkeys(line for lines in dict(info.get("assumed") or {}).values() for line in lines))
+        return f"data: {describe(info)} (named by --dataset: the checkpoints record none; assumed: {assumed})"
     if not info["overridden"]:
         return f"data: {describe(info)} (as recorded in the checkpoints)"
     return f"data: {describe(info)} (overridden: {', '.join(info['overridden'])}; recorded: {describe(info['recorded'])})"

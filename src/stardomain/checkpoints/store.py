@@ -101,7 +101,12 @@ def save(
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate the JSON metadata of a checkpoint."""
+    """Read and validate the JSON metadata of a checkpoint (a save_pretrained folder's is synthesised:
+    :mod:`stardomain.checkpoints.pretrained`)."""
+    if Path(path).is_dir():
+        from stardomain.checkpoints import pretrained
+
+        return pretrained.read_metadata(path)
     st_path, json_path = _paths(path)
     if not st_path.exists():
         raise StardomainError(f"checkpoint not found: {st_path} (pass the path of a .safetensors file written by stardomain)")
@@ -192,6 +197,10 @@ def load_state(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, 
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
+    if Path(path).is_dir():  # a save_pretrained folder (its config.json checked against the closed list)
+        from stardomain.checkpoints import pretrained
+
+        return pretrained.load_state(path)
     st_path, _ = _paths(path)
     meta = read_metadata(st_path)
     blob = st_path.read_bytes()
@@ -317,8 +326,12 @@ def content_hash(path: str | os.PathLike) -> str:
 
     Remembered per (file, inode, size, mtime): a plan asks for the same checkpoints' hashes once per
     evaluation unit; an atomic rewrite changes the inode (and an in-place one the mtime), so a
-    rewritten file is hashed again.
+    rewritten file is hashed again. A save_pretrained folder: config.json and its weight files together.
     """
+    if Path(path).is_dir():
+        from stardomain.checkpoints import pretrained
+
+        return pretrained.content_hash(path)
     st_path, _ = _paths(path)
     st = os.stat(st_path)
     return _hash_file(str(Path(st_path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
@@ -334,17 +347,25 @@ def _hash_file(path: str, inode: int, size: int, mtime_ns: int) -> str:
 
 
 def is_complete(path: str | os.PathLike) -> bool:
-    """A checkpoint is complete when both files exist (the JSON is written last)."""
+    """A checkpoint is complete when both files exist (the JSON is written last); a save_pretrained folder when it
+    holds config.json and safetensors weights."""
+    if Path(path).is_dir():
+        from stardomain.checkpoints import pretrained
+
+        return pretrained.is_complete(path)
     st_path, json_path = _paths(path)
     return st_path.exists() and json_path.exists()
 
 
 def find_checkpoints(zoo_dir: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Every complete checkpoint under a folder (``recursive=False``: only its direct children), sorted by path."""
+    """Every complete checkpoint under a folder (``recursive=False``: only its direct children, save_pretrained
+    subfolders among them), sorted by path."""
     root = Path(zoo_dir)
     if not root.is_dir():
         raise StardomainError(f"model zoo folder not found: {root} (train one with `stardomain train --n N --out {root}`)")
-    found = root.rglob(f"*{SUFFIX}") if recursive else root.glob(f"*{SUFFIX}")
+    found = list(root.rglob(f"*{SUFFIX}") if recursive else root.glob(f"*{SUFFIX}"))
+    if not recursive:  # a folder of save_pretrained folders is a zoo too (stardomain star --sources)
+        found += [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]
     return sorted(p for p in found if not p.name.startswith(".") and is_complete(p))
 
 

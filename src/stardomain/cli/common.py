@@ -158,3 +158,37 @@ def warn_unconverged(metas: Any) -> str:
     if line:
         notice("warning", line)
     return line
+
+
+def say_assumed(labelled: Any) -> dict[str, list[str]] | None:
+    """Print (stderr, one ``note:`` line each) what is assumed for checkpoints that record no provenance
+    (save_pretrained folders: :mod:`stardomain.checkpoints.pretrained`); returns it for the output's record."""
+    from stardomain._util.console import notice
+    from stardomain.checkpoints.provenance import assumed_by
+
+    assumed = assumed_by(labelled)
+    for line in dict.fromkeys(line for lines in assumed.values() for line in lines):
+        notice("note", f"{', '.join(k for k, v in assumed.items() if line in v)}: assumed: {line}")
+    return assumed or None
+
+
+def example_from_data(model: Any, ds: Any, device: Any) -> Any:
+    """The batch a spec is traced on: the data's first training inputs (their dtype and shape: token ids stay ids),
+    or None without data (a random batch of the recorded shape)."""
+    if ds is None:
+        return None
+    from stardomain.data.protocol import data_example
+
+    return data_example(ds).to(device)
+
+
+def reads_token_ids(model: Any) -> bool:
+    """Whether a model's first layer is an ``nn.Embedding`` fed the input itself (token ids: a random float batch is
+    refused), as opposed to stardomain's hf: wrappers, which quantise floats into ids themselves."""
+    from torch import nn
+
+    from stardomain.models.hf import HFClassifier
+
+    if isinstance(model, HFClassifier):
+        return False
+    return any(isinstance(m, nn.Embedding) for m in model.modules())

@@ -22,6 +22,7 @@ from stardomain.cli.common import (
     load_data_for,
     parse_options,
     quiet_option,
+    say_assumed,
     threads_option,
     warn_unconverged,
 )
@@ -242,20 +243,21 @@ def _check_train_numbers(**values: int | None) -> None:
 
 
 @cli.command("eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("--dataset", "-d", default=None, help="Dataset (default: the one the model was trained on).")
 @json_option
 @data_root_option
 @device_option
 @threads_option
 def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str | None, device: str) -> None:
-    """Test loss and accuracy of CHECKPOINT (a .safetensors file)."""
+    """Test loss and accuracy of CHECKPOINT (a .safetensors file, or a save_pretrained folder with --dataset)."""
     from stardomain.checkpoints import store
     from stardomain.training.loop import evaluate
 
     dev = resolve_device(device)
     model = store.load(checkpoint, device=dev)
     meta = cast("dict[str, Any]", model.meta)  # the checkpoint's metadata, set by store.load
+    assumed = say_assumed([(str(checkpoint), meta)])
     ds, data_info = load_data_for([(str(checkpoint), meta)], dataset, data_root)
     loss, acc = evaluate(model, ds.test_x, ds.test_y, device=dev)
     result = {
@@ -267,11 +269,16 @@ def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str
         "data": data_info,
         "role": meta.get("role"),
         "seed": meta.get("seed"),
+        **({"assumed": assumed} if assumed else {}),
     }
     if as_json:
         echo_json(result)
     else:
         click.echo(f"{checkpoint} on {ds.name} test: loss={loss:.4f} acc={100 * acc:.2f}% (n={len(ds.test_y)})")
+        if assumed:
+            from stardomain.checkpoints.provenance import data_line
+
+            click.echo(data_line(data_info))
 
 
 def load_example_input(path: str) -> Any:
@@ -337,7 +344,12 @@ def spec_cmd(target: str, opts: tuple[str, ...], in_shape: str | None, num_class
             f"--example-input {example_path}: an array of shape {tuple(example.shape)} holds no sample, so the check "
             "would compare nothing; save a batch of at least one sample"
         )
-    report = spec_report(model_for_spec(target, parse_options(opts), in_shape, num_classes), example)
+    model = model_for_spec(target, parse_options(opts), in_shape, num_classes)
+    meta = getattr(model, "meta", None)
+    assumed = say_assumed([(target, meta)]) if isinstance(meta, dict) else None
+    report = spec_report(model, example)
+    if assumed:
+        report["assumed"] = assumed[target]
     if as_json:
         echo_json(report)
     else:

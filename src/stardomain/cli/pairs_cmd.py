@@ -17,11 +17,14 @@ from stardomain.cli.common import (
     data_root_option,
     device_option,
     echo_json,
+    example_from_data,
     json_option,
     load_data_for,
     matching_inputs,
     matching_samples_option,
     quiet_option,
+    reads_token_ids,
+    say_assumed,
     threads_option,
     warn_unconverged,
 )
@@ -108,8 +111,8 @@ def refine_line(info: dict[str, Any] | None) -> str:
 
 
 @cli.command()
-@click.argument("model_a", type=click.Path(dir_okay=False))
-@click.argument("model_b", type=click.Path(dir_okay=False))
+@click.argument("model_a", type=click.Path())
+@click.argument("model_b", type=click.Path())
 @click.option(
     "--method",
     type=click.Choice(["weight", "activation"]),
@@ -162,11 +165,16 @@ def align(
     keys = [k for k, _ in model.named_parameters()]
     x, data_info, ds = None, None, None
     refine, refine_options, refine_state = refine_settings(refine_kw)
-    if method == "activation" or refine != "none":
-        ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
+    labelled = [(model_a, meta), (model_b, meta_b)]
+    assumed = say_assumed(labelled)
+    # the data when matching or refinement reads it, --dataset names it, or the model reads token ids (its spec is
+    # traced on the data's own inputs, never random floats)
+    if method == "activation" or refine != "none" or dataset is not None or reads_token_ids(model):
+        ds, data_info = load_data_for(labelled, dataset, data_root, subset, subset_seed)
     if method == "activation":
         x = matching_inputs(ds, matching_samples, dev)
-    spec = trace_spec(model)
+    example = example_from_data(model, ds, dev)
+    spec = trace_spec(model, example_input=example)
     before = l2_distance(state_a, state_b, keys)
     aligned, match = align_states(
         {k: v.to(dev) for k, v in state_a.items()},
@@ -174,7 +182,7 @@ def align(
         spec=spec,
         method=method,
         model=model,
-        x=x,
+        x=x if x is not None else example,  # weight matching reads it only to check the function
         seed=seed,
         allow_unpermuted=allow_unpermuted,
         refine=refine,
@@ -194,6 +202,7 @@ def align(
             "data": data_info,
             **({"refine": match.refine} if match.refine is not None else {}),
             **({"symmetry": match.symmetry} if match.symmetry is not None else {}),
+            **({"assumed": assumed} if assumed else {}),
         },
     }
     meta_out.pop("sha256", None)
@@ -213,6 +222,7 @@ def align(
         "refine": match.refine,
         "symmetry": symmetry,
         "symmetry_maps": match.symmetry,
+        **({"assumed": assumed} if assumed else {}),
     }
     if as_json:
         echo_json(result)
@@ -230,8 +240,8 @@ def align(
 
 
 @cli.command()
-@click.argument("model_a", type=click.Path(dir_okay=False))
-@click.argument("model_b", type=click.Path(dir_okay=False))
+@click.argument("model_a", type=click.Path())
+@click.argument("model_b", type=click.Path())
 @data_options
 @click.option(
     "--align",
@@ -306,6 +316,7 @@ def barrier(
         raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align weight (or activation) with it")
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
+    assumed = say_assumed([(model_a, meta), (model_b, meta_b)])
     ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
     model = store.build_model(meta["arch"]).to(dev)
     pair = evaluate_pair(
@@ -339,6 +350,7 @@ def barrier(
         "function_check": pair.function_check,
         "threads": torch.get_num_threads(),  # --threads: the curve's digits depend on it
         "not_converged": warn_unconverged([meta, meta_b]) or None,  # said on stderr too: not the paper's quantity
+        **({"assumed": assumed} if assumed else {}),
     }
     if out_path:
         store.atomic_write_json(Path(out_path), result)

@@ -19,11 +19,22 @@ from stardomain.cli.common import (
     matching_inputs,
     matching_samples_option,
     quiet_option,
+    say_assumed,
     threads_option,
     warn_unconverged,
 )
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.errors import StardomainError
+
+
+def _which(members: list) -> str:
+    """The sources (``(path, ..., meta)`` tuples) in one phrase: their seeds, or their names where none is recorded
+    (save_pretrained folders)."""
+    from stardomain.training import zoo
+
+    if all(m[-1].get("seed") is not None for m in members):
+        return zoo.seed_list(m[-1]["seed"] for m in members)
+    return ", ".join(Path(m[0]).name for m in members)
 
 
 def _repeat_path(out_path: str | Path, r: int) -> Path:
@@ -64,7 +75,8 @@ def _refuse_meaningless_options(t_sampling: str, matching: str) -> None:
     "sources_dir",
     required=True,
     type=click.Path(file_okay=False),
-    help="Model zoo folder: its source models (direct children, role source) are Z.",
+    help="Model zoo folder: its source models (direct children, role source) are Z; or a folder of save_pretrained "
+    "folders (each one source; --dataset names their data).",
 )
 @click.option("--n-sources", type=int, default=None, help="Use the K lowest-seed sources (default: all).")
 @data_options
@@ -183,8 +195,16 @@ def star(
     arch = meta0["arch"]
     if model_name is not None and models.canonical_name(model_name) != arch["name"]:
         raise StardomainError(f"--model {model_name} differs from the sources' architecture {arch['name']}; a star model must share it")
+    say_assumed(labelled)
     ds, data_info = load_data_for(labelled, dataset, data_root, subset, subset_seed)
-    recipe = Recipe.from_dict(meta0["recipe"]).without_execution().replace(epochs=epochs, lr=lr)  # stars train in fp32
+    if "recipe" in meta0:
+        recipe = Recipe.from_dict(meta0["recipe"]).without_execution().replace(epochs=epochs, lr=lr)  # stars train in fp32
+    else:  # save_pretrained sources record no recipe: the dataset's default, said so
+        from stardomain._util.console import notice
+        from stardomain.training.loop import default_recipe
+
+        recipe = default_recipe(ds.name).replace(epochs=epochs, lr=lr)
+        notice("note", f"the sources record no recipe: the star trains with {ds.name}'s default recipe {recipe.to_dict()}")
     config = StarlightConfig(
         recipe=recipe,
         t_sampling=t_sampling,
@@ -219,7 +239,7 @@ def star(
         metrics = {k: math.nan if v is None else v for k, v in meta["metrics"].items()}  # null in the file: "nan" here
         which = f" {r + 1}/{repeats}" if repeats > 1 else ""
         click.echo(
-            f"star model{which} from {len(members)} sources ({zoo.seed_list(s['seed'] for s in meta['sources'])} of {sources_dir}), "
+            f"star model{which} from {len(members)} sources ({_which(members)} of {sources_dir}), "
             f"star seed {meta['seed']} (--seed {seed}): test_loss={metrics['test_loss']:.4f} test_acc={100 * metrics['test_acc']:.2f}%; "
             + (f"permutation spec covers {100 * meta['spec_coverage']:.1f}% of parameters; " if meta["spec_coverage"] is not None else "")
             + f"wrote {out}"
@@ -308,7 +328,9 @@ def bma(
     if matching == "none":  # the star was trained towards the sources as they are
         aligned = states
     else:
-        spec = trace_spec(model)
+        from stardomain.data.protocol import data_example
+
+        spec = trace_spec(model, example_input=data_example(ds).to(dev))  # the data's own inputs: token ids stay ids
         x = (
             matching_inputs(ds, int(meta.get("starlight", {}).get("matching_samples", DEFAULT_MATCHING_SAMPLES)), dev)
             if matching == "activation"
@@ -334,4 +356,4 @@ def bma(
         )
     warn_unconverged([m for _, m in members])
     which = f"other sources from {other_dir}" if other_dir is not None else "the star's own sources"
-    click.echo(f"sources: {which}, {zoo.seed_list(m.get('seed', -1) for _, m in members)} (segments and ensemble); {data_line(data_info)}")
+    click.echo(f"sources: {which}, {_which(members)} (segments and ensemble); {data_line(data_info)}")

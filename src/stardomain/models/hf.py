@@ -18,14 +18,23 @@ Their permutation specs come from :func:`stardomain.permute.trace_spec`, which c
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import Tensor, nn
 
 from stardomain.errors import StardomainError
 from stardomain.models.entry import ModelEntry, check, option_types
 
-__all__ = ["HF_MODELS", "HFClassifier", "build_bert", "build_gpt2", "build_vit", "model_entry"]
+__all__ = [
+    "HF_MODELS",
+    "PRETRAINED_CLASSES",
+    "HFClassifier",
+    "build_bert",
+    "build_gpt2",
+    "build_pretrained",
+    "build_vit",
+    "model_entry",
+]
 
 
 def _transformers() -> Any:
@@ -234,6 +243,9 @@ def model_entry(name: str) -> ModelEntry:
         defaults, types = option_types(builder)
         return ModelEntry(f"hf:{rest.strip()}", builder, 1, f"Hugging Face model from your config {rest.strip()}", defaults, types)
     key = name.strip().lower()
+    if key == "hf:pretrained":  # a save_pretrained folder's architecture (stardomain.checkpoints.pretrained)
+        defaults, types = option_types(build_pretrained)
+        return ModelEntry(key, build_pretrained, 1, "a save_pretrained folder's transformers model", defaults, types)
     if key not in HF_MODELS:
         raise StardomainError(
             f"unknown model {name!r}; Hugging Face models: {', '.join(sorted(HF_MODELS))}, "
@@ -242,3 +254,116 @@ def model_entry(name: str) -> ModelEntry:
     builder, summary = HF_MODELS[key]
     defaults, types = option_types(builder)
     return ModelEntry(key, builder, 1, summary, defaults, types, 3 if key == "hf:vit" else None)
+
+
+# --- save_pretrained folders: the closed list of transformers classes a config.json may name -----------------------
+
+# architecture (config.json's "architectures") -> (the config's model_type, what the model reads: "image" pixels,
+# "tokens" ids classified, "lm" ids with per-token logits). A name outside this list is refused in one line: it is
+# never imported nor called, whatever a file says; nothing else in config.json is executed (auto_map is refused).
+PRETRAINED_CLASSES: dict[str, tuple[str, str]] = {
+    "ViTForImageClassification": ("vit", "image"),
+    "GPT2ForSequenceClassification": ("gpt2", "tokens"),
+    "GPT2LMHeadModel": ("gpt2", "lm"),
+    "BertForSequenceClassification": ("bert", "tokens"),
+    "DistilBertForSequenceClassification": ("distilbert", "tokens"),
+    "LlamaForSequenceClassification": ("llama", "tokens"),
+    "LlamaForCausalLM": ("llama", "lm"),
+}
+
+# config.json keys that say how a file was written, not what the network is (left out of the recorded config)
+_VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype")
+
+
+def pretrained_class(architecture: str) -> tuple[str, str]:
+    """``(model_type, kind)`` of an architecture in :data:`PRETRAINED_CLASSES`, or one line naming the list."""
+    if architecture not in PRETRAINED_CLASSES:
+        raise StardomainError(
+            f"architecture {architecture!r} is not one stardomain builds from a config.json; supported: "
+            f"{', '.join(sorted(PRETRAINED_CLASSES))} (save your model as one of them, or name a builder with --model pkg.module:build)"
+        )
+    return PRETRAINED_CLASSES[architecture]
+
+
+def pretrained_config(architecture: str, config: Any) -> Any:
+    """The ``transformers`` config object of ``config`` (a config.json mapping or its JSON text) for ``architecture``:
+    its class is the one of the architecture's own model_type (``CONFIG_MAPPING``), filled with ``from_dict``
+    (no code runs); remote code (``auto_map``) and another model_type are refused."""
+    import json
+
+    model_type, _ = pretrained_class(architecture)
+    cfg = json.loads(config) if isinstance(config, str) else dict(config)
+    if not isinstance(cfg, dict):
+        raise StardomainError(f"the config of {architecture} is a JSON {type(cfg).__name__}, not an object")
+    if "auto_map" in cfg:
+        raise StardomainError(
+            f"config.json names remote code (auto_map: {sorted(cfg['auto_map'])}): stardomain never runs code from a model "
+            "folder (trust_remote_code stays off); save the model as one of the transformers classes it supports"
+        )
+    if cfg.get("model_type") != model_type:
+        raise StardomainError(
+            f"config.json has model_type {cfg.get('model_type')!r} but architecture {architecture} needs {model_type!r}; "
+            "the folder's config and architecture do not belong together"
+        )
+    tf = _transformers()
+    config_class = tf.CONFIG_MAPPING[model_type]
+    values = {k: v for k, v in cfg.items() if k not in _VOLATILE_CONFIG_KEYS}
+    try:
+        return config_class.from_dict(values)
+    except Exception as e:  # noqa: BLE001 - a config transformers refuses: say which, in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise StardomainError(f"config.json cannot be read as a {config_class.__name__} ({type(e).__name__}: {first})") from None
+
+
+def canonical_config(config: Mapping[str, Any]) -> str:
+    """The JSON text stardomain records for a config.json (sorted keys, without how the file was written)."""
+    import json
+
+    return json.dumps({k: v for k, v in dict(config).items() if k not in _VOLATILE_CONFIG_KEYS}, sort_keys=True)
+
+
+def pretrained_shape(architecture: str, config: Any) -> tuple[int, tuple[int, ...]]:
+    """``(num_classes, in_shape)`` a config implies: labels (a classifier) or the vocabulary (a causal LM), and
+    ``(C, H, W)`` images or ``(positions,)`` tokens (token models read any input of at most that many values)."""
+    _, kind = pretrained_class(architecture)
+    if kind == "image":
+        size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+        return int(config.num_labels), (int(config.num_channels), int(size), int(size))
+    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions < 1:
+        raise StardomainError(f"the config of {architecture} has no number of positions (n_positions / max_position_embeddings)")
+    classes = int(config.vocab_size) if kind == "lm" else int(config.num_labels)
+    return classes, (positions,)
+
+
+def wrap_pretrained(model: nn.Module, architecture: str, *, x_min: float = -2.0, x_max: float = 2.0) -> HFClassifier:
+    """A ``transformers`` model of the closed list as ``x -> logits`` (:class:`HFClassifier`): images as pixel values,
+    token models on ids (floats quantised into the vocabulary over ``[x_min, x_max]``, as ``hf:gpt2``; a padding id
+    at the end of the vocabulary is never emitted). No key/value cache is built."""
+    _, kind = pretrained_class(architecture)
+    config: Any = model.config
+    if hasattr(config, "use_cache"):
+        config.use_cache = False
+    if kind == "image":
+        return HFClassifier(model)
+    vocab = int(config.vocab_size) - (1 if getattr(config, "pad_token_id", None) == config.vocab_size - 1 else 0)
+    return HFClassifier(model, tokens=True, vocab=vocab, x_min=x_min, x_max=x_max)
+
+
+def build_pretrained(
+    num_classes: int, in_shape: tuple[int, ...], *, architecture: str = "", config: str = "{}", x_min: float = -2.0, x_max: float = 2.0
+) -> nn.Module:
+    """``hf:pretrained``: the architecture of a ``save_pretrained`` folder (``architecture`` from the closed list
+    :data:`PRETRAINED_CLASSES`, ``config`` its config.json as JSON text), freshly initialised and wrapped as
+    ``x -> logits``; :mod:`stardomain.checkpoints.pretrained` loads the folder's weights into it."""
+    cfg = pretrained_config(architecture, config)
+    classes, shape = pretrained_shape(architecture, cfg)
+    check(num_classes == classes, f"hf:pretrained {architecture}: the config has {classes} outputs, not num_classes={num_classes}")
+    _, kind = pretrained_class(architecture)
+    if kind == "image":
+        check(tuple(in_shape) == shape, f"hf:pretrained {architecture} reads images {shape}, not {tuple(in_shape)}")
+    else:
+        check(math.prod(in_shape) <= shape[0], f"hf:pretrained {architecture} reads at most {shape[0]} tokens, not {math.prod(in_shape)}")
+    tf = _transformers()
+    model = getattr(tf, architecture)(cfg)  # a class of the closed list: never a name from a file outside it
+    return wrap_pretrained(model, architecture, x_min=x_min, x_max=x_max)

@@ -28,7 +28,7 @@ def model_for_spec(target: str, options: Mapping[str, Any], in_shape: str | None
     from stardomain._util.plugins import is_import_path, load_plugins
     from stardomain.checkpoints import store
 
-    if Path(target).suffix in (".safetensors", ".json") or Path(target).is_file():
+    if Path(target).suffix in (".safetensors", ".json") or Path(target).is_file() or Path(target).is_dir():
         if options or in_shape:
             raise StardomainError("-o/--in-shape apply to a model name, not to a checkpoint (it records its own)")
         return store.load(target)

@@ -214,7 +214,11 @@ def train_star(
         "sources": [
             {"path": os.path.relpath(p.resolve(), star_dir), "sha256": h, "seed": m.get("seed")} for p, h, m in zip(paths, hashes, metas)
         ],
-        "budget": {"epochs": config.recipe.epochs, "epochs_factor": epochs_factor, "source_epochs": [m["recipe"]["epochs"] for m in metas]},
+        "budget": {
+            "epochs": config.recipe.epochs,
+            "epochs_factor": epochs_factor,
+            "source_epochs": [(m.get("recipe") or {}).get("epochs") for m in metas],
+        },
         "metrics": final_metrics(runner.model, dataset, device=device),
         "history": result.history,
         "spec_coverage": runner.spec.summary()["covered_share"] if runner.spec is not None else None,

@@ -287,7 +287,9 @@ def check_one_kind(label: str, members: Sequence[tuple[Path, Mapping[str, Any]]]
             )
     seen: dict[int, Path] = {}
     for path, meta in members:
-        s = int(meta.get("seed", -1))
+        if meta.get("seed") is None:  # a save_pretrained folder records no seed: its path tells it apart
+            continue
+        s = int(meta["seed"])
         if s in seen:
             raise StardomainError(f"{label} holds two models of seed {s} ({seen[s].name}, {path.name}); keep one")
         seen[s] = path
