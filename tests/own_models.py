@@ -373,3 +373,8 @@ def make_bert_config(num_classes: int, in_shape: tuple[int, ...]):
     return transformers.BertConfig(
         vocab_size=17, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=64
     )
+
+
+def build_no_shape(num_classes: int) -> nn.Module:
+    """A builder without the registry signature (no in_shape): refused by its signature, never called."""
+    raise AssertionError("a builder whose signature does not fit is never called")

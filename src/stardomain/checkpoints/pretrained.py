@@ -125,12 +125,16 @@ def content_hash(path: str | os.PathLike[str]) -> str:
     return _folder_hash(stats)
 
 
-def assumptions(architecture: str, kind: str, vocab: int | None) -> list[str]:
-    """What stardomain assumes for a folder that records no provenance (printed and recorded by every command)."""
+def assumptions(architecture: str, kind: str, vocab: int | None, builder: str | None = None) -> list[str]:
+    """What stardomain assumes for a checkpoint that records no provenance (printed and recorded by every command):
+    a save_pretrained folder, or a plain state dict whose model the user named (``builder``:
+    :mod:`stardomain.checkpoints.plain`)."""
     out = [
         "no training data, seed or recipe recorded: the data is the one named with --dataset (and --subset), the model a source",
     ]
-    if kind != "image":
+    if builder is not None:
+        out.append(f"the model is the one --model {builder} builds for that dataset's classes and input shape")
+    elif kind != "image":
         out.append(
             f"{architecture} reads token ids: integer inputs are its ids, float inputs are quantised into {vocab} ids "
             "over [-2, 2] (as hf:gpt2 does)"
@@ -232,6 +236,10 @@ def fits_dataset(label: str, meta: Mapping[str, Any], ds: Any) -> None:
     with its number of labels; a causal LM's per-token logits are refused for evaluations (spec and align take it)."""
     import math
 
+    if meta["pretrained"].get("format") == "safetensors":  # a plain state dict: the model --model built
+        from stardomain.checkpoints.plain import fits_dataset as plain_fits
+
+        return plain_fits(label, meta, ds)
     arch = meta["arch"]
     kind = meta["pretrained"]["kind"]
     if kind == "lm":

@@ -94,7 +94,7 @@ def load_recorded_data(
     rec = common_record(models)
     if rec["name"] is None and dataset is None:
         raise StardomainError(
-            f"{models[0][0]} records no training data (a save_pretrained folder); pass --dataset NAME (and --subset N "
+            f"{models[0][0]} records no training data (a save_pretrained folder or a plain state dict); pass --dataset NAME (and --subset N "
             "if it was trained on a subset): what you name is assumed to be its data, and recorded so"
         )
     want = dict(rec)

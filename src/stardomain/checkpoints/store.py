@@ -50,6 +50,13 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return p, p.with_suffix(".json")
 
 
+def _plain(st_path: Path) -> bool:
+    """A .safetensors file given without stardomain's .json: a plain state dict (:mod:`stardomain.checkpoints.plain`)."""
+    from stardomain.checkpoints import plain
+
+    return plain.is_plain(st_path)
+
+
 def metadata_path(path: str | os.PathLike) -> Path:
     """The JSON file that belongs to a checkpoint path."""
     return _paths(path)[1]
@@ -108,6 +115,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
         return pretrained.read_metadata(path)
     st_path, json_path = _paths(path)
+    if _plain(st_path):  # a plain state dict: its model named by the user (checkpoints.plain), or refused
+        from stardomain.checkpoints import plain
+
+        return plain.read_metadata(st_path)
     if not st_path.exists():
         raise StardomainError(f"checkpoint not found: {st_path} (pass the path of a .safetensors file written by stardomain)")
     if not json_path.exists():
@@ -202,6 +213,10 @@ def load_state(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, 
 
         return pretrained.load_state(path)
     st_path, _ = _paths(path)
+    if _plain(st_path):
+        from stardomain.checkpoints import plain
+
+        return plain.load_state(st_path)
     meta = read_metadata(st_path)
     blob = st_path.read_bytes()
     if verify and "sha256" in meta and hashlib.sha256(blob).hexdigest() != meta["sha256"]:
@@ -301,11 +316,35 @@ def build_model(arch: Mapping[str, Any], plugins: Iterable[str] = ()) -> nn.Modu
     return model
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu", plugins: Iterable[str] = ()) -> nn.Module:
+def load(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    plugins: Iterable[str] = (),
+    model: str | None = None,
+    dataset: Any = None,
+) -> nn.Module:
     """A ready model in eval mode, rebuilt from metadata alone (no pickle, no code from the file).
 
-    ``plugins``: modules to import first (those defining the checkpoint's user model).
+    ``plugins``: modules to import first (those defining the checkpoint's user model). ``model`` and ``dataset``
+    (a Dataset or its name): for a plain safetensors state dict (no .json), the builder (``"pkg.mod:build"``) and
+    the data it was trained on (:mod:`stardomain.checkpoints.plain`); refused for a checkpoint that records its own.
     """
+    from stardomain._util.plugins import load_plugins
+
+    if model is None and dataset is None:
+        return _load(path, device, plugins)
+    from stardomain.checkpoints import plain
+
+    if not plain.is_plain(_paths(path)[0]):
+        raise StardomainError(
+            f"model=/dataset= name the model of a plain state dict; {path} is not one (it records its own model and data)"
+        )
+    load_plugins(plugins)
+    with plain.named_model(str(model) if model is not None else "", dataset):
+        return _load(path, device, ())
+
+
+def _load(path: str | os.PathLike, device: str | torch.device, plugins: Iterable[str]) -> nn.Module:
     from stardomain._util.plugins import load_plugins, recorded_names
 
     load_plugins(plugins)  # before the metadata is checked: its architecture may be the plugin's
@@ -354,6 +393,10 @@ def is_complete(path: str | os.PathLike) -> bool:
 
         return pretrained.is_complete(path)
     st_path, json_path = _paths(path)
+    if _plain(st_path):  # complete when the user named its model (checkpoints.plain.named_model)
+        from stardomain.checkpoints import plain
+
+        return plain._NAMED.get() is not None
     return st_path.exists() and json_path.exists()
 
 
@@ -364,7 +407,8 @@ def find_checkpoints(zoo_dir: str | os.PathLike, recursive: bool = True) -> list
     if not root.is_dir():
         raise StardomainError(f"model zoo folder not found: {root} (train one with `stardomain train --n N --out {root}`)")
     found = list(root.rglob(f"*{SUFFIX}") if recursive else root.glob(f"*{SUFFIX}"))
-    if not recursive:  # a folder of save_pretrained folders is a zoo too (stardomain star --sources)
+    if not recursive:  # a folder of save_pretrained folders is a zoo too (stardomain star --sources); plain state
+        # dicts count when the user named their model (checkpoints.plain.named_model: is_complete)
         found += [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]
     return sorted(p for p in found if not p.name.startswith(".") and is_complete(p))
 

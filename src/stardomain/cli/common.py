@@ -192,3 +192,40 @@ def reads_token_ids(model: Any) -> bool:
     if isinstance(model, HFClassifier):
         return False
     return any(isinstance(m, nn.Embedding) for m in model.modules())
+
+
+def plain_model_option(fn: Any) -> Any:
+    """--model for commands that read checkpoints: the builder of plain safetensors state dicts (no .json)."""
+    return click.option(
+        "--model",
+        "-m",
+        "plain_model",
+        default=None,
+        metavar="PKG.MOD:BUILD",
+        help="For a plain safetensors state dict (no .json beside it): the import path of its model's builder, called "
+        "with --dataset's (num_classes, in_shape).",
+    )(fn)
+
+
+def read_plain(paths: Any, model: str | None, dataset: str | None, data_root: str | None, own_option: bool = True) -> None:
+    """For the rest of the command, read the plain state dicts among ``paths`` as checkpoints of the model ``--model``
+    builds for ``--dataset`` (:mod:`stardomain.checkpoints.plain`); one line when either is missing. ``own_option``:
+    --model is this helper's alone, so naming it for checkpoints that record their model is refused."""
+    from stardomain.checkpoints import plain
+
+    plains = [str(p) for p in paths if plain.is_plain(p)]
+    if not plains:
+        if model is not None and own_option:
+            raise StardomainError(
+                f"--model {model} names the model of a plain safetensors state dict; {', '.join(map(str, paths))} "
+                "record their own: drop --model"
+            )
+        return
+    if model is None:
+        raise plain.refusal(plains[0])
+    if dataset is None:
+        raise StardomainError(
+            f"{plains[0]} is a plain state dict: pass --dataset NAME, the data it was trained on (--model {model} is "
+            "called with its classes and input shape)"
+        )
+    click.get_current_context().with_resource(plain.named_model(model, dataset, data_root))

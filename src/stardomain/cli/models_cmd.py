@@ -21,7 +21,9 @@ from stardomain.cli.common import (
     json_option,
     load_data_for,
     parse_options,
+    plain_model_option,
     quiet_option,
+    read_plain,
     say_assumed,
     threads_option,
     warn_unconverged,
@@ -245,15 +247,18 @@ def _check_train_numbers(**values: int | None) -> None:
 @cli.command("eval")
 @click.argument("checkpoint", type=click.Path())
 @click.option("--dataset", "-d", default=None, help="Dataset (default: the one the model was trained on).")
+@plain_model_option
 @json_option
 @data_root_option
 @device_option
 @threads_option
-def eval_cmd(checkpoint: str, dataset: str | None, as_json: bool, data_root: str | None, device: str) -> None:
-    """Test loss and accuracy of CHECKPOINT (a .safetensors file, or a save_pretrained folder with --dataset)."""
+def eval_cmd(checkpoint: str, dataset: str | None, plain_model: str | None, as_json: bool, data_root: str | None, device: str) -> None:
+    """Test loss and accuracy of CHECKPOINT (a .safetensors file, or a save_pretrained folder with --dataset, or a
+    plain state dict with --model pkg.mod:build and --dataset)."""
     from stardomain.checkpoints import store
     from stardomain.training.loop import evaluate
 
+    read_plain([checkpoint], plain_model, dataset, data_root)
     dev = resolve_device(device)
     model = store.load(checkpoint, device=dev)
     meta = cast("dict[str, Any]", model.meta)  # the checkpoint's metadata, set by store.load
@@ -328,8 +333,19 @@ def load_example_input(path: str) -> Any:
     help="Trace on this batch instead of random floats: a .npy array or a .safetensors file holding one tensor "
     "(e.g. integer token ids for a model that starts with nn.Embedding).",
 )
+@plain_model_option
+@click.option("--dataset", "-d", default=None, help="For a plain state dict with --model: the data it was trained on.")
 @json_option
-def spec_cmd(target: str, opts: tuple[str, ...], in_shape: str | None, num_classes: int, example_path: str | None, as_json: bool) -> None:
+def spec_cmd(
+    target: str,
+    opts: tuple[str, ...],
+    in_shape: str | None,
+    num_classes: int,
+    example_path: str | None,
+    plain_model: str | None,
+    dataset: str | None,
+    as_json: bool,
+) -> None:
     """How TARGET's hidden units can be permuted: a checkpoint, a model name, or pkg.module:build.
 
     Lists the permutation groups (sizes, member tensors), the share of parameters covered,
@@ -338,6 +354,9 @@ def spec_cmd(target: str, opts: tuple[str, ...], in_shape: str | None, num_class
     """
     from stardomain.permute.spec_report import format_report, model_for_spec, spec_report
 
+    read_plain([target], plain_model, dataset, None)
+    if dataset is not None and plain_model is None:
+        raise StardomainError(f"--dataset names the data of a plain state dict read with --model; {target} needs neither")
     example = load_example_input(example_path) if example_path else None
     if example is not None and (example.dim() == 0 or example.numel() == 0):  # before any model is built
         raise StardomainError(

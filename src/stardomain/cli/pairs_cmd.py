@@ -22,7 +22,9 @@ from stardomain.cli.common import (
     load_data_for,
     matching_inputs,
     matching_samples_option,
+    plain_model_option,
     quiet_option,
+    read_plain,
     reads_token_ids,
     say_assumed,
     threads_option,
@@ -133,6 +135,7 @@ def refine_line(info: dict[str, Any] | None) -> str:
 @refine_cli_options
 @symmetry_option
 @allow_unpermuted_option
+@plain_model_option
 @json_option
 @data_root_option
 @device_option
@@ -152,6 +155,7 @@ def align(
     data_root: str | None,
     device: str,
     symmetry: str,
+    plain_model: str | None,
     **refine_kw: Any,
 ) -> None:
     """Permute MODEL_B into MODEL_A's basin (same function, new unit order) and report the ℓ2 distance."""
@@ -159,6 +163,7 @@ def align(
     from stardomain.permute import align as align_states
     from stardomain.permute import l2_distance, trace_spec
 
+    read_plain([model_a, model_b], plain_model, dataset, data_root)  # plain state dicts: --model's, for --dataset
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
     model = store.build_model(meta["arch"]).to(dev)
@@ -269,6 +274,7 @@ def align(
 @refine_cli_options
 @symmetry_option
 @allow_unpermuted_option
+@plain_model_option
 @data_root_option
 @device_option
 @threads_option
@@ -293,6 +299,7 @@ def barrier(
     device: str,
     quiet: bool,
     symmetry: str,
+    plain_model: str | None,
     **refine_kw: Any,
 ) -> None:
     """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
@@ -314,6 +321,7 @@ def barrier(
         raise StardomainError("--refine ste refines an alignment; pass --align weight (or activation) with it")
     if symmetry != "permutation" and align_method == "none":
         raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align weight (or activation) with it")
+    read_plain([model_a, model_b], plain_model, dataset, data_root)  # plain state dicts: --model's, for --dataset
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
     assumed = say_assumed([(model_a, meta), (model_b, meta_b)])

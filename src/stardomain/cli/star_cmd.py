@@ -19,6 +19,7 @@ from stardomain.cli.common import (
     matching_inputs,
     matching_samples_option,
     quiet_option,
+    read_plain,
     say_assumed,
     threads_option,
     warn_unconverged,
@@ -35,6 +36,17 @@ def _which(members: list) -> str:
     if all(m[-1].get("seed") is not None for m in members):
         return zoo.seed_list(m[-1]["seed"] for m in members)
     return ", ".join(Path(m[0]).name for m in members)
+
+
+def _read_plain_sources(sources_dir: str, model_name: str | None, dataset: str | None, data_root: str | None) -> None:
+    """Plain safetensors state dicts in SOURCES (no .json beside them) are sources of the model --model builds for
+    --dataset (cli.common.read_plain); a zoo of stardomain checkpoints is read as ever (a stray plain file ignored)."""
+    from stardomain.checkpoints import plain, store
+
+    root = Path(sources_dir)
+    plains = sorted(p for p in root.glob("*.safetensors") if plain.is_plain(p)) if root.is_dir() else []
+    if plains and (model_name is not None or not store.find_checkpoints(root, recursive=False)):
+        read_plain(plains, model_name, dataset, data_root, own_option=False)
 
 
 def _repeat_path(out_path: str | Path, r: int) -> Path:
@@ -80,7 +92,14 @@ def _refuse_meaningless_options(t_sampling: str, matching: str) -> None:
 )
 @click.option("--n-sources", type=int, default=None, help="Use the K lowest-seed sources (default: all).")
 @data_options
-@click.option("--model", "-m", "model_name", default=None, help="Architecture (default and only allowed value: the sources').")
+@click.option(
+    "--model",
+    "-m",
+    "model_name",
+    default=None,
+    help="Architecture (default and only allowed value: the sources'); for plain .safetensors sources (no .json), "
+    "the import path of their builder, pkg.mod:build, called with --dataset's (num_classes, in_shape).",
+)
 @click.option("--epochs", "-e", type=int, default=None, help="Epochs (default: the sources' recipe).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (default: the sources' recipe).")
 @click.option(
@@ -187,6 +206,7 @@ def star(
     for out in outs:
         if store.is_complete(out) and not force:
             raise StardomainError(f"{out} already holds a star model; pass --force to replace it, or choose another --out")
+    _read_plain_sources(sources_dir, model_name, dataset, data_root)
     members = zoo.load_zoo(sources_dir, limit=n_sources)
     if n_sources is not None and len(members) < n_sources:
         raise StardomainError(f"--n-sources {n_sources} but {sources_dir} holds only {len(members)} complete source models")
