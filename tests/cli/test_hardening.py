@@ -212,6 +212,30 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], list[str]]] = {
     "budget-train-epochs": (_train("-e", str(10**12)), ["--epochs: the epochs of each model would be 1,000,000,000,000"]),
     "budget-train-depth": (_train("-o", "depth=1000000"), ["-o/--opt: model 'mlp': option depth would be 1,000,000"]),
     "budget-train-threads": (_train("--threads", "4096"), ["--threads: 4096 CPU threads on a machine with"]),
+    "budget-barrier-points": (
+        lambda tmp, c: ["barrier", str(c), str(c), "--points", str(10**9)],
+        ["--points: t values per curve would be 1,000,000,000"],
+    ),
+    "budget-refine-steps": (
+        lambda tmp, c: ["barrier", str(c), str(c), "--refine", "ste", "--refine-steps", str(10**9)],
+        ["--refine-steps: learned-matching steps would be"],
+    ),
+    "budget-star-pairs-per-step": (
+        lambda tmp, c: ["star", "--sources", str(c.parent), "--pairs-per-step", str(10**9), "--out", str(tmp / "s.safetensors")],
+        ["--pairs-per-step: (source, t) pairs per step would be"],
+    ),
+    "budget-star-repeats": (
+        lambda tmp, c: ["star", "--sources", str(c.parent), "--repeats", str(10**9), "--out", str(tmp / "s.safetensors")],
+        ["--repeats: stars to train would be"],
+    ),
+    "budget-star-epochs": (
+        lambda tmp, c: ["star", "--sources", str(c.parent), "-e", str(10**12), "--out", str(tmp / "s.safetensors")],
+        ["--epochs: the star's epochs would be"],
+    ),
+    "budget-cli-bma-max-samples": (
+        lambda tmp, c: ["bma", "--star", str(c), "--max-samples", str(10**9)],
+        ["--max-samples: posterior samples would be"],
+    ),
     # issue 30 (6): the recipe study's axes typed like their fields, and tags that never collide
     "recipe-study-width-fraction": (
         _yaml(_studies(recipe={"width": [4.5]})),

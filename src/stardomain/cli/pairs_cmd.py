@@ -77,8 +77,11 @@ def refine_cli_options(fn: Any) -> Any:
 
 def refine_settings(kw: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
     """Pop the --refine* values out of a command's keyword arguments: (method, SteConfig settings, state file)."""
+    from stardomain._util import budget
+
     method = kw.pop("refine")
     settings = {k: kw.pop(f"refine_{k}") for k in ("steps", "batch_size", "lr", "eval_samples", "start")}
+    budget.check("--refine-steps", settings["steps"], "length", "learned-matching steps")
     return method, settings, kw.pop("refine_state")
 
 
@@ -305,6 +308,7 @@ def barrier(
     """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
     import torch
 
+    from stardomain._util import budget
     from stardomain.barrier import evaluate_pair
     from stardomain.checkpoints import store
     from stardomain.checkpoints.provenance import data_line
@@ -313,6 +317,7 @@ def barrier(
         raise StardomainError(f"--points must be >= 2 (got {points})")
     if matching_samples < 1:
         raise StardomainError(f"--matching-samples must be >= 1 (got {matching_samples})")
+    budget.check("--points", points, "length", "t values per curve")
     for flag, n in (("--eval-train-samples", eval_train_samples), ("--eval-test-samples", eval_test_samples)):
         if n is not None and n < 1:
             raise StardomainError(f"{flag} must be >= 1 (got {n}); omit it to evaluate the whole split")

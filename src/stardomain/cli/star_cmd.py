@@ -193,6 +193,7 @@ def star(
     from the star stream, recorded) for figures given over stars as well as over pairs.
     """
     from stardomain import models
+    from stardomain._util import budget
     from stardomain.checkpoints import store
     from stardomain.checkpoints.provenance import data_line
     from stardomain.starlight import StarlightConfig, repeat_seed, train_star
@@ -202,6 +203,10 @@ def star(
     if repeats < 1:
         raise StardomainError(f"--repeats must be >= 1 (got {repeats})")
     _refuse_meaningless_options(t_sampling, matching)
+    budget.check("--repeats", repeats, "units", "stars to train")
+    budget.check("--pairs-per-step", pairs_per_step, "length", "(source, t) pairs per step")
+    if epochs is not None:
+        budget.check("--epochs", epochs, "epochs", "the star's epochs")
     outs = [Path(out_path)] if repeats == 1 else [_repeat_path(out_path, r) for r in range(repeats)]
     for out in outs:
         if store.is_complete(out) and not force:
@@ -212,6 +217,13 @@ def star(
         raise StardomainError(f"--n-sources {n_sources} but {sources_dir} holds only {len(members)} complete source models")
     labelled = [(str(p), m) for p, _, m in members]
     meta0 = members[0][2]
+    n_params = sum(t.numel() for t in members[0][1].values() if t.is_floating_point())
+    budget.check(
+        "--pairs-per-step",
+        pairs_per_step * n_params,
+        "values",
+        f"the interpolated parameters each star step holds ({pairs_per_step} pairs x {n_params:,} parameters)",
+    )
     arch = meta0["arch"]
     if model_name is not None and models.canonical_name(model_name) != arch["name"]:
         raise StardomainError(f"--model {model_name} differs from the sources' architecture {arch['name']}; a star model must share it")
@@ -310,6 +322,7 @@ def bma(
 
     By default the sources are exactly the ones the star was trained on (paths and SHA-256 in its metadata).
     """
+    from stardomain._util import budget
     from stardomain._util.diff import describe_difference
     from stardomain.bma import core as bma_mod
     from stardomain.checkpoints import store
@@ -321,6 +334,7 @@ def bma(
 
     if max_samples < 1:
         raise StardomainError(f"--max-samples must be >= 1 (got {max_samples})")
+    budget.check("--max-samples", max_samples, "length", "posterior samples")
     if sources_dir is not None and other_dir is not None:
         raise StardomainError("give --sources (where the star's own sources are) or --other-sources (another set), not both")
     dev = resolve_device(device)
