@@ -130,7 +130,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from stardomain.experiment.study import Study, register_study
     from stardomain.models import create as create_model
     from stardomain.models import register as register_model
-    from stardomain.permute import activation_matching, align, apply_permutation, trace_spec, weight_matching
+    from stardomain.permute import apply_permutation, trace_spec
+    from stardomain.permute.activation_matching import activation_matching
+    from stardomain.permute.align import align
+    from stardomain.permute.weight_matching import weight_matching
     from stardomain.starlight import StarCheckpoint, Starlight, StarlightConfig, star_seed, train_star
     from stardomain.training.loop import Recipe, default_recipe, train_model
     from stardomain.training.zoo import load_zoo, train_zoo

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from cli_helpers import assert_one_line_error, run_cli
 from paths import REPO

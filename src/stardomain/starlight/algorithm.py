@@ -178,6 +178,7 @@ class Starlight:
         from stardomain.permute.symmetry import fit_symmetry
         from stardomain.permute.trace import example_batch
 
+        assert self.spec is not None  # symmetry needs a matching, so __init__ traced a spec
         out, _ = fit_symmetry(
             star,
             permuted,
