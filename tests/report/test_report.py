@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from report_helpers import tied_fusion_results
 
 from stardomain.analysis import verdicts
 from stardomain.analysis.stats import NOT_SIGNIFICANT
@@ -163,25 +164,8 @@ def test_report_depends_only_on_results_content(tmp_path):
 def test_fusion_row_against_tied_regular_models_has_no_verdict():
     """Two regular models at the same accuracy give a zero-width interval: the row says why there is no verdict,
     where a star at any other accuracy used to be called 'better'."""
-    from stardomain.analysis import stats
     from stardomain.report.study_sections import fusion_section
 
-    accs = [347 / 360, 347 / 360]
-    row = {
-        "n_sources": 2,
-        "regular_accs": accs,
-        "regular_acc_mean": accs[0],
-        "regular_acc_std": 0.0,
-        "best_regular_acc": accs[0],
-        "ensemble_acc": 348 / 360,
-        "star_acc": 350 / 360,
-    }
-    res = {
-        "dataset": {"name": "digits"},
-        "config": {"model": {"name": "mlp"}},
-        "models": {},
-        "fusion": {"mu": 1.0, "rows": [row]},
-        "tests": {"fusion": [{"n_sources": 2, **stats.against_population(accs, 350 / 360)}]},
-    }
+    res = tied_fusion_results()
     text = "\n".join(fusion_section(res))
     assert "no verdict: the regular models all score the same" in text and "better" not in text

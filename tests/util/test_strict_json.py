@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from report_helpers import tied_fusion_results
 
 from stardomain._util.fileio import atomic_write_json, json_bytes
 
@@ -50,26 +51,9 @@ def test_checkpoint_metadata_with_a_diverged_loss_is_strict_json(tmp_path: Path)
 
 def test_a_prediction_interval_of_tied_models_is_null_with_its_reason_and_the_report_reads_it(tmp_path: Path):
     """The demo's case: two regular models at the same accuracy; the interval is undefined, no_verdict says why."""
-    from stardomain.analysis import stats
     from stardomain.report.study_sections import fusion_section
 
-    accs = [347 / 360, 347 / 360]
-    row = {
-        "n_sources": 2,
-        "regular_accs": accs,
-        "regular_acc_mean": accs[0],
-        "regular_acc_std": 0.0,
-        "best_regular_acc": accs[0],
-        "ensemble_acc": 348 / 360,
-        "star_acc": 350 / 360,
-    }
-    results = {
-        "dataset": {"name": "digits"},
-        "config": {"model": {"name": "mlp"}},
-        "models": {},
-        "fusion": {"mu": 1.0, "rows": [row]},
-        "tests": {"fusion": [{"n_sources": 2, **stats.against_population(accs, 350 / 360)}]},
-    }
+    results = tied_fusion_results()
     atomic_write_json(tmp_path / "results.json", results)
     back = strict_loads((tmp_path / "results.json").read_text())
     test = back["tests"]["fusion"][0]

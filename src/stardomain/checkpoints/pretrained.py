@@ -76,7 +76,7 @@ def _weight_files(folder: Path) -> list[Path]:
 
 def _config(folder: Path) -> tuple[str, dict[str, Any]]:
     """(architecture, config.json) of a folder, the architecture checked against the closed list."""
-    from stardomain.models.hf import pretrained_class
+    from stardomain.models.hf import pretrained_class, refuse_remote_code
 
     path = folder / CONFIG
     if not path.is_file():
@@ -89,11 +89,7 @@ def _config(folder: Path) -> tuple[str, dict[str, Any]]:
         raise StardomainError(f"{path} is not valid JSON ({getattr(e, 'msg', e)}); re-save the model") from None
     if not isinstance(cfg, dict):
         raise StardomainError(f"{path} is a JSON {type(cfg).__name__}, not an object; re-save the model")
-    if "auto_map" in cfg:
-        raise StardomainError(
-            f"{path} names remote code (auto_map): stardomain never runs code from a model folder (trust_remote_code stays "
-            "off); save the model as one of the transformers classes it supports"
-        )
+    refuse_remote_code(cfg, str(path))
     names = cfg.get("architectures")
     if not isinstance(names, list) or len(names) != 1 or not isinstance(names[0], str):
         raise StardomainError(

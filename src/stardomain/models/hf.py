@@ -285,6 +285,15 @@ def pretrained_class(architecture: str) -> tuple[str, str]:
     return PRETRAINED_CLASSES[architecture]
 
 
+def refuse_remote_code(cfg: Mapping[str, Any], where: str) -> None:
+    """A config naming remote code (``auto_map``) is refused: stardomain never runs code from a model folder."""
+    if "auto_map" in cfg:
+        raise StardomainError(
+            f"{where} names remote code (auto_map: {sorted(cfg['auto_map'])}): stardomain never runs code from a model "
+            "folder (trust_remote_code stays off); save the model as one of the transformers classes it supports"
+        )
+
+
 def pretrained_config(architecture: str, config: Any) -> Any:
     """The ``transformers`` config object of ``config`` (a config.json mapping or its JSON text) for ``architecture``:
     its class is the one of the architecture's own model_type (``CONFIG_MAPPING``), filled with ``from_dict``
@@ -295,11 +304,7 @@ def pretrained_config(architecture: str, config: Any) -> Any:
     cfg = json.loads(config) if isinstance(config, str) else dict(config)
     if not isinstance(cfg, dict):
         raise StardomainError(f"the config of {architecture} is a JSON {type(cfg).__name__}, not an object")
-    if "auto_map" in cfg:
-        raise StardomainError(
-            f"config.json names remote code (auto_map: {sorted(cfg['auto_map'])}): stardomain never runs code from a model "
-            "folder (trust_remote_code stays off); save the model as one of the transformers classes it supports"
-        )
+    refuse_remote_code(cfg, "config.json")
     if cfg.get("model_type") != model_type:
         raise StardomainError(
             f"config.json has model_type {cfg.get('model_type')!r} but architecture {architecture} needs {model_type!r}; "
