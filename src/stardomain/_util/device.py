@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from stardomain.errors import StardomainError
 
+if TYPE_CHECKING:
+    import torch
+
 
 def resolve_device(device: str | torch.device) -> str:
-    """``auto`` picks CUDA when present; an unavailable device is a user error, not a crash."""
+    """``auto`` picks CUDA when present; an unavailable device is a user error, not a crash.
+
+    torch is imported here, not at module level: the CLI imports this module, and its start-up
+    (``--help``, option refusals) must not pay for torch.
+    """
+    import torch
+
     device = str(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
