@@ -19,3 +19,10 @@ T_CONSTANT = 0.5  # the fixed t of t_sampling: constant
 PAIRS_PER_STEP = 1  # one (source, t) pair per step
 MU = 0.0  # no fusion term (Eq. 9 sets mu > 0)
 MATCHING = "weight"  # sources re-aligned by weight matching
+# how Eq. 9's fusion term enters the loss (mu > 0 only): "sum" = L~ + mu*L(theta), what stardomain has always trained
+# (the default: every recorded fusion star, the demo's included, keeps its identity and numbers); "paper" = the
+# authors' code (aktsonthalia/starlight, utils.StarDomain): (L~ + mu*L(theta)) / (1 + mu), the same direction with a
+# step 1/(1 + mu) as long (at mu = 1: half the step on every weight, weight decay's relative pull doubled)
+FUSION_LOSS = "sum"
+FUSION_LOSSES = ("paper", "sum")
+STAR_ACC_MARGIN = 0.01  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged (poor star)

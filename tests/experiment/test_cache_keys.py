@@ -66,6 +66,7 @@ FLIPS: dict[str, Any] = {
     "star.realign_every": 5,
     "star.matching": "activation",
     "star.symmetry": "orthogonal",
+    "star.fusion_loss": "paper",  # reaches the fusion study's stars (mu > 0); the main star (mu = 0) ignores it
     "star.init": "source",
     "star.repeats": 2,
     "eval.points": 7,

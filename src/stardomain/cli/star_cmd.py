@@ -55,7 +55,7 @@ def _repeat_path(out_path: str | Path, r: int) -> Path:
     return out.with_name(f"{out.stem}-r{r}{out.suffix or '.safetensors'}")
 
 
-def _refuse_meaningless_options(t_sampling: str, matching: str) -> None:
+def _refuse_meaningless_options(t_sampling: str, matching: str, mu: float = 0.0) -> None:
     """An option another one makes meaningless is refused in one line before any work, never silently ignored:
     given on the command line (or from the environment), not left at its default."""
     from click.core import ParameterSource
@@ -79,6 +79,11 @@ def _refuse_meaningless_options(t_sampling: str, matching: str) -> None:
         if meaningless and source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
             setting = f"--t-sampling {t_sampling}" if param.startswith("t_") else f"--matching {matching}"
             raise StardomainError(f"{flag} sets {what}, which {setting} never uses (it would be ignored); {fix} or drop {flag}")
+    if mu == 0 and ctx.get_parameter_source("fusion_loss") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        raise StardomainError(
+            "--fusion-loss sets how the fusion term mu·L(θ⋆) is normalised, which --mu 0 never has (it would be ignored); "
+            "add --mu 1 (say) or drop --fusion-loss"
+        )
 
 
 @cli.command()
@@ -102,6 +107,7 @@ def _refuse_meaningless_options(t_sampling: str, matching: str) -> None:
 )
 @click.option("--epochs", "-e", type=int, default=None, help="Epochs (default: the sources' recipe).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (default: the sources' recipe).")
+@click.option("--weight-decay", type=float, default=None, help="The star's weight decay (default: the sources' recipe).")
 @click.option(
     "--seed",
     "-s",
@@ -111,6 +117,14 @@ def _refuse_meaningless_options(t_sampling: str, matching: str) -> None:
     help="Star seed; the star's init and batch order come from its own stream (starlight.star_seed), never a source's.",
 )
 @click.option("--mu", type=float, default=0.0, show_default=True, help="Weight of the star's own cross-entropy (fusion variant, Eq. 9).")
+@click.option(
+    "--fusion-loss",
+    type=click.Choice(["sum", "paper"]),
+    default="sum",
+    show_default=True,
+    help="With --mu > 0: sum = L~ + mu·L(θ⋆) (stardomain's, recorded stars unchanged), paper = (L~ + mu·L(θ⋆)) / (1 + mu) "
+    "(the authors' code).",
+)
 @click.option(
     "--t-sampling",
     type=click.Choice(["uniform", "beta", "constant", "stratified"]),
@@ -168,8 +182,10 @@ def star(
     model_name: str | None,
     epochs: int | None,
     lr: float | None,
+    weight_decay: float | None,
     seed: int,
     mu: float,
+    fusion_loss: str,
     t_sampling: str,
     t_beta: tuple[float, float],
     t_constant: float,
@@ -194,15 +210,19 @@ def star(
     """
     from stardomain import models
     from stardomain._util import budget
+    from stardomain._util.console import notice
     from stardomain.checkpoints import store
     from stardomain.checkpoints.provenance import data_line
+    from stardomain.experiment.pairs import poor_star_warning
     from stardomain.starlight import StarlightConfig, repeat_seed, train_star
     from stardomain.training import zoo
     from stardomain.training.loop import Recipe
 
     if repeats < 1:
         raise StardomainError(f"--repeats must be >= 1 (got {repeats})")
-    _refuse_meaningless_options(t_sampling, matching)
+    _refuse_meaningless_options(t_sampling, matching, mu)
+    if weight_decay is not None and not weight_decay >= 0:
+        raise StardomainError(f"--weight-decay must be >= 0, e.g. 5e-4 (got {weight_decay})")
     budget.check("--repeats", repeats, "units", "stars to train")
     budget.check("--pairs-per-step", pairs_per_step, "length", "(source, t) pairs per step")
     if epochs is not None:
@@ -230,12 +250,12 @@ def star(
     say_assumed(labelled)
     ds, data_info = load_data_for(labelled, dataset, data_root, subset, subset_seed)
     if "recipe" in meta0:
-        recipe = Recipe.from_dict(meta0["recipe"]).without_execution().replace(epochs=epochs, lr=lr)  # stars train in fp32
+        recipe = Recipe.from_dict(meta0["recipe"]).without_execution().replace(epochs=epochs, lr=lr, weight_decay=weight_decay)  # fp32
     else:  # save_pretrained sources record no recipe: the dataset's default, said so
         from stardomain._util.console import notice
         from stardomain.training.loop import default_recipe
 
-        recipe = default_recipe(ds.name).replace(epochs=epochs, lr=lr)
+        recipe = default_recipe(ds.name).replace(epochs=epochs, lr=lr, weight_decay=weight_decay)
         notice("note", f"the sources record no recipe: the star trains with {ds.name}'s default recipe {recipe.to_dict()}")
     config = StarlightConfig(
         recipe=recipe,
@@ -244,6 +264,7 @@ def star(
         t_constant=t_constant,
         pairs_per_step=pairs_per_step,
         mu=mu,
+        fusion_loss=fusion_loss,
         realign_every=realign_every,
         matching=matching,
         matching_samples=matching_samples,
@@ -276,6 +297,9 @@ def star(
             + (f"permutation spec covers {100 * meta['spec_coverage']:.1f}% of parameters; " if meta["spec_coverage"] is not None else "")
             + f"wrote {out}"
         )
+        poor = poor_star_warning(meta["metrics"], [m.get("metrics", {}) for _, _, m in members])  # as the pipeline flags it
+        if poor:
+            notice("warning", f"star{which}: {poor}")
     click.echo(data_line(data_info))
     warn_unconverged([m for _, _, m in members])  # a star of unconverged sources: not the paper's setting
 

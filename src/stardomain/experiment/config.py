@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
+from stardomain import defaults
 from stardomain.errors import StardomainError
 from stardomain.experiment.config_blocks import EvalConfig, ModelConfig, StarConfig, _check, _coerce, from_dict
 from stardomain.experiment.config_checks import _check_before_work, _check_recipe_overrides
@@ -183,12 +184,21 @@ class ExperimentConfig:
         from stardomain.starlight.config import KNOBS
 
         knobs = {name: getattr(self.star, name) for name in KNOBS}  # the star block's knobs, by their shared names
+        if mu == 0:  # no fusion term: a main star is the same star whatever the fusion study's normalisation
+            knobs["fusion_loss"] = defaults.FUSION_LOSS
         return StarlightConfig(
             recipe=star_recipe, **{**knobs, "mu": mu}, bn_samples=self.eval.bn_samples, matching_samples=self.eval.matching_samples
         )
 
     def _check_starlight(self) -> None:
         """The star's whole Starlight config, built now: what it refuses (e.g. a bf16 star recipe) costs no zoo."""
+        from stardomain.starlight.config import knob_problems
+
+        fusion = self.studies.fusion
+        mus = [self.star.mu] + ([fusion.mu] if fusion else [])
+        which = "star.mu and studies.fusion.mu are 0" if fusion else "star.mu is 0 and there is no fusion study"
+        for name, problem in knob_problems(self.star, mus=mus):  # fusion_loss needs a star with mu > 0
+            raise StardomainError(f"star.{name}: {problem.replace('mu is 0', which)}")
         try:
             self.starlight_config(self.star_recipe(self.source_recipe(), self.star.recipe), self.star.mu)
         except StardomainError as e:
@@ -275,7 +285,8 @@ class ExperimentConfig:
             del d["eval"]["eval_test_samples"]  # likewise
         if d["star"]["repeats"] == 1:
             del d["star"]["repeats"]  # unset: configs (and experiment folders) from before the key stay identical
-        for key, unset in (("t_constant", 0.5), ("epochs_factor", None), ("symmetry", "permutation")):  # likewise
+        unset_star = (("t_constant", 0.5), ("epochs_factor", None), ("symmetry", "permutation"), ("fusion_loss", defaults.FUSION_LOSS))
+        for key, unset in unset_star:  # likewise
             if d["star"][key] == unset:
                 del d["star"][key]
         if d["eval"]["symmetry"] == "permutation":

@@ -111,6 +111,9 @@ class StarConfig:
     realign_every: int | None = None
     matching: str = defaults.MATCHING
     symmetry: str = "permutation"  # Starlight's re-alignment: permutation, or + orthogonal / invertible maps (transformers)
+    # stars with mu > 0 (star.mu, studies.fusion.mu): sum = L~ + mu·L (default, recorded stars unchanged) or paper =
+    # (L~ + mu·L) / (1 + mu), the authors' code; a mu = 0 star ignores it (and keeps its identity)
+    fusion_loss: str = defaults.FUSION_LOSS
     init: str = "fresh"  # "fresh" (new init from the star seed) or "source" (start from the first source)
     repeats: int = 1  # stars per star tag, each with its own recorded seed: the star is the unit of replication
 
@@ -127,7 +130,8 @@ class StarConfig:
             "star: give the star's budget once: star.epochs_factor or star.recipe.epochs, not both",
         )
         _check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
-        for name, problem in knob_problems(self):  # Starlight's own checks, worded for this block
+        for name, problem in knob_problems(self):  # Starlight's own checks, worded for this block (fusion_loss vs mu: the
+            # ExperimentConfig's, which knows the fusion study's mu too)
             raise StardomainError(f"star.{name}: {problem}")
 
 
@@ -142,7 +146,7 @@ class EvalConfig:
     max_pairs: int = 10  # regular-regular pairs evaluated: disjoint pairs first, then a seeded sample of the rest
     max_star_source_pairs: int | None = None  # star-source pairs: None = the star against every one of its sources
     matching_samples: int = DEFAULT_MATCHING_SAMPLES  # size of the seeded class-stratified sample activation matching correlates on
-    star_acc_margin: float = 0.01  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged
+    star_acc_margin: float = defaults.STAR_ACC_MARGIN  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged
     near_zero_tolerance: float = 0.05  # a test-loss barrier is "near 0" when its 95% upper bound is below this
     bn_ablation: bool = False  # BN models: also evaluate the main barrier pairs with interpolated (not reset) statistics
     converged_train_acc: float = 0.99  # a zoo with a model below this train accuracy is flagged "not converged"

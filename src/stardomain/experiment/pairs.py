@@ -13,6 +13,7 @@ import random
 from typing import Any, Mapping, Sequence, TypeVar
 
 from stardomain.analysis.stats import mean_std
+from stardomain.defaults import STAR_ACC_MARGIN
 
 T = TypeVar("T")
 
@@ -58,3 +59,20 @@ def endpoints(
         "margin": margin,
         "star_below_sources": bool(gap > margin),
     }
+
+
+def poor_star_warning(star: Mapping[str, float], sources: Sequence[Mapping[str, float]], margin: float = STAR_ACC_MARGIN) -> str:
+    """The pipeline's poor-star flag (:func:`endpoints`) in one line for a star trained alone (``stardomain star``);
+    '' when the star is within ``margin`` of its sources' mean test accuracy, or a test accuracy is not recorded."""
+    if star.get("test_acc") is None or not sources or any(m.get("test_acc") is None for m in sources):
+        return ""
+    both = [{**m, "test_loss": m.get("test_loss") or 0.0} for m in (star, *sources)]  # the flag reads accuracy only
+    ep = endpoints(both[0], both[1:], [], margin)
+    if not ep["star_below_sources"]:
+        return ""
+    return (
+        f"the star's test accuracy {100 * ep['star']['test_acc']:.2f}% is {100 * ep['star_acc_gap']:.2f} pp below its "
+        f"sources' mean {100 * ep['sources']['test_acc']['mean']:.2f}% (margin {100 * margin:g} pp): its barriers are small "
+        "trivially (a barrier subtracts its endpoints' losses) and the pipeline marks such a star not comparable; train "
+        "it longer (--epochs) or check its recipe"
+    )

@@ -70,6 +70,13 @@ class StarlightResult:
     seconds: float
 
 
+def fused_loss(interp: torch.Tensor, own: torch.Tensor, mu: float, fusion_loss: str = "sum") -> torch.Tensor:
+    """Eq. 9's objective from the interpolated loss L~ and the star's own cross-entropy L: ``sum`` = L~ + μ·L
+    (stardomain's), ``paper`` = (L~ + μ·L) / (1 + μ) (the authors' code); both are L~ at μ = 0."""
+    total = interp + mu * own
+    return total / (1 + mu) if fusion_loss == "paper" else total
+
+
 def _float_keys(model: nn.Module) -> list[str]:
     return [k for k, _ in model.named_parameters()]
 
@@ -213,13 +220,13 @@ class Starlight:
         return {k: torch.lerp(params[k], src[k].to(self.device, non_blocking=True), t) for k in self.param_keys}
 
     def loss(self, xb: torch.Tensor, yb: torch.Tensor, pairs: Sequence[tuple[int, float]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Objective of one step: mean interpolated loss over ``pairs`` (+ μ·L(θ)); returns (total, interpolated)."""
+        """Objective of one step: mean interpolated loss over ``pairs`` (+ μ·L(θ), divided by 1 + μ under
+        ``fusion_loss: paper``, the authors' normalisation); returns (total, interpolated)."""
         losses = [F.cross_entropy(functional_call(self.model, self.interpolated_params(n, t), (xb,)), yb) for n, t in pairs]
         interp = functools.reduce(operator.add, losses) / len(pairs)  # summed in order, as sum() would
-        total = interp
         if self.config.mu > 0:
-            total = total + self.config.mu * F.cross_entropy(self.model(xb), yb)
-        return total, interp
+            return fused_loss(interp, F.cross_entropy(self.model(xb), yb), self.config.mu, self.config.fusion_loss), interp
+        return interp, interp
 
     def step(self, xb: torch.Tensor, yb: torch.Tensor, pairs: Sequence[tuple[int, float]], lr: float | None = None) -> float:
         """Steps 2c-2f: one optimiser update of θ on batch (xb, yb)."""

@@ -18,15 +18,23 @@ MATCHING = ("weight", "activation", "none")
 
 
 # the knobs of Algorithm 1 that a YAML ``star:`` block sets under the same names (experiment.config.StarConfig)
-KNOBS = ("t_sampling", "t_beta", "t_constant", "pairs_per_step", "mu", "realign_every", "matching", "symmetry")
+KNOBS = ("t_sampling", "t_beta", "t_constant", "pairs_per_step", "mu", "realign_every", "matching", "symmetry", "fusion_loss")
 SYMMETRIES = ("permutation", "orthogonal", "invertible")  # stardomain.permute.symmetry: maps beyond permutations
 
 
-def knob_problems(c: Any) -> list[tuple[str, str]]:
+def knob_problems(c: Any, *, mus: Sequence[float] | None = None) -> list[tuple[str, str]]:
     """What is wrong with the Starlight knobs of ``c`` (a StarlightConfig or a YAML star block), as (name, problem):
-    the checks are written once, here, and worded by whoever asks (``starlight: mu ...``, ``star.mu: ...``)."""
+    the checks are written once, here, and worded by whoever asks (``starlight: mu ...``, ``star.mu: ...``).
+
+    ``mus``: the μ of every star these knobs train (a StarlightConfig: its own; a YAML: the star block's and the
+    fusion study's), against which a ``fusion_loss`` is checked; None leaves that check to the caller who knows them."""
     beta = list(c.t_beta)
     checks = [
+        (
+            "fusion_loss",
+            c.fusion_loss in defaults.FUSION_LOSSES,
+            f"must be one of {', '.join(defaults.FUSION_LOSSES)} (got {c.fusion_loss!r})",
+        ),
         ("t_sampling", c.t_sampling in T_SAMPLING, f"must be one of {', '.join(T_SAMPLING)} (got {c.t_sampling!r})"),
         ("matching", c.matching in MATCHING, f"must be one of {', '.join(MATCHING)} (got {c.matching!r})"),
         ("symmetry", c.symmetry in SYMMETRIES, f"must be one of {', '.join(SYMMETRIES)} (got {c.symmetry!r})"),
@@ -66,6 +74,15 @@ def knob_problems(c: Any) -> list[tuple[str, str]]:
             "ignored); choose a matching or remove symmetry",
         ),
     ]
+    if mus is not None:
+        checks.append(
+            (
+                "fusion_loss",
+                c.fusion_loss == defaults.FUSION_LOSS or any(m > 0 for m in mus),
+                f"{c.fusion_loss} normalises the fusion term mu·L(θ⋆), but mu is 0 (no fusion term: it would be ignored); "
+                "set mu > 0 or remove fusion_loss",
+            )
+        )
     return [(name, problem) for name, ok, problem in checks if not ok]
 
 
@@ -84,6 +101,9 @@ class StarlightConfig:
     # after each re-alignment's permutation, also move the sources by orthogonal residual-stream / invertible per-head
     # maps (transformers: stardomain.permute.symmetry); the sources come back in the star's norm gains
     symmetry: str = "permutation"
+    # mu > 0 only: "sum" = L~ + mu·L(θ) (stardomain's, the default: recorded stars keep their identity), "paper" =
+    # (L~ + mu·L(θ)) / (1 + mu), the authors' code (defaults.FUSION_LOSS says why)
+    fusion_loss: str = defaults.FUSION_LOSS
     matching_samples: int = DEFAULT_MATCHING_SAMPLES  # size of data.matching_sample, the inputs activation matching correlates on
     bn_samples: int | None = None  # samples for the final BatchNorm re-estimation (None = whole train set)
 
@@ -97,7 +117,7 @@ class StarlightConfig:
                 f"for {fast}); drop those options from the star's recipe (Recipe.without_execution())"
             )
         self.t_beta = tuple(float(v) for v in self.t_beta)  # type: ignore[assignment]
-        for name, problem in knob_problems(self):
+        for name, problem in knob_problems(self, mus=(self.mu,)):
             raise StardomainError(f"starlight: {name} {problem}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +126,8 @@ class StarlightConfig:
         d["t_beta"] = list(self.t_beta)
         if d["symmetry"] == "permutation":
             del d["symmetry"]  # the default: stars written before the setting keep their identity (and are reused)
+        if d["fusion_loss"] == defaults.FUSION_LOSS:
+            del d["fusion_loss"]  # likewise: a star recorded without the key was trained with the sum
         return d
 
     @classmethod
