@@ -175,3 +175,30 @@ def test_readme_cli_tour_runs_verbatim(tmp_path, capsys, monkeypatch):
             bare_skipped += [v for v in (_option(args, "--out"),) if v]
     assert bare >= len(lines) // 2, "most of the tour must run on the embedded digits"
     assert ran >= bare, f"only {ran} tour lines ran; {bare} run even without the optional data"
+    # run from the repository root, the tour would leave `git status` clean: everything it wrote is ignored
+    written = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(tmp_path / "configs")]
+    assert written and not _not_ignored(written), f"the tour writes files git does not ignore: {_not_ignored(written)[:5]}"
+
+
+def _not_ignored(paths: list[str]) -> list[str]:
+    """Those of ``paths`` (relative to the repository root) that the repository's .gitignore does not ignore."""
+    import subprocess
+
+    if not (REPO / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    r = subprocess.run(
+        ["git", "-C", str(REPO), "check-ignore", "--no-index", "--stdin"], input="\n".join(paths), capture_output=True, text=True
+    )
+    assert r.returncode in (0, 1), r.stderr
+    return sorted(set(paths) - set(r.stdout.splitlines()))
+
+
+def test_the_tour_writes_only_under_runs_tour():
+    """Every path a tour line writes (--out, --plot) is under runs/tour/, which git ignores: the checkout stays clean."""
+    outputs = []
+    for line in tour_lines():
+        args = shlex.split(line, comments=True)[1:]
+        outputs += [v for v in (_option(args, "--out"), _option(args, "--plot")) if v]
+    assert len(outputs) >= 10
+    assert [o for o in outputs if not o.startswith("runs/tour/")] == []
+    assert _not_ignored([f"{o}/x.safetensors" for o in outputs] + outputs + ["runs/demo/report.md"]) == []

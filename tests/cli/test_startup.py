@@ -1,5 +1,6 @@
-"""The CLI starts without the heavy libraries (issue 35): ``--help``, every command's ``--help`` and a usage
-error import none of torch, transformers, ray, matplotlib, scipy or numpy; only a command's body does.
+"""The CLI starts without the heavy libraries (issue 35): ``--help``, every command's ``--help``, usage errors and
+the refusals of option values that need no data import none of torch, transformers, ray, matplotlib, scipy or
+numpy; only a command's body does.
 
 Each check runs in a fresh interpreter (this test process has imported torch long ago). Which modules a
 run loaded is read from ``python -X importtime``: it lists every module imported, whatever the exit path
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,10 +20,10 @@ HEAVY = ("torch", "transformers", "ray", "matplotlib", "scipy", "numpy")
 COMMANDS = ("spec", "train", "eval", "align", "barrier", "star", "bma", "run", "demo", "info")
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("PYTHONPROFILEIMPORTTIME", None)
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
 
 
 def _heavy_imported(stderr: str) -> list[str]:
@@ -59,6 +61,31 @@ def test_the_importtime_reading_sees_torch():
     ids=lambda a: " ".join(a),
 )
 def test_help_and_usage_errors_load_no_heavy_module(args, tmp_path):
-    r = _run("-X", "importtime", "-m", "stardomain.cli", *args)
+    r = _run("-X", "importtime", "-m", "stardomain.cli", *args, cwd=tmp_path)
     assert r.returncode in (0, 2), r.stderr[-2000:]
+    assert _heavy_imported(r.stderr) == [], f"`stardomain {' '.join(args)}` imported {_heavy_imported(r.stderr)}"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--out", "zoo", "--n", "0"], "--n must be >= 1 (got 0)"),
+        (["train", "--out", "zoo", "--seed", "0", "--n", "2"], "give either --seed"),
+        (["train", "--out", "zoo", "--subset-seed", "3"], "give --subset N too"),
+        (["train", "--out", "zoo", "-e", str(10**12)], "--epochs: the epochs of each model would be"),
+        (["train", "--out", "zoo", "--threads", "4096"], "--threads: 4096 CPU threads"),
+        (["barrier", "a.safetensors", "b.safetensors", "--points", "1"], "--points must be >= 2 (got 1)"),
+        (["barrier", "a.safetensors", "b.safetensors", "--refine", "ste"], "--refine ste refines an alignment"),
+        (
+            ["align", "a.safetensors", "b.safetensors", "--method", "activation", "--matching-samples", "0"],
+            "--matching-samples must be >= 1",
+        ),
+    ],
+    ids=lambda a: " ".join(a) if isinstance(a, list) else "",
+)
+def test_option_refusals_that_need_no_data_load_no_heavy_module(args, message, tmp_path):
+    """Checked by :func:`stardomain.cli.common.checked_first` before the command body (and torch): one line, exit 2."""
+    r = _run("-X", "importtime", "-m", "stardomain.cli", *args, cwd=tmp_path)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert r.returncode == 2 and len(errors) == 1 and message in errors[0], r.stderr[-2000:]
     assert _heavy_imported(r.stderr) == [], f"`stardomain {' '.join(args)}` imported {_heavy_imported(r.stderr)}"

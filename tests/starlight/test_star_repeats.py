@@ -72,9 +72,11 @@ def test_star_repeats_trains_distinct_stars_with_recorded_seeds(tmp_path, capsys
         start = store.build_model(m["arch"]).state_dict()
         for init in inits:
             assert not all(torch.equal(start[k], init[k]) for k in init)
-    # an existing repeat is never overwritten without --force
+    # an existing repeat is never overwritten without --force: the same one is reused (and said), another refused
     before = paths[1].read_bytes()
     r = run_cli(capsys, "star", "--sources", zdir, "--epochs", "1", "--repeats", "2", "--seed", "4", "--out", out, "-q")
+    assert r.code == 0 and r.out.count("reused") == 2, r.err
+    r = run_cli(capsys, "star", "--sources", zdir, "--epochs", "1", "--repeats", "2", "--seed", "5", "--out", out, "-q")
     assert_one_line_error(r, "star-r0.safetensors", "--force")
     assert paths[1].read_bytes() == before
     assert_one_line_error(run_cli(capsys, "star", "--sources", zdir, "--repeats", "0", "--out", out), "--repeats")

@@ -62,6 +62,24 @@ def cli(ctx: click.Context, quiet: bool, log_json: bool, plugins: tuple[str, ...
     ctx.obj = {"quiet": quiet, "log_json": log_json, "plugins": list(plugins)}
 
 
+_KEPT: list[str] = []  # what an interrupted command keeps (set by the resumable ones through `resumable`)
+
+
+def resumable(kept: str) -> None:
+    """Say what this command keeps when interrupted (Ctrl-C): ``main`` prints it with the command that resumes."""
+    _KEPT[:] = [kept]
+
+
+def interrupted_lines(argv: list[str]) -> list[str]:
+    """Ctrl-C in two lines: what was kept and the exact command that resumes (or runs again)."""
+    import shlex
+
+    command = "stardomain " + shlex.join(argv)
+    if _KEPT:
+        return [f"interrupted: kept {_KEPT[0]}", f"resume with the same command: {command}"]
+    return ["interrupted before its results were written (nothing to resume)", f"run it again with: {command}"]
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -99,13 +117,18 @@ def _usage_line(e: click.UsageError) -> str:
 
 def main() -> None:
     """Entry point: user errors — and what a user meets, a full disk or too little memory — become one line and exit 2."""
+    _KEPT.clear()
     try:
         cli.main(prog_name="stardomain", standalone_mode=False)
     except StardomainError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as e:
+        if not isinstance(e.__context__ or e.__cause__, (KeyboardInterrupt, EOFError)):  # an Abort a command raised itself
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        for line in interrupted_lines(sys.argv[1:]):
+            click.echo(line, err=True)
         sys.exit(130)
     except click.UsageError as e:
         click.echo(f"error: {_usage_line(e)}", err=True)
@@ -114,7 +137,8 @@ def main() -> None:
         click.echo(f"error: {_one_line(e.format_message())}", err=True)
         sys.exit(2 if e.exit_code == 1 else e.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        for line in interrupted_lines(sys.argv[1:]):
+            click.echo(line, err=True)
         sys.exit(130)
     except OSError as e:
         click.echo(f"error: {_os_error_line(e)}", err=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import click
 import yaml
@@ -52,9 +52,10 @@ def threads_option(fn: Any) -> Any:
     @functools.wraps(fn)
     def wrapper(*args: Any, threads: int, **kwargs: Any) -> Any:
         from stardomain._util.budget import check_threads
+
+        check_threads(threads, "--threads")  # no more than this machine's CPUs (STARDOMAIN_BUDGET lifts it); no torch yet
         from stardomain.training.execution import fixed_threads
 
-        check_threads(threads, "--threads")  # no more than this machine's CPUs (STARDOMAIN_BUDGET lifts it)
         with fixed_threads(threads):
             return fn(*args, **kwargs)
 
@@ -65,6 +66,25 @@ def threads_option(fn: Any) -> Any:
         show_default=True,
         help="torch CPU threads to compute with; results depend on it (recorded in each checkpoint).",
     )(wrapper)
+
+
+def checked_first(check: Callable[[dict[str, Any]], None]) -> Callable[[Any], Any]:
+    """Run ``check`` on a command's arguments (a dict by parameter name) before anything else: right under
+    ``@cli.command()``, it comes before the command's body and before :func:`threads_option`'s wrapper import torch.
+
+    For the refusals of bad option values that need no data (issue 35: in under a second): ``check`` must import
+    nothing heavy (no torch, numpy, scipy; :mod:`stardomain._util.budget` and :mod:`stardomain.defaults` are free).
+    """
+
+    def decorate(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            check(kwargs)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def executor_options(fn: Any) -> Any:

@@ -14,6 +14,7 @@ from stardomain._util.console import event_logger, notice, progress_config
 from stardomain._util.device import resolve_device
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
+    checked_first,
     data_root_option,
     device_option,
     echo_json,
@@ -48,6 +49,7 @@ def info() -> None:
 
 
 @cli.command()
+@checked_first(lambda kw: _train_checks(**kw))
 @click.option("--dataset", "-d", default="digits", show_default=True, help="Dataset name (see `stardomain info`).")
 @click.option("--model", "-m", "model_name", default="mlp", show_default=True, help="Architecture name (see `stardomain info`).")
 @click.option(
@@ -133,18 +135,10 @@ def train(
     from stardomain.training.loop import default_recipe
 
     started = time.time()
-    if seed is not None and n_models is not None:
-        raise StardomainError("give either --seed (one model) or --n with --seed-start (a zoo), not both")
-    if n_models is not None and n_models < 1:
-        raise StardomainError(f"--n must be >= 1 (got {n_models})")
-    _check_train_numbers(
-        seed=seed, seed_start=seed_start, subset=subset, subset_seed=subset_seed, image_size=image_size, batch_models=batch_models
-    )
+    # seeds, sizes and --n were checked before any import (_train_checks)
     from stardomain._util.plugins import is_import_path, load_plugins
 
     load_plugins([n for n in (dataset, model_name) if is_import_path(n)])  # import paths typed here: the user named them
-    if subset_seed is not None and subset is None:
-        raise StardomainError("--subset-seed chooses which --subset is drawn; give --subset N too, or drop --subset-seed")
     subset_seed = 0 if subset_seed is None else subset_seed
     dataset, model_name = data.canonical_name(dataset), models.canonical_name(model_name)
     try:  # before any data is read: every recipe value names its option
@@ -154,7 +148,6 @@ def train(
     from stardomain._util import budget
 
     budget.check("--epochs", recipe.epochs, "epochs", "the epochs of each model")
-    budget.check("--n", n_models or 1, "units", "the models to train")
     options = parse_options(opts)
     if init is not None:
         if "init" in options and options["init"] != init:
@@ -242,6 +235,34 @@ def _check_train_numbers(**values: int | None) -> None:
     for key, value in values.items():
         if value is not None and value < least[key]:
             raise StardomainError(f"--{key.replace('_', '-')} must be >= {least[key]} (got {value})")
+
+
+def _train_checks(
+    seed: int | None,
+    n_models: int | None,
+    seed_start: int,
+    subset: int | None,
+    subset_seed: int | None,
+    image_size: int | None,
+    batch_models: int,
+    epochs: int | None,
+    **_: object,
+) -> None:
+    """``train``'s option values that need no data nor recipe, refused before torch is imported (:func:`checked_first`)."""
+    from stardomain._util import budget
+
+    if seed is not None and n_models is not None:
+        raise StardomainError("give either --seed (one model) or --n with --seed-start (a zoo), not both")
+    if n_models is not None and n_models < 1:
+        raise StardomainError(f"--n must be >= 1 (got {n_models})")
+    _check_train_numbers(
+        seed=seed, seed_start=seed_start, subset=subset, subset_seed=subset_seed, image_size=image_size, batch_models=batch_models
+    )
+    if subset_seed is not None and subset is None:
+        raise StardomainError("--subset-seed chooses which --subset is drawn; give --subset N too, or drop --subset-seed")
+    if epochs is not None and epochs >= 1:  # below 1: the recipe's own refusal, naming --epochs
+        budget.check("--epochs", epochs, "epochs", "the epochs of each model")
+    budget.check("--n", n_models or 1, "units", "the models to train")
 
 
 @cli.command("eval")

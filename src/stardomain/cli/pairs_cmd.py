@@ -13,6 +13,7 @@ from stardomain.cli.app import cli
 from stardomain.cli.common import (
     _load_pair,
     allow_unpermuted_option,
+    checked_first,
     data_options,
     data_root_option,
     device_option,
@@ -77,12 +78,43 @@ def refine_cli_options(fn: Any) -> Any:
 
 def refine_settings(kw: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
     """Pop the --refine* values out of a command's keyword arguments: (method, SteConfig settings, state file)."""
-    from stardomain._util import budget
-
     method = kw.pop("refine")
     settings = {k: kw.pop(f"refine_{k}") for k in ("steps", "batch_size", "lr", "eval_samples", "start")}
-    budget.check("--refine-steps", settings["steps"], "length", "learned-matching steps")
     return method, settings, kw.pop("refine_state")
+
+
+def _refine_checks(kw: dict[str, Any]) -> None:
+    """The --refine-steps budget, refused before any import (:func:`checked_first`)."""
+    from stardomain._util import budget
+
+    budget.check("--refine-steps", kw["refine_steps"], "length", "learned-matching steps")
+
+
+def _align_checks(kw: dict[str, Any]) -> None:
+    """align's option values that need no data: refused before torch is imported (:func:`checked_first`)."""
+    _refine_checks(kw)
+    if kw["method"] == "activation" and kw["matching_samples"] < 1:
+        raise StardomainError(f"--matching-samples must be >= 1 (got {kw['matching_samples']})")
+
+
+def _barrier_checks(kw: dict[str, Any]) -> None:
+    """barrier's option values that need no data: refused before torch is imported (:func:`checked_first`)."""
+    from stardomain._util import budget
+
+    points, align_method, symmetry = kw["points"], kw["align_method"], kw["symmetry"]
+    if points < 2:
+        raise StardomainError(f"--points must be >= 2 (got {points})")
+    if kw["matching_samples"] < 1:
+        raise StardomainError(f"--matching-samples must be >= 1 (got {kw['matching_samples']})")
+    budget.check("--points", points, "length", "t values per curve")
+    for flag, n in (("--eval-train-samples", kw["eval_train_samples"]), ("--eval-test-samples", kw["eval_test_samples"])):
+        if n is not None and n < 1:
+            raise StardomainError(f"{flag} must be >= 1 (got {n}); omit it to evaluate the whole split")
+    _refine_checks(kw)
+    if kw["refine"] != "none" and align_method == "none":
+        raise StardomainError("--refine ste refines an alignment; pass --align weight (or activation) with it")
+    if symmetry != "permutation" and align_method == "none":
+        raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align weight (or activation) with it")
 
 
 def symmetry_option(fn: Any) -> Any:
@@ -116,6 +148,7 @@ def refine_line(info: dict[str, Any] | None) -> str:
 
 
 @cli.command()
+@checked_first(_align_checks)
 @click.argument("model_a", type=click.Path())
 @click.argument("model_b", type=click.Path())
 @click.option(
@@ -248,6 +281,7 @@ def align(
 
 
 @cli.command()
+@checked_first(_barrier_checks)
 @click.argument("model_a", type=click.Path())
 @click.argument("model_b", type=click.Path())
 @data_options
@@ -308,24 +342,12 @@ def barrier(
     """Loss and accuracy along (1-t)·A + t·B on train and test data, and the barriers (Eq. 1-2)."""
     import torch
 
-    from stardomain._util import budget
     from stardomain.barrier import evaluate_pair
     from stardomain.checkpoints import store
     from stardomain.checkpoints.provenance import data_line
 
-    if points < 2:
-        raise StardomainError(f"--points must be >= 2 (got {points})")
-    if matching_samples < 1:
-        raise StardomainError(f"--matching-samples must be >= 1 (got {matching_samples})")
-    budget.check("--points", points, "length", "t values per curve")
-    for flag, n in (("--eval-train-samples", eval_train_samples), ("--eval-test-samples", eval_test_samples)):
-        if n is not None and n < 1:
-            raise StardomainError(f"{flag} must be >= 1 (got {n}); omit it to evaluate the whole split")
+    # the option values were checked before any import (_barrier_checks)
     refine, refine_options, refine_state = refine_settings(refine_kw)
-    if refine != "none" and align_method == "none":
-        raise StardomainError("--refine ste refines an alignment; pass --align weight (or activation) with it")
-    if symmetry != "permutation" and align_method == "none":
-        raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align weight (or activation) with it")
     read_plain([model_a, model_b], plain_model, dataset, data_root)  # plain state dicts: --model's, for --dataset
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)

@@ -28,9 +28,11 @@ def run(
     experiment: str, out_dir: str, device: str | None, threads: int | None, executor: str | None, workers: int | None, quiet: bool
 ) -> None:
     """Run a whole experiment from one YAML file: zoo, star models, barriers, distances, BMA, fusion, report."""
+    from stardomain.cli.app import resumable
     from stardomain.experiment import load_config, run_experiment
     from stardomain.experiment.executors import with_overrides
 
+    resumable(f"every finished unit in {out_dir} and the last finished epoch of the model in training")
     cfg = load_config(experiment)
     if device:
         cfg.device = device
@@ -57,8 +59,10 @@ def demo(out_dir: str, device: str | None, quiet: bool) -> None:
     from importlib import resources
 
     from stardomain._util.console import summary_line
+    from stardomain.cli.app import resumable
     from stardomain.experiment import load_config, run_experiment
 
+    resumable(f"every finished unit in {out_dir} and the last finished epoch of the model in training")
     with resources.as_file(resources.files("stardomain") / "configs" / "demo.yaml") as path:
         cfg = load_config(path)
     if device:

@@ -86,6 +86,36 @@ def _refuse_meaningless_options(t_sampling: str, matching: str, mu: float = 0.0)
         )
 
 
+def _existing_stars(outs: list[Path], members: list, ds: object, config: object, seed: int, init: str, force: bool) -> list[bool]:
+    """Which of ``outs`` already hold this very star (same sources, settings, seed, init and data): reused, and said.
+    One of another identity is refused in one line naming --force, before any star is trained; --force retrains all."""
+    from stardomain._util.diff import difference_phrases
+    from stardomain.checkpoints import store
+    from stardomain.starlight import repeat_seed
+    from stardomain.starlight.writer import star_identity
+    from stardomain.training.zoo import dataset_record
+
+    if force:
+        return [False] * len(outs)
+    arch, hashes, reuse = members[0][2]["arch"], None, []
+    for r, out in enumerate(outs):
+        if not store.is_complete(out):
+            reuse.append(False)
+            continue
+        hashes = hashes or [store.content_hash(p) for p, _, _ in members]
+        ident = star_identity(config, hashes, repeat_seed(seed, r), init, str(arch["name"]), arch.get("options", {}))  # type: ignore[arg-type]
+        meta, data = store.read_metadata(out), dataset_record(ds)
+        there = {**(meta.get("identity") or {}), "data": meta.get("data", data)}
+        differs = difference_phrases(there, {**ident, "data": data})
+        if differs:
+            raise StardomainError(
+                f"{out} already holds a star of other settings ({differs[0]} there, {differs[1]} requested); "
+                "pass --force to replace it, or choose another --out"
+            )
+        reuse.append(True)
+    return reuse
+
+
 @cli.command()
 @click.option(
     "--sources",
@@ -166,7 +196,8 @@ def _refuse_meaningless_options(t_sampling: str, matching: str, mu: float = 0.0)
 @click.option(
     "--force",
     is_flag=True,
-    help="Replace an existing star model at --out (trained afresh; the old one stays until the new one is written).",
+    help="Retrain and replace an existing star model at --out (the old one stays until the new one is written); without "
+    "it a finished star of the same sources and settings is reused, one of other settings refused.",
 )
 @allow_unpermuted_option
 @data_root_option
@@ -211,8 +242,8 @@ def star(
     from stardomain import models
     from stardomain._util import budget
     from stardomain._util.console import notice
-    from stardomain.checkpoints import store
     from stardomain.checkpoints.provenance import data_line
+    from stardomain.cli.app import resumable
     from stardomain.experiment.pairs import poor_star_warning
     from stardomain.starlight import StarlightConfig, repeat_seed, train_star
     from stardomain.training import zoo
@@ -228,9 +259,7 @@ def star(
     if epochs is not None:
         budget.check("--epochs", epochs, "epochs", "the star's epochs")
     outs = [Path(out_path)] if repeats == 1 else [_repeat_path(out_path, r) for r in range(repeats)]
-    for out in outs:
-        if store.is_complete(out) and not force:
-            raise StardomainError(f"{out} already holds a star model; pass --force to replace it, or choose another --out")
+    resumable(f"the finished stars and the last finished epoch of the one in training (a hidden state file beside {outs[0]})")
     _read_plain_sources(sources_dir, model_name, dataset, data_root)
     members = zoo.load_zoo(sources_dir, limit=n_sources)
     if n_sources is not None and len(members) < n_sources:
@@ -253,8 +282,10 @@ def star(
         recipe = Recipe.from_dict(meta0["recipe"]).without_execution().replace(epochs=epochs, lr=lr, weight_decay=weight_decay)  # fp32
     else:  # save_pretrained sources record no recipe: the dataset's default, said so
         from stardomain._util.console import notice
-        from stardomain.training.loop import default_recipe
+        from stardomain.training.loop import default_recipe, has_default_recipe, no_recipe_refusal
 
+        if epochs is None and not has_default_recipe(ds.name):  # never 200 epochs nobody chose
+            raise no_recipe_refusal(ds.name, "--epochs N (and --lr where the generic SGD recipe's does not suit)")
         recipe = default_recipe(ds.name).replace(epochs=epochs, lr=lr, weight_decay=weight_decay)
         notice("note", f"the sources record no recipe: the star trains with {ds.name}'s default recipe {recipe.to_dict()}")
     config = StarlightConfig(
@@ -271,6 +302,7 @@ def star(
         symmetry=symmetry,
     )
     dev = resolve_device(device)
+    reuse = _existing_stars(outs, members, ds, config, seed, init_path or "fresh", force)  # before any star is trained
     for r, out in enumerate(outs):
         # repeat r's own stream; r0 is the single star of --seed ("seed" records what built it, "seed_option" the --seed)
         star = train_star(
@@ -283,7 +315,7 @@ def star(
             init=init_path or "fresh",
             repeat=r,
             repeats=repeats,
-            existing="replace",
+            existing="reuse" if reuse[r] else "replace",
             device=dev,
             progress=progress_config(quiet),
             allow_unpermuted=allow_unpermuted,
@@ -295,7 +327,7 @@ def star(
             f"star model{which} from {len(members)} sources ({_which(members)} of {sources_dir}), "
             f"star seed {meta['seed']} (--seed {seed}): test_loss={metrics['test_loss']:.4f} test_acc={100 * metrics['test_acc']:.2f}%; "
             + (f"permutation spec covers {100 * meta['spec_coverage']:.1f}% of parameters; " if meta["spec_coverage"] is not None else "")
-            + f"wrote {out}"
+            + (f"wrote {out}" if star.trained else f"reused {out}: finished before with these sources and settings (--force retrains)")
         )
         poor = poor_star_warning(meta["metrics"], [m.get("metrics", {}) for _, _, m in members])  # as the pipeline flags it
         if poor:

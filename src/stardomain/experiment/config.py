@@ -87,7 +87,7 @@ class ExperimentConfig:
         check_threads(self.executor, self.threads)  # a Ray/SLURM unit reserves at least the CPUs it computes with
         _check_recipe_overrides(self)  # types and ranges of every recipe key, named, before anything compares them
         from stardomain import data, models
-        from stardomain.training.loop import Recipe, default_recipe
+        from stardomain.training.loop import Recipe, default_recipe, has_default_recipe, no_recipe_refusal
 
         # the plugins this config names were imported by experiment_config (a constructor runs no user code)
         # resolve names to registry keys once, here: recipe, metadata, zoo identity and report use only the key
@@ -123,6 +123,10 @@ class ExperimentConfig:
             models.check_init(self.model.init)
         except StardomainError as e:
             raise StardomainError(f"model.init: {e}") from None
+        if "epochs" not in self.train and not has_default_recipe(self.dataset):  # never 200 epochs nobody chose
+            raise no_recipe_refusal(
+                self.dataset, "train: {epochs: N} (and lr, batch_size, weight_decay where the generic SGD recipe does not suit)"
+            )
         for where, overrides in (("train", self.train), ("star.recipe", {**self.train, **self.star.recipe})):
             try:
                 Recipe.from_dict({**default_recipe(self.dataset).to_dict(), **overrides})

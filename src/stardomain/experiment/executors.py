@@ -107,6 +107,10 @@ def run_plan(
     log = log or (lambda msg: None)
     event = event or (lambda kind, **fields: None)
     board_done = {u.id for u in plan if job.is_done(u)}
+    if len(board_done) == len(plan):
+        log(f"nothing to do: finished (all {len(plan)} units done in {out}; results are re-assembled from them)")
+    elif board_done:
+        log(f"resuming: {len(board_done)} of {len(plan)} units done in {out} (kept, not recomputed)")
     backend = _backend(cfg.kind)(job, out, cfg, threads)
     board = Board(plan, parallel=backend.parallel, done=board_done)
     deaths: dict[str, int] = {}
@@ -156,5 +160,6 @@ def run_plan(
                 last_line = time.monotonic()
     finally:
         backend.close()
-    log(board.line())
+    if records or len(board_done) < len(plan):  # a finished folder re-run has no board to show (nor an ETA to guess)
+        log(board.line())
     return records

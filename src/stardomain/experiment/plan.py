@@ -135,7 +135,7 @@ class Board:
         parts = [
             f"{s} {c['done']}/{sum(c.values())} done, {c['running']} running, {c['waiting']} waiting" for s, c in self.counts().items()
         ]
-        eta = self.eta_seconds()
+        eta = 0.0 if len(self.done) == len(self.plan) else self.eta_seconds()  # all done: nothing left to estimate
         parts.append("ETA " + (format_seconds(eta) if eta is not None else "?"))
         return " | ".join(parts)
 

@@ -115,6 +115,35 @@ _SMALL_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# the datasets with a default recipe: the paper's for CIFAR-style and image-folder data, a short one for the small ones;
+# any other (a file, a dataset factory, a plugin's) gets a recipe only by an explicit choice of its epochs
+RECIPE_DATASETS = ("cifar10", "cifar100", "imagefolder", *_SMALL_RECIPES)
+
+
+def has_default_recipe(dataset_name: str) -> bool:
+    """Whether ``dataset_name`` has a default recipe (:data:`RECIPE_DATASETS`); others need their epochs set."""
+    from stardomain.data import canonical_name
+
+    try:
+        return canonical_name(dataset_name) in RECIPE_DATASETS
+    except StardomainError:
+        return False
+
+
+def no_recipe_refusal(dataset_name: str, how: str) -> StardomainError:
+    """The one line refusing to train ``dataset_name`` (no default recipe) with no epochs set; ``how`` says where to set them."""
+    return StardomainError(
+        f"dataset {dataset_name} has no default recipe (only {', '.join(sorted(RECIPE_DATASETS))} have one): "
+        f"choose its training budget, {how}"
+    )
+
+
+def generic_values(recipe: Recipe, explicit: Iterable[str]) -> str:
+    """The recipe values not chosen explicitly, in one phrase (what a dataset without a default recipe trains with)."""
+    keys = ("optimizer", "lr", "batch_size", "weight_decay", "schedule", "augment")
+    return ", ".join(f"{k} {getattr(recipe, k)}" for k in keys if k not in set(explicit))
+
+
 def default_recipe(dataset_name: str, optimizer: str = "sgd") -> Recipe:
     """The paper's recipe for CIFAR-style data, a short one for digits/MNIST; Adam at lr 1e-3.
 
