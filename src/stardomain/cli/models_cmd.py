@@ -62,7 +62,9 @@ def info() -> None:
     default=None,
     help="Weight init scheme (default paper: the authors' init for this architecture; README 'Initialisation').",
 )
-@click.option("--epochs", "-e", type=int, default=None, help="Epochs (default: the dataset's recipe).")
+@click.option(
+    "--epochs", "-e", type=int, default=None, help="Epochs (default: the dataset's recipe; required for data without one: your own)."
+)
 @click.option("--seed", "-s", type=int, default=None, help="Seed of a single model (default 0).")
 @click.option("--n", "n_models", type=int, default=None, help="Train N models with seeds seed-start .. seed-start+N-1 into one zoo folder.")
 @click.option("--seed-start", type=int, default=0, show_default=True, help="First seed of a zoo trained with --n.")
@@ -131,20 +133,27 @@ def train(
     """
     from stardomain import data, models
     from stardomain._util.fileio import remove_stray_temps
+    from stardomain.cli.app import resumable
     from stardomain.training import zoo
-    from stardomain.training.loop import default_recipe
+    from stardomain.training.loop import default_recipe, generic_values, has_default_recipe, no_recipe_refusal
 
     started = time.time()
+    resumable(f"the finished models in {out_dir} and the last finished epoch of the one in training")
     # seeds, sizes and --n were checked before any import (_train_checks)
     from stardomain._util.plugins import is_import_path, load_plugins
 
     load_plugins([n for n in (dataset, model_name) if is_import_path(n)])  # import paths typed here: the user named them
     subset_seed = 0 if subset_seed is None else subset_seed
     dataset, model_name = data.canonical_name(dataset), models.canonical_name(model_name)
+    if epochs is None and not has_default_recipe(dataset):  # never 200 epochs of lr 0.1 nobody chose
+        raise no_recipe_refusal(dataset, "--epochs N (and --lr, --batch-size, --weight-decay where the generic SGD recipe does not suit)")
     try:  # before any data is read: every recipe value names its option
         recipe = default_recipe(dataset, optimizer).replace(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     except StardomainError as e:
         raise StardomainError(_name_option(str(e))) from None
+    if not has_default_recipe(dataset):
+        chosen = [k for k, v in (("lr", lr), ("batch_size", batch_size), ("weight_decay", weight_decay)) if v is not None]
+        notice("note", f"{dataset} has no default recipe: {recipe.epochs} epochs (--epochs), then {generic_values(recipe, chosen)}")
     from stardomain._util import budget
 
     budget.check("--epochs", recipe.epochs, "epochs", "the epochs of each model")
@@ -164,6 +173,7 @@ def train(
     # temps a killed `train` left in this zoo folder (and its claims/, with --executor): only there, only ours
     remove_stray_temps(out_dir, older_than=started, subfolders=[".", "claims"])
     trained: list[Path] = []
+    reused = _reused_members(ds, model_name, options, recipe, role, seeds, out_dir)  # another run there: refused now
 
     def report(path: Path) -> None:
         m = json.loads(Path(path).with_suffix(".json").read_text())["metrics"]
@@ -172,6 +182,7 @@ def train(
         click.echo(
             f"{path}: test_loss={m['test_loss']:.4f} test_acc={100 * m['test_acc']:.2f}% "
             f"(train_loss={m['train_loss']:.4f} train_acc={100 * m['train_acc']:.2f}%)"
+            + (" reused: finished before with these settings" if Path(path) in reused else "")
         )
 
     if executor not in (None, "local") or workers is not None:  # one unit per member, on Ray or SLURM workers
@@ -215,6 +226,24 @@ def train(
         )
     remove_stray_temps(out_dir, older_than=started, subfolders=[".", "claims"])
     warn_unconverged([json.loads(p.with_suffix(".json").read_text()) for p in trained])
+
+
+def _reused_members(ds: Any, model_name: str, options: Any, recipe: Any, role: str, seeds: list[int], out_dir: str) -> set[Path]:
+    """The members already finished in ``out_dir`` with this very configuration (reused, never retrained), said in one
+    line: 'resuming: N of M models done' or 'nothing to do: finished'. A member of another run is refused in one line."""
+    from stardomain.training import zoo
+
+    config, _ = zoo.member_config(ds, model_name, options, recipe, None, role)
+    done = [s for s in seeds if zoo.check_member(zoo.member_path(out_dir, s), config, role)]
+    if len(done) == len(seeds):
+        notice("note", f"nothing to do: finished ({zoo.seed_list(done)} in {out_dir} have these settings; reused, not retrained)")
+    elif done:
+        notice(
+            "note",
+            f"resuming: {len(done)} of {len(seeds)} models done ({zoo.seed_list(done)} in {out_dir} have these settings: reused, "
+            "not retrained)",
+        )
+    return {zoo.member_path(out_dir, s) for s in done}
 
 
 _OPTION_OF = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "weight_decay": "--weight-decay"}
