@@ -22,10 +22,23 @@ from stardomain.cli.common import executor_options, quiet_option
     default=None,
     help="Override the config's threads: torch CPU threads of every unit (results depend on it; recorded).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (units by kind, every model and pair) and its estimated time from the unit costs a run in "
+    "--out measured (events.jsonl); nothing is trained or written.",
+)
 @executor_options
 @quiet_option
 def run(
-    experiment: str, out_dir: str, device: str | None, threads: int | None, executor: str | None, workers: int | None, quiet: bool
+    experiment: str,
+    out_dir: str,
+    device: str | None,
+    threads: int | None,
+    dry_run: bool,
+    executor: str | None,
+    workers: int | None,
+    quiet: bool,
 ) -> None:
     """Run a whole experiment from one YAML file: zoo, star models, barriers, distances, BMA, fusion, report."""
     from stardomain.cli.app import resumable
@@ -39,6 +52,13 @@ def run(
     if threads is not None:
         cfg.threads = threads
     cfg.executor = with_overrides(cfg.executor, executor, workers)
+    if dry_run:
+        from stardomain.experiment.dry_run import dry_run as plan_of
+        from stardomain.experiment.dry_run import plan_lines
+
+        for line in plan_lines(plan_of(cfg, out_dir)):
+            click.echo(line)
+        return
     run_experiment(cfg, out_dir, progress=progress_config(quiet), log=event_logger(quiet))
     click.echo(f"wrote {Path(out_dir) / 'results.json'} and {Path(out_dir) / 'report.md'}")
 
