@@ -43,6 +43,13 @@ def test_importing_the_cli_loads_no_heavy_module():
     assert r.stdout.strip() == "[]", f"importing stardomain.cli loaded {r.stdout.strip()}"
 
 
+def test_the_recipe_imports_without_torch():
+    """``train`` checks the recipe values typed before any heavy import: stardomain.training.recipe stays torch-free."""
+    code = f"import stardomain.training.recipe, sys; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    r = _run("-c", code)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
 def test_the_importtime_reading_sees_torch():
     """The reading below would pass vacuously if it never saw an import: it does see torch when torch is imported."""
     r = _run("-X", "importtime", "-c", "import torch")
@@ -74,6 +81,8 @@ def test_help_and_usage_errors_load_no_heavy_module(args, tmp_path):
         (["train", "--out", "zoo", "--subset-seed", "3"], "give --subset N too"),
         (["train", "--out", "zoo", "-e", str(10**12)], "--epochs: the epochs of each model would be"),
         (["train", "--out", "zoo", "--threads", "4096"], "--threads: 4096 CPU threads"),
+        (["train", "--out", "zoo", "-e", "0"], "--epochs: must be >= 1 (got 0)"),
+        (["train", "--out", "zoo", "--lr", "inf"], "--lr: must be a finite number"),
         (["barrier", "a.safetensors", "b.safetensors", "--points", "1"], "--points must be >= 2 (got 1)"),
         (["barrier", "a.safetensors", "b.safetensors", "--refine", "ste"], "--refine ste refines an alignment"),
         (

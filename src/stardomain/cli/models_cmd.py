@@ -275,10 +275,16 @@ def _train_checks(
     image_size: int | None,
     batch_models: int,
     epochs: int | None,
+    optimizer: str,
+    lr: float | None,
+    batch_size: int | None,
+    weight_decay: float | None,
     **_: object,
 ) -> None:
-    """``train``'s option values that need no data nor recipe, refused before torch is imported (:func:`checked_first`)."""
+    """``train``'s option values that need no data, refused before torch is imported (:func:`checked_first`); the
+    recipe values typed are checked here too (the dataset's own recipe, in the body: naming it imports the data)."""
     from stardomain._util import budget
+    from stardomain.training.recipe import Recipe
 
     if seed is not None and n_models is not None:
         raise StardomainError("give either --seed (one model) or --n with --seed-start (a zoo), not both")
@@ -289,7 +295,11 @@ def _train_checks(
     )
     if subset_seed is not None and subset is None:
         raise StardomainError("--subset-seed chooses which --subset is drawn; give --subset N too, or drop --subset-seed")
-    if epochs is not None and epochs >= 1:  # below 1: the recipe's own refusal, naming --epochs
+    try:  # each value names its option
+        Recipe(optimizer=optimizer).replace(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    except StardomainError as e:
+        raise StardomainError(_name_option(str(e))) from None
+    if epochs is not None:
         budget.check("--epochs", epochs, "epochs", "the epochs of each model")
     budget.check("--n", n_models or 1, "units", "the models to train")
 

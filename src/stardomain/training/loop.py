@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -20,144 +19,23 @@ from torch import nn
 
 from stardomain._util.logits import logits_of
 from stardomain._util.progress import Progress, ProgressConfig
-from stardomain.errors import StardomainError, reject_unknown_keys
 from stardomain.training.execution import autocast, check_channels_last, grad_scaler, with_cudnn_autotune
+from stardomain.training.recipe import (  # noqa: F401  (re-exported: the recipe's names were defined here before)
+    _EXECUTION_DEFAULTS,
+    _FIELD_TYPES,
+    _SMALL_RECIPES,
+    OPTIMIZERS,
+    PRECISIONS,
+    RECIPE_DATASETS,
+    SCHEDULES,
+    Recipe,
+    default_recipe,
+    generic_values,
+    has_default_recipe,
+    no_recipe_refusal,
+)
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
 STATE_KIND = "training-state"  # the kind of train_model's resumable state (stardomain.training.state)
-# how a run executes rather than what it trains: left out of to_dict() at these defaults, so the
-# identity of every fp32 run recorded before these fields existed is unchanged
-_EXECUTION_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False}
-
-
-@dataclass
-class Recipe:
-    """How a model is trained. Defaults are the paper's CIFAR recipe (App. A)."""
-
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    epochs: int = 200
-    batch_size: int = 128
-    schedule: str = "cosine"
-    warmup_epochs: int = 0
-    augment: bool = True
-    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only)
-    channels_last: bool = False  # NHWC convnets, where stardomain.training.memformat finds it safe
-    compile: bool = False  # torch.compile the training forward/backward
-
-    def __post_init__(self) -> None:
-        self._check_types()
-        for key in ("lr", "momentum", "weight_decay"):  # inf or NaN would train a whole zoo to NaN
-            if not math.isfinite(getattr(self, key)):
-                raise StardomainError(f"recipe: {key} must be a finite number (got {getattr(self, key)})")
-        if self.momentum < 0 or self.momentum >= 1:
-            raise StardomainError(f"recipe: momentum must be in [0, 1), e.g. 0.9 (got {self.momentum})")
-        if self.weight_decay < 0:
-            raise StardomainError(f"recipe: weight_decay must be >= 0, e.g. 5e-4 (got {self.weight_decay})")
-        if self.optimizer not in OPTIMIZERS:
-            raise StardomainError(f"recipe: unknown optimizer '{self.optimizer}'; use one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise StardomainError(f"recipe: unknown schedule '{self.schedule}'; use one of {', '.join(SCHEDULES)}")
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise StardomainError(f"recipe: {key} must be >= 1 (got {getattr(self, key)})")
-        if not self.lr > 0:
-            raise StardomainError(f"recipe: lr must be > 0 (got {self.lr})")
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs + 1:
-            raise StardomainError(f"recipe: warmup_epochs must be in [0, epochs] (got {self.warmup_epochs})")
-        if self.precision not in PRECISIONS:
-            raise StardomainError(f"recipe: unknown precision '{self.precision}'; use one of {', '.join(PRECISIONS)}")
-
-    def _check_types(self) -> None:
-        """Each field's type, naming the key: a YAML ``epochs: '2'`` must not reach a comparison (or an optimizer)."""
-        for f in fields(self):
-            value, want = getattr(self, f.name), _FIELD_TYPES[f.name]
-            if want is float:
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            elif want is int:
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            else:
-                ok = isinstance(value, want)
-            if not ok:
-                what = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}[want]
-                raise StardomainError(f"recipe: {f.name} must be {what} (got {value!r})")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, except execution options (precision, channels_last, compile) at their defaults."""
-        return {k: v for k, v in asdict(self).items() if _EXECUTION_DEFAULTS.get(k, object()) != v}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Recipe":
-        reject_unknown_keys("recipe", d, (f.name for f in fields(cls)))
-        return cls(**dict(d))
-
-    def replace(self, **changes: Any) -> "Recipe":
-        return Recipe.from_dict({**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
-
-    def without_execution(self) -> "Recipe":
-        """The same schedule with the execution options at their defaults (fp32, NCHW, eager): what a
-        star inherits from its sources, since Starlight implements none of them."""
-        return self.replace(**_EXECUTION_DEFAULTS)
-
-
-_FIELD_TYPES: dict[str, type] = {f.name: {"str": str, "float": float, "bool": bool, "int": int}[str(f.type)] for f in fields(Recipe)}
-
-_SMALL_RECIPES: dict[str, dict[str, Any]] = {
-    # 1,437 training images: many short epochs, no augmentation (8x8 digits do not crop well)
-    "digits": dict(lr=0.05, epochs=15, batch_size=64, weight_decay=5e-4, augment=False),
-    "mnist": dict(lr=0.05, epochs=10, batch_size=128, weight_decay=5e-4, augment=False),
-    "fashion_mnist": dict(lr=0.05, epochs=10, batch_size=128, weight_decay=5e-4, augment=False),
-}
-
-
-# the datasets with a default recipe: the paper's for CIFAR-style and image-folder data, a short one for the small ones;
-# any other (a file, a dataset factory, a plugin's) gets a recipe only by an explicit choice of its epochs
-RECIPE_DATASETS = ("cifar10", "cifar100", "imagefolder", *_SMALL_RECIPES)
-
-
-def has_default_recipe(dataset_name: str) -> bool:
-    """Whether ``dataset_name`` has a default recipe (:data:`RECIPE_DATASETS`); others need their epochs set."""
-    from stardomain.data import canonical_name
-
-    try:
-        return canonical_name(dataset_name) in RECIPE_DATASETS
-    except StardomainError:
-        return False
-
-
-def no_recipe_refusal(dataset_name: str, how: str) -> StardomainError:
-    """The one line refusing to train ``dataset_name`` (no default recipe) with no epochs set; ``how`` says where to set them."""
-    return StardomainError(
-        f"dataset {dataset_name} has no default recipe (only {', '.join(sorted(RECIPE_DATASETS))} have one): "
-        f"choose its training budget, {how}"
-    )
-
-
-def generic_values(recipe: Recipe, explicit: Iterable[str]) -> str:
-    """The recipe values not chosen explicitly, in one phrase (what a dataset without a default recipe trains with)."""
-    keys = ("optimizer", "lr", "batch_size", "weight_decay", "schedule", "augment")
-    return ", ".join(f"{k} {getattr(recipe, k)}" for k in keys if k not in set(explicit))
-
-
-def default_recipe(dataset_name: str, optimizer: str = "sgd") -> Recipe:
-    """The paper's recipe for CIFAR-style data, a short one for digits/MNIST; Adam at lr 1e-3.
-
-    The name is canonicalised first (``fmnist`` -> ``fashion_mnist``): looked up as typed, an
-    alias would silently get the 200-epoch CIFAR recipe.
-    """
-    from stardomain.data import canonical_name
-
-    recipe = Recipe(**_SMALL_RECIPES.get(canonical_name(dataset_name), {}))
-    if optimizer == "adam":
-        recipe = recipe.replace(optimizer="adam", lr=1e-3, nesterov=False)
-    elif optimizer != "sgd":
-        recipe = recipe.replace(optimizer=optimizer)  # validates, raises
-    return recipe
 
 
 def seed_everything(seed: int) -> torch.Generator:
