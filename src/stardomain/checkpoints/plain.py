@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +94,11 @@ def _named(path: str | os.PathLike[str]) -> _Named:
     return named
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_metadata(path: str | os.PathLike[str], sha256: str | None) -> dict[str, Any]:
     """Metadata synthesised for a plain state dict: ``arch`` (what the named builder makes), ``sha256`` (the
-    file's), ``pretrained`` (what was read) and ``assumed``; never anything from the file's own header."""
-    from stardomain.checkpoints.pretrained import assumptions
-    from stardomain.checkpoints.store import content_hash
+    file's, hashed by the store that asks), ``pretrained`` (what was read) and ``assumed``; never anything from the
+    file's own header."""
+    from stardomain.checkpoints.assumed import assumptions
 
     named = _named(path)
     if not Path(path).is_file():
@@ -107,7 +108,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         "kind": "regular",
         "role": "source",
         "arch": dict(named.arch),
-        "sha256": content_hash(path),
+        "sha256": sha256,
         "pretrained": {"format": "safetensors", "file": str(path), "model": named.builder, "kind": "state_dict"},
         "assumed": assumptions(named.builder, "state_dict", None, builder=named.builder),
     }
@@ -121,10 +122,13 @@ def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], d
 
     from stardomain._util.diff import state_mismatch
 
-    meta = read_metadata(path)
+    if not Path(path).is_file():
+        read_metadata(path, None)  # the one-line refusal (no --model named, or no such file)
+    data = Path(path).read_bytes()
+    meta = read_metadata(path, hashlib.sha256(data).hexdigest())  # the store's content hash: sha256 of the file
     named = _named(path)
     try:
-        state = st_load(Path(path).read_bytes())  # tensors only: the header's __metadata__ is never looked at
+        state = st_load(data)  # tensors only: the header's __metadata__ is never looked at
     except (SafetensorError, ValueError, RuntimeError, OSError) as e:
         raise StardomainError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
     expected = {k: torch.empty(shape, dtype=dtype, device="meta") for k, (shape, dtype) in named.shapes.items()}

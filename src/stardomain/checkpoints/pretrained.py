@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 import torch
 
+from stardomain.checkpoints.assumed import assumptions
 from stardomain.errors import StardomainError
 
 __all__ = ["NAME", "assumptions", "content_hash", "is_folder", "load_state", "read_metadata"]
@@ -119,23 +120,6 @@ def content_hash(path: str | os.PathLike[str]) -> str:
     files = [folder / CONFIG, *_weight_files(folder)]
     stats = tuple((str(f.resolve()), (st := os.stat(f)).st_ino, st.st_size, st.st_mtime_ns) for f in files)
     return _folder_hash(stats)
-
-
-def assumptions(architecture: str, kind: str, vocab: int | None, builder: str | None = None) -> list[str]:
-    """What stardomain assumes for a checkpoint that records no provenance (printed and recorded by every command):
-    a save_pretrained folder, or a plain state dict whose model the user named (``builder``:
-    :mod:`stardomain.checkpoints.plain`)."""
-    out = [
-        "no training data, seed or recipe recorded: the data is the one named with --dataset (and --subset), the model a source",
-    ]
-    if builder is not None:
-        out.append(f"the model is the one --model {builder} builds for that dataset's classes and input shape")
-    elif kind != "image":
-        out.append(
-            f"{architecture} reads token ids: integer inputs are its ids, float inputs are quantised into {vocab} ids "
-            "over [-2, 2] (as hf:gpt2 does)"
-        )
-    return out
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if _plain(st_path):  # a plain state dict: its model named by the user (checkpoints.plain), or refused
         from stardomain.checkpoints import plain
 
-        return plain.read_metadata(st_path)
+        return plain.read_metadata(st_path, sha256=content_hash(st_path) if st_path.is_file() else None)
     if not st_path.exists():
         raise StardomainError(f"checkpoint not found: {st_path} (pass the path of a .safetensors file written by stardomain)")
     if not json_path.exists():
