@@ -89,6 +89,9 @@ def test_help_and_usage_errors_load_no_heavy_module(args, tmp_path):
             ["align", "a.safetensors", "b.safetensors", "--method", "activation", "--matching-samples", "0"],
             "--matching-samples must be >= 1",
         ),
+        (["star", "--sources", "zoo", "--out", "s.safetensors", "--repeats", "0"], "--repeats must be >= 1 (got 0)"),
+        (["star", "--sources", "zoo", "--out", "s.safetensors", "--t-constant", "0.3"], "--t-constant sets the fixed t"),
+        (["bma", "--star", "s.safetensors", "--max-samples", "0"], "--max-samples must be >= 1 (got 0)"),
     ],
     ids=lambda a: " ".join(a) if isinstance(a, list) else "",
 )

@@ -12,6 +12,7 @@ from stardomain._util.device import resolve_device
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
     allow_unpermuted_option,
+    checked_first,
     data_options,
     data_root_option,
     device_option,
@@ -86,6 +87,41 @@ def _refuse_meaningless_options(t_sampling: str, matching: str, mu: float = 0.0)
         )
 
 
+def _star_checks(
+    repeats: int,
+    t_sampling: str,
+    matching: str,
+    mu: float,
+    weight_decay: float | None,
+    pairs_per_step: int,
+    epochs: int | None,
+    **_: object,
+) -> None:
+    """``star``'s option values that need no data, refused before torch is imported (:func:`checked_first`)."""
+    from stardomain._util import budget
+
+    if repeats < 1:
+        raise StardomainError(f"--repeats must be >= 1 (got {repeats})")
+    _refuse_meaningless_options(t_sampling, matching, mu)
+    if weight_decay is not None and not weight_decay >= 0:
+        raise StardomainError(f"--weight-decay must be >= 0, e.g. 5e-4 (got {weight_decay})")
+    budget.check("--repeats", repeats, "units", "stars to train")
+    budget.check("--pairs-per-step", pairs_per_step, "length", "(source, t) pairs per step")
+    if epochs is not None:
+        budget.check("--epochs", epochs, "epochs", "the star's epochs")
+
+
+def _bma_checks(max_samples: int, sources_dir: str | None, other_dir: str | None, **_: object) -> None:
+    """``bma``'s option values that need no data, refused before torch is imported (:func:`checked_first`)."""
+    from stardomain._util import budget
+
+    if max_samples < 1:
+        raise StardomainError(f"--max-samples must be >= 1 (got {max_samples})")
+    budget.check("--max-samples", max_samples, "length", "posterior samples")
+    if sources_dir is not None and other_dir is not None:
+        raise StardomainError("give --sources (where the star's own sources are) or --other-sources (another set), not both")
+
+
 def _existing_stars(outs: list[Path], members: list, ds: object, config: object, seed: int, init: str, force: bool) -> list[bool]:
     """Which of ``outs`` already hold this very star (same sources, settings, seed, init and data): reused, and said.
     One of another identity is refused in one line naming --force, before any star is trained; --force retrains all."""
@@ -117,6 +153,7 @@ def _existing_stars(outs: list[Path], members: list, ds: object, config: object,
 
 
 @cli.command()
+@checked_first(lambda kw: _star_checks(**kw))
 @click.option(
     "--sources",
     "sources_dir",
@@ -249,15 +286,7 @@ def star(
     from stardomain.training import zoo
     from stardomain.training.loop import Recipe
 
-    if repeats < 1:
-        raise StardomainError(f"--repeats must be >= 1 (got {repeats})")
-    _refuse_meaningless_options(t_sampling, matching, mu)
-    if weight_decay is not None and not weight_decay >= 0:
-        raise StardomainError(f"--weight-decay must be >= 0, e.g. 5e-4 (got {weight_decay})")
-    budget.check("--repeats", repeats, "units", "stars to train")
-    budget.check("--pairs-per-step", pairs_per_step, "length", "(source, t) pairs per step")
-    if epochs is not None:
-        budget.check("--epochs", epochs, "epochs", "the star's epochs")
+    # --repeats, the meaningless options, --weight-decay and the budgets were checked before any import (_star_checks)
     outs = [Path(out_path)] if repeats == 1 else [_repeat_path(out_path, r) for r in range(repeats)]
     resumable(f"the finished stars and the last finished epoch of the one in training (a hidden state file beside {outs[0]})")
     _read_plain_sources(sources_dir, model_name, dataset, data_root)
@@ -337,6 +366,7 @@ def star(
 
 
 @cli.command()
+@checked_first(lambda kw: _bma_checks(**kw))
 @click.option("--star", "star_path", required=True, type=click.Path(dir_okay=False), help="Star model checkpoint.")
 @click.option(
     "--sources",
@@ -378,7 +408,6 @@ def bma(
 
     By default the sources are exactly the ones the star was trained on (paths and SHA-256 in its metadata).
     """
-    from stardomain._util import budget
     from stardomain._util.diff import describe_difference
     from stardomain.bma import core as bma_mod
     from stardomain.checkpoints import store
@@ -388,11 +417,7 @@ def bma(
     from stardomain.report.bma_plot import plot_bma
     from stardomain.training import zoo
 
-    if max_samples < 1:
-        raise StardomainError(f"--max-samples must be >= 1 (got {max_samples})")
-    budget.check("--max-samples", max_samples, "length", "posterior samples")
-    if sources_dir is not None and other_dir is not None:
-        raise StardomainError("give --sources (where the star's own sources are) or --other-sources (another set), not both")
+    # --max-samples and --sources/--other-sources were checked before any import (_bma_checks)
     dev = resolve_device(device)
     star_state, meta = store.load_state(star_path)
     if meta.get("kind") != "star":
