@@ -102,17 +102,17 @@ def cnn_tables(run: Path, res: Mapping[str, Any]) -> str:
     s, t, ep = res["barriers"]["summary"], res["tests"], res["endpoints"]
     d = res.get("distances", {})
     rows = []
-    for g in GROUPS:
-        if g in s:
+    for grp in GROUPS:
+        if grp in s:
             rows.append(
                 [
-                    GROUP_LABELS[g],
-                    s[g]["n_pairs"],
-                    fmt(s[g]["barriers"]["test_loss"]),
-                    over_stars(s[g]),
-                    fmt(s[g]["barriers"]["test_acc"], 100, 2, n=False),
-                    fmt(s[g]["barriers"]["train_loss"], n=False),
-                    fmt(d[g]["l2_aligned"], digits=2, n=False) if g in d else "–",
+                    GROUP_LABELS[grp],
+                    s[grp]["n_pairs"],
+                    fmt(s[grp]["barriers"]["test_loss"]),
+                    over_stars(s[grp]),
+                    fmt(s[grp]["barriers"]["test_acc"], 100, 2, n=False),
+                    fmt(s[grp]["barriers"]["train_loss"], n=False),
+                    fmt(d[grp]["l2_aligned"], digits=2, n=False) if grp in d else "–",
                 ]
             )
     out = [
@@ -245,16 +245,16 @@ def bn_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
         ab = res.get("bn_ablation", {})
         if not ab.get("applicable"):
             continue
-        for g in GROUPS:
-            if g not in ab["groups"]:
+        for grp in GROUPS:
+            if grp not in ab["groups"]:
                 continue
-            a, pt = ab["groups"][g]["test_loss"], ab["tests"][g]["paired"]
+            a, pt = ab["groups"][grp]["test_loss"], ab["tests"][grp]["paired"]
             word = verdict(pt, "lower without the reset", "higher without the reset")
             rows.append(
                 [
                     res["name"],
-                    GROUP_LABELS[g],
-                    ab["groups"][g]["n_pairs"],
+                    GROUP_LABELS[grp],
+                    ab["groups"][grp]["n_pairs"],
                     fmt(a["reset"], n=False),
                     fmt(a["interpolate"], n=False),
                     f"{num(pt['difference']['mean'])}, 95% t CI {interval(pt['ci'])}: {word}",

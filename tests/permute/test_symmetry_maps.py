@@ -165,7 +165,8 @@ def test_orthogonal_alignment_of_two_inits_keeps_the_function_and_moves_b_closer
     aligned, result = align(a, b, spec=spec, model=model, x=x, symmetry="orthogonal")
     assert result.function_gap <= 1e-5 and _gap(model, b, aligned, x) <= 1e-5
     rec = result.symmetry["distance"]
-    assert rec["history"] == sorted(rec["history"], reverse=True)  # coordinate descent: never farther
+    hist = rec["history"]  # coordinate descent: never farther (float64 sums of the whole state: rounding aside)
+    assert all(later <= earlier * (1 + 1e-9) for earlier, later in zip(hist, hist[1:])), hist
     assert rec["after"] < rec["before"]
     for k in (s.weight for s in residual_stream(model, spec, (x,))[0].norms):
         assert torch.equal(aligned[k], a[k])  # A's parameterisation: A's gains
