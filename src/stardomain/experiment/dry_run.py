@@ -84,7 +84,7 @@ def dry_run(config: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
         units.append({"id": unit.id, "stage": unit.stage, "kind": kind_of(unit.stage), "done": done[unit.id], "estimate_s": estimate})
     by_kind: dict[str, dict[str, int]] = {}
     for u in units:
-        k = by_kind.setdefault(u["kind"], {"total": 0, "to_run": 0})
+        k = by_kind.setdefault(str(u["kind"]), {"total": 0, "to_run": 0})
         k["total"] += 1
         k["to_run"] += not u["done"]
     models = [
