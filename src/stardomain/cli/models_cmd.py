@@ -151,9 +151,6 @@ def train(
         recipe = default_recipe(dataset, optimizer).replace(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     except StardomainError as e:
         raise StardomainError(_name_option(str(e))) from None
-    if not has_default_recipe(dataset):
-        chosen = [k for k, v in (("lr", lr), ("batch_size", batch_size), ("weight_decay", weight_decay)) if v is not None]
-        notice("note", f"{dataset} has no default recipe: {recipe.epochs} epochs (--epochs), then {generic_values(recipe, chosen)}")
     from stardomain._util import budget
 
     budget.check("--epochs", recipe.epochs, "epochs", "the epochs of each model")
@@ -174,6 +171,9 @@ def train(
     remove_stray_temps(out_dir, older_than=started, subfolders=[".", "claims"])
     trained: list[Path] = []
     reused = _reused_members(ds, model_name, options, recipe, role, seeds, out_dir)  # another run there: refused now
+    if not has_default_recipe(dataset):  # said once the inputs are known good, just before training
+        chosen = [k for k, v in (("lr", lr), ("batch_size", batch_size), ("weight_decay", weight_decay)) if v is not None]
+        notice("note", f"{dataset} has no default recipe: {recipe.epochs} epochs (--epochs), then {generic_values(recipe, chosen)}")
 
     def report(path: Path) -> None:
         m = json.loads(Path(path).with_suffix(".json").read_text())["metrics"]
