@@ -26,3 +26,5 @@ MATCHING = "weight"  # sources re-aligned by weight matching
 FUSION_LOSS = "sum"
 FUSION_LOSSES = ("paper", "sum")
 STAR_ACC_MARGIN = 0.01  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged (poor star)
+# the symmetry classes an alignment may use (permute.symmetry): named once for the API, the YAML and the CLI
+SYMMETRIES = ("permutation", "orthogonal", "invertible")

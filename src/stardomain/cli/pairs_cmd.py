@@ -31,7 +31,7 @@ from stardomain.cli.common import (
     threads_option,
     warn_unconverged,
 )
-from stardomain.defaults import DEFAULT_POINTS, REFINE_BATCH_SIZE, REFINE_EVAL_SAMPLES, REFINE_LR, REFINE_STEPS
+from stardomain.defaults import DEFAULT_POINTS, REFINE_BATCH_SIZE, REFINE_EVAL_SAMPLES, REFINE_LR, REFINE_STEPS, SYMMETRIES
 from stardomain.errors import StardomainError
 
 
@@ -121,7 +121,7 @@ def symmetry_option(fn: Any) -> Any:
     """--symmetry: maps beyond permutations after the matcher (orthogonal residual stream, invertible heads)."""
     return click.option(
         "--symmetry",
-        type=click.Choice(["permutation", "orthogonal", "invertible"]),
+        type=click.Choice(SYMMETRIES),
         default="permutation",
         show_default=True,
         help="Symmetry class: permutations only, + an orthogonal map of the residual stream (pre-norm transformers), "

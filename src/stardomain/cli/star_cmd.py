@@ -25,7 +25,7 @@ from stardomain.cli.common import (
     threads_option,
     warn_unconverged,
 )
-from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, SYMMETRIES
 from stardomain.errors import StardomainError
 
 
@@ -213,7 +213,7 @@ def _existing_stars(outs: list[Path], members: list, ds: object, config: object,
 @matching_samples_option
 @click.option(
     "--symmetry",
-    type=click.Choice(["permutation", "orthogonal", "invertible"]),
+    type=click.Choice(SYMMETRIES),
     default="permutation",
     show_default=True,
     help="After each re-alignment's permutation, also move the sources by orthogonal residual-stream or invertible "

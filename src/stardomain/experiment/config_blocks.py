@@ -173,8 +173,8 @@ class EvalConfig:
         _check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
         _check(self.align in ("weight", "activation", "none"), f"eval.align: one of weight, activation, none (got {self.align!r})")
         _check(
-            self.symmetry in ("permutation", "orthogonal", "invertible"),
-            f"eval.symmetry: one of permutation, orthogonal, invertible (got {self.symmetry!r})",
+            self.symmetry in defaults.SYMMETRIES,
+            f"eval.symmetry: one of {', '.join(defaults.SYMMETRIES)} (got {self.symmetry!r})",
         )
         _check(
             self.align != "none" or self.symmetry == "permutation",

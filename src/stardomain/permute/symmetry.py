@@ -60,6 +60,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from stardomain.defaults import SYMMETRIES
 from stardomain.errors import StardomainError
 from stardomain.permute.apply import apply_permutation, compose, is_identity
 from stardomain.permute.spec import PermutationSpec
@@ -78,7 +79,6 @@ __all__ = [
     "rotate_stream",
 ]
 
-SYMMETRIES = ("permutation", "orthogonal", "invertible")
 _ROPE_KEYS = ("rope_theta", "rope_parameters", "rope_scaling", "rotary_dim", "rotary_pct", "rotary_emb_base")
 
 

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from stardomain import defaults
-from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, SYMMETRIES
 from stardomain.errors import StardomainError, reject_unknown_keys
 from stardomain.training.loop import Recipe
 
@@ -19,7 +19,6 @@ MATCHING = ("weight", "activation", "none")
 
 # the knobs of Algorithm 1 that a YAML ``star:`` block sets under the same names (experiment.config.StarConfig)
 KNOBS = ("t_sampling", "t_beta", "t_constant", "pairs_per_step", "mu", "realign_every", "matching", "symmetry", "fusion_loss")
-SYMMETRIES = ("permutation", "orthogonal", "invertible")  # stardomain.permute.symmetry: maps beyond permutations
 
 
 def knob_problems(c: Any, *, mus: Sequence[float] | None = None) -> list[tuple[str, str]]:
