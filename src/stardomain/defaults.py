@@ -28,3 +28,8 @@ FUSION_LOSSES = ("paper", "sum")
 STAR_ACC_MARGIN = 0.01  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged (poor star)
 # the symmetry classes an alignment may use (permute.symmetry): named once for the API, the YAML and the CLI
 SYMMETRIES = ("permutation", "orthogonal", "invertible")
+# the barrier every verdict is judged on (eval.metric): the ICLR version of the paper (v2) builds its findings on the
+# training loss and shows test metrics in an appendix; v1's figures used the test loss. Reports show both losses.
+BARRIER_METRIC = "train_loss"
+BARRIER_METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")
+VERDICT_METRICS_SHOWN = ("train_loss", "test_loss")  # the verdicts report.md and `run` show side by side

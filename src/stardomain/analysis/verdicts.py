@@ -10,9 +10,17 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from stardomain import defaults
 from stardomain.analysis import stats
 
-METRIC = "test_loss"  # barriers are judged on the test loss, as in the paper's figures
+# results.json files written before eval.metric existed were judged on the test loss: re-reported, they are
+# judged on the metric of the config they record, or the default where they record none
+METRIC = defaults.BARRIER_METRIC
+
+
+def metric_of(results: Mapping[str, Any]) -> str:
+    """The barrier metric the verdicts of ``results`` are judged on (``eval.metric``; default: the ICLR version's)."""
+    return str(results["config"]["eval"].get("metric", defaults.BARRIER_METRIC))
 
 
 def _values(summary: Mapping[str, Any], group: str, key: str = METRIC) -> list[float] | None:
@@ -20,15 +28,18 @@ def _values(summary: Mapping[str, Any], group: str, key: str = METRIC) -> list[f
     return list(g["values"][key]) if g and "values" in g and key in g["values"] else None
 
 
-def setting_tests(summary: Mapping[str, Any], endpoints: Mapping[str, Any] | None, tolerance: float, seed: int) -> dict[str, Any]:
-    """The three barrier claims for one star and its zoo (main, each width/depth row, the optimizer study).
+def setting_tests(
+    summary: Mapping[str, Any], endpoints: Mapping[str, Any] | None, tolerance: float, seed: int, metric: str = METRIC
+) -> dict[str, Any]:
+    """The three barrier claims for one star and its zoo (main, each width/depth row, the optimizer study),
+    judged on the barriers of ``metric``.
 
     ``comparable`` is False when the star is more than the margin below its sources' test accuracy:
     its barriers are then small because its endpoint is poor, and no barrier verdict stands.
     """
-    rr, ss, sh = (_values(summary, g) for g in ("regular-regular", "star-source", "star-held-out"))
+    rr, ss, sh = (_values(summary, g, metric) for g in ("regular-regular", "star-source", "star-held-out"))
     out: dict[str, Any] = {
-        "metric": METRIC,
+        "metric": metric,
         "tolerance": tolerance,
         "comparable": not (endpoints or {}).get("star_below_sources", False),
         "converged": _converged(endpoints),
@@ -39,8 +50,17 @@ def setting_tests(summary: Mapping[str, Any], endpoints: Mapping[str, Any] | Non
         out["star_source_near_zero"] = stats.near_zero(ss, tolerance)
     if sh is not None and rr is not None:
         out["star_held_out_vs_regular"] = stats.compare(sh, rr, seed=seed)
-    out.update(over_star_tests(summary, rr, tolerance, seed))
+    out.update(over_star_tests(summary, rr, tolerance, seed, metric))
     return out
+
+
+def by_metric(
+    summary: Mapping[str, Any], endpoints: Mapping[str, Any] | None, tolerance: float, seed: int, metric: str
+) -> dict[str, dict[str, Any]]:
+    """The same claims on every metric the report shows side by side (train and test loss) and the verdict's
+    own: on small, over-fitting data the two losses can disagree, and the reader must see where."""
+    shown = dict.fromkeys((metric, *defaults.VERDICT_METRICS_SHOWN))
+    return {m: setting_tests(summary, endpoints, tolerance, seed, m) for m in shown}
 
 
 def _converged(endpoints: Mapping[str, Any] | None) -> bool:
@@ -56,14 +76,16 @@ def _star_means(holder: Mapping[str, Any] | None, key: str = METRIC) -> list[flo
     return None if o is None else [ps["mean"] for ps in o["per_star"] if ps["n"] > 0]
 
 
-def _per_star_means(summary: Mapping[str, Any], group: str) -> list[float] | None:
-    return _star_means(summary.get(group))
+def _per_star_means(summary: Mapping[str, Any], group: str, metric: str = METRIC) -> list[float] | None:
+    return _star_means(summary.get(group), metric)
 
 
-def over_star_tests(summary: Mapping[str, Any], rr: list[float] | None, tolerance: float, seed: int) -> dict[str, Any]:
+def over_star_tests(
+    summary: Mapping[str, Any], rr: list[float] | None, tolerance: float, seed: int, metric: str = METRIC
+) -> dict[str, Any]:
     """The star claims with the star as the unit of replication: with k >= 2 stars, tested on the per-star
     means (n = k); with one star the spread over stars is unknown, and the report says so."""
-    ss, sh = _per_star_means(summary, "star-source"), _per_star_means(summary, "star-held-out")
+    ss, sh = _per_star_means(summary, "star-source", metric), _per_star_means(summary, "star-held-out", metric)
     n_stars = len(ss or sh or [])
     if not n_stars:
         return {}
@@ -77,10 +99,10 @@ def over_star_tests(summary: Mapping[str, Any], rr: list[float] | None, toleranc
     return out
 
 
-def _trend_over_stars(first: Mapping[str, Any], last: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def _trend_over_stars(first: Mapping[str, Any], last: Mapping[str, Any], seed: int, metric: str) -> dict[str, Any]:
     """The |Z| trend with the star as the unit of replication: per-star mean star-held-out barriers
     at the largest |Z| against those at the smallest (only when both sizes have k >= 2 stars)."""
-    a, b = _star_means(last) or [], _star_means(first) or []
+    a, b = _star_means(last, metric) or [], _star_means(first, metric) or []
     if len(a) < 2 or len(b) < 2:
         return {}
     return {"n_stars": min(len(a), len(b)), "trend_over_stars": stats.compare(a, b, seed=seed)}
@@ -89,10 +111,12 @@ def _trend_over_stars(first: Mapping[str, Any], last: Mapping[str, Any], seed: i
 def compute(results: Mapping[str, Any]) -> dict[str, Any]:
     """Every test the report states a verdict from (see the module docstring)."""
     ev = results["config"]["eval"]
-    tol, seed = float(ev["near_zero_tolerance"]), int(results["config"]["seed"])
-    out: dict[str, Any] = {"level": stats.LEVEL, "tolerance": tol, "margin": float(ev["star_acc_margin"])}
+    tol, seed, metric = float(ev["near_zero_tolerance"]), int(results["config"]["seed"]), metric_of(results)
+    out: dict[str, Any] = {"level": stats.LEVEL, "tolerance": tol, "margin": float(ev["star_acc_margin"]), "metric": metric}
     if "barriers" in results:
-        out["barriers"] = setting_tests(results["barriers"]["summary"], results.get("endpoints"), tol, seed)
+        side = by_metric(results["barriers"]["summary"], results.get("endpoints"), tol, seed, metric)
+        out["barriers"] = side[metric]
+        out["barriers_by_metric"] = side
     if "distances" in results:
         d = results["distances"]
         if "regular-regular" in d and "star-held-out" in d:
@@ -110,11 +134,12 @@ def compute(results: Mapping[str, Any]) -> dict[str, Any]:
         out["n_sources"] = {
             "first": first["n_sources"],
             "last": last["n_sources"],
-            "trend": stats.compare(last["values"][METRIC], first["values"][METRIC], seed=seed),
+            "metric": metric,
+            "trend": stats.compare(last["values"][metric], first["values"][metric], seed=seed),
             "comparable": not any(r["endpoints"]["star_below_sources"] for r in (first, last)),
             "converged": _converged(results.get("endpoints")),
         }
-        out["n_sources"].update(_trend_over_stars(first, last, seed))
+        out["n_sources"].update(_trend_over_stars(first, last, seed, metric))
     if results.get("bn_ablation", {}).get("applicable"):
         out["bn_ablation"] = results["bn_ablation"]["tests"]  # interpolated statistics minus the reset, per group
     if "bma" in results and "tests" in results["bma"]:
@@ -125,13 +150,18 @@ def compute(results: Mapping[str, Any]) -> dict[str, Any]:
         ]
     if "width_depth" in results:
         out["width_depth"] = [
-            {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)} for r in results["width_depth"]["rows"]
+            {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed, metric)} for r in results["width_depth"]["rows"]
         ]
     if "recipe_study" in results:
         out["recipe_study"] = [
-            {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)} for r in results["recipe_study"]["rows"]
+            {
+                "tag": r["tag"],
+                **setting_tests(r["summary"], r["endpoints"], tol, seed, metric),
+                "by_metric": by_metric(r["summary"], r["endpoints"], tol, seed, metric),
+            }
+            for r in results["recipe_study"]["rows"]
         ]
     if "optimizer" in results:
         r = results["optimizer"]
-        out["optimizer"] = {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed)}
+        out["optimizer"] = {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed, metric)}
     return out

@@ -59,7 +59,11 @@ def run(
         for line in plan_lines(plan_of(cfg, out_dir)):
             click.echo(line)
         return
-    run_experiment(cfg, out_dir, progress=progress_config(quiet), log=event_logger(quiet))
+    from stardomain.report.metrics_side import console_lines
+
+    results = run_experiment(cfg, out_dir, progress=progress_config(quiet), log=event_logger(quiet))
+    for line in console_lines(results):
+        click.echo(line)
     click.echo(f"wrote {Path(out_dir) / 'results.json'} and {Path(out_dir) / 'report.md'}")
 
 
@@ -81,6 +85,7 @@ def demo(out_dir: str, device: str | None, quiet: bool) -> None:
     from stardomain._util.console import summary_line
     from stardomain.cli.app import resumable
     from stardomain.experiment import load_config, run_experiment
+    from stardomain.report.metrics_side import console_lines
 
     resumable(f"every finished unit in {out_dir} and the last finished epoch of the model in training")
     with resources.as_file(resources.files("stardomain") / "configs" / "demo.yaml") as path:
@@ -89,4 +94,6 @@ def demo(out_dir: str, device: str | None, quiet: bool) -> None:
         cfg.device = device
     start = time.monotonic()
     results = run_experiment(cfg, out_dir, progress=progress_config(quiet), log=event_logger(quiet))
+    for line in console_lines(results):
+        click.echo(line)
     click.echo(summary_line(results, Path(out_dir) / "report.md", time.monotonic() - start))

@@ -43,7 +43,9 @@ def recipe_cells(cfg: Any) -> int:
     rs = cfg.studies.recipe
     if rs is None:
         return 0
-    return math.prod(max(1, len(axis)) for axis in (rs.epochs, rs.init, rs.weight_decay, rs.width))
+    from stardomain.experiment.studies.recipe import AXES
+
+    return math.prod(max(1, len(getattr(rs, axis))) for axis in AXES)
 
 
 def plan_units(cfg: Any) -> dict[str, tuple[int, str]]:

@@ -216,6 +216,9 @@ class ExperimentConfig:
         _check(rs.held_out >= 1, f"{where}.held_out: must be >= 1 (got {rs.held_out})")
         _check(all(e >= 1 for e in rs.epochs), f"{where}.epochs: every entry must be >= 1 (got {rs.epochs})")
         _check(all(w >= 0 and w < 1 for w in rs.weight_decay), f"{where}.weight_decay: every entry in [0, 1) (got {rs.weight_decay})")
+        _check(all(lr > 0 and math.isfinite(lr) for lr in rs.lr), f"{where}.lr: every entry must be > 0 and finite (got {rs.lr})")
+        bad = [o for o in rs.optimizer if o not in ("sgd", "adam")]
+        _check(not bad, f"{where}.optimizer: sgd or adam (got {bad[0] if bad else ''!r})")
         for i in rs.init:
             try:
                 models.check_init(i)
@@ -228,11 +231,12 @@ class ExperimentConfig:
             )
             _check(all(w > 0 and math.isfinite(w) for w in rs.width), f"{where}.width: every entry must be > 0 and finite (got {rs.width})")
             rs.width = _typed_widths(self.model.name, rs.width, f"{where}.width")
-        for name, values in (("epochs", rs.epochs), ("init", rs.init), ("weight_decay", rs.weight_decay), ("width", rs.width)):
-            _check(len(set(values)) == len(values), f"{where}.{name}: an entry is repeated ({values})")
-        from stardomain.experiment.studies.recipe import tag_collision
+        from stardomain.experiment.studies.recipe import AXES, tag_collision
 
-        for name, values in (("weight_decay", rs.weight_decay), ("width", rs.width)):
+        for name in AXES:
+            values = getattr(rs, name)
+            _check(len(set(values)) == len(values), f"{where}.{name}: an entry is repeated ({values})")
+        for name, values in (("lr", rs.lr), ("weight_decay", rs.weight_decay), ("width", rs.width)):
             collision = tag_collision(name, values)
             _check(collision is None, collision or "")
 

@@ -147,7 +147,8 @@ class EvalConfig:
     max_star_source_pairs: int | None = None  # star-source pairs: None = the star against every one of its sources
     matching_samples: int = DEFAULT_MATCHING_SAMPLES  # size of the seeded class-stratified sample activation matching correlates on
     star_acc_margin: float = defaults.STAR_ACC_MARGIN  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged
-    near_zero_tolerance: float = 0.05  # a test-loss barrier is "near 0" when its 95% upper bound is below this
+    near_zero_tolerance: float = 0.05  # a barrier is "near 0" when its 95% upper bound is below this (the metric's units)
+    metric: str = defaults.BARRIER_METRIC  # the barrier verdicts are judged on (train_loss: the ICLR version's)
     bn_ablation: bool = False  # BN models: also evaluate the main barrier pairs with interpolated (not reset) statistics
     converged_train_acc: float = 0.99  # a zoo with a model below this train accuracy is flagged "not converged"
     converged_train_loss: float | None = None  # ... or, where set, above this final train loss (the paper's: ~0.001)
@@ -169,6 +170,10 @@ class EvalConfig:
         _check(
             self.converged_train_loss is None or self.converged_train_loss > 0,
             f"eval.converged_train_loss: a positive loss in nats, e.g. 0.002, or null (got {self.converged_train_loss})",
+        )
+        _check(
+            self.metric in defaults.BARRIER_METRICS,
+            f"eval.metric: one of {', '.join(defaults.BARRIER_METRICS)} (got {self.metric!r})",
         )
         _check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
         _check(self.align in ("weight", "activation", "none"), f"eval.align: one of weight, activation, none (got {self.align!r})")

@@ -48,10 +48,13 @@ class OptimizerStudy:
 @dataclass
 class RecipeStudy:
     """When does a star exist? The core barrier study over a grid of training recipes: epochs x init x
-    weight decay (x width). Every cell is a setting of its own (zoo, stars, pairs); its convergence is recorded."""
+    optimizer x lr x weight decay (x width). Every cell is a setting of its own (zoo, stars, pairs); its
+    convergence is recorded."""
 
     epochs: list[int] = field(default_factory=list)  # empty: the main recipe's epochs only
     init: list[str] = field(default_factory=list)  # empty: model.init only
+    optimizer: list[str] = field(default_factory=list)  # empty: the main recipe's; another gets its default lr/nesterov
+    lr: list[float] = field(default_factory=list)  # empty: the main recipe's lr (another optimizer: that one's default)
     weight_decay: list[float] = field(default_factory=list)  # empty: the main recipe's weight decay only
     width: list[float] = field(default_factory=list)  # model option `width`; empty: the main model's
     sources: int = 4

@@ -105,6 +105,7 @@ PRESENTATION_ONLY = (
     "studies.distances",
     "eval.star_acc_margin",
     "eval.near_zero_tolerance",
+    "eval.metric",
     "eval.converged_train_acc",
     "eval.converged_train_loss",
 )

@@ -159,6 +159,7 @@ def _pairs_lines(record: Mapping[str, Any]) -> list[str]:
 def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     from stardomain.barrier import Curve
     from stardomain.report.plots import plot_loss_acc
+    from stardomain.report.metrics_side import metric_label, side_by_side_lines
     from stardomain.report.stars import SPREAD_NOTE, over_star_verdicts, over_stars_cell
 
     summary = results["barriers"]["summary"]
@@ -170,11 +171,12 @@ def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -
                 [
                     GROUP_LABELS[g],
                     summary[g]["n_pairs"],
+                    over_stars_cell(summary[g], "train_loss"),
+                    fmt(b["train_loss"], n=False),
                     over_stars_cell(summary[g]),
                     fmt(b["test_loss"], n=False),
-                    fmt(b["test_acc"], 100, 2, n=False),
-                    fmt(b["train_loss"], n=False),
                     fmt(b["train_acc"], 100, 2, n=False),
+                    fmt(b["test_acc"], 100, 2, n=False),
                 ]
             )
     bn = (
@@ -194,11 +196,12 @@ def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -
             [
                 "pair type",
                 "pairs",
+                "train loss barrier over stars",
+                "train loss barrier over pairs",
                 "test loss barrier over stars",
                 "test loss barrier over pairs",
-                "test acc barrier (pp)",
-                "train loss barrier",
                 "train acc barrier (pp)",
+                "test acc barrier (pp)",
             ],
             rows,
         ),
@@ -209,11 +212,17 @@ def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -
     lines += endpoints_table(results["endpoints"])
     lines += _pairs_lines(results["barriers"]["pairs"])
     t = results["tests"]["barriers"]
-    lines += ["Verdicts (test loss barrier; pairs that share a model are not independent, so the tests are approximate):", ""]
+    metric = t.get("metric", "test_loss")  # results from before eval.metric were judged on the test loss
+    lines += [
+        f"Verdicts ({metric_label(metric)} barrier, eval.metric; pairs that share a model are not independent, so the tests are approximate):",
+        "",
+    ]
     lines += setting_verdicts(t, results["endpoints"])
     lines += with_convergence(over_star_verdicts(t, "" if t["comparable"] else flag_text(results["endpoints"])), results["endpoints"]) + [
         ""
     ]
+    if "barriers_by_metric" in results["tests"]:
+        lines += side_by_side_lines(results["tests"]["barriers_by_metric"], metric)
     groups = {
         GROUP_LABELS[g]: [Curve.from_dict(p["curve"]) for p in results["barriers"]["groups"][g]]
         for g in GROUPS

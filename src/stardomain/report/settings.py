@@ -28,11 +28,12 @@ SETTING_HEADER = [
 
 
 def _barrier_cell(summary: Mapping[str, Any], tests: Mapping[str, Any], group: str) -> str:
-    """One group's test-loss barrier over pairs, and over stars where the setting repeated its star."""
-    pooled = fmt(summary.get(group, {}).get("barriers", {}).get("test_loss"))
+    """One group's barrier on the verdict's metric over pairs, and over stars where the setting repeated its star."""
+    metric = tests.get("metric", "test_loss")
+    pooled = fmt(summary.get(group, {}).get("barriers", {}).get(metric))
     if (tests.get("n_stars") or 1) < 2 or "over_stars" not in summary.get(group, {}):
         return pooled
-    return f"{pooled}; over stars {over_stars_cell(summary[group])}"
+    return f"{pooled}; over stars {over_stars_cell(summary[group], metric)}"
 
 
 def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
@@ -64,11 +65,13 @@ def setting_rows(rows: Sequence[Mapping[str, Any]], tests: Sequence[Mapping[str,
 
 
 def width_depth_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
+    from stardomain.report.metrics_side import axis_label, metric_label, verdict_metric
     from stardomain.report.plots import plot_series
 
     rows = results["width_depth"]["rows"]
+    metric = verdict_metric(results)
     lines = [
-        "## Width and depth (paper v2 Fig. 2): test loss barriers",
+        f"## Width and depth (paper v2 Fig. 2): {metric_label(metric)} barriers (eval.metric)",
         "",
         table(SETTING_HEADER, setting_rows(rows, results["tests"]["width_depth"])),
         "",
@@ -76,10 +79,10 @@ def width_depth_section(results: Mapping[str, Any], out: Path, figures: list[str
     xs = [r["tag"] for r in rows]  # categorical ticks named by setting
     series = {}
     for g in ("regular-regular", "star-held-out"):
-        ms = [r["summary"].get(g, {}).get("barriers", {}).get("test_loss", {"mean": float("nan"), "std": 0.0}) for r in rows]
+        ms = [r["summary"].get(g, {}).get("barriers", {}).get(metric, {"mean": float("nan"), "std": 0.0}) for r in rows]
         series[GROUP_LABELS[g]] = ([m["mean"] for m in ms], [m["std"] for m in ms])
     path = out / "width_depth.png"
-    plot_series(xs, series, "setting", "test loss barrier (nats)", path)
+    plot_series(xs, series, "setting", axis_label(metric), path)
     figures.append(path.name)
     return lines + [f"![barriers across width/depth]({path.name})", ""] + width_trend_lines(results, out, figures)
 

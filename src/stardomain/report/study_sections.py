@@ -22,9 +22,12 @@ from stardomain.report.markdown import PAPER_FUSION, flag_text, paper_key, with_
 
 def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     from stardomain.report.plots import plot_series
+    from stardomain.report.metrics_side import axis_label, metric_label, verdict_metric
     from stardomain.report.stars import SPREAD_NOTE, over_stars_cell
 
     ns = results["n_sources"]
+    m = verdict_metric(results)  # the |Z| trend is tested on it; its numbers are shown on it
+    acc = m.endswith("acc")
     rows = []
     for r in ns["rows"]:
         ep = r["endpoints"]
@@ -35,8 +38,8 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
                 ", ".join(str(x) for x in r.get("star_seeds", [r["star_seed"]])),
                 acc_loss(ep["star"]),
                 acc_loss(ep["sources"]),
-                over_stars_cell(r),
-                fmt(r["star_held_out"]["test_loss"]),
+                over_stars_cell(r, m, 100 if acc else 1, 2 if acc else 3),
+                fmt(r["star_held_out"][m], 100 if acc else 1, 2 if acc else 3),
                 fmt(r["star_held_out"]["test_acc"], 100, 2, n=False),
                 "yes" if ep["star_below_sources"] else "no",
             ]
@@ -52,7 +55,7 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
                 "star seeds",
                 "star test acc (%) / loss (repeat 0)",
                 "its sources' test acc (%) / loss",
-                "star–held-out test loss barrier over stars",
+                f"star–held-out {metric_label(m)} barrier over stars" + (" (pp)" if acc else ""),
                 "over pairs",
                 "test acc barrier (pp)",
                 "star below sources?",
@@ -67,7 +70,7 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
     ]
     ref = ns.get("regular_regular")
     if ref:
-        lines += [f"Reference regular–regular test loss barrier: {fmt(ref['test_loss'])}.", ""]
+        lines += [f"Reference regular–regular {metric_label(m)} barrier: {fmt(ref[m], 100 if acc else 1)}.", ""]
     t = results["tests"].get("n_sources")
     if t:
         flagged = [r for r in ns["rows"] if r["n_sources"] in (t["first"], t["last"])]
@@ -95,20 +98,20 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
             )
         lines += with_convergence(verdict_lines, results.get("endpoints")) + [""]
     xs = [r["n_sources"] for r in ns["rows"]]
-    repeated = all(r.get("over_stars", {}).get("test_loss", {}).get("n_stars", 1) > 1 for r in ns["rows"])
+    repeated = all(r.get("over_stars", {}).get(m, {}).get("n_stars", 1) > 1 for r in ns["rows"])
     spread = [
-        r["over_stars"]["test_loss"]["over_stars"] if repeated else r["star_held_out"]["test_loss"] for r in ns["rows"]
+        r["over_stars"][m]["over_stars"] if repeated else r["star_held_out"][m] for r in ns["rows"]
     ]  # bands over stars where every size has repeated stars, else over pairs
-    k = min(r["over_stars"]["test_loss"]["n_stars"] for r in ns["rows"]) if repeated else None
+    k = min(r["over_stars"][m]["n_stars"] for r in ns["rows"]) if repeated else None
     star_label = f"star – held-out (± std over {k} stars)" if repeated else f"star – held-out (± std over {spread[0]['n']} pairs)"
     series = {star_label: ([m["mean"] for m in spread], [m["std"] for m in spread])}
     if ref:
-        series[f"regular – regular (± std over {ref['test_loss']['n']} pairs)"] = (
-            [ref["test_loss"]["mean"]] * len(xs),
-            [ref["test_loss"]["std"]] * len(xs),
+        series[f"regular – regular (± std over {ref[m]['n']} pairs)"] = (
+            [ref[m]["mean"]] * len(xs),
+            [ref[m]["std"]] * len(xs),
         )
     path = out / "n_sources.png"
-    plot_series(xs, series, "number of source models |Z|", "test loss barrier (nats)", path, band_label=None)
+    plot_series(xs, series, "number of source models |Z|", axis_label(m), path, band_label=None)
     figures.append(path.name)
     return lines + [f"![barrier vs |Z|]({path.name})", ""]
 

@@ -3,8 +3,8 @@
 Barriers between trained models move by an order of magnitude with the training budget, the
 initialisation and the weight decay (issue 22), and a barrier between unconverged models is not
 the paper's quantity. This study runs the core barrier study (regular–regular, star–source,
-star–held-out; :func:`.common.setting`) in every cell of a grid epochs x init x weight decay
-(x width), each cell with its own zoo and stars, and records every cell's convergence beside its
+star–held-out; :func:`.common.setting`) in every cell of a grid epochs x init x optimizer x lr x
+weight decay (x width), each cell with its own zoo and stars, and records every cell's convergence beside its
 barriers. The plan and the assembly both take the cells from :func:`cells`, so they cannot drift apart.
 """
 
@@ -20,27 +20,31 @@ from stardomain.experiment.study import Experimenting, Main, Planning, Study, re
 from stardomain.training.loop import Recipe
 
 
+AXES = ("epochs", "init", "optimizer", "lr", "weight_decay", "width")  # grid order: epochs slowest ... width fastest
+
+
 @dataclass(frozen=True)
 class Cell:
     """One recipe of the grid: what varies, the options and recipes it trains with, and its tag."""
 
-    values: dict[str, Any]  # epochs, init, weight_decay, width (None where the model has no width)
+    values: dict[str, Any]  # one value per axis of AXES (width None where the model has no width)
     options: dict[str, Any]
     recipe: Recipe
     star_recipe: Recipe
 
     @property
     def tag(self) -> str:
+        """Every axis named, so a folder, a table row and a figure panel say the whole recipe they ran."""
         v = self.values
         width = "" if v["width"] is None else f"-{axis_label('width', v['width'])}"
-        return f"rc-{axis_label('epochs', v['epochs'])}-{v['init']}-{axis_label('weight_decay', v['weight_decay'])}{width}"
+        return "rc-" + "-".join(axis_label(a, v[a]) for a in AXES[:-1]) + width
 
 
 def axis_label(axis: str, value: Any) -> str:
     """How one axis value is written in a cell's tag (its folder names): whole numbers exactly, fractions to 6
-    significant digits (``wd0.0005``, ``w0.5``): two values that print alike would share a tag, which the config
-    refuses (:func:`tag_collision`)."""
-    prefix = {"epochs": "e", "init": "", "weight_decay": "wd", "width": "w"}[axis]
+    significant digits (``wd0.0005``, ``lr0.1``, ``w0.5``): two values that print alike would share a tag, which the
+    config refuses (:func:`tag_collision`)."""
+    prefix = {"epochs": "e", "init": "", "optimizer": "", "lr": "lr", "weight_decay": "wd", "width": "w"}[axis]
     return f"{prefix}{value}" if isinstance(value, (int, str)) else f"{prefix}{value:g}"
 
 
@@ -59,24 +63,37 @@ def tag_collision(axis: str, values: list[Any]) -> str | None:
     return None
 
 
+def _optimizer_recipe(cfg: Any, recipe: Recipe, optimizer: str) -> Recipe:
+    """The main recipe trained with ``optimizer``: unchanged for the main one; another takes its own default lr and
+    Nesterov (the optimizer study's rule: SGD's lr 0.1 would blow Adam up), everything else the main recipe's."""
+    if optimizer == recipe.optimizer:
+        return recipe
+    from stardomain.training.loop import default_recipe
+
+    own = default_recipe(cfg.dataset, optimizer)
+    return recipe.replace(optimizer=optimizer, lr=own.lr, nesterov=own.nesterov)
+
+
 def cells(cfg: Any, recipe: Recipe) -> list[Cell]:
-    """Every cell of ``cfg.studies.recipe`` in grid order (epochs slowest ... width fastest); an empty axis
+    """Every cell of ``cfg.studies.recipe`` in grid order (:data:`AXES`, the first slowest); an empty axis
     keeps the main setting's value (``recipe`` is the main zoo's)."""
     rs = cfg.studies.recipe
     options = cfg.model_options()
-    axes = {
+    axes: dict[str, list[Any]] = {
         "epochs": rs.epochs or [recipe.epochs],
         "init": rs.init or [options["init"]],
+        "optimizer": rs.optimizer or [recipe.optimizer],
+        "lr": rs.lr or [None],  # None: the cell's optimizer's lr (the main one, or another's default)
         "weight_decay": rs.weight_decay or [recipe.weight_decay],
         "width": rs.width or [options.get("width")],
     }
     out = []
-    for epochs, init, wd, width in itertools.product(*axes.values()):
+    for epochs, init, optimizer, lr, wd, width in itertools.product(*axes.values()):
         opts = {**options, "init": init, **({"width": width} if width is not None else {})}
-        rec = recipe.replace(epochs=epochs, weight_decay=wd)
-        out.append(
-            Cell({"epochs": epochs, "init": init, "weight_decay": wd, "width": width}, opts, rec, cfg.star_recipe(rec, cfg.star.recipe))
-        )
+        rec = _optimizer_recipe(cfg, recipe, optimizer).replace(epochs=epochs, weight_decay=wd)
+        rec = rec if lr is None else rec.replace(lr=lr)
+        values = {"epochs": epochs, "init": init, "optimizer": optimizer, "lr": rec.lr, "weight_decay": wd, "width": width}
+        out.append(Cell(values, opts, rec, cfg.star_recipe(rec, cfg.star.recipe)))
     return out
 
 
@@ -131,7 +148,7 @@ class RecipeStudy(Study):
                     "star_recipe": cell.star_recipe.to_dict(),
                 }
             )
-        axes = {k: list(dict.fromkeys(r["cell"][k] for r in rows)) for k in ("epochs", "init", "weight_decay", "width")}
+        axes = {k: list(dict.fromkeys(r["cell"][k] for r in rows)) for k in AXES}
         return {"axes": axes, "sources": rs.sources, "held_out": rs.held_out, "rows": rows}
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
