@@ -158,8 +158,8 @@ def _pairs_lines(record: Mapping[str, Any]) -> list[str]:
 
 def barrier_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     from stardomain.barrier import Curve
-    from stardomain.report.plots import plot_loss_acc
     from stardomain.report.metrics_side import metric_label, side_by_side_lines
+    from stardomain.report.plots import plot_loss_acc
     from stardomain.report.stars import SPREAD_NOTE, over_star_verdicts, over_stars_cell
 
     summary = results["barriers"]["summary"]

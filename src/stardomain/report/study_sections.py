@@ -21,8 +21,8 @@ from stardomain.report.markdown import PAPER_FUSION, flag_text, paper_key, with_
 
 
 def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-    from stardomain.report.plots import plot_series
     from stardomain.report.metrics_side import axis_label, metric_label, verdict_metric
+    from stardomain.report.plots import plot_series
     from stardomain.report.stars import SPREAD_NOTE, over_stars_cell
 
     ns = results["n_sources"]

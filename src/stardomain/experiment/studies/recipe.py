@@ -19,7 +19,6 @@ from stardomain.experiment.studies.common import SETTING_KEYS, setting
 from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
 from stardomain.training.loop import Recipe
 
-
 AXES = ("epochs", "init", "optimizer", "lr", "weight_decay", "width")  # grid order: epochs slowest ... width fastest
 
 
