@@ -8,6 +8,7 @@ verdicts of the tests stored in results.json (``results["tests"]``), so the READ
     python scripts/results_tables.py width runs/fmnist_width
     python scripts/results_tables.py cnn runs/fmnist_resnet20 runs/fmnist_vgg11
     python scripts/results_tables.py settings runs/digits_resnet20 runs/digits_vgg11 runs/digits_recipe_resnet20
+    python scripts/results_tables.py grid runs/digits_recipe_lr_resnet20 runs/digits_recipe_lr_vgg11
 """
 
 from __future__ import annotations
@@ -384,11 +385,9 @@ def settings_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
                 *(["sources not converged"] if conv and not conv["converged"] else []),
             ]
             stars = ep.get("stars_over_repeats", {}).get("test_acc") or {"mean": ep["star"]["test_acc"], "std": 0.0, "n": 1}
-            rr_mean = s["regular-regular"]["barriers"]["test_loss"]["mean"]
-            sh_mean = (
-                s["star-held-out"].get("over_stars", {}).get("test_loss", {}).get("over_stars")
-                or s["star-held-out"]["barriers"]["test_loss"]
-            )["mean"]
+            m = t.get("metric", "test_loss")  # the verdicts' metric (eval.metric); results before it: the test loss
+            rr_mean = s["regular-regular"]["barriers"][m]["mean"]
+            sh_mean = (s["star-held-out"].get("over_stars", {}).get(m, {}).get("over_stars") or s["star-held-out"]["barriers"][m])["mean"]
             width = f"w{o['width']:g} · " if "width" in o else ""
             rows.append(
                 [
@@ -402,10 +401,11 @@ def settings_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
                     if conv
                     else "–",
                     f"{100 * ep['sources']['test_acc']['mean']:.2f} / {fmt(stars, 100, 2, n=False)}",
-                    fmt(s["regular-regular"]["barriers"]["test_loss"]),
-                    over_stars(s["star-source"]),
-                    over_stars(s["star-held-out"]),
-                    verdict(ss, "near 0", "above 0.05"),
+                    m.replace("_", " "),
+                    fmt(s["regular-regular"]["barriers"][m]),
+                    over_stars(s["star-source"], m),
+                    over_stars(s["star-held-out"], m),
+                    verdict(ss, "near 0", f"above {ss['tolerance']:g}"),
                     f"{num(sh['diff'])}: {verdict(sh, 'below', 'ABOVE')} (p = {g(sh['welch']['p'], '.2g')})",
                     f"{sh_mean / rr_mean:.2f}" if rr_mean > 0 else "–",
                     "; ".join(flags) or "–",
@@ -418,10 +418,11 @@ def settings_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
             "\\|Z\\| / \\|H\\| / stars",
             "train loss (mean) / lowest train acc (%)",
             "test acc (%): sources / stars",
+            "barrier (eval.metric)",
             "regular–regular (over pairs)",
             "star–source (over stars)",
             "star–held-out (over stars)",
-            "star–source vs 0.05",
+            "star–source vs tolerance",
             "star–held-out − r–r",
             "s–h / r–r (authors' CIFAR-10 ResNet-18: 0.31)",
             "flags",
@@ -430,9 +431,68 @@ def settings_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
     )
 
 
+def _claims(t: Mapping[str, Any]) -> tuple[str, str]:
+    """star–source ≈ 0 and star–held-out < regular–regular on one metric, over stars where k >= 2, as short words."""
+    over = "star_held_out_vs_regular_over_stars" in t
+    ss = t["star_source_near_zero_over_stars" if over else "star_source_near_zero"]
+    sh = t["star_held_out_vs_regular_over_stars" if over else "star_held_out_vs_regular"]
+    if not t["comparable"]:
+        return "not comparable", "not comparable"
+    return verdict(ss, "near 0", "NOT near 0"), f"{verdict(sh, 'below', 'ABOVE')} (p = {g(sh['welch']['p'], '.2g')})"
+
+
+def grid_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
+    """The recipe grids (issue 33): one row per cell with every axis, its convergence, and the barriers and star
+    verdicts on train AND test loss side by side; a cell whose regular pairs are already near 0 is marked "trivial"
+    (a star is then no evidence); the last column says where the two losses disagree."""
+    rows = []
+    for _, res in runs:
+        tests = {t["tag"]: t for t in res["tests"].get("recipe_study", [])}
+        for r in res.get("recipe_study", {}).get("rows", []):
+            t, c, ep, s = tests[r["tag"]], r["cell"], r["endpoints"], r["summary"]
+            by = t.get("by_metric") or {"test_loss": t}
+            conv = ep.get("convergence")
+            stars = ep.get("stars_over_repeats", {}).get("test_acc") or {"mean": ep["star"]["test_acc"], "std": 0.0, "n": 1}
+            cells, words = [], {}
+            for m in ("train_loss", "test_loss"):
+                if m not in by:
+                    cells += ["–"] * 5
+                    continue
+                rr = by[m]["regular_regular_vs_zero"]
+                words[m] = _claims(by[m])
+                trivial = " (trivial: r–r ≈ 0)" if rr["direction"] < 0 else ""
+                cells += [
+                    fmt(s["regular-regular"]["barriers"][m]) + trivial,
+                    over_stars(s["star-source"], m),
+                    over_stars(s["star-held-out"], m),
+                    *words[m],
+                ]
+            differ = (
+                len(words) == 2
+                and words["train_loss"][0] != words["test_loss"][0]
+                or (len(words) == 2 and words["train_loss"][1].split(" ")[0] != words["test_loss"][1].split(" ")[0])
+            )
+            rows.append(
+                [
+                    f"{res['config']['model']['name']} · {c['epochs']} ep · {c.get('optimizer', '–')} lr {c.get('lr', float('nan')):g} · wd {c['weight_decay']:g}",
+                    f"{g(conv['train_loss']['mean'], '.4f')} / {100 * conv['min_train_acc']:.2f}"
+                    + ("" if conv["converged"] else " **not converged**")
+                    if conv
+                    else "–",
+                    f"{100 * ep['sources']['test_acc']['mean']:.2f} / {fmt(stars, 100, 2, n=False)}",
+                    *cells,
+                    "**yes**" if differ else "no",
+                ]
+            )
+    header = ["cell", "train loss / lowest train acc (%)", "test acc (%): sources / stars"]
+    for m in ("train loss", "test loss"):
+        header += [f"{m}: r–r (pairs)", f"{m}: s–s (stars)", f"{m}: s–h (stars)", f"{m}: s–s ≈ 0", f"{m}: s–h < r–r"]
+    return table([*header, "verdicts differ between losses?"], rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("kind", choices=["width", "cnn", "settings"])
+    ap.add_argument("kind", choices=["width", "cnn", "settings", "grid"])
     ap.add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args()
     runs = [(r, load(r)) for r in args.runs]
@@ -442,6 +502,9 @@ def main() -> None:
         return
     if args.kind == "settings":
         print(settings_table(runs))
+        return
+    if args.kind == "grid":
+        print(grid_table(runs))
         return
     for run, res in runs:
         print(cnn_tables(run, res))
