@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from stardomain.analysis.published import MNIST_MLP_WIDTH
 from stardomain.analysis.stats import undefined, verdict
+from stardomain.report.bma_plot import AUROC_DEFINITION
 from stardomain.report.formatting import GROUP_LABELS, GROUPS, fmt, interval, num, poor_star, table
 
 
@@ -227,7 +228,10 @@ def cnn_tables(run: Path, res: Mapping[str, Any]) -> str:
     if "bma" in t:
         k, ke = res["bma"]["star_domain"]["k"][-1], res["bma"]["ensemble"]["k"][-1]
         ks = f"K = {k}" if k == ke else f"BMA K = {k} vs ensemble K = {ke}"
-        for key, label in (("auroc_max_prob", "AUROC max prob"), ("auroc_neg_entropy", "AUROC neg. entropy")):
+        for key, label in (
+            ("auroc_max_prob", "misclassification AUROC max prob"),
+            ("auroc_neg_entropy", "misclassification AUROC neg. entropy"),
+        ):
             x = t["bma"][key]
             claims.append(
                 [
@@ -330,7 +334,17 @@ def bma_table(runs: list[tuple[Path, Mapping[str, Any]]]) -> str:
                     g(m["auroc_neg_entropy"][-1], ".4f"),
                 ]
             )
-    return table(["run", "posterior", "K", "test acc (%)", "NLL", "ECE", "AUROC (max prob)", "AUROC (neg. entropy)"], rows)
+    header = [
+        "run",
+        "posterior",
+        "K",
+        "test acc (%)",
+        "NLL",
+        "ECE",
+        "misclassification AUROC (max prob)",
+        "misclassification AUROC (neg. entropy)",
+    ]
+    return table(header, rows) + f"\n\n{AUROC_DEFINITION}."
 
 
 def settings(res: Mapping[str, Any]) -> list[dict[str, Any]]:

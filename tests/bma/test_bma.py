@@ -222,6 +222,33 @@ def test_bma_study_has_all_parts(digits, mlps):
         assert all(len(v) == len(study[part]["k"]) for v in study[part]["metrics"].values())
 
 
+def test_curves_carry_deterministic_bootstrap_intervals(digits, mlps):
+    model, states = mlps
+    study = bma.bma_study(model, states[0], states[1:], digits, max_samples=3, seed=2, n_boot=200)
+    for part in ("star_domain", "ensemble"):
+        r = study[part]
+        assert r["bootstrap"] == {
+            "method": "percentile bootstrap over test samples",
+            "level": 0.95,
+            "resamples": 200,
+            "n_test": len(digits.test_y),
+            "seed": 2,
+        }
+        assert set(r["ci"]) == set(r["metrics"])
+        for name, pairs in r["ci"].items():
+            assert len(pairs) == len(r["k"]), name
+            for (lo, hi), value in zip(pairs, r["metrics"][name]):
+                if name in ("accuracy", "nll", "brier"):  # means over samples: the point lies inside
+                    assert lo <= value <= hi, name
+                assert math.isnan(lo) or lo <= hi, name
+    again = bma.bma_study(model, states[0], states[1:], digits, max_samples=3, seed=2, n_boot=200)
+    assert again["star_domain"]["ci"] == study["star_domain"]["ci"] and again["ensemble"]["ci"] == study["ensemble"]["ci"]
+    plain = bma.star_domain_bma(model, states[0], states[1:], digits, max_samples=2, n_boot=0)
+    assert "ci" not in plain and "bootstrap" not in plain
+    with pytest.raises(StardomainError, match="n_boot"):
+        bma.ensemble_bma(model, states, digits, n_boot=-1)
+
+
 # -- fusion ---------------------------------------------------------------------------------------
 def test_fusion_row_numbers_are_consistent(digits, mlps):
     model, states = mlps

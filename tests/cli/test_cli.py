@@ -124,6 +124,8 @@ def test_align_barrier_star_bma_commands(tmp_path, capsys):
     assert r.code == 0, r.err
     res = json.loads((tmp_path / "bma.json").read_text())
     assert res["star_domain"]["k"] == [1, 2, 3] and res["ensemble"]["k"] == [1, 2, 3]
+    assert len(res["star_domain"]["ci"]["auroc_max_prob"]) == 3  # bootstrap intervals at every K
+    assert "misclassification AUROC" in r.out and "bootstrap interval over the" in r.out and "0.5 = chance" in r.out
     # models of different architectures cannot be aligned: one line, nothing written
     r = run_cli(
         capsys, "train", "-d", "digits", "-o", "width=8", "-o", "depth=1", "-e", "1", "--seed", "0", "--out", tmp_path / "other", "-q"

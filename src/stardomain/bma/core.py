@@ -27,7 +27,7 @@ from torch.func import functional_call
 from stardomain._util.logits import logits_of
 from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.barrier.bn import model_device
-from stardomain.bma import metrics
+from stardomain.bma import bootstrap, metrics
 from stardomain.errors import StardomainError
 
 __all__ = [
@@ -115,9 +115,39 @@ class RunningMean:
         return self.total / self.count
 
 
-def _record(curves: dict[str, list[float]], probs: Tensor, targets: Tensor) -> None:
-    for name, value in metrics.summary(probs, targets).items():
-        curves.setdefault(name, []).append(value)
+def _check_resamples(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StardomainError(f"bma: n_boot (bootstrap resamples) must be an integer >= 0 (0: no intervals); got {value!r}")
+    return value
+
+
+class _Curves:
+    """The metrics of the running average at every K, each with its bootstrap interval over test samples.
+
+    The resamples are drawn once (from ``seed``) and reused at every K, so the interval of each point
+    costs one weighted pass over probabilities that are in memory anyway; ``n_boot=0`` skips them.
+    """
+
+    def __init__(self, n_test: int, n_boot: int, seed: int) -> None:
+        self.metrics: dict[str, list[float]] = {}
+        self.ci: dict[str, list[list[float]]] = {}
+        self.counts = bootstrap.resample_counts(n_test, n_boot, seed) if n_boot else None
+        self.about = bootstrap.describe(n_test, n_boot, seed)
+
+    def record(self, probs: Tensor, targets: Tensor) -> None:
+        for name, value in metrics.summary(probs, targets).items():
+            self.metrics.setdefault(name, []).append(value)
+        if self.counts is not None:
+            for name, pair in bootstrap.intervals(probs, targets, self.counts).items():
+                self.ci.setdefault(name, []).append(pair)
+
+    def into(self, result: dict[str, Any]) -> dict[str, Any]:
+        """``metrics``, plus ``ci`` (metric -> [[lo, hi] at K=1..]) and ``bootstrap`` (what the intervals are)."""
+        result["metrics"] = self.metrics
+        if self.counts is not None:
+            result["ci"] = self.ci
+            result["bootstrap"] = self.about
+        return result
 
 
 def test_split(dataset: Any, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -197,6 +227,7 @@ def star_domain_bma(
     batch_size: int = 1024,
     progress: bool | ProgressConfig | None = False,
     return_probs: bool = False,
+    n_boot: int = bootstrap.RESAMPLES,
 ) -> dict[str, Any]:
     """BMA over the star-domain posterior; metrics of the running average at every K.
 
@@ -205,8 +236,10 @@ def star_domain_bma(
     the train split for every sample (``bn_samples`` of them, all when None), because
     interpolated weights need their own statistics. ``model`` is only a container for the
     weights; it is restored afterwards. Returns ``{"k": [1..K], "samples": [[n, t], ...],
-    "metrics": {name: [value at K=1..K]}}`` (plus ``"probs"``, the final average, with
-    ``return_probs``).
+    "metrics": {name: [value at K=1..K]}, "ci": {name: [[lo, hi] at K=1..K]}, "bootstrap": {...}}``
+    (plus ``"probs"``, the final average, with ``return_probs``). ``ci`` holds 95% percentile-bootstrap
+    intervals over the test samples (``n_boot`` resamples drawn from ``seed``; none with ``n_boot=0``):
+    :mod:`stardomain.bma.bootstrap`.
     """
     from stardomain.barrier import bn as bn_module
     from stardomain.barrier.interpolate import lerp_state
@@ -216,6 +249,7 @@ def star_domain_bma(
         raise StardomainError("bma: star_domain_bma needs at least one aligned source model")
     _check_count(max_samples, "max_samples")
     _check_count(batch_size, "batch_size")
+    _check_resamples(n_boot)
     check_state(model, star_state, "star state")
     for i, s in enumerate(sources):
         check_state(model, s, f"aligned source {i}")
@@ -225,7 +259,7 @@ def star_domain_bma(
     use_bn = bn_module.has_batchnorm(model)
     train_x = dataset.train_x.to(dev) if use_bn else None
     running = RunningMean()
-    curves: dict[str, list[float]] = {}
+    curves = _Curves(len(test_y), n_boot, seed)
     with _borrowed(model, dev):
         for n, t in _bar(samples, "star-domain BMA", progress):
             # lerp_state makes one transient state; load_state_dict copies it into the model
@@ -233,12 +267,8 @@ def star_domain_bma(
             if use_bn:
                 bn_module.reset_bn(model, train_x, num_samples=bn_samples)
             running.add(_predict_loaded(model, test_x, batch_size, dev))
-            _record(curves, running.mean(), test_y)
-    result: dict[str, Any] = {
-        "k": list(range(1, max_samples + 1)),
-        "samples": [[n, t] for n, t in samples],
-        "metrics": curves,
-    }
+            curves.record(running.mean(), test_y)
+    result = curves.into({"k": list(range(1, max_samples + 1)), "samples": [[n, t] for n, t in samples]})
     if return_probs:
         result["probs"] = running.mean().float().cpu()
     return result
@@ -253,11 +283,14 @@ def ensemble_bma(
     batch_size: int = 1024,
     progress: bool | ProgressConfig | None = False,
     return_probs: bool = False,
+    seed: int = 0,
+    n_boot: int = bootstrap.RESAMPLES,
 ) -> dict[str, Any]:
     """Deep-ensemble baseline: post-softmax average of the first K sources, K = 1..max_members.
 
     Same output shape as :func:`star_domain_bma`; ``samples`` lists ``[i, 1.0]`` because member i
-    is the t = 1 end of segment i. ``max_members`` defaults to every source.
+    is the t = 1 end of segment i. ``max_members`` defaults to every source. ``seed`` only draws the
+    bootstrap resamples; with the star-domain curve's seed both curves are resampled alike.
     """
     sources = list(source_states)
     if not sources:
@@ -265,20 +298,17 @@ def ensemble_bma(
     k_max = len(sources) if max_members is None else _check_count(max_members, "max_members")
     if k_max > len(sources):
         raise StardomainError(f"bma: max_members={k_max} but only {len(sources)} source models were given")
+    _check_resamples(n_boot)
     for i, s in enumerate(sources[:k_max]):
         check_state(model, s, f"source {i}")
     dev = torch.device(device)
     test_x, test_y = test_split(dataset, dev)
     running = RunningMean()
-    curves: dict[str, list[float]] = {}
+    curves = _Curves(len(test_y), n_boot, seed)
     for s in _bar(sources[:k_max], "deep ensemble", progress):
         running.add(predict_probs(model, s, test_x, dev, batch_size))
-        _record(curves, running.mean(), test_y)
-    result: dict[str, Any] = {
-        "k": list(range(1, k_max + 1)),
-        "samples": [[i, 1.0] for i in range(k_max)],
-        "metrics": curves,
-    }
+        curves.record(running.mean(), test_y)
+    result = curves.into({"k": list(range(1, k_max + 1)), "samples": [[i, 1.0] for i in range(k_max)]})
     if return_probs:
         result["probs"] = running.mean().float().cpu()
     return result
@@ -296,13 +326,16 @@ def bma_study(
     batch_size: int = 1024,
     progress: bool | ProgressConfig | None = False,
     return_probs: bool = False,
+    n_boot: int = bootstrap.RESAMPLES,
 ) -> dict[str, Any]:
     """Everything Figure 5 needs: star-domain BMA, deep ensemble, and the star / one source alone.
 
     The ensemble uses min(max_samples, number of sources) members; it is built from the aligned
     sources, which compute the same functions as the originals. ``return_probs`` keeps each
     posterior's final averaged probabilities (``["star_domain"]["probs"]``, ``["ensemble"]["probs"]``)
-    for :func:`posterior_tests`.
+    for :func:`posterior_tests`. Both curves carry bootstrap intervals at every K (``n_boot``
+    resamples of the test samples, drawn from ``seed``, the same resamples for both curves).
+    Accuracies (``["metrics"]["accuracy"]`` and their intervals) are fractions in [0, 1], as everywhere in the API.
     """
     sources = list(aligned_sources)
     if not sources:
@@ -321,6 +354,7 @@ def bma_study(
             return_probs=return_probs,
             device=device,
             batch_size=batch_size,
+            n_boot=n_boot,
         ),
         "ensemble": ensemble_bma(
             model,
@@ -331,10 +365,12 @@ def bma_study(
             return_probs=return_probs,
             device=device,
             batch_size=batch_size,
+            seed=seed,
+            n_boot=n_boot,
         ),
         "star": single_model(model, star_state, dataset, device=device, batch_size=batch_size),
         "single": single_model(model, sources[0], dataset, device=device, batch_size=batch_size),
-        "config": {"max_samples": max_samples, "seed": seed, "n_sources": len(sources), "bn_samples": bn_samples},
+        "config": {"max_samples": max_samples, "seed": seed, "n_sources": len(sources), "bn_samples": bn_samples, "n_boot": n_boot},
     }
 
 

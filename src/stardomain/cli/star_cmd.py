@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, Mapping
 
 import click
 
@@ -365,6 +366,29 @@ def star(
     warn_unconverged([m for _, _, m in members])  # a star of unconverged sources: not the paper's setting
 
 
+def _echo_bma(result: Mapping[str, Any]) -> None:
+    """The final K of both curves, each number with its bootstrap interval, and what the AUROC is."""
+    from stardomain.report.bma_plot import AUROC_DEFINITION
+
+    def cell(key: str, name: str, scale: float = 1.0, digits: int = 4) -> str:
+        value, ci = result[key]["metrics"][name][-1], result[key].get("ci", {}).get(name)
+        text = f"{scale * value:.{digits}f}"
+        return text + (f" [{scale * ci[-1][0]:.{digits}f}, {scale * ci[-1][1]:.{digits}f}]" if ci else "")
+
+    for key in ("star_domain", "ensemble"):
+        click.echo(
+            f"{key:12s} K={result[key]['k'][-1]:3d}: acc(%)={cell(key, 'accuracy', 100, 2)} nll={cell(key, 'nll')} "
+            f"ece={cell(key, 'ece')} misclassification AUROC: max prob={cell(key, 'auroc_max_prob')} "
+            f"neg. entropy={cell(key, 'auroc_neg_entropy')}"
+        )
+    boot = result["star_domain"].get("bootstrap")
+    if boot and "ci" in result["star_domain"]:
+        click.echo(
+            f"[..]: {100 * boot['level']:g}% bootstrap interval over the {boot['n_test']} test images, {boot['resamples']} resamples"
+        )
+    click.echo(f"{AUROC_DEFINITION}.")
+
+
 @cli.command()
 @checked_first(lambda kw: _bma_checks(**kw))
 @click.option("--star", "star_path", required=True, type=click.Path(dir_okay=False), help="Star model checkpoint.")
@@ -386,7 +410,13 @@ def star(
 @click.option("--max-samples", type=int, default=20, show_default=True, help="Largest K (posterior samples / ensemble members).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the posterior samples (source index n, t).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="JSON with every metric for K = 1..max.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="PNG of AUROC/ECE/accuracy vs K.")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PNG of misclassification AUROC / NLL / ECE / accuracy vs K, with 95% bootstrap bands.",
+)
 @data_root_option
 @device_option
 @threads_option
@@ -463,12 +493,7 @@ def bma(
         store.atomic_write_json(Path(out_path), result)
     if plot_path:
         plot_bma(result, Path(plot_path))
-    for key in ("star_domain", "ensemble"):
-        m = result[key]["metrics"]
-        click.echo(
-            f"{key:12s} K={result[key]['k'][-1]:3d}: acc={100 * m['accuracy'][-1]:.2f}% nll={m['nll'][-1]:.4f} ece={m['ece'][-1]:.4f} "
-            f"auroc(maxprob)={m['auroc_max_prob'][-1]:.4f} auroc(-entropy)={m['auroc_neg_entropy'][-1]:.4f}"
-        )
+    _echo_bma(result)
     warn_unconverged([m for _, m in members])
     which = f"other sources from {other_dir}" if other_dir is not None else "the star's own sources"
     click.echo(f"sources: {which}, {_which(members)} (segments and ensemble); {data_line(data_info)}")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stardomain.analysis.stats import NOT_SIGNIFICANT, undefined, verdict
+from stardomain.report.bma_plot import AUROC_DEFINITION
 from stardomain.report.formatting import (
     _clip,
     _compare_text,
@@ -116,29 +117,57 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
     return lines + [f"![barrier vs |Z|]({path.name})", ""]
 
 
+BMA_METRICS = ["accuracy", "nll", "ece", "brier", "auroc_max_prob", "auroc_neg_entropy"]
+BMA_COLUMNS = [
+    "accuracy (%)",
+    "NLL",
+    "ECE",
+    "Brier",
+    "misclassification AUROC (max prob)",
+    "misclassification AUROC (neg. entropy)",
+]
+
+
+def _bma_cells(values: Mapping[str, Any], ci: Mapping[str, Any] | None = None) -> list[str]:
+    """One row's metric cells: accuracy in % as in the figure, the rest as computed, each with its
+    bootstrap interval where the result has one (results written before the intervals: none)."""
+    out = []
+    for name in BMA_METRICS:
+        scale, digits = (100.0, 2) if name == "accuracy" else (1.0, 4)
+        cell = num(values[name], scale, digits)  # null: "–"
+        if ci and ci.get(name):
+            cell += " " + interval(ci[name], scale, digits)
+        out.append(cell)
+    return out
+
+
+def _bma_table(b: Mapping[str, Any]) -> list[str]:
+    """The table at the largest K, the AUROC's definition, and what the brackets are."""
+    rows = []
+    for key, label in (("star_domain", "star-domain BMA"), ("ensemble", "deep ensemble")):
+        m, ci = b[key]["metrics"], b[key].get("ci", {})
+        last = {name: m[name][-1] for name in BMA_METRICS}
+        rows.append([label, b[key]["k"][-1]] + _bma_cells(last, {name: ci[name][-1] for name in BMA_METRICS if ci.get(name)}))
+    for key, label in (("star", "star model alone"), ("single", "single regular model")):
+        if key in b:
+            rows.append([label, 1] + _bma_cells(b[key]))
+    lines = [table(["posterior", "K"] + BMA_COLUMNS, rows), "", f"{AUROC_DEFINITION}. NLL and ECE (15 bins) are lower-is-better."]
+    boot = b["star_domain"].get("bootstrap")
+    if boot and "ci" in b["star_domain"]:
+        shared = ", the same resamples for both posteriors at every K" if b["ensemble"].get("bootstrap") == boot else ""
+        lines[-1] += (
+            f" Brackets: {100 * boot['level']:g}% bootstrap interval over the {boot['n_test']} test images, {boot['resamples']} "
+            f"resamples (percentile, seed {boot['seed']}{shared}; the figure's bands). It is test-set noise only, not "
+            "seed-to-seed variation."
+        )
+    return lines + [""]
+
+
 def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     from stardomain.report.bma_plot import plot_bma
 
     b = results["bma"]
-    names = {"star_domain": "star-domain BMA", "ensemble": "deep ensemble"}
-    metric_names = ["accuracy", "nll", "ece", "brier", "auroc_max_prob", "auroc_neg_entropy"]
-
-    def cells(values: Mapping[str, float]) -> list[str]:  # accuracy in % as in the figures, the rest as computed
-        return [num(values["accuracy"], 100, 2)] + [num(values[name], digits=4) for name in metric_names[1:]]  # null: "–"
-
-    rows = []
-    for key, label in names.items():
-        m = b[key]["metrics"]
-        rows.append([label, b[key]["k"][-1]] + cells({name: m[name][-1] for name in metric_names}))
-    for key, label in (("star", "star model alone"), ("single", "single regular model")):
-        if key in b:
-            rows.append([label, 1] + cells(b[key]))
-    lines = [
-        "## Bayesian model averaging over the star domain (paper Fig. 5)",
-        "",
-        table(["posterior", "K", "accuracy (%)", "NLL", "ECE", "Brier", "AUROC (max prob)", "AUROC (neg. entropy)"], rows),
-        "",
-    ]
+    lines = ["## Bayesian model averaging over the star domain (paper Fig. 5)", ""] + _bma_table(b)
     t = results["tests"].get("bma")
     if t:
         lines += [
@@ -146,17 +175,18 @@ def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> li
             "over test examples (one run of each posterior, so seed-to-seed variation is not included):",
             "",
         ]
-        for name, label, lower, higher in (
-            ("auroc_max_prob", "AUROC (max prob)", "lower for star-domain BMA", "higher for star-domain BMA"),
-            ("auroc_neg_entropy", "AUROC (neg. entropy)", "lower for star-domain BMA", "higher for star-domain BMA"),
+        higher, lower = "higher for star-domain BMA", "lower for star-domain BMA"
+        for name, label, if_lower, if_higher in (
+            ("auroc_max_prob", "misclassification AUROC (max prob)", lower, higher),
+            ("auroc_neg_entropy", "misclassification AUROC (neg. entropy)", lower, higher),
             ("ece", "ECE", "star-domain BMA is better calibrated", "star-domain BMA is worse calibrated"),
         ):
             if name in t:
                 lines.append(
-                    f"- {label}: {verdict(t[name], lower, higher)} (difference {num(t[name]['diff'], digits=4)}, "
+                    f"- {label}: {verdict(t[name], if_lower, if_higher)} (difference {num(t[name]['diff'], digits=4)}, "
                     f"95% CI {interval(t[name]['ci95'], digits=4)})"
                 )
-        lines += ["", "Paper: star-domain BMA has the better AUROC and the worse ECE.", ""]
+        lines += ["", "Paper: star-domain BMA has the better misclassification AUROC and the worse ECE.", ""]
     path = out / "bma.png"
     plot_bma(b, path)
     figures.append(path.name)
