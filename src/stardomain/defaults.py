@@ -3,6 +3,8 @@
 A module of plain constants, importable without torch, so the CLI's option table costs no import time.
 """
 
+from types import MappingProxyType
+
 DEFAULT_POINTS = 21  # values of t on a path: the paper's grid 0, 0.05, ..., 1
 DEFAULT_MATCHING_SAMPLES = 1024  # training inputs activation matching correlates on (seeded, every class)
 
@@ -26,6 +28,17 @@ MATCHING = "weight"  # sources re-aligned by weight matching
 FUSION_LOSS = "sum"
 FUSION_LOSSES = ("paper", "sum")
 STAR_ACC_MARGIN = 0.01  # a star this far (fraction, 0.01 = 1 pp) below its sources' mean test acc is flagged (poor star)
+# the matchers that align two networks, in the one order every list of them shows (permute.align dispatches on these
+# names): the API's align(method=...), the YAML's eval.align and star.matching, the CLI's align --method,
+# barrier --align and star --matching read them from here
+MATCHERS = MappingProxyType(
+    {
+        "weight": "units paired to maximise the inner product of the two models' weights (needs no data)",
+        "activation": "units paired by the correlation of their activations on training inputs",
+    }
+)
+NO_ALIGNMENT = "none"  # where an alignment is optional: the models interpolated as they are
+ALIGNMENTS = (*MATCHERS, NO_ALIGNMENT)  # eval.align, star.matching, barrier --align, star --matching
 # the symmetry classes an alignment may use (permute.symmetry): named once for the API, the YAML and the CLI
 SYMMETRIES = ("permutation", "orthogonal", "invertible")
 # the barrier every verdict is judged on (eval.metric): the ICLR version of the paper (v2) builds its findings on the

@@ -16,10 +16,8 @@ from torch import Tensor, nn
 
 from stardomain._util.progress import ProgressConfig
 from stardomain.barrier.path import Curve, barriers, curve, l2_distance
-from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS
+from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS, MATCHERS, NO_ALIGNMENT
 from stardomain.errors import StardomainError
-
-ALIGN_METHODS = ("none", "weight", "activation")
 
 
 @dataclass
@@ -90,16 +88,16 @@ def evaluate_pair(
     """
     from stardomain.permute import align as align_states
 
-    if align not in ALIGN_METHODS:
-        raise StardomainError(f"evaluate_pair: align must be one of {', '.join(ALIGN_METHODS)} (got {align!r})")
+    if align not in ALIGNMENTS:
+        raise StardomainError(f"evaluate_pair: align must be one of {', '.join(ALIGNMENTS)} (got {align!r})")
     if points < 2:
         raise StardomainError(f"evaluate_pair: points must be >= 2 (got {points})")
     if matching_samples < 1:
         raise StardomainError(f"evaluate_pair: matching_samples must be >= 1 (got {matching_samples})")
-    if refine != "none" and align == "none":
-        raise StardomainError(f"evaluate_pair: refine={refine!r} refines an alignment; pick align='weight' or 'activation'")
-    if symmetry != "permutation" and align == "none":
-        raise StardomainError(f"evaluate_pair: symmetry={symmetry!r} extends an alignment; pick align='weight' or 'activation'")
+    if refine != "none" and align == NO_ALIGNMENT:
+        raise StardomainError(f"evaluate_pair: refine={refine!r} refines an alignment; pick align= one of {', '.join(MATCHERS)}")
+    if symmetry != "permutation" and align == NO_ALIGNMENT:
+        raise StardomainError(f"evaluate_pair: symmetry={symmetry!r} extends an alignment; pick align= one of {', '.join(MATCHERS)}")
     keys = [k for k, _ in model.named_parameters()]
     l2 = l2_distance(state_a, state_b, keys)
     objective = coverage = check = refined = maps = None

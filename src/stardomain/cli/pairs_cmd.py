@@ -21,6 +21,7 @@ from stardomain.cli.common import (
     example_from_data,
     json_option,
     load_data_for,
+    matchers_help,
     matching_inputs,
     matching_samples_option,
     plain_model_option,
@@ -31,7 +32,18 @@ from stardomain.cli.common import (
     threads_option,
     warn_unconverged,
 )
-from stardomain.defaults import DEFAULT_POINTS, REFINE_BATCH_SIZE, REFINE_EVAL_SAMPLES, REFINE_LR, REFINE_STEPS, SYMMETRIES
+from stardomain.defaults import (
+    ALIGNMENTS,
+    DEFAULT_POINTS,
+    MATCHERS,
+    MATCHING,
+    NO_ALIGNMENT,
+    REFINE_BATCH_SIZE,
+    REFINE_EVAL_SAMPLES,
+    REFINE_LR,
+    REFINE_STEPS,
+    SYMMETRIES,
+)
 from stardomain.errors import StardomainError
 
 
@@ -111,10 +123,10 @@ def _barrier_checks(kw: dict[str, Any]) -> None:
         if n is not None and n < 1:
             raise StardomainError(f"{flag} must be >= 1 (got {n}); omit it to evaluate the whole split")
     _refine_checks(kw)
-    if kw["refine"] != "none" and align_method == "none":
-        raise StardomainError("--refine ste refines an alignment; pass --align weight (or activation) with it")
-    if symmetry != "permutation" and align_method == "none":
-        raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align weight (or activation) with it")
+    if kw["refine"] != "none" and align_method == NO_ALIGNMENT:
+        raise StardomainError(f"--refine ste refines an alignment; pass --align {' or '.join(MATCHERS)} with it")
+    if symmetry != "permutation" and align_method == NO_ALIGNMENT:
+        raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align {' or '.join(MATCHERS)} with it")
 
 
 def symmetry_option(fn: Any) -> Any:
@@ -153,10 +165,10 @@ def refine_line(info: dict[str, Any] | None) -> str:
 @click.argument("model_b", type=click.Path())
 @click.option(
     "--method",
-    type=click.Choice(["weight", "activation"]),
-    default="weight",
+    type=click.Choice(list(MATCHERS)),
+    default=MATCHING,
     show_default=True,
-    help="Match weights directly, or activations on training data.",
+    help=f"How B is matched to A: {matchers_help()}",
 )
 @data_options
 @matching_samples_option
@@ -288,10 +300,10 @@ def align(
 @click.option(
     "--align",
     "align_method",
-    type=click.Choice(["none", "weight", "activation"]),
-    default="none",
+    type=click.Choice(ALIGNMENTS),
+    default=NO_ALIGNMENT,
     show_default=True,
-    help="Permute B into A's basin first.",
+    help=f"Permute B into A's basin first: {matchers_help('interpolate A and B as they are')}",
 )
 @matching_samples_option
 @click.option("--points", type=int, default=DEFAULT_POINTS, show_default=True, help="Values of t in [0, 1].")

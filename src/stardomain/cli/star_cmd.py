@@ -18,6 +18,7 @@ from stardomain.cli.common import (
     data_root_option,
     device_option,
     load_data_for,
+    matchers_help,
     matching_inputs,
     matching_samples_option,
     quiet_option,
@@ -26,7 +27,7 @@ from stardomain.cli.common import (
     threads_option,
     warn_unconverged,
 )
-from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, SYMMETRIES
+from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, MATCHERS, MATCHING, NO_ALIGNMENT, SYMMETRIES
 from stardomain.errors import StardomainError
 
 
@@ -63,11 +64,12 @@ def _refuse_meaningless_options(t_sampling: str, matching: str, mu: float = 0.0)
     from click.core import ParameterSource
 
     ctx = click.get_current_context()
+    matchers = " or ".join(MATCHERS)
     rules = (
         ("t_constant", "--t-constant", t_sampling != "constant", "the fixed t of --t-sampling constant", "add --t-sampling constant"),
         ("t_beta", "--t-beta", t_sampling != "beta", "the Beta(a, b) of --t-sampling beta", "add --t-sampling beta"),
-        ("realign_every", "--realign-every", matching == "none", "when sources are re-aligned", "choose --matching weight or activation"),
-        ("symmetry", "--symmetry", matching == "none", "the maps that move aligned sources", "choose --matching weight or activation"),
+        ("realign_every", "--realign-every", matching == NO_ALIGNMENT, "when sources are re-aligned", f"choose --matching {matchers}"),
+        ("symmetry", "--symmetry", matching == NO_ALIGNMENT, "the maps that move aligned sources", f"choose --matching {matchers}"),
         (
             "matching_samples",
             "--matching-samples",
@@ -206,10 +208,10 @@ def _existing_stars(outs: list[Path], members: list, ds: object, config: object,
 @click.option("--realign-every", type=int, default=None, help="Steps between re-alignments (default: once per epoch).")
 @click.option(
     "--matching",
-    type=click.Choice(["weight", "activation", "none"]),
-    default="weight",
+    type=click.Choice(ALIGNMENTS),
+    default=MATCHING,
     show_default=True,
-    help="How sources are re-aligned to the star each epoch (none: interpolate them as they are).",
+    help=f"How sources are re-aligned to the star each epoch: {matchers_help('interpolate them as they are')}",
 )
 @matching_samples_option
 @click.option(

@@ -141,7 +141,7 @@ class EvalConfig:
     bn_samples: int | None = None
     eval_train_samples: int | None = None  # evaluate train loss on a subset (None = whole train split)
     eval_test_samples: int | None = None  # likewise the test split (streamed data: a seeded subset held in memory)
-    align: str = "weight"  # how regular pairs and held-out models are aligned to the star / each other
+    align: str = defaults.MATCHING  # how regular pairs and held-out models are aligned to the star / each other
     symmetry: str = "permutation"  # + orthogonal residual / invertible per-head maps after the permutation (transformers)
     max_pairs: int = 10  # regular-regular pairs evaluated: disjoint pairs first, then a seeded sample of the rest
     max_star_source_pairs: int | None = None  # star-source pairs: None = the star against every one of its sources
@@ -176,7 +176,7 @@ class EvalConfig:
             f"eval.metric: one of {', '.join(defaults.BARRIER_METRICS)} (got {self.metric!r})",
         )
         _check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
-        _check(self.align in ("weight", "activation", "none"), f"eval.align: one of weight, activation, none (got {self.align!r})")
+        _check(self.align in defaults.ALIGNMENTS, f"eval.align: one of {', '.join(defaults.ALIGNMENTS)} (got {self.align!r})")
         _check(
             self.symmetry in defaults.SYMMETRIES,
             f"eval.symmetry: one of {', '.join(defaults.SYMMETRIES)} (got {self.symmetry!r})",

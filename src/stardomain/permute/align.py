@@ -7,10 +7,11 @@ network. Skipping the check (``check=False``) is recorded in the result.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from torch import Tensor, nn
 
+from stardomain.defaults import MATCHERS
 from stardomain.errors import StardomainError
 from stardomain.permute.activation_matching import activation_matching
 from stardomain.permute.apply import apply_permutation, compose
@@ -23,6 +24,41 @@ from stardomain.permute.weight_matching import MatchResult, weight_matching
 __all__ = ["align"]
 
 _TRACE_BATCH = 8  # rows of ``x`` used to trace the spec and check the function
+
+
+def _weight(
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    *,
+    spec: PermutationSpec,
+    model: nn.Module | None,
+    x: Tensor | None,
+    seed: int,
+    init: Mapping[str, Tensor] | None,
+    **options: Any,
+) -> MatchResult:
+    return weight_matching(state_a, state_b, spec=spec, seed=seed, init=init, **options)
+
+
+def _activation(
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    *,
+    spec: PermutationSpec,
+    model: nn.Module | None,
+    x: Tensor | None,
+    seed: int,
+    init: Mapping[str, Tensor] | None,
+    **options: Any,
+) -> MatchResult:
+    if model is None or x is None:
+        raise StardomainError("activation matching needs model= (the architecture) and x= (input batch)")
+    return activation_matching(state_a, state_b, spec=spec, model=model, x=x, **options)
+
+
+# what align(method=...) calls for each matcher of the registry (defaults.MATCHERS: the names, their descriptions and
+# their order live there, torch-free, for the CLI and the YAML checks); a test holds the two to the same names
+MATCHER_FUNCTIONS: Mapping[str, Callable[..., MatchResult]] = {"weight": _weight, "activation": _activation}
 
 
 @states_first("align(state_a, state_b, spec=..., method=..., model=..., x=...)")
@@ -46,8 +82,9 @@ def align(
 ) -> tuple[dict[str, Tensor], MatchResult]:
     """Return ``(B permuted into A's unit order, MatchResult)``.
 
-    ``method="weight"`` needs the states and a spec, or a ``model`` to trace one (traced on
-    ``x`` when given, else on a random batch of ``model.arch["in_shape"]``);
+    ``method`` names a matcher of :data:`stardomain.defaults.MATCHERS`. ``method="weight"`` needs the
+    states and a spec, or a ``model`` to trace one (traced on ``x`` when given, else on a random batch
+    of ``model.arch["in_shape"]``);
     ``method="activation"`` also needs inputs ``x``. A spec that permutes nothing is refused
     unless ``allow_unpermuted``. With ``check`` (default; needs ``model``) the aligned B is run
     against B and any output difference beyond float rounding raises; ``result.function_gap``
@@ -69,6 +106,8 @@ def align(
     is ``result.symmetry``. A model that cannot take the maps is refused in one line.
     """
     sample = x[:_TRACE_BATCH] if x is not None else None
+    if method not in MATCHER_FUNCTIONS:
+        raise StardomainError(f"unknown alignment method {method!r}; use one of {', '.join(MATCHERS)}")
     check_symmetry(symmetry)
     if symmetry != "permutation" and model is None:
         raise StardomainError(f"align(symmetry={symmetry!r}) needs model= (the maps are proved on the architecture)")
@@ -87,14 +126,7 @@ def align(
         spec = trace_spec(model, example_input=sample)
     spec.require_coverage("align", allow_unpermuted)
     check_ties(spec, model, state_b, "align")
-    if method == "weight":
-        result = weight_matching(state_a, state_b, spec=spec, seed=seed, init=init, **options)
-    elif method == "activation":
-        if model is None or x is None:
-            raise StardomainError("activation matching needs model= (the architecture) and x= (input batch)")
-        result = activation_matching(state_a, state_b, spec=spec, model=model, x=x, **options)
-    else:
-        raise StardomainError(f"unknown alignment method {method!r}; use 'weight' or 'activation'")
+    result = MATCHER_FUNCTIONS[method](state_a, state_b, spec=spec, model=model, x=x, seed=seed, init=init, **options)
     if refine != "none":
         result = refine_alignment(
             state_a, state_b, result, method=refine, spec=spec, model=model, data=data, config=config, seed=seed, **refine_run

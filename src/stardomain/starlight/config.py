@@ -8,13 +8,12 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from stardomain import defaults
-from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, SYMMETRIES
+from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, SYMMETRIES
 from stardomain.errors import StardomainError, reject_unknown_keys
 from stardomain.training.loop import Recipe
 
 STATE_KIND = "starlight-state"  # the kind of Starlight's resumable state (stardomain.training.state)
 T_SAMPLING = ("uniform", "beta", "constant", "stratified")
-MATCHING = ("weight", "activation", "none")
 
 
 # the knobs of Algorithm 1 that a YAML ``star:`` block sets under the same names (experiment.config.StarConfig)
@@ -35,7 +34,7 @@ def knob_problems(c: Any, *, mus: Sequence[float] | None = None) -> list[tuple[s
             f"must be one of {', '.join(defaults.FUSION_LOSSES)} (got {c.fusion_loss!r})",
         ),
         ("t_sampling", c.t_sampling in T_SAMPLING, f"must be one of {', '.join(T_SAMPLING)} (got {c.t_sampling!r})"),
-        ("matching", c.matching in MATCHING, f"must be one of {', '.join(MATCHING)} (got {c.matching!r})"),
+        ("matching", c.matching in ALIGNMENTS, f"must be one of {', '.join(ALIGNMENTS)} (got {c.matching!r})"),
         ("symmetry", c.symmetry in SYMMETRIES, f"must be one of {', '.join(SYMMETRIES)} (got {c.symmetry!r})"),
         ("mu", c.mu >= 0, f"must be >= 0 (got {c.mu})"),
         ("pairs_per_step", c.pairs_per_step >= 1, f"must be >= 1 (got {c.pairs_per_step})"),
