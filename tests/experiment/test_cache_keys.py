@@ -54,6 +54,7 @@ FLIPS: dict[str, Any] = {
     "model.options": {"depth": 2, "width": 8, "batchnorm": True},
     "model.init": "kaiming",
     "train": {"epochs": 4},
+    "recipe": "paper",  # the named recipe `train` overrides (written train: {recipe: paper}): lr, batch size, ...
     "sources": 2,
     "held_out": 1,
     "star.recipe": {"epochs": 3},

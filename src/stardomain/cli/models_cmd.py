@@ -30,6 +30,7 @@ from stardomain.cli.common import (
     warn_unconverged,
 )
 from stardomain.errors import StardomainError
+from stardomain.training.recipe import DEFAULT_RECIPE_NAME, RECIPE_NAMES
 
 
 @cli.command()
@@ -82,6 +83,14 @@ def info() -> None:
     show_default=True,
     help="SGD with Nesterov momentum (paper recipe) or Adam (lr 1e-3).",
 )
+@click.option(
+    "--recipe",
+    "recipe_name",
+    type=click.Choice(list(RECIPE_NAMES)),
+    default=DEFAULT_RECIPE_NAME,
+    show_default=True,
+    help="Named recipe the other options override: paper = the paper's CIFAR recipe (200 epochs) on any data (docs/recipes.md).",
+)
 @click.option("--lr", type=float, default=None, help="Peak learning rate (default: the recipe's).")
 @click.option("--batch-size", type=int, default=None, help="Mini-batch size (default: the recipe's).")
 @click.option("--weight-decay", type=float, default=None, help="L2 weight decay (default: the recipe's).")
@@ -112,6 +121,7 @@ def train(
     seed_start: int,
     role: str,
     optimizer: str,
+    recipe_name: str,
     lr: float | None,
     batch_size: int | None,
     weight_decay: float | None,
@@ -135,7 +145,8 @@ def train(
     from stardomain._util.fileio import remove_stray_temps
     from stardomain.cli.app import resumable
     from stardomain.training import zoo
-    from stardomain.training.loop import default_recipe, generic_values, has_default_recipe, no_recipe_refusal
+    from stardomain.training.loop import generic_values, has_default_recipe, no_recipe_refusal
+    from stardomain.training.recipe import named_recipe
 
     started = time.time()
     resumable(f"the finished models in {out_dir} and the last finished epoch of the one in training")
@@ -145,10 +156,15 @@ def train(
     load_plugins([n for n in (dataset, model_name) if is_import_path(n)])  # import paths typed here: the user named them
     subset_seed = 0 if subset_seed is None else subset_seed
     dataset, model_name = data.canonical_name(dataset), models.canonical_name(model_name)
-    if epochs is None and not has_default_recipe(dataset):  # never 200 epochs of lr 0.1 nobody chose
-        raise no_recipe_refusal(dataset, "--epochs N (and --lr, --batch-size, --weight-decay where the generic SGD recipe does not suit)")
+    generic = recipe_name == DEFAULT_RECIPE_NAME and not has_default_recipe(dataset)  # --recipe paper chooses 200 epochs
+    if epochs is None and generic:  # never 200 epochs of lr 0.1 nobody chose
+        raise no_recipe_refusal(
+            dataset, "--epochs N (and --lr, --batch-size, --weight-decay where the generic SGD recipe does not suit), or --recipe paper"
+        )
     try:  # before any data is read: every recipe value names its option
-        recipe = default_recipe(dataset, optimizer).replace(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+        recipe = named_recipe(dataset, recipe_name, optimizer).replace(
+            epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay
+        )
     except StardomainError as e:
         raise StardomainError(_name_option(str(e))) from None
     from stardomain._util import budget
@@ -171,7 +187,7 @@ def train(
     remove_stray_temps(out_dir, older_than=started, subfolders=[".", "claims"])
     trained: list[Path] = []
     reused = _reused_members(ds, model_name, options, recipe, role, seeds, out_dir)  # another run there: refused now
-    if not has_default_recipe(dataset):  # said once the inputs are known good, just before training
+    if generic:  # said once the inputs are known good, just before training
         chosen = [k for k, v in (("lr", lr), ("batch_size", batch_size), ("weight_decay", weight_decay)) if v is not None]
         notice("note", f"{dataset} has no default recipe: {recipe.epochs} epochs (--epochs), then {generic_values(recipe, chosen)}")
 

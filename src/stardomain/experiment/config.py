@@ -64,7 +64,7 @@ class ExperimentConfig:
     threads: int = 1  # torch CPU threads every unit (and the assembly) computes with, on every executor: results depend on it
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: dict = field(default_factory=dict)  # Recipe overrides of the dataset's default recipe
+    train: dict = field(default_factory=dict)  # Recipe overrides of the named recipe (`recipe`) of the dataset
     sources: int = 10  # |Z|
     held_out: int = 5  # |H|
     star: StarConfig = field(default_factory=StarConfig)
@@ -75,6 +75,7 @@ class ExperimentConfig:
     allow_unpermuted: bool = False  # align/star even when the permutation spec covers 0% of the parameters
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where units run: local, ray or slurm
     batch_models: int = 1  # zoo members trained M at a time in one pass (written as ``train: {batch_models: M}``)
+    recipe: str = "default"  # the named recipe `train` overrides: default | paper (written as ``train: {recipe: paper}``)
 
     def __post_init__(self) -> None:
         # train.batch_models says how members are trained, not what they are: it is no Recipe key and
@@ -82,12 +83,23 @@ class ExperimentConfig:
         if "batch_models" in self.train:
             self.train = dict(self.train)
             self.batch_models = _coerce(self.train.pop("batch_models"), int, "train.batch_models")
+        if "recipe" in self.train:  # likewise the recipe's name: the keys left in `train` override that recipe
+            self.train = dict(self.train)
+            name = self.train.pop("recipe")
+            _check(
+                self.recipe in (name, "default"),
+                f"train.recipe: {name!r}, but recipe is {self.recipe!r}; name the recipe once (train: {{recipe: ...}})",
+            )
+            self.recipe = name
+        from stardomain.training.recipe import RECIPE_NAMES
+
+        _check(self.recipe in RECIPE_NAMES, f"train.recipe: one of {', '.join(RECIPE_NAMES)} (got {self.recipe!r})")
         _check(self.batch_models >= 1, f"train.batch_models: must be >= 1 (got {self.batch_models})")
         _check(1 <= self.threads <= 4096, f"threads: torch CPU threads of each unit, a whole number from 1 to 4096 (got {self.threads})")
         check_threads(self.executor, self.threads)  # a Ray/SLURM unit reserves at least the CPUs it computes with
         _check_recipe_overrides(self)  # types and ranges of every recipe key, named, before anything compares them
         from stardomain import data, models
-        from stardomain.training.loop import Recipe, default_recipe, has_default_recipe, no_recipe_refusal
+        from stardomain.training.loop import Recipe, has_default_recipe, no_recipe_refusal
 
         # the plugins this config names were imported by experiment_config (a constructor runs no user code)
         # resolve names to registry keys once, here: recipe, metadata, zoo identity and report use only the key
@@ -123,13 +135,16 @@ class ExperimentConfig:
             models.check_init(self.model.init)
         except StardomainError as e:
             raise StardomainError(f"model.init: {e}") from None
-        if "epochs" not in self.train and not has_default_recipe(self.dataset):  # never 200 epochs nobody chose
+        # never 200 epochs nobody chose (`recipe: paper` chooses the paper's 200)
+        if "epochs" not in self.train and self.recipe == "default" and not has_default_recipe(self.dataset):
             raise no_recipe_refusal(
-                self.dataset, "train: {epochs: N} (and lr, batch_size, weight_decay where the generic SGD recipe does not suit)"
+                self.dataset,
+                "train: {epochs: N} (and lr, batch_size, weight_decay where the generic SGD recipe does not suit), "
+                "or train: {recipe: paper}",
             )
         for where, overrides in (("train", self.train), ("star.recipe", {**self.train, **self.star.recipe})):
             try:
-                Recipe.from_dict({**default_recipe(self.dataset).to_dict(), **overrides})
+                Recipe.from_dict({**self.base_recipe().to_dict(), **overrides})
             except StardomainError as e:
                 raise StardomainError(f"{where}: {e}") from None
         self._check_starlight()
@@ -244,21 +259,27 @@ class ExperimentConfig:
         """The main zoo's model options with the init scheme: what every model of the run is built with."""
         return {**self.model.options, "init": self.model.init}
 
-    def source_recipe(self) -> "Recipe":
-        """The recipe of the main zoo: the dataset's default recipe with ``train`` overrides."""
-        from stardomain.training.loop import Recipe, default_recipe
+    def base_recipe(self, optimizer: str = "sgd") -> "Recipe":
+        """The named recipe (``train: {recipe: ...}``, default ``default``) of the dataset, before any override."""
+        from stardomain.training.recipe import named_recipe
 
-        return Recipe.from_dict({**default_recipe(self.dataset).to_dict(), **self.train})
+        return named_recipe(self.dataset, self.recipe, optimizer)
+
+    def source_recipe(self) -> "Recipe":
+        """The recipe of the main zoo: the dataset's named recipe (``train.recipe``) with ``train`` overrides."""
+        from stardomain.training.loop import Recipe
+
+        return Recipe.from_dict({**self.base_recipe().to_dict(), **self.train})
 
     def optimizer_recipe(self) -> "Recipe":
-        """Sources of the optimizer study: that optimizer's default recipe, the optimizer-independent
+        """Sources of the optimizer study: that optimizer's take on the named recipe, the optimizer-independent
         ``train`` overrides (never the main optimizer, lr or nesterov), then ``studies.optimizer.recipe``."""
-        from stardomain.training.loop import Recipe, default_recipe
+        from stardomain.training.loop import Recipe
 
         os_ = self.studies.optimizer
         if os_ is None:
             raise StardomainError("studies.optimizer: not configured")
-        base = default_recipe(self.dataset, os_.optimizer).to_dict()
+        base = self.base_recipe(os_.optimizer).to_dict()
         shared = {k: v for k, v in self.train.items() if k not in ("optimizer", "lr", "nesterov")}
         return Recipe.from_dict({**base, **shared, **os_.recipe})
 
@@ -306,6 +327,9 @@ class ExperimentConfig:
         bm = d.pop("batch_models")
         if bm != 1:  # recorded where it is set (a worker rebuilds the same plan from this dict), as a train key
             d["train"] = {**d["train"], "batch_models": bm}
+        name = d.pop("recipe")
+        if name != "default":  # likewise (unset: configs and experiment folders from before the key stay identical)
+            d["train"] = {"recipe": name, **d["train"]}
         unset_values: tuple[tuple[str, Any], ...] = (("plugins", []), ("allow_unpermuted", False), ("stream", False))
         for name, unset in unset_values:  # likewise
             if d.get(name) == unset:
