@@ -67,9 +67,7 @@ def _optimizer_recipe(cfg: Any, recipe: Recipe, optimizer: str) -> Recipe:
     Nesterov (the optimizer study's rule: SGD's lr 0.1 would blow Adam up), everything else the main recipe's."""
     if optimizer == recipe.optimizer:
         return recipe
-    from stardomain.training.loop import default_recipe
-
-    own = default_recipe(cfg.dataset, optimizer)
+    own = cfg.base_recipe(optimizer)  # the named recipe (train: {recipe: ...}) as that optimizer takes it
     return recipe.replace(optimizer=optimizer, lr=own.lr, nesterov=own.nesterov)
 
 
