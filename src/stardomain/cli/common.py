@@ -45,6 +45,31 @@ allow_unpermuted_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (machine-readable).")
 
 
+def _log_sinks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """``--log tensorboard --log wandb`` or ``--log tensorboard,wandb`` -> the sink names, checked while the command
+    line is parsed: an unknown name or a missing package is one line before any work (looked up, nothing imported)."""
+    from stardomain.experiment.sinks import KNOWN, require
+
+    names = [n.strip() for v in value for n in v.split(",") if n.strip()]
+    bad = [n for n in names if n not in KNOWN]
+    if bad:
+        raise click.BadParameter(f"'{bad[0]}' is no sink; use {' or '.join(KNOWN)} (repeatable, or a comma list)", ctx, param)
+    require(names, "--log")
+    return tuple(n for n in KNOWN if n in names)
+
+
+log_option = click.option(
+    "--log",
+    "log_sinks",
+    multiple=True,
+    metavar="tensorboard|wandb",
+    callback=_log_sinks,
+    help="Also log each epoch's (and unit's) numbers to TensorBoard or Weights & Biases (tensorboard/ or wandb/ in the "
+    "output folder); repeatable or a comma list; needs the extra stardomain[tensorboard] / stardomain[wandb] "
+    "(docs/experiments.md).",
+)
+
+
 def threads_option(fn: Any) -> Any:
     """--threads N: the command computes with N torch CPU threads (default 1, as `run`'s units), then restores
     the caller's count; results depend on it (sums split over threads round differently), never on the machine."""

@@ -21,6 +21,7 @@ from stardomain.cli.common import (
     executor_options,
     json_option,
     load_data_for,
+    log_option,
     parse_options,
     plain_model_option,
     quiet_option,
@@ -109,6 +110,7 @@ def info() -> None:
 @device_option
 @threads_option
 @executor_options
+@log_option
 @quiet_option
 def train(
     dataset: str,
@@ -134,6 +136,7 @@ def train(
     device: str,
     executor: str | None,
     workers: int | None,
+    log_sinks: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Train one model (--seed) or a zoo of N models (--n) and write OUT/seed-S.safetensors (+ .json).
@@ -201,45 +204,52 @@ def train(
             + (" reused: finished before with these settings" if Path(path) in reused else "")
         )
 
-    if executor not in (None, "local") or workers is not None:  # one unit per member, on Ray or SLURM workers
-        import torch
+    from stardomain.experiment.sinks import EventLog, Sinks
 
-        from stardomain.experiment.executors import ExecutorConfig, check_available, run_plan, with_overrides
-        from stardomain.experiment.units import ZooJob
+    # --log: each epoch (train_epoch: seed, epoch, losses, accuracies) and each unit of an executor to the sinks, in
+    # OUT/tensorboard or OUT/wandb; every epoch's record is in each member's .json already: train keeps no events.jsonl
+    identity = {"dataset": dataset, "model": model_name, "options": options, "recipe": recipe.to_dict(), "seeds": seeds, "role": role}
+    with EventLog(None, Sinks({sink: True for sink in log_sinks}, out_dir, Path(out_dir).name, config=identity, where="--log")) as events:
+        if executor not in (None, "local") or workers is not None:  # one unit per member, on Ray or SLURM workers
+            import torch
 
-        threads = torch.get_num_threads()  # this command's --threads (set around it by threads_option): each worker's
-        ex = with_overrides(ExecutorConfig(cpus_per_unit=threads), executor, workers)
-        check_available(ex)
-        if batch_models > 1:
-            raise StardomainError("--batch-models trains in this process; drop it, or drop --executor/--workers")
-        job = ZooJob(
-            {"name": dataset, "root": data_root, "subset": subset, "subset_seed": subset_seed, "image_size": image_size},
-            model_name,
-            options,
-            recipe.to_dict(),
-            out_dir,
-            role,
-            device,
-            local=ds,
-        )
-        run_plan(job.plan(seeds), job, out_dir, ex, log=event_logger(quiet), threads=threads)
-        for s in seeds:
-            report(zoo.member_path(out_dir, s))
-    else:
-        zoo.train_zoo(
-            ds,
-            model_name,
-            options,
-            recipe,
-            seeds,
-            out_dir,
-            device=dev,
-            progress=progress_config(quiet),
-            role=role,
-            on_member=report,
-            batch_models=batch_models,
-            notify=lambda line: notice("note", line),
-        )
+            from stardomain.experiment.executors import ExecutorConfig, check_available, run_plan, with_overrides
+            from stardomain.experiment.units import ZooJob
+
+            threads = torch.get_num_threads()  # this command's --threads (set around it by threads_option): each worker's
+            ex = with_overrides(ExecutorConfig(cpus_per_unit=threads), executor, workers)
+            check_available(ex)
+            if batch_models > 1:
+                raise StardomainError("--batch-models trains in this process; drop it, or drop --executor/--workers")
+            job = ZooJob(
+                {"name": dataset, "root": data_root, "subset": subset, "subset_seed": subset_seed, "image_size": image_size},
+                model_name,
+                options,
+                recipe.to_dict(),
+                out_dir,
+                role,
+                device,
+                local=ds,
+            )
+            run_plan(job.plan(seeds), job, out_dir, ex, log=event_logger(quiet), event=events.record, threads=threads)
+            for s in seeds:
+                report(zoo.member_path(out_dir, s))
+        else:
+            zoo.train_zoo(
+                ds,
+                model_name,
+                options,
+                recipe,
+                seeds,
+                out_dir,
+                device=dev,
+                progress=progress_config(quiet),
+                role=role,
+                on_member=report,
+                batch_models=batch_models,
+                notify=lambda line: notice("note", line),
+                on_epoch=lambda s, rec: events.record("train_epoch", seed=s, **rec),
+            )
     remove_stray_temps(out_dir, older_than=started, subfolders=[".", "claims"])
     warn_unconverged([json.loads(p.with_suffix(".json").read_text()) for p in trained])
 

@@ -9,7 +9,7 @@ import click
 
 from stardomain._util.console import event_logger, progress_config
 from stardomain.cli.app import cli
-from stardomain.cli.common import executor_options, quiet_option
+from stardomain.cli.common import executor_options, log_option, quiet_option
 
 
 @cli.command()
@@ -29,6 +29,7 @@ from stardomain.cli.common import executor_options, quiet_option
     "--out measured (events.jsonl); nothing is trained or written.",
 )
 @executor_options
+@log_option
 @quiet_option
 def run(
     experiment: str,
@@ -38,6 +39,7 @@ def run(
     dry_run: bool,
     executor: str | None,
     workers: int | None,
+    log_sinks: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Run a whole experiment from one YAML file: zoo, star models, barriers, distances, BMA, fusion, report."""
@@ -52,6 +54,9 @@ def run(
     if threads is not None:
         cfg.threads = threads
     cfg.executor = with_overrides(cfg.executor, executor, workers)
+    for sink in log_sinks:  # the YAML's logging block, plus these (its settings kept: wandb: {project: ...})
+        if not cfg.logging.get(sink):
+            cfg.logging = {**cfg.logging, sink: True}
     if dry_run:
         from stardomain.experiment.dry_run import dry_run as plan_of
         from stardomain.experiment.dry_run import plan_lines

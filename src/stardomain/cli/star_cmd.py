@@ -18,6 +18,7 @@ from stardomain.cli.common import (
     data_root_option,
     device_option,
     load_data_for,
+    log_option,
     matchers_help,
     matching_inputs,
     matching_samples_option,
@@ -243,6 +244,7 @@ def _existing_stars(outs: list[Path], members: list, ds: object, config: object,
 @data_root_option
 @device_option
 @threads_option
+@log_option
 @quiet_option
 def star(
     sources_dir: str,
@@ -272,6 +274,7 @@ def star(
     allow_unpermuted: bool,
     data_root: str | None,
     device: str,
+    log_sinks: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Starlight (Algorithm 1): train a star model linearly connected to every source (modulo permutations).
@@ -335,35 +338,46 @@ def star(
     )
     dev = resolve_device(device)
     reuse = _existing_stars(outs, members, ds, config, seed, init_path or "fresh", force)  # before any star is trained
-    for r, out in enumerate(outs):
-        # repeat r's own stream; r0 is the single star of --seed ("seed" records what built it, "seed_option" the --seed)
-        star = train_star(
-            [p for p, _, _ in members],
-            ds,
-            config,
-            out,
-            seed=repeat_seed(seed, r),
-            seed_option=seed,
-            init=init_path or "fresh",
-            repeat=r,
-            repeats=repeats,
-            existing="reuse" if reuse[r] else "replace",
-            device=dev,
-            progress=progress_config(quiet),
-            allow_unpermuted=allow_unpermuted,
-        )
-        meta = star.meta
-        metrics = {k: math.nan if v is None else v for k, v in meta["metrics"].items()}  # null in the file: "nan" here
-        which = f" {r + 1}/{repeats}" if repeats > 1 else ""
-        click.echo(
-            f"star model{which} from {len(members)} sources ({_which(members)} of {sources_dir}), "
-            f"star seed {meta['seed']} (--seed {seed}): test_loss={metrics['test_loss']:.4f} test_acc={100 * metrics['test_acc']:.2f}%; "
-            + (f"permutation spec covers {100 * meta['spec_coverage']:.1f}% of parameters; " if meta["spec_coverage"] is not None else "")
-            + (f"wrote {out}" if star.trained else f"reused {out}: finished before with these sources and settings (--force retrains)")
-        )
-        poor = poor_star_warning(meta["metrics"], [m.get("metrics", {}) for _, _, m in members])  # as the pipeline flags it
-        if poor:
-            notice("warning", f"star{which}: {poor}")
+    from stardomain.experiment.sinks import EventLog, Sinks
+
+    # --log: each epoch of each star (star_epoch: tag = the checkpoint's name, epoch, interpolated loss, match objective)
+    # to the sinks, in OUT's folder (tensorboard/, wandb/); every epoch's record is in the star's .json already
+    sinks = Sinks({sink: True for sink in log_sinks}, outs[0].parent, outs[0].stem, config=config.to_dict(), where="--log")
+    with EventLog(None, sinks) as events:
+        for r, out in enumerate(outs):
+            # repeat r's own stream; r0 is the single star of --seed ("seed" records what built it, "seed_option" the --seed)
+            star = train_star(
+                [p for p, _, _ in members],
+                ds,
+                config,
+                out,
+                seed=repeat_seed(seed, r),
+                seed_option=seed,
+                init=init_path or "fresh",
+                repeat=r,
+                repeats=repeats,
+                existing="reuse" if reuse[r] else "replace",
+                device=dev,
+                progress=progress_config(quiet),
+                allow_unpermuted=allow_unpermuted,
+                on_epoch=events.recorder("star_epoch", tag=out.stem),
+            )
+            meta = star.meta
+            metrics = {k: math.nan if v is None else v for k, v in meta["metrics"].items()}  # null in the file: "nan" here
+            which = f" {r + 1}/{repeats}" if repeats > 1 else ""
+            click.echo(
+                f"star model{which} from {len(members)} sources ({_which(members)} of {sources_dir}), "
+                f"star seed {meta['seed']} (--seed {seed}): test_loss={metrics['test_loss']:.4f} test_acc={100 * metrics['test_acc']:.2f}%; "
+                + (
+                    f"permutation spec covers {100 * meta['spec_coverage']:.1f}% of parameters; "
+                    if meta["spec_coverage"] is not None
+                    else ""
+                )
+                + (f"wrote {out}" if star.trained else f"reused {out}: finished before with these sources and settings (--force retrains)")
+            )
+            poor = poor_star_warning(meta["metrics"], [m.get("metrics", {}) for _, _, m in members])  # as the pipeline flags it
+            if poor:
+                notice("warning", f"star{which}: {poor}")
     click.echo(data_line(data_info))
     warn_unconverged([m for _, _, m in members])  # a star of unconverged sources: not the paper's setting
 

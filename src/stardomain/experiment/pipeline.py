@@ -78,10 +78,10 @@ class Experiment:
         self.cache = Cache(self.out / "cache")
         self._specs: dict[str, Any] = {}
         self._has_bn: bool | None = None
-        self._events = self.out / "events.jsonl"
-        from stardomain.experiment.sinks import Sinks
+        from stardomain.experiment.sinks import EventLog, Sinks
 
-        self.sinks = Sinks(config.logging, self.out, config.name)
+        # events.jsonl and the metrics sinks (opened at the first event): every event of the run goes through here
+        self.events = EventLog(self.out / "events.jsonl", Sinks(config.logging, self.out, config.name, config=config.to_dict()))
 
     # -- bookkeeping --------------------------------------------------------------------------
     def claim_folder(self) -> None:
@@ -108,13 +108,13 @@ class Experiment:
         self.log(format_event(kind, fields))
 
     def record(self, kind: str, **fields: Any) -> None:
-        """An event for events.jsonl and the metrics sinks only (the local executor's unit records:
-        its units already print their own lines)."""
-        from stardomain._util import strictjson
+        """An event for events.jsonl and the metrics sinks only (the local executor's unit records and each
+        epoch's: their units and progress meters already print their own lines)."""
+        self.events.record(kind, **fields)
 
-        with open(self._events, "a") as f:
-            f.write(strictjson.dumps({"time": time.time(), "event": kind, **fields}) + "\n")  # NaN -> null
-        self.sinks.log(kind, fields)
+    def on_epoch(self, tag: str) -> Callable[[int, dict[str, Any]], None]:
+        """Each finished epoch of a member of zoo ``tag`` as a ``train_epoch`` event (seed, epoch, losses, accuracies)."""
+        return lambda seed, rec: self.record("train_epoch", zoo=tag, seed=seed, **rec)
 
     def has_batchnorm(self) -> bool:
         """Whether the configured model has BatchNorm (known before any model is trained: the plan asks)."""
@@ -166,6 +166,7 @@ class Experiment:
             progress=self.progress,
             subset=self.cfg.subset,
             role=role,
+            on_epoch=self.on_epoch(tag),
         )
         if not done:
             self.event("trained", zoo=tag, seed=seed, seconds=round(time.perf_counter() - t0, 2))
@@ -192,6 +193,7 @@ class Experiment:
             role=role,
             batch_models=len(seeds),
             notify=self.log,
+            on_epoch=self.on_epoch(tag),
         )
         if not done:
             self.event("trained", zoo=tag, seeds=list(seeds), seconds=round(time.perf_counter() - t0, 2))
@@ -238,7 +240,13 @@ class Experiment:
         if self.cache.frozen and not store.is_complete(path):
             raise unplanned(path)
         t0 = time.perf_counter()
-        star = train_star(sources, self.dataset, **self.star_call(tag, options, star_recipe, mu, repeat, repeats), progress=self.progress)
+        star = train_star(
+            sources,
+            self.dataset,
+            **self.star_call(tag, options, star_recipe, mu, repeat, repeats),
+            progress=self.progress,
+            on_epoch=self.events.recorder("star_epoch", tag=tag),  # not in star_call: no part of the star's key
+        )
         if star.trained:
             self.event("star", tag=tag, n_sources=len(sources), mu=mu, seconds=round(time.perf_counter() - t0, 2))
         return star.path
@@ -451,5 +459,5 @@ class Experiment:
                 results[study.key] = study.assemble(self, main)
         results["tests"] = verdicts.compute(results)
         self.event("done")
-        self.sinks.close()
+        self.events.close()
         return results

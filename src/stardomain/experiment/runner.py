@@ -18,6 +18,7 @@ from stardomain.experiment.config import ExperimentConfig
 from stardomain.experiment.executor_config import ExecutorConfig, check_threads
 from stardomain.experiment.executors import check_available, run_plan
 from stardomain.experiment.pipeline import Experiment
+from stardomain.experiment.sinks import check_available as check_sinks
 from stardomain.experiment.units import ExperimentJob, build_plan
 from stardomain.report.markdown import write_report
 from stardomain.training.execution import fixed_threads
@@ -67,6 +68,7 @@ def run_experiment(
         check_cpus(config.threads, "threads")  # the units compute on this machine: no more threads than its CPUs
     _warn_same_runs(config)
     check_available(executor)
+    check_sinks(config.logging)  # a sink whose package is missing: one line, before any data is read
     with fixed_threads(config.threads):
         return _run(config, out_dir, progress, log, executor)
 
@@ -92,6 +94,14 @@ def _run(
 ) -> dict[str, Any]:
     started = time.time()
     exp = Experiment(config, out_dir, progress=progress, log=log)
+    try:
+        return _run_units(exp, config, out_dir, executor, started)
+    except BaseException:
+        exp.events.close(exit_code=1)  # the sinks see a failed (or interrupted) run end; events.jsonl needs no closing
+        raise
+
+
+def _run_units(exp: Experiment, config: ExperimentConfig, out_dir: str | Path, executor: ExecutorConfig, started: float) -> dict[str, Any]:
     check_execution(config, exp.device)
     exp.claim_folder()
     # what a killed run left: no later rename needs it (a minute's margin for a concurrent run's write still in fsync)

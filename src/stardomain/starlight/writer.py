@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 
@@ -135,6 +135,7 @@ def train_star(
     device: str | torch.device = "cpu",
     progress: bool | ProgressConfig | None = None,
     allow_unpermuted: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> StarCheckpoint:
     """Train (or reuse) the star of ``sources`` (checkpoints) on ``dataset`` with Starlight and save it at ``out``.
 
@@ -144,6 +145,7 @@ def train_star(
     name what the caller asked for (recorded in the identity; default: the sources' recorded
     architecture, which builds the star). With ``existing="reuse"`` a finished star of the same
     identity is returned as it is and one of another identity refused; ``"replace"`` retrains.
+    ``on_epoch(record)`` is called after each epoch trained here (its history record; no part of the identity).
     """
     from stardomain.checkpoints import store
     from stardomain.checkpoints.provenance import describe
@@ -196,7 +198,7 @@ def train_star(
         allow_unpermuted=allow_unpermuted,
         example_input=data_example(dataset).to(device),
     )  # traced on real inputs: token ids stay ids
-    result = runner.fit(progress=progress, resume_path=resume)
+    result = runner.fit(progress=progress, resume_path=resume, on_epoch=on_epoch)
     star_dir = out.resolve().parent
     meta = {
         "kind": "star",

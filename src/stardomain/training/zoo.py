@@ -12,6 +12,7 @@ folder, ordered by seed, never mixed with held-out models, other recipes, data o
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -102,12 +103,14 @@ def train_member(
     subset: int | None = None,
     extra_meta: Mapping[str, Any] | None = None,
     role: str = "source",
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> Path:
     """Train one model (or skip it if already complete) and write its checkpoint.
 
     ``role`` says what the model is for (``source`` or ``held_out``); it is recorded with the
     data record of ``dataset`` (name, subset and its seed, image size), which later stages rebuild.
     ``subset`` is only a cross-check: the subset is the one ``dataset`` was loaded with.
+    ``on_epoch(seed, record)`` is called after each epoch trained here (its history record).
     """
     config, data = member_config(dataset, model_name, options, recipe, subset, role)
     path = member_path(out_dir, seed)
@@ -116,7 +119,8 @@ def train_member(
     model = initial_model(dataset, config, seed)
     resume = Path(out_dir) / f".seed-{seed}.train-state.safetensors"
     t0 = time.perf_counter()
-    history = train_model(model, dataset, recipe, seed=seed, device=device, progress=progress, resume_path=resume)
+    each = None if on_epoch is None else functools.partial(on_epoch, seed)
+    history = train_model(model, dataset, recipe, seed=seed, device=device, progress=progress, resume_path=resume, on_epoch=each)
     meta = member_meta(model, dataset, config, data, recipe, seed, role, history, time.perf_counter() - t0, device)
     meta.update(dict(extra_meta or {}))
     return store.save(path, model, meta)
@@ -189,13 +193,15 @@ def train_zoo(
     role: str = "source",
     batch_models: int = 1,
     notify: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> list[Path]:
     """Train every seed into ``out_dir`` as ``role`` models; complete members are skipped.
 
     ``batch_models`` M > 1 trains the missing members M at a time in one vmapped pass
     (:mod:`stardomain.training.batched`; same weights as one at a time, to float rounding).
     Where a model cannot be batched, ``notify`` (default: a logged warning) gets one line
-    saying why and the members are trained one at a time.
+    saying why and the members are trained one at a time. ``on_epoch(seed, record)`` is called
+    after each epoch of each member trained here (batched too).
     """
     if batch_models < 1:
         raise StardomainError(f"batch_models must be >= 1 (got {batch_models})")
@@ -214,10 +220,23 @@ def train_zoo(
             on_member=on_member,
             role=role,
             notify=notify,
+            on_epoch=on_epoch,
         )
     paths = []
     for seed in seeds:
-        p = train_member(dataset, model_name, options, recipe, seed, out_dir, device=device, progress=progress, subset=subset, role=role)
+        p = train_member(
+            dataset,
+            model_name,
+            options,
+            recipe,
+            seed,
+            out_dir,
+            device=device,
+            progress=progress,
+            subset=subset,
+            role=role,
+            on_epoch=on_epoch,
+        )
         paths.append(p)
         if on_member is not None:
             on_member(p)
@@ -361,6 +380,7 @@ def train_zoo_batched(
     on_member: Callable[[Path], None] | None = None,
     role: str = "source",
     notify: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> list[Path]:
     """:func:`train_zoo` with the missing members trained ``batch_models`` at a time.
 
@@ -386,14 +406,38 @@ def train_zoo_batched(
     for group in groups:
         if len(group) == 1:  # nothing to batch with: the ordinary path
             train_member(
-                dataset, model_name, options, recipe, group[0], out_dir, device=device, progress=progress, subset=subset, role=role
+                dataset,
+                model_name,
+                options,
+                recipe,
+                group[0],
+                out_dir,
+                device=device,
+                progress=progress,
+                subset=subset,
+                role=role,
+                on_epoch=on_epoch,
             )
         else:
-            _train_group(dataset, config, data, recipe, group, out_dir, paths, role, device, progress)
+            _train_group(dataset, config, data, recipe, group, out_dir, paths, role, device, progress, on_epoch)
         if on_member is not None:
             for s in group:
                 on_member(paths[s])
     return [paths[s] for s in seeds]
+
+
+def _each_member(
+    on_epoch: Callable[[int, dict[str, Any]], None] | None, group: Sequence[int]
+) -> Callable[[list[dict[str, Any]]], None] | None:
+    """A batched pass's epoch records (one per member, in ``group``'s order) as ``on_epoch(seed, record)`` calls."""
+    if on_epoch is None:
+        return None
+
+    def each(records: list[dict[str, Any]]) -> None:
+        for seed, rec in zip(group, records):
+            on_epoch(seed, rec)
+
+    return each
 
 
 def _train_group(
@@ -407,6 +451,7 @@ def _train_group(
     role: str,
     device: str | torch.device,
     progress: Any,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> None:
     """Train one group in one pass and write its members; the state file goes only after all are written."""
     members = [initial_model(dataset, config, s) for s in group]
@@ -421,6 +466,7 @@ def _train_group(
         progress=progress,
         resume_path=resume,
         identity={"config": dict(config), "role": role, "seeds": group},
+        on_epoch=_each_member(on_epoch, group),
     )
     seconds = time.perf_counter() - t0
     for k, (s, model) in enumerate(zip(group, members)):
