@@ -11,6 +11,10 @@ The curated API, one name per use case, along the paper's pipeline::
     results = sd.run_experiment(sd.load_config("study.yaml"), "runs/study")       # a whole study
 
 Names resolve on first use (``import stardomain`` imports no torch), so the command line starts fast.
+
+Units: every accuracy this API returns is a fraction in [0, 1] (0.9722), and so is every accuracy barrier
+(0.05 = a drop of 5 percentage points); only what a person reads (the CLI, progress lines, report.md) shows
+percent (97.22%) and pp. The convention is stated once, in the README's "Python API".
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, TextIO, TypeVar
 
 from stardomain._util import strictjson
+from stardomain._util.units import value_text
 from stardomain.errors import StardomainError
 
 __all__ = ["MODES", "Progress", "ProgressConfig", "format_duration", "format_event", "resolve"]
@@ -77,16 +78,10 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def format_event(kind: str, fields: dict[str, Any]) -> str:
-    """A pipeline event as one readable log line: 'trained zoo=main seed=3 in 12.3 s'."""
+    """A pipeline event as one readable log line: 'trained zoo=main seed=3 in 12.3 s' (accuracies in percent)."""
     seconds = fields.get("seconds")
-    line = " ".join([kind] + [f"{k}={_fmt_value(v)}" for k, v in fields.items() if k != "seconds"])
+    line = " ".join([kind] + [f"{k}={value_text(k, v)}" for k, v in fields.items() if k != "seconds"])
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
         line += f" in {seconds:.1f} s" if seconds < 60 else f" in {format_duration(seconds)}"
     return line
@@ -126,14 +121,15 @@ class Progress:
 
     # -- reporting ---------------------------------------------------------------------------
     def step(self, **fields: Any) -> None:
-        """One step finished; ``fields`` (e.g. train_loss=0.41) go into its line or bar postfix."""
+        """One step finished; ``fields`` (e.g. train_loss=0.41, test_acc=0.9722) go into its line or bar postfix:
+        accuracies as given (fractions) in ``json`` mode, in percent (``test_acc=97.22%``) in a line or a bar."""
         self.done += 1
         if self.mode == "off":
             return
         if self._bar is not None:
             self._bar.update(1)
             if fields:
-                self._bar.set_postfix({k: _fmt_value(v) for k, v in fields.items() if v is not None}, refresh=False)
+                self._bar.set_postfix({k: value_text(k, v) for k, v in fields.items() if v is not None}, refresh=False)
             return
         last = self.total is not None and self.done >= self.total
         # a loop of short steps that reported along the way reports its end too; one under `interval` stays silent
@@ -212,7 +208,7 @@ class Progress:
             parts = [f"{self.what}: {where}", f"elapsed {format_duration(elapsed)}"]
             if eta is not None:
                 parts.append(f"ETA {format_duration(eta)}")
-            shown = " ".join(f"{k}={_fmt_value(v)}" for k, v in fields.items() if v is not None)
+            shown = " ".join(f"{k}={value_text(k, v)}" for k, v in fields.items() if v is not None)
             line = " | ".join(parts + ([shown] if shown else []))
         out = self.config.out()
         out.write(line + "\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from stardomain._util.units import pct
 from stardomain.analysis.stats import as_float, mean_std, undefined
 
 DEFAULT_TRAIN_ACC = 0.99  # eval.converged_train_acc: the paper's models reach ~100 %
@@ -47,8 +48,8 @@ def describe(conv: Mapping[str, Any]) -> str:
     loss = f" or above train loss {conv['loss_threshold']:g}" if "loss_threshold" in conv else ""
     mean = conv["train_loss"]["mean"]
     return (
-        f"{conv['n_below']} of {conv['n']} regular models below {100 * conv['threshold']:.1f}% train accuracy{loss} "
-        f"(lowest {100 * conv['min_train_acc']:.2f}%, mean train loss {'–' if undefined(mean) else f'{mean:.4f}'})"
+        f"{conv['n_below']} of {conv['n']} regular models below {pct(conv['threshold'], 1)} train accuracy{loss} "
+        f"(lowest {pct(conv['min_train_acc'])}, mean train loss {'–' if undefined(mean) else f'{mean:.4f}'})"
     )
 
 

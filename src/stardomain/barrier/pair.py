@@ -22,7 +22,8 @@ from stardomain.errors import StardomainError
 
 @dataclass
 class PairResult:
-    """One pair's evaluation; :meth:`record` is what results files store (without the aligned weights)."""
+    """One pair's evaluation; :meth:`record` is what results files store (without the aligned weights).
+    ``curve`` accuracies and ``barriers["train_acc"]`` / ``["test_acc"]`` are fractions (0.05 = 5 pp)."""
 
     align: str
     l2: float
@@ -73,7 +74,8 @@ def evaluate_pair(
     symmetry: str = "permutation",
     example_input: Tensor | None = None,
 ) -> PairResult:
-    """B permuted into A's basin (unless ``align="none"``), ℓ2 before and after, the curve and its barriers.
+    """B permuted into A's basin (unless ``align="none"``), ℓ2 before and after, the curve and its barriers
+    (accuracies and accuracy barriers as fractions: 0.05 = 5 pp; see :class:`PairResult`).
 
     ``model`` supplies the architecture (and the spec, traced when ``spec`` is None); activation
     matching correlates on :func:`stardomain.data.matching_sample` (``matching_samples``, seeded,

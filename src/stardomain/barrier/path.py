@@ -37,7 +37,7 @@ BN_PROTOCOLS = ("reset", "interpolate")  # per-t re-estimation (the paper's) | l
 
 @dataclass
 class Curve:
-    """Metrics at each t of (1 - t)·A + t·B; a split that was not evaluated has empty lists."""
+    """Metrics at each t of (1 - t)·A + t·B (accuracies as fractions in [0, 1]); a split that was not evaluated has empty lists."""
 
     t: list[float]
     train_loss: list[float] = field(default_factory=list)
@@ -270,7 +270,7 @@ def barriers(c: Curve) -> dict[str, float]:
     """Eq. 1 for each evaluated metric: max over t of the excess loss / accuracy drop.
 
     Keys: train_loss, train_acc, test_loss, test_acc (only the splits the curve has).
-    Accuracy barriers are fractions (0.05 = 5 percentage points). Never negative, since the
+    Accuracy barriers are fractions (0.05 = 5 percentage points; the CLI prints "5.00 pp"). Never negative, since the
     end points (excess 0) are part of the maximum; NaN when a value along the curve is NaN
     (a diverged interpolation), inf when the loss is.
     """

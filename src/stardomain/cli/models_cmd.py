@@ -12,6 +12,7 @@ import click
 
 from stardomain._util.console import event_logger, notice, progress_config
 from stardomain._util.device import resolve_device
+from stardomain._util.units import pct
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
     checked_first,
@@ -199,8 +200,8 @@ def train(
         m = {k: math.nan if v is None else v for k, v in m.items()}  # null in the file: a diverged loss, "nan" here
         trained.append(Path(path))
         click.echo(
-            f"{path}: test_loss={m['test_loss']:.4f} test_acc={100 * m['test_acc']:.2f}% "
-            f"(train_loss={m['train_loss']:.4f} train_acc={100 * m['train_acc']:.2f}%)"
+            f"{path}: test_loss={m['test_loss']:.4f} test_acc={pct(m['test_acc'])} "
+            f"(train_loss={m['train_loss']:.4f} train_acc={pct(m['train_acc'])})"
             + (" reused: finished before with these settings" if Path(path) in reused else "")
         )
 
@@ -365,7 +366,7 @@ def eval_cmd(checkpoint: str, dataset: str | None, plain_model: str | None, as_j
     if as_json:
         echo_json(result)
     else:
-        click.echo(f"{checkpoint} on {ds.name} test: loss={loss:.4f} acc={100 * acc:.2f}% (n={len(ds.test_y)})")
+        click.echo(f"{checkpoint} on {ds.name} test: loss={loss:.4f} acc={pct(acc)} (n={len(ds.test_y)})")
         if assumed:
             from stardomain.checkpoints.provenance import data_line
 

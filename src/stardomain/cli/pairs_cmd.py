@@ -9,6 +9,7 @@ import click
 
 from stardomain._util.console import progress_config
 from stardomain._util.device import resolve_device
+from stardomain._util.units import pp
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
     _load_pair,
@@ -407,8 +408,8 @@ def barrier(
         plot_loss_acc({f"{Path(model_a).stem} – {Path(model_b).stem}": [c]}, Path(plot_path))
     b = result["barriers"]
     click.echo(
-        f"barriers (align={align_method}): test loss {b['test_loss']:.4f}, test acc {100 * b['test_acc']:.2f} pp, "
-        f"train loss {b['train_loss']:.4f}, train acc {100 * b['train_acc']:.2f} pp; "
+        f"barriers (align={align_method}): test loss {b['test_loss']:.4f}, test acc {pp(b['test_acc'])}, "
+        f"train loss {b['train_loss']:.4f}, train acc {pp(b['train_acc'])}; "
         f"l2 {result['l2']:.3f} -> {result['l2_aligned']:.3f}"
         + refine_line(result.get("refine"))
         + symmetry_line(result.get("symmetry"))

@@ -12,6 +12,7 @@ import itertools
 import random
 from typing import Any, Mapping, Sequence, TypeVar
 
+from stardomain._util.units import pct, pp
 from stardomain.analysis.stats import mean_std
 from stardomain.defaults import STAR_ACC_MARGIN
 
@@ -71,8 +72,8 @@ def poor_star_warning(star: Mapping[str, float], sources: Sequence[Mapping[str, 
     if not ep["star_below_sources"]:
         return ""
     return (
-        f"the star's test accuracy {100 * ep['star']['test_acc']:.2f}% is {100 * ep['star_acc_gap']:.2f} pp below its "
-        f"sources' mean {100 * ep['sources']['test_acc']['mean']:.2f}% (margin {100 * margin:g} pp): its barriers are small "
+        f"the star's test accuracy {pct(ep['star']['test_acc'])} is {pp(ep['star_acc_gap'])} below its "
+        f"sources' mean {pct(ep['sources']['test_acc']['mean'])} (margin {100 * margin:g} pp): its barriers are small "
         "trivially (a barrier subtracts its endpoints' losses) and the pipeline marks such a star not comparable; train "
         "it longer (--epochs) or check its recipe"
     )

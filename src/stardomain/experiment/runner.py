@@ -59,7 +59,8 @@ def run_experiment(
     unit files, then write results.json, report.md and the figures (all atomically).
 
     All of it computes with ``config.threads`` torch CPU threads (the caller's count is restored after):
-    the data the local executor's units share is prepared here, and the assembly's statistics too."""
+    the data the local executor's units share is prepared here, and the assembly's statistics too. The returned
+    results (results.json) give accuracies and accuracy barriers as fractions in [0, 1]; report.md shows % and pp."""
     executor = executor or config.executor
     check_threads(executor, config.threads)  # --executor may have replaced the YAML's
     if executor.kind == "local" or (executor.kind == "ray" and executor.address is None) or executor.cluster == "local":

@@ -64,6 +64,8 @@ class TSampler:
 
 @dataclass
 class StarlightResult:
+    """What :meth:`Starlight.fit` returns; the last ``history`` record holds the star's ``star_test_acc`` (a fraction in [0, 1])."""
+
     history: list[dict[str, Any]]
     permutations: list[dict[str, torch.Tensor]]
     realignments: int

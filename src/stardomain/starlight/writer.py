@@ -49,7 +49,8 @@ STAR_META_KEYS = (
 
 @dataclass(frozen=True)
 class StarCheckpoint:
-    """A star on disk: where, its metadata, and the run's result (None when an existing star was reused)."""
+    """A star on disk: where, its metadata, and the run's result (None when an existing star was reused).
+    ``meta["metrics"]`` gives the star's train/test accuracy as fractions in [0, 1], as every checkpoint does."""
 
     path: Path
     meta: dict[str, Any]

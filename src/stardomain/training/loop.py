@@ -226,7 +226,7 @@ def train_model(
     """Train ``model`` in place on ``dataset`` (a :class:`stardomain.data.Dataset`, or any
     dataset of :mod:`stardomain.data.protocol`, e.g. a streamed image folder).
 
-    Returns per-epoch metrics (train loss/acc over the epoch's batches, test loss/acc).
+    Returns per-epoch metrics (train loss/acc over the epoch's batches, test loss/acc; accuracies as fractions in [0, 1]).
     With ``resume_path`` the full training state (weights, optimizer, epoch, history) is saved
     atomically after each epoch and picked up again on the next call, so an interrupted run
     continues to exactly the weights an uninterrupted one reaches. The recipe's precision,
@@ -283,7 +283,7 @@ def train_model(
 
 
 def final_metrics(model: nn.Module, dataset: Any, device: str | torch.device = "cpu") -> dict[str, float]:
-    """Train/test loss and accuracy of a finished model (no augmentation), for checkpoint metadata."""
+    """Train/test loss and accuracy (a fraction in [0, 1]) of a finished model (no augmentation), for checkpoint metadata."""
     tr_loss, tr_acc = evaluate_split(model, dataset, "train", device=device)
     te_loss, te_acc = evaluate_split(model, dataset, "test", device=device)
     return {"train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc}

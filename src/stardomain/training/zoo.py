@@ -195,7 +195,8 @@ def train_zoo(
     notify: Callable[[str], None] | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> list[Path]:
-    """Train every seed into ``out_dir`` as ``role`` models; complete members are skipped.
+    """Train every seed into ``out_dir`` as ``role`` models; complete members are skipped. Returns the checkpoint
+    paths; each member's metadata (:func:`load_zoo`) holds its final ``metrics``, accuracies as fractions in [0, 1].
 
     ``batch_models`` M > 1 trains the missing members M at a time in one vmapped pass
     (:mod:`stardomain.training.batched`; same weights as one at a time, to float rounding).
@@ -348,7 +349,8 @@ def zoo_metadata(zoo_dir: str | Path, role: str | None = "source", kind: str | N
 
 
 def load_zoo(zoo_dir: str | Path, limit: int | None = None, kind: str | None = "regular", role: str | None = "source") -> list[Member]:
-    """(path, state, metadata) of the ``limit`` lowest-seed ``role`` members of a folder (see :func:`zoo_metadata`)."""
+    """(path, state, metadata) of the ``limit`` lowest-seed ``role`` members of a folder (see :func:`zoo_metadata`);
+    ``metadata["metrics"]`` gives accuracies as fractions in [0, 1]."""
     found = zoo_metadata(zoo_dir, role=role, kind=kind)
     if limit is not None:
         if limit < 1:
