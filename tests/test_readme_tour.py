@@ -110,10 +110,10 @@ def check_figures(args: list[str], out: str) -> None:
             res = json.loads(Path(_option(args, "--out")).read_text())
             assert res["data"]["recorded"] == meta["data"] and res["data"]["overridden"] == []
     if cmd == "star":
-        from stardomain.cli import _repeat_path
+        from stardomain.cli import repeat_path
 
         repeats = int(_option(args, "--repeats") or 1)
-        outs = [_option(args, "--out")] if repeats == 1 else [_repeat_path(_option(args, "--out"), r) for r in range(repeats)]
+        outs = [_option(args, "--out")] if repeats == 1 else [repeat_path(_option(args, "--out"), r) for r in range(repeats)]
         star_seeds = []
         for path in outs:
             meta = _meta(path)

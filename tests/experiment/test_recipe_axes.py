@@ -16,7 +16,7 @@ from cli_helpers import tiny_config
 from stardomain import models
 from stardomain.errors import StardomainError
 from stardomain.experiment.config import experiment_config
-from stardomain.experiment.config_checks import _nominal_data
+from stardomain.experiment.config_checks import nominal_data
 from stardomain.experiment.studies.recipe import axis_label, cells, same_runs, tag_collision
 
 BASE = tiny_config("axes")
@@ -70,7 +70,7 @@ def test_labels_of_whole_numbers_are_exact() -> None:
 
 def test_cells_that_are_the_same_run_are_named() -> None:
     cfg = _config({"init": ["paper", "kaiming", "xavier"], "epochs": [1, 2]})
-    assert same_runs(cfg, *_nominal_data(cfg)) == [
+    assert same_runs(cfg, *nominal_data(cfg)) == [
         ["rc-e1-paper-sgd-lr0.05-wd0.0005-w8", "rc-e1-kaiming-sgd-lr0.05-wd0.0005-w8", "rc-e1-xavier-sgd-lr0.05-wd0.0005-w8"],
         ["rc-e2-paper-sgd-lr0.05-wd0.0005-w8", "rc-e2-kaiming-sgd-lr0.05-wd0.0005-w8", "rc-e2-xavier-sgd-lr0.05-wd0.0005-w8"],
     ]
@@ -82,9 +82,9 @@ def test_cells_that_are_the_same_run_are_named() -> None:
     assert all(torch.equal(built[0][k], b[k]) for b in built[1:] for k in built[0])
     # a CNN: kaiming and xavier differ (its paper init is PyTorch's default, so paper = default)
     rn = _config({"init": ["paper", "kaiming", "xavier", "default"]}, model={"name": "resnet20", "options": {"width": 0.25}})
-    assert same_runs(rn, *_nominal_data(rn)) == [["rc-e1-paper-sgd-lr0.05-wd0.0005-w0.25", "rc-e1-default-sgd-lr0.05-wd0.0005-w0.25"]]
+    assert same_runs(rn, *nominal_data(rn)) == [["rc-e1-paper-sgd-lr0.05-wd0.0005-w0.25", "rc-e1-default-sgd-lr0.05-wd0.0005-w0.25"]]
     single = _config({"init": ["kaiming"]})
-    assert same_runs(single, *_nominal_data(single)) == []
+    assert same_runs(single, *nominal_data(single)) == []
 
 
 def test_the_same_run_warning_is_one_line(capsys) -> None:

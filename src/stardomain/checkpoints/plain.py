@@ -87,6 +87,11 @@ def named_model(model: str, dataset: Any, data_root: str | os.PathLike[str] | No
         _NAMED.reset(token)
 
 
+def has_named_model() -> bool:
+    """Whether plain state dicts are checkpoints of a named model here (inside :func:`named_model`)."""
+    return _NAMED.get() is not None
+
+
 def _named(path: str | os.PathLike[str]) -> _Named:
     named = _NAMED.get()
     if named is None:

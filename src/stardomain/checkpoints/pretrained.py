@@ -170,14 +170,14 @@ def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], d
     that do not fit the config are refused in one line. The size is checked on the meta device first.
     """
     from stardomain import models
-    from stardomain.models.hf import _transformers, pretrained_config, wrap_pretrained
+    from stardomain.models.hf import import_transformers, pretrained_config, wrap_pretrained
 
     folder = Path(path)
     meta = read_metadata(folder)
     arch = meta["arch"]
     models.build_on_meta(NAME, arch["num_classes"], tuple(arch["in_shape"]), **arch["options"])  # size budget
     architecture = arch["options"]["architecture"]
-    tf = _transformers()
+    tf = import_transformers()
     config = pretrained_config(architecture, arch["options"]["config"])
     was_enabled = tf.utils.logging.is_progress_bar_enabled()
     level = tf.utils.logging.get_verbosity()

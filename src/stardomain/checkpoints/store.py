@@ -396,7 +396,7 @@ def is_complete(path: str | os.PathLike) -> bool:
     if _plain(st_path):  # complete when the user named its model (checkpoints.plain.named_model)
         from stardomain.checkpoints import plain
 
-        return plain._NAMED.get() is not None
+        return plain.has_named_model()
     return st_path.exists() and json_path.exists()
 
 

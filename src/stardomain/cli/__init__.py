@@ -8,6 +8,6 @@ imported, so importing this package gives the whole CLI.
 from stardomain.cli import models_cmd, pairs_cmd, run_cmd, star_cmd  # noqa: F401  (registers the commands)
 from stardomain.cli.app import cli, main
 from stardomain.cli.common import load_data_for, parse_options
-from stardomain.cli.star_cmd import _repeat_path
+from stardomain.cli.star_cmd import repeat_path
 
-__all__ = ["_repeat_path", "cli", "load_data_for", "main", "parse_options"]
+__all__ = ["repeat_path", "cli", "load_data_for", "main", "parse_options"]

@@ -18,7 +18,33 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         ctx.exit()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# the pipeline's order in `stardomain --help`; a registered command not named here is listed after these (none is left out)
+PIPELINE_ORDER = ("spec", "train", "eval", "align", "barrier", "star", "bma", "run", "demo", "info")
+
+
+class PipelineGroup(click.Group):
+    """The ``stardomain`` group. ``--help`` lists every registered command, in the pipeline's order, each with its own
+    ``short_help`` (else the first sentence of its help): the list is generated, so a new command cannot be left out."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+        return sorted(self.commands, key=lambda name: rank.get(name, len(rank)))  # stable: the rest in registration order
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.format_commands(ctx, formatter)  # the pipeline first, where the help text leads to it, then the options
+        click.Command.format_options(self, ctx, formatter)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        shown = [(name, cmd) for name, cmd in commands if cmd is not None and not cmd.hidden]
+        if not shown:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in shown)
+        with formatter.section("Pipeline (each stage is a command; `run` does them all from one YAML file)"):
+            formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in shown])
+
+
+@click.group(cls=PipelineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--version",
     is_flag=True,
@@ -43,18 +69,6 @@ def cli(ctx: click.Context, quiet: bool, log_json: bool, plugins: tuple[str, ...
 
     Progress goes to stderr: a bar on a terminal, plain lines (every epoch and at least
     every 30 s) when stderr is a file, as under SLURM or nohup.
-
-    \b
-    Pipeline (each stage is a command; `run` does them all from one YAML file):
-      spec     how a model's hidden units can be permuted (groups, coverage, a check)
-      train    train source / held-out models into a model zoo folder
-      eval     test loss and accuracy of a checkpoint
-      align    permute a model into another's basin (weight or activation matching)
-      barrier  loss/accuracy along the linear path between two models, and its barrier
-      star     Starlight (Algorithm 1): train a star model from a zoo of sources
-      bma      Bayesian model averaging over the star domain vs a deep ensemble
-      run      a whole experiment from one YAML file (resumable)
-      demo     the whole pipeline on the embedded digits dataset, on a CPU
     """
     from stardomain._util.plugins import load_plugins
 

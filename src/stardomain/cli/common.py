@@ -181,7 +181,7 @@ def matching_inputs(ds: Any, n: int, device: Any) -> Any:
     return matching_sample(ds, n).to(device)
 
 
-def _load_pair(a: str, b: str) -> tuple[dict, dict, dict, dict]:
+def load_pair(a: str, b: str) -> tuple[dict, dict, dict, dict]:
     """Both checkpoints' states and metadata, refusing pairs of different architectures."""
     from stardomain._util.diff import describe_difference
     from stardomain.checkpoints import store

@@ -35,7 +35,7 @@ from stardomain.errors import StardomainError
 from stardomain.training.recipe import DEFAULT_RECIPE_NAME, RECIPE_NAMES
 
 
-@cli.command()
+@cli.command(short_help="versions, devices, datasets, models and LAP solvers of this installation")
 def info() -> None:
     """Versions, devices, datasets, model architectures and assignment solvers of this installation."""
     from stardomain import data, models
@@ -51,7 +51,7 @@ def info() -> None:
     click.echo("matching LAP solvers: " + ", ".join(solvers) + hint)
 
 
-@cli.command()
+@cli.command(short_help="train source / held-out models into a model zoo folder")
 @checked_first(lambda kw: _train_checks(**kw))
 @click.option("--dataset", "-d", default="digits", show_default=True, help="Dataset name (see `stardomain info`).")
 @click.option("--model", "-m", "model_name", default="mlp", show_default=True, help="Architecture name (see `stardomain info`).")
@@ -331,7 +331,7 @@ def _train_checks(
     budget.check("--n", n_models or 1, "units", "the models to train")
 
 
-@cli.command("eval")
+@cli.command("eval", short_help="test loss and accuracy of a checkpoint")
 @click.argument("checkpoint", type=click.Path())
 @click.option("--dataset", "-d", default=None, help="Dataset (default: the one the model was trained on).")
 @plain_model_option
@@ -407,7 +407,7 @@ def load_example_input(path: str) -> Any:
     raise StardomainError(f"--example-input {path}: unknown format {p.suffix or '(no suffix)'}; give a .npy or .safetensors file")
 
 
-@cli.command("spec")
+@cli.command("spec", short_help="how a model's hidden units can be permuted (groups, coverage, a check)")
 @click.argument("target")
 @click.option("--option", "-o", "opts", multiple=True, metavar="KEY=VALUE", help="Model option (for a name or import path).")
 @click.option("--in-shape", default=None, help="One sample's shape, e.g. 1,28,28 or 20 (default 3,32,32; a checkpoint records its own).")

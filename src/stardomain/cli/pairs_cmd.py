@@ -12,7 +12,6 @@ from stardomain._util.device import resolve_device
 from stardomain._util.units import pp
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
-    _load_pair,
     allow_unpermuted_option,
     checked_first,
     data_options,
@@ -22,6 +21,7 @@ from stardomain.cli.common import (
     example_from_data,
     json_option,
     load_data_for,
+    load_pair,
     matchers_help,
     matching_inputs,
     matching_samples_option,
@@ -160,7 +160,7 @@ def refine_line(info: dict[str, Any] | None) -> str:
     )
 
 
-@cli.command()
+@cli.command(short_help="permute a model into another's basin (weight or activation matching)")
 @checked_first(_align_checks)
 @click.argument("model_a", type=click.Path())
 @click.argument("model_b", type=click.Path())
@@ -214,7 +214,7 @@ def align(
 
     read_plain([model_a, model_b], plain_model, dataset, data_root)  # plain state dicts: --model's, for --dataset
     dev = resolve_device(device)
-    state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
+    state_a, state_b, meta, meta_b = load_pair(model_a, model_b)
     model = store.build_model(meta["arch"]).to(dev)
     keys = [k for k, _ in model.named_parameters()]
     x, data_info, ds = None, None, None
@@ -293,7 +293,7 @@ def align(
             click.echo(data_line(data_info))
 
 
-@cli.command()
+@cli.command(short_help="loss/accuracy along the linear path between two models, and its barrier")
 @checked_first(_barrier_checks)
 @click.argument("model_a", type=click.Path())
 @click.argument("model_b", type=click.Path())
@@ -363,7 +363,7 @@ def barrier(
     refine, refine_options, refine_state = refine_settings(refine_kw)
     read_plain([model_a, model_b], plain_model, dataset, data_root)  # plain state dicts: --model's, for --dataset
     dev = resolve_device(device)
-    state_a, state_b, meta, meta_b = _load_pair(model_a, model_b)
+    state_a, state_b, meta, meta_b = load_pair(model_a, model_b)
     assumed = say_assumed([(model_a, meta), (model_b, meta_b)])
     ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
     model = store.build_model(meta["arch"]).to(dev)

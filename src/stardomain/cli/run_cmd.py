@@ -12,7 +12,7 @@ from stardomain.cli.app import cli
 from stardomain.cli.common import executor_options, log_option, quiet_option
 
 
-@cli.command()
+@cli.command(short_help="a whole experiment from one YAML file (resumable)")
 @click.argument("experiment", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (resumable: re-run to continue).")
 @click.option("--device", default=None, help="Override the config's device.")
@@ -72,7 +72,7 @@ def run(
     click.echo(f"wrote {Path(out_dir) / 'results.json'} and {Path(out_dir) / 'report.md'}")
 
 
-@cli.command()
+@cli.command(short_help="the whole pipeline on the embedded digits dataset, on a CPU")
 @click.option(
     "--out",
     "out_dir",

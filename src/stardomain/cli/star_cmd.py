@@ -53,7 +53,7 @@ def _read_plain_sources(sources_dir: str, model_name: str | None, dataset: str |
         read_plain(plains, model_name, dataset, data_root, own_option=False)
 
 
-def _repeat_path(out_path: str | Path, r: int) -> Path:
+def repeat_path(out_path: str | Path, r: int) -> Path:
     """Where repeat ``r`` of ``star --repeats`` goes: star.safetensors -> star-r0.safetensors, ..."""
     out = Path(out_path)
     return out.with_name(f"{out.stem}-r{r}{out.suffix or '.safetensors'}")
@@ -156,7 +156,7 @@ def _existing_stars(outs: list[Path], members: list, ds: object, config: object,
     return reuse
 
 
-@cli.command()
+@cli.command(short_help="Starlight (Algorithm 1): train a star model from a zoo of sources")
 @checked_first(lambda kw: _star_checks(**kw))
 @click.option(
     "--sources",
@@ -293,7 +293,7 @@ def star(
     from stardomain.training.loop import Recipe
 
     # --repeats, the meaningless options, --weight-decay and the budgets were checked before any import (_star_checks)
-    outs = [Path(out_path)] if repeats == 1 else [_repeat_path(out_path, r) for r in range(repeats)]
+    outs = [Path(out_path)] if repeats == 1 else [repeat_path(out_path, r) for r in range(repeats)]
     resumable(f"the finished stars and the last finished epoch of the one in training (a hidden state file beside {outs[0]})")
     _read_plain_sources(sources_dir, model_name, dataset, data_root)
     members = zoo.load_zoo(sources_dir, limit=n_sources)
@@ -405,7 +405,7 @@ def _echo_bma(result: Mapping[str, Any]) -> None:
     click.echo(f"{AUROC_DEFINITION}.")
 
 
-@cli.command()
+@cli.command(short_help="Bayesian model averaging over the star domain vs a deep ensemble")
 @checked_first(lambda kw: _bma_checks(**kw))
 @click.option("--star", "star_path", required=True, type=click.Path(dir_okay=False), help="Star model checkpoint.")
 @click.option(

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from stardomain.data.raw import RawSplits, _corrupt, _one_line
+from stardomain.data.raw import RawSplits, corrupt, one_line
 from stardomain.errors import StardomainError
 
 __all__ = ["CIFAR10", "CIFAR100", "CifarSource", "RefusedGlobal", "safe_unpickle"]
@@ -73,7 +73,7 @@ def safe_unpickle(path: str | os.PathLike[str], what: str = "dataset") -> Any:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise StardomainError(f"cannot read {path} ({_one_line(exc)})") from exc
+        raise StardomainError(f"cannot read {path} ({one_line(exc)})") from exc
     try:
         return _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
     except RefusedGlobal as exc:
@@ -82,12 +82,12 @@ def safe_unpickle(path: str | os.PathLike[str], what: str = "dataset") -> Any:
             f"(tampered or not a {what} file); delete it so it is downloaded again"
         ) from exc
     except Exception as exc:  # a damaged pickle can raise almost anything
-        raise _corrupt(path, f"unpickling: {type(exc).__name__}: {exc}") from exc
+        raise corrupt(path, f"unpickling: {type(exc).__name__}: {exc}") from exc
 
 
 def _str_keys(obj: Any, path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
-        raise _corrupt(path, f"expected a dict, found {type(obj).__name__}")
+        raise corrupt(path, f"expected a dict, found {type(obj).__name__}")
     return {(k.decode("latin-1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
 
 
@@ -153,24 +153,24 @@ def _read_cifar_batch(src: CifarSource, path: Path) -> tuple[np.ndarray, np.ndar
     data, labels = batch.get("data"), batch.get(src.label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise _corrupt(path, f"'data' should be uint8 (N, 3072), found {desc}")
+        raise corrupt(path, f"'data' should be uint8 (N, 3072), found {desc}")
     try:
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
     except (TypeError, ValueError) as exc:
-        raise _corrupt(path, f"'{src.label_key}' is not a list of integers") from exc
+        raise corrupt(path, f"'{src.label_key}' is not a list of integers") from exc
     if len(y) != len(data):
-        raise _corrupt(path, f"{len(data)} images but {len(y)} '{src.label_key}'")
+        raise corrupt(path, f"{len(data)} images but {len(y)} '{src.label_key}'")
     if y.size and (y.min() < 0 or y.max() >= src.num_classes):
-        raise _corrupt(path, f"label {int(y.max())} outside 0..{src.num_classes - 1}")
+        raise corrupt(path, f"label {int(y.max())} outside 0..{src.num_classes - 1}")
     # rows are 1024 red, 1024 green, 1024 blue values, each plane row-major 32x32
     return data.reshape(-1, 3, 32, 32), y
 
 
-def _read_cifar_folder(src: CifarSource, folder: Path) -> RawSplits:
+def read_cifar_folder(src: CifarSource, folder: Path) -> RawSplits:
     meta = _str_keys(safe_unpickle(folder / src.meta_file, src.name), folder / src.meta_file)
     names = meta.get(src.names_key)
     if not isinstance(names, list) or len(names) != src.num_classes:
-        raise _corrupt(folder / src.meta_file, f"'{src.names_key}' should list {src.num_classes} names")
+        raise corrupt(folder / src.meta_file, f"'{src.names_key}' should list {src.num_classes} names")
     splits = []
     for files in (src.train_files, src.test_files):
         parts = [_read_cifar_batch(src, folder / f) for f in files]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stardomain.data.raw import _corrupt, _one_line
+from stardomain.data.raw import corrupt, one_line
 from stardomain.errors import StardomainError
 
 __all__ = ["read_idx"]
@@ -24,12 +24,12 @@ def _read_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise StardomainError(f"cannot read {path} ({_one_line(exc)})") from exc
+        raise StardomainError(f"cannot read {path} ({one_line(exc)})") from exc
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
-            raise _corrupt(path, f"gzip: {exc}") from exc
+            raise corrupt(path, f"gzip: {exc}") from exc
     return raw
 
 
@@ -44,20 +44,20 @@ def read_idx(path: str | os.PathLike[str], dtype_code: int | None = None, ndim: 
     path = Path(path)
     raw = _read_bytes(path)
     if len(raw) < 4:
-        raise _corrupt(path, f"{len(raw)} bytes, shorter than the IDX header")
+        raise corrupt(path, f"{len(raw)} bytes, shorter than the IDX header")
     code, dims_n = raw[2], raw[3]
     if raw[:2] != b"\x00\x00" or code not in _IDX_DTYPES:
-        raise _corrupt(path, f"bad IDX magic number 0x{raw[:4].hex()}")
+        raise corrupt(path, f"bad IDX magic number 0x{raw[:4].hex()}")
     if (dtype_code is not None and code != dtype_code) or (ndim is not None and dims_n != ndim):
         want = f"0x0000{dtype_code or code:02x}{ndim or dims_n:02x}"
-        raise _corrupt(path, f"IDX magic 0x{raw[:4].hex()}, expected {want}")
+        raise corrupt(path, f"IDX magic 0x{raw[:4].hex()}, expected {want}")
     header = 4 + 4 * dims_n
     if len(raw) < header:
-        raise _corrupt(path, "header cut short")
+        raise corrupt(path, "header cut short")
     dims = struct.unpack(f">{dims_n}I", raw[4:header])
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = math.prod(dims) * dtype.itemsize  # Python ints: dimensions whose product overflows int64 stay exact
     found = len(raw) - header
     if found != expected:
-        raise _corrupt(path, f"header promises {expected} data bytes for shape {dims}, found {found}")
+        raise corrupt(path, f"header promises {expected} data bytes for shape {dims}, found {found}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)

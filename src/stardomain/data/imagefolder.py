@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from stardomain.data.raw import RawSplits, _one_line
+from stardomain.data.raw import RawSplits, one_line
 from stardomain.errors import StardomainError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -37,7 +37,7 @@ def _class_dirs(split_dir: Path) -> list[Path]:
     try:
         entries = list(split_dir.iterdir())
     except OSError as exc:
-        raise StardomainError(f"imagefolder: cannot list {split_dir} ({_one_line(exc)})") from exc
+        raise StardomainError(f"imagefolder: cannot list {split_dir} ({one_line(exc)})") from exc
     return sorted((p for p in entries if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
@@ -82,7 +82,7 @@ def _decoder(image_module: Any, size: int) -> Any:
                 arr = np.asarray(img, dtype=np.uint8)
         except Exception as exc:  # Pillow raises many types for damaged files
             raise StardomainError(
-                f"imagefolder: cannot decode {path} ({type(exc).__name__}: {_one_line(exc)}); fix or remove the file"
+                f"imagefolder: cannot decode {path} ({type(exc).__name__}: {one_line(exc)}); fix or remove the file"
             ) from exc
         if arr.shape != (size, size, 3):
             raise StardomainError(f"imagefolder: {path} decoded to shape {arr.shape}, expected ({size}, {size}, 3)")

@@ -24,9 +24,9 @@ class RawSplits:
     scale: float = 255.0  # largest pixel value; images are divided by it
 
 
-def _one_line(text: object) -> str:
+def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _corrupt(path: Path, detail: str) -> StardomainError:
-    return StardomainError(f"{path} is corrupt or truncated ({_one_line(detail)}); delete it so it is downloaded again")
+def corrupt(path: Path, detail: str) -> StardomainError:
+    return StardomainError(f"{path} is corrupt or truncated ({one_line(detail)}); delete it so it is downloaded again")

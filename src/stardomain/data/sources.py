@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from stardomain.data import download as dl
-from stardomain.data.cifar import CIFAR10, CIFAR100, CifarSource, RefusedGlobal, _read_cifar_folder, safe_unpickle
+from stardomain.data.cifar import CIFAR10, CIFAR100, CifarSource, RefusedGlobal, read_cifar_folder, safe_unpickle
 from stardomain.data.idx import read_idx
-from stardomain.data.raw import RawSplits, _corrupt, _one_line
+from stardomain.data.raw import RawSplits, corrupt, one_line
 from stardomain.errors import StardomainError
 
 __all__ = [
@@ -169,7 +169,7 @@ def _read_idx_splits(src: IdxSource, files: dict[str, Path]) -> RawSplits:
                 f"so it is downloaded again"
             )
         if labels.size and int(labels.max()) >= len(src.classes):
-            raise _corrupt(files[f"{split}-labels-idx1-ubyte"], f"label {int(labels.max())} out of range")
+            raise corrupt(files[f"{split}-labels-idx1-ubyte"], f"label {int(labels.max())} out of range")
         out += [images[:, None], labels.astype(np.int64)]
     if out[0].shape[1:] != out[2].shape[1:]:
         raise StardomainError(
@@ -200,7 +200,7 @@ def read_idx_source(src: IdxSource, root: Path, download: bool) -> RawSplits:
             _, still = _scan_idx(primary)
             raise StardomainError(
                 f"{src.name}: missing {', '.join(still)} in {primary} (offline? place the files there "
-                f"or set --data-root; download failed: {_one_line(exc)})"
+                f"or set --data-root; download failed: {one_line(exc)})"
             ) from exc
     found, _ = _scan_idx(primary)
     return _read_idx_splits(src, found)
@@ -215,7 +215,7 @@ def read_cifar(src: CifarSource, root: Path, download: bool) -> RawSplits:
     target_parent = root / src.folder
     for folder in (target_parent / src.inner, root / src.inner):
         if all((folder / f).is_file() for f in src.files):
-            return _read_cifar_folder(src, folder)
+            return read_cifar_folder(src, folder)
     target = target_parent / src.inner
     archive = next((a for a in (target_parent / src.archive, root / src.archive) if a.is_file()), None)
     downloaded = False
@@ -228,9 +228,7 @@ def read_cifar(src: CifarSource, root: Path, download: bool) -> RawSplits:
         try:
             dl.download_verified(src.urls, archive, src.md5)
         except dl.DownloadFailed as exc:
-            raise StardomainError(
-                f"{src.name}: missing {missing} in {target} (offline? {hint}; download failed: {_one_line(exc)})"
-            ) from exc
+            raise StardomainError(f"{src.name}: missing {missing} in {target} (offline? {hint}; download failed: {one_line(exc)})") from exc
         downloaded = True
     else:
         got = dl.md5_file(archive)
@@ -240,4 +238,4 @@ def read_cifar(src: CifarSource, root: Path, download: bool) -> RawSplits:
     dl.extract_into(archive, target_parent, src.inner, src.files)
     if downloaded:
         archive.unlink(missing_ok=True)  # the extracted folder is what we read; save the space
-    return _read_cifar_folder(src, target)
+    return read_cifar_folder(src, target)

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from stardomain.data.imagefolder import list_image_folder, pillow
 from stardomain.data.loader import epoch_seed
-from stardomain.data.raw import _one_line
+from stardomain.data.raw import one_line
 from stardomain.errors import StardomainError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "StreamingImageFolder", "random_resized_crop_box"]
@@ -85,7 +85,7 @@ class _Decoder:
                 return img.convert("RGB")
         except Exception as exc:  # Pillow raises many types for damaged files
             raise StardomainError(
-                f"imagefolder: cannot decode {path} ({type(exc).__name__}: {_one_line(exc)}); fix or remove the file"
+                f"imagefolder: cannot decode {path} ({type(exc).__name__}: {one_line(exc)}); fix or remove the file"
             ) from exc
 
     def train(self, path: Path, seed: int) -> np.ndarray:

@@ -16,8 +16,8 @@ import yaml
 
 from stardomain import defaults
 from stardomain.errors import StardomainError
-from stardomain.experiment.config_blocks import EvalConfig, ModelConfig, StarConfig, _check, _coerce, from_dict
-from stardomain.experiment.config_checks import _check_before_work, _check_recipe_overrides
+from stardomain.experiment.config_blocks import EvalConfig, ModelConfig, StarConfig, check, coerce, from_dict
+from stardomain.experiment.config_checks import check_before_work, check_recipe_overrides
 from stardomain.experiment.config_studies import (
     BMAStudy,
     FusionStudy,
@@ -82,22 +82,22 @@ class ExperimentConfig:
         # never part of a member's identity, so it is taken out of the recipe overrides here
         if "batch_models" in self.train:
             self.train = dict(self.train)
-            self.batch_models = _coerce(self.train.pop("batch_models"), int, "train.batch_models")
+            self.batch_models = coerce(self.train.pop("batch_models"), int, "train.batch_models")
         if "recipe" in self.train:  # likewise the recipe's name: the keys left in `train` override that recipe
             self.train = dict(self.train)
             name = self.train.pop("recipe")
-            _check(
+            check(
                 self.recipe in (name, "default"),
                 f"train.recipe: {name!r}, but recipe is {self.recipe!r}; name the recipe once (train: {{recipe: ...}})",
             )
             self.recipe = name
         from stardomain.training.recipe import RECIPE_NAMES
 
-        _check(self.recipe in RECIPE_NAMES, f"train.recipe: one of {', '.join(RECIPE_NAMES)} (got {self.recipe!r})")
-        _check(self.batch_models >= 1, f"train.batch_models: must be >= 1 (got {self.batch_models})")
-        _check(1 <= self.threads <= 4096, f"threads: torch CPU threads of each unit, a whole number from 1 to 4096 (got {self.threads})")
+        check(self.recipe in RECIPE_NAMES, f"train.recipe: one of {', '.join(RECIPE_NAMES)} (got {self.recipe!r})")
+        check(self.batch_models >= 1, f"train.batch_models: must be >= 1 (got {self.batch_models})")
+        check(1 <= self.threads <= 4096, f"threads: torch CPU threads of each unit, a whole number from 1 to 4096 (got {self.threads})")
         check_threads(self.executor, self.threads)  # a Ray/SLURM unit reserves at least the CPUs it computes with
-        _check_recipe_overrides(self)  # types and ranges of every recipe key, named, before anything compares them
+        check_recipe_overrides(self)  # types and ranges of every recipe key, named, before anything compares them
         from stardomain import data, models
         from stardomain.training.loop import Recipe, has_default_recipe, no_recipe_refusal
 
@@ -115,22 +115,22 @@ class ExperimentConfig:
             if ":" in str(self.model.name):  # an import path or hf: name: the reader's message says what is wrong
                 raise StardomainError(f"model.name: {e}") from None  # (e.g. its module needs plugins:)
             raise StardomainError(f"model.name: unknown '{self.model.name}'; choose one of {models.valid_names()}") from None
-        _check(
+        check(
             self.image_size is None or data.accepts_image_size(self.dataset),
             f"image_size: only applies to dataset imagefolder (got dataset '{self.dataset}'); remove it",
         )
-        _check(
+        check(
             self.image_size is None or (type(self.image_size) is int and self.image_size >= 1),
             f"image_size: a whole number of pixels >= 1 (got {self.image_size!r})",
         )
-        _check(
+        check(
             not data.accepts_image_size(self.dataset) or bool(self.data_root),
             "data_root: dataset imagefolder needs the folder holding train/ and val/ (or test/)",
         )
         allowed = [k for k in models.model_info(self.model.name).defaults if k != "init"]
         bad = sorted(set(self.model.options) - set(allowed))
-        _check("init" not in self.model.options, "model.options.init: the init scheme is model.init; move it there")
-        _check(not bad, f"model.options: '{bad[0] if bad else ''}' is not an option of {self.model.name}; allowed: {', '.join(allowed)}")
+        check("init" not in self.model.options, "model.options.init: the init scheme is model.init; move it there")
+        check(not bad, f"model.options: '{bad[0] if bad else ''}' is not an option of {self.model.name}; allowed: {', '.join(allowed)}")
         try:
             models.check_init(self.model.init)
         except StardomainError as e:
@@ -152,41 +152,41 @@ class ExperimentConfig:
 
     def _check_sizes_and_studies(self) -> None:
         """The rest of :meth:`__post_init__`: subset, streaming, zoo sizes, then every configured study, then
-        the ranges left open and a trial build of every model (:func:`_check_before_work`)."""
+        the ranges left open and a trial build of every model (:func:`check_before_work`)."""
         from stardomain import models
 
-        _check(self.subset is None or self.subset >= 10, f"subset: at least 10 training samples (got {self.subset})")
+        check(self.subset is None or self.subset >= 10, f"subset: at least 10 training samples (got {self.subset})")
         if self.stream:  # what reads whole splits into memory cannot take a streamed folder
-            _check(self.dataset == "imagefolder", f"stream: only for dataset imagefolder (got '{self.dataset}'); remove it")
-            _check(self.subset is None, "stream: streamed folders are used whole; remove subset (or make a smaller folder)")
-            _check(self.studies.bma is None, "studies.bma: needs the whole test split in memory; remove it when stream: true")
-            _check(
+            check(self.dataset == "imagefolder", f"stream: only for dataset imagefolder (got '{self.dataset}'); remove it")
+            check(self.subset is None, "stream: streamed folders are used whole; remove subset (or make a smaller folder)")
+            check(self.studies.bma is None, "studies.bma: needs the whole test split in memory; remove it when stream: true")
+            check(
                 self.eval.bn_samples is not None and self.eval.eval_train_samples is not None,
                 "eval.bn_samples and eval.eval_train_samples: set both when stream: true (seeded subsets held in memory)",
             )
-        _check(self.sources >= 2, f"sources: |Z| must be >= 2 to compare regular pairs (got {self.sources})")
-        _check(self.held_out >= 1, f"held_out: |H| must be >= 1 (got {self.held_out})")
+        check(self.sources >= 2, f"sources: |Z| must be >= 2 to compare regular pairs (got {self.sources})")
+        check(self.held_out >= 1, f"held_out: |H| must be >= 1 (got {self.held_out})")
         s = self.studies
         if s.n_sources is not None:
-            _check(all(2 <= k for k in s.n_sources.sizes), f"studies.n_sources.sizes: every size must be >= 2 (got {s.n_sources.sizes})")
+            check(all(2 <= k for k in s.n_sources.sizes), f"studies.n_sources.sizes: every size must be >= 2 (got {s.n_sources.sizes})")
         if s.fusion is not None:
-            _check(all(1 <= k for k in s.fusion.sizes), f"studies.fusion.sizes: every size must be >= 1 (got {s.fusion.sizes})")
-            _check(s.fusion.mu > 0, f"studies.fusion.mu: the fusion variant needs mu > 0 (got {s.fusion.mu})")
+            check(all(1 <= k for k in s.fusion.sizes), f"studies.fusion.sizes: every size must be >= 1 (got {s.fusion.sizes})")
+            check(s.fusion.mu > 0, f"studies.fusion.mu: the fusion variant needs mu > 0 (got {s.fusion.mu})")
         if s.bma is not None:
-            _check(s.bma.max_samples >= 1, f"studies.bma.max_samples: must be >= 1 (got {s.bma.max_samples})")
+            check(s.bma.max_samples >= 1, f"studies.bma.max_samples: must be >= 1 (got {s.bma.max_samples})")
         if s.recipe is not None:
             self._check_recipe_study(s.recipe)
         if s.width_depth is not None:
             allowed = [k for k in models.model_info(self.model.name).defaults if k != "init"] + ["init"]
             for i, extra in enumerate(s.width_depth.settings):
                 bad = sorted(set(extra) - set(allowed))
-                _check(
+                check(
                     not bad,
                     f"studies.width_depth.settings[{i}]: '{bad[0] if bad else ''}' is not an option of "
                     f"{self.model.name}; allowed: {', '.join(allowed)}",
                 )
         if s.optimizer is not None:
-            _check(s.optimizer.optimizer in ("sgd", "adam"), f"studies.optimizer.optimizer: sgd or adam (got {s.optimizer.optimizer!r})")
+            check(s.optimizer.optimizer in ("sgd", "adam"), f"studies.optimizer.optimizer: sgd or adam (got {s.optimizer.optimizer!r})")
             for where, build in (
                 ("studies.optimizer.recipe", self.optimizer_recipe),
                 ("studies.optimizer.star_recipe", lambda: self.star_recipe(self.optimizer_recipe(), s.optimizer.star_recipe)),
@@ -195,7 +195,7 @@ class ExperimentConfig:
                     build()
                 except StardomainError as e:
                     raise StardomainError(f"{where}: {e}") from None
-        _check_before_work(self)
+        check_before_work(self)
 
     def starlight_config(self, star_recipe: "Recipe", mu: float) -> "StarlightConfig":
         """The one place the ``star`` block (and the eval settings Starlight shares) becomes a StarlightConfig."""
@@ -227,33 +227,33 @@ class ExperimentConfig:
         from stardomain import models
 
         where = "studies.recipe"
-        _check(rs.sources >= 2, f"{where}.sources: |Z| must be >= 2 to compare regular pairs (got {rs.sources})")
-        _check(rs.held_out >= 1, f"{where}.held_out: must be >= 1 (got {rs.held_out})")
-        _check(all(e >= 1 for e in rs.epochs), f"{where}.epochs: every entry must be >= 1 (got {rs.epochs})")
-        _check(all(w >= 0 and w < 1 for w in rs.weight_decay), f"{where}.weight_decay: every entry in [0, 1) (got {rs.weight_decay})")
-        _check(all(lr > 0 and math.isfinite(lr) for lr in rs.lr), f"{where}.lr: every entry must be > 0 and finite (got {rs.lr})")
+        check(rs.sources >= 2, f"{where}.sources: |Z| must be >= 2 to compare regular pairs (got {rs.sources})")
+        check(rs.held_out >= 1, f"{where}.held_out: must be >= 1 (got {rs.held_out})")
+        check(all(e >= 1 for e in rs.epochs), f"{where}.epochs: every entry must be >= 1 (got {rs.epochs})")
+        check(all(w >= 0 and w < 1 for w in rs.weight_decay), f"{where}.weight_decay: every entry in [0, 1) (got {rs.weight_decay})")
+        check(all(lr > 0 and math.isfinite(lr) for lr in rs.lr), f"{where}.lr: every entry must be > 0 and finite (got {rs.lr})")
         bad = [o for o in rs.optimizer if o not in ("sgd", "adam")]
-        _check(not bad, f"{where}.optimizer: sgd or adam (got {bad[0] if bad else ''!r})")
+        check(not bad, f"{where}.optimizer: sgd or adam (got {bad[0] if bad else ''!r})")
         for i in rs.init:
             try:
                 models.check_init(i)
             except StardomainError as e:
                 raise StardomainError(f"{where}.init: {e}") from None
         if rs.width:
-            _check(
+            check(
                 "width" in models.model_info(self.model.name).defaults,
                 f"{where}.width: model {self.model.name} has no option 'width'; remove it",
             )
-            _check(all(w > 0 and math.isfinite(w) for w in rs.width), f"{where}.width: every entry must be > 0 and finite (got {rs.width})")
+            check(all(w > 0 and math.isfinite(w) for w in rs.width), f"{where}.width: every entry must be > 0 and finite (got {rs.width})")
             rs.width = _typed_widths(self.model.name, rs.width, f"{where}.width")
         from stardomain.experiment.studies.recipe import AXES, tag_collision
 
         for name in AXES:
             values = getattr(rs, name)
-            _check(len(set(values)) == len(values), f"{where}.{name}: an entry is repeated ({values})")
+            check(len(set(values)) == len(values), f"{where}.{name}: an entry is repeated ({values})")
         for name, values in (("lr", rs.lr), ("weight_decay", rs.weight_decay), ("width", rs.width)):
             collision = tag_collision(name, values)
-            _check(collision is None, collision or "")
+            check(collision is None, collision or "")
 
     def model_options(self) -> dict[str, Any]:
         """The main zoo's model options with the init scheme: what every model of the run is built with."""
@@ -348,7 +348,7 @@ def _typed_widths(model: str, widths: list[float], where: str) -> list[Any]:
         return [float(w) for w in widths]
     if want is int:
         fractions = [w for w in widths if not float(w).is_integer()]
-        _check(not fractions, f"{where}: {model}'s option width is a whole number (got {fractions[0] if fractions else ''})")
+        check(not fractions, f"{where}: {model}'s option width is a whole number (got {fractions[0] if fractions else ''})")
         return [int(w) for w in widths]
     raise StardomainError(f"{where}: {model}'s option width is a {want.__name__}, not a number the axis can vary; remove it")
 

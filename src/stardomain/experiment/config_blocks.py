@@ -22,7 +22,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against annotation ``tp`` (recursing into dataclasses, lists, dicts, optionals)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -34,7 +34,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if a is type(None):
                 continue
             try:
-                return _coerce(value, a, where)
+                return coerce(value, a, where)
             except StardomainError as e:
                 errors.append(str(e))
         raise StardomainError(errors[0] if errors else f"{where}: invalid value {value!r}")
@@ -48,7 +48,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise StardomainError(f"{where}: expected a list, got {value!r}")
         (inner, *_) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise StardomainError(f"{where}: expected a mapping, got {value!r}")
@@ -81,11 +81,11 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise StardomainError(f"{where or 'config'}: unknown key '{unknown[0]}'; allowed: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    kwargs = {k: coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
 
-def _check(cond: bool, message: str) -> None:
+def check(cond: bool, message: str) -> None:
     if not cond:
         raise StardomainError(message)
 
@@ -120,16 +120,16 @@ class StarConfig:
     def __post_init__(self) -> None:
         from stardomain.starlight.config import knob_problems
 
-        _check(self.repeats >= 1, f"star.repeats: must be >= 1 (got {self.repeats})")
-        _check(
+        check(self.repeats >= 1, f"star.repeats: must be >= 1 (got {self.repeats})")
+        check(
             self.epochs_factor is None or (self.epochs_factor > 0 and self.epochs_factor < 1e6),
             f"star.epochs_factor: a positive multiple of the sources' epochs, e.g. 1 or 2 (got {self.epochs_factor})",
         )
-        _check(
+        check(
             self.epochs_factor is None or "epochs" not in self.recipe,
             "star: give the star's budget once: star.epochs_factor or star.recipe.epochs, not both",
         )
-        _check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
+        check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
         for name, problem in knob_problems(self):  # Starlight's own checks, worded for this block (fusion_loss vs mu: the
             # ExperimentConfig's, which knows the fusion study's mu too)
             raise StardomainError(f"star.{name}: {problem}")
@@ -154,37 +154,35 @@ class EvalConfig:
     converged_train_loss: float | None = None  # ... or, where set, above this final train loss (the paper's: ~0.001)
 
     def __post_init__(self) -> None:
-        _check(self.points >= 2, f"eval.points: need at least 2 points on the path (got {self.points})")
-        _check(
+        check(self.points >= 2, f"eval.points: need at least 2 points on the path (got {self.points})")
+        check(
             self.max_star_source_pairs is None or self.max_star_source_pairs >= 1,
             f"eval.max_star_source_pairs: must be >= 1 or null for every source (got {self.max_star_source_pairs})",
         )
-        _check(self.matching_samples >= 1, f"eval.matching_samples: must be >= 1 (got {self.matching_samples})")
-        _check(
-            0 <= self.star_acc_margin < 1, f"eval.star_acc_margin: a fraction in [0, 1), e.g. 0.01 for 1 pp (got {self.star_acc_margin})"
-        )
-        _check(
+        check(self.matching_samples >= 1, f"eval.matching_samples: must be >= 1 (got {self.matching_samples})")
+        check(0 <= self.star_acc_margin < 1, f"eval.star_acc_margin: a fraction in [0, 1), e.g. 0.01 for 1 pp (got {self.star_acc_margin})")
+        check(
             0 < self.converged_train_acc <= 1,
             f"eval.converged_train_acc: a fraction in (0, 1], e.g. 0.99 for 99% (got {self.converged_train_acc})",
         )
-        _check(
+        check(
             self.converged_train_loss is None or self.converged_train_loss > 0,
             f"eval.converged_train_loss: a positive loss in nats, e.g. 0.002, or null (got {self.converged_train_loss})",
         )
-        _check(
+        check(
             self.metric in defaults.BARRIER_METRICS,
             f"eval.metric: one of {', '.join(defaults.BARRIER_METRICS)} (got {self.metric!r})",
         )
-        _check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
-        _check(self.align in defaults.ALIGNMENTS, f"eval.align: one of {', '.join(defaults.ALIGNMENTS)} (got {self.align!r})")
-        _check(
+        check(self.near_zero_tolerance > 0, f"eval.near_zero_tolerance: must be > 0 (got {self.near_zero_tolerance})")
+        check(self.align in defaults.ALIGNMENTS, f"eval.align: one of {', '.join(defaults.ALIGNMENTS)} (got {self.align!r})")
+        check(
             self.symmetry in defaults.SYMMETRIES,
             f"eval.symmetry: one of {', '.join(defaults.SYMMETRIES)} (got {self.symmetry!r})",
         )
-        _check(
+        check(
             self.align != "none" or self.symmetry == "permutation",
             f"eval.symmetry: {self.symmetry} maps move aligned models, but eval.align is none (it would be ignored); "
             "choose an alignment or remove eval.symmetry",
         )
-        _check(self.max_pairs >= 1, f"eval.max_pairs: must be >= 1 (got {self.max_pairs})")
-        _check(self.bn_samples is None or self.bn_samples >= 1, f"eval.bn_samples: must be >= 1 or null (got {self.bn_samples})")
+        check(self.max_pairs >= 1, f"eval.max_pairs: must be >= 1 (got {self.max_pairs})")
+        check(self.bn_samples is None or self.bn_samples >= 1, f"eval.bn_samples: must be >= 1 or null (got {self.bn_samples})")

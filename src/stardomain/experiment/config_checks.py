@@ -11,18 +11,18 @@ import math
 from typing import Any
 
 from stardomain.errors import StardomainError
-from stardomain.experiment.config_blocks import _check, _coerce
+from stardomain.experiment.config_blocks import check, coerce
 
 # -- every remaining value, checked when the YAML is read: a bad one must not cost a single unit (issue 25) --
 
 
 def _recipe_keys() -> dict[str, type]:
-    from stardomain.training.loop import _FIELD_TYPES
+    from stardomain.training.recipe import FIELD_TYPES
 
-    return _FIELD_TYPES
+    return FIELD_TYPES
 
 
-def _check_recipe_overrides(cfg: Any) -> None:
+def check_recipe_overrides(cfg: Any) -> None:
     """Each recipe override's type and range under its own key (``train.epochs: '2'`` names ``train.epochs``).
 
     Ranges are checked against the generic defaults (every one valid), so an error here is always the
@@ -48,7 +48,7 @@ def _check_recipe_overrides(cfg: Any) -> None:
                 raise StardomainError(
                     f"{where}.{key}: expected {'an integer' if keys[key] is int else 'a number'}, got the text {value!r} ({hint})"
                 )
-            _coerce(value, keys[key], f"{where}.{key}")
+            coerce(value, keys[key], f"{where}.{key}")
         known = {k: v for k, v in overrides.items() if k in keys}
         try:
             Recipe.from_dict({**Recipe().to_dict(), **known})
@@ -74,30 +74,30 @@ def _name_recipe_key(where: str, message: str) -> str:
 
 
 def _check_finite(value: float | None, where: str) -> None:
-    _check(value is None or math.isfinite(value), f"{where}: must be a finite number (got {value})")
+    check(value is None or math.isfinite(value), f"{where}: must be a finite number (got {value})")
 
 
-def _check_before_work(cfg: Any) -> None:
+def check_before_work(cfg: Any) -> None:
     """Ranges the dataclasses leave open, and a trial build of every model the run will train."""
-    _check(0 <= cfg.seed < 2**31, f"seed: a whole number in [0, 2^31) (got {cfg.seed})")
+    check(0 <= cfg.seed < 2**31, f"seed: a whole number in [0, 2^31) (got {cfg.seed})")
     ev = cfg.eval
     for key in ("eval_train_samples", "eval_test_samples"):
         value = getattr(ev, key)
-        _check(value is None or value >= 1, f"eval.{key}: must be >= 1, or null for the whole split (got {value})")
+        check(value is None or value >= 1, f"eval.{key}: must be >= 1, or null for the whole split (got {value})")
     _check_finite(ev.near_zero_tolerance, "eval.near_zero_tolerance")
     _check_finite(cfg.star.mu, "star.mu")
-    _check(all(math.isfinite(b) for b in cfg.star.t_beta), f"star.t_beta: two finite positive numbers (got {cfg.star.t_beta})")
+    check(all(math.isfinite(b) for b in cfg.star.t_beta), f"star.t_beta: two finite positive numbers (got {cfg.star.t_beta})")
     s = cfg.studies
     if s.bma is not None:
-        _check(s.bma.seed >= 0, f"studies.bma.seed: must be >= 0 (got {s.bma.seed})")
+        check(s.bma.seed >= 0, f"studies.bma.seed: must be >= 0 (got {s.bma.seed})")
     if s.fusion is not None:
         _check_finite(s.fusion.mu, "studies.fusion.mu")
     for name, block in (("width_depth", s.width_depth), ("optimizer", s.optimizer)):
         if block is not None:
-            _check(block.sources >= 2, f"studies.{name}.sources: |Z| must be >= 2 to compare regular pairs (got {block.sources})")
-            _check(block.held_out >= 1, f"studies.{name}.held_out: must be >= 1 (got {block.held_out})")
+            check(block.sources >= 2, f"studies.{name}.sources: |Z| must be >= 2 to compare regular pairs (got {block.sources})")
+            check(block.held_out >= 1, f"studies.{name}.held_out: must be >= 1 (got {block.held_out})")
     if s.recipe is not None:
-        _check(all(math.isfinite(w) for w in s.recipe.width), f"studies.recipe.width: every entry finite (got {s.recipe.width})")
+        check(all(math.isfinite(w) for w in s.recipe.width), f"studies.recipe.width: every entry finite (got {s.recipe.width})")
     from stardomain.experiment.budget import check_parameters, check_sizes
 
     check_sizes(cfg)  # the size budget, arithmetically: before a plan, a cell or a model is built
@@ -114,7 +114,7 @@ _KNOWN_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
 }
 
 
-def _nominal_data(cfg: Any) -> tuple[tuple[int, ...], int]:
+def nominal_data(cfg: Any) -> tuple[tuple[int, ...], int]:
     """The inputs a trial build is made for: the dataset's own where known without reading it, else a
     nominal image the model accepts (only option checks then count; the shape is checked at the real build)."""
     from stardomain import data, models
@@ -134,7 +134,7 @@ def _trial_builds(cfg: Any) -> int | None:
     parameter count (None when no model could be built there)."""
     from stardomain import models
 
-    shape, classes = _nominal_data(cfg)
+    shape, classes = nominal_data(cfg)
     options = cfg.model_options()
     builds: list[tuple[str, dict[str, Any]]] = [("model.options", options)]
     if cfg.studies.width_depth is not None:

@@ -78,10 +78,10 @@ def _warn_same_runs(config: ExperimentConfig) -> None:
     """One warning line naming the recipe-study cells that are the same run (e.g. the MLP's init axis
     ``[paper, kaiming]``: both are PyTorch's default init for it), which train the same zoo more than once."""
     from stardomain._util.console import notice
-    from stardomain.experiment.config_checks import _nominal_data
+    from stardomain.experiment.config_checks import nominal_data
     from stardomain.experiment.studies.recipe import same_runs
 
-    groups = same_runs(config, *_nominal_data(config))
+    groups = same_runs(config, *nominal_data(config))
     if groups:
         notice(
             "warning",

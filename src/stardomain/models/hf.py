@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def _transformers() -> Any:
+def import_transformers() -> Any:
     try:
         import transformers
     except ImportError:
@@ -110,7 +110,7 @@ def build_vit(
     check(h == w, f"hf:vit needs square images, got {h}x{w}")
     check(patch >= 1 and h % patch == 0, f"hf:vit option patch={patch} must divide the image size {h}")
     _check_sizes("hf:vit", hidden, layers, heads, mlp)
-    tf = _transformers()
+    tf = import_transformers()
     config = tf.ViTConfig(
         image_size=h,
         patch_size=patch,
@@ -141,7 +141,7 @@ def build_gpt2(
 ) -> nn.Module:
     """GPT-2 (``GPT2ForSequenceClassification``) on ``prod(in_shape)`` tokens, classified at the last token."""
     _check_tokens("hf:gpt2", hidden, layers, heads, mlp, vocab, x_min, x_max)
-    tf = _transformers()
+    tf = import_transformers()
     config = _quiet(
         tf.GPT2Config(
             vocab_size=vocab + 1,
@@ -178,7 +178,7 @@ def build_bert(
 ) -> nn.Module:
     """BERT (``BertForSequenceClassification``): post-LN blocks, the pooler on the first token."""
     _check_tokens("hf:bert", hidden, layers, heads, mlp, vocab, x_min, x_max)
-    tf = _transformers()
+    tf = import_transformers()
     config = _quiet(
         tf.BertConfig(
             vocab_size=vocab + 1,
@@ -217,7 +217,7 @@ def config_builder(path: str) -> Callable[..., nn.Module]:
     check_call(make_config, f"Hugging Face config function hf:{path}", 1, (1,))  # make_config(num_classes, in_shape)
 
     def build(num_classes: int, in_shape: tuple[int, ...], *, x_min: float = -2.0, x_max: float = 2.0) -> nn.Module:
-        tf = _transformers()
+        tf = import_transformers()
         config = make_config(num_classes, tuple(in_shape))
         if not isinstance(config, tf.PretrainedConfig):
             raise StardomainError(f"hf:{path} returned a {type(config).__name__}, not a transformers config (e.g. tf.ViTConfig(...))")
@@ -310,7 +310,7 @@ def pretrained_config(architecture: str, config: Any) -> Any:
             f"config.json has model_type {cfg.get('model_type')!r} but architecture {architecture} needs {model_type!r}; "
             "the folder's config and architecture do not belong together"
         )
-    tf = _transformers()
+    tf = import_transformers()
     config_class = tf.CONFIG_MAPPING[model_type]
     values = {k: v for k, v in cfg.items() if k not in _VOLATILE_CONFIG_KEYS}
     try:
@@ -369,6 +369,6 @@ def build_pretrained(
         check(tuple(in_shape) == shape, f"hf:pretrained {architecture} reads images {shape}, not {tuple(in_shape)}")
     else:
         check(math.prod(in_shape) <= shape[0], f"hf:pretrained {architecture} reads at most {shape[0]} tokens, not {math.prod(in_shape)}")
-    tf = _transformers()
+    tf = import_transformers()
     model = getattr(tf, architecture)(cfg)  # a class of the closed list: never a name from a file outside it
     return wrap_pretrained(model, architecture, x_min=x_min, x_max=x_max)

@@ -38,7 +38,7 @@ def interval(pair: Sequence[float] | None, scale: float = 1.0, digits: int = 3) 
     return "[–]" if not pair or any(_nan(v) for v in pair) else f"[{pair[0] * scale:.{digits}f}, {pair[1] * scale:.{digits}f}]"
 
 
-def _clip(pair: Sequence[float]) -> list[float]:
+def clip(pair: Sequence[float]) -> list[float]:
     """An accuracy interval shown within [0, 1]: the t approximation can reach past 100%."""
     return [v if _nan(v) else min(max(v, 0.0), 1.0) for v in pair]
 
@@ -49,12 +49,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _near_zero_text(t: Mapping[str, Any], what: str, below: str, above: str, flag: str = "") -> str:
+def near_zero_text(t: Mapping[str, Any], what: str, below: str, above: str, flag: str = "") -> str:
     word = flag or verdict(t, below, above)
     return f"{what} {fmt(t['values'])} vs tolerance {t['tolerance']:g} (one-sided 95% t bounds {interval(t['bounds'])}): {word}"
 
 
-def _compare_text(t: Mapping[str, Any], what: str, lower: str, higher: str, scale: float = 1.0, digits: int = 3, flag: str = "") -> str:
+def compare_text(t: Mapping[str, Any], what: str, lower: str, higher: str, scale: float = 1.0, digits: int = 3, flag: str = "") -> str:
     """A two-sample verdict with its numbers; ``flag`` (why the star is not comparable) replaces the verdict."""
     w = t["welch"]
     p = "–" if _nan(w["p"]) else f"{w['p']:.3g}"
@@ -78,11 +78,11 @@ def star_claim_lines(tests: Mapping[str, Any], flag: str = "", suffix: str = "",
     ``suffix`` picks the tests on per-star means (``_over_stars``) instead of the pooled pairs."""
     lines = []
     if "star_source_near_zero" + suffix in tests:
-        lines.append(bullet + _near_zero_text(tests["star_source_near_zero" + suffix], "star–source barrier", "near 0", "NOT near 0", flag))
+        lines.append(bullet + near_zero_text(tests["star_source_near_zero" + suffix], "star–source barrier", "near 0", "NOT near 0", flag))
     if "star_held_out_vs_regular" + suffix in tests:
         lines.append(
             bullet
-            + _compare_text(
+            + compare_text(
                 tests["star_held_out_vs_regular" + suffix],
                 "star–held-out minus regular–regular barrier",
                 "star–held-out is below regular–regular",

@@ -20,9 +20,9 @@ from stardomain.checkpoints import store
 from stardomain.report.formatting import (
     GROUP_LABELS,
     GROUPS,
-    _compare_text,
-    _near_zero_text,
+    compare_text,
     fmt,
+    near_zero_text,
     num,
     poor_star,
     star_claim_lines,
@@ -129,7 +129,7 @@ def setting_verdicts(tests: Mapping[str, Any], ep: Mapping[str, Any] | None) -> 
     if "regular_regular_vs_zero" in tests:
         lines.append(
             "- "
-            + _near_zero_text(
+            + near_zero_text(
                 tests["regular_regular_vs_zero"],
                 "regular–regular barrier",
                 "near 0 (the setting is already linearly connected after matching)",
@@ -263,7 +263,7 @@ def distances_section(results: Mapping[str, Any]) -> list[str]:
     if t:
         lines += [
             "- "
-            + _compare_text(
+            + compare_text(
                 t["star_held_out_vs_regular"],
                 "star–held-out minus regular–regular ℓ2 after permutation",
                 "star models are closer to held-out solutions than regular solutions are to each other",
@@ -274,7 +274,7 @@ def distances_section(results: Mapping[str, Any]) -> list[str]:
         if "star_held_out_vs_regular_over_stars" in t:
             lines.append(
                 "  - "
-                + _compare_text(
+                + compare_text(
                     t["star_held_out_vs_regular_over_stars"],
                     f"over {t['n_stars']} stars (n = per-star mean distances): the same difference",
                     "star models are closer",

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from stardomain.analysis.stats import verdict
 from stardomain.errors import StardomainError
-from stardomain.report.formatting import GROUP_LABELS, GROUPS, _compare_text, fmt, interval, num, star_claim_lines, table
+from stardomain.report.formatting import GROUP_LABELS, GROUPS, compare_text, fmt, interval, num, star_claim_lines, table
 
 SPREAD_NOTE = (
     "over stars = mean ± sample std of the per-star means (n = stars), each over that star's pairs; "
@@ -97,7 +97,7 @@ def bn_ablation_section(results: Mapping[str, Any]) -> list[str]:
         t = ab["tests"][g]
         lines.append(
             "- "
-            + _compare_text(
+            + compare_text(
                 t,
                 f"{GROUP_LABELS[g]}: interpolated-statistics minus re-estimated test loss barrier",
                 "the interpolated statistics give a LOWER barrier",

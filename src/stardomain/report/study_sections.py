@@ -8,9 +8,9 @@ from typing import Any, Mapping
 from stardomain.analysis.stats import NOT_SIGNIFICANT, undefined, verdict
 from stardomain.report.bma_plot import AUROC_DEFINITION
 from stardomain.report.formatting import (
-    _clip,
-    _compare_text,
     acc_loss,
+    clip,
+    compare_text,
     fmt,
     interval,
     num,
@@ -78,7 +78,7 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
         ep = next((r["endpoints"] for r in flagged if r["endpoints"]["star_below_sources"]), None)
         verdict_lines = [
             "- "
-            + _compare_text(
+            + compare_text(
                 t["trend"],
                 f"star–held-out barrier at |Z|={t['last']} minus at |Z|={t['first']}",
                 "the barrier decreases with |Z|",
@@ -89,7 +89,7 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
         if "trend_over_stars" in t:
             verdict_lines.append(
                 "  - "
-                + _compare_text(
+                + compare_text(
                     t["trend_over_stars"],
                     f"over {t['n_stars']} stars per size (n = per-star means): the same difference",
                     "the barrier decreases with |Z|",
@@ -215,7 +215,7 @@ def fusion_section(results: Mapping[str, Any]) -> list[str]:
             f"{100 * r['star_acc']:.2f}",
             f"{word}"
             + (
-                f" (95% prediction interval {interval(_clip(t['interval']), 100, 2)})"
+                f" (95% prediction interval {interval(clip(t['interval']), 100, 2)})"
                 if t and not any(undefined(v) for v in t["interval"])  # null in results.json: no interval
                 else ""
             ),

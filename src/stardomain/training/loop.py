@@ -21,9 +21,6 @@ from stardomain._util.logits import logits_of
 from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.training.execution import autocast, check_channels_last, grad_scaler, with_cudnn_autotune
 from stardomain.training.recipe import (  # noqa: F401  (re-exported: the recipe's names were defined here before)
-    _EXECUTION_DEFAULTS,
-    _FIELD_TYPES,
-    _SMALL_RECIPES,
     OPTIMIZERS,
     PRECISIONS,
     RECIPE_DATASETS,

@@ -65,7 +65,7 @@ class Recipe:
     def _check_types(self) -> None:
         """Each field's type, naming the key: a YAML ``epochs: '2'`` must not reach a comparison (or an optimizer)."""
         for f in fields(self):
-            value, want = getattr(self, f.name), _FIELD_TYPES[f.name]
+            value, want = getattr(self, f.name), FIELD_TYPES[f.name]
             if want is float:
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             elif want is int:
@@ -94,7 +94,7 @@ class Recipe:
         return self.replace(**_EXECUTION_DEFAULTS)
 
 
-_FIELD_TYPES: dict[str, type] = {f.name: {"str": str, "float": float, "bool": bool, "int": int}[str(f.type)] for f in fields(Recipe)}
+FIELD_TYPES: dict[str, type] = {f.name: {"str": str, "float": float, "bool": bool, "int": int}[str(f.type)] for f in fields(Recipe)}
 
 _SMALL_RECIPES: dict[str, dict[str, Any]] = {
     # 1,437 training images: many short epochs, no augmentation (8x8 digits do not crop well)
