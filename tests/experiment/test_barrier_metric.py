@@ -97,3 +97,12 @@ def test_an_unknown_metric_is_refused_in_one_line(tmp_path, capsys) -> None:
     assert r.code == 2
     assert_one_line_error(r, "eval.metric: one of train_loss, test_loss, train_acc, test_acc (got 'loss')")
     assert not (tmp_path / "out").exists()
+
+
+def test_accuracy_verdicts_are_shown_in_pp() -> None:
+    from stardomain.analysis import stats
+    from stardomain.report.metrics_side import claim_cell
+
+    t = {"metric": "test_acc", "comparable": True, "star_source_near_zero": stats.near_zero([0.01, 0.02, 0.015], 0.05)}
+    cell = claim_cell(t, "star_source_near_zero", "near 0", "NOT near 0")
+    assert cell.startswith("near 0: mean 1.500 pp, 95% bounds [") and cell.endswith("pp, n = 3")

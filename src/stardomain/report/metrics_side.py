@@ -39,8 +39,9 @@ def verdict_metric(results: Mapping[str, Any]) -> str:
 
 
 def axis_label(metric: str) -> str:
-    """A figure's y label for a barrier of ``metric``: losses in nats, accuracies as a fraction."""
-    return f"{metric_label(metric)} barrier " + ("(nats)" if metric.endswith("loss") else "(fraction)")
+    """A figure's y label for a barrier of ``metric``: losses in nats; accuracies as a fraction (a figure plots the
+    stored value; 0.05 is 5 pp)."""
+    return f"{metric_label(metric)} barrier " + ("(nats)" if metric.endswith("loss") else "(fraction; 0.05 = 5 pp)")
 
 
 def ordered(by_metric: Mapping[str, Any], verdict: str) -> list[str]:
@@ -49,16 +50,20 @@ def ordered(by_metric: Mapping[str, Any], verdict: str) -> list[str]:
 
 
 def claim_cell(tests: Mapping[str, Any], key: str, lower: str, higher: str) -> str:
-    """One claim on one metric: the verdict word and the number it rests on (mean and bound, or difference and CI)."""
+    """One claim on one metric: the verdict word and the number it rests on (mean and bound, or difference and CI);
+    accuracy barriers in percentage points, as every human output shows them (``_util.units``)."""
     t = tests.get(key)
     if t is None:
         return "–"
     if not tests.get("comparable", True) and key != "regular_regular_vs_zero":
         return "not comparable (poor star)"
     word = verdict(t, lower, higher)
+    scale, unit = (100.0, " pp") if str(tests.get("metric", "")).endswith("acc") else (1.0, "")
     if "bounds" in t:
-        return f"{word}: mean {num(t['values']['mean'])}, 95% bounds {interval(t['bounds'])}, n = {t['values']['n']}"
-    return f"{word}: difference {num(t['diff'])}, CI {interval(t['ci95'])}, n = {t['a']['n']} vs {t['b']['n']}"
+        return (
+            f"{word}: mean {num(t['values']['mean'], scale)}{unit}, 95% bounds {interval(t['bounds'], scale)}{unit}, n = {t['values']['n']}"
+        )
+    return f"{word}: difference {num(t['diff'], scale)}{unit}, CI {interval(t['ci95'], scale)}{unit}, n = {t['a']['n']} vs {t['b']['n']}"
 
 
 def side_by_side_lines(by_metric: Mapping[str, Mapping[str, Any]], verdict_metric: str) -> list[str]:
