@@ -12,7 +12,7 @@ from stardomain.analysis import verdicts
 from stardomain.analysis.stats import NOT_SIGNIFICANT
 from stardomain.experiment.config import ExperimentConfig
 from stardomain.experiment.pairs import endpoints, pair_record
-from stardomain.experiment.pipeline import Experiment
+from stardomain.experiment.summary import summarize_groups
 from stardomain.report.markdown import write_report
 
 
@@ -45,7 +45,7 @@ def synthetic(rr: list[float], ss: list[float], sh: list[float], star_acc: float
         "star-source": [_pair("star", s, b) for s, b in zip(src, ss)],
         "star-held-out": [_pair("star", h, b) for h, b in zip(held, sh)],
     }
-    summary = Experiment.summarize_groups(groups)
+    summary = summarize_groups(groups)
     member = {"test_acc": 0.90, "test_loss": 0.40}
     ep = endpoints({"test_acc": star_acc, "test_loss": 0.42}, [member] * len(src), [member] * len(held), margin=0.01)
     results = {

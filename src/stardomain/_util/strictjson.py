@@ -16,9 +16,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["NULL_MEANS", "dumps", "finite"]
-
-NULL_MEANS = "null where a number is expected: undefined (NaN, e.g. the spread of fewer than two values) or infinite"
+__all__ = ["dumps", "finite"]
 
 
 def finite(obj: Any) -> Any:

@@ -28,19 +28,13 @@ import torch
 from stardomain.checkpoints.assumed import assumptions
 from stardomain.errors import StardomainError
 
-__all__ = ["NAME", "assumptions", "content_hash", "is_folder", "load_state", "read_metadata"]
+__all__ = ["NAME", "assumptions", "content_hash", "load_state", "read_metadata"]
 
 NAME = "hf:pretrained"
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
-
-
-def is_folder(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder given as a checkpoint (a save_pretrained folder, or a folder that is not one:
-    :func:`read_metadata` then says what is missing)."""
-    return Path(path).is_dir()
 
 
 def is_complete(path: str | os.PathLike[str]) -> bool:

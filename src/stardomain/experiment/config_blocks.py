@@ -18,10 +18,6 @@ from stardomain.errors import StardomainError
 __all__ = ["EvalConfig", "ModelConfig", "StarConfig", "from_dict"]
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against annotation ``tp`` (recursing into dataclasses, lists, dicts, optionals)."""
     origin = typing.get_origin(tp)

@@ -382,8 +382,6 @@ class Experiment:
         out["convergence"] = zoo_convergence([*src, *ho], ev.converged_train_acc, ev.converged_train_loss)
         return out
 
-    summarize_groups = staticmethod(summarize_groups)  # one setting's pairs -> the summary every table reads
-
     # -- the studies -----------------------------------------------------------------------------
     def run(self, assemble: bool = False) -> dict[str, Any]:
         """Every study's results; with ``assemble`` every model and evaluation must be on disk already
@@ -433,7 +431,7 @@ class Experiment:
         groups = None
         if st.barriers or st.distances:
             groups, record = self.barrier_groups(z, held, main_stars)
-            summary = self.summarize_groups(groups)
+            summary = summarize_groups(groups)
         if st.barriers:
             results["barriers"] = {"groups": groups, "summary": summary, "pairs": record}
         if cfg.eval.bn_ablation and groups is not None:

@@ -115,8 +115,3 @@ def apply_init(model: nn.Module, name: str, init: str, builtin: bool) -> None:
             _reset(model)
         return
     _SCHEMES[scheme](model)
-
-
-def init_weights(model: nn.Module) -> None:
-    """The ``kaiming`` scheme (kept for callers that built a model by hand)."""
-    _kaiming(model)

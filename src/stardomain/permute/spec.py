@@ -319,7 +319,8 @@ class PermutationSpec:
 
 
 def states_first(new_call: str) -> Callable[[F], F]:
-    """Decorator for two-model functions: refuse a call in the pre-0.2 argument order.
+    """Decorator for two-model functions: refuse a call in the old argument order (spec or model first, before
+    the 2026-12-04 layout; docs/MIGRATION.md, README's Python API) in one line.
 
     Every two-model function takes the two states (or one state and a permutation) first and
     the spec and options as keywords. The old order passed the spec (or the model) first; a

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from stardomain.analysis.stats import mean_std
 from stardomain.checkpoints import store
 from stardomain.experiment.study import Experimenting
+from stardomain.experiment.summary import summarize_groups
 from stardomain.training.loop import Recipe
 
 # what results.json keeps of one training setting (width/depth rows, the optimizer study)
@@ -64,5 +65,5 @@ def setting(
         "endpoints": exp.endpoints(stars, sources, held),
         "pairs": record,
         "groups": groups,
-        "summary": exp.summarize_groups(groups),
+        "summary": summarize_groups(groups),
     }
