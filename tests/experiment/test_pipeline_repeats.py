@@ -77,7 +77,8 @@ def test_repeats_give_distinct_recorded_stars_and_spreads_over_stars(reference):
     assert row["star_seeds"] == [repeat_seed(0, r, "main-z2") for r in range(2)] and row["over_stars"]["test_loss"]["n_stars"] == 2
     trend = res["tests"]["n_sources"]
     assert trend["n_stars"] == 2 and trend["trend_over_stars"]["a"]["n"] == trend["trend_over_stars"]["b"]["n"] == 2
-    means = [[ps["mean"] for ps in r["over_stars"]["test_loss"]["per_star"]] for r in res["n_sources"]["rows"]]
+    m = res["tests"]["metric"]  # the trend is tested on the verdicts' metric (eval.metric)
+    means = [[ps["mean"] for ps in r["over_stars"][m]["per_star"]] for r in res["n_sources"]["rows"]]
     assert trend["trend_over_stars"]["diff"] == pytest.approx(sum(means[-1]) / 2 - sum(means[0]) / 2)
     report = (reference / "report.md").read_text()
     assert "over 2 stars per size (n = per-star means)" in report and "ℓ2 w/ perm over stars" in report
