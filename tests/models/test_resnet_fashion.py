@@ -35,9 +35,11 @@ def fashion_tiny():
 def _resnet(ds, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     m = models.create("resnet20", ds.num_classes, ds.in_shape, width=0.25)
-    # 4 epochs of 50 steps (batch 16): 200 SGD steps
-    history = train_model(m, ds, default_recipe("fashion_mnist").replace(epochs=4, batch_size=16), seed=seed, progress=False, eval_every=4)
-    assert history[-1]["test_acc"] > 0.5  # trained (chance 0.1, ~0.65 here): the barriers are about real solutions
+    # 12 epochs of 50 steps (batch 16): 600 SGD steps. After 200 (the test's earlier budget) and 400 steps, whether
+    # matching lowered this pair's barrier depended on the CPU's kernels (on an Intel AVX512 CPU, one thread: 2.73 ->
+    # 2.88 at 200 steps, 2.37 -> 3.05 at 400); after 600 it halves it there (1.93 -> 1.02)
+    history = train_model(m, ds, default_recipe("fashion_mnist").replace(epochs=12, batch_size=16), seed=seed, progress=False, eval_every=12)
+    assert history[-1]["test_acc"] > 0.5  # trained (chance 0.1, ~0.76 here): the barriers are about real solutions
     return m.eval()
 
 
@@ -63,4 +65,4 @@ def test_weight_matching_two_trained_resnet20s(fashion_tiny):
     kw = dict(ts=[i / 10 for i in range(11)], splits=("test",), bn_samples=256)
     raw = barriers(curve(sa, sb, model=a, dataset=ds, **kw))["test_loss"]
     aligned = barriers(curve(sa, sb_aligned, model=a, dataset=ds, **kw))["test_loss"]
-    assert aligned < raw
+    assert aligned < 0.8 * raw  # matching removes a real part of the barrier, not a rounding's worth
