@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
 from stardomain.training import batched as train_batched
 from stardomain.training import zoo
-from stardomain.training.loop import default_recipe
+from stardomain.training.loop import default_recipe, make_loader, make_optimizer
 
 MLP = {"depth": 2, "width": 16}
 TIMING_KEYS = {"train_seconds", "batched"}
@@ -192,3 +193,83 @@ def test_batched_convnet_with_augmentation_equals_train_model(optimizer):
             assert torch.allclose(v, got[name], atol=1e-5, rtol=0), name
         assert [r.keys() for r in h] == [r.keys() for r in batched[k]]
         assert all(a == pytest.approx(b, abs=1e-5) for a, b in zip(h, batched[k]))
+
+
+def _mlp(seed: int, batchnorm: bool = False) -> nn.Module:
+    from stardomain.models.mlp import build_mlp
+
+    torch.manual_seed(seed)
+    return build_mlp(10, (1, 8, 8), depth=2, width=8, batchnorm=batchnorm)
+
+
+def test_plain_mlps_take_the_bmm_path_others_vmap():
+    def chain(model):
+        return train_batched.StackedModels([model, copy.deepcopy(model)]).chain
+
+    assert chain(_mlp(0)) is not None
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10, bias=False))
+    assert [op for op, *_ in chain(seq)] == ["flatten", "linear", "relu", "linear"]
+    assert chain(_mlp(0, batchnorm=True)) is None  # BatchNorm: vmap
+    assert chain(nn.Sequential(nn.Linear(64, 10))) is None  # no Flatten first
+    assert chain(nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 10))) is None
+    hooked = _mlp(0)
+    hooked.classifier.register_forward_hook(lambda *a: None)
+    assert chain(hooked) is None
+
+
+def _seq(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(64, 8, bias=False), nn.ReLU(), nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize("build", [_mlp, _seq])
+def test_bmm_path_equals_vmap_path(build):
+    """Logits (batched or shared input), losses and the hand-written gradients of the baddbmm path equal
+    vmap + autograd's, to float rounding."""
+    models = [build(s) for s in range(3)]
+    fast, slow = train_batched.StackedModels(models), train_batched.StackedModels(models)
+    slow.chain = None
+    g = torch.Generator().manual_seed(0)
+    x, shared = torch.randn(3, 20, 1, 8, 8, generator=g), torch.randn(20, 1, 8, 8, generator=g)
+    y = torch.randint(0, 10, (3, 20), generator=g)
+    with torch.no_grad():
+        assert torch.allclose(fast.forward(shared, shared_input=True), slow.forward(shared, shared_input=True), atol=1e-6, rtol=0)
+    (loss_a, logits_a), (loss_b, logits_b) = fast.step_grads(x, y), slow.step_grads(x, y)
+    assert logits_a.shape == (3, 20, 10) and not logits_a.requires_grad
+    assert torch.allclose(logits_a, logits_b, atol=1e-6, rtol=0) and torch.allclose(loss_a, loss_b, atol=1e-6, rtol=0)
+    for k, p in fast.params.items():
+        assert p.grad is not None and torch.allclose(p.grad, slow.params[k].grad, atol=1e-7, rtol=0), k
+
+
+def test_bmm_path_trains_like_the_vmap_path(digits, monkeypatch):
+    """The whole fast path (baddbmm layers, gathered batches, fused SGD, one-pass final metrics) vs the general one."""
+    recipe = default_recipe("digits").replace(epochs=2)
+    seeds = [0, 1, 2]
+    fast, fast_h = train_batched.train_models_batched([_mlp(s) for s in seeds], digits, recipe, seeds, progress=False)
+    assert fast.chain is not None
+    monkeypatch.setattr(train_batched, "_linear_chain", lambda *a: None)
+    monkeypatch.setattr(train_batched, "_gathered_batches", lambda *a: None)
+    monkeypatch.setattr(train_batched, "make_optimizer", lambda p, r, **kw: make_optimizer(p, r))
+    slow, slow_h = train_batched.train_models_batched([_mlp(s) for s in seeds], digits, recipe, seeds, progress=False)
+    assert slow.chain is None
+    for k in range(len(seeds)):
+        a, b = fast.unstack(k), slow.unstack(k)
+        assert all(torch.allclose(a[n], b[n], atol=1e-5, rtol=0) for n in a)
+        assert all(ra == pytest.approx(rb, abs=1e-5) for ra, rb in zip(fast_h[k], slow_h[k]))
+    assert all(a == pytest.approx(b, abs=1e-5) for a, b in zip(fast.final_metrics(digits), slow.final_metrics(digits)))
+
+
+def test_gathered_batches_are_the_loaders_batches(digits):
+    recipe = default_recipe("digits")
+    loaders = [make_loader(digits, recipe, s) for s in (0, 5)]
+    gathered = train_batched._gathered_batches(loaders)
+    assert gathered is not None
+    for epoch in (0, 3):
+        for ld in loaders:
+            ld.epoch = epoch
+        steps = list(zip(gathered(epoch), *loaders))
+        assert len(steps) == len(loaders[0])
+        for (xb, yb), *own in steps:
+            assert torch.equal(xb, torch.stack([x for x, _ in own])) and torch.equal(yb, torch.stack([y for _, y in own]))
+    augmented = [make_loader(_Images(), default_recipe("cifar10"), s) for s in (0, 1)]
+    assert train_batched._gathered_batches(augmented) is None  # augmentation draws per batch: the loaders serve those

@@ -142,11 +142,22 @@ class TensorLoader:
         g.manual_seed(epoch_seed(self.seed, self.epoch if epoch is None else epoch))
         return g
 
+    def order(self, epoch: int | None = None) -> Tensor | None:
+        """The sample order epoch ``epoch`` (default: the current one) serves, batch after batch; None unshuffled.
+
+        The same draw :meth:`__iter__` makes (so a caller gathering many loaders' batches at
+        once, as batched training does, sees exactly their batches); augmentation is not included.
+        """
+        return self._draw_order(self.generator(epoch))
+
+    def _draw_order(self, g: torch.Generator) -> Tensor | None:
+        return torch.randperm(len(self.x), generator=g, device=self.device) if self.shuffle else None
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch = self.epoch
         g = self.generator(epoch)
         n = len(self.x)
-        order = torch.randperm(n, generator=g, device=self.device) if self.shuffle else None
+        order = self._draw_order(g)
         stop = len(self) * self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):
             end = min(start + self.batch_size, n)

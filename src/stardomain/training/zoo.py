@@ -160,8 +160,10 @@ def member_meta(
     history: list[dict[str, Any]],
     seconds: float,
     device: str | torch.device = "cpu",
+    metrics: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """A trained member's metadata (final metrics computed here), however it was trained."""
+    """A trained member's metadata, however it was trained; final metrics computed here unless
+    ``metrics`` brings them (a batched group measures all its members in one pass)."""
     return {
         "kind": "regular",
         "role": role,
@@ -171,7 +173,7 @@ def member_meta(
         "data": dict(data),
         "seed": seed,
         "recipe": recipe.to_dict(),
-        "metrics": final_metrics(model, dataset, device=device),
+        "metrics": dict(metrics) if metrics is not None else final_metrics(model, dataset, device=device),
         "history": history,
         "train_seconds": round(seconds, 3),
         "torch_version": torch.__version__,
@@ -471,10 +473,11 @@ def _train_group(
         on_epoch=_each_member(on_epoch, group),
     )
     seconds = time.perf_counter() - t0
+    metrics = stack.final_metrics(dataset)  # every member's, each split read once
     for k, (s, model) in enumerate(zip(group, members)):
         model.load_state_dict(stack.unstack(k))
         model.eval()
-        meta = member_meta(model, dataset, config, data, recipe, s, role, histories[k], seconds / len(group), device)
+        meta = member_meta(model, dataset, config, data, recipe, s, role, histories[k], seconds / len(group), device, metrics[k])
         meta["batched"] = {"models_per_pass": len(group), "seeds": list(group), "pass_seconds": round(seconds, 3)}
         store.save(paths[s], model, meta)
     remove_training_state(resume)
