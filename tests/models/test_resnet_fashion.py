@@ -38,7 +38,9 @@ def _resnet(ds, seed: int) -> torch.nn.Module:
     # 12 epochs of 50 steps (batch 16): 600 SGD steps. After 200 (the test's earlier budget) and 400 steps, whether
     # matching lowered this pair's barrier depended on the CPU's kernels (on an Intel AVX512 CPU, one thread: 2.73 ->
     # 2.88 at 200 steps, 2.37 -> 3.05 at 400); after 600 it halves it there (1.93 -> 1.02)
-    history = train_model(m, ds, default_recipe("fashion_mnist").replace(epochs=12, batch_size=16), seed=seed, progress=False, eval_every=12)
+    history = train_model(
+        m, ds, default_recipe("fashion_mnist").replace(epochs=12, batch_size=16), seed=seed, progress=False, eval_every=12
+    )
     assert history[-1]["test_acc"] > 0.5  # trained (chance 0.1, ~0.76 here): the barriers are about real solutions
     return m.eval()
 
