@@ -1,4 +1,4 @@
-"""The demo's results.json and report.md are byte-identical to those of the commit before the redesign (8231116).
+"""The demo's results.json and report.md are byte-identical to the recorded run (docs/demo_digest.json names its commit).
 
 Float results are bit-exact for one torch build on one CPU instruction set, so the comparison runs where the
 platform matches the recording (docs/demo_digest.json) and is skipped, saying why, elsewhere.
