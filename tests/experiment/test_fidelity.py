@@ -259,10 +259,17 @@ def test_tiny_recipe_study_end_to_end_with_its_figure(tmp_path: Path, capsys) ->
     }
     out, res, report = _run(tmp_path, capsys, cfg)
     rs = res["recipe_study"]
-    assert rs["axes"] == {"epochs": [1, 3], "init": ["paper", "xavier"], "weight_decay": [0.0005, 0.005], "width": [8]}
+    assert rs["axes"] == {
+        "epochs": [1, 3],
+        "init": ["paper", "xavier"],
+        "optimizer": ["sgd"],
+        "lr": [0.05],
+        "weight_decay": [0.0005, 0.005],
+        "width": [8],
+    }
     assert len(rs["rows"]) == 8 and len(res["tests"]["recipe_study"]) == 8
     tags = [r["tag"] for r in rs["rows"]]
-    assert len(set(tags)) == 8 and tags[0] == "rc-e1-paper-wd0.0005-w8"
+    assert len(set(tags)) == 8 and tags[0] == "rc-e1-paper-sgd-lr0.05-wd0.0005-w8"
     for row, t in zip(rs["rows"], res["tests"]["recipe_study"]):
         c = row["cell"]
         assert row["recipe"]["epochs"] == c["epochs"] and row["recipe"]["weight_decay"] == c["weight_decay"]

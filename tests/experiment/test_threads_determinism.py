@@ -87,9 +87,14 @@ def test_the_thread_count_does_change_weights(tmp_path, capsys):
     for n in (1, 2):
         assert run_cli(capsys, *args, "--threads", str(n), "--out", tmp_path / str(n)).code == 0
     a, b = (load_file(tmp_path / n / "seed-0.safetensors") for n in ("1", "2"))
-    assert any(not torch.equal(a[k], b[k]) for k in a)
     assert [json.loads((tmp_path / n / "seed-0.json").read_text())["torch_threads"] for n in ("1", "2")] == [1, 2]
     assert from_dict(ExperimentConfig, {**SMALL, "threads": 2}).to_dict()["threads"] == 2  # results.json's config
+    if all(torch.equal(a[k], b[k]) for k in a):
+        # whether 2 threads split a sum differently from 1 is the CPU's kernels' choice: on the AMD EPYC (AVX2) CI
+        # machines they do at this size, on an Intel Xeon (AVX512) not even at width 256; say so rather than fail
+        pytest.skip(
+            f"on this CPU ({torch.backends.cpu.get_cpu_capability()}) 1 and 2 threads train the same weights at this size: the thread tests below cannot tell a missing --threads here"
+        )
 
 
 def test_local_run_is_the_same_whatever_the_callers_threads(tmp_path, one_thread):
