@@ -49,15 +49,23 @@ def ordered(by_metric: Mapping[str, Any], verdict: str) -> list[str]:
     return [m for m in dict.fromkeys((verdict, *defaults.VERDICT_METRICS_SHOWN, *sorted(by_metric))) if m in by_metric]
 
 
-def claim_cell(tests: Mapping[str, Any], key: str, lower: str, higher: str) -> str:
-    """One claim on one metric: the verdict word and the number it rests on (mean and bound, or difference and CI);
-    accuracy barriers in percentage points, as every human output shows them (``_util.units``)."""
+def claim_word(tests: Mapping[str, Any], key: str, lower: str, higher: str) -> str:
+    """One claim's verdict on one metric: its word, "–" where the claim was not tested, or why no verdict stands."""
     t = tests.get(key)
     if t is None:
         return "–"
     if not tests.get("comparable", True) and key != "regular_regular_vs_zero":
         return "not comparable (poor star)"
-    word = verdict(t, lower, higher)
+    return verdict(t, lower, higher)
+
+
+def claim_cell(tests: Mapping[str, Any], key: str, lower: str, higher: str) -> str:
+    """One claim on one metric: the verdict word and the number it rests on (mean and bound, or difference and CI);
+    accuracy barriers in percentage points, as every human output shows them (``_util.units``)."""
+    word = claim_word(tests, key, lower, higher)
+    t = tests.get(key)
+    if t is None or word.startswith("not comparable"):
+        return word
     scale, unit = (100.0, " pp") if str(tests.get("metric", "")).endswith("acc") else (1.0, "")
     if "bounds" in t:
         return (
@@ -96,5 +104,5 @@ def console_lines(results: Mapping[str, Any]) -> list[str]:
     out = [f"verdicts ({' | '.join(metric_label(m) for m in metrics)}; the verdict is on {metric_label(metric)}, eval.metric):"]
     for key, claim, lo, hi in CLAIMS:
         if any(key in by_metric[m] for m in metrics):
-            out.append(f"  {claim}: " + " | ".join(claim_cell(by_metric[m], key, lo, hi).split(":")[0] for m in metrics))
+            out.append(f"  {claim}: " + " | ".join(claim_word(by_metric[m], key, lo, hi) for m in metrics))
     return out
