@@ -136,3 +136,12 @@ def test_bad_lr_and_optimizer_axes_are_refused_in_one_line(recipe: dict, needle:
     with pytest.raises(StardomainError) as e:
         _config(recipe)
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("axis, values, fixed", [("lr", [0.05, 0.1], 0.2), ("optimizer", ["sgd", "adam"], "sgd")])
+def test_a_star_recipe_that_fixes_a_varied_axis_is_refused(axis: str, values: list, fixed: object) -> None:
+    with pytest.raises(StardomainError) as e:
+        _config({axis: values}, star={"recipe": {axis: fixed}})
+    msg = str(e.value)
+    assert msg.startswith(f"studies.recipe.{axis} varies every cell's {axis}, but star.recipe.{axis} fixes") and "\n" not in msg
+    _config({"weight_decay": [0.0005, 0.005]}, star={"recipe": {axis: fixed}})  # an axis not varied: the override stands

@@ -234,6 +234,12 @@ class ExperimentConfig:
         check(all(lr > 0 and math.isfinite(lr) for lr in rs.lr), f"{where}.lr: every entry must be > 0 and finite (got {rs.lr})")
         bad = [o for o in rs.optimizer if o not in ("sgd", "adam")]
         check(not bad, f"{where}.optimizer: sgd or adam (got {bad[0] if bad else ''!r})")
+        for axis in ("lr", "optimizer"):  # a star trained otherwise than its cell would be reported under the cell's name
+            check(
+                not (getattr(rs, axis) and axis in self.star.recipe),
+                f"{where}.{axis} varies every cell's {axis}, but star.recipe.{axis} fixes every star's at "
+                f"{self.star.recipe.get(axis)!r}, so a cell's stars would not train at its {axis}; remove one of the two",
+            )
         for i in rs.init:
             try:
                 models.check_init(i)
