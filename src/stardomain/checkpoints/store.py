@@ -31,6 +31,7 @@ __all__ = [
     "is_complete",
     "load",
     "load_state",
+    "meta_error",
     "metadata_path",
     "read_metadata",
     "save",
@@ -150,7 +151,8 @@ _TYPED_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-def _meta_error(json_path: Path | str, key: str, problem: str) -> StardomainError:
+def meta_error(json_path: Path | str, key: str, problem: str) -> StardomainError:
+    """The one line for a metadata key that is missing or of the wrong type (also :mod:`.meta`'s)."""
     return StardomainError(f"metadata {json_path}: {problem} '{key}'; fix that key or retrain the checkpoint")
 
 
@@ -165,29 +167,29 @@ def validate_metadata(meta: Any, json_path: Path | str) -> None:
         raise StardomainError(f"metadata {json_path} is a JSON {type(meta).__name__}, not an object; it was not written by stardomain")
     arch = meta.get("arch")
     if arch is None:
-        raise _meta_error(json_path, "arch", "has no key")
+        raise meta_error(json_path, "arch", "has no key")
     if not isinstance(arch, dict):
-        raise _meta_error(json_path, "arch", "needs a mapping in")
+        raise meta_error(json_path, "arch", "needs a mapping in")
     if not isinstance(arch.get("name"), str):
-        raise _meta_error(json_path, "arch.name", "has no key" if "name" not in arch else "needs a string in")
+        raise meta_error(json_path, "arch.name", "has no key" if "name" not in arch else "needs a string in")
     for key, (types, what) in _TYPED_KEYS.items():
         value = meta.get(key)
         if key in meta and value is not None and (not isinstance(value, types) or isinstance(value, bool)):
-            raise _meta_error(json_path, key, f"needs {what} (got {type(value).__name__}) in")
+            raise meta_error(json_path, key, f"needs {what} (got {type(value).__name__}) in")
     if str(meta.get("kind", "")).endswith("-state"):  # a trainer's resumable state (stardomain.training.state)
         return
     n = arch.get("num_classes")
     if "num_classes" not in arch:
-        raise _meta_error(json_path, "arch.num_classes", "has no key")
+        raise meta_error(json_path, "arch.num_classes", "has no key")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise _meta_error(json_path, "arch.num_classes", f"needs an integer >= 1 (got {n!r}) in")
+        raise meta_error(json_path, "arch.num_classes", f"needs an integer >= 1 (got {n!r}) in")
     shape = arch.get("in_shape")
     if "in_shape" not in arch:
-        raise _meta_error(json_path, "arch.in_shape", "has no key")
+        raise meta_error(json_path, "arch.in_shape", "has no key")
     if not isinstance(shape, list) or not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-        raise _meta_error(json_path, "arch.in_shape", f"needs a list of positive integers (got {shape!r}) in")
+        raise meta_error(json_path, "arch.in_shape", f"needs a list of positive integers (got {shape!r}) in")
     if "options" in arch and not isinstance(arch["options"], dict):
-        raise _meta_error(json_path, "arch.options", f"needs a mapping (got {type(arch['options']).__name__}) in")
+        raise meta_error(json_path, "arch.options", f"needs a mapping (got {type(arch['options']).__name__}) in")
 
 
 def check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
