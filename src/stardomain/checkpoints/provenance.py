@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.checkpoints.meta import Checkpoint
 
 FULL = "all"  # --subset all: the whole training split, whatever the checkpoints recorded
 _REBUILT = {"name", "subset", "subset_seed", "image_size", "sha256"}  # the record keys load_recorded_data rebuilds and checks
@@ -210,7 +213,9 @@ def check_classes(label: str, meta: Mapping[str, Any], ds: Any) -> None:
         )
 
 
-def star_sources(star_path: str | os.PathLike[str], meta: Mapping[str, Any], search_dir: str | os.PathLike[str] | None = None) -> list[Any]:
+def star_sources(
+    star_path: str | os.PathLike[str], meta: Checkpoint | Mapping[str, Any], search_dir: str | os.PathLike[str] | None = None
+) -> list[Any]:
     """The exact source checkpoints a star was trained on: found from its metadata and hash-checked.
 
     A recorded path may be relative to the star's folder (the CLI), to the folder above it (a
@@ -221,8 +226,9 @@ def star_sources(star_path: str | os.PathLike[str], meta: Mapping[str, Any], sea
     from pathlib import Path
 
     from stardomain.checkpoints import store
+    from stardomain.checkpoints.meta import Checkpoint, read_checkpoint
 
-    recorded = meta.get("sources") or []
+    recorded = Checkpoint.of(meta, star_path).sources
     if not recorded:
         raise StardomainError(
             f"{star_path} records no sources (not a star written by stardomain star); "
@@ -232,18 +238,18 @@ def star_sources(star_path: str | os.PathLike[str], meta: Mapping[str, Any], sea
     by_hash: dict[str | None, Path] | None = None
     found: list[Path] = []
     for entry in recorded:
-        rel, want = Path(entry["path"]), entry["sha256"]
+        rel, want = Path(entry.path), entry.sha256
         candidates = [rel] if rel.is_absolute() else [star_dir / rel, star_dir.parent / rel, Path.cwd() / rel]
         hit, other = None, None
         for c in candidates:
             if store.is_complete(c):
-                if store.read_metadata(c).get("sha256") == want:
+                if read_checkpoint(c).sha256 == want:
                     hit = c
                     break
                 other = other or c
         if hit is None and search_dir is not None:
             if by_hash is None:
-                by_hash = {store.read_metadata(p).get("sha256"): p for p in store.find_checkpoints(search_dir, recursive=False)}
+                by_hash = {read_checkpoint(p).sha256: p for p in store.find_checkpoints(search_dir, recursive=False)}
             hit = by_hash.get(want)
         if hit is None:
             if other is not None:

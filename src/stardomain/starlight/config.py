@@ -164,11 +164,15 @@ def check_not_source_init(state: Mapping[str, torch.Tensor], sources: Sequence[t
 
     ``sources`` are (label, metadata) pairs. Such a star would be a copy of that source's start.
     """
+    import torch
+
+    from stardomain.checkpoints.meta import Checkpoint
     from stardomain.training.zoo import initial_state
 
     for label, meta in sources:
-        if "seed" not in meta:
+        ck = Checkpoint.of(meta, label)
+        if ck.seed is None:  # a save_pretrained folder: no recorded init to compare with
             continue
-        init = initial_state(meta)
+        init = initial_state(ck)
         if init.keys() == state.keys() and all(torch.equal(init[k].cpu(), state[k].detach().cpu()) for k in init):
-            raise StardomainError(f"the star's initial weights equal those of source {label} (seed {meta['seed']}); choose another --seed")
+            raise StardomainError(f"the star's initial weights equal those of source {label} (seed {ck.seed}); choose another --seed")

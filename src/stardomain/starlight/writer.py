@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 
 from stardomain._util.progress import ProgressConfig
+from stardomain.checkpoints.meta import Checkpoint, read_checkpoint
 from stardomain.errors import StardomainError
 from stardomain.starlight.algorithm import Starlight, StarlightResult
 from stardomain.starlight.config import StarlightConfig, check_not_source_init
@@ -60,6 +61,11 @@ class StarCheckpoint:
     def trained(self) -> bool:
         return self.result is not None
 
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """``meta`` typed (:class:`~stardomain.checkpoints.meta.Checkpoint`): what readers in stardomain use."""
+        return Checkpoint.of(self.meta, self.path)
+
 
 def star_identity(
     config: StarlightConfig, source_hashes: Sequence[str], seed: int, init: str, model: str, options: Mapping[str, Any]
@@ -94,9 +100,7 @@ def _remove_own_temps(out: Path, resume: Path, older_than: float) -> list[Path]:
     return removed
 
 
-def _init_state(
-    init: str, model: torch.nn.Module, states: Sequence[Mapping[str, torch.Tensor]], labelled: Sequence[tuple[str, Mapping[str, Any]]]
-) -> None:
+def _init_state(init: str, model: torch.nn.Module, states: Sequence[Mapping[str, torch.Tensor]], sources: Sequence[Checkpoint]) -> None:
     """Start the star where ``init`` says: ``fresh`` (its own seeded init), ``source`` (the first source) or a checkpoint."""
     from stardomain._util.diff import state_mismatch
     from stardomain.checkpoints import store
@@ -114,7 +118,7 @@ def _init_state(
             )
         model.load_state_dict(init_state)
     else:
-        check_not_source_init(model.state_dict(), labelled)
+        check_not_source_init(model.state_dict(), [(str(ck.path), ck.raw) for ck in sources])
 
 
 def train_star(
@@ -159,36 +163,34 @@ def train_star(
     paths = [Path(p) for p in sources]
     if not paths:
         raise StardomainError("train_star: needs at least one source checkpoint")
-    metas = [store.read_metadata(p) for p in paths]
-    arch = metas[0]["arch"]
+    cks = [read_checkpoint(p) for p in paths]
+    arch = cks[0].arch
     hashes = [store.content_hash(p) for p in paths]
-    ident = star_identity(
-        config, hashes, seed, str(init), model or str(arch["name"]), arch.get("options", {}) if options is None else options
-    )
+    ident = star_identity(config, hashes, seed, str(init), model or arch.name, arch.options if options is None else options)
     data = dataset_record(dataset)  # a duck-typed dataset (train_x, ..., name) gets a record too
     resume = Path(resume_path) if resume_path is not None else default_resume_path(out, ident, data)
     if existing == "reuse" and store.is_complete(out):
-        meta = store.read_metadata(out)
-        if meta.get("identity") == ident and meta.get("data", data) != data:  # older pipeline stars record no data
+        old = read_checkpoint(out)
+        if old.identity == ident and old.data is not None and old.data != data:  # older pipeline stars record no data
             raise StardomainError(
-                f"{out} was trained on other data ({describe(meta['data'])} there, {describe(data)} here); "
+                f"{out} was trained on other data ({describe(old.data)} there, {describe(data)} here); "
                 "delete it or use another --out folder"
             )
-        if meta.get("identity") == ident:
+        if old.identity == ident:
             _remove_own_temps(out, resume, started)
-            return StarCheckpoint(out, meta)
+            return StarCheckpoint(out, dict(old.raw))
         from stardomain._util.diff import difference_phrases
 
-        there, here = difference_phrases(meta.get("identity") or {}, ident) or ("?", "?")
+        there, here = difference_phrases(old.identity or {}, ident) or ("?", "?")
         raise StardomainError(
             f"{out} was trained with other settings ({there} there, {here} in this config); delete it or use another --out folder"
         )
     seed_everything(seed)
-    star = store.build_model(arch)
+    star = store.build_model(arch.record)
     states = [store.load_state(p)[0] for p in paths]
     for p, s in zip(paths, states):
         store.check_fits(star, s, p)
-    _init_state(str(init), star, states, [(str(p), m) for p, m in zip(paths, metas)])
+    _init_state(str(init), star, states, cks)
     runner = Starlight(
         star,
         states,
@@ -214,13 +216,11 @@ def train_star(
         "identity": ident,
         "init": str(init),
         "starlight": config.to_dict(),
-        "sources": [
-            {"path": os.path.relpath(p.resolve(), star_dir), "sha256": h, "seed": m.get("seed")} for p, h, m in zip(paths, hashes, metas)
-        ],
+        "sources": [{"path": os.path.relpath(p.resolve(), star_dir), "sha256": h, "seed": ck.seed} for p, h, ck in zip(paths, hashes, cks)],
         "budget": {
             "epochs": config.recipe.epochs,
             "epochs_factor": epochs_factor,
-            "source_epochs": [(m.get("recipe") or {}).get("epochs") for m in metas],
+            "source_epochs": [(ck.recipe or {}).get("epochs") for ck in cks],
         },
         "metrics": final_metrics(runner.model, dataset, device=device),
         "history": result.history,

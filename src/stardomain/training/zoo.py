@@ -22,6 +22,7 @@ import torch
 
 from stardomain._util.progress import ProgressConfig
 from stardomain.checkpoints import store
+from stardomain.checkpoints.meta import Checkpoint, read_checkpoint
 from stardomain.errors import StardomainError
 from stardomain.training import batched as train_batched
 from stardomain.training.loop import Recipe, final_metrics, train_model
@@ -49,11 +50,11 @@ def run_config(
     return config
 
 
-def _config_of(meta: Mapping[str, Any]) -> dict[str, Any]:
+def _config_of(ck: Checkpoint) -> dict[str, Any]:
     """A member's run config; one recorded before ``init`` existed gets the init it was trained from."""
     from stardomain import models
 
-    config = dict(meta.get("config", {}))
+    config = dict(ck.config or {})
     if "options" in config and "init" not in config["options"]:
         config["options"] = dict(sorted(models.with_init(str(config.get("model")), config["options"]).items()))
     return config
@@ -63,15 +64,15 @@ def check_member(path: Path, config: Mapping[str, Any], role: str | None = None)
     """True when ``path`` is a complete member trained with ``config`` (and ``role``); raises if it is a different run."""
     if not store.is_complete(path):
         return False
-    meta = store.read_metadata(path)
-    existing = _config_of(meta)
+    ck = read_checkpoint(path)
+    existing = _config_of(ck)
     if existing != dict(config):
         there, asked = _difference(existing, dict(config))
         raise StardomainError(
             f"{path} already holds a different run ({there} there, {asked} requested); choose another --out folder or delete it"
         )
-    if role is not None and meta.get("role") != role:
-        have = meta.get("role") or "no recorded role (an older stardomain)"
+    if role is not None and ck.role != role:
+        have = ck.role or "no recorded role (an older stardomain)"
         raise StardomainError(f"{path} already holds a model with {have}, not a {role} model; choose another --out folder or delete it")
     return True
 
@@ -268,17 +269,15 @@ def seed_list(seeds: Iterable[int]) -> str:
     return "seed-" + ", ".join(runs)
 
 
-def _identity(meta: Mapping[str, Any]) -> list[tuple[str, Any]]:
+def _identity(ck: Checkpoint) -> list[tuple[str, Any]]:
     """(what, value) pairs that must agree across one set of models, in the order differences are reported."""
-    from stardomain.checkpoints.provenance import recorded_data
-
     return [
-        ("roles", meta.get("role")),
-        ("architectures", meta["arch"]),
-        ("datasets", meta.get("dataset")),
-        ("training data", recorded_data(meta)),
-        ("recipes", meta.get("recipe")),
-        ("model options", _config_of(meta).get("options")),
+        ("roles", ck.role),
+        ("architectures", ck.arch.record),
+        ("datasets", ck.dataset),
+        ("training data", ck.recorded_data),
+        ("recipes", ck.recipe),
+        ("model options", _config_of(ck).get("options")),
     ]
 
 
@@ -289,17 +288,17 @@ def _difference(a: Any, b: Any) -> tuple[str, str]:
     return difference_phrases(a, b) or (str(a), str(b))
 
 
-def check_one_kind(label: str, members: Sequence[tuple[Path, Mapping[str, Any]]]) -> None:
+def check_one_kind(label: str, members: Sequence[Checkpoint]) -> None:
     """Refuse a set of models that mixes roles, architectures, data, recipes or options, naming the difference."""
     import json
 
-    for i, (what, _) in enumerate(_identity(members[0][1])):
+    for i, (what, _) in enumerate(_identity(members[0])):
         groups: dict[str, list[int]] = {}
         values: dict[str, Any] = {}
-        for _, meta in members:
-            value = _identity(meta)[i][1]
+        for ck in members:
+            value = _identity(ck)[i][1]
             key = json.dumps(value, sort_keys=True, default=str)
-            groups.setdefault(key, []).append(int(meta.get("seed", -1)))
+            groups.setdefault(key, []).append(_seed_key(ck))
             values[key] = value
         if len(groups) > 1:
             (ka, sa), (kb, sb) = sorted(groups.items(), key=lambda kv: min(kv[1]))[:2]
@@ -308,35 +307,40 @@ def check_one_kind(label: str, members: Sequence[tuple[Path, Mapping[str, Any]]]
                 f"{label} mixes {what}: {da} ({seed_list(sa)}) vs {db} ({seed_list(sb)}); keep one kind of model per folder"
             )
     seen: dict[int, Path] = {}
-    for path, meta in members:
-        if meta.get("seed") is None:  # a save_pretrained folder records no seed: its path tells it apart
+    for ck in members:
+        if ck.seed is None:  # a save_pretrained folder records no seed: its path tells it apart
             continue
-        s = int(meta["seed"])
+        s = ck.seed
         if s in seen:
-            raise StardomainError(f"{label} holds two models of seed {s} ({seen[s].name}, {path.name}); keep one")
-        seen[s] = path
+            raise StardomainError(f"{label} holds two models of seed {s} ({seen[s].name}, {ck.path.name}); keep one")
+        seen[s] = ck.path
 
 
-def zoo_metadata(zoo_dir: str | Path, role: str | None = "source", kind: str | None = "regular") -> list[tuple[Path, dict[str, Any]]]:
-    """(path, metadata) of the ``role`` members directly in ``zoo_dir``, ordered by seed, checked to be one kind.
+def _seed_key(ck: Checkpoint) -> int:
+    """Where a member sorts and how a message names it: its seed (-1 when none is recorded: save_pretrained folders)."""
+    return -1 if ck.seed is None else ck.seed
+
+
+def zoo_checkpoints(zoo_dir: str | Path, role: str | None = "source", kind: str | None = "regular") -> list[Checkpoint]:
+    """The typed metadata of the ``role`` members directly in ``zoo_dir``, ordered by seed, checked to be one kind.
 
     ``role=None`` takes every member but still refuses a mix of roles. Models without a
     recorded role (older versions) are refused: nothing says whether they are held out.
     """
     root = Path(zoo_dir)
-    found = [(p, store.read_metadata(p)) for p in checkpoints_in(root)]
-    found = [(p, m) for p, m in found if kind is None or m.get("kind", "regular") == kind]
+    found = [read_checkpoint(p) for p in checkpoints_in(root)]
+    found = [ck for ck in found if kind is None or ck.kind == kind]
     roles: list[str] = []
     if role is not None:
-        unlabelled = [p for p, m in found if m.get("role") is None]
+        unlabelled = [ck.path for ck in found if ck.role is None]
         if unlabelled:
             raise StardomainError(
                 f"{unlabelled[0]} has no recorded role (written by an older stardomain), so it may be a held-out model; "
                 f'retrain the zoo into a new folder (`stardomain train ... --role {role}`), or add "role": "{role}" to its .json '
                 "if you know what it is"
             )
-        roles = sorted({str(m["role"]) for _, m in found})
-        found = [(p, m) for p, m in found if m["role"] == role]
+        roles = sorted({str(ck.role) for ck in found})
+        found = [ck for ck in found if ck.role == role]
     if not found:
         nested = [q.parent.name for q in root.glob(f"*/*{store.SUFFIX}")] if root.is_dir() else []
         hint = f" (subfolders are not searched; pass one of them, e.g. {root / sorted(nested)[0]})" if nested else ""
@@ -345,9 +349,14 @@ def zoo_metadata(zoo_dir: str | Path, role: str | None = "source", kind: str | N
             f"no {role or ''} {kind or ''} checkpoints directly in {root}{other}{hint}; "
             f"train some with `stardomain train --n N --out {root}`".replace("  ", " ")
         )
-    found.sort(key=lambda pm: int(pm[1].get("seed", -1)))
+    found.sort(key=_seed_key)
     check_one_kind(str(root), found)
     return found
+
+
+def zoo_metadata(zoo_dir: str | Path, role: str | None = "source", kind: str | None = "regular") -> list[tuple[Path, dict[str, Any]]]:
+    """(path, metadata as written) of :func:`zoo_checkpoints`: what :func:`load_zoo` hands to the public API."""
+    return [(ck.path, dict(ck.raw)) for ck in zoo_checkpoints(zoo_dir, role=role, kind=kind)]
 
 
 def load_zoo(zoo_dir: str | Path, limit: int | None = None, kind: str | None = "regular", role: str | None = "source") -> list[Member]:
@@ -361,13 +370,17 @@ def load_zoo(zoo_dir: str | Path, limit: int | None = None, kind: str | None = "
     return [(p, store.load_state(p)[0], m) for p, m in found]
 
 
-def initial_state(meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights a member started from, rebuilt from its recorded seed and architecture (global RNG untouched)."""
+def initial_state(meta: Checkpoint | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a member started from, rebuilt from its recorded seed and architecture (global RNG untouched);
+    ``meta``: its :class:`~stardomain.checkpoints.meta.Checkpoint`, or its metadata dict (the public API's)."""
     from stardomain.training.loop import seed_everything
 
+    seed, arch = (meta.seed, meta.arch.record) if isinstance(meta, Checkpoint) else (meta["seed"], meta["arch"])
+    if seed is None:
+        raise StardomainError(f"{getattr(meta, 'path', 'a checkpoint')} records no seed: its initial weights cannot be rebuilt")
     with torch.random.fork_rng(devices=[]):
-        seed_everything(int(meta["seed"]))
-        return store.build_model(meta["arch"]).state_dict()
+        seed_everything(int(seed))
+        return store.build_model(arch).state_dict()
 
 
 def train_zoo_batched(
