@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -146,131 +145,106 @@ def train(
     different run is refused.
     """
     from stardomain import data, models
-    from stardomain._util.fileio import remove_stray_temps
+    from stardomain._util.plugins import is_import_path, load_plugins
     from stardomain.cli.app import resumable
-    from stardomain.training import zoo
-    from stardomain.training.loop import generic_values, has_default_recipe, no_recipe_refusal
-    from stardomain.training.recipe import named_recipe
+    from stardomain.experiment.sinks import EventLog, Sinks
+    from stardomain.experiment.zoo_units import zoo_executor
+    from stardomain.training.zoo_run import run_zoo
 
-    started = time.time()
     resumable(f"the finished models in {out_dir} and the last finished epoch of the one in training")
     # seeds, sizes and --n were checked before any import (_train_checks)
-    from stardomain._util.plugins import is_import_path, load_plugins
-
     load_plugins([n for n in (dataset, model_name) if is_import_path(n)])  # import paths typed here: the user named them
     subset_seed = 0 if subset_seed is None else subset_seed
     dataset, model_name = data.canonical_name(dataset), models.canonical_name(model_name)
-    generic = recipe_name == DEFAULT_RECIPE_NAME and not has_default_recipe(dataset)  # --recipe paper chooses 200 epochs
-    if epochs is None and generic:  # never 200 epochs of lr 0.1 nobody chose
-        raise no_recipe_refusal(
-            dataset, "--epochs N (and --lr, --batch-size, --weight-decay where the generic SGD recipe does not suit), or --recipe paper"
-        )
-    try:  # before any data is read: every recipe value names its option
-        recipe = named_recipe(dataset, recipe_name, optimizer).replace(
-            epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay
-        )
-    except StardomainError as e:
-        raise StardomainError(_name_option(str(e))) from None
-    from stardomain._util import budget
-
-    budget.check("--epochs", recipe.epochs, "epochs", "the epochs of each model")
-    options = parse_options(opts)
-    if init is not None:
-        if "init" in options and options["init"] != init:
-            raise StardomainError(f"--init {init} and -o init={options['init']} disagree; give the init once")
-        options["init"] = init
+    recipe, notes = _train_recipe(dataset, recipe_name, optimizer, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    options = _train_options(opts, init)
     ds = data.load_dataset(dataset, root=data_root, subset=subset, seed=subset_seed, image_size=image_size)
     try:  # a width 0 or 2^40 fails here, on the meta device, before any model is allocated or trained
         models.build_on_meta(model_name, ds.num_classes, tuple(ds.in_shape), **options)
     except StardomainError as e:
         raise StardomainError(f"-o/--opt: {e}") from None
     seeds = [seed if seed is not None else 0] if n_models is None else list(range(seed_start, seed_start + n_models))
-    dev = resolve_device(device)
 
-    # temps a killed `train` left in this zoo folder (and its claims/, with --executor): only there, only ours
-    remove_stray_temps(out_dir, older_than=started, subfolders=[".", "claims"])
-    trained: list[Path] = []
-    reused = _reused_members(ds, model_name, options, recipe, role, seeds, out_dir)  # another run there: refused now
-    if generic:  # said once the inputs are known good, just before training
-        chosen = [k for k, v in (("lr", lr), ("batch_size", batch_size), ("weight_decay", weight_decay)) if v is not None]
-        notice("note", f"{dataset} has no default recipe: {recipe.epochs} epochs (--epochs), then {generic_values(recipe, chosen)}")
-
-    def report(path: Path) -> None:
-        m = json.loads(Path(path).with_suffix(".json").read_text())["metrics"]
+    def report(path: Path, reused: bool) -> None:
+        m = json.loads(path.with_suffix(".json").read_text())["metrics"]
         m = {k: math.nan if v is None else v for k, v in m.items()}  # null in the file: a diverged loss, "nan" here
-        trained.append(Path(path))
         click.echo(
             f"{path}: test_loss={m['test_loss']:.4f} test_acc={pct(m['test_acc'])} "
             f"(train_loss={m['train_loss']:.4f} train_acc={pct(m['train_acc'])})"
-            + (" reused: finished before with these settings" if Path(path) in reused else "")
+            + (" reused: finished before with these settings" if reused else "")
         )
-
-    from stardomain.experiment.sinks import EventLog, Sinks
 
     # --log: each epoch (train_epoch: seed, epoch, losses, accuracies) and each unit of an executor to the sinks, in
     # OUT/tensorboard or OUT/wandb; every epoch's record is in each member's .json already: train keeps no events.jsonl
     identity = {"dataset": dataset, "model": model_name, "options": options, "recipe": recipe.to_dict(), "seeds": seeds, "role": role}
     with EventLog(None, Sinks({sink: True for sink in log_sinks}, out_dir, Path(out_dir).name, config=identity, where="--log")) as events:
+        run_units = None
         if executor not in (None, "local") or workers is not None:  # one unit per member, on Ray or SLURM workers
-            import torch
-
-            from stardomain.experiment.executors import ExecutorConfig, check_available, run_plan, with_overrides
-            from stardomain.experiment.units import ZooJob
-
-            threads = torch.get_num_threads()  # this command's --threads (set around it by threads_option): each worker's
-            ex = with_overrides(ExecutorConfig(cpus_per_unit=threads), executor, workers)
-            check_available(ex)
-            if batch_models > 1:
-                raise StardomainError("--batch-models trains in this process; drop it, or drop --executor/--workers")
-            job = ZooJob(
-                {"name": dataset, "root": data_root, "subset": subset, "subset_seed": subset_seed, "image_size": image_size},
+            record = {"name": dataset, "root": data_root, "subset": subset, "subset_seed": subset_seed, "image_size": image_size}
+            log = event_logger(quiet)
+            run_units = zoo_executor(
+                record,
                 model_name,
                 options,
-                recipe.to_dict(),
+                recipe,
                 out_dir,
                 role,
                 device,
                 local=ds,
+                executor=executor,
+                workers=workers,
+                log=log,
+                event=events.record,
             )
-            run_plan(job.plan(seeds), job, out_dir, ex, log=event_logger(quiet), event=events.record, threads=threads)
-            for s in seeds:
-                report(zoo.member_path(out_dir, s))
-        else:
-            zoo.train_zoo(
-                ds,
-                model_name,
-                options,
-                recipe,
-                seeds,
-                out_dir,
-                device=dev,
-                progress=progress_config(quiet),
-                role=role,
-                on_member=report,
-                batch_models=batch_models,
-                notify=lambda line: notice("note", line),
-                on_epoch=lambda s, rec: events.record("train_epoch", seed=s, **rec),
-            )
-    remove_stray_temps(out_dir, older_than=started, subfolders=[".", "claims"])
-    warn_unconverged([json.loads(p.with_suffix(".json").read_text()) for p in trained])
-
-
-def _reused_members(ds: Any, model_name: str, options: Any, recipe: Any, role: str, seeds: list[int], out_dir: str) -> set[Path]:
-    """The members already finished in ``out_dir`` with this very configuration (reused, never retrained), said in one
-    line: 'resuming: N of M models done' or 'nothing to do: finished'. A member of another run is refused in one line."""
-    from stardomain.training import zoo
-
-    config, _ = zoo.member_config(ds, model_name, options, recipe, None, role)
-    done = [s for s in seeds if zoo.check_member(zoo.member_path(out_dir, s), config, role)]
-    if len(done) == len(seeds):
-        notice("note", f"nothing to do: finished ({zoo.seed_list(done)} in {out_dir} have these settings; reused, not retrained)")
-    elif done:
-        notice(
-            "note",
-            f"resuming: {len(done)} of {len(seeds)} models done ({zoo.seed_list(done)} in {out_dir} have these settings: reused, "
-            "not retrained)",
+        run = run_zoo(
+            ds,
+            model_name,
+            options,
+            recipe,
+            seeds,
+            out_dir,
+            role=role,
+            device=resolve_device(device),
+            progress=progress_config(quiet),
+            batch_models=batch_models,
+            notes=notes,
+            notify=lambda line: notice("note", line),
+            on_member=report,
+            on_epoch=lambda s, rec: events.record("train_epoch", seed=s, **rec),
+            run_units=run_units,
         )
-    return {zoo.member_path(out_dir, s) for s in done}
+    warn_unconverged([json.loads(p.with_suffix(".json").read_text()) for p in run.paths])
+
+
+def _train_recipe(dataset: str, recipe_name: str, optimizer: str, **typed: Any) -> tuple[Any, list[str]]:
+    """The recipe ``train``'s options name (a bad value named by its option, never 200 epochs nobody chose), and the
+    note a dataset without a recipe of its own gets (said just before training, once the inputs are known good)."""
+    from stardomain._util import budget
+    from stardomain.training.loop import generic_values, has_default_recipe, no_recipe_refusal
+    from stardomain.training.recipe import named_recipe
+
+    generic = recipe_name == DEFAULT_RECIPE_NAME and not has_default_recipe(dataset)  # --recipe paper chooses 200 epochs
+    if typed["epochs"] is None and generic:
+        raise no_recipe_refusal(
+            dataset, "--epochs N (and --lr, --batch-size, --weight-decay where the generic SGD recipe does not suit), or --recipe paper"
+        )
+    try:  # before any data is read: every recipe value names its option
+        recipe = named_recipe(dataset, recipe_name, optimizer).replace(**typed)
+    except StardomainError as e:
+        raise StardomainError(_name_option(str(e))) from None
+    budget.check("--epochs", recipe.epochs, "epochs", "the epochs of each model")
+    chosen = [k for k in ("lr", "batch_size", "weight_decay") if typed[k] is not None]
+    return recipe, [f"{dataset} has no default recipe: {recipe.epochs} epochs (--epochs), then {generic_values(recipe, chosen)}"] * generic
+
+
+def _train_options(opts: tuple[str, ...], init: str | None) -> dict[str, Any]:
+    """-o KEY=VALUE options with --init among them (the same init given twice must agree)."""
+    options = parse_options(opts)
+    if init is not None:
+        if "init" in options and options["init"] != init:
+            raise StardomainError(f"--init {init} and -o init={options['init']} disagree; give the init once")
+        options["init"] = init
+    return options
 
 
 _OPTION_OF = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "weight_decay": "--weight-decay"}
@@ -306,6 +280,8 @@ def _train_checks(
     lr: float | None,
     batch_size: int | None,
     weight_decay: float | None,
+    executor: str | None,
+    workers: int | None,
     **_: object,
 ) -> None:
     """``train``'s option values that need no data, refused before torch is imported (:func:`checked_first`); the
@@ -322,6 +298,8 @@ def _train_checks(
     )
     if subset_seed is not None and subset is None:
         raise StardomainError("--subset-seed chooses which --subset is drawn; give --subset N too, or drop --subset-seed")
+    if batch_models > 1 and (executor not in (None, "local") or workers is not None):
+        raise StardomainError("--batch-models trains in this process; drop it, or drop --executor/--workers")
     try:  # each value names its option
         Recipe(optimizer=optimizer).replace(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     except StardomainError as e:
