@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from stardomain._util.logits import logits_of
+from stardomain._util.metrics import LossAccuracy
 from stardomain.barrier.bn import has_batchnorm
 from stardomain.errors import StardomainError
 
@@ -90,17 +91,15 @@ def evaluate_states(
         for name, (x, y) in splits.items():
             if len(x) == 0:
                 raise StardomainError(f"the {name} split is empty; evaluate a split with at least one sample")
-            loss = torch.zeros(len(chunk), dtype=torch.float64, device=dev)
-            correct = torch.zeros(len(chunk), dtype=torch.long, device=dev)
+            meter = LossAccuracy((len(chunk),))
             for i in range(0, len(x), batch_size):
                 logits = run(stacked, x[i : i + batch_size].to(dev, non_blocking=True)).float()  # (t, B, C)
                 yb = y[i : i + batch_size].to(dev, non_blocking=True)
                 t, b = logits.shape[:2]
                 ce = F.cross_entropy(logits.reshape(t * b, -1), yb.repeat(t), reduction="none").view(t, b)
-                loss += ce.sum(1).double()
-                correct += (logits.argmax(-1) == yb).sum(1)
-            for j, (loss_j, correct_j) in enumerate(zip(loss.tolist(), correct.tolist())):
-                out[lo + j][name] = (loss_j / len(x), correct_j / len(x))
+                meter.update(logits, yb, ce.sum(1))
+            for j, loss_acc in enumerate(meter.compute_each()):
+                out[lo + j][name] = loss_acc
         for _ in chunk:
             if on_done is not None:
                 on_done()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stardomain._util.logits import logits_of
+from stardomain._util.metrics import LossAccuracy
 from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.barrier.batched import batchable, evaluate_states
 from stardomain.barrier.bn import sample_order
@@ -80,14 +81,12 @@ def evaluate_splits(forward: Any, splits: Mapping[str, tuple[Tensor, Tensor]], b
     for name, (x, y) in splits.items():
         if len(x) == 0:  # a mean over nothing would read as a perfect 0 loss
             raise StardomainError(f"the {name} split is empty; evaluate a split with at least one sample")
-        loss: Tensor | float = 0.0  # stays a device tensor: no sync per batch
-        correct: Tensor | int = 0
+        meter = LossAccuracy()  # sums stay device tensors: no sync per batch
         for i in range(0, len(x), batch_size):
             logits = logits_of(forward(x[i : i + batch_size]))  # a Hugging Face model's ModelOutput too
             yb = y[i : i + batch_size].to(logits.device, non_blocking=True)
-            loss = loss + F.cross_entropy(logits.float(), yb, reduction="sum").double()
-            correct = correct + (logits.argmax(1) == yb).sum()
-        out[name] = (float(loss) / len(x), int(correct) / len(x))
+            meter.update(logits, yb, F.cross_entropy(logits.float(), yb, reduction="sum"))
+        out[name] = meter.compute()
     return out
 
 

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from stardomain._util.metrics import LossAccuracy
 from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.defaults import REFINE_BATCH_SIZE, REFINE_EVAL_SAMPLES, REFINE_LR, REFINE_STEPS
 from stardomain.errors import StardomainError
@@ -285,10 +286,10 @@ def ste_refine(
     def score(perm: Perm) -> float:
         pb = apply_permutation(b, perm, spec=spec)
         mid = {k: (a[k] + pb[k]) * 0.5 for k in midpoint.names}
-        total = 0.0
+        meter = LossAccuracy()  # summed on the device, read once
         for x, y in data_.eval:
-            total += float(midpoint.loss(mid, x, y, reduction="sum").double())
-        return total / data_.n_eval
+            meter.add(midpoint.loss(mid, x, y, reduction="sum"), len(y))
+        return meter.loss
 
     start_b = apply_permutation(b, start, spec=spec)
     theta = {k: (a[k] if cfg.start == "a" else start_b[k]).clone().float().requires_grad_(True) for k in keys}

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from stardomain._util.metrics import LossAccuracy
 from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.errors import StardomainError
 from stardomain.starlight.config import STATE_KIND, StarlightConfig
@@ -270,7 +271,7 @@ class Starlight:
             g = self._epoch_generator(epoch)
             sampler = TSampler(self.config, g)
             loader.epoch = epoch
-            loss_sum, seen = 0.0, 0
+            interp = LossAccuracy()  # the interpolated loss only: a Starlight step reports no logits
             for i, (xb, yb) in enumerate(loader):
                 step = epoch * steps_per_epoch + i
                 if step % every == 0:
@@ -278,12 +279,11 @@ class Starlight:
                 k = self.config.pairs_per_step
                 ns = torch.randint(0, n_src, (k,), generator=g).tolist()
                 pairs = list(zip(ns, sampler.sample(k)))
-                loss_sum += self.step(xb, yb, pairs, lr=lr_at(recipe, step, total_steps, steps_per_epoch)) * len(yb)
-                seen += len(yb)
+                interp.add(self.step(xb, yb, pairs, lr=lr_at(recipe, step, total_steps, steps_per_epoch)) * len(yb), len(yb))
                 meter.inner(i + 1, steps_per_epoch)
             record = {
                 "epoch": epoch + 1,
-                "interp_train_loss": loss_sum / max(1, seen),
+                "interp_train_loss": interp.loss,
                 "match_objective_mean": (sum(self.match_objectives) / len(self.match_objectives)) if self.match_objectives else None,
             }
             history.append(record)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from stardomain._util.metrics import LossAccuracy
 from stardomain.errors import StardomainError
 from stardomain.training.loop import Recipe, lr_at, make_loader, make_optimizer
 from stardomain.training.state import load_training_state, save_training_state
@@ -132,19 +133,14 @@ class StackedModels:
         """:meth:`evaluate` over ``batches`` (e.g. a streamed split), every model on each batch."""
         was = self.base.training
         self.base.eval()
-        loss = torch.zeros(self.k, dtype=torch.float64, device=self.device)
-        correct = torch.zeros(self.k, dtype=torch.long, device=self.device)
-        n = 0
+        meter = LossAccuracy((self.k,))
         for xb, yb in batches:
             xb = xb.to(self.device, non_blocking=True)
             yb = yb.to(self.device, non_blocking=True)
             logits = self.forward(xb, shared_input=True)
-            loss += _per_model_ce(logits, yb.expand(self.k, -1), "sum").double()
-            correct += (logits.argmax(-1) == yb).sum(1)
-            n += len(yb)
+            meter.update(logits, yb, _per_model_ce(logits, yb.expand(self.k, -1), "sum"))
         self.base.train(was)
-        n = max(1, n)
-        return [(float(lo) / n, int(c) / n) for lo, c in zip(loss.tolist(), correct.tolist())]
+        return meter.compute_each()
 
     def final_metrics(self, dataset: Any, batch_size: int = 1024) -> list[dict[str, float]]:
         """Every model's :func:`~stardomain.training.loop.final_metrics` (train/test loss and accuracy),
@@ -374,9 +370,7 @@ def train_models_batched(
         stack.train()
         for ld in loaders:
             ld.epoch = epoch
-        loss_sum = torch.zeros(stack.k, device=stack.device)
-        correct = torch.zeros(stack.k, device=stack.device, dtype=torch.long)
-        seen = 0
+        sums = LossAccuracy((stack.k,), dtype=torch.get_default_dtype())  # float32, as train_model's epochs
         for i, (xb, yb) in enumerate(_stacked(loaders) if gathered is None else gathered(epoch)):
             lr = lr_at(recipe, epoch * steps_per_epoch + i, total, steps_per_epoch)
             for group in opt.param_groups:
@@ -384,14 +378,9 @@ def train_models_batched(
             opt.zero_grad(set_to_none=True)
             losses, logits = stack.step_grads(xb, yb)
             opt.step()
-            n = yb.shape[1]
-            loss_sum += losses * n
-            correct += (logits.argmax(-1) == yb).sum(1)
-            seen += n
+            sums.update(logits, yb, losses * yb.shape[1])
             meter.inner(i + 1, steps_per_epoch)
-        records = [
-            {"epoch": epoch + 1, "train_loss": lo / seen, "train_acc": c / seen} for lo, c in zip(loss_sum.tolist(), correct.tolist())
-        ]
+        records = [{"epoch": epoch + 1, "train_loss": lo, "train_acc": acc} for lo, acc in sums.compute_each()]
         if (epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs:
             for rec, (te_loss, te_acc) in zip(records, stack.evaluate(test_x, test_y)):
                 rec["test_loss"], rec["test_acc"] = te_loss, te_acc

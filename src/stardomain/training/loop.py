@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stardomain._util.logits import logits_of
+from stardomain._util.metrics import LossAccuracy
 from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.training.execution import autocast, check_channels_last, grad_scaler, with_cudnn_autotune
 from stardomain.training.recipe import (  # noqa: F401  (re-exported: the recipe's names were defined here before)
@@ -111,19 +112,14 @@ def evaluate_batches(
     """
     was_training = model.training
     model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    n = 0
+    meter = LossAccuracy()
     for xb, yb in batches:
         xb = xb.to(device, non_blocking=True)
         yb = yb.to(device, non_blocking=True)
         logits = logits_of(model(xb))  # a Hugging Face model's ModelOutput too
-        total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
-        correct += (logits.argmax(1) == yb).sum()
-        n += len(yb)
+        meter.update(logits, yb, F.cross_entropy(logits, yb, reduction="sum"))
     model.train(was_training)
-    n = max(1, n)
-    return total_loss.item() / n, correct.item() / n
+    return meter.compute()
 
 
 def evaluate_split(
@@ -154,9 +150,7 @@ def _train_epoch(
     total = recipe.epochs * steps_per_epoch
     model.train()
     loader.epoch = epoch
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    sums = LossAccuracy(dtype=torch.get_default_dtype())  # float32 sums: the recorded histories' arithmetic
     for i, (xb, yb) in enumerate(loader):
         for group in opt.param_groups:
             group["lr"] = lr_at(recipe, epoch * steps_per_epoch + i, total, steps_per_epoch)
@@ -173,11 +167,10 @@ def _train_epoch(
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-        loss_sum += loss.detach() * len(yb)
-        correct += (logits.detach().argmax(1) == yb).sum()
-        seen += len(yb)
+        sums.update(logits, yb, loss.detach() * len(yb))
         meter.inner(i + 1, steps_per_epoch)
-    return {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
+    train_loss, train_acc = sums.compute()
+    return {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc}
 
 
 def _restore(
