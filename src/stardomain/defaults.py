@@ -39,6 +39,15 @@ MATCHERS = MappingProxyType(
 )
 NO_ALIGNMENT = "none"  # where an alignment is optional: the models interpolated as they are
 ALIGNMENTS = (*MATCHERS, NO_ALIGNMENT)  # eval.align, star.matching, barrier --align, star --matching
+
+
+def matchers_help(none: str | None = None) -> str:
+    """Each matcher's one line (MATCHERS, in its order) for an option's help; ``none``: what the option's ``none``
+    does, where it takes one. Here, not in the CLI, because the star's settings (starlight.config) carry their help."""
+    lines = [f"{name}: {about}" for name, about in MATCHERS.items()]
+    return "; ".join(lines + ([f"{NO_ALIGNMENT}: {none}"] if none else [])) + "."
+
+
 # the symmetry classes an alignment may use (permute.symmetry): named once for the API, the YAML and the CLI
 SYMMETRIES = ("permutation", "orthogonal", "invertible")
 # the barrier every verdict is judged on (eval.metric): the ICLR version of the paper (v2) builds its findings on the

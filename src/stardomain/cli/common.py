@@ -9,7 +9,7 @@ import click
 import yaml
 
 from stardomain._util import strictjson
-from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, MATCHERS, NO_ALIGNMENT
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, matchers_help  # noqa: F401  (matchers_help: re-exported)
 from stardomain.errors import StardomainError
 
 
@@ -150,13 +150,6 @@ matching_samples_option = click.option(
     show_default=True,
     help="Size of the seeded, class-stratified sample activation matching correlates on.",
 )
-
-
-def matchers_help(none: str | None = None) -> str:
-    """Each matcher's one line (defaults.MATCHERS, in its order) for an option's help; ``none``: what the option's
-    ``none`` does, where it takes one."""
-    lines = [f"{name}: {about}" for name, about in MATCHERS.items()]
-    return "; ".join(lines + ([f"{NO_ALIGNMENT}: {none}"] if none else [])) + "."
 
 
 def load_data_for(

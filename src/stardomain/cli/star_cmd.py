@@ -19,17 +19,17 @@ from stardomain.cli.common import (
     device_option,
     load_data_for,
     log_option,
-    matchers_help,
     matching_inputs,
-    matching_samples_option,
     quiet_option,
     read_plain,
     say_assumed,
     threads_option,
     warn_unconverged,
 )
-from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, MATCHERS, MATCHING, NO_ALIGNMENT, SYMMETRIES
+from stardomain.cli.settings import check_setting, repeats_option, star_cli_settings, star_options
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, MATCHERS, NO_ALIGNMENT
 from stardomain.errors import StardomainError
+from stardomain.experiment.config_blocks import StarConfig
 
 
 def _which(members: list) -> str:
@@ -99,13 +99,14 @@ def _star_checks(
     weight_decay: float | None,
     pairs_per_step: int,
     epochs: int | None,
-    **_: object,
+    **kw: Any,
 ) -> None:
-    """``star``'s option values that need no data, refused before torch is imported (:func:`checked_first`)."""
+    """``star``'s option values that need no data, refused before torch is imported (:func:`checked_first`): each
+    range as its setting declares it (the knobs by building the StarlightConfig they make, as the body will)."""
     from stardomain._util import budget
+    from stardomain.starlight.config import StarlightConfig
 
-    if repeats < 1:
-        raise StardomainError(f"--repeats must be >= 1 (got {repeats})")
+    check_setting(StarConfig, "repeats", repeats)
     _refuse_meaningless_options(t_sampling, matching, mu)
     if weight_decay is not None and not weight_decay >= 0:
         raise StardomainError(f"--weight-decay must be >= 0, e.g. 5e-4 (got {weight_decay})")
@@ -113,6 +114,8 @@ def _star_checks(
     budget.check("--pairs-per-step", pairs_per_step, "length", "(source, t) pairs per step")
     if epochs is not None:
         budget.check("--epochs", epochs, "epochs", "the star's epochs")
+    given = {"t_sampling": t_sampling, "matching": matching, "mu": mu, "pairs_per_step": pairs_per_step, **kw}
+    StarlightConfig(**{f.name: given[f.name] for f in star_cli_settings()})
 
 
 def _bma_checks(max_samples: int, sources_dir: str | None, other_dir: str | None, **_: object) -> None:
@@ -187,53 +190,12 @@ def _existing_stars(outs: list[Path], members: list, ds: object, config: object,
     show_default=True,
     help="Star seed; the star's init and batch order come from its own stream (starlight.star_seed), never a source's.",
 )
-@click.option("--mu", type=float, default=0.0, show_default=True, help="Weight of the star's own cross-entropy (fusion variant, Eq. 9).")
-@click.option(
-    "--fusion-loss",
-    type=click.Choice(["sum", "paper"]),
-    default="sum",
-    show_default=True,
-    help="With --mu > 0: sum = L~ + mu·L(θ⋆) (stardomain's, recorded stars unchanged), paper = (L~ + mu·L(θ⋆)) / (1 + mu) "
-    "(the authors' code).",
-)
-@click.option(
-    "--t-sampling",
-    type=click.Choice(["uniform", "beta", "constant", "stratified"]),
-    default="uniform",
-    show_default=True,
-    help="How the interpolation coefficient t of each step is drawn (paper: uniform).",
-)
-@click.option("--t-beta", type=(float, float), default=(1.0, 1.0), show_default=True, help="Beta(a, b) for --t-sampling beta.")
-@click.option("--t-constant", type=float, default=0.5, show_default=True, help="The fixed t of --t-sampling constant.")
-@click.option("--pairs-per-step", type=int, default=1, show_default=True, help="(source, t) pairs averaged in each step's loss.")
-@click.option("--realign-every", type=int, default=None, help="Steps between re-alignments (default: once per epoch).")
-@click.option(
-    "--matching",
-    type=click.Choice(ALIGNMENTS),
-    default=MATCHING,
-    show_default=True,
-    help=f"How sources are re-aligned to the star each epoch: {matchers_help('interpolate them as they are')}",
-)
-@matching_samples_option
-@click.option(
-    "--symmetry",
-    type=click.Choice(SYMMETRIES),
-    default="permutation",
-    show_default=True,
-    help="After each re-alignment's permutation, also move the sources by orthogonal residual-stream or invertible "
-    "per-head maps (transformers; docs/symmetry.md).",
-)
+@star_options
 @click.option(
     "--init", "init_path", type=click.Path(dir_okay=False), default=None, help="Start from this checkpoint instead of a fresh init."
 )
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Star model checkpoint (.safetensors).")
-@click.option(
-    "--repeats",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Train K stars from the same sources, each from its own recorded seed: OUT-r0 .. OUT-r{K-1} (r0 is the star of --seed).",
-)
+@repeats_option
 @click.option(
     "--force",
     is_flag=True,
@@ -257,16 +219,7 @@ def star(
     lr: float | None,
     weight_decay: float | None,
     seed: int,
-    mu: float,
-    fusion_loss: str,
-    t_sampling: str,
-    t_beta: tuple[float, float],
-    t_constant: float,
-    pairs_per_step: int,
-    realign_every: int | None,
-    matching: str,
-    matching_samples: int,
-    symmetry: str,
+    knobs: dict[str, Any],
     init_path: str | None,
     out_path: str,
     repeats: int,
@@ -304,9 +257,9 @@ def star(
     n_params = sum(t.numel() for t in members[0][1].values() if t.is_floating_point())
     budget.check(
         "--pairs-per-step",
-        pairs_per_step * n_params,
+        knobs["pairs_per_step"] * n_params,
         "values",
-        f"the interpolated parameters each star step holds ({pairs_per_step} pairs x {n_params:,} parameters)",
+        f"the interpolated parameters each star step holds ({knobs['pairs_per_step']} pairs x {n_params:,} parameters)",
     )
     arch = meta0["arch"]
     if model_name is not None and models.canonical_name(model_name) != arch["name"]:
@@ -323,19 +276,7 @@ def star(
             raise no_recipe_refusal(ds.name, "--epochs N (and --lr where the generic SGD recipe's does not suit)")
         recipe = default_recipe(ds.name).replace(epochs=epochs, lr=lr, weight_decay=weight_decay)
         notice("note", f"the sources record no recipe: the star trains with {ds.name}'s default recipe {recipe.to_dict()}")
-    config = StarlightConfig(
-        recipe=recipe,
-        t_sampling=t_sampling,
-        t_beta=t_beta,
-        t_constant=t_constant,
-        pairs_per_step=pairs_per_step,
-        mu=mu,
-        fusion_loss=fusion_loss,
-        realign_every=realign_every,
-        matching=matching,
-        matching_samples=matching_samples,
-        symmetry=symmetry,
-    )
+    config = StarlightConfig(recipe=recipe, **knobs)
     dev = resolve_device(device)
     reuse = _existing_stars(outs, members, ds, config, seed, init_path or "fresh", force)  # before any star is trained
     from stardomain.experiment.sinks import EventLog, Sinks

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from stardomain import defaults
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS
 from stardomain.errors import StardomainError
+from stardomain.starlight.config import CLI, YAML, StarKnobs, at_least, knob_problems, setting
 
 __all__ = ["EvalConfig", "ModelConfig", "StarConfig", "from_dict"]
 
@@ -93,40 +94,45 @@ class ModelConfig:
     init: str = "paper"  # models.init: paper (the authors' scheme per architecture), kaiming, default, xavier
 
 
-@dataclass
-class StarConfig:
-    """Starlight settings; recipe keys override the source recipe (the paper trains the star the same way)."""
+def _epochs_factor(v: float | None) -> str | None:
+    ok = v is None or (v > 0 and v < 1e6)
+    return None if ok else f"a positive multiple of the sources' epochs, e.g. 1 or 2 (got {v})"
 
-    recipe: dict = field(default_factory=dict)
-    mu: float = defaults.MU
-    t_sampling: str = defaults.T_SAMPLING
-    t_beta: list[float] = field(default_factory=lambda: list(defaults.T_BETA))
-    t_constant: float = defaults.T_CONSTANT  # the fixed t of t_sampling: constant
-    epochs_factor: float | None = None  # star epochs = round(factor x the sources' epochs); null: star.recipe.epochs, else the sources'
-    pairs_per_step: int = defaults.PAIRS_PER_STEP
-    realign_every: int | None = None
-    matching: str = defaults.MATCHING
-    symmetry: str = "permutation"  # Starlight's re-alignment: permutation, or + orthogonal / invertible maps (transformers)
-    # stars with mu > 0 (star.mu, studies.fusion.mu): sum = L~ + mu·L (default, recorded stars unchanged) or paper =
-    # (L~ + mu·L) / (1 + mu), the authors' code; a mu = 0 star ignores it (and keeps its identity)
-    fusion_loss: str = defaults.FUSION_LOSS
-    init: str = "fresh"  # "fresh" (new init from the star seed) or "source" (start from the first source)
-    repeats: int = 1  # stars per star tag, each with its own recorded seed: the star is the unit of replication
+
+def _init_problem(v: str) -> str | None:
+    return None if v in ("fresh", "source") else f"must be 'fresh' or 'source' (got {v!r})"
+
+
+@dataclass
+class StarConfig(StarKnobs):
+    """The YAML ``star:`` block: Starlight's knobs (:class:`~stardomain.starlight.config.StarKnobs`, declared and
+    range-checked there) plus what only the experiment sets; recipe keys override the source recipe (the paper trains
+    the star the same way)."""
+
+    recipe: dict = setting(default_factory=dict, help="Overrides of the sources' recipe for the star.", views=(YAML,))
+    # star epochs = round(factor x the sources' epochs); null: star.recipe.epochs, else the sources'
+    epochs_factor: float | None = setting(
+        None, help="The star's epochs as a multiple of its sources'.", check=_epochs_factor, views=(YAML,)
+    )
+    # "fresh" (new init from the star seed) or "source" (start from the first source); the CLI's --init takes a path
+    init: str = setting(
+        "fresh", help="fresh (the star seed's own init) or source (the first source's weights).", check=_init_problem, views=(YAML,)
+    )
+    # stars per star tag, each with its own recorded seed: the star is the unit of replication
+    repeats: int = setting(
+        1,
+        help="Train K stars from the same sources, each from its own recorded seed: OUT-r0 .. OUT-r{K-1} (r0 is the star of --seed).",
+        check=at_least(1),
+        views=(YAML, CLI),
+    )
 
     def __post_init__(self) -> None:
-        from stardomain.starlight.config import knob_problems
-
-        check(self.repeats >= 1, f"star.repeats: must be >= 1 (got {self.repeats})")
-        check(
-            self.epochs_factor is None or (self.epochs_factor > 0 and self.epochs_factor < 1e6),
-            f"star.epochs_factor: a positive multiple of the sources' epochs, e.g. 1 or 2 (got {self.epochs_factor})",
-        )
+        self.t_beta = list(self.t_beta)  # type: ignore[assignment]  # YAML (and results.json) hold a list
         check(
             self.epochs_factor is None or "epochs" not in self.recipe,
             "star: give the star's budget once: star.epochs_factor or star.recipe.epochs, not both",
         )
-        check(self.init in ("fresh", "source"), f"star.init: must be 'fresh' or 'source' (got {self.init!r})")
-        for name, problem in knob_problems(self):  # Starlight's own checks, worded for this block (fusion_loss vs mu: the
+        for name, problem in knob_problems(self):  # every range, worded for this block (fusion_loss vs mu: the
             # ExperimentConfig's, which knows the fusion study's mu too)
             raise StardomainError(f"star.{name}: {problem}")
 

@@ -1,52 +1,170 @@
-"""What defines a Starlight run besides its sources, data and seed (StarlightConfig and the checks of its knobs, written once), and the star seed streams."""
+"""The star's settings, declared once (issue 34): each field of :class:`StarKnobs` carries its default, help, range
+check and the views that show it, so the YAML ``star:`` block (experiment.config_blocks.StarConfig), StarlightConfig
+and the ``stardomain star`` options (cli.star_options) are derived from one declaration. Also the star seed streams.
+
+Torch-free: the CLI builds its options, and refuses bad values, from here before it imports anything heavy.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping, Sequence
-
-import torch
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from stardomain import defaults
-from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, SYMMETRIES
+from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, SYMMETRIES, matchers_help
 from stardomain.errors import StardomainError, reject_unknown_keys
-from stardomain.training.loop import Recipe
+from stardomain.training.recipe import Recipe
+
+if TYPE_CHECKING:
+    import torch
 
 STATE_KIND = "starlight-state"  # the kind of Starlight's resumable state (stardomain.training.state)
 T_SAMPLING = ("uniform", "beta", "constant", "stratified")
 
+# the views a setting may appear in: the experiment YAML's star block, StarlightConfig (what a star records), the CLI
+YAML, CONFIG, CLI = "yaml", "config", "cli"
+VIEWS = (YAML, CONFIG, CLI)
+Check = Callable[[Any], "str | None"]  # a value -> what is wrong with it (``must be >= 1 (got 0)``), or None
 
-# the knobs of Algorithm 1 that a YAML ``star:`` block sets under the same names (experiment.config.StarConfig)
-KNOBS = ("t_sampling", "t_beta", "t_constant", "pairs_per_step", "mu", "realign_every", "matching", "symmetry", "fusion_loss")
+
+def setting(
+    default: Any = MISSING,
+    *,
+    help: str,
+    check: Check | None = None,
+    choices: Sequence[str] | None = None,
+    views: Iterable[str] = VIEWS,
+    cli: Mapping[str, Any] | None = None,
+    omit_default: Iterable[str] = (),
+    default_factory: Any = MISSING,
+) -> Any:
+    """A dataclass field that is one star setting: its ``help`` (the CLI's), its range ``check`` and ``choices``
+    (checked by :func:`setting_problems` only), the ``views`` that show it, ``cli`` overrides of the generated option
+    (``choices`` in the CLI's order, ``after``: the option it follows) and the views that leave it out of what they
+    record while it is at its default (``omit_default``: records made before the setting keep their identity)."""
+    views = frozenset(views)
+    if not views <= set(VIEWS):
+        raise ValueError(f"unknown views {sorted(views - set(VIEWS))}")
+    metadata = {
+        "help": help,
+        "check": check,
+        "choices": tuple(choices) if choices is not None else None,
+        "views": views,
+        "cli": dict(cli or {}),
+        "omit_default": frozenset(omit_default),
+    }
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def at_least(low: float, *, none: str | None = None) -> Check:
+    """``value >= low`` (``none``: what a None means, where None is allowed)."""
+    if none is None:
+        return lambda v: None if v >= low else f"must be >= {low} (got {v})"
+    return lambda v: None if v is None or v >= low else f"must be >= {low} {none} (got {v})"
+
+
+def settings(cls: Any, view: str | None = None) -> list[Field[Any]]:
+    """The setting fields of dataclass ``cls`` (or instance), in declaration order; ``view``: only those it shows."""
+    return [f for f in fields(cls) if "views" in f.metadata and (view is None or view in f.metadata["views"])]
+
+
+def default_of(f: Field[Any]) -> Any:
+    return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+
+
+def setting_problem(f: Field[Any], value: Any) -> str | None:
+    """What is wrong with ``value`` for setting ``f``, worded without its name (the caller names it its own way)."""
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        return f"must be one of {', '.join(choices)} (got {value!r})"
+    check = f.metadata.get("check")
+    return check(value) if check is not None else None
+
+
+def setting_problems(obj: Any, values: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """(name, problem) for every setting of ``obj`` out of its range: every range is written once, in its field."""
+    out = []
+    for f in settings(obj):
+        problem = setting_problem(f, getattr(obj, f.name) if values is None else values[f.name])
+        if problem is not None:
+            out.append((f.name, problem))
+    return out
+
+
+def omit_unset(cls: Any, record: Mapping[str, Any], view: str) -> dict[str, Any]:
+    """``record`` without the settings ``view`` leaves out while at their default (``omit_default``)."""
+    unset = {f.name: default_of(f) for f in settings(cls) if view in f.metadata["omit_default"]}
+    return {k: v for k, v in record.items() if not (k in unset and v == unset[k])}
+
+
+def _in_unit_interval(v: float) -> str | None:
+    return None if 0.0 <= v <= 1.0 else f"must be in [0, 1] (got {v})"
+
+
+def _beta_pair(v: Sequence[float]) -> str | None:
+    beta = list(v)
+    return None if len(beta) == 2 and min(beta, default=0) > 0 else f"must be two positive numbers (got {beta})"
+
+
+@dataclass
+class StarKnobs:
+    """Algorithm 1's knobs, the same in all three views; field order is the CLI's option order."""
+
+    # weight of the star model's own cross-entropy (fusion variant, Eq. 9)
+    mu: float = setting(defaults.MU, help="Weight of the star's own cross-entropy (fusion variant, Eq. 9).", check=at_least(0))
+    # mu > 0 only: "sum" = L~ + mu·L(θ) (stardomain's, the default: recorded stars keep their identity), "paper" =
+    # (L~ + mu·L(θ)) / (1 + mu), the authors' code (defaults.FUSION_LOSS says why)
+    fusion_loss: str = setting(
+        defaults.FUSION_LOSS,
+        help="With --mu > 0: sum = L~ + mu·L(θ⋆) (stardomain's, recorded stars unchanged), paper = (L~ + mu·L(θ⋆)) / (1 + mu) "
+        "(the authors' code).",
+        choices=defaults.FUSION_LOSSES,
+        cli={"choices": ("sum", "paper")},
+        omit_default=(CONFIG,),
+    )
+    t_sampling: str = setting(
+        defaults.T_SAMPLING, help="How the interpolation coefficient t of each step is drawn (paper: uniform).", choices=T_SAMPLING
+    )
+    t_beta: tuple[float, float] = setting(defaults.T_BETA, help="Beta(a, b) for --t-sampling beta.", check=_beta_pair)
+    t_constant: float = setting(defaults.T_CONSTANT, help="The fixed t of --t-sampling constant.", check=_in_unit_interval)
+    pairs_per_step: int = setting(  # their losses are averaged
+        defaults.PAIRS_PER_STEP, help="(source, t) pairs averaged in each step's loss.", check=at_least(1)
+    )
+    realign_every: int | None = setting(  # None = once per epoch (paper)
+        None,
+        help="Steps between re-alignments (default: once per epoch).",
+        check=at_least(1, none="step, or null for once per epoch"),
+    )
+    matching: str = setting(
+        defaults.MATCHING,
+        help=f"How sources are re-aligned to the star each epoch: {matchers_help('interpolate them as they are')}",
+        choices=ALIGNMENTS,
+    )
+    # the sources come back in the star's norm gains (transformers: stardomain.permute.symmetry)
+    symmetry: str = setting(
+        "permutation",
+        help="After each re-alignment's permutation, also move the sources by orthogonal residual-stream or invertible "
+        "per-head maps (transformers; docs/symmetry.md).",
+        choices=SYMMETRIES,
+        omit_default=(CONFIG,),
+    )
+
+
+# the knobs a YAML ``star:`` block sets under the same names (experiment.config_blocks.StarConfig extends StarKnobs)
+KNOBS = tuple(f.name for f in settings(StarKnobs))
 
 
 def knob_problems(c: Any, *, mus: Sequence[float] | None = None) -> list[tuple[str, str]]:
-    """What is wrong with the Starlight knobs of ``c`` (a StarlightConfig or a YAML star block), as (name, problem):
-    the checks are written once, here, and worded by whoever asks (``starlight: mu ...``, ``star.mu: ...``).
+    """What is wrong with the settings of ``c`` (a StarlightConfig or a YAML star block), as (name, problem): each
+    setting's range (:func:`setting_problems`), then the settings another one makes meaningless, worded by whoever
+    asks (``starlight: mu ...``, ``star.mu: ...``).
 
     ``mus``: the μ of every star these knobs train (a StarlightConfig: its own; a YAML: the star block's and the
     fusion study's), against which a ``fusion_loss`` is checked; None leaves that check to the caller who knows them."""
     beta = list(c.t_beta)
+    # an option another one makes meaningless is refused, never silently ignored (a value other than its default
+    # counts as given: a YAML's identity leaves defaults out too)
     checks = [
-        (
-            "fusion_loss",
-            c.fusion_loss in defaults.FUSION_LOSSES,
-            f"must be one of {', '.join(defaults.FUSION_LOSSES)} (got {c.fusion_loss!r})",
-        ),
-        ("t_sampling", c.t_sampling in T_SAMPLING, f"must be one of {', '.join(T_SAMPLING)} (got {c.t_sampling!r})"),
-        ("matching", c.matching in ALIGNMENTS, f"must be one of {', '.join(ALIGNMENTS)} (got {c.matching!r})"),
-        ("symmetry", c.symmetry in SYMMETRIES, f"must be one of {', '.join(SYMMETRIES)} (got {c.symmetry!r})"),
-        ("mu", c.mu >= 0, f"must be >= 0 (got {c.mu})"),
-        ("pairs_per_step", c.pairs_per_step >= 1, f"must be >= 1 (got {c.pairs_per_step})"),
-        ("t_constant", 0.0 <= c.t_constant <= 1.0, f"must be in [0, 1] (got {c.t_constant})"),
-        ("t_beta", len(beta) == 2 and min(beta, default=0) > 0, f"must be two positive numbers (got {beta})"),
-        (
-            "realign_every",
-            c.realign_every is None or c.realign_every >= 1,
-            f"must be >= 1 step, or null for once per epoch (got {c.realign_every})",
-        ),
-        # an option another one makes meaningless is refused, never silently ignored (a value other than its default
-        # counts as given: a YAML's identity leaves defaults out too)
         (
             "t_constant",
             c.t_sampling == "constant" or c.t_constant == defaults.T_CONSTANT,
@@ -81,29 +199,27 @@ def knob_problems(c: Any, *, mus: Sequence[float] | None = None) -> list[tuple[s
                 "set mu > 0 or remove fusion_loss",
             )
         )
-    return [(name, problem) for name, ok, problem in checks if not ok]
+    return setting_problems(c) + [(name, problem) for name, ok, problem in checks if not ok]
 
 
 @dataclass
-class StarlightConfig:
-    """Everything that defines a Starlight run besides the sources, the data and the seed."""
+class StarlightConfig(StarKnobs):
+    """Everything that defines a Starlight run besides the sources, the data and the seed: the knobs, the recipe
+    and the sizes the experiment YAML takes from its eval block."""
 
-    recipe: Recipe = field(default_factory=Recipe)
-    t_sampling: str = defaults.T_SAMPLING
-    t_beta: tuple[float, float] = defaults.T_BETA  # Beta(a, b) for t_sampling="beta"
-    t_constant: float = defaults.T_CONSTANT  # for t_sampling="constant"
-    pairs_per_step: int = defaults.PAIRS_PER_STEP  # (source, t) pairs per step; their losses are averaged
-    mu: float = defaults.MU  # weight of the star model's own cross-entropy (fusion variant, Eq. 9)
-    realign_every: int | None = None  # steps between re-alignments; None = once per epoch (paper)
-    matching: str = defaults.MATCHING
-    # after each re-alignment's permutation, also move the sources by orthogonal residual-stream / invertible per-head
-    # maps (transformers: stardomain.permute.symmetry); the sources come back in the star's norm gains
-    symmetry: str = "permutation"
-    # mu > 0 only: "sum" = L~ + mu·L(θ) (stardomain's, the default: recorded stars keep their identity), "paper" =
-    # (L~ + mu·L(θ)) / (1 + mu), the authors' code (defaults.FUSION_LOSS says why)
-    fusion_loss: str = defaults.FUSION_LOSS
-    matching_samples: int = DEFAULT_MATCHING_SAMPLES  # size of data.matching_sample, the inputs activation matching correlates on
-    bn_samples: int | None = None  # samples for the final BatchNorm re-estimation (None = whole train set)
+    recipe: Recipe = setting(default_factory=Recipe, help="The star's recipe (CLI: --epochs/--lr/--weight-decay).", views=(CONFIG,))
+    # size of data.matching_sample, the inputs activation matching correlates on (YAML: eval.matching_samples)
+    matching_samples: int = setting(
+        DEFAULT_MATCHING_SAMPLES,
+        help="Size of the seeded, class-stratified sample activation matching correlates on.",
+        check=at_least(1),
+        views=(CONFIG, CLI),
+        cli={"after": "matching"},
+    )
+    # samples for the final BatchNorm re-estimation (None = whole train set; YAML: eval.bn_samples)
+    bn_samples: int | None = setting(
+        None, help="Samples for the final BatchNorm re-estimation (None: the whole train set).", views=(CONFIG,)
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.recipe, Mapping):
@@ -122,11 +238,7 @@ class StarlightConfig:
         d = asdict(self)
         d["recipe"] = self.recipe.to_dict()
         d["t_beta"] = list(self.t_beta)
-        if d["symmetry"] == "permutation":
-            del d["symmetry"]  # the default: stars written before the setting keep their identity (and are reused)
-        if d["fusion_loss"] == defaults.FUSION_LOSS:
-            del d["fusion_loss"]  # likewise: a star recorded without the key was trained with the sum
-        return d
+        return omit_unset(StarlightConfig, d, CONFIG)  # symmetry, fusion_loss at their defaults: stars keep their identity
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "StarlightConfig":
