@@ -121,6 +121,26 @@ def _init_state(init: str, model: torch.nn.Module, states: Sequence[Mapping[str,
         check_not_source_init(model.state_dict(), [(str(ck.path), ck.raw) for ck in sources])
 
 
+def _reuse(out: Path, ident: Mapping[str, Any], data: Mapping[str, Any], resume: Path, started: float) -> StarCheckpoint:
+    """The finished star at ``out`` when it is this very star (same identity and data); one of other data or settings is
+    refused in one line, never silently retrained over."""
+    from stardomain._util.diff import difference_phrases
+    from stardomain.checkpoints.provenance import describe
+
+    old = read_checkpoint(out)
+    if old.identity == ident and old.data is not None and old.data != data:  # older pipeline stars record no data
+        raise StardomainError(
+            f"{out} was trained on other data ({describe(old.data)} there, {describe(data)} here); delete it or use another --out folder"
+        )
+    if old.identity == ident:
+        _remove_own_temps(out, resume, started)
+        return StarCheckpoint(out, dict(old.raw))
+    there, here = difference_phrases(old.identity or {}, ident) or ("?", "?")
+    raise StardomainError(
+        f"{out} was trained with other settings ({there} there, {here} in this config); delete it or use another --out folder"
+    )
+
+
 def train_star(
     sources: Sequence[str | os.PathLike[str]],
     dataset: Any,
@@ -153,7 +173,6 @@ def train_star(
     ``on_epoch(record)`` is called after each epoch trained here (its history record; no part of the identity).
     """
     from stardomain.checkpoints import store
-    from stardomain.checkpoints.provenance import describe
     from stardomain.data.protocol import data_example
     from stardomain.training.loop import final_metrics, seed_everything
     from stardomain.training.zoo import dataset_record
@@ -170,21 +189,7 @@ def train_star(
     data = dataset_record(dataset)  # a duck-typed dataset (train_x, ..., name) gets a record too
     resume = Path(resume_path) if resume_path is not None else default_resume_path(out, ident, data)
     if existing == "reuse" and store.is_complete(out):
-        old = read_checkpoint(out)
-        if old.identity == ident and old.data is not None and old.data != data:  # older pipeline stars record no data
-            raise StardomainError(
-                f"{out} was trained on other data ({describe(old.data)} there, {describe(data)} here); "
-                "delete it or use another --out folder"
-            )
-        if old.identity == ident:
-            _remove_own_temps(out, resume, started)
-            return StarCheckpoint(out, dict(old.raw))
-        from stardomain._util.diff import difference_phrases
-
-        there, here = difference_phrases(old.identity or {}, ident) or ("?", "?")
-        raise StardomainError(
-            f"{out} was trained with other settings ({there} there, {here} in this config); delete it or use another --out folder"
-        )
+        return _reuse(out, ident, data, resume, started)
     seed_everything(seed)
     star = store.build_model(arch.record)
     states = [store.load_state(p)[0] for p in paths]
