@@ -19,7 +19,6 @@ from stardomain.cli.common import (
     device_option,
     load_data_for,
     log_option,
-    matching_inputs,
     quiet_option,
     read_plain,
     say_assumed,
@@ -27,7 +26,7 @@ from stardomain.cli.common import (
     warn_unconverged,
 )
 from stardomain.cli.settings import check_setting, repeats_option, star_cli_settings, star_options
-from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, MATCHERS, NO_ALIGNMENT
+from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, MATCHERS, NO_ALIGNMENT, SYMMETRIES, matchers_help
 from stardomain.errors import StardomainError
 from stardomain.experiment.config_blocks import StarConfig
 
@@ -118,7 +117,7 @@ def _star_checks(
     StarlightConfig(**{f.name: given[f.name] for f in star_cli_settings()})
 
 
-def _bma_checks(max_samples: int, sources_dir: str | None, other_dir: str | None, **_: object) -> None:
+def _bma_checks(max_samples: int, sources_dir: str | None, other_dir: str | None, align: str, symmetry: str | None, **_: object) -> None:
     """``bma``'s option values that need no data, refused before torch is imported (:func:`checked_first`)."""
     from stardomain._util import budget
 
@@ -127,6 +126,8 @@ def _bma_checks(max_samples: int, sources_dir: str | None, other_dir: str | None
     budget.check("--max-samples", max_samples, "length", "posterior samples")
     if sources_dir is not None and other_dir is not None:
         raise StardomainError("give --sources (where the star's own sources are) or --other-sources (another set), not both")
+    if symmetry not in (None, "permutation") and align == NO_ALIGNMENT:
+        raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align star or {' or '.join(MATCHERS)} with it")
 
 
 def _existing_stars(outs: list[Path], members: list, ds: object, config: object, seed: int, init: str, force: bool) -> list[bool]:
@@ -323,9 +324,37 @@ def star(
     warn_unconverged([m for _, _, m in members])  # a star of unconverged sources: not the paper's setting
 
 
+def _bma_alignment(starlight: Mapping[str, Any] | None, align: str, symmetry: str | None) -> dict[str, Any]:
+    """--align/--symmetry as :func:`stardomain.bma.study.star_bma`'s alignment settings, with who chose them: --align star
+    (default) is the star's recorded alignment, the one its sources were aligned by while it trained."""
+    from stardomain.bma.study import recorded_alignment
+
+    if align == "star":
+        chosen = {**recorded_alignment(starlight), "chosen_by": "the star's recorded matching"}
+    else:
+        chosen = {"align": align, "symmetry": "permutation", "matching_samples": DEFAULT_MATCHING_SAMPLES, "chosen_by": "--align"}
+    if symmetry is not None:
+        chosen["symmetry"] = symmetry
+    if chosen["align"] != "activation":
+        del chosen["matching_samples"]  # read by activation matching only
+    return chosen
+
+
+def _alignment_words(a: Mapping[str, Any]) -> str:
+    """The alignment in one phrase: what the sources were aligned to the star by, and who chose it."""
+    if a["align"] == NO_ALIGNMENT:
+        how = "sources taken as they are (no alignment)"
+    else:
+        maps = "" if a["symmetry"] == "permutation" else f" + {a['symmetry']} maps"
+        sample = f" on {a['matching_samples']} samples" if a["align"] == "activation" else ""
+        how = f"sources aligned to the star by {a['align']} matching{sample}{maps}"
+    return f"{how} ({a['chosen_by']}; --align chooses another)"
+
+
 def _echo_bma(result: Mapping[str, Any]) -> None:
     """The final K of both curves, each number with its bootstrap interval, and what the AUROC is."""
     from stardomain.report.bma_plot import AUROC_DEFINITION
+    from stardomain.report.study_sections import bma_test_lines
 
     def cell(key: str, name: str, scale: float = 1.0, digits: int = 4) -> str:
         value, ci = result[key]["metrics"][name][-1], result[key].get("ci", {}).get(name)
@@ -344,6 +373,9 @@ def _echo_bma(result: Mapping[str, Any]) -> None:
             f"[..]: {100 * boot['level']:g}% bootstrap interval over the {boot['n_test']} test images, {boot['resamples']} resamples"
         )
     click.echo(f"{AUROC_DEFINITION}.")
+    for line in bma_test_lines(result, result["tests"]):
+        click.echo(line)
+    click.echo(f"alignment: {_alignment_words(result['alignment'])}")
 
 
 @cli.command(short_help="Bayesian model averaging over the star domain vs a deep ensemble")
@@ -364,6 +396,20 @@ def _echo_bma(result: Mapping[str, Any]) -> None:
     help="Use this zoo's sources instead of the star's own (recorded in the output).",
 )
 @data_options
+@click.option(
+    "--align",
+    type=click.Choice(["star", *ALIGNMENTS]),
+    default="star",
+    show_default=True,
+    help="How the sources are aligned to the star: star = the star's recorded matching (and symmetry), as it was trained; "
+    f"{matchers_help('the sources as they are')}",
+)
+@click.option(
+    "--symmetry",
+    type=click.Choice(SYMMETRIES),
+    default=None,
+    help="Maps beyond permutations after the matcher (default: the star's recorded one with --align star, else permutation).",
+)
 @click.option("--max-samples", type=int, default=20, show_default=True, help="Largest K (posterior samples / ensemble members).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the posterior samples (source index n, t).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="JSON with every metric for K = 1..max.")
@@ -374,6 +420,7 @@ def _echo_bma(result: Mapping[str, Any]) -> None:
     default=None,
     help="PNG of misclassification AUROC / NLL / ECE / accuracy vs K, with 95% bootstrap bands.",
 )
+@allow_unpermuted_option
 @data_root_option
 @device_option
 @threads_option
@@ -384,23 +431,25 @@ def bma(
     dataset: str | None,
     subset: str | None,
     subset_seed: int | None,
+    align: str,
+    symmetry: str | None,
     max_samples: int,
     seed: int,
     out_path: str | None,
     plot_path: str | None,
+    allow_unpermuted: bool,
     data_root: str | None,
     device: str,
 ) -> None:
     """Bayesian model averaging over the star domain versus a deep ensemble of the same sources (paper Sec. 4.1).
 
-    By default the sources are exactly the ones the star was trained on (paths and SHA-256 in its metadata).
+    By default the sources are exactly the ones the star was trained on (paths and SHA-256 in its metadata), aligned
+    as the star's training aligned them; the output records the alignment and the posterior tests.
     """
     from stardomain._util.diff import describe_difference
-    from stardomain.bma import core as bma_mod
+    from stardomain.bma.study import star_bma
     from stardomain.checkpoints import store
     from stardomain.checkpoints.provenance import data_line, star_sources
-    from stardomain.permute import align as align_states
-    from stardomain.permute import trace_spec
     from stardomain.report.bma_plot import plot_bma
     from stardomain.training import zoo
 
@@ -426,20 +475,21 @@ def bma(
     store.check_fits(model, star_state, star_path)
     for (p, _), s in zip(members, states):
         store.check_fits(model, s, p)
-    matching = meta.get("starlight", {}).get("matching", "weight")
-    if matching == "none":  # the star was trained towards the sources as they are
-        aligned = states
-    else:
-        from stardomain.data.protocol import data_example
-
-        spec = trace_spec(model, example_input=data_example(ds).to(dev))  # the data's own inputs: token ids stay ids
-        x = (
-            matching_inputs(ds, int(meta.get("starlight", {}).get("matching_samples", DEFAULT_MATCHING_SAMPLES)), dev)
-            if matching == "activation"
-            else None
-        )
-        aligned = [align_states(star_state, s, spec=spec, model=model, method=matching, x=x, seed=0)[0] for s in states]
-    result = bma_mod.bma_study(model, star_state, aligned, ds, max_samples=max_samples, seed=seed, device=dev, progress=progress_config())
+    alignment = _bma_alignment(meta.get("starlight"), align, symmetry)
+    settings = {k: v for k, v in alignment.items() if k != "chosen_by"}
+    result = star_bma(
+        star_state,
+        model,
+        states,
+        ds,
+        **settings,
+        max_samples=max_samples,
+        seed=seed,
+        device=dev,
+        allow_unpermuted=allow_unpermuted,
+        progress=progress_config(),
+    )
+    result["alignment"] = alignment
     result["sources"] = {
         "which": "other" if other_dir is not None else "the star's own",
         "other_sources": other_dir,

@@ -163,6 +163,27 @@ def _bma_table(b: Mapping[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def bma_test_lines(b: Mapping[str, Any], t: Mapping[str, Any]) -> list[str]:
+    """The BMA posterior tests in words (a heading, then one ``- `` line per metric): the report and the CLI's
+    ``bma`` say them alike."""
+    lines = [
+        f"Star-domain BMA (K={b['star_domain']['k'][-1]}) minus deep ensemble (K={b['ensemble']['k'][-1]}); paired bootstrap "
+        "over test examples (one run of each posterior, so seed-to-seed variation is not included):"
+    ]
+    higher, lower = "higher for star-domain BMA", "lower for star-domain BMA"
+    for name, label, if_lower, if_higher in (
+        ("auroc_max_prob", "misclassification AUROC (max prob)", lower, higher),
+        ("auroc_neg_entropy", "misclassification AUROC (neg. entropy)", lower, higher),
+        ("ece", "ECE", "star-domain BMA is better calibrated", "star-domain BMA is worse calibrated"),
+    ):
+        if name in t:
+            lines.append(
+                f"- {label}: {verdict(t[name], if_lower, if_higher)} (difference {num(t[name]['diff'], digits=4)}, "
+                f"95% CI {interval(t[name]['ci95'], digits=4)})"
+            )
+    return lines
+
+
 def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
     from stardomain.report.bma_plot import plot_bma
 
@@ -170,23 +191,8 @@ def bma_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> li
     lines = ["## Bayesian model averaging over the star domain (paper Fig. 5)", ""] + _bma_table(b)
     t = results["tests"].get("bma")
     if t:
-        lines += [
-            f"Star-domain BMA (K={b['star_domain']['k'][-1]}) minus deep ensemble (K={b['ensemble']['k'][-1]}); paired bootstrap "
-            "over test examples (one run of each posterior, so seed-to-seed variation is not included):",
-            "",
-        ]
-        higher, lower = "higher for star-domain BMA", "lower for star-domain BMA"
-        for name, label, if_lower, if_higher in (
-            ("auroc_max_prob", "misclassification AUROC (max prob)", lower, higher),
-            ("auroc_neg_entropy", "misclassification AUROC (neg. entropy)", lower, higher),
-            ("ece", "ECE", "star-domain BMA is better calibrated", "star-domain BMA is worse calibrated"),
-        ):
-            if name in t:
-                lines.append(
-                    f"- {label}: {verdict(t[name], if_lower, if_higher)} (difference {num(t[name]['diff'], digits=4)}, "
-                    f"95% CI {interval(t[name]['ci95'], digits=4)})"
-                )
-        lines += ["", "Paper: star-domain BMA has the better misclassification AUROC and the worse ECE.", ""]
+        head, *rows = bma_test_lines(b, t)
+        lines += [head, "", *rows, "", "Paper: star-domain BMA has the better misclassification AUROC and the worse ECE.", ""]
     path = out / "bma.png"
     plot_bma(b, path)
     figures.append(path.name)
