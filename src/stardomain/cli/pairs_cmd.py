@@ -18,12 +18,10 @@ from stardomain.cli.common import (
     data_root_option,
     device_option,
     echo_json,
-    example_from_data,
     json_option,
     load_data_for,
     load_pair,
     matchers_help,
-    matching_inputs,
     matching_samples_option,
     plain_model_option,
     quiet_option,
@@ -209,15 +207,13 @@ def align(
 ) -> None:
     """Permute MODEL_B into MODEL_A's basin (same function, new unit order) and report the ℓ2 distance."""
     from stardomain.checkpoints import store
-    from stardomain.permute import align as align_states
-    from stardomain.permute import l2_distance, trace_spec
+    from stardomain.permute.pair import align_pair
 
     read_plain([model_a, model_b], plain_model, dataset, data_root)  # plain state dicts: --model's, for --dataset
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = load_pair(model_a, model_b)
     model = store.build_model(meta["arch"]).to(dev)
-    keys = [k for k, _ in model.named_parameters()]
-    x, data_info, ds = None, None, None
+    data_info, ds = None, None
     refine, refine_options, refine_state = refine_settings(refine_kw)
     labelled = [(model_a, meta), (model_b, meta_b)]
     assumed = say_assumed(labelled)
@@ -225,27 +221,22 @@ def align(
     # traced on the data's own inputs, never random floats)
     if method == "activation" or refine != "none" or dataset is not None or reads_token_ids(model):
         ds, data_info = load_data_for(labelled, dataset, data_root, subset, subset_seed)
-    if method == "activation":
-        x = matching_inputs(ds, matching_samples, dev)
-    example = example_from_data(model, ds, dev)
-    spec = trace_spec(model, example_input=example)
-    before = l2_distance(state_a, state_b, keys)
-    aligned, match = align_states(
-        {k: v.to(dev) for k, v in state_a.items()},
-        {k: v.to(dev) for k, v in state_b.items()},
-        spec=spec,
-        method=method,
+    pair = align_pair(
+        state_a,
+        state_b,
         model=model,
-        x=x if x is not None else example,  # weight matching reads it only to check the function
+        dataset=ds,
+        method=method,
+        matching_samples=matching_samples,
         seed=seed,
         allow_unpermuted=allow_unpermuted,
         refine=refine,
-        data=ds,
         refine_options=refine_options,
         refine_resume_path=refine_state,
         symmetry=symmetry,
+        device=dev,
     )
-    after = l2_distance(state_a, aligned, keys)
+    aligned, match, spec, before, after = pair.state_b, pair.match, pair.spec, pair.l2_before, pair.l2_after
     meta_out = {
         **meta_b,
         "aligned_to": {

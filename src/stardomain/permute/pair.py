@@ -1,0 +1,83 @@
+"""Align one pair of models, with its distances: the CLI's ``align`` computes nothing of its own.
+
+Why here: tracing the spec on the data's own inputs, the activation-matching sample and the ℓ2 distances before and
+after are the alignment's application logic; the command only reads checkpoints, calls :func:`align_pair` and prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
+from stardomain.permute.spec import PermutationSpec
+from stardomain.permute.weight_matching import MatchResult
+
+
+@dataclass
+class AlignedPair:
+    """B in A's unit order, the matcher's record, the spec it permuted and the ℓ2 distance to A before and after
+    (parameters only: BatchNorm running statistics are not weights)."""
+
+    state_b: dict[str, Tensor]
+    match: MatchResult
+    spec: PermutationSpec
+    l2_before: float
+    l2_after: float
+
+
+def align_pair(
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    *,
+    model: nn.Module,
+    dataset: Any = None,
+    method: str = "weight",
+    matching_samples: int = DEFAULT_MATCHING_SAMPLES,
+    seed: int = 0,
+    allow_unpermuted: bool = False,
+    refine: str = "none",
+    refine_options: Mapping[str, Any] | None = None,
+    refine_resume_path: Any = None,
+    symmetry: str = "permutation",
+    device: str | torch.device = "cpu",
+) -> AlignedPair:
+    """Permute B into A's basin by ``method`` (:func:`stardomain.permute.align`'s settings). The spec is traced, and
+    the aligned B checked, on ``dataset``'s own first training inputs (token ids stay ids), or on a random batch of
+    the recorded shape without data; activation matching reads the one seeded matching sample of ``dataset``."""
+    from stardomain.permute.align import align
+    from stardomain.permute.apply import l2_distance
+    from stardomain.permute.trace import trace_spec
+
+    keys = [k for k, _ in model.named_parameters()]
+    example = None
+    if dataset is not None:
+        from stardomain.data.protocol import data_example
+
+        example = data_example(dataset).to(device)
+    x = example
+    if method == "activation":
+        from stardomain.data import matching_sample
+
+        x = matching_sample(dataset, matching_samples).to(device)
+    spec = trace_spec(model, example_input=example)
+    aligned, match = align(
+        {k: v.to(device) for k, v in state_a.items()},
+        {k: v.to(device) for k, v in state_b.items()},
+        spec=spec,
+        method=method,
+        model=model,
+        x=x,  # weight matching reads it only to check the function
+        seed=seed,
+        allow_unpermuted=allow_unpermuted,
+        refine=refine,
+        data=dataset,
+        refine_options=refine_options,
+        refine_resume_path=refine_resume_path,
+        symmetry=symmetry,
+    )
+    before, after = l2_distance(state_a, state_b, keys), l2_distance(state_a, aligned, keys)
+    return AlignedPair(state_b=aligned, match=match, spec=spec, l2_before=before, l2_after=after)
