@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import click
 import yaml
@@ -11,6 +11,9 @@ import yaml
 from stardomain._util import strictjson
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, matchers_help  # noqa: F401  (matchers_help: re-exported)
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.checkpoints.meta import Checkpoint
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -153,7 +156,7 @@ matching_samples_option = click.option(
 
 
 def load_data_for(
-    models: list[tuple[str, dict[str, Any]]],
+    models: Sequence[tuple[str, Mapping[str, Any]]],
     dataset: str | None,
     data_root: str | None,
     subset: str | None = None,
@@ -174,32 +177,33 @@ def matching_inputs(ds: Any, n: int, device: Any) -> Any:
     return matching_sample(ds, n).to(device)
 
 
-def load_pair(a: str, b: str) -> tuple[dict, dict, dict, dict]:
-    """Both checkpoints' states and metadata, refusing pairs of different architectures."""
+def load_pair(a: str, b: str) -> tuple[dict, dict, Checkpoint, Checkpoint]:
+    """Both checkpoints' states and typed metadata, refusing pairs of different architectures."""
     from stardomain._util.diff import describe_difference
     from stardomain.checkpoints import store
+    from stardomain.checkpoints.meta import read_state
 
-    state_a, meta_a = store.load_state(a)
-    state_b, meta_b = store.load_state(b)
-    differs = describe_difference(meta_a["arch"], meta_b["arch"])
+    state_a, meta_a = read_state(a)
+    state_b, meta_b = read_state(b)
+    differs = describe_difference(meta_a.arch.record, meta_b.arch.record)
     if differs:
         raise StardomainError(
             f"{a} and {b} have different architectures ({differs}); only models of one architecture can be aligned or interpolated"
         )
-    model = store.build_model(meta_a["arch"])
+    model = store.build_model(meta_a.arch.record)
     store.check_fits(model, state_a, a)
     store.check_fits(model, state_b, b)
     return state_a, state_b, meta_a, meta_b
 
 
-def warn_unconverged(metas: Any) -> str:
+def warn_unconverged(checkpoints: Iterable[Checkpoint]) -> str:
     """Say, on stderr, when the regular models behind a number did not converge (a barrier between unconverged
     models is not the paper's quantity); returns the warning ('' when every model converged). Stars are left out:
     convergence is a property of the trained solutions a star is measured against."""
     from stardomain._util.console import notice
     from stardomain.analysis.convergence import DEFAULT_TRAIN_ACC, convergence_line
 
-    line = convergence_line([m for m in metas if m.get("kind") != "star"], DEFAULT_TRAIN_ACC)
+    line = convergence_line([ck.raw for ck in checkpoints if not ck.is_star], DEFAULT_TRAIN_ACC)
     if line:
         notice("warning", line)
     return line

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any, cast
 
@@ -146,6 +144,7 @@ def train(
     """
     from stardomain import data, models
     from stardomain._util.plugins import is_import_path, load_plugins
+    from stardomain.checkpoints.meta import Metrics, read_checkpoint
     from stardomain.cli.app import resumable
     from stardomain.experiment.sinks import EventLog, Sinks
     from stardomain.experiment.zoo_units import zoo_executor
@@ -166,8 +165,7 @@ def train(
     seeds = [seed if seed is not None else 0] if n_models is None else list(range(seed_start, seed_start + n_models))
 
     def report(path: Path, reused: bool) -> None:
-        m = json.loads(path.with_suffix(".json").read_text())["metrics"]
-        m = {k: math.nan if v is None else v for k, v in m.items()}  # null in the file: a diverged loss, "nan" here
+        m = (read_checkpoint(path).metrics or Metrics()).printable()  # null in the file: a diverged loss, "nan" here
         click.echo(
             f"{path}: test_loss={m['test_loss']:.4f} test_acc={pct(m['test_acc'])} "
             f"(train_loss={m['train_loss']:.4f} train_acc={pct(m['train_acc'])})"
@@ -213,7 +211,7 @@ def train(
             on_epoch=lambda s, rec: events.record("train_epoch", seed=s, **rec),
             run_units=run_units,
         )
-    warn_unconverged([json.loads(p.with_suffix(".json").read_text()) for p in run.paths])
+    warn_unconverged([read_checkpoint(p) for p in run.paths])
 
 
 def _train_recipe(dataset: str, recipe_name: str, optimizer: str, **typed: Any) -> tuple[Any, list[str]]:
@@ -321,14 +319,15 @@ def eval_cmd(checkpoint: str, dataset: str | None, plain_model: str | None, as_j
     """Test loss and accuracy of CHECKPOINT (a .safetensors file, or a save_pretrained folder with --dataset, or a
     plain state dict with --model pkg.mod:build and --dataset)."""
     from stardomain.checkpoints import store
+    from stardomain.checkpoints.meta import Checkpoint
     from stardomain.training.loop import evaluate
 
     read_plain([checkpoint], plain_model, dataset, data_root)
     dev = resolve_device(device)
     model = store.load(checkpoint, device=dev)
-    meta = cast("dict[str, Any]", model.meta)  # the checkpoint's metadata, set by store.load
-    assumed = say_assumed([(str(checkpoint), meta)])
-    ds, data_info = load_data_for([(str(checkpoint), meta)], dataset, data_root)
+    meta = Checkpoint.of(cast("dict[str, Any]", model.meta), checkpoint)  # the checkpoint's metadata, set by store.load
+    assumed = say_assumed([meta.labelled(str(checkpoint))])
+    ds, data_info = load_data_for([meta.labelled(str(checkpoint))], dataset, data_root)
     loss, acc = evaluate(model, ds.test_x, ds.test_y, device=dev)
     result = {
         "checkpoint": str(checkpoint),
@@ -337,8 +336,8 @@ def eval_cmd(checkpoint: str, dataset: str | None, plain_model: str | None, as_j
         "test_acc": acc,
         "n": len(ds.test_y),
         "data": data_info,
-        "role": meta.get("role"),
-        "seed": meta.get("seed"),
+        "role": meta.role,
+        "seed": meta.seed,
         **({"assumed": assumed} if assumed else {}),
     }
     if as_json:

@@ -212,10 +212,10 @@ def align(
     read_plain([model_a, model_b], plain_model, dataset, data_root)  # plain state dicts: --model's, for --dataset
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = load_pair(model_a, model_b)
-    model = store.build_model(meta["arch"]).to(dev)
+    model = store.build_model(meta.arch.record).to(dev)
     data_info, ds = None, None
     refine, refine_options, refine_state = refine_settings(refine_kw)
-    labelled = [(model_a, meta), (model_b, meta_b)]
+    labelled = [meta.labelled(model_a), meta_b.labelled(model_b)]
     assumed = say_assumed(labelled)
     # the data when matching or refinement reads it, --dataset names it, or the model reads token ids (its spec is
     # traced on the data's own inputs, never random floats)
@@ -238,7 +238,7 @@ def align(
     )
     aligned, match, spec, before, after = pair.state_b, pair.match, pair.spec, pair.l2_before, pair.l2_after
     meta_out = {
-        **meta_b,
+        **meta_b.raw,  # B's metadata as written (its keys kept), with where it was aligned to
         "aligned_to": {
             "path": str(model_a),
             "sha256": store.content_hash(model_a),
@@ -355,9 +355,10 @@ def barrier(
     read_plain([model_a, model_b], plain_model, dataset, data_root)  # plain state dicts: --model's, for --dataset
     dev = resolve_device(device)
     state_a, state_b, meta, meta_b = load_pair(model_a, model_b)
-    assumed = say_assumed([(model_a, meta), (model_b, meta_b)])
-    ds, data_info = load_data_for([(model_a, meta), (model_b, meta_b)], dataset, data_root, subset, subset_seed)
-    model = store.build_model(meta["arch"]).to(dev)
+    labelled = [meta.labelled(model_a), meta_b.labelled(model_b)]
+    assumed = say_assumed(labelled)
+    ds, data_info = load_data_for(labelled, dataset, data_root, subset, subset_seed)
+    model = store.build_model(meta.arch.record).to(dev)
     pair = evaluate_pair(
         state_a,
         state_b,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import click
 
@@ -30,15 +29,18 @@ from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, MATCHERS, 
 from stardomain.errors import StardomainError
 from stardomain.experiment.config_blocks import StarConfig
 
+if TYPE_CHECKING:
+    from stardomain.checkpoints.meta import Checkpoint
 
-def _which(members: list) -> str:
-    """The sources (``(path, ..., meta)`` tuples) in one phrase: their seeds, or their names where none is recorded
-    (save_pretrained folders)."""
+
+def _which(members: Sequence[Checkpoint]) -> str:
+    """The sources in one phrase: their seeds, or their names where none is recorded (save_pretrained folders)."""
     from stardomain.training import zoo
 
-    if all(m[-1].get("seed") is not None for m in members):
-        return zoo.seed_list(m[-1]["seed"] for m in members)
-    return ", ".join(Path(m[0]).name for m in members)
+    seeds = [ck.seed for ck in members]
+    if all(s is not None for s in seeds):
+        return zoo.seed_list(s for s in seeds if s is not None)
+    return ", ".join(ck.path.name for ck in members)
 
 
 def _read_plain_sources(sources_dir: str, model_name: str | None, dataset: str | None, data_root: str | None) -> None:
@@ -130,26 +132,29 @@ def _bma_checks(max_samples: int, sources_dir: str | None, other_dir: str | None
         raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align star or {' or '.join(MATCHERS)} with it")
 
 
-def _existing_stars(outs: list[Path], members: list, ds: object, config: object, seed: int, init: str, force: bool) -> list[bool]:
+def _existing_stars(
+    outs: list[Path], members: Sequence[Checkpoint], ds: object, config: object, seed: int, init: str, force: bool
+) -> list[bool]:
     """Which of ``outs`` already hold this very star (same sources, settings, seed, init and data): reused, and said.
     One of another identity is refused in one line naming --force, before any star is trained; --force retrains all."""
     from stardomain._util.diff import difference_phrases
     from stardomain.checkpoints import store
+    from stardomain.checkpoints.meta import read_checkpoint
     from stardomain.starlight import repeat_seed
     from stardomain.starlight.writer import star_identity
     from stardomain.training.zoo import dataset_record
 
     if force:
         return [False] * len(outs)
-    arch, hashes, reuse = members[0][2]["arch"], None, []
+    arch, hashes, reuse = members[0].arch, None, []
     for r, out in enumerate(outs):
         if not store.is_complete(out):
             reuse.append(False)
             continue
-        hashes = hashes or [store.content_hash(p) for p, _, _ in members]
-        ident = star_identity(config, hashes, repeat_seed(seed, r), init, str(arch["name"]), arch.get("options", {}))  # type: ignore[arg-type]
-        meta, data = store.read_metadata(out), dataset_record(ds)
-        there = {**(meta.get("identity") or {}), "data": meta.get("data", data)}
+        hashes = hashes or [store.content_hash(ck.path) for ck in members]
+        ident = star_identity(config, hashes, repeat_seed(seed, r), init, arch.name, arch.options)  # type: ignore[arg-type]
+        old, data = read_checkpoint(out), dataset_record(ds)
+        there = {**(old.identity or {}), "data": data if old.data is None else old.data}
         differs = difference_phrases(there, {**ident, "data": data})
         if differs:
             raise StardomainError(
@@ -239,6 +244,7 @@ def star(
     from stardomain import models
     from stardomain._util import budget
     from stardomain._util.console import notice
+    from stardomain.checkpoints.meta import Checkpoint, Metrics
     from stardomain.checkpoints.provenance import data_line
     from stardomain.cli.app import resumable
     from stardomain.experiment.pairs import poor_star_warning
@@ -250,25 +256,26 @@ def star(
     outs = [Path(out_path)] if repeats == 1 else [repeat_path(out_path, r) for r in range(repeats)]
     resumable(f"the finished stars and the last finished epoch of the one in training (a hidden state file beside {outs[0]})")
     _read_plain_sources(sources_dir, model_name, dataset, data_root)
-    members = zoo.load_zoo(sources_dir, limit=n_sources)
-    if n_sources is not None and len(members) < n_sources:
-        raise StardomainError(f"--n-sources {n_sources} but {sources_dir} holds only {len(members)} complete source models")
-    labelled = [(str(p), m) for p, _, m in members]
-    meta0 = members[0][2]
-    n_params = sum(t.numel() for t in members[0][1].values() if t.is_floating_point())
+    loaded = zoo.load_zoo(sources_dir, limit=n_sources)
+    if n_sources is not None and len(loaded) < n_sources:
+        raise StardomainError(f"--n-sources {n_sources} but {sources_dir} holds only {len(loaded)} complete source models")
+    members = [Checkpoint.of(m, p) for p, _, m in loaded]
+    labelled = [ck.labelled() for ck in members]
+    meta0 = members[0]
+    n_params = sum(t.numel() for t in loaded[0][1].values() if t.is_floating_point())
     budget.check(
         "--pairs-per-step",
         knobs["pairs_per_step"] * n_params,
         "values",
         f"the interpolated parameters each star step holds ({knobs['pairs_per_step']} pairs x {n_params:,} parameters)",
     )
-    arch = meta0["arch"]
-    if model_name is not None and models.canonical_name(model_name) != arch["name"]:
-        raise StardomainError(f"--model {model_name} differs from the sources' architecture {arch['name']}; a star model must share it")
+    arch = meta0.arch
+    if model_name is not None and models.canonical_name(model_name) != arch.name:
+        raise StardomainError(f"--model {model_name} differs from the sources' architecture {arch.name}; a star model must share it")
     say_assumed(labelled)
     ds, data_info = load_data_for(labelled, dataset, data_root, subset, subset_seed)
-    if "recipe" in meta0:
-        recipe = Recipe.from_dict(meta0["recipe"]).without_execution().replace(epochs=epochs, lr=lr, weight_decay=weight_decay)  # fp32
+    if meta0.recipe is not None:
+        recipe = Recipe.from_dict(meta0.recipe).without_execution().replace(epochs=epochs, lr=lr, weight_decay=weight_decay)  # fp32
     else:  # save_pretrained sources record no recipe: the dataset's default, said so
         from stardomain._util.console import notice
         from stardomain.training.loop import default_recipe, has_default_recipe, no_recipe_refusal
@@ -289,7 +296,7 @@ def star(
         for r, out in enumerate(outs):
             # repeat r's own stream; r0 is the single star of --seed ("seed" records what built it, "seed_option" the --seed)
             star = train_star(
-                [p for p, _, _ in members],
+                [ck.path for ck in members],
                 ds,
                 config,
                 out,
@@ -304,24 +311,20 @@ def star(
                 allow_unpermuted=allow_unpermuted,
                 on_epoch=events.recorder("star_epoch", tag=out.stem),
             )
-            meta = star.meta
-            metrics = {k: math.nan if v is None else v for k, v in meta["metrics"].items()}  # null in the file: "nan" here
+            meta = star.checkpoint
+            metrics = (meta.metrics or Metrics()).printable()  # null in the file: "nan" here
             which = f" {r + 1}/{repeats}" if repeats > 1 else ""
             click.echo(
                 f"star model{which} from {len(members)} sources ({_which(members)} of {sources_dir}), "
-                f"star seed {meta['seed']} (--seed {seed}): test_loss={metrics['test_loss']:.4f} test_acc={100 * metrics['test_acc']:.2f}%; "
-                + (
-                    f"permutation spec covers {100 * meta['spec_coverage']:.1f}% of parameters; "
-                    if meta["spec_coverage"] is not None
-                    else ""
-                )
+                f"star seed {meta.seed} (--seed {seed}): test_loss={metrics['test_loss']:.4f} test_acc={100 * metrics['test_acc']:.2f}%; "
+                + (f"permutation spec covers {100 * meta.spec_coverage:.1f}% of parameters; " if meta.spec_coverage is not None else "")
                 + (f"wrote {out}" if star.trained else f"reused {out}: finished before with these sources and settings (--force retrains)")
             )
-            poor = poor_star_warning(meta["metrics"], [m.get("metrics", {}) for _, _, m in members])  # as the pipeline flags it
+            poor = poor_star_warning(meta.metrics_dict(), [ck.metrics_dict() for ck in members])  # as the pipeline flags it
             if poor:
                 notice("warning", f"star{which}: {poor}")
     click.echo(data_line(data_info))
-    warn_unconverged([m for _, _, m in members])  # a star of unconverged sources: not the paper's setting
+    warn_unconverged(members)  # a star of unconverged sources: not the paper's setting
 
 
 def _bma_alignment(starlight: Mapping[str, Any] | None, align: str, symmetry: str | None) -> dict[str, Any]:
@@ -449,33 +452,33 @@ def bma(
     from stardomain._util.diff import describe_difference
     from stardomain.bma.study import star_bma
     from stardomain.checkpoints import store
+    from stardomain.checkpoints.meta import read_checkpoint, read_state
     from stardomain.checkpoints.provenance import data_line, star_sources
     from stardomain.report.bma_plot import plot_bma
     from stardomain.training import zoo
 
     # --max-samples and --sources/--other-sources were checked before any import (_bma_checks)
     dev = resolve_device(device)
-    star_state, meta = store.load_state(star_path)
-    if meta.get("kind") != "star":
-        raise StardomainError(
-            f"{star_path} is not a star model (kind {meta.get('kind', 'regular')}); pass a checkpoint written by `stardomain star`"
-        )
-    if other_dir is not None:
-        members = [(p, m) for p, _, m in zoo.load_zoo(other_dir)]
+    star_state, meta = read_state(star_path)
+    if not meta.is_star:
+        raise StardomainError(f"{star_path} is not a star model (kind {meta.kind}); pass a checkpoint written by `stardomain star`")
+    if other_dir is not None:  # the zoo's members as load_zoo picks them; their weights are read once, below
+        members = zoo.zoo_checkpoints(other_dir)
     else:
-        members = [(p, store.read_metadata(p)) for p in star_sources(star_path, meta, sources_dir)]
-    differs = describe_difference(members[0][1]["arch"], meta["arch"])
+        members = [read_checkpoint(p) for p in star_sources(star_path, meta, sources_dir)]
+    differs = describe_difference(members[0].arch.record, meta.arch.record)
     if differs:
         raise StardomainError(
-            f"the sources ({members[0][0]}) and the star {star_path} have different architectures ({differs}: sources vs star)"
+            f"the sources ({members[0].path}) and the star {star_path} have different architectures ({differs}: sources vs star)"
         )
-    states = [store.load_state(p)[0] for p, _ in members]
-    ds, data_info = load_data_for([(star_path, meta)] + [(str(p), m) for p, m in members], dataset, data_root, subset, subset_seed)
-    model = store.build_model(meta["arch"]).to(dev)
+    states = [store.load_state(ck.path)[0] for ck in members]
+    labelled = [meta.labelled(star_path)] + [ck.labelled() for ck in members]
+    ds, data_info = load_data_for(labelled, dataset, data_root, subset, subset_seed)
+    model = store.build_model(meta.arch.record).to(dev)
     store.check_fits(model, star_state, star_path)
-    for (p, _), s in zip(members, states):
-        store.check_fits(model, s, p)
-    alignment = _bma_alignment(meta.get("starlight"), align, symmetry)
+    for ck, s in zip(members, states):
+        store.check_fits(model, s, ck.path)
+    alignment = _bma_alignment(meta.starlight, align, symmetry)
     settings = {k: v for k, v in alignment.items() if k != "chosen_by"}
     result = star_bma(
         star_state,
@@ -493,7 +496,7 @@ def bma(
     result["sources"] = {
         "which": "other" if other_dir is not None else "the star's own",
         "other_sources": other_dir,
-        "models": [{"path": str(p), "sha256": m["sha256"], "seed": m.get("seed")} for p, m in members],
+        "models": [{"path": str(ck.path), "sha256": ck.sha256, "seed": ck.seed} for ck in members],
     }
     result["data"] = data_info
     if out_path:
@@ -501,6 +504,6 @@ def bma(
     if plot_path:
         plot_bma(result, Path(plot_path))
     _echo_bma(result)
-    warn_unconverged([m for _, m in members])
+    warn_unconverged(members)
     which = f"other sources from {other_dir}" if other_dir is not None else "the star's own sources"
     click.echo(f"sources: {which}, {_which(members)} (segments and ensemble); {data_line(data_info)}")
