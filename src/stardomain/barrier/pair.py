@@ -88,46 +88,26 @@ def evaluate_pair(
     training inputs, :func:`stardomain.data.protocol.data_example`, in their own dtype: token ids stay ids), so any
     ``nn.Module`` works, a raw Hugging Face model included (its ``ModelOutput`` is read for ``logits``).
     """
-    from stardomain.permute import align as align_states
-
-    if align not in ALIGNMENTS:
-        raise StardomainError(f"evaluate_pair: align must be one of {', '.join(ALIGNMENTS)} (got {align!r})")
-    if points < 2:
-        raise StardomainError(f"evaluate_pair: points must be >= 2 (got {points})")
-    if matching_samples < 1:
-        raise StardomainError(f"evaluate_pair: matching_samples must be >= 1 (got {matching_samples})")
-    if refine != "none" and align == NO_ALIGNMENT:
-        raise StardomainError(f"evaluate_pair: refine={refine!r} refines an alignment; pick align= one of {', '.join(MATCHERS)}")
-    if symmetry != "permutation" and align == NO_ALIGNMENT:
-        raise StardomainError(f"evaluate_pair: symmetry={symmetry!r} extends an alignment; pick align= one of {', '.join(MATCHERS)}")
+    _check_options(align=align, points=points, matching_samples=matching_samples, refine=refine, symmetry=symmetry)
     keys = [k for k, _ in model.named_parameters()]
     l2 = l2_distance(state_a, state_b, keys)
-    objective = coverage = check = refined = maps = None
+    match = None
     if align != "none":
-        from stardomain.data.protocol import data_example
-
-        # what the spec is traced and the aligned B checked on: the data's own dtype and shape (token ids stay ids)
-        example = (example_input if example_input is not None else data_example(dataset)).to(device)
-        x = example
-        if align == "activation":
-            from stardomain.data import matching_sample
-
-            x = matching_sample(dataset, matching_samples, seed=0).to(device)
-        if spec is None:
-            from stardomain.permute import trace_spec
-
-            spec = trace_spec(model, example_input=example)
-        extra: dict[str, Any] = {}
-        if refine != "none":
-            extra = {"refine": refine, "data": dataset, "refine_options": refine_options}
-            extra |= {"refine_resume_path": refine_resume_path, "refine_progress": progress}
-        if symmetry != "permutation":
-            extra["symmetry"] = symmetry
-        state_b, match = align_states(
-            state_a, state_b, spec=spec, method=align, model=model, x=x, seed=seed, allow_unpermuted=allow_unpermuted, **extra
+        extra = _align_extras(refine, refine_options, refine_resume_path, symmetry, dataset=dataset, progress=progress)
+        state_b, match = _align_b(
+            state_a,
+            state_b,
+            model=model,
+            dataset=dataset,
+            align=align,
+            spec=spec,
+            seed=seed,
+            device=device,
+            matching_samples=matching_samples,
+            allow_unpermuted=allow_unpermuted,
+            example_input=example_input,
+            extra=extra,
         )
-        objective, coverage, check, refined = float(match.objective), match.coverage, match.check, match.refine
-        maps = match.symmetry
     c = curve(
         state_a,
         state_b,
@@ -148,10 +128,81 @@ def evaluate_pair(
         l2_aligned=l2_distance(state_a, state_b, keys),
         curve=c,
         barriers=barriers(c),
-        match_objective=objective,
-        spec_coverage=coverage,
-        function_check=check,
         state_b=dict(state_b),
-        refine=refined,
-        symmetry=maps,
+        **_match_fields(match),
     )
+
+
+def _match_fields(match: Any) -> dict[str, Any]:
+    """What :class:`PairResult` keeps of the matcher's result; all None for an unaligned pair."""
+    if match is None:
+        return {"match_objective": None, "spec_coverage": None, "function_check": None, "refine": None, "symmetry": None}
+    return {
+        "match_objective": float(match.objective),
+        "spec_coverage": match.coverage,
+        "function_check": match.check,
+        "refine": match.refine,
+        "symmetry": match.symmetry,
+    }
+
+
+def _check_options(*, align: str, points: int, matching_samples: int, refine: str, symmetry: str) -> None:
+    """Every option refused before any work, in one line naming the fix (a refinement or a symmetry needs an alignment)."""
+    if align not in ALIGNMENTS:
+        raise StardomainError(f"evaluate_pair: align must be one of {', '.join(ALIGNMENTS)} (got {align!r})")
+    if points < 2:
+        raise StardomainError(f"evaluate_pair: points must be >= 2 (got {points})")
+    if matching_samples < 1:
+        raise StardomainError(f"evaluate_pair: matching_samples must be >= 1 (got {matching_samples})")
+    if refine != "none" and align == NO_ALIGNMENT:
+        raise StardomainError(f"evaluate_pair: refine={refine!r} refines an alignment; pick align= one of {', '.join(MATCHERS)}")
+    if symmetry != "permutation" and align == NO_ALIGNMENT:
+        raise StardomainError(f"evaluate_pair: symmetry={symmetry!r} extends an alignment; pick align= one of {', '.join(MATCHERS)}")
+
+
+def _align_extras(
+    refine: str, refine_options: Mapping[str, Any] | None, refine_resume_path: Any, symmetry: str, *, dataset: Any, progress: Any
+) -> dict[str, Any]:
+    """``align``'s keywords for a learned refinement (on ``dataset``'s train split) and a symmetry beyond
+    permutations; none at their defaults, so a plain alignment is called exactly as before either existed."""
+    extra: dict[str, Any] = {}
+    if refine != "none":
+        extra = {"refine": refine, "data": dataset, "refine_options": refine_options}
+        extra |= {"refine_resume_path": refine_resume_path, "refine_progress": progress}
+    if symmetry != "permutation":
+        extra["symmetry"] = symmetry
+    return extra
+
+
+def _align_b(
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    *,
+    model: nn.Module,
+    dataset: Any,
+    align: str,
+    spec: Any,
+    seed: int,
+    device: str | torch.device,
+    matching_samples: int,
+    allow_unpermuted: bool,
+    example_input: Tensor | None,
+    extra: Mapping[str, Any],
+) -> tuple[dict[str, Tensor], Any]:
+    """B permuted into A's basin and the matcher's result. The spec is traced, and the aligned B checked, on
+    ``example_input`` or the data's first training inputs (the data's own dtype and shape: token ids stay ids);
+    activation matching correlates on the seeded matching sample (``matching_samples``, every class)."""
+    from stardomain.data.protocol import data_example
+    from stardomain.permute import align as align_states
+
+    example = (example_input if example_input is not None else data_example(dataset)).to(device)
+    x = example
+    if align == "activation":
+        from stardomain.data import matching_sample
+
+        x = matching_sample(dataset, matching_samples, seed=0).to(device)
+    if spec is None:
+        from stardomain.permute import trace_spec
+
+        spec = trace_spec(model, example_input=example)
+    return align_states(state_a, state_b, spec=spec, method=align, model=model, x=x, seed=seed, allow_unpermuted=allow_unpermuted, **extra)

@@ -92,14 +92,38 @@ def load_recorded_data(
     recorded, overridden}`` (``overridden`` lists the options that changed the recorded data),
     for the command's output. Checks that the data fits every model's input shape and classes.
     """
-    from stardomain import data
-
     rec = common_record(models)
+    label = models[0][0]
     if rec["name"] is None and dataset is None:
         raise StardomainError(
-            f"{models[0][0]} records no training data (a save_pretrained folder or a plain state dict); pass --dataset NAME (and --subset N "
+            f"{label} records no training data (a save_pretrained folder or a plain state dict); pass --dataset NAME (and --subset N "
             "if it was trained on a subset): what you name is assumed to be its data, and recorded so"
         )
+    want, overridden = _wanted(rec, label, dataset=dataset, subset=subset, subset_seed=subset_seed)
+    unknown = sorted(set(rec) - _REBUILT) if "dataset" not in overridden else []
+    if unknown:  # e.g. "stream": a folder streamed with resize+crop is other pixels than the in-memory reader gives
+        key = unknown[0]
+        hint = "evaluate it in an experiment with stream: true" if key == "stream" else "use the stardomain version that wrote it"
+        raise StardomainError(
+            f"{label} was trained on {rec['name']} with {key} {rec[key]}, which this command cannot "
+            f"rebuild (it reads the data without it); {hint}, or pass --dataset to use other data"
+        )
+    ds, got = _rebuild(want, rec, label, recorded="dataset" not in overridden, data_root=data_root)
+    _check_fits(models, ds, classes="dataset" not in overridden)
+    info = {**got, "recorded": rec, "overridden": overridden}
+    assumed = assumed_by(models)
+    if assumed:  # what was assumed for checkpoints without provenance: printed (data_line) and recorded
+        info["assumed"] = assumed
+    return ds, info
+
+
+def _wanted(
+    rec: Mapping[str, Any], label: str, *, dataset: str | None, subset: int | str | None, subset_seed: int | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The data record to rebuild: ``rec`` with the user's ``--dataset`` / ``--subset`` / ``--subset-seed`` applied,
+    and the options that changed it. A seed without a subset, and a subset whose seed nobody knows, are refused."""
+    from stardomain import data
+
     want = dict(rec)
     overridden: list[str] = []
     if dataset is not None and data.canonical_name(dataset) != rec["name"]:
@@ -119,7 +143,7 @@ def load_recorded_data(
             if subset == FULL
             else f"--dataset {dataset} uses"
             if "dataset" in overridden
-            else f"{models[0][0]} was trained on"
+            else f"{label} was trained on"
         )
         raise StardomainError(
             f"--subset-seed {subset_seed} draws a subset, but {why} the full train split; "
@@ -133,44 +157,46 @@ def load_recorded_data(
             want["subset_seed"] = 0
         else:
             raise StardomainError(
-                f"{models[0][0]} was trained on a {want['subset']}-sample subset whose seed was not recorded (older stardomain); "
+                f"{label} was trained on a {want['subset']}-sample subset whose seed was not recorded (older stardomain); "
                 f"pass --subset-seed S (the seed that drew it) or --subset {FULL}, or retrain"
             )
-    unknown = sorted(set(rec) - _REBUILT) if "dataset" not in overridden else []
-    if unknown:  # e.g. "stream": a folder streamed with resize+crop is other pixels than the in-memory reader gives
-        key = unknown[0]
-        hint = "evaluate it in an experiment with stream: true" if key == "stream" else "use the stardomain version that wrote it"
-        raise StardomainError(
-            f"{models[0][0]} was trained on {rec['name']} with {key} {rec[key]}, which this command cannot "
-            f"rebuild (it reads the data without it); {hint}, or pass --dataset to use other data"
-        )
+    return want, overridden
+
+
+def _rebuild(
+    want: Mapping[str, Any], rec: Mapping[str, Any], label: str, *, recorded: bool, data_root: str | os.PathLike[str] | None
+) -> tuple[Any, dict[str, Any]]:
+    """The dataset of ``want`` and its record. A ``recorded`` name (not --dataset) comes from the file, so it may
+    reach only registered datasets and code the user named; a recorded file's SHA-256 must still match (a changed
+    file is other data)."""
+    from stardomain import data
     from stardomain._util.plugins import recorded_names
 
-    # a recorded name (not --dataset) comes from the file: it reaches only registered datasets and code the user named
-    with contextlib.nullcontext() if "dataset" in overridden else recorded_names(f"{models[0][0]} (its data record)"):
+    with recorded_names(f"{label} (its data record)") if recorded else contextlib.nullcontext():
         ds = data.load_dataset(
             want["name"], root=data_root, subset=want["subset"], seed=want["subset_seed"] or 0, image_size=want["image_size"]
         )
     got = ds.record()
-    if "dataset" not in overridden and rec.get("sha256") is not None and got.get("sha256") != rec["sha256"]:
+    if recorded and rec.get("sha256") is not None and got.get("sha256") != rec["sha256"]:
         raise StardomainError(
-            f"{models[0][0]} was trained on {rec['name']} with SHA-256 {rec['sha256'][:12]}, but that file now "
+            f"{label} was trained on {rec['name']} with SHA-256 {rec['sha256'][:12]}, but that file now "
             f"has {str(got.get('sha256'))[:12]}: it changed; restore it or pass --dataset to use other data"
         )
+    return ds, got
+
+
+def _check_fits(models: Sequence[tuple[str, Mapping[str, Any]]], ds: Any, *, classes: bool) -> None:
+    """Every model can read ``ds``: its input shape and class count, and (``classes``: the recorded data, not
+    --dataset) its class list; a save_pretrained folder, which records no shape of its data, by its config."""
     for label, meta in models:
-        if "pretrained" in meta:  # no recorded shape of its data: its config says what it reads
+        if "pretrained" in meta:
             from stardomain.checkpoints.pretrained import fits_dataset
 
             fits_dataset(label, meta, ds)
             continue
         check_shapes(label, meta, ds)
-        if "dataset" not in overridden:
+        if classes:
             check_classes(label, meta, ds)
-    info = {**got, "recorded": rec, "overridden": overridden}
-    assumed = assumed_by(models)
-    if assumed:  # what was assumed for checkpoints without provenance: printed (data_line) and recorded
-        info["assumed"] = assumed
-    return ds, info
 
 
 def assumed_by(models: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, list[str]]:

@@ -237,6 +237,151 @@ def _same(p: Perm, q: Perm) -> bool:
     return p.keys() == q.keys() and all(torch.equal(p[g], q[g]) for g in p)
 
 
+class _Refinement:
+    """One STE run's state and its steps: the pair in the model's parameter names, the proxy θ̃ and its Adam,
+    the current and best projections, and the record (losses, scores) that a resume state carries."""
+
+    def __init__(
+        self,
+        state_a: Mapping[str, Tensor],
+        state_b: Mapping[str, Tensor],
+        *,
+        spec: PermutationSpec,
+        model: nn.Module,
+        data: Any,
+        init: Mapping[str, Tensor] | None,
+        cfg: SteConfig,
+        seed: int,
+        base: MatchResult | None,
+    ) -> None:
+        """Checks the spec against the model, finds the start (weight matching's when ``init`` is None), draws the
+        data, sets θ̃ at its start and scores the starting alignment (step 0 of the record)."""
+        self.spec, self.cfg, self.seed = spec, cfg, seed
+        self.keys = [k for k in spec.keys() if k not in spec.buffers]
+        if not self.keys:
+            raise StardomainError("learned matching: the permutation spec permutes no parameters; nothing to refine")
+        self.midpoint = _Midpoint(model, state_a)
+        missing = [k for k in self.keys if k not in self.midpoint.names]
+        if missing:
+            raise StardomainError(f"learned matching: spec tensor {missing[0]!r} is not a parameter of the model")
+        device = state_a[self.keys[0]].device
+        self.a = {k: state_a[k].detach() for k in self.midpoint.names}
+        self.b = {k: state_b[k].detach().to(device) for k in self.midpoint.names}
+        if init is None:
+            base = base or weight_matching(self.a, self.b, spec=spec, seed=seed, max_iter=cfg.max_iter)
+            init = base.perm
+        self.base = base
+        self.start = {g: p.cpu() for g, p in check_permutation(spec, init).items()}
+        self.data = _Data(data, cfg, seed, device)
+        start_b = apply_permutation(self.b, self.start, spec=spec)
+        from_b = cfg.start != "a"
+        self.theta = {k: (start_b[k] if from_b else self.a[k]).clone().float().requires_grad_(True) for k in self.keys}
+        self.optimizer = torch.optim.Adam(list(self.theta.values()), lr=cfg.lr)
+        self.current, self.best = dict(self.start), dict(self.start)
+        self.start_loss = self.score(self.start)
+        self.rec: dict[str, Any] = {
+            "best_loss": self.start_loss,
+            "best_step": 0,
+            "last_loss": self.start_loss,
+            "train_losses": [],
+            "scores": [[0, self.start_loss]],  # [step, midpoint loss] of every new projection (step 0: the start)
+            "perm_changes": 0,
+        }
+        self.identity = {"config": cfg.to_dict(), "seed": int(seed), "fingerprint": _fingerprint(self.a, self.b, self.keys, self.start)}
+
+    @torch.no_grad()
+    def score(self, perm: Perm) -> float:
+        """The mean midpoint loss of ``perm`` on the held-out evaluation samples (what picks the best)."""
+        pb = apply_permutation(self.b, perm, spec=self.spec)
+        mid = {k: (self.a[k] + pb[k]) * 0.5 for k in self.midpoint.names}
+        meter = LossAccuracy()  # summed on the device, read once
+        for x, y in self.data.eval:
+            meter.add(self.midpoint.loss(mid, x, y, reduction="sum"), len(y))
+        return meter.loss
+
+    def resume(self, path: str | os.PathLike[str]) -> int | None:
+        """Restores θ̃, Adam, the projections and the record from the state at ``path``: the step it reached, or
+        None when there is none (a state of another run is refused by ``load_training_state``)."""
+        from stardomain.training.state import load_training_state
+
+        saved = load_training_state(path, self.optimizer, kind=STATE_KIND, identity=self.identity)
+        if saved is None:
+            return None
+        with torch.no_grad():
+            for k, t in self.theta.items():
+                t.copy_(saved.model[k])
+        self.current = {g: p.clone() for g, p in saved.prefixed("perm").items()}
+        self.best = {g: p.clone() for g, p in saved.prefixed("best").items()}
+        self.rec = dict(saved.meta["refine_state"])
+        return saved.epoch
+
+    def project(self, step: int) -> None:
+        """Algorithm step 1: θ̃'s nearest permutation of B (warm-started); a new one is scored and kept if best."""
+        proxy = {k: t.detach() for k, t in self.theta.items()}
+        seed = _mix(self.seed, step)
+        res = weight_matching(proxy, self.b, spec=self.spec, seed=seed, init=self.current, max_iter=self.cfg.max_iter)
+        if _same(res.perm, self.current):
+            return
+        self.current = res.perm
+        loss = self.score(self.current)
+        self.rec["perm_changes"] += 1
+        self.rec["last_loss"] = loss
+        self.rec["scores"].append([step, loss])
+        if loss < self.rec["best_loss"]:  # strictly lower: ties keep the earlier (the start first)
+            self.best, self.rec["best_loss"], self.rec["best_step"] = dict(self.current), loss, step
+
+    def ste_step(self, step: int) -> float:
+        """Algorithm steps 2-3: the straight-through midpoint's loss on the step's batch, one Adam step on θ̃."""
+        pb = apply_permutation(self.b, self.current, spec=self.spec)
+        mid = {}
+        for k in self.midpoint.names:
+            p = self.theta[k] + (pb[k] - self.theta[k]).detach() if k in self.theta else pb[k]  # straight through
+            mid[k] = (self.a[k] + p) * 0.5
+        x, y = self.data.batch(step)
+        loss = self.midpoint.loss(mid, x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.rec["train_losses"].append(float(loss.detach()))
+        return self.rec["train_losses"][-1]
+
+    def result(self, t0: float, resumed_at: int | None) -> MatchResult:
+        """The best permutation, its matching objective, and the record (``MatchResult.refine``) on top of ``base``'s."""
+        base, rec, start_loss = self.base, self.rec, self.start_loss
+        info = {
+            "method": "ste",
+            "config": self.cfg.to_dict(),
+            "seed": int(self.seed),
+            "start_method": base.method if base is not None else "given",
+            "start_loss": start_loss,
+            "best_loss": rec["best_loss"],
+            "best_step": rec["best_step"],
+            "final_loss": rec["last_loss"],
+            "improved": rec["best_loss"] < start_loss,
+            "perm_changes": rec["perm_changes"],
+            "scores": rec["scores"],
+            "train_losses": rec["train_losses"],
+            "eval_samples": self.data.n_eval,
+            "eval_held_out": self.data.held_out,
+            "bn": BN_NOTE if self.midpoint.bn else None,
+            "resumed_at": resumed_at,
+        }
+        objective = matching_objective(self.a, apply_permutation(self.b, self.best, spec=self.spec), spec=self.spec)
+        return MatchResult(
+            perm=self.best,
+            objective=objective,
+            sweeps=base.sweeps if base is not None else 0,
+            history=list(base.history) if base is not None else [],
+            converged=base.converged if base is not None else True,
+            method=f"{base.method if base is not None else 'given'}+ste",
+            seconds=(base.seconds if base is not None else 0.0) + time.perf_counter() - t0,
+            stats={**(base.stats if base is not None else {}), "ste_start_loss": start_loss, "ste_best_loss": rec["best_loss"]},
+            sweep_seconds=list(base.sweep_seconds) if base is not None else [],
+            lap_solver=base.lap_solver if base is not None else "scipy",
+            refine=info,
+        )
+
+
 @states_first("ste_refine(state_a, state_b, spec=spec, model=model, data=data, init=perm, ...)")
 def ste_refine(
     state_a: Mapping[str, Tensor],
@@ -266,137 +411,28 @@ def ste_refine(
     """
     t0 = time.perf_counter()
     cfg = SteConfig.build(config)
-    keys = [k for k in spec.keys() if k not in spec.buffers]
-    if not keys:
-        raise StardomainError("learned matching: the permutation spec permutes no parameters; nothing to refine")
-    midpoint = _Midpoint(model, state_a)
-    missing = [k for k in keys if k not in midpoint.names]
-    if missing:
-        raise StardomainError(f"learned matching: spec tensor {missing[0]!r} is not a parameter of the model")
-    device = state_a[keys[0]].device
-    a = {k: state_a[k].detach() for k in midpoint.names}
-    b = {k: state_b[k].detach().to(device) for k in midpoint.names}
-    if init is None:
-        base = base or weight_matching(a, b, spec=spec, seed=seed, max_iter=cfg.max_iter)
-        init = base.perm
-    start = {g: p.cpu() for g, p in check_permutation(spec, init).items()}
-    data_ = _Data(data, cfg, seed, device)
-
-    @torch.no_grad()
-    def score(perm: Perm) -> float:
-        pb = apply_permutation(b, perm, spec=spec)
-        mid = {k: (a[k] + pb[k]) * 0.5 for k in midpoint.names}
-        meter = LossAccuracy()  # summed on the device, read once
-        for x, y in data_.eval:
-            meter.add(midpoint.loss(mid, x, y, reduction="sum"), len(y))
-        return meter.loss
-
-    start_b = apply_permutation(b, start, spec=spec)
-    theta = {k: (a[k] if cfg.start == "a" else start_b[k]).clone().float().requires_grad_(True) for k in keys}
-    optimizer = torch.optim.Adam(list(theta.values()), lr=cfg.lr)
-    current, best = dict(start), dict(start)
-    start_loss = score(start)
-    rec: dict[str, Any] = {
-        "best_loss": start_loss,
-        "best_step": 0,
-        "last_loss": start_loss,
-        "train_losses": [],
-        "scores": [[0, start_loss]],  # [step, midpoint loss] of every new projection (step 0: the start)
-        "perm_changes": 0,
-    }
-    identity = {
-        "config": cfg.to_dict(),
-        "seed": int(seed),
-        "fingerprint": _fingerprint(a, b, keys, start),
-    }
-    done, resumed_at = 0, None
-    if resume_path is not None:
-        from stardomain.training.state import load_training_state
-
-        saved = load_training_state(resume_path, optimizer, kind=STATE_KIND, identity=identity)
-        if saved is not None:
-            with torch.no_grad():
-                for k, t in theta.items():
-                    t.copy_(saved.model[k])
-            current = {g: p.clone() for g, p in saved.prefixed("perm").items()}
-            best = {g: p.clone() for g, p in saved.prefixed("best").items()}
-            rec = dict(saved.meta["refine_state"])
-            done = resumed_at = saved.epoch
-
-    def project(step: int) -> None:
-        nonlocal current, best
-        proxy = {k: t.detach() for k, t in theta.items()}
-        res = weight_matching(proxy, b, spec=spec, seed=_mix(seed, step), init=current, max_iter=cfg.max_iter)
-        if _same(res.perm, current):
-            return
-        current = res.perm
-        loss = score(current)
-        rec["perm_changes"] += 1
-        rec["last_loss"] = loss
-        rec["scores"].append([step, loss])
-        if loss < rec["best_loss"]:  # strictly lower: ties keep the earlier (the start first)
-            best, rec["best_loss"], rec["best_step"] = dict(current), loss, step
-
+    run = _Refinement(state_a, state_b, spec=spec, model=model, data=data, init=init, cfg=cfg, seed=seed, base=base)
+    resumed_at = run.resume(resume_path) if resume_path is not None else None
+    done = 0 if resumed_at is None else resumed_at
     meter = Progress("learned matching (STE)", cfg.steps, unit="step", progress=progress, initial=done)
     try:
         with torch.enable_grad():
             for step in range(done, cfg.steps):
-                project(step)
-                pb = apply_permutation(b, current, spec=spec)
-                mid = {}
-                for k in midpoint.names:
-                    p = theta[k] + (pb[k] - theta[k]).detach() if k in theta else pb[k]  # straight through
-                    mid[k] = (a[k] + p) * 0.5
-                x, y = data_.batch(step)
-                loss = midpoint.loss(mid, x, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                rec["train_losses"].append(float(loss.detach()))
+                run.project(step)
+                loss = run.ste_step(step)
                 if resume_path is not None and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                    _save(resume_path, step + 1, theta, optimizer, current, best, rec, identity, model)
-                meter.step(loss=rec["train_losses"][-1], best=rec["best_loss"])
+                    _save(resume_path, step + 1, run.theta, run.optimizer, run.current, run.best, run.rec, run.identity, model)
+                meter.step(loss=loss, best=run.rec["best_loss"])
                 if on_step is not None:
                     on_step(step + 1)
-            project(cfg.steps)  # the projection of the last update
+            run.project(cfg.steps)  # the projection of the last update
     finally:
         meter.close()
     if resume_path is not None:
         from stardomain.training.state import remove_training_state
 
         remove_training_state(resume_path)
-    info = {
-        "method": "ste",
-        "config": cfg.to_dict(),
-        "seed": int(seed),
-        "start_method": base.method if base is not None else "given",
-        "start_loss": start_loss,
-        "best_loss": rec["best_loss"],
-        "best_step": rec["best_step"],
-        "final_loss": rec["last_loss"],
-        "improved": rec["best_loss"] < start_loss,
-        "perm_changes": rec["perm_changes"],
-        "scores": rec["scores"],
-        "train_losses": rec["train_losses"],
-        "eval_samples": data_.n_eval,
-        "eval_held_out": data_.held_out,
-        "bn": BN_NOTE if midpoint.bn else None,
-        "resumed_at": resumed_at,
-    }
-    objective = matching_objective(a, apply_permutation(b, best, spec=spec), spec=spec)
-    return MatchResult(
-        perm=best,
-        objective=objective,
-        sweeps=base.sweeps if base is not None else 0,
-        history=list(base.history) if base is not None else [],
-        converged=base.converged if base is not None else True,
-        method=f"{base.method if base is not None else 'given'}+ste",
-        seconds=(base.seconds if base is not None else 0.0) + time.perf_counter() - t0,
-        stats={**(base.stats if base is not None else {}), "ste_start_loss": start_loss, "ste_best_loss": rec["best_loss"]},
-        sweep_seconds=list(base.sweep_seconds) if base is not None else [],
-        lap_solver=base.lap_solver if base is not None else "scipy",
-        refine=info,
-    )
+    return run.result(t0, resumed_at)
 
 
 def _save(

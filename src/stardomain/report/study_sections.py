@@ -22,17 +22,34 @@ from stardomain.report.markdown import PAPER_FUSION, flag_text, paper_key, with_
 
 
 def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-    from stardomain.report.metrics_side import axis_label, metric_label, verdict_metric
-    from stardomain.report.plots import plot_series
-    from stardomain.report.stars import SPREAD_NOTE, over_stars_cell
+    """The |Z| sweep (paper Fig. 3): the table, the reference barrier, the trend's verdicts and the figure."""
+    from stardomain.report.metrics_side import metric_label, verdict_metric
 
     ns = results["n_sources"]
     m = verdict_metric(results)  # the |Z| trend is tested on it; its numbers are shown on it
+    lines = _n_sources_table(ns["rows"], m)
+    ref = ns.get("regular_regular")
+    if ref:
+        lines += [f"Reference regular–regular {metric_label(m)} barrier: {fmt(ref[m], 100 if m.endswith('acc') else 1)}.", ""]
+    t = results["tests"].get("n_sources")
+    if t:
+        lines += with_convergence(_n_sources_verdicts(t, ns["rows"]), results.get("endpoints")) + [""]
+    name = _n_sources_figure(ns["rows"], m, ref, out)
+    figures.append(name)
+    return lines + [f"![barrier vs |Z|]({name})", ""]
+
+
+def _n_sources_table(rows: list[dict[str, Any]], m: str) -> list[str]:
+    """One row per |Z| (its stars, the endpoints, the barrier on metric ``m`` over stars and over pairs, the test
+    accuracy barrier), the spread note and the held-out endpoints every row shares."""
+    from stardomain.report.metrics_side import metric_label
+    from stardomain.report.stars import SPREAD_NOTE, over_stars_cell
+
     acc = m.endswith("acc")
-    rows = []
-    for r in ns["rows"]:
+    cells = []
+    for r in rows:
         ep = r["endpoints"]
-        rows.append(
+        cells.append(
             [
                 r["n_sources"],
                 len(r.get("star_seeds", [r["star_seed"]])),
@@ -45,67 +62,72 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
                 "yes" if ep["star_below_sources"] else "no",
             ]
         )
-    held = ns["rows"][0]["endpoints"].get("held_out") if ns["rows"] else None
-    lines = [
+    held = rows[0]["endpoints"].get("held_out") if rows else None
+    header = [
+        "\\|Z\\|",
+        "stars",
+        "star seeds",
+        "star test acc (%) / loss (repeat 0)",
+        "its sources' test acc (%) / loss",
+        f"star–held-out {metric_label(m)} barrier over stars" + (" (pp)" if acc else ""),
+        "over pairs",
+        "test acc barrier (pp)",
+        "star below sources?",
+    ]
+    return [
         "## Starness vs number of sources (paper Fig. 3)",
         "",
-        table(
-            [
-                "\\|Z\\|",
-                "stars",
-                "star seeds",
-                "star test acc (%) / loss (repeat 0)",
-                "its sources' test acc (%) / loss",
-                f"star–held-out {metric_label(m)} barrier over stars" + (" (pp)" if acc else ""),
-                "over pairs",
-                "test acc barrier (pp)",
-                "star below sources?",
-            ],
-            rows,
-        ),
+        table(header, cells),
         "",
         SPREAD_NOTE,
         "",
         f"Held-out endpoints (the same models for every row): test acc (%) / loss {acc_loss(held)}.",
         "",
     ]
-    ref = ns.get("regular_regular")
-    if ref:
-        lines += [f"Reference regular–regular {metric_label(m)} barrier: {fmt(ref[m], 100 if acc else 1)}.", ""]
-    t = results["tests"].get("n_sources")
-    if t:
-        flagged = [r for r in ns["rows"] if r["n_sources"] in (t["first"], t["last"])]
-        ep = next((r["endpoints"] for r in flagged if r["endpoints"]["star_below_sources"]), None)
-        verdict_lines = [
-            "- "
+
+
+def _n_sources_verdicts(t: Mapping[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """The trend test (the barrier at the largest |Z| minus at the smallest) over pairs and, with repeated stars, over
+    stars; flagged when the compared sizes' endpoints are not comparable (a star below its sources)."""
+    flagged = [r for r in rows if r["n_sources"] in (t["first"], t["last"])]
+    ep = next((r["endpoints"] for r in flagged if r["endpoints"]["star_below_sources"]), None)
+    flag = "" if t["comparable"] else flag_text(ep)
+    verdict_lines = [
+        "- "
+        + compare_text(
+            t["trend"],
+            f"star–held-out barrier at |Z|={t['last']} minus at |Z|={t['first']}",
+            "the barrier decreases with |Z|",
+            "the barrier INCREASES with |Z|",
+            flag=flag,
+        )
+    ]
+    if "trend_over_stars" in t:
+        verdict_lines.append(
+            "  - "
             + compare_text(
-                t["trend"],
-                f"star–held-out barrier at |Z|={t['last']} minus at |Z|={t['first']}",
+                t["trend_over_stars"],
+                f"over {t['n_stars']} stars per size (n = per-star means): the same difference",
                 "the barrier decreases with |Z|",
                 "the barrier INCREASES with |Z|",
-                flag="" if t["comparable"] else flag_text(ep),
+                flag=flag,
             )
-        ]
-        if "trend_over_stars" in t:
-            verdict_lines.append(
-                "  - "
-                + compare_text(
-                    t["trend_over_stars"],
-                    f"over {t['n_stars']} stars per size (n = per-star means): the same difference",
-                    "the barrier decreases with |Z|",
-                    "the barrier INCREASES with |Z|",
-                    flag="" if t["comparable"] else flag_text(ep),
-                )
-            )
-        lines += with_convergence(verdict_lines, results.get("endpoints")) + [""]
-    xs = [r["n_sources"] for r in ns["rows"]]
-    repeated = all(r.get("over_stars", {}).get(m, {}).get("n_stars", 1) > 1 for r in ns["rows"])
-    spread = [
-        r["over_stars"][m]["over_stars"] if repeated else r["star_held_out"][m] for r in ns["rows"]
-    ]  # bands over stars where every size has repeated stars, else over pairs
-    k = min(r["over_stars"][m]["n_stars"] for r in ns["rows"]) if repeated else None
+        )
+    return verdict_lines
+
+
+def _n_sources_figure(rows: list[dict[str, Any]], m: str, ref: Mapping[str, Any] | None, out: Path) -> str:
+    """n_sources.png: the star–held-out barrier vs |Z| with a ± std band (over stars where every size has repeated
+    stars, else over pairs) and the regular–regular reference; returns the file name."""
+    from stardomain.report.metrics_side import axis_label
+    from stardomain.report.plots import plot_series
+
+    xs = [r["n_sources"] for r in rows]
+    repeated = all(r.get("over_stars", {}).get(m, {}).get("n_stars", 1) > 1 for r in rows)
+    spread = [r["over_stars"][m]["over_stars"] if repeated else r["star_held_out"][m] for r in rows]
+    k = min(r["over_stars"][m]["n_stars"] for r in rows) if repeated else None
     star_label = f"star – held-out (± std over {k} stars)" if repeated else f"star – held-out (± std over {spread[0]['n']} pairs)"
-    series = {star_label: ([m["mean"] for m in spread], [m["std"] for m in spread])}
+    series = {star_label: ([s["mean"] for s in spread], [s["std"] for s in spread])}
     if ref:
         series[f"regular – regular (± std over {ref[m]['n']} pairs)"] = (
             [ref[m]["mean"]] * len(xs),
@@ -113,8 +135,7 @@ def n_sources_section(results: Mapping[str, Any], out: Path, figures: list[str])
         )
     path = out / "n_sources.png"
     plot_series(xs, series, "number of source models |Z|", axis_label(m), path, band_label=None)
-    figures.append(path.name)
-    return lines + [f"![barrier vs |Z|]({path.name})", ""]
+    return path.name
 
 
 BMA_METRICS = ["accuracy", "nll", "ece", "brier", "auroc_max_prob", "auroc_neg_entropy"]
