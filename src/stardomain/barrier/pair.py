@@ -9,7 +9,7 @@ numbers whoever asks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,9 @@ from stardomain._util.progress import ProgressConfig
 from stardomain.barrier.path import Curve, barriers, curve, l2_distance
 from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS, MATCHERS, NO_ALIGNMENT
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import Data
 
 
 @dataclass
@@ -55,7 +58,7 @@ def evaluate_pair(
     state_b: Mapping[str, Tensor],
     *,
     model: nn.Module,
-    dataset: Any,
+    dataset: Data,
     align: str = "weight",
     points: int = DEFAULT_POINTS,
     bn: str = "reset",
@@ -161,7 +164,7 @@ def _check_options(*, align: str, points: int, matching_samples: int, refine: st
 
 
 def _align_extras(
-    refine: str, refine_options: Mapping[str, Any] | None, refine_resume_path: Any, symmetry: str, *, dataset: Any, progress: Any
+    refine: str, refine_options: Mapping[str, Any] | None, refine_resume_path: Any, symmetry: str, *, dataset: Data, progress: Any
 ) -> dict[str, Any]:
     """``align``'s keywords for a learned refinement (on ``dataset``'s train split) and a symmetry beyond
     permutations; none at their defaults, so a plain alignment is called exactly as before either existed."""
@@ -179,7 +182,7 @@ def _align_b(
     state_b: Mapping[str, Tensor],
     *,
     model: nn.Module,
-    dataset: Any,
+    dataset: Data,
     align: str,
     spec: Any,
     seed: int,

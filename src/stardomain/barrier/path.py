@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from stardomain.defaults import DEFAULT_POINTS
 from stardomain.errors import StardomainError
 from stardomain.permute import l2_distance
 from stardomain.permute.spec import states_first
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import AnyData
 
 __all__ = ["METRICS", "Curve", "barrier_profile", "barriers", "curve", "evaluate_splits", "l2_distance"]
 
@@ -101,7 +104,7 @@ def _check_curve_options(splits: Sequence[str], bn_estimator: str, bn: str) -> N
 
 
 def _curve_splits(
-    dataset: Any, splits: Sequence[str], dev: torch.device, caps: Mapping[str, tuple[int | None, int]]
+    dataset: AnyData, splits: Sequence[str], dev: torch.device, caps: Mapping[str, tuple[int | None, int]]
 ) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor | None]:
     """The evaluated splits on ``dev`` (``caps``: split -> (subset size, its seed)), and the whole
     train_x on ``dev`` when the train split already holds it (else None)."""
@@ -116,7 +119,7 @@ def _curve_splits(
     return eval_splits, full_train
 
 
-def _bn_samples(dataset: Any, dev: torch.device, bn_samples: int | None, seed: int, full_train: Tensor | None) -> tuple[Tensor, Tensor]:
+def _bn_samples(dataset: AnyData, dev: torch.device, bn_samples: int | None, seed: int, full_train: Tensor | None) -> tuple[Tensor, Tensor]:
     """The BN pass's inputs on ``dev`` and their pass order: always from the whole training split (or
     ``bn_samples`` of it); a streamed dataset's subset is decoded once, in its pass order, rather than at every t."""
     order = sample_order(split_size(dataset, "train"), bn_samples, seed=seed)
@@ -179,7 +182,7 @@ def curve(
     state_b: Mapping[str, Tensor],
     *,
     model: nn.Module,
-    dataset: Any,
+    dataset: AnyData,
     num_points: int = DEFAULT_POINTS,
     bn_samples: int | None = None,
     splits: Sequence[str] = ("train", "test"),

@@ -18,7 +18,7 @@ Section 4.2 (Table 2), the fused star against its sources, is :mod:`.fusion`; Fi
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +29,9 @@ from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.barrier.bn import model_device
 from stardomain.bma import bootstrap, metrics
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import Splits
 
 __all__ = [
     "bma_study",
@@ -150,7 +153,7 @@ class _Curves:
         return result
 
 
-def test_split(dataset: Any, device: torch.device) -> tuple[Tensor, Tensor]:
+def test_split(dataset: Splits, device: torch.device) -> tuple[Tensor, Tensor]:
     if not hasattr(dataset, "test_x") or not hasattr(dataset, "test_y"):
         raise StardomainError("bma: dataset must be a stardomain.data.Dataset (with test_x / test_y)")
     if len(dataset.test_x) == 0:
@@ -185,7 +188,7 @@ def predict_probs(model: nn.Module, state: State, x: Tensor, device: str | torch
 
 
 def single_model(
-    model: nn.Module, state: State, dataset: Any, device: str | torch.device = "cpu", batch_size: int = 1024
+    model: nn.Module, state: State, dataset: Splits, device: str | torch.device = "cpu", batch_size: int = 1024
 ) -> dict[str, float]:
     """:func:`stardomain.bma.metrics.summary` of one model on the test split (the K=1 reference points)."""
     dev = torch.device(device)
@@ -219,7 +222,7 @@ def star_domain_bma(
     model: nn.Module,
     star_state: State,
     aligned_sources: Sequence[State],
-    dataset: Any,
+    dataset: Splits,
     max_samples: int = 20,
     seed: int = 0,
     bn_samples: int | None = None,
@@ -277,7 +280,7 @@ def star_domain_bma(
 def ensemble_bma(
     model: nn.Module,
     source_states: Sequence[State],
-    dataset: Any,
+    dataset: Splits,
     max_members: int | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 1024,
@@ -318,7 +321,7 @@ def bma_study(
     model: nn.Module,
     star_state: State,
     aligned_sources: Sequence[State],
-    dataset: Any,
+    dataset: Splits,
     max_samples: int = 20,
     seed: int = 0,
     bn_samples: int | None = None,

@@ -4,7 +4,7 @@ in accuracy and in inference cost."""
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
@@ -13,6 +13,9 @@ from stardomain.bma import metrics
 from stardomain.bma.core import RunningMean, State, check_state, predict_probs, test_split
 from stardomain.errors import StardomainError
 
+if TYPE_CHECKING:
+    from stardomain.data.protocol import Splits
+
 __all__ = ["fusion_row"]
 
 
@@ -20,7 +23,7 @@ def fusion_row(
     model: nn.Module,
     source_states: Sequence[State],
     fused_star_state: State,
-    dataset: Any,
+    dataset: Splits,
     device: str | torch.device = "cpu",
     batch_size: int = 1024,
 ) -> dict[str, Any]:

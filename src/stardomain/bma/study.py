@@ -8,7 +8,7 @@ that way) or the experiment's ``eval.align``; whoever calls says which.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,9 @@ from stardomain.bma import bootstrap
 from stardomain.bma.core import bma_study, posterior_tests
 from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, MATCHERS, NO_ALIGNMENT
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import AnyData, Splits
 
 State = Mapping[str, Tensor]
 
@@ -37,7 +40,7 @@ def align_sources(
     star_state: State,
     model: nn.Module,
     source_states: Sequence[State],
-    dataset: Any,
+    dataset: AnyData,
     *,
     align: str,
     symmetry: str = "permutation",
@@ -75,7 +78,7 @@ def star_bma(
     star_state: State,
     model: nn.Module,
     source_states: Sequence[State],
-    dataset: Any,
+    dataset: Splits,
     *,
     align: str,
     symmetry: str = "permutation",

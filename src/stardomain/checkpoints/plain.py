@@ -18,11 +18,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, cast
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, cast
 
 import torch
 
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import Data
 
 __all__ = ["is_plain", "load_state", "named_model", "read_metadata", "refusal"]
 
@@ -57,7 +60,7 @@ def refusal(path: str | os.PathLike[str]) -> StardomainError:
 
 
 @contextlib.contextmanager
-def named_model(model: str, dataset: Any, data_root: str | os.PathLike[str] | None = None) -> Iterator[None]:
+def named_model(model: str, dataset: Data | str | None, data_root: str | os.PathLike[str] | None = None) -> Iterator[None]:
     """Inside this block plain ``.safetensors`` files are checkpoints of the model ``model`` (an import path the user
     typed, or a registered name) builds for ``dataset`` (a Dataset, or its name: loaded for its shape)."""
     from stardomain import data, models
@@ -147,7 +150,7 @@ def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], d
     return state, meta
 
 
-def fits_dataset(label: str, meta: Mapping[str, Any], ds: Any) -> None:
+def fits_dataset(label: str, meta: Mapping[str, Any], ds: Data) -> None:
     """The model built for a plain state dict reads the data named with --dataset."""
     arch = meta["arch"]
     if tuple(arch["in_shape"]) != tuple(ds.in_shape) or int(arch["num_classes"]) != int(ds.num_classes):

@@ -21,12 +21,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
 from stardomain.checkpoints.assumed import assumptions
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import Data
 
 __all__ = ["NAME", "assumptions", "content_hash", "load_state", "read_metadata"]
 
@@ -205,7 +208,7 @@ def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], d
     return state, meta
 
 
-def fits_dataset(label: str, meta: Mapping[str, Any], ds: Any) -> None:
+def fits_dataset(label: str, meta: Mapping[str, Any], ds: Data) -> None:
     """A folder's model reads the data named with --dataset: images of its shape, or at most its positions of tokens,
     with its number of labels; a causal LM's per-token logits are refused for evaluations (spec and align take it)."""
     import math

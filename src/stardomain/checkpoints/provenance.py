@@ -18,6 +18,8 @@ from stardomain.errors import StardomainError
 
 if TYPE_CHECKING:
     from stardomain.checkpoints.meta import Checkpoint
+    from stardomain.data.protocol import Data
+    from stardomain.data.registry import Dataset
 
 FULL = "all"  # --subset all: the whole training split, whatever the checkpoints recorded
 _REBUILT = {"name", "subset", "subset_seed", "image_size", "sha256"}  # the record keys load_recorded_data rebuilds and checks
@@ -85,7 +87,7 @@ def load_recorded_data(
     subset: int | str | None = None,
     subset_seed: int | None = None,
     data_root: str | os.PathLike[str] | None = None,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Dataset, dict[str, Any]]:
     """The training data the models were trained on, or what the user explicitly asked for instead.
 
     Returns ``(dataset, info)`` where ``info`` is ``{name, subset, subset_seed, image_size,
@@ -185,7 +187,7 @@ def _rebuild(
     return ds, got
 
 
-def _check_fits(models: Sequence[tuple[str, Mapping[str, Any]]], ds: Any, *, classes: bool) -> None:
+def _check_fits(models: Sequence[tuple[str, Mapping[str, Any]]], ds: Data, *, classes: bool) -> None:
     """Every model can read ``ds``: its input shape and class count, and (``classes``: the recorded data, not
     --dataset) its class list; a save_pretrained folder, which records no shape of its data, by its config."""
     for label, meta in models:
@@ -214,7 +216,7 @@ def data_line(info: Mapping[str, Any]) -> str:
     return f"data: {describe(info)} (overridden: {', '.join(info['overridden'])}; recorded: {describe(info['recorded'])})"
 
 
-def check_shapes(label: str, meta: Mapping[str, Any], ds: Any) -> None:
+def check_shapes(label: str, meta: Mapping[str, Any], ds: Data) -> None:
     """A model can only be evaluated on data of the shape and class count it was built for."""
     arch = meta["arch"]
     if list(arch["in_shape"]) != list(ds.in_shape) or int(arch["num_classes"]) != ds.num_classes:
@@ -224,7 +226,7 @@ def check_shapes(label: str, meta: Mapping[str, Any], ds: Any) -> None:
         )
 
 
-def check_classes(label: str, meta: Mapping[str, Any], ds: Any) -> None:
+def check_classes(label: str, meta: Mapping[str, Any], ds: Data) -> None:
     """Image folders all share the name ``imagefolder``: the recorded class list tells another folder apart."""
     trained = dict(dict(meta.get("config") or {}).get("data") or {}).get("classes")
     here = list(getattr(ds, "classes", None) or [])

@@ -13,13 +13,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, cast
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, cast
 
 import torch
 from torch import nn
 
 from stardomain._util.fileio import atomic_write_bytes, atomic_write_json, commit, json_bytes, write_temp
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import Data
 
 __all__ = [
     "atomic_write_bytes",
@@ -323,7 +326,7 @@ def load(
     device: str | torch.device = "cpu",
     plugins: Iterable[str] = (),
     model: str | None = None,
-    dataset: Any = None,
+    dataset: Data | str | None = None,
 ) -> nn.Module:
     """A ready model in eval mode, rebuilt from metadata alone (no pickle, no code from the file).
 

@@ -13,7 +13,11 @@ from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, matchers_help  # noqa:
 from stardomain.errors import StardomainError
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from stardomain.checkpoints.meta import Checkpoint
+    from stardomain.data.protocol import AnyData
+    from stardomain.data.registry import Dataset
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -161,17 +165,19 @@ def load_data_for(
     data_root: str | None,
     subset: str | None = None,
     subset_seed: int | None = None,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Dataset, dict[str, Any]]:
     """The data the checkpoints were trained on (or the explicit override), and a record of which it is."""
     from stardomain.checkpoints.provenance import load_recorded_data, parse_subset
 
     return load_recorded_data(models, dataset=dataset, subset=parse_subset(subset), subset_seed=subset_seed, data_root=data_root)
 
 
-def matching_inputs(ds: Any, n: int, device: Any) -> Any:
+def matching_inputs(ds: AnyData | None, n: int, device: Any) -> Tensor:
     """The one activation-matching sample every command uses (seeded, every class)."""
     from stardomain.data import matching_sample
 
+    if ds is None:  # a command loads the data whenever it matches activations; this says so if one did not
+        raise StardomainError("activation matching needs training data: name it with --dataset")
     if n < 1:
         raise StardomainError(f"--matching-samples must be >= 1 (got {n})")
     return matching_sample(ds, n).to(device)
@@ -221,7 +227,7 @@ def say_assumed(labelled: Any) -> dict[str, list[str]] | None:
     return assumed or None
 
 
-def example_from_data(model: Any, ds: Any, device: Any) -> Any:
+def example_from_data(model: Any, ds: AnyData | None, device: Any) -> Tensor | None:
     """The batch a spec is traced on: the data's first training inputs (their dtype and shape: token ids stay ids),
     or None without data (a random batch of the recorded shape)."""
     if ds is None:

@@ -31,6 +31,7 @@ from stardomain.experiment.config_blocks import StarConfig
 
 if TYPE_CHECKING:
     from stardomain.checkpoints.meta import Checkpoint
+    from stardomain.data.protocol import Data
 
 
 def _which(members: Sequence[Checkpoint]) -> str:
@@ -133,7 +134,7 @@ def _bma_checks(max_samples: int, sources_dir: str | None, other_dir: str | None
 
 
 def _existing_stars(
-    outs: list[Path], members: Sequence[Checkpoint], ds: object, config: object, seed: int, init: str, force: bool
+    outs: list[Path], members: Sequence[Checkpoint], ds: Data, config: object, seed: int, init: str, force: bool
 ) -> list[bool]:
     """Which of ``outs`` already hold this very star (same sources, settings, seed, init and data): reused, and said.
     One of another identity is refused in one line naming --force, before any star is trained; --force retrains all."""

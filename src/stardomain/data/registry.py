@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -25,6 +25,10 @@ from stardomain.data.imagefolder import read_image_folder
 from stardomain.data.roots import resolve_data_root
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.data.loader import TensorLoader
+    from stardomain.data.protocol import AnyData
 
 
 @dataclass(repr=False, eq=False)
@@ -76,7 +80,7 @@ class Dataset:
         x, y = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
         return (x, y) if indices is None else (x[indices], y[indices])
 
-    def train_loader(self, batch_size: int, augment: bool, seed: int, device: str | torch.device = "cpu") -> Any:
+    def train_loader(self, batch_size: int, augment: bool, seed: int, device: str | torch.device = "cpu") -> TensorLoader:
         """Shuffled (and, where the data suits it, crop+flip augmented) batches on ``device``, seeded by (seed, epoch)."""
         from stardomain.data.loader import TensorLoader
 
@@ -91,7 +95,9 @@ class Dataset:
             device=device,
         )
 
-    def eval_batches(self, split: str, batch_size: int = 1024, device: str | torch.device = "cpu", indices: Tensor | None = None) -> Any:
+    def eval_batches(
+        self, split: str, batch_size: int = 1024, device: str | torch.device = "cpu", indices: Tensor | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         """Un-augmented (x, y) batches of ``split`` (or of ``indices`` of it, in order) on ``device``."""
         from stardomain.data.loader import slice_batches
 
@@ -221,7 +227,7 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
-def matching_sample(dataset: "Dataset", n: int = DEFAULT_MATCHING_SAMPLES, seed: int = 0) -> Tensor:
+def matching_sample(dataset: AnyData, n: int = DEFAULT_MATCHING_SAMPLES, seed: int = 0) -> Tensor:
     """The training inputs activation matching correlates on: seeded and class-stratified.
 
     Why not ``train_x[:n]``: image folders (and any class-sorted source) store samples class

@@ -23,7 +23,7 @@ import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from stardomain.data.imagefolder import list_image_folder, pillow
 from stardomain.data.loader import epoch_seed
 from stardomain.data.raw import one_line
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.data.registry import Dataset
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "StreamingImageFolder", "random_resized_crop_box"]
 
@@ -362,7 +365,7 @@ def open_dataset(
     image_size: int | None = None,
     stream: bool = False,
     num_workers: int | None = None,
-) -> Any:
+) -> Dataset | StreamingImageFolder:
     """The dataset of an experiment: in memory (:func:`~stardomain.data.load_dataset`), or streamed.
 
     ``stream`` (image folders only) reads ``root`` batch by batch, ``image_size`` being the crop

@@ -7,7 +7,7 @@ network. Skipping the check (``check=False``) is recorded in the result.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from torch import Tensor, nn
 
@@ -20,6 +20,9 @@ from stardomain.permute.spec import PermutationSpec, states_first
 from stardomain.permute.symmetry import check_symmetry, fit_symmetry
 from stardomain.permute.trace import check_ties, example_batch, function_gap, trace_spec
 from stardomain.permute.weight_matching import MatchResult, weight_matching
+
+if TYPE_CHECKING:
+    from stardomain.permute.learned import LabelledData
 
 __all__ = ["align"]
 
@@ -75,7 +78,7 @@ def align(
     check: bool = True,
     allow_unpermuted: bool = False,
     refine: str = "none",
-    data: Any = None,
+    data: LabelledData | None = None,
     refine_options: Mapping[str, Any] | None = None,
     symmetry: str = "permutation",
     **options: Any,

@@ -39,7 +39,7 @@ import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,13 @@ from stardomain.errors import StardomainError
 from stardomain.permute.apply import apply_permutation, check_permutation
 from stardomain.permute.spec import PermutationSpec, states_first
 from stardomain.permute.weight_matching import MatchResult, matching_objective, weight_matching
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from stardomain.data.protocol import AnyData
+
+    LabelledData: TypeAlias = AnyData | tuple[Tensor, Tensor] | list[Tensor]  # a dataset, or an (x, y) pair of tensors
 
 __all__ = ["REFINE_METHODS", "STATE_KIND", "SteConfig", "example_inputs", "refine_alignment", "ste_refine"]
 
@@ -118,11 +125,11 @@ class SteConfig:
 class _Data:
     """Training samples of the refinement: a fixed held-out evaluation slice and seeded STE batches."""
 
-    def __init__(self, data: Any, config: SteConfig, seed: int, device: torch.device) -> None:
+    def __init__(self, data: LabelledData | None, config: SteConfig, seed: int, device: torch.device) -> None:
         from stardomain.data.protocol import split_size, split_tensors
 
-        if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-            x, y = data
+        if isinstance(data, (tuple, list)):
+            x, y = _pair(data)
             if len(x) != len(y):
                 raise StardomainError(f"learned matching: data has {len(x)} inputs but {len(y)} labels")
             self.fetch: Callable[[Tensor], tuple[Tensor, Tensor]] = lambda idx: (x[idx.to(x.device)], y[idx.to(y.device)])
@@ -154,15 +161,22 @@ class _Data:
         return x.to(self.device), y.to(self.device)
 
 
-def example_inputs(data: Any, n: int = 8) -> Tensor | None:
+def example_inputs(data: LabelledData | None, n: int = 8) -> Tensor | None:
     """The first ``n`` training inputs of ``data`` (a dataset or an ``(x, y)`` pair), or None without data."""
     if data is None:
         return None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-        return data[0][:n]
+    if isinstance(data, (tuple, list)):
+        return _pair(data)[0][:n]
     from stardomain.data.protocol import data_example
 
     return data_example(data, n)
+
+
+def _pair(data: tuple[Tensor, ...] | list[Tensor]) -> tuple[Tensor, Tensor]:
+    """``data`` as an (x, y) pair of tensors; a tuple or list of anything else is refused in one line."""
+    if len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
+        raise StardomainError("learned matching: data= takes a dataset or an (x, y) pair of tensors; got a tuple or list of something else")
+    return data[0], data[1]
 
 
 def _mix(seed: int, step: int) -> int:
@@ -248,7 +262,7 @@ class _Refinement:
         *,
         spec: PermutationSpec,
         model: nn.Module,
-        data: Any,
+        data: LabelledData | None,
         init: Mapping[str, Tensor] | None,
         cfg: SteConfig,
         seed: int,
@@ -389,7 +403,7 @@ def ste_refine(
     *,
     spec: PermutationSpec,
     model: nn.Module,
-    data: Any,
+    data: LabelledData | None,
     init: Mapping[str, Tensor] | None = None,
     config: SteConfig | Mapping[str, Any] | None = None,
     seed: int = 0,
@@ -470,7 +484,7 @@ def refine_alignment(
     method: str,
     spec: PermutationSpec,
     model: nn.Module | None,
-    data: Any,
+    data: LabelledData | None,
     config: SteConfig | Mapping[str, Any] | None = None,
     seed: int = 0,
     resume_path: str | os.PathLike[str] | None = None,

@@ -7,14 +7,18 @@ after are the alignment's application logic; the command only reads checkpoints,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
+from stardomain.errors import StardomainError
 from stardomain.permute.spec import PermutationSpec
 from stardomain.permute.weight_matching import MatchResult
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import AnyData
 
 
 @dataclass
@@ -34,7 +38,7 @@ def align_pair(
     state_b: Mapping[str, Tensor],
     *,
     model: nn.Module,
-    dataset: Any = None,
+    dataset: AnyData | None = None,
     method: str = "weight",
     matching_samples: int = DEFAULT_MATCHING_SAMPLES,
     seed: int = 0,
@@ -62,6 +66,8 @@ def align_pair(
     if method == "activation":
         from stardomain.data import matching_sample
 
+        if dataset is None:
+            raise StardomainError("activation matching needs training data: pass dataset= (CLI: --dataset)")
         x = matching_sample(dataset, matching_samples).to(device)
     spec = trace_spec(model, example_input=example)
     aligned, match = align(

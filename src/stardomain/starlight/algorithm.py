@@ -17,7 +17,7 @@ import operator
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from stardomain._util.progress import Progress, ProgressConfig
 from stardomain.errors import StardomainError
 from stardomain.starlight.config import STATE_KIND, StarlightConfig
 from stardomain.training.loop import evaluate_split, lr_at, make_loader, make_optimizer
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import Data
 
 
 class TSampler:
@@ -95,7 +98,7 @@ class Starlight:
         self,
         model: nn.Module,
         sources: Sequence[Mapping[str, torch.Tensor]],
-        dataset: Any,
+        dataset: Data,
         config: StarlightConfig,
         seed: int = 0,
         device: str | torch.device = "cpu",
@@ -311,9 +314,9 @@ class Starlight:
         from stardomain.barrier.bn import has_batchnorm, reset_bn
 
         if has_batchnorm(self.model):
-            from stardomain.data.protocol import streams
+            from stardomain.data.protocol import split_tensors, streams
 
-            data = self.dataset if streams(self.dataset) else self.dataset.train_x.to(self.device)
+            data = self.dataset if streams(self.dataset) else split_tensors(self.dataset, "train")[0].to(self.device)
             reset_bn(self.model, data, num_samples=self.config.bn_samples)
         self.bn_is_own = True
         self.model.eval()

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import torch
 
@@ -24,6 +24,9 @@ from stardomain.checkpoints.meta import Checkpoint, read_checkpoint
 from stardomain.errors import StardomainError
 from stardomain.starlight.algorithm import Starlight, StarlightResult
 from stardomain.starlight.config import StarlightConfig, check_not_source_init
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import Data
 
 # every star checkpoint's metadata holds exactly these keys (tests compare the CLI's and the pipeline's)
 STAR_META_KEYS = (
@@ -143,7 +146,7 @@ def _reuse(out: Path, ident: Mapping[str, Any], data: Mapping[str, Any], resume:
 
 def train_star(
     sources: Sequence[str | os.PathLike[str]],
-    dataset: Any,
+    dataset: Data,
     config: StarlightConfig,
     out: str | os.PathLike[str],
     *,

@@ -36,7 +36,7 @@ import copy
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,9 @@ from stardomain._util.metrics import LossAccuracy
 from stardomain.errors import StardomainError
 from stardomain.training.loop import Recipe, lr_at, make_loader, make_optimizer
 from stardomain.training.state import load_training_state, save_training_state
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import AnyData, Data
 
 __all__ = ["StackedModels", "batching_refusal", "state_file", "train_models_batched"]
 
@@ -142,7 +145,7 @@ class StackedModels:
         self.base.train(was)
         return meter.compute_each()
 
-    def final_metrics(self, dataset: Any, batch_size: int = 1024) -> list[dict[str, float]]:
+    def final_metrics(self, dataset: AnyData, batch_size: int = 1024) -> list[dict[str, float]]:
         """Every model's :func:`~stardomain.training.loop.final_metrics` (train/test loss and accuracy),
         each split read once for all K models."""
         from stardomain.data.protocol import eval_batches
@@ -326,7 +329,7 @@ def state_file(out_dir: str | Path, seeds: Sequence[int]) -> Path:
 
 def train_models_batched(
     models: Sequence[nn.Module],
-    dataset: Any,
+    dataset: Data,
     recipe: Recipe,
     seeds: Sequence[int],
     device: str | torch.device = "cpu",
@@ -345,6 +348,7 @@ def train_models_batched(
     resume. The caller removes the state file once the members are written.
     """
     from stardomain._util.progress import Progress
+    from stardomain.data.protocol import eval_batches  # a streamed test split too
 
     if len(models) != len(seeds) or not models:
         raise StardomainError(f"train_models_batched: {len(models)} models for {len(seeds)} seeds")
@@ -362,7 +366,6 @@ def train_models_batched(
     if saved is not None:
         stack.load_tensors(saved.model)
         start_epoch, histories = saved.epoch, [list(h) for h in saved.meta["histories"]]
-    test_x, test_y = dataset.test_x.to(stack.device), dataset.test_y.to(stack.device)
     meter = Progress(
         f"train seeds={seeds[0]}..{seeds[-1]} ({len(seeds)} batched)", recipe.epochs, unit="epoch", progress=progress, initial=start_epoch
     )
@@ -382,7 +385,7 @@ def train_models_batched(
             meter.inner(i + 1, steps_per_epoch)
         records = [{"epoch": epoch + 1, "train_loss": lo, "train_acc": acc} for lo, acc in sums.compute_each()]
         if (epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs:
-            for rec, (te_loss, te_acc) in zip(records, stack.evaluate(test_x, test_y)):
+            for rec, (te_loss, te_acc) in zip(records, stack.evaluate_batches(eval_batches(dataset, "test", 1024, stack.device))):
                 rec["test_loss"], rec["test_acc"] = te_loss, te_acc
         for h, rec in zip(histories, records):
             h.append(rec)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,9 @@ from stardomain.training.recipe import (  # noqa: F401  (re-exported: the recipe
     has_default_recipe,
     no_recipe_refusal,
 )
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import AnyData, Data, TrainBatches
 
 STATE_KIND = "training-state"  # the kind of train_model's resumable state (stardomain.training.state)
 
@@ -59,7 +62,7 @@ def make_optimizer(params: Iterable[torch.Tensor], recipe: Recipe, fused_sgd: bo
     )
 
 
-def make_loader(dataset: Any, recipe: Recipe, seed: int, device: str | torch.device = "cpu") -> Any:
+def make_loader(dataset: AnyData, recipe: Recipe, seed: int, device: str | torch.device = "cpu") -> TrainBatches:
     """The training loader of run ``seed``: its batch order and augmentation depend on (seed, epoch) only.
 
     Shared by one-at-a-time and batched training so a model sees the same batches either way.
@@ -123,7 +126,7 @@ def evaluate_batches(
 
 
 def evaluate_split(
-    model: nn.Module, dataset: Any, split: str, device: str | torch.device = "cpu", batch_size: int = 1024
+    model: nn.Module, dataset: AnyData, split: str, device: str | torch.device = "cpu", batch_size: int = 1024
 ) -> tuple[float, float]:
     """Loss and accuracy on a whole split of any dataset (tensors or streamed)."""
     from stardomain.data.protocol import eval_batches
@@ -211,7 +214,7 @@ def _save(
 @with_cudnn_autotune
 def train_model(
     model: nn.Module,
-    dataset: Any,
+    dataset: Data,
     recipe: Recipe,
     seed: int,
     device: str | torch.device = "cpu",
@@ -279,7 +282,7 @@ def train_model(
     return history
 
 
-def final_metrics(model: nn.Module, dataset: Any, device: str | torch.device = "cpu") -> dict[str, float]:
+def final_metrics(model: nn.Module, dataset: Data, device: str | torch.device = "cpu") -> dict[str, float]:
     """Train/test loss and accuracy (a fraction in [0, 1]) of a finished model (no augmentation), for checkpoint metadata."""
     tr_loss, tr_acc = evaluate_split(model, dataset, "train", device=device)
     te_loss, te_acc = evaluate_split(model, dataset, "test", device=device)

@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -27,6 +27,9 @@ from stardomain.errors import StardomainError
 from stardomain.training import batched as train_batched
 from stardomain.training.loop import Recipe, final_metrics, train_model
 from stardomain.training.state import remove_training_state
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import Data
 
 
 def member_path(out_dir: str | Path, seed: int) -> Path:
@@ -77,7 +80,7 @@ def check_member(path: Path, config: Mapping[str, Any], role: str | None = None)
     return True
 
 
-def dataset_record(dataset: Any, subset: int | None = None) -> dict[str, Any]:
+def dataset_record(dataset: Data, subset: int | None = None) -> dict[str, Any]:
     """The data record of a training set (``Dataset.record``), cross-checked against a caller's ``subset``."""
     if hasattr(dataset, "record"):
         data = dict(dataset.record())
@@ -93,7 +96,7 @@ def dataset_record(dataset: Any, subset: int | None = None) -> dict[str, Any]:
 
 
 def train_member(
-    dataset: Any,
+    dataset: Data,
     model_name: str,
     options: Mapping[str, Any],
     recipe: Recipe,
@@ -128,7 +131,7 @@ def train_member(
 
 
 def member_config(
-    dataset: Any, model_name: str, options: Mapping[str, Any], recipe: Recipe, subset: int | None, role: str
+    dataset: Data, model_name: str, options: Mapping[str, Any], recipe: Recipe, subset: int | None, role: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(run config, data record) of a member: what must match for an existing member to be reused."""
     if role not in ROLES:
@@ -137,11 +140,11 @@ def member_config(
     config = run_config(dataset.name, model_name, options, recipe, data["subset"], data["subset_seed"])
     if getattr(dataset, "name", None) == "imagefolder":
         # one name, many folders: the image size and class list tell two image-folder runs apart
-        config["data"] = {"image_size": int(dataset.in_shape[-1]), "classes": list(dataset.classes)}
+        config["data"] = {"image_size": int(dataset.in_shape[-1]), "classes": list(getattr(dataset, "classes", None) or [])}
     return config, data
 
 
-def initial_model(dataset: Any, config: Mapping[str, Any], seed: int) -> torch.nn.Module:
+def initial_model(dataset: Data, config: Mapping[str, Any], seed: int) -> torch.nn.Module:
     """Run ``seed``'s model at initialisation (global RNG seeded first, as every member is built)."""
     from stardomain import models
     from stardomain.training.loop import seed_everything
@@ -152,7 +155,7 @@ def initial_model(dataset: Any, config: Mapping[str, Any], seed: int) -> torch.n
 
 def member_meta(
     model: torch.nn.Module,
-    dataset: Any,
+    dataset: Data,
     config: Mapping[str, Any],
     data: Mapping[str, Any],
     recipe: Recipe,
@@ -183,7 +186,7 @@ def member_meta(
 
 
 def train_zoo(
-    dataset: Any,
+    dataset: Data,
     model_name: str,
     options: Mapping[str, Any],
     recipe: Recipe,
@@ -384,7 +387,7 @@ def initial_state(meta: Checkpoint | Mapping[str, Any]) -> dict[str, torch.Tenso
 
 
 def train_zoo_batched(
-    dataset: Any,
+    dataset: Data,
     model_name: str,
     options: Mapping[str, Any],
     recipe: Recipe,
@@ -458,7 +461,7 @@ def _each_member(
 
 
 def _train_group(
-    dataset: Any,
+    dataset: Data,
     config: Mapping[str, Any],
     data: Mapping[str, Any],
     recipe: Recipe,
