@@ -129,10 +129,10 @@ def test_plan_units_is_the_plan_size_from_the_counts_alone(tmp_path: Path) -> No
     ]
     for i, data in enumerate(configs):
         cfg = experiment_config(data)
-        plan, _ = build_plan(Experiment(cfg, tmp_path / f"out{i}", progress=False))
+        plan = build_plan(Experiment(cfg, tmp_path / f"out{i}", progress=False)).plan
         assert sum(n for n, _ in plan_units(cfg).values()) == len(plan), i
     shared = experiment_config({**BASE, **_studies(n_sources={"sizes": [2]})})  # main-z2 is the main star again
-    plan, _ = build_plan(Experiment(shared, tmp_path / "shared", progress=False))
+    plan = build_plan(Experiment(shared, tmp_path / "shared", progress=False)).plan
     assert sum(n for n, _ in plan_units(shared).values()) >= len(plan)
 
 

@@ -24,8 +24,9 @@ from experiment_configs import TINY
 from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
 from stardomain.experiment import Experiment
-from stardomain.experiment.config import ExperimentConfig, from_dict
+from stardomain.experiment.config import ExperimentConfig, Studies, from_dict
 from stardomain.experiment.folder import EXECUTION_KEYS, PRESENTATION_ONLY, identity_part
+from stardomain.experiment.study import registered_studies
 from stardomain.experiment.units import unit_keys
 
 BASE: dict[str, Any] = {
@@ -125,6 +126,10 @@ def leaves(cls: type, prefix: str = "") -> list[str]:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        if tp is Studies:  # the main study's switches, then every registered study's settings (a new study's too)
+            out += [f"{prefix}studies.barriers", f"{prefix}studies.distances"]
+            out += [leaf for s in registered_studies() if s.settings for leaf in leaves(s.settings, f"{prefix}studies.{s.yaml_name()}.")]
+            continue
         inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or ([tp] if dataclasses.is_dataclass(tp) else [])
         opened = inner and f.name != "executor"  # the executor block is one leaf: where units run, dropped from to_dict
         out += leaves(inner[0], f"{prefix}{f.name}.") if opened else [prefix + f.name]

@@ -75,7 +75,7 @@ def test_plan_covers_every_study_of_run(tmp_path):
     from experiment_configs import TINY as FULL
 
     exp = Experiment(from_dict(ExperimentConfig, FULL), tmp_path, progress=False)
-    plan, _ = build_plan(exp)
+    plan = build_plan(exp).plan
     stages = {u.stage for u in plan}
     assert stages == {"train", "star", "pairs", "bma", "fusion"}
     assert all(plan[d] for u in plan for d in u.waits_for)
@@ -85,7 +85,7 @@ def test_plan_covers_every_study_of_run(tmp_path):
 
 def test_local_executor_records_units(reference):
     ev = unit_events(reference)
-    plan, _ = build_plan(Experiment(cfg(), reference, progress=False))
+    plan = build_plan(Experiment(cfg(), reference, progress=False)).plan
     assert sorted(e["unit"] for e in ev) == sorted(u.id for u in plan)
     assert all(e["pid"] == os.getpid() and e["seconds"] >= 0 for e in ev)
     assert leftovers(reference) == []
@@ -118,7 +118,7 @@ def test_ray_worker_killed_while_training_changes_nothing(tmp_path, reference, r
 
     config = cfg()
     exp = Experiment(config, tmp_path, progress=False)
-    plan, _ = build_plan(exp)
+    plan = build_plan(exp).plan
     job = experiment_kill_job(config.to_dict(), tmp_path, "train/main/seed-1")
     run_plan(plan, job, tmp_path, ExecutorConfig(kind="ray"))
     assert (tmp_path / "killed-train_main_seed-1").exists()  # the worker did die mid-training

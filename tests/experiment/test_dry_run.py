@@ -26,7 +26,7 @@ def test_dry_run_lists_every_unit_and_trains_and_writes_nothing(tmp_path, capsys
     r = run_cli(capsys, "run", path, "--out", out, "--dry-run", "-q")
     assert r.code == 0, r.err
     assert not out.exists() and _snapshot(tmp_path) == before  # not even the run folder
-    plan, _ = build_plan(Experiment(from_dict(ExperimentConfig, cfg), out))
+    plan = build_plan(Experiment(from_dict(ExperimentConfig, cfg), out)).plan
     listed = {ln.strip().split("  ")[0] for ln in r.out.splitlines() if ln.startswith("  ")}
     assert listed == {u.id for u in plan.units}
     head = r.out.splitlines()[0]

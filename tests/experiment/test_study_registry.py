@@ -1,62 +1,22 @@
-"""Adding a study is one file: a registered Study plans its own units and assembles its own section and report."""
+"""Adding a study is one file: a plugin module registers a Study with YAML settings, whose one ``run`` plans its
+units and makes its section; a study cannot read at assembly a unit its plan did not hold."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import pytest
 import yaml
 from cli_helpers import run_cli, tiny_config
 
-from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
-from stardomain.experiment.study import Main, Study, register_study, registered_studies, unregister_study
-
-
-class StarNormStudy(Study):
-    """A toy study: the ℓ2 norm of the main star's weights, as one cached evaluation unit."""
-
-    key = "star_norm"
-
-    def enabled(self, cfg: Any) -> bool:
-        return True
-
-    @staticmethod
-    def _key(star: Path) -> dict[str, Any]:
-        return {"star": store.content_hash(star)}
-
-    @staticmethod
-    def _compute(star: Path) -> dict[str, Any]:
-        state, _ = store.load_state(star)
-        return {"norm": float(sum(float((v.double() ** 2).sum()) for v in state.values()) ** 0.5)}
-
-    def plan(self, builder: Any, main: Main) -> None:
-        star = main.stars[0]
-        builder.evaluation(
-            "star_norm",
-            f"star_norm/{star.unit}",
-            [star],
-            lambda: self._key(star.path),
-            lambda: builder.exp.cache.get_or_compute("star_norm", self._key(star.path), lambda: self._compute(star.path)),
-        )
-
-    def assemble(self, exp: Any, main: Main) -> Any:
-        star = main.stars[0]
-        return exp.cache.get_or_compute("star_norm", self._key(star), lambda: self._compute(star))
-
-    def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        return ["## Star norm", "", f"ℓ2 norm of the star's weights: {results[self.key]['norm']:.3f}", ""]
-
-
-class ForgetfulStudy(StarNormStudy):
-    """Assembles what its plan never asked for: the frozen assembly must refuse it, not compute it."""
-
-    key = "forgetful"
-
-    def plan(self, builder: Any, main: Main) -> None:
-        pass
+from stardomain.experiment.config import experiment_config
+from stardomain.experiment.pipeline import Experiment
+from stardomain.experiment.study import Context, Main, Study, register_study, registered_studies, unregister_study
+from stardomain.experiment.units import build_plan, unit_keys
 
 
 @pytest.fixture
@@ -73,38 +33,120 @@ def registered() -> Iterator[Any]:
         unregister_study(key)
 
 
-def _run(tmp_path: Path, capsys) -> tuple[Any, Path]:
+@pytest.fixture
+def plugin() -> Iterator[None]:
+    """own_study is imported by the config's ``plugins:`` (it registers on import); removed again afterwards."""
+    yield
+    unregister_study("star_norm")
+    sys.modules.pop("own_study", None)
+
+
+def _config(**studies: Any) -> dict[str, Any]:
+    return tiny_config("toy", plugins=["own_study"], studies={"barriers": True, "distances": False, **studies})
+
+
+def _run(tmp_path: Path, capsys, data: dict[str, Any]) -> tuple[Any, Path]:
     path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(tiny_config("toy")))
+    path.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
     return run_cli(capsys, "run", path, "--out", out, "-q"), out
 
 
-def test_a_registered_study_runs_as_units_and_writes_its_section_and_report(tmp_path: Path, capsys, registered) -> None:
-    registered(StarNormStudy())
-    r, out = _run(tmp_path, capsys)
+def test_a_plugin_study_with_yaml_settings_runs_as_units_and_writes_its_section_and_report(tmp_path: Path, capsys, plugin) -> None:
+    r, out = _run(tmp_path, capsys, _config(star_norm={"p": 1}))
     assert r.code == 0, r.err
     results = json.loads((out / "results.json").read_text())
-    assert list(results)[-2:] == ["star_norm", "tests"]  # after the built-in sections, before the verdicts
-    assert results["star_norm"]["norm"] > 0
-    assert len(list((out / "cache" / "star_norm").glob("*.json"))) == 1  # computed by its unit, then read back
-    assert "## Star norm" in (out / "report.md").read_text()
+    assert results["config"]["studies"]["star_norm"] == {"p": 1.0}  # its settings are part of the run's record
+    sec = results["star_norm"]
+    assert sec["p"] == 1.0 and sec["stars"][0]["norm"] > 0 and len(sec["sources"]) == 2
+    assert set(results["tests"]["star_norm"]) == {"star_below_sources"}  # its verdict test
+    assert len(list((out / "cache" / "star_norm").glob("*.json"))) == 3  # one unit per model, computed, then read back
+    assert "## Star norm" in (out / "report.md").read_text() and "ℓ1 norm" in (out / "report.md").read_text()
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    assert any("star_norm/" in json.dumps(e) for e in events)  # the executor ran it as a unit of the plan
+    assert any(e.get("unit", "").startswith("star_norm/") for e in events)  # the executor ran them as units of the plan
 
 
-def test_a_study_whose_plan_forgets_a_unit_is_refused_at_assembly(tmp_path: Path, capsys, registered) -> None:
-    registered(ForgetfulStudy())
-    r, out = _run(tmp_path, capsys)
-    assert r.code != 0 and "missing when the results are assembled" in r.err
+def test_a_plugin_studys_settings_reach_its_unit_keys_and_are_checked(tmp_path: Path, plugin) -> None:
+    out = tmp_path / "run"
+    Experiment(experiment_config(_config(star_norm={"p": 1})), out, progress=False).run()  # evaluation keys hash the checkpoints
+    keys = {p: unit_keys(Experiment(experiment_config(_config(star_norm={"p": p})), out, progress=False)) for p in (1, 2)}
+    norm_units = [u for u in keys[1] if u.startswith("star_norm/")]
+    assert len(norm_units) == 3 and all(keys[1][u] != keys[2][u] for u in norm_units)
+    with pytest.raises(StardomainError, match=r"studies\.star_norm\.p: a norm's order is >= 1"):
+        experiment_config(_config(star_norm={"p": 0.5}))
+    with pytest.raises(StardomainError, match=r"studies\.star_norm: unknown key 'q'; allowed: p"):
+        experiment_config(_config(star_norm={"q": 1}))
+    with pytest.raises(StardomainError, match=r"studies: unknown key 'star_nrom'; allowed: barriers, distances, .*star_norm"):
+        experiment_config(_config(star_nrom={}))
+
+
+class Branching(Study):
+    """Decides what to ask for from a result: impossible, the result is not known while planning."""
+
+    key = "branching"
+
+    def enabled(self, cfg: Any) -> bool:
+        return True
+
+    def run(self, ctx: Context, main: Main) -> Any:
+        first = ctx.pair(main.stars[0], main.held[0])
+        if first["barriers"]["test_loss"] > 0.1:
+            ctx.pair(main.stars[0], main.z[0])
+        return first
+
+
+class LateAsking(Study):
+    """Asks for a unit while its section is assembled (inside a derive): refused, the plan did not hold it."""
+
+    key = "late_asking"
+
+    def enabled(self, cfg: Any) -> bool:
+        return True
+
+    def run(self, ctx: Context, main: Main) -> Any:
+        return ctx.derive(lambda pair: ctx.pair(main.stars[0], main.z[0]), ctx.pair(main.stars[0], main.held[0]))
+
+
+def test_a_study_cannot_let_a_result_decide_its_units(tmp_path: Path, registered) -> None:
+    registered(Branching())
+    exp = Experiment(experiment_config(tiny_config("toy")), tmp_path / "run", progress=False)
+    with pytest.raises(StardomainError, match="is a unit's result, known only when the results are assembled"):
+        build_plan(exp)
+
+
+def test_a_study_cannot_ask_for_a_unit_at_assembly(tmp_path: Path, capsys, registered) -> None:
+    registered(LateAsking())
+    r, out = _run(tmp_path, capsys, tiny_config("toy"))
+    assert r.code == 2 and "study late_asking: asked for pair/star/main-z2~train/main/seed-0 while its results were assembled" in r.err
+    assert not (out / "results.json").exists()
+
+
+def test_what_assembly_reads_is_exactly_what_the_plan_held(tmp_path: Path) -> None:
+    """One code path: resolving every section reads units of the plan only, each of them at least once."""
+    exp = Experiment(
+        experiment_config(tiny_config("toy", studies={"barriers": True, "distances": True, "n_sources": {"sizes": [2]}})),
+        tmp_path / "run",
+        progress=False,
+    )
+    exp.run()  # computes the plan's units in order, then assembles
+    planned = build_plan(exp)
+    read: list[str] = []
+    for uid, action in planned.actions.items():
+        action.compute = (lambda f, u: lambda: (read.append(u), f())[1])(action.compute, uid)
+    exp.cache.frozen = True
+    for _, section in planned.sections:
+        planned.ctx.resolve(section)
+    assert set(read) == set(planned.actions)
 
 
 def test_registry_refuses_a_taken_or_missing_key(registered) -> None:
     keys = [s.key for s in registered_studies()]
-    assert keys[:6] == ["n_sources", "bma", "fusion", "width_depth", "optimizer", "recipe_study"]
+    assert keys[:7] == ["main", "n_sources", "bma", "fusion", "width_depth", "optimizer", "recipe_study"]
     with pytest.raises(StardomainError, match="exists already"):
-        registered(type("Clash", (StarNormStudy,), {"key": "bma"})())
+        registered(type("Clash", (Branching,), {"key": "bma"})())
     with pytest.raises(StardomainError, match="exists already"):
-        registered(type("Reserved", (StarNormStudy,), {"key": "barriers"})())
+        registered(type("Reserved", (Branching,), {"key": "barriers"})())
+    with pytest.raises(StardomainError, match="another study's YAML key"):
+        registered(type("YamlClash", (Branching,), {"key": "recipe2", "yaml_key": "recipe"})())
     with pytest.raises(StardomainError, match="needs a key"):
         registered(type("NoKey", (Study,), {})())

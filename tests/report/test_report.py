@@ -8,10 +8,10 @@ import random
 import pytest
 from report_helpers import tied_fusion_results
 
-from stardomain.analysis import verdicts
 from stardomain.analysis.stats import NOT_SIGNIFICANT
 from stardomain.experiment.config import ExperimentConfig
 from stardomain.experiment.pairs import endpoints, pair_record
+from stardomain.experiment.study import compute_tests
 from stardomain.experiment.summary import summarize_groups
 from stardomain.report.markdown import write_report
 
@@ -80,7 +80,7 @@ def synthetic(rr: list[float], ss: list[float], sh: list[float], star_acc: float
             for g, s in summary.items()
         },
     }
-    results["tests"] = verdicts.compute(results)
+    results["tests"] = compute_tests(results)
     return json.loads(json.dumps(results))
 
 

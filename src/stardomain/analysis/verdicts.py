@@ -1,8 +1,8 @@
 """Which statistical test backs which claim of the paper, computed from results.json alone.
 
-The pipeline stores the output of :func:`compute` under ``results["tests"]``; the report prints
-it. Keeping the choice of test here (and the arithmetic in :mod:`stardomain.analysis.stats`) means a
-claim is worded in one place and tested in one place. Every test is seeded with the
+Each study states its verdicts from these (:meth:`stardomain.experiment.study.Study.tests`); the pipeline stores
+them under ``results["tests"]`` and the report prints them. Keeping the choice of test here (and the arithmetic in
+:mod:`stardomain.analysis.stats`) means a claim is worded in one place and tested in one place. Every test is seeded with the
 experiment's seed, so the same results give the same intervals.
 """
 
@@ -42,7 +42,7 @@ def setting_tests(
         "metric": metric,
         "tolerance": tolerance,
         "comparable": not (endpoints or {}).get("star_below_sources", False),
-        "converged": _converged(endpoints),
+        "converged": converged(endpoints),
     }
     if rr is not None:
         out["regular_regular_vs_zero"] = stats.near_zero(rr, tolerance)
@@ -63,13 +63,13 @@ def by_metric(
     return {m: setting_tests(summary, endpoints, tolerance, seed, m) for m in shown}
 
 
-def _converged(endpoints: Mapping[str, Any] | None) -> bool:
+def converged(endpoints: Mapping[str, Any] | None) -> bool:
     """Whether the zoo behind these barriers reached the convergence threshold (results without the
     record, from before it existed, count as converged: nothing is known against them)."""
     return bool((endpoints or {}).get("convergence", {}).get("converged", True))
 
 
-def _star_means(holder: Mapping[str, Any] | None, key: str = METRIC) -> list[float] | None:
+def star_means(holder: Mapping[str, Any] | None, key: str = METRIC) -> list[float] | None:
     """The per-star means of one figure (``holder["over_stars"][key]``: a summary group, a distances
     group or a |Z| row); None where the figure was not given over stars."""
     o = (holder or {}).get("over_stars", {}).get(key)
@@ -77,7 +77,7 @@ def _star_means(holder: Mapping[str, Any] | None, key: str = METRIC) -> list[flo
 
 
 def _per_star_means(summary: Mapping[str, Any], group: str, metric: str = METRIC) -> list[float] | None:
-    return _star_means(summary.get(group), metric)
+    return star_means(summary.get(group), metric)
 
 
 def over_star_tests(
@@ -99,69 +99,21 @@ def over_star_tests(
     return out
 
 
-def _trend_over_stars(first: Mapping[str, Any], last: Mapping[str, Any], seed: int, metric: str) -> dict[str, Any]:
+def trend_over_stars(first: Mapping[str, Any], last: Mapping[str, Any], seed: int, metric: str) -> dict[str, Any]:
     """The |Z| trend with the star as the unit of replication: per-star mean star-held-out barriers
     at the largest |Z| against those at the smallest (only when both sizes have k >= 2 stars)."""
-    a, b = _star_means(last, metric) or [], _star_means(first, metric) or []
+    a, b = star_means(last, metric) or [], star_means(first, metric) or []
     if len(a) < 2 or len(b) < 2:
         return {}
     return {"n_stars": min(len(a), len(b)), "trend_over_stars": stats.compare(a, b, seed=seed)}
 
 
-def compute(results: Mapping[str, Any]) -> dict[str, Any]:
-    """Every test the report states a verdict from (see the module docstring)."""
+def header(results: Mapping[str, Any]) -> dict[str, Any]:
+    """What every verdict of ``results`` shares: the level, the tolerance, the accuracy margin and the metric."""
     ev = results["config"]["eval"]
-    tol, seed, metric = float(ev["near_zero_tolerance"]), int(results["config"]["seed"]), metric_of(results)
-    out: dict[str, Any] = {"level": stats.LEVEL, "tolerance": tol, "margin": float(ev["star_acc_margin"]), "metric": metric}
-    if "barriers" in results:
-        side = by_metric(results["barriers"]["summary"], results.get("endpoints"), tol, seed, metric)
-        out["barriers"] = side[metric]
-        out["barriers_by_metric"] = side
-    if "distances" in results:
-        d = results["distances"]
-        if "regular-regular" in d and "star-held-out" in d:
-            rr = d["regular-regular"]["values"]["l2_aligned"]
-            out["distances"] = {"star_held_out_vs_regular": stats.compare(d["star-held-out"]["values"]["l2_aligned"], rr, seed=seed)}
-            per_star = _star_means(d["star-held-out"], "l2_aligned") or []
-            if len(per_star) >= 2:  # the star as the unit of replication: its mean distance to the held-out models
-                out["distances"] |= {
-                    "n_stars": len(per_star),
-                    "star_held_out_vs_regular_over_stars": stats.compare(per_star, rr, seed=seed),
-                }
-    if "n_sources" in results and len(results["n_sources"]["rows"]) >= 2:
-        rows = results["n_sources"]["rows"]
-        first, last = rows[0], rows[-1]
-        out["n_sources"] = {
-            "first": first["n_sources"],
-            "last": last["n_sources"],
-            "metric": metric,
-            "trend": stats.compare(last["values"][metric], first["values"][metric], seed=seed),
-            "comparable": not any(r["endpoints"]["star_below_sources"] for r in (first, last)),
-            "converged": _converged(results.get("endpoints")),
-        }
-        out["n_sources"].update(_trend_over_stars(first, last, seed, metric))
-    if results.get("bn_ablation", {}).get("applicable"):
-        out["bn_ablation"] = results["bn_ablation"]["tests"]  # interpolated statistics minus the reset, per group
-    if "bma" in results and "tests" in results["bma"]:
-        out["bma"] = results["bma"]["tests"]
-    if "fusion" in results:
-        out["fusion"] = [
-            {"n_sources": r["n_sources"], **stats.against_population(r["regular_accs"], r["star_acc"])} for r in results["fusion"]["rows"]
-        ]
-    if "width_depth" in results:
-        out["width_depth"] = [
-            {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed, metric)} for r in results["width_depth"]["rows"]
-        ]
-    if "recipe_study" in results:
-        out["recipe_study"] = [
-            {
-                "tag": r["tag"],
-                **setting_tests(r["summary"], r["endpoints"], tol, seed, metric),
-                "by_metric": by_metric(r["summary"], r["endpoints"], tol, seed, metric),
-            }
-            for r in results["recipe_study"]["rows"]
-        ]
-    if "optimizer" in results:
-        r = results["optimizer"]
-        out["optimizer"] = {"tag": r["tag"], **setting_tests(r["summary"], r["endpoints"], tol, seed, metric)}
-    return out
+    return {
+        "level": stats.LEVEL,
+        "tolerance": float(ev["near_zero_tolerance"]),
+        "margin": float(ev["star_acc_margin"]),
+        "metric": metric_of(results),
+    }

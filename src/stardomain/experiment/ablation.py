@@ -9,22 +9,18 @@ entries); the "interpolate" side has its own cache keys (``bn`` is part of the p
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from stardomain.analysis.stats import compare, mean_std, paired_t
 
 METRICS = ("test_loss", "test_acc")
 
 
-def bn_ablation(
-    exp: Any, groups: Mapping[str, list[dict[str, Any]]], sources: Sequence[Path], held: Sequence[Path], stars: Sequence[Path]
-) -> dict[str, Any]:
-    """results.json ``bn_ablation``: per group, both protocols and their per-pair difference (interpolate − reset)."""
-    if not exp.has_batchnorm():
+def bn_ablation(groups: Mapping[str, list[dict[str, Any]]], interp: Mapping[str, list[dict[str, Any]]] | None, seed: int) -> dict[str, Any]:
+    """results.json ``bn_ablation``: per group, both protocols and their per-pair difference (interpolate − reset);
+    ``interp`` is None for a model without BatchNorm."""
+    if interp is None:
         return {"applicable": False, "why": "the model has no BatchNorm: both protocols are the same computation"}
-    interp, _ = exp.barrier_groups(sources, held, stars, bn="interpolate")
-    seed = int(exp.cfg.seed)
     out: dict[str, Any] = {
         "applicable": True,
         "metric": "test_loss",

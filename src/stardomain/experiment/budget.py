@@ -13,7 +13,6 @@ the run's threads by :func:`stardomain.experiment.runner.run_experiment` (after 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from stardomain._util import budget
@@ -38,53 +37,42 @@ def _splits(cfg: Any) -> tuple[int, int, int] | None:
     return (train if cfg.subset is None else min(cfg.subset, train)), test, classes
 
 
-def recipe_cells(cfg: Any) -> int:
-    """How many cells ``studies.recipe`` has (the product of its axes' lengths; an empty axis is one value)."""
-    rs = cfg.studies.recipe
-    if rs is None:
-        return 0
-    from stardomain.experiment.studies.recipe import AXES
+class UnitCounts:
+    """How many units the context's requests make, from the counts alone: what every study's
+    :meth:`~stardomain.experiment.study.Study.budget` adds up (a zoo, a star's repeats, a setting's barrier groups)."""
 
-    return math.prod(max(1, len(getattr(rs, axis))) for axis in AXES)
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.repeats = cfg.star.repeats
+
+    def zoo(self, n_sources: int, n_held: int) -> int:
+        m = self.cfg.batch_models
+        return -(-n_sources // m) + -(-n_held // m)  # one unit per member, or per M members of one role
+
+    def pairs(self, n_sources: int, n_held: int) -> int:
+        """The pairs of :func:`~stardomain.experiment.studies.common.barrier_groups`, for every repeat of the star."""
+        ev = self.cfg.eval
+        regular = min(ev.max_pairs, n_sources * (n_sources - 1) // 2)
+        star_source = n_sources if ev.max_star_source_pairs is None else min(ev.max_star_source_pairs, n_sources)
+        return regular + self.repeats * (star_source + n_held)
+
+    def setting(self, n_sources: int, n_held: int) -> int:
+        """The units of :func:`~stardomain.experiment.studies.common.setting`: a zoo, its stars and their groups."""
+        return self.zoo(n_sources, n_held) + self.repeats + self.pairs(n_sources, n_held)
 
 
 def plan_units(cfg: Any) -> dict[str, tuple[int, str]]:
     """The units the plan of ``cfg`` will hold (:func:`stardomain.experiment.units.build_plan`), from the counts
     alone, by the key that asks for them: key -> (units, how they come). An upper bound (a model or pair two
-    studies share is one unit), of the built-in studies."""
-    ev, s, repeats, m = cfg.eval, cfg.studies, cfg.star.repeats, cfg.batch_models
+    studies share is one unit): the main zoo and stars, then each configured study's own count (:meth:`Study.budget`)."""
+    from stardomain.experiment.study import registered_studies
 
-    def zoo(n_sources: int, n_held: int) -> int:
-        return -(-n_sources // m) + -(-n_held // m)  # one unit per member, or per M members of one role
-
-    def pairs(n_sources: int, n_held: int) -> int:
-        regular = min(ev.max_pairs, n_sources * (n_sources - 1) // 2)
-        star_source = n_sources if ev.max_star_source_pairs is None else min(ev.max_star_source_pairs, n_sources)
-        return regular + repeats * (star_source + n_held)
-
-    def setting(n_sources: int, n_held: int) -> int:
-        return zoo(n_sources, n_held) + repeats + pairs(n_sources, n_held)
-
-    main = zoo(cfg.zoo_size, cfg.held_out) + repeats
-    if s.barriers or s.distances:
-        main += pairs(cfg.sources, cfg.held_out) * (2 if ev.bn_ablation else 1)
-    parts = {"sources": (main, "the main zoo, stars and pairs")}
-    if s.n_sources is not None:
-        k = len(set(s.n_sources.sizes))
-        parts["studies.n_sources.sizes"] = (k * repeats * (1 + cfg.held_out), f"{k:,} sizes")
-    if s.bma is not None:
-        parts["studies.bma"] = (1, "one evaluation")
-    if s.fusion is not None:
-        k = len(set(s.fusion.sizes))
-        parts["studies.fusion.sizes"] = (2 * k, f"{k:,} sizes")
-    if s.width_depth is not None:
-        k, each = len(s.width_depth.settings), setting(s.width_depth.sources, s.width_depth.held_out)
-        parts["studies.width_depth.settings"] = (k * each, f"{k:,} settings x {each:,} units")
-    if s.optimizer is not None:
-        parts["studies.optimizer"] = (setting(s.optimizer.sources, s.optimizer.held_out), "one setting")
-    if s.recipe is not None:
-        k, each = recipe_cells(cfg), setting(s.recipe.sources, s.recipe.held_out)
-        parts["studies.recipe"] = (k * each, f"{k:,} cells x {each:,} units")
+    count = UnitCounts(cfg)
+    parts = {"sources": (count.zoo(cfg.zoo_size, cfg.held_out) + count.repeats, "the main zoo, stars and pairs")}
+    for study in registered_studies():
+        if study.enabled(cfg):
+            for key, (n, how) in study.budget(cfg, count).items():
+                parts[key] = (parts[key][0] + n, parts[key][1]) if key in parts else (n, how)
     return parts
 
 

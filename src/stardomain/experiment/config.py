@@ -7,7 +7,8 @@ unknown keys, wrong types and impossible values each give one line naming the ke
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -16,17 +17,8 @@ import yaml
 
 from stardomain import defaults
 from stardomain.errors import StardomainError
-from stardomain.experiment.config_blocks import EvalConfig, ModelConfig, StarConfig, check, coerce, from_dict
+from stardomain.experiment.config_blocks import EvalConfig, ModelConfig, StarConfig, Studies, check, coerce, from_dict
 from stardomain.experiment.config_checks import check_before_work, check_recipe_overrides
-from stardomain.experiment.config_studies import (
-    BMAStudy,
-    FusionStudy,
-    NSourcesStudy,
-    OptimizerStudy,
-    RecipeStudy,
-    Studies,
-    WidthDepthStudy,
-)
 from stardomain.experiment.executor_config import ExecutorConfig, check_threads
 
 if TYPE_CHECKING:
@@ -34,17 +26,11 @@ if TYPE_CHECKING:
     from stardomain.training.loop import Recipe
 
 __all__ = [
-    "BMAStudy",
     "EvalConfig",
     "ExperimentConfig",
-    "FusionStudy",
     "ModelConfig",
-    "NSourcesStudy",
-    "OptimizerStudy",
-    "RecipeStudy",
     "StarConfig",
     "Studies",
-    "WidthDepthStudy",
     "experiment_config",
     "from_dict",
     "import_plugins",
@@ -153,48 +139,23 @@ class ExperimentConfig:
     def _check_sizes_and_studies(self) -> None:
         """The rest of :meth:`__post_init__`: subset, streaming, zoo sizes, then every configured study, then
         the ranges left open and a trial build of every model (:func:`check_before_work`)."""
-        from stardomain import models
 
         check(self.subset is None or self.subset >= 10, f"subset: at least 10 training samples (got {self.subset})")
         if self.stream:  # what reads whole splits into memory cannot take a streamed folder
             check(self.dataset == "imagefolder", f"stream: only for dataset imagefolder (got '{self.dataset}'); remove it")
             check(self.subset is None, "stream: streamed folders are used whole; remove subset (or make a smaller folder)")
-            check(self.studies.bma is None, "studies.bma: needs the whole test split in memory; remove it when stream: true")
             check(
                 self.eval.bn_samples is not None and self.eval.eval_train_samples is not None,
                 "eval.bn_samples and eval.eval_train_samples: set both when stream: true (seeded subsets held in memory)",
             )
         check(self.sources >= 2, f"sources: |Z| must be >= 2 to compare regular pairs (got {self.sources})")
         check(self.held_out >= 1, f"held_out: |H| must be >= 1 (got {self.held_out})")
-        s = self.studies
-        if s.n_sources is not None:
-            check(all(2 <= k for k in s.n_sources.sizes), f"studies.n_sources.sizes: every size must be >= 2 (got {s.n_sources.sizes})")
-        if s.fusion is not None:
-            check(all(1 <= k for k in s.fusion.sizes), f"studies.fusion.sizes: every size must be >= 1 (got {s.fusion.sizes})")
-            check(s.fusion.mu > 0, f"studies.fusion.mu: the fusion variant needs mu > 0 (got {s.fusion.mu})")
-        if s.bma is not None:
-            check(s.bma.max_samples >= 1, f"studies.bma.max_samples: must be >= 1 (got {s.bma.max_samples})")
-        if s.recipe is not None:
-            self._check_recipe_study(s.recipe)
-        if s.width_depth is not None:
-            allowed = [k for k in models.model_info(self.model.name).defaults if k != "init"] + ["init"]
-            for i, extra in enumerate(s.width_depth.settings):
-                bad = sorted(set(extra) - set(allowed))
-                check(
-                    not bad,
-                    f"studies.width_depth.settings[{i}]: '{bad[0] if bad else ''}' is not an option of "
-                    f"{self.model.name}; allowed: {', '.join(allowed)}",
-                )
-        if s.optimizer is not None:
-            check(s.optimizer.optimizer in ("sgd", "adam"), f"studies.optimizer.optimizer: sgd or adam (got {s.optimizer.optimizer!r})")
-            for where, build in (
-                ("studies.optimizer.recipe", self.optimizer_recipe),
-                ("studies.optimizer.star_recipe", lambda: self.star_recipe(self.optimizer_recipe(), s.optimizer.star_recipe)),
-            ):
-                try:
-                    build()
-                except StardomainError as e:
-                    raise StardomainError(f"{where}: {e}") from None
+        from stardomain.experiment.study import registered_studies
+
+        for study in registered_studies():  # each study checks its own settings
+            settings = self.studies.get(study.yaml_name()) if study.settings is not None else None
+            if settings is not None:
+                study.check(self, settings)
         check_before_work(self)
 
     def starlight_config(self, star_recipe: "Recipe", mu: float) -> "StarlightConfig":
@@ -222,44 +183,6 @@ class ExperimentConfig:
             self.starlight_config(self.star_recipe(self.source_recipe(), self.star.recipe), self.star.mu)
         except StardomainError as e:
             raise StardomainError(f"star: {e}") from None
-
-    def _check_recipe_study(self, rs: "RecipeStudy") -> None:
-        from stardomain import models
-
-        where = "studies.recipe"
-        check(rs.sources >= 2, f"{where}.sources: |Z| must be >= 2 to compare regular pairs (got {rs.sources})")
-        check(rs.held_out >= 1, f"{where}.held_out: must be >= 1 (got {rs.held_out})")
-        check(all(e >= 1 for e in rs.epochs), f"{where}.epochs: every entry must be >= 1 (got {rs.epochs})")
-        check(all(w >= 0 and w < 1 for w in rs.weight_decay), f"{where}.weight_decay: every entry in [0, 1) (got {rs.weight_decay})")
-        check(all(lr > 0 and math.isfinite(lr) for lr in rs.lr), f"{where}.lr: every entry must be > 0 and finite (got {rs.lr})")
-        bad = [o for o in rs.optimizer if o not in ("sgd", "adam")]
-        check(not bad, f"{where}.optimizer: sgd or adam (got {bad[0] if bad else ''!r})")
-        for axis in ("lr", "optimizer"):  # a star trained otherwise than its cell would be reported under the cell's name
-            check(
-                not (getattr(rs, axis) and axis in self.star.recipe),
-                f"{where}.{axis} varies every cell's {axis}, but star.recipe.{axis} fixes every star's at "
-                f"{self.star.recipe.get(axis)!r}, so a cell's stars would not train at its {axis}; remove one of the two",
-            )
-        for i in rs.init:
-            try:
-                models.check_init(i)
-            except StardomainError as e:
-                raise StardomainError(f"{where}.init: {e}") from None
-        if rs.width:
-            check(
-                "width" in models.model_info(self.model.name).defaults,
-                f"{where}.width: model {self.model.name} has no option 'width'; remove it",
-            )
-            check(all(w > 0 and math.isfinite(w) for w in rs.width), f"{where}.width: every entry must be > 0 and finite (got {rs.width})")
-            rs.width = _typed_widths(self.model.name, rs.width, f"{where}.width")
-        from stardomain.experiment.studies.recipe import AXES, tag_collision
-
-        for name in AXES:
-            values = getattr(rs, name)
-            check(len(set(values)) == len(values), f"{where}.{name}: an entry is repeated ({values})")
-        for name, values in (("lr", rs.lr), ("weight_decay", rs.weight_decay), ("width", rs.width)):
-            collision = tag_collision(name, values)
-            check(collision is None, collision or "")
 
     def model_options(self) -> dict[str, Any]:
         """The main zoo's model options with the init scheme: what every model of the run is built with."""
@@ -313,50 +236,53 @@ class ExperimentConfig:
         return max(sizes)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as results.json and experiment.json record it: every key, except that a key added after the
+        first release is written only where it differs from its default (:data:`ADDED_LATER`), so configs and
+        experiment folders from before each key stay identical (one rule, as ``transformers``' ``to_diff_dict``)."""
         d = dataclasses.asdict(self)
-        if d["image_size"] is None:
-            del d["image_size"]  # unset: configs (and experiment folders) from before the key stay identical
-        if d["eval"].get("eval_test_samples") is None:
-            del d["eval"]["eval_test_samples"]  # likewise
-        if d["star"]["repeats"] == 1:
-            del d["star"]["repeats"]  # unset: configs (and experiment folders) from before the key stay identical
-        unset_star = (("t_constant", 0.5), ("epochs_factor", None), ("symmetry", "permutation"), ("fusion_loss", defaults.FUSION_LOSS))
-        for key, unset in unset_star:  # likewise
-            if d["star"][key] == unset:
-                del d["star"][key]
-        if d["eval"]["symmetry"] == "permutation":
-            del d["eval"]["symmetry"]  # likewise
-        if not d["eval"]["bn_ablation"]:
-            del d["eval"]["bn_ablation"]  # likewise
-        if d["eval"]["converged_train_loss"] is None:
-            del d["eval"]["converged_train_loss"]  # likewise
+        d["studies"] = self.studies.to_dict()
+        for path in ADDED_LATER:
+            *parents, key = path.split(".")
+            holder = functools.reduce(lambda m, k: m[k], parents, d)
+            if holder[key] == _default(path):
+                del holder[key]
         bm = d.pop("batch_models")
         if bm != 1:  # recorded where it is set (a worker rebuilds the same plan from this dict), as a train key
             d["train"] = {**d["train"], "batch_models": bm}
         name = d.pop("recipe")
         if name != "default":  # likewise (unset: configs and experiment folders from before the key stay identical)
             d["train"] = {"recipe": name, **d["train"]}
-        unset_values: tuple[tuple[str, Any], ...] = (("plugins", []), ("allow_unpermuted", False), ("stream", False))
-        for name, unset in unset_values:  # likewise
-            if d.get(name) == unset:
-                del d[name]
         del d["executor"]  # where units ran never changes a result: results.json is the same for every executor
         return d
 
 
-def _typed_widths(model: str, widths: list[float], where: str) -> list[Any]:
-    """The recipe study's width axis typed like the model's option it varies: whole numbers for an int width
-    (the MLP's units: ``[4, 8]``, read as floats by the axis, are 4 and 8), floats for a width multiplier."""
-    from stardomain import models
+# keys added after the first release, by their path: :meth:`ExperimentConfig.to_dict` writes them only where they
+# differ from their default (read off the dataclasses, never written twice)
+ADDED_LATER = (
+    "image_size",
+    "stream",
+    "plugins",
+    "allow_unpermuted",
+    "eval.eval_test_samples",
+    "eval.symmetry",
+    "eval.bn_ablation",
+    "eval.converged_train_loss",
+    "star.repeats",
+    "star.t_constant",
+    "star.epochs_factor",
+    "star.symmetry",
+    "star.fusion_loss",
+)
 
-    want = models.model_info(model).types["width"]
-    if want is float:
-        return [float(w) for w in widths]
-    if want is int:
-        fractions = [w for w in widths if not float(w).is_integer()]
-        check(not fractions, f"{where}: {model}'s option width is a whole number (got {fractions[0] if fractions else ''})")
-        return [int(w) for w in widths]
-    raise StardomainError(f"{where}: {model}'s option width is a {want.__name__}, not a number the axis can vary; remove it")
+
+def _default(path: str) -> Any:
+    """The default of the config key at ``path`` (``star.repeats``), from the dataclass fields."""
+    cls: Any = ExperimentConfig
+    *parents, key = path.split(".")
+    for name in parents:
+        cls = typing.get_type_hints(cls)[name]
+    f = next(f for f in dataclasses.fields(cls) if f.name == key)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def import_plugins(data: Mapping[str, Any]) -> None:

@@ -9,14 +9,14 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 from stardomain import defaults
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS
 from stardomain.errors import StardomainError
 from stardomain.starlight.config import CLI, YAML, StarKnobs, at_least, knob_problems, setting
 
-__all__ = ["EvalConfig", "ModelConfig", "StarConfig", "from_dict"]
+__all__ = ["EvalConfig", "ModelConfig", "StarConfig", "Studies", "from_dict"]
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
@@ -35,6 +35,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             except StardomainError as e:
                 errors.append(str(e))
         raise StardomainError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if isinstance(tp, type) and hasattr(tp, "from_mapping"):  # a block whose keys come from a registry (Studies)
+        return value if isinstance(value, tp) else tp.from_mapping(value, where)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -188,3 +190,70 @@ class EvalConfig:
         )
         check(self.max_pairs >= 1, f"eval.max_pairs: must be >= 1 (got {self.max_pairs})")
         check(self.bn_samples is None or self.bn_samples >= 1, f"eval.bn_samples: must be >= 1 or null (got {self.bn_samples})")
+
+
+T = TypeVar("T")
+
+
+class Studies:
+    """The ``studies`` block: the main study's switches (``barriers``, ``distances``) and, under each registered
+    study's YAML key, its settings (an instance of the study's ``settings`` dataclass; absent: the study does not run).
+
+    Its keys come from the study registry (:mod:`stardomain.experiment.study`), so a plugin's study gets YAML settings
+    by registering; ``cfg.studies.<key>`` reads a study's settings (None when absent), :meth:`of` does so typed.
+    """
+
+    def __init__(self, barriers: bool = True, distances: bool = True, **blocks: Any):
+        self.barriers = barriers
+        self.distances = distances
+        self.blocks: dict[str, Any] = {k: v for k, v in blocks.items() if v is not None}
+
+    @staticmethod
+    def _known() -> dict[str, Any]:
+        from stardomain.experiment.study import registered_studies
+
+        return {s.yaml_name(): s for s in registered_studies() if s.settings is not None}
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str = "studies") -> Studies:
+        known = cls._known()
+        names = ["barriers", "distances", *known]
+        if not isinstance(data, Mapping):
+            raise StardomainError(f"{where}: expected a mapping of {', '.join(names)}; got {data!r}")
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise StardomainError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(names)}")
+        switches = {k: coerce(data[k], bool, f"{where}.{k}") for k in ("barriers", "distances") if k in data}
+        blocks = {k: coerce(v, known[k].settings | None, f"{where}.{k}") for k, v in data.items() if k in known}
+        return cls(**switches, **blocks)
+
+    def get(self, name: str) -> Any:
+        """The settings under ``studies.<name>``, or None where that study is not configured."""
+        return self.blocks.get(name)
+
+    def of(self, kind: type[T]) -> T | None:
+        """The configured settings of type ``kind`` (a study's settings dataclass), or None."""
+        return next((v for v in self.blocks.values() if isinstance(v, kind)), None)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "blocks":
+            raise AttributeError(name)
+        if name not in self._known():
+            raise AttributeError(f"studies: no study is configured by '{name}'")
+        return self.blocks.get(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As results.json and experiment.json record it: the switches, every configured study's settings, and the
+        built-in studies' keys as null where absent (folders written before plugin studies stay identical)."""
+        builtin = [k for k, s in self._known().items() if type(s).__module__.startswith("stardomain.")]
+        out: dict[str, Any] = {"barriers": self.barriers, "distances": self.distances}
+        for name in [*builtin, *(k for k in self.blocks if k not in builtin)]:
+            value = self.blocks.get(name)
+            out[name] = None if value is None else dataclasses.asdict(value)
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Studies) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Studies({self.to_dict()!r})"

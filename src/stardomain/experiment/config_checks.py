@@ -8,7 +8,7 @@ trial build of every model the run will train (on the meta device). ``cfg`` is a
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 from stardomain.errors import StardomainError
 from stardomain.experiment.config_blocks import check, coerce
@@ -26,34 +26,31 @@ def check_recipe_overrides(cfg: Any) -> None:
     """Each recipe override's type and range under its own key (``train.epochs: '2'`` names ``train.epochs``).
 
     Ranges are checked against the generic defaults (every one valid), so an error here is always the
-    override's; how overrides combine with the dataset's recipe is checked afterwards.
+    override's; how overrides combine with the dataset's recipe is checked afterwards (a study's blocks: by its check).
     """
+    for where, overrides in (("train", cfg.train), ("star.recipe", cfg.star.recipe)):
+        check_overrides(where, overrides)
+
+
+def check_overrides(where: str, overrides: Mapping[str, Any]) -> None:
+    """One block of recipe overrides (``train``, ``star.recipe``, a study's): each key's type and range, named."""
     from stardomain.training.loop import Recipe
 
-    blocks = [("train", cfg.train), ("star.recipe", cfg.star.recipe)]
-    if cfg.studies.optimizer is not None:
-        blocks += [
-            ("studies.optimizer.recipe", cfg.studies.optimizer.recipe),
-            ("studies.optimizer.star_recipe", cfg.studies.optimizer.star_recipe),
-        ]
     keys = _recipe_keys()
-    for where, overrides in blocks:
-        for key, value in overrides.items():
-            if key not in keys:
-                continue  # the unknown key is reported (with what exists) by the recipe check that follows
-            if keys[key] in (int, float) and isinstance(value, str) and _is_number(value):
-                hint = (
-                    "write it without quotes" if keys[key] is int or "e" not in value.lower() else "YAML reads 1e-3 as text: write 1.0e-3"
-                )
-                raise StardomainError(
-                    f"{where}.{key}: expected {'an integer' if keys[key] is int else 'a number'}, got the text {value!r} ({hint})"
-                )
-            coerce(value, keys[key], f"{where}.{key}")
-        known = {k: v for k, v in overrides.items() if k in keys}
-        try:
-            Recipe.from_dict({**Recipe().to_dict(), **known})
-        except StardomainError as e:
-            raise StardomainError(_name_recipe_key(where, str(e))) from None
+    for key, value in overrides.items():
+        if key not in keys:
+            continue  # the unknown key is reported (with what exists) by the recipe check that follows
+        if keys[key] in (int, float) and isinstance(value, str) and _is_number(value):
+            hint = "write it without quotes" if keys[key] is int or "e" not in value.lower() else "YAML reads 1e-3 as text: write 1.0e-3"
+            raise StardomainError(
+                f"{where}.{key}: expected {'an integer' if keys[key] is int else 'a number'}, got the text {value!r} ({hint})"
+            )
+        coerce(value, keys[key], f"{where}.{key}")
+    known = {k: v for k, v in overrides.items() if k in keys}
+    try:
+        Recipe.from_dict({**Recipe().to_dict(), **known})
+    except StardomainError as e:
+        raise StardomainError(_name_recipe_key(where, str(e))) from None
 
 
 def _is_number(text: str) -> bool:
@@ -87,17 +84,6 @@ def check_before_work(cfg: Any) -> None:
     _check_finite(ev.near_zero_tolerance, "eval.near_zero_tolerance")
     _check_finite(cfg.star.mu, "star.mu")
     check(all(math.isfinite(b) for b in cfg.star.t_beta), f"star.t_beta: two finite positive numbers (got {cfg.star.t_beta})")
-    s = cfg.studies
-    if s.bma is not None:
-        check(s.bma.seed >= 0, f"studies.bma.seed: must be >= 0 (got {s.bma.seed})")
-    if s.fusion is not None:
-        _check_finite(s.fusion.mu, "studies.fusion.mu")
-    for name, block in (("width_depth", s.width_depth), ("optimizer", s.optimizer)):
-        if block is not None:
-            check(block.sources >= 2, f"studies.{name}.sources: |Z| must be >= 2 to compare regular pairs (got {block.sources})")
-            check(block.held_out >= 1, f"studies.{name}.held_out: must be >= 1 (got {block.held_out})")
-    if s.recipe is not None:
-        check(all(math.isfinite(w) for w in s.recipe.width), f"studies.recipe.width: every entry finite (got {s.recipe.width})")
     from stardomain.experiment.budget import check_parameters, check_sizes
 
     check_sizes(cfg)  # the size budget, arithmetically: before a plan, a cell or a model is built
@@ -133,19 +119,14 @@ def _trial_builds(cfg: Any) -> int | None:
     a depth -1 or a width of 2^40 fails here, naming its key, instead of inside a unit. Returns the largest
     parameter count (None when no model could be built there)."""
     from stardomain import models
+    from stardomain.experiment.study import registered_studies
 
     shape, classes = nominal_data(cfg)
     options = cfg.model_options()
     builds: list[tuple[str, dict[str, Any]]] = [("model.options", options)]
-    if cfg.studies.width_depth is not None:
-        builds += [(f"studies.width_depth.settings[{i}]", {**options, **extra}) for i, extra in enumerate(cfg.studies.width_depth.settings)]
-    if cfg.studies.recipe is not None:  # the cells' own options, as the study will build them
-        from stardomain.experiment.studies.recipe import cells
-
-        builds += [
-            ("studies.recipe.width" if c.values["width"] is not None else "studies.recipe", c.options)
-            for c in cells(cfg, cfg.source_recipe())
-        ]
+    for study in registered_studies():  # the architectures each configured study will build
+        if study.enabled(cfg):
+            builds += study.builds(cfg)
     seen: set[str] = set()
     largest: int | None = None
     for where, opts in builds:

@@ -59,7 +59,8 @@ def dry_run(config: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
 
     quiet = dataclasses.replace(config, logging={})  # metrics sinks would open files in the folder
     exp = Experiment(quiet, out_dir, progress=False)
-    plan, actions = build_plan(exp)
+    planned = build_plan(exp)
+    plan, actions = planned.plan, planned.actions
     out = Path(out_dir)
     exists = out.is_dir()
     done: dict[str, bool] = {}

@@ -8,11 +8,11 @@ redoes no finished model or evaluation, and half-finished training resumes from 
 state; since every unit is deterministic, a killed-and-resumed run ends with the same
 ``results.json`` as an uninterrupted one.
 
-:class:`Experiment` computes one model or evaluation per call (a unit) and, in :meth:`Experiment.run`,
-assembles every study from those unit files (the studies beyond the main barrier groups are registered
-:class:`~.study.Study` objects, :mod:`.studies`). :func:`~.runner.run_experiment` first hands the units to an executor
-(:mod:`.units` plans them, :mod:`.executors` runs them here, on Ray or on SLURM), so results do
-not depend on who ran the units.
+:class:`Experiment` owns the run folder and computes one model or evaluation per call (a unit's action); the studies
+(:mod:`.studies`, each a registered :class:`~.study.Study`, the main barrier study first) say which units they need
+and how their sections are made from them (:mod:`.units` turns that into the plan), and :meth:`Experiment.run`
+assembles results.json from the unit files. :func:`~.runner.run_experiment` first hands the units to an executor
+(:mod:`.executors` runs them here, on Ray or on SLURM), so results do not depend on who ran the units.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from stardomain._util.progress import format_event
 from stardomain.analysis.stats import mean_std
 from stardomain.checkpoints import store
 from stardomain.errors import StardomainError
-from stardomain.experiment import ablation
 from stardomain.experiment import pairs as pairing
 from stardomain.experiment.config import ExperimentConfig
 from stardomain.experiment.folder import (
@@ -42,8 +41,6 @@ from stardomain.experiment.folder import (
     read_marker,
     unplanned,
 )
-from stardomain.experiment.studies.common import star_records
-from stardomain.experiment.summary import summarize_groups
 from stardomain.training import zoo
 from stardomain.training.loop import Recipe
 
@@ -199,12 +196,6 @@ class Experiment:
             self.event("trained", zoo=tag, seeds=list(seeds), seconds=round(time.perf_counter() - t0, 2))
         return out
 
-    def regular_models(
-        self, tag: str, options: Mapping[str, Any], recipe: Recipe, n_sources: int, n_held: int
-    ) -> tuple[list[Path], list[Path]]:
-        paths = [self.train_one(tag, options, recipe, s, role) for s, role in self.zoo_seeds(n_sources, n_held)]
-        return paths[:n_sources], paths[n_sources:]
-
     # -- star models ---------------------------------------------------------------------------
     def star_path(self, tag: str) -> Path:
         return self.out / "stars" / f"{tag}.safetensors"
@@ -214,13 +205,6 @@ class Experiment:
         ``{tag}-r{r}``, whose seed is :func:`~stardomain.starlight.repeat_seed` of (seed, r, tag)."""
         k = self.cfg.star.repeats if repeats is None else repeats
         return [tag] + [f"{tag}-r{r}" for r in range(1, k)]
-
-    def stars(
-        self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Recipe, mu: float, repeats: int | None = None
-    ) -> list[Path]:
-        """Every repeat of one star (same sources and recipe, its own seed each)."""
-        tags = self.star_tags(tag, repeats)
-        return [self.star_model(t, sources, options, star_recipe, mu, repeat=r, repeats=len(tags)) for r, t in enumerate(tags)]
 
     def star_model(
         self,
@@ -304,11 +288,13 @@ class Experiment:
         """What one pair's result depends on (:meth:`pair_call`'s key)."""
         return self.pair_call(path_a, path_b, align, bn).key()
 
-    def pair(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
-        """Curve, barriers and distances for one pair; B is aligned to A first unless align is none."""
-        from stardomain.barrier import evaluate_pair
+    def pair_compute(self, path_a: Path, path_b: Path) -> Callable[..., dict[str, Any]]:
+        """The computation of one pair (called with :meth:`pair_call`'s settings): curve, barriers and distances;
+        B is aligned to A first unless align is none."""
 
         def compute(**settings: Any) -> dict[str, Any]:
+            from stardomain.barrier import evaluate_pair
+
             state_a, meta = store.load_state(path_a)
             state_b, _ = store.load_state(path_b)
             model = store.build_model(meta["arch"]).to(self.device)
@@ -316,42 +302,11 @@ class Experiment:
             result = evaluate_pair(state_a, state_b, model=model, dataset=self.dataset, spec=spec, device=self.device, **settings)
             return {"a": path_a.stem, "b": path_b.stem, **result.record()}
 
-        return self.cache.run(self.pair_call(path_a, path_b, align, bn), compute)
+        return compute
 
-    def barrier_groups(
-        self,
-        sources: Sequence[Path],
-        held: Sequence[Path],
-        stars: Sequence[Path],
-        bn: str = "reset",
-    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
-        """regular–regular (sources, aligned), star–source and star–held-out (each aligned to its star,
-        for every repeat of the star), and the record of which pairs each group holds (see :mod:`.pairs`)."""
-        chosen = self.group_pairs(sources, held, stars)
-        reg = chosen["regular-regular"]
-        k, n = len(chosen["star-source"]) // len(stars), len(sources)
-        repeat = {p: r for r, p in enumerate(stars)}
-        groups = {
-            name: [
-                self.pair(a, b, bn=bn) if name == "regular-regular" else {**self.pair(a, b, bn=bn), "repeat": repeat[a]} for a, b in pairs
-            ]
-            for name, pairs in chosen.items()
-        }
-        each = "" if len(stars) == 1 else f"each of the {len(stars)} stars"
-        record = {
-            "regular-regular": pairing.pair_record([(a.stem, b.stem) for a, b in reg], pairing.REGULAR_RULE, n * (n - 1) // 2),
-            "star-source": pairing.pair_record(
-                [(a.stem, b.stem) for a, b in chosen["star-source"]],
-                (f"{each or 'the star'} against every source" if k == n else f"{each or 'the star'} against its {k} lowest-seed sources"),
-                n * len(stars),
-            ),
-            "star-held-out": pairing.pair_record(
-                [(a.stem, b.stem) for a, b in chosen["star-held-out"]],
-                f"{each or 'the star'} against every held-out model",
-                len(held) * len(stars),
-            ),
-        }
-        return groups, record
+    def pair(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
+        """One pair's result, computed or read back from the cache."""
+        return self.cache.run(self.pair_call(path_a, path_b, align, bn), self.pair_compute(path_a, path_b))
 
     def group_pairs(self, sources: Sequence[T], held: Sequence[T], stars: Sequence[T]) -> dict[str, list[tuple[T, T]]]:
         """Which pairs each barrier group evaluates (of paths, or of the plan's units: one rule for both)."""
@@ -384,16 +339,20 @@ class Experiment:
 
     # -- the studies -----------------------------------------------------------------------------
     def run(self, assemble: bool = False) -> dict[str, Any]:
-        """Every study's results; with ``assemble`` every model and evaluation must be on disk already
-        (the executor ran the plan's units), so nothing is computed here and results are the same
-        whoever ran the units."""
-        from stardomain.analysis import verdicts
+        """Every study's results. The studies' plan is built (:func:`~.units.build_plan`); unless ``assemble``
+        (the executor ran its units already) its units are computed here, in order; then every section is resolved
+        from the unit files, with nothing computed, so results are the same whoever ran the units."""
+        from stardomain.experiment.study import compute_tests
+        from stardomain.experiment.units import build_plan
 
         self.claim_folder()
-        self.cache.frozen = assemble
-        cfg, st = self.cfg, self.cfg.studies
-        options = cfg.model_options()
-        star_recipe = cfg.star_recipe(self.recipe, cfg.star.recipe)
+        cfg = self.cfg
+        self.event("assemble" if assemble else "start", name=cfg.name, device=self.device)
+        planned = build_plan(self)
+        if not assemble:
+            for unit in planned.plan:
+                planned.actions[unit.id].compute()
+        self.cache.frozen = True
         results: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "name": cfg.name,
@@ -407,55 +366,13 @@ class Experiment:
             },
             "recipe": self.recipe.to_dict(),
         }
-        self.event("assemble" if assemble else "start", name=cfg.name, device=self.device)
-        # all sources any study needs, then the held-out models
-        sources, held = self.regular_models("main", options, self.recipe, cfg.zoo_size, cfg.held_out)
-        z = sources[: cfg.sources]
-        main_stars = self.stars(f"main-z{cfg.sources}", z, options, star_recipe, mu=cfg.star.mu)
-        main_star = main_stars[0]
-        star_meta = store.read_metadata(main_star)
-        results["models"] = {
-            "sources": [p.stem for p in z],
-            "held_out": [p.stem for p in held],
-            "regular_test_acc": mean_std([store.read_metadata(p)["metrics"]["test_acc"] for p in z]),
-            "star": str(main_star.relative_to(self.out)),
-            "star_seed": star_meta["seed"],
-            "star_recipe": star_recipe.to_dict(),
-            "star_metrics": star_meta["metrics"],
-            "repeats": len(main_stars),
-            "stars": star_records(self, main_stars),
-            "has_batchnorm": self.has_batchnorm(),
-            "histories": {p.stem: store.read_metadata(p).get("history", []) for p in [*z, *held, *main_stars]},
-        }
-        results["endpoints"] = self.endpoints(main_stars, z, held)
-        groups = None
-        if st.barriers or st.distances:
-            groups, record = self.barrier_groups(z, held, main_stars)
-            summary = summarize_groups(groups)
-        if st.barriers:
-            results["barriers"] = {"groups": groups, "summary": summary, "pairs": record}
-        if cfg.eval.bn_ablation and groups is not None:
-            results["bn_ablation"] = ablation.bn_ablation(self, groups, z, held, main_stars)
-        if st.distances:
-            results["distances"] = {
-                name: {
-                    "l2": s["l2"],
-                    "l2_aligned": s["l2_aligned"],
-                    "n_pairs": s["n_pairs"],
-                    "values": {k: s["values"][k] for k in ("l2", "l2_aligned")},
-                    **({"over_stars": {k: s["over_stars"][k] for k in ("l2", "l2_aligned")}} if "over_stars" in s else {}),
-                }
-                for name, s in summary.items()
-            }
-        from stardomain.experiment.study import Main, registered_studies
-
-        main = Main(
-            sources=sources, held=held, z=z, stars=main_stars, options=options, star_recipe=star_recipe, summary=summary if groups else None
-        )
-        for study in registered_studies():
-            if study.enabled(cfg):
-                results[study.key] = study.assemble(self, main)
-        results["tests"] = verdicts.compute(results)
+        for study, section in planned.sections:
+            value = planned.ctx.resolve(section)
+            if study.merge:
+                results.update(value)
+            else:
+                results[study.key] = value
+        results["tests"] = compute_tests(results)
         self.event("done")
         self.events.close()
         return results

@@ -107,7 +107,7 @@ def _run_units(exp: Experiment, config: ExperimentConfig, out_dir: str | Path, e
     exp.claim_folder()
     # what a killed run left: no later rename needs it (a minute's margin for a concurrent run's write still in fsync)
     remove_stray_temps(out_dir, older_than=started - 60, subfolders=run_folders(out_dir))
-    plan, _ = build_plan(exp)
+    plan = build_plan(exp).plan
     exp.event("start", name=config.name, device=exp.device, executor=executor.kind, units=len(plan), threads=config.threads)
     run_plan(
         plan,

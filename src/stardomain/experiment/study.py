@@ -1,43 +1,83 @@
-"""What a study is: one object that yields its own units and assembles its own section of results.json.
+"""What a study is: one object that asks for its units and says how its section is made from them, in one method.
 
-The pipeline runs every study twice over the same description: :meth:`Study.plan` asks a plan
-builder (:mod:`.units`) for the models and evaluations it needs, each becoming a unit an executor
-runs; :meth:`Study.assemble` then asks the experiment (:mod:`.pipeline`) for the same models and
-evaluations, which must all be on disk (a unit the plan forgot fails loudly, never computed behind
-the executor's back), and returns the section. Both sides share one vocabulary (``zoo``/
-``regular_models``, ``stars``, ``pair``, ``star``/``star_model``, ``setting``), so a study's two
-methods read the same and live in one file.
+:meth:`Study.run` is called once, while the plan is built (:func:`~stardomain.experiment.units.build_plan`). It asks
+the context (:class:`Context`) for models (``zoo``, ``stars``, ``star``) and evaluations (``pair``, ``evaluation``,
+``setting``); each request becomes a unit an executor runs, and returns a *handle*: a model's handle knows its path,
+an evaluation's handle is :class:`Pending`, a result not known yet. ``run`` returns its results.json section built
+from those handles, with :meth:`Context.derive` for whatever is computed from results. After the executor ran the
+units, the pipeline resolves the section: each handle is read back from its unit's file, each ``derive`` is called on
+the values. There is no second method to keep in step with the first, and a study cannot ask for a unit at
+assembly that it did not ask for while planning: a result is opaque while planning (using it raises), and once
+planning is over the context refuses new requests.
 
-Adding a study is one file: a module in :mod:`stardomain.experiment.studies` that defines a
-:class:`Study` subclass and registers it with :func:`register_study` (a plugin module listed under
-``plugins:`` may do the same). Studies run in ``order``; results.json holds their sections in
-that order, after the main barrier study and before the verdicts.
+Adding a study is one file: a module in :mod:`stardomain.experiment.studies` (or a plugin module listed under
+``plugins:``) that defines a :class:`Study` subclass with its settings dataclass, its checks, ``run``, its verdict
+tests and its report section, and registers it with :func:`register_study`. Studies run in ``order``; the main
+barrier study (order 0) writes the top-level sections (``merge``), the others a section under their ``key``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 from stardomain.errors import StardomainError
 
 
+@dataclass(frozen=True)
+class Model:
+    """A model some unit produces: its unit id and checkpoint path (known while planning; resolved to the path)."""
+
+    unit: str
+    path: Path
+
+
+class Pending:
+    """A unit's result, or a value derived from results: known only when the section is assembled.
+
+    Every use of it as a value raises, so what a study asks for can never depend on a result (one code path
+    plans and assembles); compute with results inside :meth:`Context.derive`.
+    """
+
+    __slots__ = ("what", "resolve")
+
+    def __init__(self, what: str, resolve: Callable[[], Any]):
+        self.what = what
+        self.resolve = resolve
+
+    def _refuse(self, *_: Any, **__: Any) -> Any:
+        raise StardomainError(
+            f"{self.what} is a unit's result, known only when the results are assembled: compute with it inside "
+            "ctx.derive(fn, ...) and never let it decide which units a study asks for"
+        )
+
+    __bool__ = __iter__ = __len__ = __getitem__ = __contains__ = _refuse
+    __float__ = __int__ = __index__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
+
+    def __getattr__(self, name: str) -> Any:
+        return self._refuse()
+
+    def __repr__(self) -> str:
+        return f"Pending({self.what})"
+
+
 @dataclass
 class Main:
-    """What every study builds on: the main zoo and star(s), as plan handles or as paths."""
+    """What every study builds on: the handles of the main zoo and star(s)."""
 
-    sources: list[Any]  # all zoo_size sources, in seed order
-    held: list[Any]  # the held-out models
-    z: list[Any]  # the main star's sources: the first ``cfg.sources``
-    stars: list[Any]  # every repeat of the main star
+    sources: list[Model]  # all zoo_size sources, in seed order
+    held: list[Model]  # the held-out models
+    z: list[Model]  # the main star's sources: the first ``cfg.sources``
+    stars: list[Model]  # every repeat of the main star
     options: dict[str, Any]  # the model options of the main zoo
     star_recipe: Any  # the star's recipe
-    summary: dict[str, Any] | None = None  # the main barrier groups' summary (assembly only, when computed)
+    summary: Any = None  # the main barrier groups' summary (a Pending; None when neither barriers nor distances run)
 
 
 class Experimenting(Protocol):
-    """What a study's assembly may ask of the experiment (:class:`~stardomain.experiment.pipeline.Experiment`):
+    """What a study's computations may ask of the experiment (:class:`~stardomain.experiment.pipeline.Experiment`):
     typed here so studies stay below the pipeline in the layers and mypy checks every call."""
 
     cfg: Any  # the ExperimentConfig
@@ -45,58 +85,78 @@ class Experimenting(Protocol):
     dataset: Any
     device: str
     recipe: Any  # the sources' Recipe
-    cache: Any  # the unit result cache (run a KeyedCall, or get_or_compute)
+    cache: Any  # the unit result cache
 
-    def regular_models(
-        self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int
-    ) -> tuple[list[Path], list[Path]]: ...
-    def stars(
-        self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Any, mu: float, repeats: int | None = None
-    ) -> list[Path]: ...
-    def star_model(
-        self, tag: str, sources: Sequence[Path], options: Mapping[str, Any], star_recipe: Any, mu: float, repeat: int = 0, repeats: int = 1
-    ) -> Path: ...
-    def pair(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]: ...
-    def barrier_groups(
-        self, sources: Sequence[Path], held: Sequence[Path], stars: Sequence[Path], bn: str = "reset"
-    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]: ...
     def endpoints(self, stars: Sequence[Path], sources: Sequence[Path], held: Sequence[Path]) -> dict[str, Any]: ...
+    def group_pairs(self, sources: Sequence[Any], held: Sequence[Any], stars: Sequence[Any]) -> dict[str, list[tuple[Any, Any]]]: ...
     def spec(self, model: Any) -> Any: ...
     def has_batchnorm(self) -> bool: ...
     def data_record(self) -> dict[str, Any]: ...
 
 
-class Planning(Protocol):
-    """What a study's plan may ask of the plan builder (:class:`~stardomain.experiment.units.PlanBuilder`)."""
+class Context(Protocol):
+    """What a study's :meth:`Study.run` asks for (:class:`~stardomain.experiment.units.PlanContext`)."""
 
-    exp: Any  # the Experiment whose plan this is
+    exp: Experimenting
+    cfg: Any
 
-    def stars(self, tag: str, sources: Sequence[Any], options: Mapping[str, Any], recipe: Any, mu: float) -> list[Any]: ...
+    def zoo(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int) -> tuple[list[Model], list[Model]]: ...
+    def stars(self, tag: str, sources: Sequence[Model], options: Mapping[str, Any], recipe: Any, mu: float) -> list[Model]: ...
     def star(
-        self, tag: str, sources: Sequence[Any], options: Mapping[str, Any], recipe: Any, mu: float, repeat: int = 0, repeats: int = 1
-    ) -> Any: ...
-    def pair(self, a: Any, b: Any, bn: str = "reset") -> None: ...
-    def setting(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int, star_recipe: Any) -> None: ...
-    def evaluation(self, stage: str, uid: str, inputs: Sequence[Any], key: Any, compute: Any) -> None: ...
+        self, tag: str, sources: Sequence[Model], options: Mapping[str, Any], recipe: Any, mu: float, repeat: int = 0, repeats: int = 1
+    ) -> Model: ...
+    def pair(self, a: Model, b: Model, bn: str = "reset") -> Pending: ...
+    def evaluation(self, uid: str, inputs: Sequence[Model], call: Any, compute: Callable[..., Any]) -> Pending: ...
+    def derive(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending: ...
+
+
+@dataclass(frozen=True)
+class Judge:
+    """What every verdict test reads: the tolerance, the seed its bootstraps use and the barrier metric."""
+
+    tolerance: float
+    seed: int
+    metric: str
 
 
 class Study:
-    """One study of the pipeline. Subclasses set ``key`` (its results.json section) and ``order``."""
+    """One study of the pipeline. Subclasses set ``key`` (its results.json section), ``order`` and, when the YAML's
+    ``studies:`` block configures it, ``settings`` (a dataclass, parsed from ``studies.<yaml_key>``)."""
 
     key: ClassVar[str]
-    order: ClassVar[int] = 1000  # built-in studies use 100..700; others run after them, by order then key
+    order: ClassVar[int] = 1000  # the main study 0, built-in studies 100..700; others run after them, by order then key
+    settings: ClassVar[type | None] = None  # the dataclass of its YAML settings; None: the study has none
+    yaml_key: ClassVar[str | None] = None  # its key under ``studies:`` (default: ``key``)
+    merge: ClassVar[bool] = False  # its section's keys go to the top level of results.json (the main study)
+
+    @classmethod
+    def yaml_name(cls) -> str:
+        return cls.yaml_key or cls.key
 
     def enabled(self, cfg: Any) -> bool:
-        """Whether the config asks for this study."""
+        """Whether the config asks for this study (default: its settings block is present)."""
+        return cfg.studies.get(self.yaml_name()) is not None
+
+    def check(self, cfg: Any, settings: Any) -> None:
+        """Refuse, in one line each (StardomainError), settings this config cannot honour; called before any work."""
+
+    def run(self, ctx: Context, main: Main) -> Any:
+        """Ask ``ctx`` for every model and evaluation; return the section, built from their handles."""
         raise NotImplementedError
 
-    def plan(self, builder: Planning, main: Main) -> None:
-        """Ask ``builder`` (a :class:`~stardomain.experiment.units.PlanBuilder`) for every model and evaluation."""
-        raise NotImplementedError
+    def builds(self, cfg: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The model options it trains with beyond the main zoo's, each with the key that sets them: every one is
+        built on the meta device while the config is checked (a width 0 fails there, naming its key)."""
+        return []
 
-    def assemble(self, exp: Experimenting, main: Main) -> Any:
-        """The results.json section, from the models and evaluations on disk (``exp``: the Experiment)."""
-        raise NotImplementedError
+    def budget(self, cfg: Any, count: Any) -> Mapping[str, tuple[int, str]]:
+        """Its units from the counts alone, before anything is built (``count``: a
+        :class:`~stardomain.experiment.budget.UnitCounts`): key asking -> (units, how they come); default: not counted."""
+        return {}
+
+    def tests(self, results: Mapping[str, Any], judge: Judge) -> Mapping[str, Any]:
+        """The verdict tests of this study's section: entries of results.json's ``tests`` (default: none)."""
+        return {}
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
         """report.md's lines for this study's section (its figures are written into ``out`` and named in ``figures``)."""
@@ -107,12 +167,15 @@ _REGISTRY: dict[str, Study] = {}
 
 
 def register_study(study: Study) -> Study:
-    """Add ``study`` to the pipeline (its ``key`` must be new); returns it, so it can decorate an instance."""
+    """Add ``study`` to the pipeline (its ``key`` and YAML key must be new); returns it, so it can decorate an instance."""
     key = getattr(study, "key", None)
     if not isinstance(key, str) or not key.isidentifier():
         raise StardomainError(f"register_study: {type(study).__name__} needs a key naming its results.json section (got {key!r})")
     if key in _RESERVED or (key in _REGISTRY and type(_REGISTRY[key]) is not type(study)):
         raise StardomainError(f"register_study: a study named {key!r} exists already; choose another key")
+    taken = {s.yaml_name(): s.key for s in _REGISTRY.values() if s.key != key}
+    if study.yaml_name() in taken or study.yaml_name() in _RESERVED_YAML:
+        raise StardomainError(f"register_study: studies.{study.yaml_name()} is another study's YAML key; choose another yaml_key")
     _REGISTRY[key] = study
     return study
 
@@ -123,13 +186,25 @@ def unregister_study(key: str) -> None:
 
 
 def registered_studies() -> Iterator[Study]:
-    """Every registered study (the built-in ones first), in the order the pipeline runs them."""
+    """Every registered study (the main one first, then the built-in ones), in the order the pipeline runs them."""
     import stardomain.experiment.studies  # noqa: F401  (registers the built-in studies)
 
     yield from sorted(_REGISTRY.values(), key=lambda s: (s.order, s.key))
 
 
-# sections the pipeline itself writes
+def compute_tests(results: Mapping[str, Any]) -> dict[str, Any]:
+    """results.json ``tests``: the shared header, then every study's verdict tests on its section."""
+    from stardomain.analysis import verdicts
+
+    out = verdicts.header(results)
+    judge = Judge(tolerance=out["tolerance"], seed=int(results["config"]["seed"]), metric=out["metric"])
+    for study in registered_studies():
+        if study.merge or study.key in results:
+            out.update(study.tests(results, judge))
+    return out
+
+
+# sections the pipeline itself writes, or the main study's
 _RESERVED = {
     "schema_version",
     "name",
@@ -143,3 +218,4 @@ _RESERVED = {
     "distances",
     "tests",
 }
+_RESERVED_YAML = {"barriers", "distances"}  # the main study's switches under ``studies:``

@@ -1,11 +1,12 @@
 """An experiment config -> its plan: every model to train and every evaluation, as units.
 
-The plan is derived from the studies themselves: the main barrier study here, then every registered
-:class:`~stardomain.experiment.study.Study` asks the builder for what it needs (:meth:`Study.plan`). run()
-is executed afterwards in *assemble* mode, where every model and evaluation must already be on disk,
-so a unit a study's plan forgot fails loudly instead of being computed behind the executor's back. Units are named by what they make
-(``train/main/seed-3``, ``star/main-z10``, ``pair/star/main-z10~train/main/seed-1000``), and a
-worker rebuilds the same plan from (config, run folder) to find what a unit id means.
+The plan is what the studies ask for: every registered :class:`~stardomain.experiment.study.Study` (the main barrier
+study first) runs once against a :class:`PlanContext`, which records each model and evaluation it asks for as a unit
+and hands back a handle. The executor runs the units; the assembly then resolves the studies' sections from the
+same context (:meth:`PlanContext.resolve`), reading every handle back from its file, so nothing is computed behind
+the executor's back and no unit can be read that the plan did not hold. Units are named by what they make
+(``train/main/seed-3``, ``star/main-z10``, ``pair/star/main-z10~train/main/seed-1000``), and a worker rebuilds the
+same plan from (config, run folder) to find what a unit id means.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from stardomain.errors import StardomainError
 from stardomain.experiment.plan import Plan, Unit
+from stardomain.experiment.study import Model, Pending
 
 
 @dataclass
@@ -48,23 +51,29 @@ def _all_complete(paths: Sequence[Path]) -> bool:
     return all(store.is_complete(p) for p in paths)
 
 
-@dataclass(frozen=True)
-class _Model:
-    """A model some unit produces: its unit id and checkpoint path."""
+class PlanContext:
+    """What every :meth:`Study.run` runs against: it records each model and evaluation asked for as a unit (the plan)
+    and hands back its handle; after the executor ran the units, :meth:`resolve` reads the handles back.
 
-    unit: str
-    path: Path
-
-
-class PlanBuilder:
-    """Collects the units the studies ask for: the plan-side twin of the Experiment's own methods."""
+    Once planning is over the context is sealed: a computation that asks for a unit then (a unit the plan never
+    held) is refused, so the plan and the assembly cannot differ.
+    """
 
     def __init__(self, exp: Any):
         self.exp = exp
+        self.cfg = exp.cfg
         self.units: dict[str, Unit] = {}
         self.actions: dict[str, _Action] = {}
+        self.study = "main"  # the study asking (for messages)
+        self.sealed = False
+        self._checked: set[str] = set()  # model units whose checkpoints were verified while resolving
 
     def _add(self, unit: Unit, action: _Action) -> None:
+        if self.sealed:
+            raise StardomainError(
+                f"study {self.study}: asked for {unit.id} while its results were assembled; ask for every unit in "
+                "run() and compute with the handles inside ctx.derive (what a study asks for may not depend on results)"
+            )
         if unit.id not in self.units:  # the same model or pair asked for by two studies is one unit
             self.units[unit.id] = unit
             self.actions[unit.id] = action
@@ -72,10 +81,12 @@ class PlanBuilder:
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.exp.out))
 
-    def zoo(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int) -> tuple[list[_Model], list[_Model]]:
+    # -- models -----------------------------------------------------------------------------------------------
+    def zoo(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int) -> tuple[list[Model], list[Model]]:
+        """The sources and held-out models of zoo ``tag`` (one unit each, or per ``train.batch_models`` group)."""
         from stardomain.checkpoints import store
 
-        m = self.exp.cfg.batch_models
+        m = self.cfg.batch_models
         if m > 1:
             return self._zoo_groups(tag, options, recipe, n_sources, n_held, m)
         models = []
@@ -89,12 +100,12 @@ class PlanBuilder:
                     call, functools.partial(store.is_complete, path), functools.partial(_same, path), functools.partial(call_key, call)
                 ),
             )
-            models.append(_Model(uid, path))
+            models.append(Model(uid, path))
         return models[:n_sources], models[n_sources:]
 
     def _zoo_groups(
         self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int, m: int
-    ) -> tuple[list[_Model], list[_Model]]:
+    ) -> tuple[list[Model], list[Model]]:
         """``train.batch_models`` M: one unit per M members of one role, in seed order (a fixed grouping,
         so every executor trains the same groups); its outputs are the members."""
 
@@ -116,12 +127,13 @@ class PlanBuilder:
                         functools.partial(call_key, call),
                     ),
                 )
-                models += [_Model(uid, p) for p in paths]
+                models += [Model(uid, p) for p in paths]
         return models[:n_sources], models[n_sources:]
 
     def star(
-        self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float, repeat: int = 0, repeats: int = 1
-    ) -> _Model:
+        self, tag: str, sources: Sequence[Model], options: Mapping[str, Any], recipe: Any, mu: float, repeat: int = 0, repeats: int = 1
+    ) -> Model:
+        """One star on ``sources`` (``recipe`` is already the star's own: :meth:`ExperimentConfig.star_recipe`)."""
         from stardomain.checkpoints import store
 
         path = self.exp.star_path(tag)
@@ -137,7 +149,7 @@ class PlanBuilder:
                 functools.partial(self._star_key, tag, paths, options, recipe, mu, repeat, repeats),
             ),
         )
-        return _Model(uid, path)
+        return Model(uid, path)
 
     def _star_key(self, tag: str, paths: Sequence[Path], *args: Any) -> dict[str, Any]:
         """A star unit's key: its sources and every keyword train_star receives (Experiment.star_call)."""
@@ -145,71 +157,99 @@ class PlanBuilder:
 
         return {"sources": plain(list(paths)), "train_star": plain(self.exp.star_call(tag, *args))}
 
-    def stars(self, tag: str, sources: Sequence[_Model], options: Mapping[str, Any], recipe: Any, mu: float) -> list[_Model]:
-        """One unit per repeat of a star (the tags of :meth:`Experiment.star_tags`)."""
+    def stars(self, tag: str, sources: Sequence[Model], options: Mapping[str, Any], recipe: Any, mu: float) -> list[Model]:
+        """Every repeat of a star, one unit each (the tags of :meth:`Experiment.star_tags`, ``star.repeats``)."""
         tags = self.exp.star_tags(tag)
         return [self.star(t, sources, options, recipe, mu, repeat=r, repeats=len(tags)) for r, t in enumerate(tags)]
 
-    def evaluation(
-        self, stage: str, uid: str, inputs: Sequence[_Model], key: Callable[[], Mapping[str, Any]], compute: Callable[[], Any]
-    ) -> None:
+    # -- evaluations ------------------------------------------------------------------------------------------
+    def evaluation(self, uid: str, inputs: Sequence[Model], call: Any, compute: Callable[..., Any]) -> Pending:
+        """One cached evaluation: ``compute(**call.settings)`` on the checkpoints of ``inputs``; its cache key is
+        ``call``'s (a :class:`~stardomain.experiment.folder.KeyedCall`: the checkpoints' hashes and every setting)."""
         from stardomain.checkpoints import store
 
+        cache = self.exp.cache
+
         def output() -> Path:
-            return self.exp.cache.path(stage, key())
+            return cache.path(call.kind, call.key())
 
         def done() -> bool:
-            return all(store.is_complete(m.path) for m in inputs) and self.exp.cache.has(output())
+            return all(store.is_complete(m.path) for m in inputs) and cache.has(output())
 
-        self._add(Unit(uid, stage, f"cache/{stage}", tuple(dict.fromkeys(m.unit for m in inputs))), _Action(compute, done, output, key))
+        def run() -> Any:
+            return cache.run(call, compute)
 
-    def pair(self, a: _Model, b: _Model, bn: str = "reset") -> None:
-        # a batched zoo's members share a unit: the pair is named by the checkpoints it compares
-        name = f"{a.unit}~{b.unit}" if self.exp.cfg.batch_models == 1 else f"{self._rel(a.path)}~{self._rel(b.path)}"
-        self.evaluation(
-            "pairs",
-            f"pair/{name}" + ("" if bn == "reset" else f"@bn-{bn}"),
-            [a, b],
-            functools.partial(self.exp.pair_key, a.path, b.path, None, bn),
-            functools.partial(self.exp.pair, a.path, b.path, None, bn),
+        self._add(
+            Unit(uid, call.kind, f"cache/{call.kind}", tuple(dict.fromkeys(m.unit for m in inputs))), _Action(run, done, output, call.key)
         )
+        return Pending(uid, lambda: self.actions[uid].compute())  # read back through the unit the plan holds
 
-    def groups(self, sources: Sequence[_Model], held: Sequence[_Model], stars: Sequence[_Model], bn: str = "reset") -> None:
-        for pairs in self.exp.group_pairs(list(sources), list(held), list(stars)).values():
-            for a, b in pairs:
-                self.pair(a, b, bn)
+    def pair(self, a: Model, b: Model, bn: str = "reset") -> Pending:
+        """One pair's curve, barriers and distances (B aligned to A with ``eval.align``); ``bn``: the BatchNorm protocol."""
+        # a batched zoo's members share a unit: the pair is named by the checkpoints it compares
+        name = f"{a.unit}~{b.unit}" if self.cfg.batch_models == 1 else f"{self._rel(a.path)}~{self._rel(b.path)}"
+        uid = f"pair/{name}" + ("" if bn == "reset" else f"@bn-{bn}")
+        return self.evaluation(uid, [a, b], self.exp.pair_call(a.path, b.path, None, bn), self.exp.pair_compute(a.path, b.path))
 
-    def setting(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int, star_recipe: Any) -> None:
-        sources, held = self.zoo(tag, options, recipe, n_sources, n_held)
-        self.groups(sources, held, self.stars(f"{tag}-z{n_sources}", sources, options, star_recipe, self.exp.cfg.star.mu))
+    def derive(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:
+        """``fn(*args, **kwargs)`` at assembly, every handle in the arguments (within lists, tuples and dicts)
+        replaced by its value: a model's by its checkpoint's path, an evaluation's by its result."""
+        name = getattr(fn, "__name__", repr(fn))
+        return Pending(f"{self.study}: {name}(...)", lambda: fn(*self.resolve(args), **self.resolve(kwargs)))
+
+    # -- assembly -----------------------------------------------------------------------------------------------
+    def resolve(self, obj: Any) -> Any:
+        """``obj`` with every handle read back from its unit's file (the units must have run: assembly only)."""
+        if isinstance(obj, Pending):
+            return obj.resolve()
+        if isinstance(obj, Model):
+            if obj.unit not in self._checked:  # the unit's call on a finished checkpoint: verified, never retrained
+                self.actions[obj.unit].compute()
+                self._checked.add(obj.unit)
+            return obj.path
+        if isinstance(obj, dict):
+            return {k: self.resolve(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self.resolve(v) for v in obj)
+        return obj
 
 
-def build_plan(exp: Any) -> tuple[Plan, dict[str, _Action]]:
-    """The units of ``exp`` (an :class:`Experiment`) in the order ``run()`` would compute them."""
+@dataclass
+class Planned:
+    """The plan of an experiment (its units in order, how to compute each) and every study's section as handles."""
+
+    plan: Plan
+    actions: dict[str, _Action]
+    sections: list[tuple[Any, Any]]  # (study, section of handles) in the order the studies ran
+    ctx: PlanContext
+
+
+def build_plan(exp: Any) -> Planned:
+    """Every study of ``exp`` (an :class:`Experiment`) run against one :class:`PlanContext`: the units in the order
+    they were asked for, and the sections to resolve once they ran."""
     from stardomain.experiment.study import Main, registered_studies
 
-    cfg, st = exp.cfg, exp.cfg.studies
-    b = PlanBuilder(exp)
+    cfg = exp.cfg
+    ctx = PlanContext(exp)
     options = cfg.model_options()
     star_recipe = cfg.star_recipe(exp.recipe, cfg.star.recipe)
-    sources, held = b.zoo("main", options, exp.recipe, cfg.zoo_size, cfg.held_out)
+    sources, held = ctx.zoo("main", options, exp.recipe, cfg.zoo_size, cfg.held_out)
     z = sources[: cfg.sources]
-    mains = b.stars(f"main-z{cfg.sources}", z, options, star_recipe, cfg.star.mu)
-    if st.barriers or st.distances:
-        b.groups(z, held, mains)
-        if cfg.eval.bn_ablation and exp.has_batchnorm():
-            b.groups(z, held, mains, bn="interpolate")
+    mains = ctx.stars(f"main-z{cfg.sources}", z, options, star_recipe, cfg.star.mu)
     main = Main(sources=sources, held=held, z=z, stars=mains, options=options, star_recipe=star_recipe)
+    sections = []
     for study in registered_studies():
         if study.enabled(cfg):
-            study.plan(b, main)
-    return Plan(b.units.values()), b.actions
+            ctx.study = study.key
+            sections.append((study, study.run(ctx, main)))
+    ctx.sealed = True
+    return Planned(Plan(ctx.units.values()), ctx.actions, sections, ctx)
 
 
 def unit_keys(exp: Any) -> dict[str, Any]:
     """Every unit of ``exp``'s plan and its key: a config setting that reaches a unit's computation changes
     that unit's key (tests/experiment/test_cache_keys.py flips every field to hold this)."""
-    return {uid: action.key() for uid, action in build_plan(exp)[1].items()}
+    return {uid: action.key() for uid, action in build_plan(exp).actions.items()}
 
 
 @functools.lru_cache(maxsize=2)
@@ -220,7 +260,7 @@ def _worker_experiment(config_json: str, out_dir: str) -> tuple[Any, dict[str, _
 
     data = {**json.loads(config_json), "logging": {}}  # metrics sinks belong to the driver
     exp = Experiment(experiment_config(data), out_dir, progress=False)
-    return exp, build_plan(exp)[1]
+    return exp, build_plan(exp).actions
 
 
 class ExperimentJob:
@@ -233,7 +273,7 @@ class ExperimentJob:
     def __init__(self, config: Mapping[str, Any], out_dir: str | os.PathLike, local: Any = None):
         self.config_json = json.dumps(dict(config), sort_keys=True, default=str)
         self.out_dir = str(out_dir)
-        self._local = (local, build_plan(local)[1]) if local is not None else None
+        self._local = (local, build_plan(local).actions) if local is not None else None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"config_json": self.config_json, "out_dir": self.out_dir, "_local": None}

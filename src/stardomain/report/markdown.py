@@ -357,18 +357,10 @@ def write_report(results: Mapping[str, Any], out: Path) -> Path:
     """Write report.md and figures into ``out``; returns the report path."""
     figures: list[str] = []
     lines = header_lines(results)
-    if "barriers" in results:
-        lines += barrier_section(results, out, figures)
-    if results.get("bn_ablation", {}).get("applicable"):
-        from stardomain.report.stars import bn_ablation_section
-
-        lines += bn_ablation_section(results)
-    if "distances" in results:
-        lines += distances_section(results)
     from stardomain.experiment.study import registered_studies
 
-    for study in registered_studies():  # each study writes its own section, in the order they ran
-        if study.key in results:
+    for study in registered_studies():  # each study writes its own section, in the order they ran (the main one first)
+        if study.merge or study.key in results:
             lines += study.report(results, out, figures)
     lines += training_section(results, out, figures)
     lines += [

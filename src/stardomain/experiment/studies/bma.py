@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from stardomain.checkpoints import store
+from stardomain.experiment.config_blocks import check
 from stardomain.experiment.folder import KeyedCall
-from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
+from stardomain.experiment.study import Context, Experimenting, Judge, Main, Study, register_study
 
 # the key as a call (version 1: hand-written, with a manual "tests" bump); 3: the curves carry bootstrap
 # intervals ("ci"), so a cached version-2 result, which has none, is recomputed rather than reused
 BMA_VERSION = 3
+
+
+@dataclass
+class BMASettings:
+    """``studies.bma``: how many points per segment the posterior samples, and their seed."""
+
+    max_samples: int = 20
+    seed: int = 0
 
 
 def bma_call(exp: Experimenting, star: Path, sources: Sequence[Path]) -> KeyedCall:
@@ -30,15 +40,10 @@ def bma_call(exp: Experimenting, star: Path, sources: Sequence[Path]) -> KeyedCa
     return KeyedCall("bma", BMA_VERSION, {"star": star, "sources": tuple(sources)}, settings, exp.data_record())
 
 
-def bma_key(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
-    return bma_call(exp, star, sources).key()
-
-
-def bma_section(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
-    """The study's one evaluation (cached): BMA over segments to the aligned sources vs their ensemble."""
-    from stardomain.bma import core as bma
-    from stardomain.data import matching_sample
-    from stardomain.permute import align as align_states
+def bma_compute(exp: Experimenting, star: Path, sources: Sequence[Path]) -> Callable[..., dict[str, Any]]:
+    """The study's one evaluation (called with :func:`bma_call`'s settings): BMA over segments to the aligned
+    sources vs their ensemble, and the posterior tests (:func:`stardomain.bma.study.star_bma`, which ``stardomain
+    bma`` calls too)."""
 
     def compute(
         max_samples: int,
@@ -49,62 +54,50 @@ def bma_section(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict
         allow_unpermuted: bool,
         matching_samples: int = 0,
     ) -> dict[str, Any]:
+        from stardomain.bma.study import star_bma
+
         star_state, meta = store.load_state(star)
         model = store.build_model(meta["arch"]).to(exp.device)
-        x = matching_sample(exp.dataset, matching_samples, seed=0).to(exp.device) if align == "activation" else None
-        aligned = []
-        for p in sources:
-            s, _ = store.load_state(p)
-            if align != "none":
-                s, _ = align_states(
-                    star_state,
-                    s,
-                    spec=exp.spec(model),
-                    method=align,
-                    model=model,
-                    x=x,
-                    seed=0,
-                    symmetry=symmetry,
-                    allow_unpermuted=allow_unpermuted,
-                )
-            aligned.append(s)
-        out = bma.bma_study(
-            model,
+        return star_bma(
             star_state,
-            aligned,
+            model,
+            [store.load_state(p)[0] for p in sources],
             exp.dataset,
+            align=align,
+            symmetry=symmetry,
+            spec=exp.spec(model) if align != "none" else None,
+            matching_samples=matching_samples,
             max_samples=max_samples,
             seed=seed,
             bn_samples=bn_samples,
             device=exp.device,
-            return_probs=True,
+            allow_unpermuted=allow_unpermuted,
         )
-        probs = {k: out[k].pop("probs") for k in ("star_domain", "ensemble")}
-        out["tests"] = bma.posterior_tests(probs["star_domain"], probs["ensemble"], exp.dataset.test_y, seed=seed)
-        return out
 
-    return exp.cache.run(bma_call(exp, star, sources), compute)
+    return compute
 
 
 class BMAStudy(Study):
     key = "bma"
     order = 200
+    settings = BMASettings
 
-    def enabled(self, cfg: Any) -> bool:
-        return bool(cfg.studies.bma)
+    def check(self, cfg: Any, settings: Any) -> None:
+        check(settings.max_samples >= 1, f"studies.bma.max_samples: must be >= 1 (got {settings.max_samples})")
+        check(settings.seed >= 0, f"studies.bma.seed: must be >= 0 (got {settings.seed})")
+        check(not cfg.stream, "studies.bma: needs the whole test split in memory; remove it when stream: true")
 
-    def plan(self, builder: Planning, main: Main) -> None:
+    def run(self, ctx: Context, main: Main) -> Any:
         star, paths = main.stars[0], [m.path for m in main.z]
-        builder.evaluation(
-            "bma",
-            f"bma/{star.unit}",
-            [star, *main.z],
-            lambda: bma_key(builder.exp, star.path, paths),
-            lambda: bma_section(builder.exp, star.path, paths),
+        return ctx.evaluation(
+            f"bma/{star.unit}", [star, *main.z], bma_call(ctx.exp, star.path, paths), bma_compute(ctx.exp, star.path, paths)
         )
 
-    def assemble(self, exp: Experimenting, main: Main) -> Any:
-        return bma_section(exp, main.stars[0], main.z)
+    def budget(self, cfg: Any, count: Any) -> Mapping[str, tuple[int, str]]:
+        return {"studies.bma": (1, "one evaluation")}
+
+    def tests(self, results: Mapping[str, Any], judge: Judge) -> Mapping[str, Any]:
+        return {"bma": results["bma"]["tests"]} if "tests" in results["bma"] else {}
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
         from stardomain.report.study_sections import bma_section as section

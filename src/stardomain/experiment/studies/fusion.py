@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from stardomain.analysis.stats import against_population
 from stardomain.checkpoints import store
+from stardomain.experiment.config_blocks import check
 from stardomain.experiment.folder import KeyedCall
-from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
-
-
-def fusion_tag(exp: Experimenting, k: int) -> str:
-    return f"fusion-z{k}-mu{exp.cfg.studies.fusion.mu:g}"
-
+from stardomain.experiment.study import Context, Experimenting, Judge, Main, Study, register_study
 
 FUSION_VERSION = 2  # the key as a call (version 1: hand-written)
+
+
+@dataclass
+class FusionSettings:
+    """``studies.fusion``: the |Z| of each fused star and its cross-entropy weight mu (Eq. 9)."""
+
+    sizes: list[int] = field(default_factory=lambda: [2, 5, 10])
+    mu: float = 1.0
+
+
+def fusion_tag(cfg: Any, k: int) -> str:
+    return f"fusion-z{k}-mu{cfg.studies.fusion.mu:g}"
 
 
 def fusion_call(exp: Experimenting, star: Path, sources: Sequence[Path]) -> KeyedCall:
@@ -22,52 +33,54 @@ def fusion_call(exp: Experimenting, star: Path, sources: Sequence[Path]) -> Keye
     return KeyedCall("fusion", FUSION_VERSION, {"star": star, "sources": tuple(sources)}, {}, exp.data_record())
 
 
-def fusion_key(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
-    return fusion_call(exp, star, sources).key()
-
-
-def fusion_row(exp: Experimenting, star: Path, sources: Sequence[Path]) -> dict[str, Any]:
+def fusion_compute(exp: Experimenting, star: Path, sources: Sequence[Path]) -> Callable[[], dict[str, Any]]:
     """The fused star against its sources and their ensemble (one unit)."""
-    from stardomain.bma import fusion as bma
 
     def compute() -> dict[str, Any]:
+        from stardomain.bma import fusion as bma
+
         star_state, meta = store.load_state(star)
         model = store.build_model(meta["arch"]).to(exp.device)
         states = [store.load_state(p)[0] for p in sources]
         return bma.fusion_row(model, states, star_state, exp.dataset, device=exp.device)
 
-    return exp.cache.run(fusion_call(exp, star, sources), compute)
+    return compute
+
+
+def fusion_record(k: int, row: Mapping[str, Any], star: Path) -> dict[str, Any]:
+    return {"n_sources": k, **row, "star_seed": store.read_metadata(star)["seed"]}
 
 
 class FusionStudy(Study):
     key = "fusion"
     order = 300
+    settings = FusionSettings
 
-    def enabled(self, cfg: Any) -> bool:
-        return bool(cfg.studies.fusion)
+    def check(self, cfg: Any, settings: Any) -> None:
+        check(all(1 <= k for k in settings.sizes), f"studies.fusion.sizes: every size must be >= 1 (got {settings.sizes})")
+        check(math.isfinite(settings.mu), f"studies.fusion.mu: must be a finite number (got {settings.mu})")
+        check(settings.mu > 0, f"studies.fusion.mu: the fusion variant needs mu > 0 (got {settings.mu})")
 
-    def plan(self, builder: Planning, main: Main) -> None:
-        exp, f = builder.exp, builder.exp.cfg.studies.fusion
-        for k in sorted(set(f.sizes)):
-            srcs = main.sources[:k]
-            star = builder.star(fusion_tag(exp, k), srcs, main.options, main.star_recipe, f.mu)
-            paths = [m.path for m in srcs]
-            builder.evaluation(
-                "fusion",
-                f"fusion/{star.unit}",
-                [star, *srcs],
-                lambda s=star, p=paths: fusion_key(exp, s.path, p),
-                lambda s=star, p=paths: fusion_row(exp, s.path, p),
-            )
-
-    def assemble(self, exp: Experimenting, main: Main) -> Any:
-        f = exp.cfg.studies.fusion
+    def run(self, ctx: Context, main: Main) -> Any:
+        f, exp = ctx.cfg.studies.fusion, ctx.exp
         rows = []
         for k in sorted(set(f.sizes)):
-            star = exp.star_model(fusion_tag(exp, k), main.sources[:k], main.options, main.star_recipe, mu=f.mu)
-            row = fusion_row(exp, star, main.sources[:k])
-            rows.append({"n_sources": k, **row, "star_seed": store.read_metadata(star)["seed"]})
+            sources = main.sources[:k]
+            star = ctx.star(fusion_tag(ctx.cfg, k), sources, main.options, main.star_recipe, f.mu)
+            paths = [m.path for m in sources]
+            row = ctx.evaluation(
+                f"fusion/{star.unit}", [star, *sources], fusion_call(exp, star.path, paths), fusion_compute(exp, star.path, paths)
+            )
+            rows.append(ctx.derive(fusion_record, k, row, star))
         return {"mu": f.mu, "rows": rows, "repeats": 1}  # one fused star per |Z|: star.repeats does not apply here
+
+    def budget(self, cfg: Any, count: Any) -> Mapping[str, tuple[int, str]]:
+        k = len(set(cfg.studies.fusion.sizes))
+        return {"studies.fusion.sizes": (2 * k, f"{k:,} sizes")}
+
+    def tests(self, results: Mapping[str, Any], judge: Judge) -> Mapping[str, Any]:
+        rows = results["fusion"]["rows"]
+        return {"fusion": [{"n_sources": r["n_sources"], **against_population(r["regular_accs"], r["star_acc"])} for r in rows]}
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
         from stardomain.report.study_sections import fusion_section

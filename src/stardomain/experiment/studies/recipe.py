@@ -11,15 +11,35 @@ barriers. The plan and the assembly both take the cells from :func:`cells`, so t
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from stardomain.experiment.studies.common import SETTING_KEYS, setting
-from stardomain.experiment.study import Experimenting, Main, Planning, Study, register_study
+from stardomain.analysis import verdicts
+from stardomain.errors import StardomainError
+from stardomain.experiment.config_blocks import check
+from stardomain.experiment.studies.common import SETTING_KEYS, check_zoo_size, setting
+from stardomain.experiment.study import Context, Judge, Main, Study, register_study
 from stardomain.training.loop import Recipe
 
 AXES = ("epochs", "init", "optimizer", "lr", "weight_decay", "width")  # grid order: epochs slowest ... width fastest
+
+
+@dataclass
+class RecipeSettings:
+    """``studies.recipe``: when does a star exist? The core barrier study over a grid of training recipes: epochs x
+    init x optimizer x lr x weight decay (x width). Every cell is a setting of its own (zoo, stars, pairs); its
+    convergence is recorded."""
+
+    epochs: list[int] = field(default_factory=list)  # empty: the main recipe's epochs only
+    init: list[str] = field(default_factory=list)  # empty: model.init only
+    optimizer: list[str] = field(default_factory=list)  # empty: the main recipe's; another gets its default lr/nesterov
+    lr: list[float] = field(default_factory=list)  # empty: the main recipe's lr (another optimizer: that one's default)
+    weight_decay: list[float] = field(default_factory=list)  # empty: the main recipe's weight decay only
+    width: list[float] = field(default_factory=list)  # model option `width`; empty: the main model's
+    sources: int = 4
+    held_out: int = 2
 
 
 @dataclass(frozen=True)
@@ -118,40 +138,122 @@ def same_runs(cfg: Any, shape: tuple[int, ...], classes: int) -> list[list[str]]
     return [tags for tags in groups.values() if len(tags) > 1]
 
 
+def check_settings(cfg: Any, rs: RecipeSettings) -> None:
+    """Every axis's values in range, distinct and with distinct tags; an lr/optimizer axis never beside a star.recipe
+    that fixes the same key; the width axis typed like the model's option (it is converted in place)."""
+    from stardomain import models
+
+    where = "studies.recipe"
+    check_zoo_size("recipe", rs)
+    check(all(e >= 1 for e in rs.epochs), f"{where}.epochs: every entry must be >= 1 (got {rs.epochs})")
+    check(all(w >= 0 and w < 1 for w in rs.weight_decay), f"{where}.weight_decay: every entry in [0, 1) (got {rs.weight_decay})")
+    check(all(lr > 0 and math.isfinite(lr) for lr in rs.lr), f"{where}.lr: every entry must be > 0 and finite (got {rs.lr})")
+    bad = [o for o in rs.optimizer if o not in ("sgd", "adam")]
+    check(not bad, f"{where}.optimizer: sgd or adam (got {bad[0] if bad else ''!r})")
+    for axis in ("lr", "optimizer"):  # a star trained otherwise than its cell would be reported under the cell's name
+        check(
+            not (getattr(rs, axis) and axis in cfg.star.recipe),
+            f"{where}.{axis} varies every cell's {axis}, but star.recipe.{axis} fixes every star's at "
+            f"{cfg.star.recipe.get(axis)!r}, so a cell's stars would not train at its {axis}; remove one of the two",
+        )
+    for i in rs.init:
+        try:
+            models.check_init(i)
+        except StardomainError as e:
+            raise StardomainError(f"{where}.init: {e}") from None
+    if rs.width:
+        check(
+            "width" in models.model_info(cfg.model.name).defaults, f"{where}.width: model {cfg.model.name} has no option 'width'; remove it"
+        )
+        check(all(w > 0 and math.isfinite(w) for w in rs.width), f"{where}.width: every entry must be > 0 and finite (got {rs.width})")
+        rs.width = typed_widths(cfg.model.name, rs.width, f"{where}.width")
+    for name in AXES:
+        values = getattr(rs, name)
+        check(len(set(values)) == len(values), f"{where}.{name}: an entry is repeated ({values})")
+    for name, values in (("lr", rs.lr), ("weight_decay", rs.weight_decay), ("width", rs.width)):
+        collision = tag_collision(name, values)
+        check(collision is None, collision or "")
+
+
+def typed_widths(model: str, widths: list[float], where: str) -> list[Any]:
+    """The width axis typed like the model's option it varies: whole numbers for an int width (the MLP's units:
+    ``[4, 8]``, read as floats by the axis, are 4 and 8), floats for a width multiplier."""
+    from stardomain import models
+
+    want = models.model_info(model).types["width"]
+    if want is float:
+        return [float(w) for w in widths]
+    if want is int:
+        fractions = [w for w in widths if not float(w).is_integer()]
+        check(not fractions, f"{where}: {model}'s option width is a whole number (got {fractions[0] if fractions else ''})")
+        return [int(w) for w in widths]
+    raise StardomainError(f"{where}: {model}'s option width is a {want.__name__}, not a number the axis can vary; remove it")
+
+
+def cell_row(cell: Cell, res: Mapping[str, Any]) -> dict[str, Any]:
+    """One cell's row: the setting's record, what varies and both recipes."""
+    return {
+        **{k: res[k] for k in SETTING_KEYS},
+        "cell": dict(cell.values),
+        "recipe": cell.recipe.to_dict(),
+        "star_recipe": cell.star_recipe.to_dict(),
+    }
+
+
+def recipe_section(rows: list[dict[str, Any]], sources: int, held_out: int) -> dict[str, Any]:
+    axes = {k: list(dict.fromkeys(r["cell"][k] for r in rows)) for k in AXES}
+    return {"axes": axes, "sources": sources, "held_out": held_out, "rows": rows}
+
+
 class RecipeStudy(Study):
     """results.json's ``recipe_study`` section: one row per cell (the setting's summary, endpoints with convergence)."""
 
     key = "recipe_study"
+    yaml_key = "recipe"
     order = 600
+    settings = RecipeSettings
 
-    def enabled(self, cfg: Any) -> bool:
-        return bool(cfg.studies.recipe)
+    def check(self, cfg: Any, settings: Any) -> None:
+        check_settings(cfg, settings)
 
-    def plan(self, builder: Planning, main: Main) -> None:
-        rs = builder.exp.cfg.studies.recipe
-        for cell in cells(builder.exp.cfg, builder.exp.recipe):
-            builder.setting(cell.tag, cell.options, cell.recipe, rs.sources, rs.held_out, cell.star_recipe)
+    def builds(self, cfg: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The cells' own options, as the study will build them."""
+        return [
+            ("studies.recipe.width" if c.values["width"] is not None else "studies.recipe", c.options)
+            for c in cells(cfg, cfg.source_recipe())
+        ]
 
-    def assemble(self, exp: Experimenting, main: Main) -> Any:
-        rs = exp.cfg.studies.recipe
-        rows = []
-        for cell in cells(exp.cfg, exp.recipe):
-            res = setting(exp, cell.tag, cell.options, cell.recipe, rs.sources, rs.held_out, cell.star_recipe)
-            rows.append(
+    def run(self, ctx: Context, main: Main) -> Any:
+        rs = ctx.cfg.studies.recipe
+        rows = [
+            ctx.derive(cell_row, cell, setting(ctx, cell.tag, cell.options, cell.recipe, rs.sources, rs.held_out, cell.star_recipe))
+            for cell in cells(ctx.cfg, ctx.exp.recipe)
+        ]
+        return ctx.derive(recipe_section, rows, rs.sources, rs.held_out)
+
+    def budget(self, cfg: Any, count: Any) -> Mapping[str, tuple[int, str]]:
+        """The cells' count from the axes' lengths (a grid of 10^6 cells is refused in microseconds, never enumerated)."""
+        rs = cfg.studies.recipe
+        k, each = math.prod(max(1, len(getattr(rs, axis))) for axis in AXES), count.setting(rs.sources, rs.held_out)
+        return {"studies.recipe": (k * each, f"{k:,} cells x {each:,} units")}
+
+    def tests(self, results: Mapping[str, Any], judge: Judge) -> Mapping[str, Any]:
+        t, seed, metric = judge.tolerance, judge.seed, judge.metric
+        return {
+            "recipe_study": [
                 {
-                    **{k: res[k] for k in SETTING_KEYS},
-                    "cell": dict(cell.values),
-                    "recipe": cell.recipe.to_dict(),
-                    "star_recipe": cell.star_recipe.to_dict(),
+                    "tag": r["tag"],
+                    **verdicts.setting_tests(r["summary"], r["endpoints"], t, seed, metric),
+                    "by_metric": verdicts.by_metric(r["summary"], r["endpoints"], t, seed, metric),
                 }
-            )
-        axes = {k: list(dict.fromkeys(r["cell"][k] for r in rows)) for k in AXES}
-        return {"axes": axes, "sources": rs.sources, "held_out": rs.held_out, "rows": rows}
+                for r in results["recipe_study"]["rows"]
+            ]
+        }
 
     def report(self, results: Mapping[str, Any], out: Path, figures: list[str]) -> list[str]:
-        from stardomain.report.recipe import recipe_section
+        from stardomain.report.recipe import recipe_section as section
 
-        return recipe_section(results, out, figures)
+        return section(results, out, figures)
 
 
 register_study(RecipeStudy())
