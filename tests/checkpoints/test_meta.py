@@ -13,6 +13,7 @@ import torch
 
 from stardomain.checkpoints import store
 from stardomain.checkpoints.meta import Checkpoint, Metrics, SourceRef, read_checkpoint, read_state
+from stardomain.checkpoints.provenance import recorded_data
 from stardomain.errors import StardomainError
 
 
@@ -53,7 +54,7 @@ def test_a_regular_member_reads_typed(trained):
     assert isinstance(ck.metrics, Metrics) and 0.0 <= ck.metrics.test_acc <= 1.0  # type: ignore[operator]
     assert ck.metrics_dict() == raw["metrics"] and len(ck.history) == 1
     assert ck.sha256 == store.content_hash(sources[0]) and ck.sources == () and ck.init is None
-    assert ck.recorded_data == {**raw["data"]} and ck.labelled() == (str(sources[0]), raw)
+    assert recorded_data(ck.raw) == {**raw["data"]} and ck.labelled() == (str(sources[0]), raw)
 
 
 def test_a_star_reads_typed(trained):
@@ -83,7 +84,7 @@ def test_a_plain_state_dict_reads_typed(tmp_path, digits):
     assert ck.imported and ck.pretrained is not None and ck.pretrained["kind"] == "state_dict"
     assert ck.kind == "regular" and ck.role == "source" and ck.seed is None and ck.metrics is None and ck.recipe is None
     assert ck.assumed and ck.arch.name == "mlp" and ck.sha256 == store.content_hash(path)
-    assert ck.recorded_data["name"] is None  # no data recorded: --dataset names it
+    assert recorded_data(ck.raw)["name"] is None  # no data recorded: --dataset names it
 
 
 def test_a_save_pretrained_folder_reads_typed(tmp_path):

@@ -222,13 +222,6 @@ class Checkpoint:
         """The metrics as recorded, ``{}`` where none are (what results and warnings take)."""
         return {} if self.metrics is None else self.metrics.as_dict()
 
-    @property
-    def recorded_data(self) -> dict[str, Any]:
-        """The data it was trained on (:func:`stardomain.checkpoints.provenance.recorded_data`: older files get one rebuilt)."""
-        from stardomain.checkpoints.provenance import recorded_data
-
-        return recorded_data(self.raw)
-
     def labelled(self, label: str | None = None) -> tuple[str, Mapping[str, Any]]:
         """``(label, raw)``, what the provenance checks (:mod:`stardomain.checkpoints.provenance`) take."""
         return (str(self.path) if label is None else label, self.raw)

@@ -274,11 +274,13 @@ def seed_list(seeds: Iterable[int]) -> str:
 
 def _identity(ck: Checkpoint) -> list[tuple[str, Any]]:
     """(what, value) pairs that must agree across one set of models, in the order differences are reported."""
+    from stardomain.checkpoints.provenance import recorded_data
+
     return [
         ("roles", ck.role),
         ("architectures", ck.arch.record),
         ("datasets", ck.dataset),
-        ("training data", ck.recorded_data),
+        ("training data", recorded_data(ck.raw)),
         ("recipes", ck.recipe),
         ("model options", _config_of(ck).get("options")),
     ]
