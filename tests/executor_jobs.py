@@ -58,7 +58,7 @@ class ToyJob:
 
 def experiment_kill_job(config: dict, out: Path, unit_id: str):
     """An ExperimentJob whose worker SIGKILLs itself once, after ``unit_id`` saved its first per-epoch state."""
-    from stardomain.experiment.units import ExperimentJob
+    from stardomain.experiment.jobs import ExperimentJob
 
     class KillDuringTraining(ExperimentJob):
         def __init__(self) -> None:

@@ -41,6 +41,7 @@ from stardomain.experiment.folder import (
     read_marker,
     unplanned,
 )
+from stardomain.experiment.units import build_plan
 from stardomain.training import zoo
 from stardomain.training.loop import Recipe
 
@@ -343,7 +344,6 @@ class Experiment:
         (the executor ran its units already) its units are computed here, in order; then every section is resolved
         from the unit files, with nothing computed, so results are the same whoever ran the units."""
         from stardomain.experiment.study import compute_tests
-        from stardomain.experiment.units import build_plan
 
         self.claim_folder()
         cfg = self.cfg

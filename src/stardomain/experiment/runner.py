@@ -17,9 +17,10 @@ from stardomain.checkpoints import store
 from stardomain.experiment.config import ExperimentConfig
 from stardomain.experiment.executor_config import ExecutorConfig, check_threads
 from stardomain.experiment.executors import check_available, run_plan
+from stardomain.experiment.jobs import ExperimentJob
 from stardomain.experiment.pipeline import Experiment
 from stardomain.experiment.sinks import check_available as check_sinks
-from stardomain.experiment.units import ExperimentJob, build_plan
+from stardomain.experiment.units import build_plan
 from stardomain.report.markdown import write_report
 from stardomain.training.execution import fixed_threads
 

@@ -12,8 +12,6 @@ same plan from (config, run folder) to find what a unit id means.
 from __future__ import annotations
 
 import functools
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -24,7 +22,7 @@ from stardomain.experiment.study import Model, Pending
 
 
 @dataclass
-class _Action:
+class Action:
     """How to compute a unit, whether it is done, the file it writes (resolved once inputs exist), and its key:
     what the unit's result is a function of (a model's call, an evaluation's cache key), for tests and tools."""
 
@@ -63,12 +61,12 @@ class PlanContext:
         self.exp = exp
         self.cfg = exp.cfg
         self.units: dict[str, Unit] = {}
-        self.actions: dict[str, _Action] = {}
+        self.actions: dict[str, Action] = {}
         self.study = "main"  # the study asking (for messages)
         self.sealed = False
         self._checked: set[str] = set()  # model units whose checkpoints were verified while resolving
 
-    def _add(self, unit: Unit, action: _Action) -> None:
+    def _add(self, unit: Unit, action: Action) -> None:
         if self.sealed:
             raise StardomainError(
                 f"study {self.study}: asked for {unit.id} while its results were assembled; ask for every unit in "
@@ -96,9 +94,7 @@ class PlanContext:
             call = functools.partial(self.exp.train_one, tag, options, recipe, seed, role)
             self._add(
                 Unit(uid, "train", self._rel(path)),
-                _Action(
-                    call, functools.partial(store.is_complete, path), functools.partial(_same, path), functools.partial(call_key, call)
-                ),
+                Action(call, functools.partial(store.is_complete, path), functools.partial(_same, path), functools.partial(call_key, call)),
             )
             models.append(Model(uid, path))
         return models[:n_sources], models[n_sources:]
@@ -120,7 +116,7 @@ class PlanContext:
                 call = functools.partial(self.exp.train_group, tag, options, recipe, group, role)
                 self._add(
                     Unit(uid, "train", self._rel(paths[0].parent)),
-                    _Action(
+                    Action(
                         call,
                         functools.partial(_all_complete, paths),
                         functools.partial(_same, paths[0].parent),
@@ -142,7 +138,7 @@ class PlanContext:
         call = functools.partial(self.exp.star_model, tag, paths, options, recipe, mu, repeat=repeat, repeats=repeats)
         self._add(
             Unit(uid, "star", self._rel(path), tuple(dict.fromkeys(m.unit for m in sources))),
-            _Action(
+            Action(
                 call,
                 functools.partial(store.is_complete, path),
                 functools.partial(_same, path),
@@ -180,7 +176,7 @@ class PlanContext:
             return cache.run(call, compute)
 
         self._add(
-            Unit(uid, call.kind, f"cache/{call.kind}", tuple(dict.fromkeys(m.unit for m in inputs))), _Action(run, done, output, call.key)
+            Unit(uid, call.kind, f"cache/{call.kind}", tuple(dict.fromkeys(m.unit for m in inputs))), Action(run, done, output, call.key)
         )
         return Pending(uid, lambda: self.actions[uid].compute())  # read back through the unit the plan holds
 
@@ -219,7 +215,7 @@ class Planned:
     """The plan of an experiment (its units in order, how to compute each) and every study's section as handles."""
 
     plan: Plan
-    actions: dict[str, _Action]
+    actions: dict[str, Action]
     sections: list[tuple[Any, Any]]  # (study, section of handles) in the order the studies ran
     ctx: PlanContext
 
@@ -250,120 +246,3 @@ def unit_keys(exp: Any) -> dict[str, Any]:
     """Every unit of ``exp``'s plan and its key: a config setting that reaches a unit's computation changes
     that unit's key (tests/experiment/test_cache_keys.py flips every field to hold this)."""
     return {uid: action.key() for uid, action in build_plan(exp).actions.items()}
-
-
-@functools.lru_cache(maxsize=2)
-def _worker_experiment(config_json: str, out_dir: str) -> tuple[Any, dict[str, _Action]]:
-    """One Experiment (dataset loaded once) per worker process and run folder: Ray reuses workers."""
-    from stardomain.experiment.config import experiment_config
-    from stardomain.experiment.pipeline import Experiment
-
-    data = {**json.loads(config_json), "logging": {}}  # metrics sinks belong to the driver
-    exp = Experiment(experiment_config(data), out_dir, progress=False)
-    return exp, build_plan(exp).actions
-
-
-class ExperimentJob:
-    """The picklable unit runner of one experiment: (config, run folder) -> any unit by id.
-
-    In the driver's process it uses the driver's Experiment (the local executor: today's run,
-    same dataset object, same log); unpickled in a worker it rebuilds one from the config.
-    """
-
-    def __init__(self, config: Mapping[str, Any], out_dir: str | os.PathLike, local: Any = None):
-        self.config_json = json.dumps(dict(config), sort_keys=True, default=str)
-        self.out_dir = str(out_dir)
-        self._local = (local, build_plan(local).actions) if local is not None else None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"config_json": self.config_json, "out_dir": self.out_dir, "_local": None}
-
-    def _actions(self) -> dict[str, _Action]:
-        return (self._local or _worker_experiment(self.config_json, self.out_dir))[1]
-
-    def prepare(self) -> None:
-        self._actions()
-
-    def __call__(self, unit_id: str) -> None:
-        self._actions()[unit_id].compute()
-
-    def is_done(self, unit: Unit) -> bool:
-        return self._actions()[unit.id].done()
-
-    def output(self, unit: Unit) -> Path:
-        return self._actions()[unit.id].output()
-
-
-@functools.lru_cache(maxsize=2)
-def _worker_dataset(data_json: str) -> Any:
-    """The zoo's dataset, loaded once per worker process (plugins first: they may define it)."""
-    from stardomain import data
-    from stardomain._util.plugins import is_import_path, load_plugins
-
-    spec = json.loads(data_json)
-    load_plugins([n for n in (spec["name"], spec["model"]) if is_import_path(n)])
-    return data.load_dataset(
-        spec["name"], root=spec["root"], subset=spec["subset"], seed=spec["subset_seed"], image_size=spec["image_size"]
-    )
-
-
-class ZooJob:
-    """`stardomain train --n N --executor ...`: one unit per seed, each a zoo member (picklable).
-
-    ``data`` holds what rebuilds the dataset in a worker: name, root, subset, subset_seed, image_size
-    (and ``model``, for plugins); ``local`` is the driver's already loaded dataset.
-    """
-
-    def __init__(
-        self,
-        data: Mapping[str, Any],
-        model_name: str,
-        options: Mapping[str, Any],
-        recipe: Mapping[str, Any],
-        out_dir: str | os.PathLike,
-        role: str,
-        device: str,
-        local: Any = None,
-    ):
-        self.data_json = json.dumps({**dict(data), "model": model_name}, sort_keys=True)
-        self.model_name, self.options, self.recipe = model_name, dict(options), dict(recipe)
-        self.out_dir, self.role, self.device = str(out_dir), role, device
-        self._local = local
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_local": None}
-
-    def plan(self, seeds: Sequence[int]) -> Plan:
-        from stardomain.training import zoo
-
-        return Plan(Unit(f"train/seed-{s}", "train", zoo.member_path(".", s).name) for s in seeds)
-
-    def output(self, unit: Unit) -> Path:
-        return Path(self.out_dir) / unit.output
-
-    def is_done(self, unit: Unit) -> bool:
-        from stardomain.checkpoints import store
-
-        return store.is_complete(self.output(unit))
-
-    def prepare(self) -> None:
-        if self._local is None:
-            _worker_dataset(self.data_json)
-
-    def __call__(self, unit_id: str) -> None:
-        from stardomain._util.device import resolve_device
-        from stardomain.training import zoo
-        from stardomain.training.loop import Recipe
-
-        ds = self._local if self._local is not None else _worker_dataset(self.data_json)
-        zoo.train_member(
-            ds,
-            self.model_name,
-            self.options,
-            Recipe.from_dict(self.recipe),
-            int(unit_id.rsplit("-", 1)[1]),
-            self.out_dir,
-            device=resolve_device(self.device),
-            progress=False,
-            role=self.role,
-        )

@@ -31,7 +31,7 @@ def zoo_executor(
         import torch
 
         from stardomain.experiment.executors import ExecutorConfig, check_available, run_plan, with_overrides
-        from stardomain.experiment.units import ZooJob
+        from stardomain.experiment.jobs import ZooJob
 
         threads = torch.get_num_threads()  # the command's --threads: each worker's too
         ex = with_overrides(ExecutorConfig(cpus_per_unit=threads), executor, workers)
