@@ -6,6 +6,15 @@ A module of plain constants, importable without torch, so the CLI's option table
 from types import MappingProxyType
 
 DEFAULT_POINTS = 21  # values of t on a path: the paper's grid 0, 0.05, ..., 1
+MIN_POINTS = 2  # a path's t values include both end points
+
+
+def points_problem(points: int) -> str | None:
+    """The one check of a path's number of t values, whichever view gives it (``eval.points``, ``--points``,
+    ``evaluate_pair(points=)``, ``interpolation_points``): what is wrong, or None."""
+    return None if points >= MIN_POINTS else f"must be >= {MIN_POINTS} to include both end points (got {points})"
+
+
 DEFAULT_MATCHING_SAMPLES = 1024  # training inputs activation matching correlates on (seeded, every class)
 
 # learned matching (permute.learned, Git Re-Basin's straight-through estimator): its budget

@@ -83,7 +83,7 @@ def test_help_and_usage_errors_load_no_heavy_module(args, tmp_path):
         (["train", "--out", "zoo", "--threads", "4096"], "--threads: 4096 CPU threads"),
         (["train", "--out", "zoo", "-e", "0"], "--epochs: must be >= 1 (got 0)"),
         (["train", "--out", "zoo", "--lr", "inf"], "--lr: must be a finite number"),
-        (["barrier", "a.safetensors", "b.safetensors", "--points", "1"], "--points must be >= 2 (got 1)"),
+        (["barrier", "a.safetensors", "b.safetensors", "--points", "1"], "--points must be >= 2 to include both end points (got 1)"),
         (["barrier", "a.safetensors", "b.safetensors", "--refine", "ste"], "--refine ste refines an alignment"),
         (
             ["align", "a.safetensors", "b.safetensors", "--method", "activation", "--matching-samples", "0"],

@@ -177,7 +177,20 @@ def test_stream_config_refuses_what_needs_whole_splits():
     from_dict(ExperimentConfig, base)  # valid
     with pytest.raises(StardomainError, match="set both when stream: true"):
         from_dict(ExperimentConfig, {**base, "eval": {"bn_samples": 64}})
-    with pytest.raises(StardomainError, match="studies.bma"):
+    with pytest.raises(StardomainError, match=r"studies\.bma: needs the whole test split in memory"):
         from_dict(ExperimentConfig, {**base, "studies": {"bma": {"max_samples": 2}}})
+    with pytest.raises(StardomainError, match=r"studies\.fusion: needs the whole test split in memory"):
+        from_dict(ExperimentConfig, {**base, "studies": {"fusion": {"sizes": [2]}}})
     with pytest.raises(StardomainError, match="only for dataset imagefolder"):
         from_dict(ExperimentConfig, {**base, "dataset": "digits", "data_root": None})
+
+
+def test_what_needs_whole_splits_refuses_a_streamed_dataset_in_one_line(tmp_path):
+    """BMA and fusion read whole splits: handed a streamed folder they refuse, naming the study, never an AttributeError."""
+    from stardomain.data.protocol import in_memory
+
+    streamed = SimpleNamespace(streaming=True, train_y=torch.zeros(2), test_y=torch.zeros(2))
+    with pytest.raises(StardomainError, match=r"^studies\.fusion: needs the whole train and test splits in memory"):
+        in_memory(streamed, "studies.fusion")
+    plain = SimpleNamespace(train_x=torch.zeros(2, 1), train_y=torch.zeros(2), test_x=torch.zeros(1, 1), test_y=torch.zeros(1))
+    assert in_memory(plain, "studies.bma") is plain

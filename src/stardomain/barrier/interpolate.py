@@ -20,6 +20,7 @@ from torch import Tensor, fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from stardomain.barrier.bn import has_batchnorm, reset_bn
+from stardomain.defaults import points_problem
 from stardomain.errors import StardomainError
 from stardomain.training.memformat import channels_last_safe, has_conv2d, module_to_format
 
@@ -65,8 +66,8 @@ def lerp_state(state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor], t: 
 
 def interpolation_points(num_points: int) -> list[float]:
     """``num_points`` evenly spaced values of t with exact end points 0.0 and 1.0."""
-    if num_points < 2:
-        raise StardomainError(f"num_points must be >= 2 to include both end points (got {num_points})")
+    if (problem := points_problem(num_points)) is not None:
+        raise StardomainError(f"num_points {problem}")
     return [i / (num_points - 1) for i in range(num_points)]
 
 

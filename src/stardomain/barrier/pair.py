@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from stardomain._util.progress import ProgressConfig
 from stardomain.barrier.path import Curve, barriers, curve, l2_distance
-from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS, MATCHERS, NO_ALIGNMENT
+from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS, MATCHERS, NO_ALIGNMENT, points_problem
 from stardomain.errors import StardomainError
 
 if TYPE_CHECKING:
@@ -153,8 +153,8 @@ def _check_options(*, align: str, points: int, matching_samples: int, refine: st
     """Every option refused before any work, in one line naming the fix (a refinement or a symmetry needs an alignment)."""
     if align not in ALIGNMENTS:
         raise StardomainError(f"evaluate_pair: align must be one of {', '.join(ALIGNMENTS)} (got {align!r})")
-    if points < 2:
-        raise StardomainError(f"evaluate_pair: points must be >= 2 (got {points})")
+    if (problem := points_problem(points)) is not None:
+        raise StardomainError(f"evaluate_pair: points {problem}")
     if matching_samples < 1:
         raise StardomainError(f"evaluate_pair: matching_samples must be >= 1 (got {matching_samples})")
     if refine != "none" and align == NO_ALIGNMENT:

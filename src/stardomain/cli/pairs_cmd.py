@@ -42,6 +42,7 @@ from stardomain.defaults import (
     REFINE_LR,
     REFINE_STEPS,
     SYMMETRIES,
+    points_problem,
 )
 from stardomain.errors import StardomainError
 
@@ -113,8 +114,8 @@ def _barrier_checks(kw: dict[str, Any]) -> None:
     from stardomain._util import budget
 
     points, align_method, symmetry = kw["points"], kw["align_method"], kw["symmetry"]
-    if points < 2:
-        raise StardomainError(f"--points must be >= 2 (got {points})")
+    if (problem := points_problem(points)) is not None:
+        raise StardomainError(f"--points {problem}")
     if kw["matching_samples"] < 1:
         raise StardomainError(f"--matching-samples must be >= 1 (got {kw['matching_samples']})")
     budget.check("--points", points, "length", "t values per curve")

@@ -20,7 +20,7 @@ Being one of two spellings, a tensor dataset's numbers do not depend on which it
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Protocol, Sequence, TypeAlias, runtime_checkable
+from typing import Any, Iterable, Iterator, Protocol, Sequence, TypeAlias, cast, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -138,6 +138,14 @@ def _check_split(split: str) -> None:
 def streams(dataset: AnyData) -> bool:
     """Whether ``dataset`` is read from disk batch by batch (so a whole split is never materialised)."""
     return bool(getattr(dataset, "streaming", False))
+
+
+def in_memory(dataset: AnyData, what: str) -> Splits:
+    """``dataset`` as whole splits in memory (what BMA and fusion read), or a one-line refusal naming ``what`` needs
+    them: a streamed folder never materialises a split."""
+    if streams(dataset) or not all(hasattr(dataset, f"{s}_{k}") for s in SPLITS for k in "xy"):
+        raise StardomainError(f"{what}: needs the whole train and test splits in memory, which a streamed dataset never holds")
+    return cast("Splits", dataset)
 
 
 def split_size(dataset: AnyData, split: str) -> int:

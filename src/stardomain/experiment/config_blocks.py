@@ -158,7 +158,7 @@ class EvalConfig:
     converged_train_loss: float | None = None  # ... or, where set, above this final train loss (the paper's: ~0.001)
 
     def __post_init__(self) -> None:
-        check(self.points >= 2, f"eval.points: need at least 2 points on the path (got {self.points})")
+        check(defaults.points_problem(self.points) is None, f"eval.points: {defaults.points_problem(self.points)}")
         check(
             self.max_star_source_pairs is None or self.max_star_source_pairs >= 1,
             f"eval.max_star_source_pairs: must be >= 1 or null for every source (got {self.max_star_source_pairs})",

@@ -11,10 +11,13 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from stardomain.experiment.plan import Plan, Unit
 from stardomain.experiment.units import Action, build_plan
+
+if TYPE_CHECKING:
+    from stardomain.data import Dataset
 
 
 @functools.lru_cache(maxsize=2)
@@ -60,7 +63,7 @@ class ExperimentJob:
 
 
 @functools.lru_cache(maxsize=2)
-def _worker_dataset(data_json: str) -> Any:
+def _worker_dataset(data_json: str) -> Dataset:
     """The zoo's dataset, loaded once per worker process (plugins first: they may define it)."""
     from stardomain import data
     from stardomain._util.plugins import is_import_path, load_plugins

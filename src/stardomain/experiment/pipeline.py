@@ -28,6 +28,7 @@ from stardomain._util.diff import difference_phrases
 from stardomain._util.progress import format_event
 from stardomain.analysis.stats import mean_std
 from stardomain.checkpoints import store
+from stardomain.checkpoints.meta import read_checkpoint, read_state
 from stardomain.errors import StardomainError
 from stardomain.experiment import pairs as pairing
 from stardomain.experiment.config import ExperimentConfig
@@ -296,9 +297,9 @@ class Experiment:
         def compute(**settings: Any) -> dict[str, Any]:
             from stardomain.barrier import evaluate_pair
 
-            state_a, meta = store.load_state(path_a)
-            state_b, _ = store.load_state(path_b)
-            model = store.build_model(meta["arch"]).to(self.device)
+            state_a, ck = read_state(path_a)
+            state_b, _ = read_state(path_b)
+            model = store.build_model(ck.arch.record).to(self.device)
             spec = self.spec(model) if settings["align"] != "none" else None
             result = evaluate_pair(state_a, state_b, model=model, dataset=self.dataset, spec=spec, device=self.device, **settings)
             return {"a": path_a.stem, "b": path_b.stem, **result.record()}
@@ -322,10 +323,10 @@ class Experiment:
     def endpoints(self, stars: Sequence[Path], sources: Sequence[Path], held: Sequence[Path]) -> dict[str, Any]:
         """Both endpoints of every barrier of this star: its and its models' test accuracy and loss.
         ``star`` is repeat 0's; with repeats, the stars' spread too, and the flag is raised if ANY repeat is poor."""
-        metrics = lambda paths: [store.read_metadata(p)["metrics"] for p in paths]  # noqa: E731
+        metrics = lambda paths: [read_checkpoint(p).metrics_dict() for p in paths]  # noqa: E731
         margin = self.cfg.eval.star_acc_margin
         src, ho = metrics(sources), metrics(held)
-        out = pairing.endpoints(store.read_metadata(stars[0])["metrics"], src, ho, margin)
+        out = pairing.endpoints(read_checkpoint(stars[0]).metrics_dict(), src, ho, margin)
         if len(stars) > 1:
             each = [pairing.endpoints(m, src, ho, margin) for m in metrics(stars)]
             out["stars_over_repeats"] = {k: mean_std([e["star"][k] for e in each]) for k in ("test_acc", "test_loss")}

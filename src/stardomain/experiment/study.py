@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 from stardomain.errors import StardomainError
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import SplitData
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class Experimenting(Protocol):
 
     cfg: Any  # the ExperimentConfig
     out: Path  # the run folder
-    dataset: Any
+    dataset: SplitData  # the run's data (in memory, or a streamed folder)
     device: str
     recipe: Any  # the sources' Recipe
     cache: Any  # the unit result cache

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from stardomain.checkpoints import store
+from stardomain.checkpoints.meta import read_state
 from stardomain.experiment.config_blocks import check
 from stardomain.experiment.folder import KeyedCall
 from stardomain.experiment.study import Context, Experimenting, Judge, Main, Study, register_study
@@ -55,14 +56,15 @@ def bma_compute(exp: Experimenting, star: Path, sources: Sequence[Path]) -> Call
         matching_samples: int = 0,
     ) -> dict[str, Any]:
         from stardomain.bma.study import star_bma
+        from stardomain.data.protocol import in_memory
 
-        star_state, meta = store.load_state(star)
-        model = store.build_model(meta["arch"]).to(exp.device)
+        star_state, ck = read_state(star)
+        model = store.build_model(ck.arch.record).to(exp.device)
         return star_bma(
             star_state,
             model,
             [store.load_state(p)[0] for p in sources],
-            exp.dataset,
+            in_memory(exp.dataset, "studies.bma"),
             align=align,
             symmetry=symmetry,
             spec=exp.spec(model) if align != "none" else None,

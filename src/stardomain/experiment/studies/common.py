@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from stardomain.analysis.stats import mean_std
-from stardomain.checkpoints import store
+from stardomain.checkpoints.meta import read_checkpoint
 from stardomain.experiment import pairs as pairing
 from stardomain.experiment.config_blocks import check
 from stardomain.experiment.study import Context, Experimenting, Model, Pending
@@ -37,10 +37,10 @@ SETTING_KEYS = (
 
 def star_records(exp: Experimenting, stars: Sequence[Path]) -> list[dict[str, Any]]:
     """What results.json says of each repeat of a star: its file, recorded seed, repeat index and metrics."""
-    metas = [store.read_metadata(p) for p in stars]
+    cks = [read_checkpoint(p) for p in stars]
     return [
-        {"path": str(p.relative_to(exp.out)), "seed": m["seed"], "repeat": r, "metrics": m["metrics"]}
-        for r, (p, m) in enumerate(zip(stars, metas))
+        {"path": str(p.relative_to(exp.out)), "seed": ck.seed, "repeat": r, "metrics": ck.metrics_dict()}
+        for r, (p, ck) in enumerate(zip(stars, cks))
     ]
 
 
@@ -109,7 +109,7 @@ def setting_record(
     record: dict[str, Any],
 ) -> dict[str, Any]:
     """What results.json holds of one training setting, from its checkpoints and evaluated pairs."""
-    star = stars[0]
+    star, cks = stars[0], [read_checkpoint(p) for p in stars]
     return {
         "tag": tag,
         "options": options,
@@ -117,11 +117,11 @@ def setting_record(
         "n_sources": len(sources),
         "n_held_out": len(held),
         "star": str(star.relative_to(exp.out)),
-        "star_seed": store.read_metadata(star)["seed"],
-        "star_metrics": store.read_metadata(star)["metrics"],
+        "star_seed": cks[0].seed,
+        "star_metrics": cks[0].metrics_dict(),
         "stars": [str(p.relative_to(exp.out)) for p in stars],
-        "star_seeds": [store.read_metadata(p)["seed"] for p in stars],
-        "regular_metrics": {k: mean_std([store.read_metadata(p)["metrics"][k] for p in sources]) for k in ("test_acc", "test_loss")},
+        "star_seeds": [ck.seed for ck in cks],
+        "regular_metrics": {k: mean_std([read_checkpoint(p).metrics_dict()[k] for p in sources]) for k in ("test_acc", "test_loss")},
         "endpoints": exp.endpoints(stars, sources, held),
         "pairs": record,
         "groups": groups,

@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from stardomain.analysis.stats import against_population
 from stardomain.checkpoints import store
+from stardomain.checkpoints.meta import read_checkpoint, read_state
 from stardomain.experiment.config_blocks import check
 from stardomain.experiment.folder import KeyedCall
 from stardomain.experiment.study import Context, Experimenting, Judge, Main, Study, register_study
@@ -38,17 +39,18 @@ def fusion_compute(exp: Experimenting, star: Path, sources: Sequence[Path]) -> C
 
     def compute() -> dict[str, Any]:
         from stardomain.bma import fusion as bma
+        from stardomain.data.protocol import in_memory
 
-        star_state, meta = store.load_state(star)
-        model = store.build_model(meta["arch"]).to(exp.device)
+        star_state, ck = read_state(star)
+        model = store.build_model(ck.arch.record).to(exp.device)
         states = [store.load_state(p)[0] for p in sources]
-        return bma.fusion_row(model, states, star_state, exp.dataset, device=exp.device)
+        return bma.fusion_row(model, states, star_state, in_memory(exp.dataset, "studies.fusion"), device=exp.device)
 
     return compute
 
 
 def fusion_record(k: int, row: Mapping[str, Any], star: Path) -> dict[str, Any]:
-    return {"n_sources": k, **row, "star_seed": store.read_metadata(star)["seed"]}
+    return {"n_sources": k, **row, "star_seed": read_checkpoint(star).seed}
 
 
 class FusionStudy(Study):
@@ -60,6 +62,7 @@ class FusionStudy(Study):
         check(all(1 <= k for k in settings.sizes), f"studies.fusion.sizes: every size must be >= 1 (got {settings.sizes})")
         check(math.isfinite(settings.mu), f"studies.fusion.mu: must be a finite number (got {settings.mu})")
         check(settings.mu > 0, f"studies.fusion.mu: the fusion variant needs mu > 0 (got {settings.mu})")
+        check(not cfg.stream, "studies.fusion: needs the whole test split in memory; remove it when stream: true")
 
     def run(self, ctx: Context, main: Main) -> Any:
         f, exp = ctx.cfg.studies.fusion, ctx.exp

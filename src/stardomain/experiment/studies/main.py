@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from stardomain.analysis import verdicts
 from stardomain.analysis.stats import compare, mean_std
-from stardomain.checkpoints import store
+from stardomain.checkpoints.meta import read_checkpoint
 from stardomain.experiment import ablation
 from stardomain.experiment.studies.common import barrier_groups, star_records
 from stardomain.experiment.study import Context, Experimenting, Judge, Main, Study, register_study
@@ -18,19 +18,19 @@ from stardomain.experiment.summary import summarize_groups
 
 def models_record(exp: Experimenting, z: list[Path], held: list[Path], stars: list[Path], star_recipe: Any) -> dict[str, Any]:
     """results.json ``models``: which models the main study compared, the star's seed, recipe and metrics, histories."""
-    star_meta = store.read_metadata(stars[0])
+    star = read_checkpoint(stars[0])
     return {
         "sources": [p.stem for p in z],
         "held_out": [p.stem for p in held],
-        "regular_test_acc": mean_std([store.read_metadata(p)["metrics"]["test_acc"] for p in z]),
+        "regular_test_acc": mean_std([read_checkpoint(p).metrics_dict()["test_acc"] for p in z]),
         "star": str(stars[0].relative_to(exp.out)),
-        "star_seed": star_meta["seed"],
+        "star_seed": star.seed,
         "star_recipe": star_recipe.to_dict(),
-        "star_metrics": star_meta["metrics"],
+        "star_metrics": star.metrics_dict(),
         "repeats": len(stars),
         "stars": star_records(exp, stars),
         "has_batchnorm": exp.has_batchnorm(),
-        "histories": {p.stem: store.read_metadata(p).get("history", []) for p in [*z, *held, *stars]},
+        "histories": {p.stem: list(read_checkpoint(p).history) for p in [*z, *held, *stars]},
     }
 
 

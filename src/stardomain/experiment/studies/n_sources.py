@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from stardomain.analysis import verdicts
 from stardomain.analysis.stats import compare, mean_std, over_stars
-from stardomain.checkpoints import store
+from stardomain.checkpoints.meta import read_checkpoint
 from stardomain.experiment.config_blocks import check
 from stardomain.experiment.study import Context, Experimenting, Judge, Main, Study, register_study
 
@@ -25,18 +25,18 @@ def n_sources_row(
 ) -> dict[str, Any]:
     """One |Z|: its stars and their barriers to every held-out model, per star and over stars."""
     pairs = [p for ps in by_star for p in ps]
-    metas = [store.read_metadata(star) for star in stars]
+    cks = [read_checkpoint(star) for star in stars]
     metrics = list(pairs[0]["barriers"])
     values_by_star = {m: [[p["barriers"][m] for p in ps] for ps in by_star] for m in metrics}
     return {
         "n_sources": k,
         "star": str(stars[0].relative_to(exp.out)),
-        "star_seed": metas[0]["seed"],
-        "star_test_acc": metas[0]["metrics"]["test_acc"],
+        "star_seed": cks[0].seed,
+        "star_test_acc": cks[0].metrics_dict()["test_acc"],
         "endpoints": exp.endpoints(stars, sources, held),
         "stars": [str(p.relative_to(exp.out)) for p in stars],
-        "star_seeds": [m["seed"] for m in metas],
-        "stars_test_acc": mean_std([m["metrics"]["test_acc"] for m in metas]),
+        "star_seeds": [ck.seed for ck in cks],
+        "stars_test_acc": mean_std([ck.metrics_dict()["test_acc"] for ck in cks]),
         "star_held_out": {m: mean_std([p["barriers"][m] for p in pairs]) for m in metrics},
         "values": {m: [p["barriers"][m] for p in pairs] for m in metrics},
         "values_by_star": values_by_star,
