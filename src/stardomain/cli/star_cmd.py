@@ -31,7 +31,6 @@ from stardomain.experiment.config_blocks import StarConfig
 
 if TYPE_CHECKING:
     from stardomain.checkpoints.meta import Checkpoint
-    from stardomain.data.protocol import Data
 
 
 def _which(members: Sequence[Checkpoint]) -> str:
@@ -133,39 +132,6 @@ def _bma_checks(max_samples: int, sources_dir: str | None, other_dir: str | None
         raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align star or {' or '.join(MATCHERS)} with it")
 
 
-def _existing_stars(
-    outs: list[Path], members: Sequence[Checkpoint], ds: Data, config: object, seed: int, init: str, force: bool
-) -> list[bool]:
-    """Which of ``outs`` already hold this very star (same sources, settings, seed, init and data): reused, and said.
-    One of another identity is refused in one line naming --force, before any star is trained; --force retrains all."""
-    from stardomain._util.diff import difference_phrases
-    from stardomain.checkpoints import store
-    from stardomain.checkpoints.meta import read_checkpoint
-    from stardomain.starlight import repeat_seed
-    from stardomain.starlight.writer import star_identity
-    from stardomain.training.zoo import dataset_record
-
-    if force:
-        return [False] * len(outs)
-    arch, hashes, reuse = members[0].arch, None, []
-    for r, out in enumerate(outs):
-        if not store.is_complete(out):
-            reuse.append(False)
-            continue
-        hashes = hashes or [store.content_hash(ck.path) for ck in members]
-        ident = star_identity(config, hashes, repeat_seed(seed, r), init, arch.name, arch.options)  # type: ignore[arg-type]
-        old, data = read_checkpoint(out), dataset_record(ds)
-        there = {**(old.identity or {}), "data": data if old.data is None else old.data}
-        differs = difference_phrases(there, {**ident, "data": data})
-        if differs:
-            raise StardomainError(
-                f"{out} already holds a star of other settings ({differs[0]} there, {differs[1]} requested); "
-                "pass --force to replace it, or choose another --out"
-            )
-        reuse.append(True)
-    return reuse
-
-
 @cli.command(short_help="Starlight (Algorithm 1): train a star model from a zoo of sources")
 @checked_first(lambda kw: _star_checks(**kw))
 @click.option(
@@ -243,15 +209,16 @@ def star(
     from the star stream, recorded) for figures given over stars as well as over pairs.
     """
     from stardomain import models
-    from stardomain._util import budget
     from stardomain._util.console import notice
     from stardomain.checkpoints.meta import Checkpoint, Metrics
     from stardomain.checkpoints.provenance import data_line
     from stardomain.cli.app import resumable
     from stardomain.experiment.pairs import poor_star_warning
+    from stardomain.experiment.sinks import EventLog, Sinks
     from stardomain.starlight import StarlightConfig, repeat_seed, train_star
+    from stardomain.starlight.config import check_step_budget, star_recipe
+    from stardomain.starlight.writer import existing_stars
     from stardomain.training import zoo
-    from stardomain.training.loop import Recipe
 
     # --repeats, the meaningless options, --weight-decay and the budgets were checked before any import (_star_checks)
     outs = [Path(out_path)] if repeats == 1 else [repeat_path(out_path, r) for r in range(repeats)]
@@ -264,32 +231,19 @@ def star(
     labelled = [ck.labelled() for ck in members]
     meta0 = members[0]
     n_params = sum(t.numel() for t in loaded[0][1].values() if t.is_floating_point())
-    budget.check(
-        "--pairs-per-step",
-        knobs["pairs_per_step"] * n_params,
-        "values",
-        f"the interpolated parameters each star step holds ({knobs['pairs_per_step']} pairs x {n_params:,} parameters)",
-    )
+    check_step_budget("--pairs-per-step", knobs["pairs_per_step"], n_params)
     arch = meta0.arch
     if model_name is not None and models.canonical_name(model_name) != arch.name:
         raise StardomainError(f"--model {model_name} differs from the sources' architecture {arch.name}; a star model must share it")
     say_assumed(labelled)
     ds, data_info = load_data_for(labelled, dataset, data_root, subset, subset_seed)
-    if meta0.recipe is not None:
-        recipe = Recipe.from_dict(meta0.recipe).without_execution().replace(epochs=epochs, lr=lr, weight_decay=weight_decay)  # fp32
-    else:  # save_pretrained sources record no recipe: the dataset's default, said so
-        from stardomain._util.console import notice
-        from stardomain.training.loop import default_recipe, has_default_recipe, no_recipe_refusal
-
-        if epochs is None and not has_default_recipe(ds.name):  # never 200 epochs nobody chose
-            raise no_recipe_refusal(ds.name, "--epochs N (and --lr where the generic SGD recipe's does not suit)")
-        recipe = default_recipe(ds.name).replace(epochs=epochs, lr=lr, weight_decay=weight_decay)
+    how = "--epochs N (and --lr where the generic SGD recipe's does not suit)"
+    recipe = star_recipe(meta0.recipe, ds.name, epochs=epochs, lr=lr, weight_decay=weight_decay, how=how)  # fp32
+    if meta0.recipe is None:  # save_pretrained sources record no recipe: the dataset's default, said so
         notice("note", f"the sources record no recipe: the star trains with {ds.name}'s default recipe {recipe.to_dict()}")
     config = StarlightConfig(recipe=recipe, **knobs)
     dev = resolve_device(device)
-    reuse = _existing_stars(outs, members, ds, config, seed, init_path or "fresh", force)  # before any star is trained
-    from stardomain.experiment.sinks import EventLog, Sinks
-
+    reuse = existing_stars(outs, members, ds, config, seed, init_path or "fresh", force)  # before any star is trained
     # --log: each epoch of each star (star_epoch: tag = the checkpoint's name, epoch, interpolated loss, match objective)
     # to the sinks, in OUT's folder (tensorboard/, wandb/); every epoch's record is in the star's .json already
     sinks = Sinks({sink: True for sink in log_sinks}, outs[0].parent, outs[0].stem, config=config.to_dict(), where="--log")

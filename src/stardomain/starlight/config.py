@@ -246,6 +246,38 @@ class StarlightConfig(StarKnobs):
         return cls(**dict(d))
 
 
+def star_recipe(
+    source_recipe: Mapping[str, Any] | None,
+    dataset_name: str,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    how: str,
+) -> Recipe:
+    """The recipe a star of these sources trains with: the (first) source's recorded ``source_recipe`` without its
+    execution options (fp32, eager: Starlight implements none), or, where the sources record none (save_pretrained
+    folders), ``dataset_name``'s default recipe; ``epochs``/``lr``/``weight_decay`` replace its values where given.
+    A dataset without a default recipe and no ``epochs`` is refused in one line (never 200 epochs nobody chose;
+    ``how`` says where to choose them)."""
+    from stardomain.training.recipe import default_recipe, has_default_recipe, no_recipe_refusal
+
+    if source_recipe is not None:
+        return Recipe.from_dict(source_recipe).without_execution().replace(epochs=epochs, lr=lr, weight_decay=weight_decay)
+    if epochs is None and not has_default_recipe(dataset_name):
+        raise no_recipe_refusal(dataset_name, how)
+    return default_recipe(dataset_name).replace(epochs=epochs, lr=lr, weight_decay=weight_decay)
+
+
+def check_step_budget(key: str, pairs_per_step: int, parameters: int) -> None:
+    """The interpolated parameters one Starlight step holds (``pairs_per_step`` copies of the model's ``parameters``)
+    against the values budget (:mod:`stardomain._util.budget`), refused in one line naming ``key``."""
+    from stardomain._util import budget
+
+    what = f"the interpolated parameters each star step holds ({pairs_per_step} pairs x {parameters:,} parameters)"
+    budget.check(key, pairs_per_step * parameters, "values", what)
+
+
 def star_seed(seed: int, tag: str = "") -> int:
     """The seed a star model actually uses for its init, batch order and t draws, from a stream of its own.
 

@@ -23,7 +23,7 @@ from stardomain._util.progress import ProgressConfig
 from stardomain.checkpoints.meta import Checkpoint, read_checkpoint
 from stardomain.errors import StardomainError
 from stardomain.starlight.algorithm import Starlight, StarlightResult
-from stardomain.starlight.config import StarlightConfig, check_not_source_init
+from stardomain.starlight.config import StarlightConfig, check_not_source_init, repeat_seed
 
 if TYPE_CHECKING:
     from stardomain.data.protocol import Data
@@ -142,6 +142,43 @@ def _reuse(out: Path, ident: Mapping[str, Any], data: Mapping[str, Any], resume:
     raise StardomainError(
         f"{out} was trained with other settings ({there} there, {here} in this config); delete it or use another --out folder"
     )
+
+
+def existing_stars(
+    outs: Sequence[Path],
+    sources: Sequence[Checkpoint],
+    dataset: Data,
+    config: StarlightConfig,
+    seed: int,
+    init: str,
+    force: bool = False,
+) -> list[bool]:
+    """Which of ``outs`` (repeat r at ``outs[r]``, its seed ``repeat_seed(seed, r)``) already hold this very star (same
+    sources, settings, seed, init and data): to be reused. Checked before any star is trained, so one of another
+    identity is refused in one line naming --force; ``force`` retrains all."""
+    from stardomain._util.diff import difference_phrases
+    from stardomain.checkpoints import store
+    from stardomain.training.zoo import dataset_record
+
+    if force:
+        return [False] * len(outs)
+    arch, hashes, reuse = sources[0].arch, None, []
+    for r, out in enumerate(outs):
+        if not store.is_complete(out):
+            reuse.append(False)
+            continue
+        hashes = hashes or [store.content_hash(ck.path) for ck in sources]
+        ident = star_identity(config, hashes, repeat_seed(seed, r), init, arch.name, arch.options)
+        old, data = read_checkpoint(out), dataset_record(dataset)
+        there = {**(old.identity or {}), "data": data if old.data is None else old.data}
+        differs = difference_phrases(there, {**ident, "data": data})
+        if differs:
+            raise StardomainError(
+                f"{out} already holds a star of other settings ({differs[0]} there, {differs[1]} requested); "
+                "pass --force to replace it, or choose another --out"
+            )
+        reuse.append(True)
+    return reuse
 
 
 def train_star(
