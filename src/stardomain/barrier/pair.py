@@ -18,6 +18,7 @@ from stardomain._util.progress import ProgressConfig
 from stardomain.barrier.path import Curve, barriers, curve, l2_distance
 from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS, MATCHERS, NO_ALIGNMENT, points_problem
 from stardomain.errors import StardomainError
+from stardomain.permute.pair import align_on_data
 
 if TYPE_CHECKING:
     from stardomain.data.protocol import Data
@@ -95,21 +96,24 @@ def evaluate_pair(
     keys = [k for k, _ in model.named_parameters()]
     l2 = l2_distance(state_a, state_b, keys)
     match = None
-    if align != "none":
-        extra = _align_extras(refine, refine_options, refine_resume_path, symmetry, dataset=dataset, progress=progress)
-        state_b, match = _align_b(
+    if align != "none":  # the pair alignment, written once: the CLI's align runs it too (permute.pair)
+        state_b, match, _ = align_on_data(
             state_a,
             state_b,
             model=model,
             dataset=dataset,
-            align=align,
-            spec=spec,
-            seed=seed,
-            device=device,
+            method=align,
             matching_samples=matching_samples,
+            seed=seed,
             allow_unpermuted=allow_unpermuted,
+            refine=refine,
+            refine_options=refine_options,
+            refine_resume_path=refine_resume_path,
+            symmetry=symmetry,
+            spec=spec,
             example_input=example_input,
-            extra=extra,
+            device=device,
+            progress=progress,
         )
     c = curve(
         state_a,
@@ -161,51 +165,3 @@ def _check_options(*, align: str, points: int, matching_samples: int, refine: st
         raise StardomainError(f"evaluate_pair: refine={refine!r} refines an alignment; pick align= one of {', '.join(MATCHERS)}")
     if symmetry != "permutation" and align == NO_ALIGNMENT:
         raise StardomainError(f"evaluate_pair: symmetry={symmetry!r} extends an alignment; pick align= one of {', '.join(MATCHERS)}")
-
-
-def _align_extras(
-    refine: str, refine_options: Mapping[str, Any] | None, refine_resume_path: Any, symmetry: str, *, dataset: Data, progress: Any
-) -> dict[str, Any]:
-    """``align``'s keywords for a learned refinement (on ``dataset``'s train split) and a symmetry beyond
-    permutations; none at their defaults, so a plain alignment is called exactly as before either existed."""
-    extra: dict[str, Any] = {}
-    if refine != "none":
-        extra = {"refine": refine, "data": dataset, "refine_options": refine_options}
-        extra |= {"refine_resume_path": refine_resume_path, "refine_progress": progress}
-    if symmetry != "permutation":
-        extra["symmetry"] = symmetry
-    return extra
-
-
-def _align_b(
-    state_a: Mapping[str, Tensor],
-    state_b: Mapping[str, Tensor],
-    *,
-    model: nn.Module,
-    dataset: Data,
-    align: str,
-    spec: Any,
-    seed: int,
-    device: str | torch.device,
-    matching_samples: int,
-    allow_unpermuted: bool,
-    example_input: Tensor | None,
-    extra: Mapping[str, Any],
-) -> tuple[dict[str, Tensor], Any]:
-    """B permuted into A's basin and the matcher's result. The spec is traced, and the aligned B checked, on
-    ``example_input`` or the data's first training inputs (the data's own dtype and shape: token ids stay ids);
-    activation matching correlates on the seeded matching sample (``matching_samples``, every class)."""
-    from stardomain.data.protocol import data_example
-    from stardomain.permute import align as align_states
-
-    example = (example_input if example_input is not None else data_example(dataset)).to(device)
-    x = example
-    if align == "activation":
-        from stardomain.data import matching_sample
-
-        x = matching_sample(dataset, matching_samples, seed=0).to(device)
-    if spec is None:
-        from stardomain.permute import trace_spec
-
-        spec = trace_spec(model, example_input=example)
-    return align_states(state_a, state_b, spec=spec, method=align, model=model, x=x, seed=seed, allow_unpermuted=allow_unpermuted, **extra)

@@ -2,6 +2,8 @@
 
 Why here: tracing the spec on the data's own inputs, the activation-matching sample and the ℓ2 distances before and
 after are the alignment's application logic; the command only reads checkpoints, calls :func:`align_pair` and prints.
+:func:`align_on_data` is the alignment step itself, written once: :func:`align_pair` and
+:func:`stardomain.barrier.evaluate_pair` (the CLI's ``barrier``, the pipeline's pairs) both call it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from stardomain._util.progress import ProgressConfig
 from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
 from stardomain.errors import StardomainError
 from stardomain.permute.spec import PermutationSpec
@@ -49,19 +52,63 @@ def align_pair(
     symmetry: str = "permutation",
     device: str | torch.device = "cpu",
 ) -> AlignedPair:
-    """Permute B into A's basin by ``method`` (:func:`stardomain.permute.align`'s settings). The spec is traced, and
-    the aligned B checked, on ``dataset``'s own first training inputs (token ids stay ids), or on a random batch of
-    the recorded shape without data; activation matching reads the one seeded matching sample of ``dataset``."""
-    from stardomain.permute.align import align
+    """Permute B into A's basin by ``method`` (:func:`stardomain.permute.align`'s settings), both states moved to
+    ``device`` first (:func:`align_on_data` aligns them where they are), with the ℓ2 distance before and after."""
     from stardomain.permute.apply import l2_distance
-    from stardomain.permute.trace import trace_spec
 
     keys = [k for k, _ in model.named_parameters()]
-    example = None
-    if dataset is not None:
+    aligned, match, spec = align_on_data(
+        {k: v.to(device) for k, v in state_a.items()},
+        {k: v.to(device) for k, v in state_b.items()},
+        model=model,
+        dataset=dataset,
+        method=method,
+        matching_samples=matching_samples,
+        seed=seed,
+        allow_unpermuted=allow_unpermuted,
+        refine=refine,
+        refine_options=refine_options,
+        refine_resume_path=refine_resume_path,
+        symmetry=symmetry,
+        device=device,
+    )
+    before, after = l2_distance(state_a, state_b, keys), l2_distance(state_a, aligned, keys)
+    return AlignedPair(state_b=aligned, match=match, spec=spec, l2_before=before, l2_after=after)
+
+
+def align_on_data(
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    *,
+    model: nn.Module,
+    dataset: AnyData | None,
+    method: str,
+    matching_samples: int = DEFAULT_MATCHING_SAMPLES,
+    seed: int = 0,
+    allow_unpermuted: bool = False,
+    refine: str = "none",
+    refine_options: Mapping[str, Any] | None = None,
+    refine_resume_path: Any = None,
+    symmetry: str = "permutation",
+    spec: PermutationSpec | None = None,
+    example_input: Tensor | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool | ProgressConfig | None = False,
+) -> tuple[dict[str, Tensor], MatchResult, PermutationSpec]:
+    """The one alignment step of a pair (:func:`align_pair`, :func:`stardomain.barrier.evaluate_pair`): B permuted
+    into A's basin by ``method``, the matcher's result and the spec. The spec (unless given) is traced, and the
+    aligned B checked, on ``example_input`` or ``dataset``'s own first training inputs (token ids stay ids), or on a
+    random batch of the recorded shape without data; activation matching reads the one seeded matching sample of
+    ``dataset`` (``matching_samples``, every class); a refinement trains on ``dataset`` (``progress``: its bar).
+    The states are aligned on the device they are on; the inputs go to ``device``."""
+    from stardomain.permute import align, trace_spec  # the package's names, as callers (and tests) see them
+
+    example = example_input
+    if example is None and dataset is not None:
         from stardomain.data.protocol import data_example
 
-        example = data_example(dataset).to(device)
+        example = data_example(dataset)
+    example = example.to(device) if example is not None else None
     x = example
     if method == "activation":
         from stardomain.data import matching_sample
@@ -69,10 +116,11 @@ def align_pair(
         if dataset is None:
             raise StardomainError("activation matching needs training data: pass dataset= (CLI: --dataset)")
         x = matching_sample(dataset, matching_samples).to(device)
-    spec = trace_spec(model, example_input=example)
+    if spec is None:
+        spec = trace_spec(model, example_input=example)
     aligned, match = align(
-        {k: v.to(device) for k, v in state_a.items()},
-        {k: v.to(device) for k, v in state_b.items()},
+        state_a,
+        state_b,
         spec=spec,
         method=method,
         model=model,
@@ -83,7 +131,7 @@ def align_pair(
         data=dataset,
         refine_options=refine_options,
         refine_resume_path=refine_resume_path,
+        refine_progress=progress,
         symmetry=symmetry,
     )
-    before, after = l2_distance(state_a, state_b, keys), l2_distance(state_a, aligned, keys)
-    return AlignedPair(state_b=aligned, match=match, spec=spec, l2_before=before, l2_after=after)
+    return aligned, match, spec
