@@ -9,13 +9,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 
 from stardomain._util.progress import ProgressConfig
 from stardomain.training import zoo
 from stardomain.training.loop import Recipe
+
+if TYPE_CHECKING:
+    from stardomain.data.protocol import Data
 
 
 @dataclass
@@ -38,7 +41,7 @@ def reuse_line(done: Sequence[int], seeds: Sequence[int], out_dir: str | Path) -
 
 
 def run_zoo(
-    dataset: Any,
+    dataset: Data,
     model: str,
     options: Mapping[str, Any],
     recipe: Recipe,
