@@ -44,7 +44,7 @@ class StarNormStudy(Study):
             raise StardomainError(f"studies.star_norm.p: a norm's order is >= 1 (got {settings.p})")
 
     def run(self, ctx: Context, main: Main) -> Any:
-        p = ctx.cfg.studies.star_norm.p
+        p = self.settings_of(ctx.cfg).p
         data = ctx.exp.data_record()
 
         def norm(model: Any) -> Any:

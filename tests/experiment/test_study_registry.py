@@ -3,9 +3,11 @@ units and makes its section; a study cannot read at assembly a unit its plan did
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Iterator
 
 import pytest
@@ -15,7 +17,7 @@ from cli_helpers import run_cli, tiny_config
 from stardomain.errors import StardomainError
 from stardomain.experiment.config import experiment_config
 from stardomain.experiment.pipeline import Experiment
-from stardomain.experiment.study import Context, Main, Study, register_study, registered_studies, unregister_study
+from stardomain.experiment.study import Context, Main, Study, read_pending, register_study, registered_studies, unregister_study
 from stardomain.experiment.units import build_plan, unit_keys
 
 
@@ -99,6 +101,7 @@ class LateAsking(Study):
     """Asks for a unit while its section is assembled (inside a derive): refused, the plan did not hold it."""
 
     key = "late_asking"
+    order = 50  # before the built-in studies: the refusal must name it, not the study that planned last
 
     def enabled(self, cfg: Any) -> bool:
         return True
@@ -137,6 +140,86 @@ def test_what_assembly_reads_is_exactly_what_the_plan_held(tmp_path: Path) -> No
     for _, section in planned.sections:
         planned.ctx.resolve(section)
     assert set(read) == set(planned.actions)
+
+
+class Peeking(Study):
+    """Reads a result while planning, through the one reader there is: refused, the plan may not depend on results."""
+
+    key = "peeking"
+
+    def run(self, ctx: Context, main: Main) -> Any:
+        return read_pending(ctx.pair(main.stars[0], main.held[0]))
+
+
+class SameIdOtherCall(Study):
+    """Asks for the main zoo's first model under its id, trained otherwise: refused, one id is one computation."""
+
+    key = "same_id"
+
+    def run(self, ctx: Context, main: Main) -> Any:
+        ctx.zoo("main", {**main.options, "width": 32}, ctx.exp.recipe, 2, 1)
+
+
+class SetInSection(Study):
+    key = "set_in_section"
+
+    def run(self, ctx: Context, main: Main) -> Any:
+        return {"rows": [{"pairs": {ctx.pair(main.stars[0], main.held[0]).what}}]}
+
+
+class TakesMainsVerdict(Study):
+    key = "takes"
+
+    def run(self, ctx: Context, main: Main) -> Any:
+        return {"n": 1}
+
+    def tests(self, results: Any, judge: Any) -> Any:
+        return {"barriers": "mine"}
+
+
+@pytest.mark.parametrize(
+    "study, message",
+    [
+        (Peeking(), "study peeking: read pair/star/main-z2~train/main/seed-1000 while planning"),
+        (SameIdOtherCall(), "study same_id: asks for train/main/seed-0 computed otherwise than study main asked for it"),
+        (SetInSection(), r"study set_in_section: its section holds a set at \['rows'\]\[0\]\['pairs'\]"),
+    ],
+)
+def test_what_a_plan_cannot_hold_is_refused_while_planning(tmp_path: Path, registered, study: Study, message: str) -> None:
+    registered(study)
+    exp = Experiment(experiment_config(tiny_config("toy")), tmp_path / "run", progress=False)
+    with pytest.raises(StardomainError, match=message):
+        build_plan(exp)
+
+
+def test_a_result_refuses_every_use_as_a_value_and_main_is_read_only(tmp_path: Path) -> None:
+    exp = Experiment(experiment_config(tiny_config("toy")), tmp_path / "run", progress=False)
+    planned = build_plan(exp)
+    pending = next(s for study, s in planned.sections if study.key == "main")["barriers"]["summary"]
+    for use in (bool, str, len, iter, float, lambda p: p == 0, lambda p: f"{p}", lambda p: p + 1, lambda p: p["x"], copy.copy):
+        with pytest.raises(StardomainError, match="is a unit's result, known only when the results are assembled"):
+            use(pending)
+    with pytest.raises(TypeError):
+        hash(pending)
+    with pytest.raises(TypeError):  # a study changing the main options would retrain the main zoo behind the others
+        Main((), (), (), (), MappingProxyType({"width": 8}), None).options["width"] = 32  # type: ignore[index]
+
+
+def test_verdict_tests_of_two_studies_cannot_share_a_key(tmp_path: Path, capsys, registered) -> None:
+    registered(TakesMainsVerdict())
+    r, _ = _run(tmp_path, capsys, tiny_config("toy"))
+    assert r.code == 2 and "study takes: its verdict test 'barriers' is another's" in r.err
+
+
+def test_a_study_only_this_process_knows_is_refused_for_ray_before_any_work(tmp_path: Path, registered) -> None:
+    from stardomain.experiment.executor_config import ExecutorConfig
+    from stardomain.experiment.runner import check_studies_travel
+
+    registered(TakesMainsVerdict())
+    cfg = experiment_config(tiny_config("toy"))
+    check_studies_travel(cfg, ExecutorConfig())  # local: this process is the worker
+    with pytest.raises(StardomainError, match=r"study takes \(test_study_registry\) is registered in this process only: ray workers"):
+        check_studies_travel(cfg, ExecutorConfig(kind="ray"))
 
 
 def test_registry_refuses_a_taken_or_missing_key(registered) -> None:

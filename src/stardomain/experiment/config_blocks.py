@@ -195,6 +195,9 @@ class EvalConfig:
 T = TypeVar("T")
 
 
+_PLUGIN_HINT = " (a plugin's study: list its module under plugins:)"
+
+
 class Studies:
     """The ``studies`` block: the main study's switches (``barriers``, ``distances``) and, under each registered
     study's YAML key, its settings (an instance of the study's ``settings`` dataclass; absent: the study does not run).
@@ -204,9 +207,19 @@ class Studies:
     """
 
     def __init__(self, barriers: bool = True, distances: bool = True, **blocks: Any):
-        self.barriers = barriers
-        self.distances = distances
-        self.blocks: dict[str, Any] = {k: v for k, v in blocks.items() if v is not None}
+        """Every block checked here, however the object is made (YAML, ``Studies(bma=...)``, ``dataclasses.replace``):
+        a key no registered study has, or a value of another type, is one line naming ``studies.<key>``."""
+        known = self._known()
+        self.barriers = coerce(barriers, bool, "studies.barriers")
+        self.distances = coerce(distances, bool, "studies.distances")
+        self.blocks: dict[str, Any] = {}
+        for name, value in blocks.items():
+            if name not in known:
+                raise StardomainError(
+                    f"studies: unknown key '{name}'; allowed: {', '.join(['barriers', 'distances', *known])}{_PLUGIN_HINT}"
+                )
+            if value is not None:
+                self.blocks[name] = coerce(value, known[name].settings, f"studies.{name}")
 
     @staticmethod
     def _known() -> dict[str, Any]:
@@ -222,18 +235,20 @@ class Studies:
             raise StardomainError(f"{where}: expected a mapping of {', '.join(names)}; got {data!r}")
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise StardomainError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(names)}")
-        switches = {k: coerce(data[k], bool, f"{where}.{k}") for k in ("barriers", "distances") if k in data}
-        blocks = {k: coerce(v, known[k].settings | None, f"{where}.{k}") for k, v in data.items() if k in known}
-        return cls(**switches, **blocks)
+            raise StardomainError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(names)}{_PLUGIN_HINT}")
+        return cls(**dict(data))
 
     def get(self, name: str) -> Any:
         """The settings under ``studies.<name>``, or None where that study is not configured."""
         return self.blocks.get(name)
 
     def of(self, kind: type[T]) -> T | None:
-        """The configured settings of type ``kind`` (a study's settings dataclass), or None."""
-        return next((v for v in self.blocks.values() if isinstance(v, kind)), None)
+        """The configured settings of type ``kind`` (a study's settings dataclass), or None (two studies sharing a
+        settings class: read each with :meth:`get`)."""
+        found = [v for v in self.blocks.values() if type(v) is kind]
+        if len(found) > 1:
+            raise StardomainError(f"studies: {len(found)} blocks are {kind.__name__} settings; read each by its key (studies.get)")
+        return found[0] if found else None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name == "blocks":

@@ -286,10 +286,6 @@ class Experiment:
             settings["matching_samples"] = ev.matching_samples
         return KeyedCall("pairs", PAIR_VERSION, {"a": path_a, "b": path_b}, settings, self.data_record())
 
-    def pair_key(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
-        """What one pair's result depends on (:meth:`pair_call`'s key)."""
-        return self.pair_call(path_a, path_b, align, bn).key()
-
     def pair_compute(self, path_a: Path, path_b: Path) -> Callable[..., dict[str, Any]]:
         """The computation of one pair (called with :meth:`pair_call`'s settings): curve, barriers and distances;
         B is aligned to A first unless align is none."""
@@ -306,12 +302,8 @@ class Experiment:
 
         return compute
 
-    def pair(self, path_a: Path, path_b: Path, align: str | None = None, bn: str = "reset") -> dict[str, Any]:
-        """One pair's result, computed or read back from the cache."""
-        return self.cache.run(self.pair_call(path_a, path_b, align, bn), self.pair_compute(path_a, path_b))
-
     def group_pairs(self, sources: Sequence[T], held: Sequence[T], stars: Sequence[T]) -> dict[str, list[tuple[T, T]]]:
-        """Which pairs each barrier group evaluates (of paths, or of the plan's units: one rule for both)."""
+        """Which pairs each barrier group evaluates, of the plan's model handles (:func:`.studies.common.barrier_groups`)."""
         ev = self.cfg.eval
         k = len(sources) if ev.max_star_source_pairs is None else min(ev.max_star_source_pairs, len(sources))
         return {
@@ -368,6 +360,7 @@ class Experiment:
             "recipe": self.recipe.to_dict(),
         }
         for study, section in planned.sections:
+            planned.ctx.study = study.key
             value = planned.ctx.resolve(section)
             if study.merge:
                 results.update(value)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from stardomain._util.fileio import remove_stray_temps
 from stardomain.checkpoints import store
+from stardomain.errors import StardomainError
 from stardomain.experiment.config import ExperimentConfig
 from stardomain.experiment.executor_config import ExecutorConfig, check_threads
 from stardomain.experiment.executors import check_available, run_plan
@@ -69,10 +70,28 @@ def run_experiment(
 
         check_cpus(config.threads, "threads")  # the units compute on this machine: no more threads than its CPUs
     _warn_same_runs(config)
+    check_studies_travel(config, executor)
     check_available(executor)
     check_sinks(config.logging)  # a sink whose package is missing: one line, before any data is read
     with fixed_threads(config.threads):
         return _run(config, out_dir, progress, log, executor)
+
+
+def check_studies_travel(config: ExperimentConfig, executor: ExecutorConfig) -> None:
+    """A Ray or SLURM worker rebuilds the plan from the config alone: a study registered in this process only (a
+    notebook, a script) would be unknown there, so it is refused here, before any work, unless ``plugins:`` names it."""
+    if executor.kind == "local":
+        return
+    from stardomain.experiment.study import registered_studies
+
+    for study in registered_studies():
+        module = type(study).__module__
+        named = any(module == p or module.startswith(p + ".") for p in config.plugins)
+        if study.enabled(config) and not module.startswith("stardomain.") and not named:
+            raise StardomainError(
+                f"study {study.key} ({module}) is registered in this process only: {executor.kind} workers rebuild the plan "
+                "from the config and would not know it; list its module under plugins: (or use --executor local)"
+            )
 
 
 def _warn_same_runs(config: ExperimentConfig) -> None:

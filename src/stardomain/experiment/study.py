@@ -7,8 +7,11 @@ an evaluation's handle is :class:`Pending`, a result not known yet. ``run`` retu
 from those handles, with :meth:`Context.derive` for whatever is computed from results. After the executor ran the
 units, the pipeline resolves the section: each handle is read back from its unit's file, each ``derive`` is called on
 the values. There is no second method to keep in step with the first, and a study cannot ask for a unit at
-assembly that it did not ask for while planning: a result is opaque while planning (using it raises), and once
-planning is over the context refuses new requests.
+assembly that it did not ask for while planning: a result is opaque while planning (using or reading it raises), once
+planning is over the context refuses new requests, and two requests of one unit id must be the same computation.
+(``run`` must not read files itself: what it asks for is a function of the config alone.) Two estimates are made from
+the config before anything is built, :meth:`Study.budget` (its unit count) and :meth:`Study.builds` (the models it
+trains, built on the meta device); tests/experiment/test_budget.py holds the count to the plan.
 
 Adding a study is one file: a module in :mod:`stardomain.experiment.studies` (or a plugin module listed under
 ``plugins:``) that defines a :class:`Study` subclass with its settings dataclass, its checks, ``run``, its verdict
@@ -26,6 +29,7 @@ from stardomain.errors import StardomainError
 
 if TYPE_CHECKING:
     from stardomain.data.protocol import SplitData
+    from stardomain.experiment.folder import KeyedCall
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,16 @@ class Model:
 class Pending:
     """A unit's result, or a value derived from results: known only when the section is assembled.
 
-    Every use of it as a value raises, so what a study asks for can never depend on a result (one code path
-    plans and assembles); compute with results inside :meth:`Context.derive`.
+    Every use of it as a value raises (truth, comparison, arithmetic, indexing, iteration, text, copies), so what a
+    study asks for can never depend on a result (one code path plans and assembles); compute with results inside
+    :meth:`Context.derive`. Only the context reads it, and only once planning is over.
     """
 
-    __slots__ = ("what", "resolve")
+    __slots__ = ("what", "_read")
 
-    def __init__(self, what: str, resolve: Callable[[], Any]):
+    def __init__(self, what: str, read: Callable[[], Any]):
         self.what = what
-        self.resolve = resolve
+        self._read = read
 
     def _refuse(self, *_: Any, **__: Any) -> Any:
         raise StardomainError(
@@ -55,26 +60,39 @@ class Pending:
             "ctx.derive(fn, ...) and never let it decide which units a study asks for"
         )
 
-    __bool__ = __iter__ = __len__ = __getitem__ = __contains__ = _refuse
-    __float__ = __int__ = __index__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
+    __bool__ = __iter__ = __len__ = __getitem__ = __contains__ = __eq__ = __ne__ = _refuse
+    __float__ = __int__ = __index__ = __lt__ = __le__ = __gt__ = __ge__ = __str__ = __format__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __neg__ = _refuse
+    __copy__ = __deepcopy__ = __reduce_ex__ = _refuse
+    __hash__ = None  # type: ignore[assignment]
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("what", "_read"):  # duck-typing probes get what they expect
+            raise AttributeError(name)
         return self._refuse()
 
     def __repr__(self) -> str:
         return f"Pending({self.what})"
 
 
-@dataclass
-class Main:
-    """What every study builds on: the handles of the main zoo and star(s)."""
+def read_pending(p: Pending) -> Any:
+    """The value behind ``p`` (the context calls this while assembling; it refuses before planning is over)."""
+    return p._read()
 
-    sources: list[Model]  # all zoo_size sources, in seed order
-    held: list[Model]  # the held-out models
-    z: list[Model]  # the main star's sources: the first ``cfg.sources``
-    stars: list[Model]  # every repeat of the main star
-    options: dict[str, Any]  # the model options of the main zoo
+
+MAIN_SUMMARY = "_summary"  # the key under which the main study hands its groups' summary to the others (never written)
+
+
+@dataclass(frozen=True)
+class Main:
+    """What every study builds on: the handles of the main zoo and star(s). Frozen, with read-only options: a study
+    that changed them would change the main zoo's training behind the other studies' backs."""
+
+    sources: tuple[Model, ...]  # all zoo_size sources, in seed order
+    held: tuple[Model, ...]  # the held-out models
+    z: tuple[Model, ...]  # the main star's sources: the first ``cfg.sources``
+    stars: tuple[Model, ...]  # every repeat of the main star
+    options: Mapping[str, Any]  # the model options of the main zoo (read-only)
     star_recipe: Any  # the star's recipe
     summary: Any = None  # the main barrier groups' summary (a Pending; None when neither barriers nor distances run)
 
@@ -88,7 +106,6 @@ class Experimenting(Protocol):
     dataset: SplitData  # the run's data (in memory, or a streamed folder)
     device: str
     recipe: Any  # the sources' Recipe
-    cache: Any  # the unit result cache
 
     def endpoints(self, stars: Sequence[Path], sources: Sequence[Path], held: Sequence[Path]) -> dict[str, Any]: ...
     def group_pairs(self, sources: Sequence[Any], held: Sequence[Any], stars: Sequence[Any]) -> dict[str, list[tuple[Any, Any]]]: ...
@@ -103,14 +120,34 @@ class Context(Protocol):
     exp: Experimenting
     cfg: Any
 
-    def zoo(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int) -> tuple[list[Model], list[Model]]: ...
-    def stars(self, tag: str, sources: Sequence[Model], options: Mapping[str, Any], recipe: Any, mu: float) -> list[Model]: ...
+    def zoo(self, tag: str, options: Mapping[str, Any], recipe: Any, n_sources: int, n_held: int) -> tuple[list[Model], list[Model]]:
+        """The sources and held-out models of zoo ``tag`` trained with ``options`` and ``recipe`` (a unit each)."""
+        ...
+
+    def stars(self, tag: str, sources: Sequence[Model], options: Mapping[str, Any], recipe: Any, mu: float) -> list[Model]:
+        """Every repeat (``star.repeats``) of the star ``tag`` on ``sources`` (``recipe``: the star's own)."""
+        ...
+
     def star(
         self, tag: str, sources: Sequence[Model], options: Mapping[str, Any], recipe: Any, mu: float, repeat: int = 0, repeats: int = 1
-    ) -> Model: ...
-    def pair(self, a: Model, b: Model, bn: str = "reset") -> Pending: ...
-    def evaluation(self, uid: str, inputs: Sequence[Model], call: Any, compute: Callable[..., Any]) -> Pending: ...
-    def derive(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending: ...
+    ) -> Model:
+        """One star ``tag`` on ``sources`` (a unit)."""
+        ...
+
+    def pair(self, a: Model, b: Model, bn: str = "reset") -> Pending:
+        """One pair's curve, barriers and distances, B aligned to A as ``eval`` says (a unit)."""
+        ...
+
+    def evaluation(self, uid: str, inputs: Sequence[Model], call: KeyedCall, compute: Callable[..., Any]) -> Pending:
+        """Any other evaluation (a unit named ``uid``, waiting for ``inputs``): ``compute(**call.settings)``, a JSON
+        mapping, cached under ``call``'s key (:class:`~stardomain.experiment.folder.KeyedCall`: the checkpoints it
+        reads, by content hash, and every setting), so no setting reaches a result without reaching its key."""
+        ...
+
+    def derive(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:
+        """``fn(*args, **kwargs)`` at assembly, every handle in the arguments (in dicts, lists, tuples) replaced by its
+        value: a model's by its checkpoint path, an evaluation's by its result. ``fn`` must ask for no unit."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -136,9 +173,13 @@ class Study:
     def yaml_name(cls) -> str:
         return cls.yaml_key or cls.key
 
+    def settings_of(self, cfg: Any) -> Any:
+        """This study's settings in ``cfg`` (an instance of ``settings``), or None where the YAML does not configure it."""
+        return cfg.studies.get(self.yaml_name()) if self.settings is not None else None
+
     def enabled(self, cfg: Any) -> bool:
-        """Whether the config asks for this study (default: its settings block is present)."""
-        return cfg.studies.get(self.yaml_name()) is not None
+        """Whether the config asks for this study: its settings block is present (a study without settings: always)."""
+        return self.settings is None or self.settings_of(cfg) is not None
 
     def check(self, cfg: Any, settings: Any) -> None:
         """Refuse, in one line each (StardomainError), settings this config cannot honour; called before any work."""
@@ -203,7 +244,11 @@ def compute_tests(results: Mapping[str, Any]) -> dict[str, Any]:
     judge = Judge(tolerance=out["tolerance"], seed=int(results["config"]["seed"]), metric=out["metric"])
     for study in registered_studies():
         if study.merge or study.key in results:
-            out.update(study.tests(results, judge))
+            tests = study.tests(results, judge)
+            taken = sorted(set(tests) & set(out))
+            if taken:
+                raise StardomainError(f"study {study.key}: its verdict test '{taken[0]}' is another's; name its tests after its key")
+            out.update(tests)
     return out
 
 

@@ -11,14 +11,16 @@ same plan from (config, run folder) to find what a unit id means.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
 from stardomain.errors import StardomainError
 from stardomain.experiment.plan import Plan, Unit
-from stardomain.experiment.study import Model, Pending
+from stardomain.experiment.study import MAIN_SUMMARY, Model, Pending, read_pending
 
 
 @dataclass
@@ -64,17 +66,28 @@ class PlanContext:
         self.actions: dict[str, Action] = {}
         self.study = "main"  # the study asking (for messages)
         self.sealed = False
+        self._asked: dict[str, tuple[str, Any]] = {}  # unit id -> (the study that first asked, its call described)
         self._checked: set[str] = set()  # model units whose checkpoints were verified while resolving
 
-    def _add(self, unit: Unit, action: Action) -> None:
+    def _add(self, unit: Unit, action: Action, call: Any) -> None:
+        """Record ``unit``; ``call`` describes what computes it, known while planning (a function and its arguments,
+        or an evaluation's kind, version, checkpoint paths, settings and data): one id, one computation."""
         if self.sealed:
             raise StardomainError(
                 f"study {self.study}: asked for {unit.id} while its results were assembled; ask for every unit in "
                 "run() and compute with the handles inside ctx.derive (what a study asks for may not depend on results)"
             )
-        if unit.id not in self.units:  # the same model or pair asked for by two studies is one unit
-            self.units[unit.id] = unit
-            self.actions[unit.id] = action
+        if unit.id in self.units:  # the same model or pair asked for by two studies is one unit
+            first, described = self._asked[unit.id]
+            if described != call:
+                raise StardomainError(
+                    f"study {self.study}: asks for {unit.id} computed otherwise than study {first} asked for it; "
+                    "give its tag (or evaluation id) a name of its own"
+                )
+            return
+        self.units[unit.id] = unit
+        self.actions[unit.id] = action
+        self._asked[unit.id] = (self.study, call)
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.exp.out))
@@ -91,10 +104,11 @@ class PlanContext:
         for seed, role in self.exp.zoo_seeds(n_sources, n_held):
             path = self.exp.member_path(tag, seed)
             uid = f"train/{tag}/seed-{seed}"
-            call = functools.partial(self.exp.train_one, tag, options, recipe, seed, role)
+            call = functools.partial(self.exp.train_one, tag, dict(options), recipe, seed, role)
             self._add(
                 Unit(uid, "train", self._rel(path)),
                 Action(call, functools.partial(store.is_complete, path), functools.partial(_same, path), functools.partial(call_key, call)),
+                call_key(call),
             )
             models.append(Model(uid, path))
         return models[:n_sources], models[n_sources:]
@@ -113,7 +127,7 @@ class PlanContext:
                 group = mine[i : i + m]
                 paths = [self.exp.member_path(tag, s) for s in group]
                 uid = f"train/{tag}/seeds-{group[0]}-{group[-1]}"
-                call = functools.partial(self.exp.train_group, tag, options, recipe, group, role)
+                call = functools.partial(self.exp.train_group, tag, dict(options), recipe, group, role)
                 self._add(
                     Unit(uid, "train", self._rel(paths[0].parent)),
                     Action(
@@ -122,6 +136,7 @@ class PlanContext:
                         functools.partial(_same, paths[0].parent),
                         functools.partial(call_key, call),
                     ),
+                    call_key(call),
                 )
                 models += [Model(uid, p) for p in paths]
         return models[:n_sources], models[n_sources:]
@@ -135,15 +150,18 @@ class PlanContext:
         path = self.exp.star_path(tag)
         uid = f"star/{tag}"
         paths = [m.path for m in sources]
+        options = dict(options)
         call = functools.partial(self.exp.star_model, tag, paths, options, recipe, mu, repeat=repeat, repeats=repeats)
+        key = functools.partial(self._star_key, tag, paths, options, recipe, mu, repeat, repeats)
         self._add(
             Unit(uid, "star", self._rel(path), tuple(dict.fromkeys(m.unit for m in sources))),
             Action(
                 call,
                 functools.partial(store.is_complete, path),
                 functools.partial(_same, path),
-                functools.partial(self._star_key, tag, paths, options, recipe, mu, repeat, repeats),
+                key,
             ),
+            key(),
         )
         return Model(uid, path)
 
@@ -163,6 +181,7 @@ class PlanContext:
         """One cached evaluation: ``compute(**call.settings)`` on the checkpoints of ``inputs``; its cache key is
         ``call``'s (a :class:`~stardomain.experiment.folder.KeyedCall`: the checkpoints' hashes and every setting)."""
         from stardomain.checkpoints import store
+        from stardomain.experiment.folder import plain
 
         cache = self.exp.cache
 
@@ -173,12 +192,24 @@ class PlanContext:
             return all(store.is_complete(m.path) for m in inputs) and cache.has(output())
 
         def run() -> Any:
-            return cache.run(call, compute)
+            value = cache.run(call, compute)
+            if not isinstance(value, dict):
+                raise StardomainError(f"{uid}: its computation returned {type(value).__name__}, not a JSON mapping; return a dict")
+            return value
 
+        described = {
+            "kind": call.kind,
+            "version": call.version,
+            "inputs": plain(call.inputs),
+            "settings": plain(call.settings),
+            "data": plain(call.data),
+        }
         self._add(
-            Unit(uid, call.kind, f"cache/{call.kind}", tuple(dict.fromkeys(m.unit for m in inputs))), Action(run, done, output, call.key)
+            Unit(uid, call.kind, f"cache/{call.kind}", tuple(dict.fromkeys(m.unit for m in inputs))),
+            Action(run, done, output, call.key),
+            described,
         )
-        return Pending(uid, lambda: self.actions[uid].compute())  # read back through the unit the plan holds
+        return Pending(uid, functools.partial(self._read, uid))
 
     def pair(self, a: Model, b: Model, bn: str = "reset") -> Pending:
         """One pair's curve, barriers and distances (B aligned to A with ``eval.align``); ``bn``: the BatchNorm protocol."""
@@ -191,23 +222,76 @@ class PlanContext:
         """``fn(*args, **kwargs)`` at assembly, every handle in the arguments (within lists, tuples and dicts)
         replaced by its value: a model's by its checkpoint's path, an evaluation's by its result."""
         name = getattr(fn, "__name__", repr(fn))
-        return Pending(f"{self.study}: {name}(...)", lambda: fn(*self.resolve(args), **self.resolve(kwargs)))
+        return Pending(f"{self.study}: {name}(...)", functools.partial(self._call, self.study, fn, args, kwargs))
 
     # -- assembly -----------------------------------------------------------------------------------------------
+    def _assembling(self, what: str) -> None:
+        if not self.sealed:
+            raise StardomainError(
+                f"study {self.study}: read {what} while planning; a result is known only when the results are assembled "
+                "(compute with it inside ctx.derive)"
+            )
+
+    def _read(self, uid: str) -> Any:
+        self._assembling(uid)
+        return self.actions[uid].compute()  # read back through the unit the plan holds
+
+    def _call(self, study: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self._assembling(getattr(fn, "__name__", repr(fn)))
+        self.study = study  # a unit asked for now is refused in this study's name
+        value = fn(*self.resolve(args), **self.resolve(kwargs))
+        where = handle_in(value)
+        if where is not None:
+            raise StardomainError(f"study {study}: {getattr(fn, '__name__', fn)} returned a handle at {where}; return values only")
+        return value
+
     def resolve(self, obj: Any) -> Any:
         """``obj`` with every handle read back from its unit's file (the units must have run: assembly only)."""
         if isinstance(obj, Pending):
-            return obj.resolve()
+            return read_pending(obj)
         if isinstance(obj, Model):
+            self._assembling(obj.unit)
             if obj.unit not in self._checked:  # the unit's call on a finished checkpoint: verified, never retrained
                 self.actions[obj.unit].compute()
                 self._checked.add(obj.unit)
             return obj.path
         if isinstance(obj, dict):
             return {k: self.resolve(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
+        if type(obj) in (list, tuple):
             return type(obj)(self.resolve(v) for v in obj)
         return obj
+
+
+def handle_in(obj: Any, where: str = "") -> str | None:
+    """Where a handle (Model, Pending) sits inside ``obj``, or None."""
+    if isinstance(obj, (Pending, Model)):
+        return where or "the top"
+    if isinstance(obj, dict):
+        return next((w for k, v in obj.items() if (w := handle_in(v, f"{where}[{k!r}]")) is not None), None)
+    if isinstance(obj, (list, tuple)):
+        return next((w for i, v in enumerate(obj) if (w := handle_in(v, f"{where}[{i}]")) is not None), None)
+    return None
+
+
+def check_section(study: str, obj: Any, where: str = "") -> None:
+    """A study's section holds plain JSON values and handles only: anything else would reach results.json unresolved
+    (or not at all) after every unit ran; refused while planning, naming where it sits."""
+    if isinstance(obj, (Pending, Model)) or obj is None or type(obj) in (str, int, float, bool):
+        return
+    if type(obj) is dict:
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise StardomainError(f"study {study}: its section has the key {k!r} at {where or 'the top'}; use strings")
+            check_section(study, v, f"{where}[{k!r}]")
+        return
+    if type(obj) in (list, tuple):
+        for i, v in enumerate(obj):
+            check_section(study, v, f"{where}[{i}]")
+        return
+    raise StardomainError(
+        f"study {study}: its section holds a {type(obj).__name__} at {where or 'the top'}; return dicts, lists, strings, "
+        "numbers and handles (build anything else inside ctx.derive)"
+    )
 
 
 @dataclass
@@ -232,12 +316,16 @@ def build_plan(exp: Any) -> Planned:
     sources, held = ctx.zoo("main", options, exp.recipe, cfg.zoo_size, cfg.held_out)
     z = sources[: cfg.sources]
     mains = ctx.stars(f"main-z{cfg.sources}", z, options, star_recipe, cfg.star.mu)
-    main = Main(sources=sources, held=held, z=z, stars=mains, options=options, star_recipe=star_recipe)
+    main = Main(tuple(sources), tuple(held), tuple(z), tuple(mains), MappingProxyType(options), star_recipe)
     sections = []
     for study in registered_studies():
         if study.enabled(cfg):
             ctx.study = study.key
-            sections.append((study, study.run(ctx, main)))
+            section = study.run(ctx, main)
+            if study.merge and isinstance(section, dict):  # the main study: its summary is what the others compare with
+                main = dataclasses.replace(main, summary=section.pop(MAIN_SUMMARY, None))
+            check_section(study.key, section)
+            sections.append((study, section))
     ctx.sealed = True
     return Planned(Plan(ctx.units.values()), ctx.actions, sections, ctx)
 

@@ -1,6 +1,7 @@
 """The main barrier study (Sec. 3 of the paper): the main zoo, its star(s), the three barrier groups, the distances
 and the BatchNorm ablation. It writes results.json's top-level sections (``models``, ``endpoints``, ``barriers``,
-``distances``, ``bn_ablation``) and fills in ``main.summary`` for the studies that compare with it."""
+``distances``, ``bn_ablation``) and hands the groups' summary (``MAIN_SUMMARY``) to the studies that compare with it
+(``main.summary``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from stardomain.analysis.stats import compare, mean_std
 from stardomain.checkpoints.meta import read_checkpoint
 from stardomain.experiment import ablation
 from stardomain.experiment.studies.common import barrier_groups, star_records
-from stardomain.experiment.study import Context, Experimenting, Judge, Main, Study, register_study
+from stardomain.experiment.study import MAIN_SUMMARY, Context, Experimenting, Judge, Main, Study, register_study
 from stardomain.experiment.summary import summarize_groups
 
 
@@ -66,14 +67,14 @@ class MainStudy(Study):
         if not (st.barriers or st.distances):
             return out
         groups, record = barrier_groups(ctx, main.z, main.held, main.stars)
-        main.summary = ctx.derive(summarize_groups, groups)
+        summary = out[MAIN_SUMMARY] = ctx.derive(summarize_groups, groups)  # for the other studies (build_plan takes it out)
         if st.barriers:
-            out["barriers"] = {"groups": groups, "summary": main.summary, "pairs": record}
+            out["barriers"] = {"groups": groups, "summary": summary, "pairs": record}
         if cfg.eval.bn_ablation:
             interp = barrier_groups(ctx, main.z, main.held, main.stars, bn="interpolate")[0] if exp.has_batchnorm() else None
             out["bn_ablation"] = ctx.derive(ablation.bn_ablation, groups, interp, int(cfg.seed))
         if st.distances:
-            out["distances"] = ctx.derive(distances_section, main.summary)
+            out["distances"] = ctx.derive(distances_section, summary)
         return out
 
     def budget(self, cfg: Any, count: Any) -> Mapping[str, tuple[int, str]]:

@@ -5,7 +5,7 @@ initialisation and the weight decay (issue 22), and a barrier between unconverge
 the paper's quantity. This study runs the core barrier study (regular–regular, star–source,
 star–held-out; :func:`.common.setting`) in every cell of a grid epochs x init x optimizer x lr x
 weight decay (x width), each cell with its own zoo and stars, and records every cell's convergence beside its
-barriers. The plan and the assembly both take the cells from :func:`cells`, so they cannot drift apart.
+barriers. Its run, its trial builds and its budget all take the cells from :func:`cells`, so they cannot drift apart.
 """
 
 from __future__ import annotations
