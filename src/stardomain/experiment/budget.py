@@ -140,10 +140,6 @@ def check_parameters(cfg: Any, parameters: int | None) -> None:
     """What grows with the model, once the trial builds counted its ``parameters`` (the largest model of the run)."""
     if parameters is None:
         return
-    pps = cfg.star.pairs_per_step
-    budget.check(
-        "star.pairs_per_step",
-        pps * parameters,
-        "values",
-        f"the interpolated parameters each star step holds ({pps} pairs x {parameters:,} parameters)",
-    )
+    from stardomain.starlight.config import check_step_budget
+
+    check_step_budget("star.pairs_per_step", cfg.star.pairs_per_step, parameters)  # the check `stardomain star` makes
