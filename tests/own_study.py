@@ -49,7 +49,7 @@ class StarNormStudy(Study):
 
         def norm(model: Any) -> Any:
             call = KeyedCall("star_norm", 1, {"model": model.path}, {"p": p}, data)
-            return ctx.evaluation(f"star_norm/{model.unit}", [model], call, norm_compute(model.path))
+            return ctx.evaluation(call, norm_compute(model.path))  # waits for, and is named by, the model it reads
 
         return ctx.derive(section, [norm(s) for s in main.stars], [norm(m) for m in main.z], p)
 

@@ -16,6 +16,7 @@ from cli_helpers import run_cli, tiny_config
 
 from stardomain.errors import StardomainError
 from stardomain.experiment.config import experiment_config
+from stardomain.experiment.folder import KeyedCall
 from stardomain.experiment.pipeline import Experiment
 from stardomain.experiment.study import Context, Main, Study, read_pending, register_study, registered_studies, unregister_study
 from stardomain.experiment.units import build_plan, unit_keys
@@ -72,8 +73,14 @@ def test_a_plugin_studys_settings_reach_its_unit_keys_and_are_checked(tmp_path: 
     out = tmp_path / "run"
     Experiment(experiment_config(_config(star_norm={"p": 1})), out, progress=False).run()  # evaluation keys hash the checkpoints
     keys = {p: unit_keys(Experiment(experiment_config(_config(star_norm={"p": p})), out, progress=False)) for p in (1, 2)}
-    norm_units = [u for u in keys[1] if u.startswith("star_norm/")]
-    assert len(norm_units) == 3 and all(keys[1][u] != keys[2][u] for u in norm_units)
+    norm = {p: {u.split("@")[0]: k for u, k in keys[p].items() if u.startswith("star_norm/")} for p in (1, 2)}  # id: kind/model@settings
+    assert len(norm[1]) == 3 and norm[1].keys() == norm[2].keys() and all(norm[1][u] != norm[2][u] for u in norm[1])
+    plan = build_plan(Experiment(experiment_config(_config(star_norm={"p": 1})), out, progress=False)).plan
+    waits = {u.id.split("@")[0]: u.waits_for for u in plan if u.id.startswith("star_norm/")}  # id: kind, model, settings
+    assert waits == {
+        "star_norm/star/main-z2": ("star/main-z2",),
+        **{f"star_norm/train/main/seed-{s}": (f"train/main/seed-{s}",) for s in (0, 1)},
+    }
     with pytest.raises(StardomainError, match=r"studies\.star_norm\.p: a norm's order is >= 1"):
         experiment_config(_config(star_norm={"p": 0.5}))
     with pytest.raises(StardomainError, match=r"studies\.star_norm: unknown key 'q'; allowed: p"):
@@ -160,6 +167,14 @@ class SameIdOtherCall(Study):
         ctx.zoo("main", {**main.options, "width": 32}, ctx.exp.recipe, 2, 1)
 
 
+class ReadsAFileNoUnitMakes(Study):
+    key = "reads_elsewhere"
+
+    def run(self, ctx: Context, main: Main) -> Any:
+        call = KeyedCall("elsewhere", 1, {"model": Path("/tmp/not-a-model.safetensors")}, {}, {})
+        return ctx.evaluation(call, lambda: {})
+
+
 class SetInSection(Study):
     key = "set_in_section"
 
@@ -182,6 +197,7 @@ class TakesMainsVerdict(Study):
     [
         (Peeking(), "study peeking: read pair/star/main-z2~train/main/seed-1000 while planning"),
         (SameIdOtherCall(), "study same_id: asks for train/main/seed-0 computed otherwise than study main asked for it"),
+        (ReadsAFileNoUnitMakes(), "study reads_elsewhere: elsewhere reads /tmp/not-a-model.safetensors, which no unit of the plan makes"),
         (SetInSection(), r"study set_in_section: its section holds a set at \['rows'\]\[0\]\['pairs'\]"),
     ],
 )

@@ -138,10 +138,11 @@ class Context(Protocol):
         """One pair's curve, barriers and distances, B aligned to A as ``eval`` says (a unit)."""
         ...
 
-    def evaluation(self, uid: str, inputs: Sequence[Model], call: KeyedCall, compute: Callable[..., Any]) -> Pending:
-        """Any other evaluation (a unit named ``uid``, waiting for ``inputs``): ``compute(**call.settings)``, a JSON
-        mapping, cached under ``call``'s key (:class:`~stardomain.experiment.folder.KeyedCall`: the checkpoints it
-        reads, by content hash, and every setting), so no setting reaches a result without reaching its key."""
+    def evaluation(self, call: KeyedCall, compute: Callable[..., Any], uid: str | None = None) -> Pending:
+        """Any other evaluation (a unit): ``compute(**call.settings)``, a JSON mapping, cached under ``call``'s key
+        (:class:`~stardomain.experiment.folder.KeyedCall`: the checkpoints it reads, by content hash, and every
+        setting), so no setting reaches a result without reaching its key. It waits for the units that make those
+        checkpoints; its id is derived from its kind, inputs and settings unless ``uid`` names it."""
         ...
 
     def derive(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:

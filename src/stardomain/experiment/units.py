@@ -16,11 +16,14 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from stardomain.errors import StardomainError
 from stardomain.experiment.plan import Plan, Unit
 from stardomain.experiment.study import MAIN_SUMMARY, Model, Pending, read_pending
+
+if TYPE_CHECKING:
+    from stardomain.experiment.folder import KeyedCall
 
 
 @dataclass
@@ -68,6 +71,7 @@ class PlanContext:
         self.sealed = False
         self._asked: dict[str, tuple[str, Any]] = {}  # unit id -> (the study that first asked, its call described)
         self._checked: set[str] = set()  # model units whose checkpoints were verified while resolving
+        self._makers: dict[Path, str] = {}  # every checkpoint a unit of the plan makes -> that unit
 
     def _add(self, unit: Unit, action: Action, call: Any) -> None:
         """Record ``unit``; ``call`` describes what computes it, known while planning (a function and its arguments,
@@ -88,6 +92,10 @@ class PlanContext:
         self.units[unit.id] = unit
         self.actions[unit.id] = action
         self._asked[unit.id] = (self.study, call)
+
+    def _made(self, unit: str, path: Path) -> Model:
+        self._makers[path] = unit
+        return Model(unit, path)
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.exp.out))
@@ -110,7 +118,7 @@ class PlanContext:
                 Action(call, functools.partial(store.is_complete, path), functools.partial(_same, path), functools.partial(call_key, call)),
                 call_key(call),
             )
-            models.append(Model(uid, path))
+            models.append(self._made(uid, path))
         return models[:n_sources], models[n_sources:]
 
     def _zoo_groups(
@@ -138,7 +146,7 @@ class PlanContext:
                     ),
                     call_key(call),
                 )
-                models += [Model(uid, p) for p in paths]
+                models += [self._made(uid, p) for p in paths]
         return models[:n_sources], models[n_sources:]
 
     def star(
@@ -163,7 +171,7 @@ class PlanContext:
             ),
             key(),
         )
-        return Model(uid, path)
+        return self._made(uid, path)
 
     def _star_key(self, tag: str, paths: Sequence[Path], *args: Any) -> dict[str, Any]:
         """A star unit's key: its sources and every keyword train_star receives (Experiment.star_call)."""
@@ -177,24 +185,38 @@ class PlanContext:
         return [self.star(t, sources, options, recipe, mu, repeat=r, repeats=len(tags)) for r, t in enumerate(tags)]
 
     # -- evaluations ------------------------------------------------------------------------------------------
-    def evaluation(self, uid: str, inputs: Sequence[Model], call: Any, compute: Callable[..., Any]) -> Pending:
-        """One cached evaluation: ``compute(**call.settings)`` on the checkpoints of ``inputs``; its cache key is
-        ``call``'s (a :class:`~stardomain.experiment.folder.KeyedCall`: the checkpoints' hashes and every setting)."""
-        from stardomain.checkpoints import store
-        from stardomain.experiment.folder import plain
+    def evaluation(self, call: KeyedCall, compute: Callable[..., Any], uid: str | None = None) -> Pending:
+        """One cached evaluation: ``compute(**call.settings)``, cached under ``call``'s key (a
+        :class:`~stardomain.experiment.folder.KeyedCall`: the checkpoints it reads, by content hash, and every setting).
 
-        cache = self.exp.cache
+        What it waits for is derived from the checkpoints ``call`` reads (each must be a model of the plan), and its
+        unit id, unless ``uid`` names it, from its kind, those models and its settings: written nowhere by hand.
+        """
+        from stardomain.checkpoints import store
+        from stardomain.experiment.folder import digest, plain
+
+        paths = [p for v in call.inputs.values() for p in ([v] if isinstance(v, Path) else v)]
+        unknown = [p for p in paths if p not in self._makers]
+        if unknown:
+            raise StardomainError(
+                f"study {self.study}: {call.kind} reads {unknown[0]}, which no unit of the plan makes; give it a model "
+                "handle's path (ctx.zoo, ctx.star)"
+            )
+        if uid is None:
+            names = [self._makers[p] if sum(u == self._makers[p] for u in self._makers.values()) == 1 else self._rel(p) for p in paths]
+            uid = f"{call.kind}/" + "~".join(dict.fromkeys(names)) + (f"@{digest(plain(call.settings))[:8]}" if call.settings else "")
+        cache, name = self.exp.cache, uid
 
         def output() -> Path:
             return cache.path(call.kind, call.key())
 
         def done() -> bool:
-            return all(store.is_complete(m.path) for m in inputs) and cache.has(output())
+            return all(store.is_complete(p) for p in paths) and cache.has(output())
 
         def run() -> Any:
             value = cache.run(call, compute)
             if not isinstance(value, dict):
-                raise StardomainError(f"{uid}: its computation returned {type(value).__name__}, not a JSON mapping; return a dict")
+                raise StardomainError(f"{name}: its computation returned {type(value).__name__}, not a JSON mapping; return a dict")
             return value
 
         described = {
@@ -204,11 +226,8 @@ class PlanContext:
             "settings": plain(call.settings),
             "data": plain(call.data),
         }
-        self._add(
-            Unit(uid, call.kind, f"cache/{call.kind}", tuple(dict.fromkeys(m.unit for m in inputs))),
-            Action(run, done, output, call.key),
-            described,
-        )
+        waits = tuple(dict.fromkeys(self._makers[p] for p in paths))
+        self._add(Unit(uid, call.kind, f"cache/{call.kind}", waits), Action(run, done, output, call.key), described)
         return Pending(uid, functools.partial(self._read, uid))
 
     def pair(self, a: Model, b: Model, bn: str = "reset") -> Pending:
@@ -216,7 +235,7 @@ class PlanContext:
         # a batched zoo's members share a unit: the pair is named by the checkpoints it compares
         name = f"{a.unit}~{b.unit}" if self.cfg.batch_models == 1 else f"{self._rel(a.path)}~{self._rel(b.path)}"
         uid = f"pair/{name}" + ("" if bn == "reset" else f"@bn-{bn}")
-        return self.evaluation(uid, [a, b], self.exp.pair_call(a.path, b.path, None, bn), self.exp.pair_compute(a.path, b.path))
+        return self.evaluation(self.exp.pair_call(a.path, b.path, None, bn), self.exp.pair_compute(a.path, b.path), uid=uid)
 
     def derive(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:
         """``fn(*args, **kwargs)`` at assembly, every handle in the arguments (within lists, tuples and dicts)

@@ -91,9 +91,7 @@ class BMAStudy(Study):
 
     def run(self, ctx: Context, main: Main) -> Any:
         star, paths = main.stars[0], [m.path for m in main.z]
-        return ctx.evaluation(
-            f"bma/{star.unit}", [star, *main.z], bma_call(ctx.exp, star.path, paths), bma_compute(ctx.exp, star.path, paths)
-        )
+        return ctx.evaluation(bma_call(ctx.exp, star.path, paths), bma_compute(ctx.exp, star.path, paths), uid=f"bma/{star.unit}")
 
     def budget(self, cfg: Any, count: Any) -> Mapping[str, tuple[int, str]]:
         return {"studies.bma": (1, "one evaluation")}

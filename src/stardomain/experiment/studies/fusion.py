@@ -71,9 +71,7 @@ class FusionStudy(Study):
             sources = main.sources[:k]
             star = ctx.star(fusion_tag(ctx.cfg, k), sources, main.options, main.star_recipe, f.mu)
             paths = [m.path for m in sources]
-            row = ctx.evaluation(
-                f"fusion/{star.unit}", [star, *sources], fusion_call(exp, star.path, paths), fusion_compute(exp, star.path, paths)
-            )
+            row = ctx.evaluation(fusion_call(exp, star.path, paths), fusion_compute(exp, star.path, paths), uid=f"fusion/{star.unit}")
             rows.append(ctx.derive(fusion_record, k, row, star))
         return {"mu": f.mu, "rows": rows, "repeats": 1}  # one fused star per |Z|: star.repeats does not apply here
 
