@@ -275,6 +275,28 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], list[str]]] = {
     "train-depth-negative": (_train("-o", "depth=-1"), ["-o/--opt: mlp option depth must be >= 0"]),
     "train-width-2-to-40": (_train("-o", f"width={2**40}"), ["-o/--opt: model 'mlp'", "use smaller sizes"]),
     "train-option-typo": (_train("-o", "widht=3"), ["unknown option 'widht'"]),
+    # `star` options: every range written once, in its field (starlight.config.StarKnobs)
+    "star-cli-mu-inf": (
+        lambda tmp, c: ["star", "--sources", str(c), "--sources", str(c), "--mu", "inf", "--out", str(tmp / "s.safetensors")],
+        ["mu must be a finite number (got inf)"],
+    ),
+    "star-cli-t-beta-inf": (
+        lambda tmp, c: [
+            "star",
+            "--sources",
+            str(c),
+            "--sources",
+            str(c),
+            "--t-sampling",
+            "beta",
+            "--t-beta",
+            "1",
+            "inf",
+            "--out",
+            str(tmp / "s.safetensors"),
+        ],
+        ["t_beta must be two finite positive numbers"],
+    ),
     # click's own usage errors: one line with the hint
     "usage-epochs-not-int": (_train("-e", "x"), ["'x' is not a valid integer", "try 'stardomain train -h' for help"]),
     "usage-unknown-option": (_train("--frobnicate"), ["No such option '--frobnicate'", "try 'stardomain train -h'"]),

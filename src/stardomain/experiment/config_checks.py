@@ -82,8 +82,6 @@ def check_before_work(cfg: Any) -> None:
         value = getattr(ev, key)
         check(value is None or value >= 1, f"eval.{key}: must be >= 1, or null for the whole split (got {value})")
     _check_finite(ev.near_zero_tolerance, "eval.near_zero_tolerance")
-    _check_finite(cfg.star.mu, "star.mu")
-    check(all(math.isfinite(b) for b in cfg.star.t_beta), f"star.t_beta: two finite positive numbers (got {cfg.star.t_beta})")
     from stardomain.experiment.budget import check_parameters, check_sizes
 
     check_sizes(cfg)  # the size budget, arithmetically: before a plan, a cell or a model is built

@@ -7,6 +7,7 @@ Torch-free: the CLI builds its options, and refuses bad values, from here before
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
@@ -103,7 +104,13 @@ def _in_unit_interval(v: float) -> str | None:
 
 def _beta_pair(v: Sequence[float]) -> str | None:
     beta = list(v)
-    return None if len(beta) == 2 and min(beta, default=0) > 0 else f"must be two positive numbers (got {beta})"
+    ok = len(beta) == 2 and min(beta, default=0) > 0 and all(math.isfinite(b) for b in beta)
+    return None if ok else f"must be two finite positive numbers (got {beta})"
+
+
+def _finite_at_least(low: float) -> Check:
+    """A finite ``value >= low`` (an infinite weight or NaN would train a star of NaNs)."""
+    return lambda v: f"must be a finite number (got {v})" if not math.isfinite(v) else at_least(low)(v)
 
 
 @dataclass
@@ -111,7 +118,7 @@ class StarKnobs:
     """Algorithm 1's knobs, the same in all three views; field order is the CLI's option order."""
 
     # weight of the star model's own cross-entropy (fusion variant, Eq. 9)
-    mu: float = setting(defaults.MU, help="Weight of the star's own cross-entropy (fusion variant, Eq. 9).", check=at_least(0))
+    mu: float = setting(defaults.MU, help="Weight of the star's own cross-entropy (fusion variant, Eq. 9).", check=_finite_at_least(0))
     # mu > 0 only: "sum" = L~ + mu·L(θ) (stardomain's, the default: recorded stars keep their identity), "paper" =
     # (L~ + mu·L(θ)) / (1 + mu), the authors' code (defaults.FUSION_LOSS says why)
     fusion_loss: str = setting(
