@@ -277,16 +277,14 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], list[str]]] = {
     "train-option-typo": (_train("-o", "widht=3"), ["unknown option 'widht'"]),
     # `star` options: every range written once, in its field (starlight.config.StarKnobs)
     "star-cli-mu-inf": (
-        lambda tmp, c: ["star", "--sources", str(c), "--sources", str(c), "--mu", "inf", "--out", str(tmp / "s.safetensors")],
+        lambda tmp, c: ["star", "--sources", str(c.parent), "--mu", "inf", "--out", str(tmp / "s.safetensors")],
         ["mu must be a finite number (got inf)"],
     ),
     "star-cli-t-beta-inf": (
         lambda tmp, c: [
             "star",
             "--sources",
-            str(c),
-            "--sources",
-            str(c),
+            str(c.parent),
             "--t-sampling",
             "beta",
             "--t-beta",
