@@ -49,10 +49,13 @@ def align_sources(
     device: str | torch.device = "cpu",
     allow_unpermuted: bool = False,
 ) -> list[dict[str, Tensor]]:
-    """Each source in the star's unit order (``align="none"``: as they are). The spec, when not given, is traced
-    on the data's own inputs (token ids stay ids); activation matching reads the one seeded matching sample."""
-    from stardomain.data import matching_sample
-    from stardomain.permute import align as align_states
+    """Each source in the star's unit order (``align="none"``: as they are), through the one alignment step of a
+    pair (:func:`stardomain.permute.pair.align_on_data`): the spec, when not given, is traced once on the data's own
+    inputs (token ids stay ids), every aligned source checked on them; activation matching reads the one seeded
+    matching sample."""
+    from stardomain.data.protocol import data_example
+    from stardomain.permute import trace_spec
+    from stardomain.permute.pair import align_on_data
 
     if align not in ALIGNMENTS:
         raise StardomainError(f"bma: align must be one of {', '.join(ALIGNMENTS)} (got {align!r})")
@@ -60,15 +63,22 @@ def align_sources(
         raise StardomainError(f"bma: symmetry={symmetry!r} extends an alignment; pick align= one of {', '.join(MATCHERS)}")
     if align == NO_ALIGNMENT:
         return [dict(s) for s in source_states]
-    if spec is None:
-        from stardomain.data.protocol import data_example
-        from stardomain.permute import trace_spec
-
-        spec = trace_spec(model, example_input=data_example(dataset).to(device))
-    x = matching_sample(dataset, matching_samples, seed=0).to(device) if align == "activation" else None
+    example = data_example(dataset).to(device)
+    spec = trace_spec(model, example_input=example) if spec is None else spec
     return [
-        align_states(
-            star_state, s, spec=spec, method=align, model=model, x=x, seed=0, symmetry=symmetry, allow_unpermuted=allow_unpermuted
+        align_on_data(
+            star_state,
+            s,
+            model=model,
+            dataset=dataset,
+            method=align,
+            matching_samples=matching_samples,
+            seed=0,
+            allow_unpermuted=allow_unpermuted,
+            symmetry=symmetry,
+            spec=spec,
+            example_input=example,
+            device=device,
         )[0]
         for s in source_states
     ]

@@ -13,10 +13,7 @@ from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, matchers_help  # noqa:
 from stardomain.errors import StardomainError
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
     from stardomain.checkpoints.meta import Checkpoint
-    from stardomain.data.protocol import AnyData
     from stardomain.data.registry import Dataset
 
 
@@ -150,13 +147,27 @@ def data_options(fn: Any) -> Any:
     return click.option("--dataset", "-d", default=None, help="Dataset (default: the one recorded in the checkpoints).")(fn)
 
 
+MATCHING_SAMPLES_HELP = "Size of the seeded, class-stratified sample activation matching correlates on"
+
 matching_samples_option = click.option(
     "--matching-samples",
     type=int,
     default=DEFAULT_MATCHING_SAMPLES,
     show_default=True,
-    help="Size of the seeded, class-stratified sample activation matching correlates on.",
+    help=f"{MATCHING_SAMPLES_HELP}.",
 )
+
+
+def chosen_matching_samples_option(default: str) -> Callable[[Any], Any]:
+    """:data:`matching_samples_option` whose default the command decides (None here: not given), ``default`` saying
+    which in the help; :func:`check_matching_samples` refuses a value < 1 before torch is imported."""
+    return click.option("--matching-samples", type=int, default=None, help=f"{MATCHING_SAMPLES_HELP} (default: {default}).")
+
+
+def check_matching_samples(n: int | None) -> None:
+    """--matching-samples, when given, is a sample size: >= 1."""
+    if n is not None and n < 1:
+        raise StardomainError(f"--matching-samples must be >= 1 (got {n})")
 
 
 def load_data_for(
@@ -170,17 +181,6 @@ def load_data_for(
     from stardomain.checkpoints.provenance import load_recorded_data, parse_subset
 
     return load_recorded_data(models, dataset=dataset, subset=parse_subset(subset), subset_seed=subset_seed, data_root=data_root)
-
-
-def matching_inputs(ds: AnyData | None, n: int, device: Any) -> Tensor:
-    """The one activation-matching sample every command uses (seeded, every class)."""
-    from stardomain.data import matching_sample
-
-    if ds is None:  # a command loads the data whenever it matches activations; this says so if one did not
-        raise StardomainError("activation matching needs training data: name it with --dataset")
-    if n < 1:
-        raise StardomainError(f"--matching-samples must be >= 1 (got {n})")
-    return matching_sample(ds, n).to(device)
 
 
 def load_pair(a: str, b: str) -> tuple[dict, dict, Checkpoint, Checkpoint]:
@@ -225,16 +225,6 @@ def say_assumed(labelled: Any) -> dict[str, list[str]] | None:
     for line in dict.fromkeys(line for lines in assumed.values() for line in lines):
         notice("note", f"{', '.join(k for k, v in assumed.items() if line in v)}: assumed: {line}")
     return assumed or None
-
-
-def example_from_data(model: Any, ds: AnyData | None, device: Any) -> Tensor | None:
-    """The batch a spec is traced on: the data's first training inputs (their dtype and shape: token ids stay ids),
-    or None without data (a random batch of the recorded shape)."""
-    if ds is None:
-        return None
-    from stardomain.data.protocol import data_example
-
-    return data_example(ds).to(device)
 
 
 def reads_token_ids(model: Any) -> bool:

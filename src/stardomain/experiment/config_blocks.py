@@ -105,7 +105,7 @@ def _init_problem(v: str) -> str | None:
     return None if v in ("fresh", "source") else f"must be 'fresh' or 'source' (got {v!r})"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StarConfig(StarKnobs):
     """The YAML ``star:`` block: Starlight's knobs (:class:`~stardomain.starlight.config.StarKnobs`, declared and
     range-checked there) plus what only the experiment sets; recipe keys override the source recipe (the paper trains

@@ -113,7 +113,7 @@ def _finite_at_least(low: float) -> Check:
     return lambda v: f"must be a finite number (got {v})" if not math.isfinite(v) else at_least(low)(v)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StarKnobs:
     """Algorithm 1's knobs, the same in all three views; field order is the CLI's option order."""
 
@@ -209,7 +209,7 @@ def knob_problems(c: Any, *, mus: Sequence[float] | None = None) -> list[tuple[s
     return setting_problems(c) + [(name, problem) for name, ok, problem in checks if not ok]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StarlightConfig(StarKnobs):
     """Everything that defines a Starlight run besides the sources, the data and the seed: the knobs, the recipe
     and the sizes the experiment YAML takes from its eval block."""
