@@ -133,3 +133,18 @@ def test_of_takes_a_dict_already_read_or_a_checkpoint(trained):
     ck = read_checkpoint(sources[1])
     assert Checkpoint.of(ck, "elsewhere") is ck
     assert Checkpoint.of(store.read_metadata(sources[1]), sources[1]) == ck
+
+
+def test_a_training_state_file_is_refused_in_one_line_naming_it(tmp_path):
+    """A trainer's resumable state (kind ``...-state``, arch ``{"name": "?"}``) is no checkpoint: it used to be a raw
+    KeyError 'num_classes'."""
+    from stardomain.training.loop import STATE_KIND
+    from stardomain.training.state import save_training_state
+
+    model = torch.nn.Linear(2, 2)
+    path = tmp_path / ".seed-0.train-state.safetensors"
+    save_training_state(path, kind=STATE_KIND, epoch=1, model=model.state_dict(), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    for read in (read_checkpoint, lambda p: read_state(p)[1], lambda p: Checkpoint.of(store.read_metadata(p), p)):
+        with pytest.raises(StardomainError) as e:
+            read(path)
+        assert str(e.value) == f"{path} is a training state file, not a checkpoint; give the model's .safetensors"

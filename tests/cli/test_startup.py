@@ -92,6 +92,8 @@ def test_help_and_usage_errors_load_no_heavy_module(args, tmp_path):
         (["star", "--sources", "zoo", "--out", "s.safetensors", "--repeats", "0"], "--repeats must be >= 1 (got 0)"),
         (["star", "--sources", "zoo", "--out", "s.safetensors", "--t-constant", "0.3"], "--t-constant sets the fixed t"),
         (["bma", "--star", "s.safetensors", "--max-samples", "0"], "--max-samples must be >= 1 (got 0)"),
+        (["bma", "--star", "s.safetensors", "--matching-samples", "0"], "--matching-samples must be >= 1 (got 0)"),
+        (["bma", "--star", "s.safetensors", "--align", "weight", "--matching-samples", "64"], "which --align weight never uses"),
     ],
     ids=lambda a: " ".join(a) if isinstance(a, list) else "",
 )

@@ -137,3 +137,22 @@ def test_fashion_mnist_mlp_reaches_87_percent():
     m = models.create("mlp", ds.num_classes, ds.in_shape)
     hist = train_model(m, ds, default_recipe("fashion_mnist").replace(epochs=4), seed=0, progress=False)
     assert hist[-1]["test_acc"] >= 0.87
+
+
+def test_initial_state_of_a_dict_without_a_seed_is_one_line():
+    """zoo.initial_state indexed meta["seed"] of a metadata dict: a raw KeyError where none is recorded."""
+    from stardomain.checkpoints import store
+    from stardomain.training import zoo
+    from stardomain.training.loop import seed_everything
+
+    arch = dict(models.create("mlp", 10, (64,), depth=1, width=8).arch)
+    with pytest.raises(StardomainError, match=r"^a checkpoint records no seed: its initial weights cannot be rebuilt$"):
+        zoo.initial_state({"arch": arch})
+    with pytest.raises(StardomainError, match=r"needs an integer 'seed' and an 'arch' mapping .*\(got seed 3, arch NoneType\)"):
+        zoo.initial_state({"seed": 3})
+    with pytest.raises(StardomainError, match=r"\(got seed '3', arch dict\)"):
+        zoo.initial_state({"seed": "3", "arch": arch})
+    seed_everything(3)
+    expected = store.build_model(arch).state_dict()
+    got = zoo.initial_state({"seed": 3, "arch": arch})
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)

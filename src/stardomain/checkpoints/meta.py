@@ -174,6 +174,8 @@ class Checkpoint:
             return meta
         validate_metadata(meta, _where(path))
         kind = str(meta.get("kind") or "regular")
+        if kind.endswith("-state"):  # a trainer's resumable state (stardomain.training.state): no model's record
+            raise StardomainError(f"{path} is a training state file, not a checkpoint; give the model's .safetensors")
         if kind == "star":
             missing = next((k for k in STAR_REQUIRED if meta.get(k) is None), None)
             if missing is not None:  # every star writer records them: a hand-edited or foreign file

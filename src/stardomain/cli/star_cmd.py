@@ -12,7 +12,9 @@ from stardomain._util.device import resolve_device
 from stardomain.cli.app import cli
 from stardomain.cli.common import (
     allow_unpermuted_option,
+    check_matching_samples,
     checked_first,
+    chosen_matching_samples_option,
     data_options,
     data_root_option,
     device_option,
@@ -119,8 +121,19 @@ def _star_checks(
     StarlightConfig(**{f.name: given[f.name] for f in star_cli_settings()})
 
 
-def _bma_checks(max_samples: int, sources_dir: str | None, other_dir: str | None, align: str, symmetry: str | None, **_: object) -> None:
-    """``bma``'s option values that need no data, refused before torch is imported (:func:`checked_first`)."""
+def _bma_checks(
+    max_samples: int,
+    sources_dir: str | None,
+    other_dir: str | None,
+    align: str,
+    symmetry: str | None,
+    matching_samples: int | None,
+    star_path: str,
+    **_: object,
+) -> None:
+    """``bma``'s option values, refused before any data loads (:func:`checked_first`): those that need no file
+    before torch is imported; those that --align star makes depend on the star's recorded matching after reading
+    its metadata (only when --symmetry or --matching-samples is given with it)."""
     from stardomain._util import budget
 
     if max_samples < 1:
@@ -128,8 +141,46 @@ def _bma_checks(max_samples: int, sources_dir: str | None, other_dir: str | None
     budget.check("--max-samples", max_samples, "length", "posterior samples")
     if sources_dir is not None and other_dir is not None:
         raise StardomainError("give --sources (where the star's own sources are) or --other-sources (another set), not both")
+    check_matching_samples(matching_samples)
     if symmetry not in (None, "permutation") and align == NO_ALIGNMENT:
         raise StardomainError(f"--symmetry {symmetry} extends an alignment; pass --align star or {' or '.join(MATCHERS)} with it")
+    if align != "star":
+        if matching_samples is not None and align != "activation":
+            raise _unused_matching_samples(f"--align {align}")
+        return
+    if symmetry in (None, "permutation") and matching_samples is None:
+        return  # the star's recorded alignment as it is: nothing to check against it
+    recorded = _recorded_matching(star_path)
+    if symmetry not in (None, "permutation") and recorded == NO_ALIGNMENT:
+        raise StardomainError(
+            f"--symmetry {symmetry} extends an alignment, but the star {star_path} was trained without one (matching "
+            f"{NO_ALIGNMENT}); pass --align {' or '.join(MATCHERS)} with it"
+        )
+    if matching_samples is not None and recorded != "activation":
+        raise _unused_matching_samples(f"--align star (the star's recorded matching {recorded})")
+
+
+def _unused_matching_samples(setting: str) -> StardomainError:
+    """--matching-samples where no activation matching runs: refused, never ignored (as ``star`` refuses it)."""
+    return StardomainError(
+        f"--matching-samples sets the sample activation matching correlates on, which {setting} never uses "
+        "(it would be ignored); add --align activation or drop --matching-samples"
+    )
+
+
+def _refuse_non_star(meta: Checkpoint, star_path: str) -> None:
+    if not meta.is_star:
+        raise StardomainError(f"{star_path} is not a star model (kind {meta.kind}); pass a checkpoint written by `stardomain star`")
+
+
+def _recorded_matching(star_path: str) -> str:
+    """The matcher the star's training aligned its sources by (its metadata only: no weights, no data)."""
+    from stardomain.bma.study import recorded_alignment
+    from stardomain.checkpoints.meta import read_checkpoint
+
+    meta = read_checkpoint(star_path)
+    _refuse_non_star(meta, star_path)
+    return str(recorded_alignment(meta.starlight)["align"])
 
 
 @cli.command(short_help="Starlight (Algorithm 1): train a star model from a zoo of sources")
@@ -282,9 +333,12 @@ def star(
     warn_unconverged(members)  # a star of unconverged sources: not the paper's setting
 
 
-def _bma_alignment(starlight: Mapping[str, Any] | None, align: str, symmetry: str | None) -> dict[str, Any]:
-    """--align/--symmetry as :func:`stardomain.bma.study.star_bma`'s alignment settings, with who chose them: --align star
-    (default) is the star's recorded alignment, the one its sources were aligned by while it trained."""
+def _bma_alignment(
+    starlight: Mapping[str, Any] | None, align: str, symmetry: str | None, matching_samples: int | None = None
+) -> dict[str, Any]:
+    """--align/--symmetry/--matching-samples as :func:`stardomain.bma.study.star_bma`'s alignment settings, with who
+    chose them: --align star (default) is the star's recorded alignment, the one its sources were aligned by while it
+    trained; --symmetry and --matching-samples, when given, replace its parts."""
     from stardomain.bma.study import recorded_alignment
 
     if align == "star":
@@ -293,6 +347,8 @@ def _bma_alignment(starlight: Mapping[str, Any] | None, align: str, symmetry: st
         chosen = {"align": align, "symmetry": "permutation", "matching_samples": DEFAULT_MATCHING_SAMPLES, "chosen_by": "--align"}
     if symmetry is not None:
         chosen["symmetry"] = symmetry
+    if matching_samples is not None:
+        chosen["matching_samples"] = matching_samples
     if chosen["align"] != "activation":
         del chosen["matching_samples"]  # read by activation matching only
     return chosen
@@ -368,6 +424,7 @@ def _echo_bma(result: Mapping[str, Any]) -> None:
     default=None,
     help="Maps beyond permutations after the matcher (default: the star's recorded one with --align star, else permutation).",
 )
+@chosen_matching_samples_option(f"the star's recorded one with --align star, else {DEFAULT_MATCHING_SAMPLES}")
 @click.option("--max-samples", type=int, default=20, show_default=True, help="Largest K (posterior samples / ensemble members).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the posterior samples (source index n, t).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="JSON with every metric for K = 1..max.")
@@ -391,6 +448,7 @@ def bma(
     subset_seed: int | None,
     align: str,
     symmetry: str | None,
+    matching_samples: int | None,
     max_samples: int,
     seed: int,
     out_path: str | None,
@@ -412,11 +470,10 @@ def bma(
     from stardomain.report.bma_plot import plot_bma
     from stardomain.training import zoo
 
-    # --max-samples and --sources/--other-sources were checked before any import (_bma_checks)
+    # --max-samples, --sources/--other-sources, --matching-samples and --symmetry were checked before any data loads (_bma_checks)
     dev = resolve_device(device)
     star_state, meta = read_state(star_path)
-    if not meta.is_star:
-        raise StardomainError(f"{star_path} is not a star model (kind {meta.kind}); pass a checkpoint written by `stardomain star`")
+    _refuse_non_star(meta, star_path)
     if other_dir is not None:  # the zoo's members as load_zoo picks them; their weights are read once, below
         members = zoo.zoo_checkpoints(other_dir)
     else:
@@ -433,7 +490,7 @@ def bma(
     store.check_fits(model, star_state, star_path)
     for ck, s in zip(members, states):
         store.check_fits(model, s, ck.path)
-    alignment = _bma_alignment(meta.starlight, align, symmetry)
+    alignment = _bma_alignment(meta.starlight, align, symmetry, matching_samples)
     settings = {k: v for k, v in alignment.items() if k != "chosen_by"}
     result = star_bma(
         star_state,

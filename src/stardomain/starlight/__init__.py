@@ -46,10 +46,16 @@ __all__ = [
     "star_seed",
     "train_star",
 ]
-assert sorted(__all__) == sorted(_EXPORTS)
+_SUBMODULES = ("algorithm", "config", "writer")  # `stardomain.starlight.writer` etc. as attributes, imported on first use
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"stardomain.starlight.{_EXPORTS[name]}"), name)
+    if name in _SUBMODULES:  # importing a submodule binds it on this package too: later reads skip this hook
+        return importlib.import_module(f"stardomain.starlight.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBMODULES})

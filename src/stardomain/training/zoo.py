@@ -380,9 +380,14 @@ def initial_state(meta: Checkpoint | Mapping[str, Any]) -> dict[str, torch.Tenso
     ``meta``: its :class:`~stardomain.checkpoints.meta.Checkpoint`, or its metadata dict (the public API's)."""
     from stardomain.training.loop import seed_everything
 
-    seed, arch = (meta.seed, meta.arch.record) if isinstance(meta, Checkpoint) else (meta["seed"], meta["arch"])
+    seed, arch = (meta.seed, meta.arch.record) if isinstance(meta, Checkpoint) else (meta.get("seed"), meta.get("arch"))
     if seed is None:
         raise StardomainError(f"{getattr(meta, 'path', 'a checkpoint')} records no seed: its initial weights cannot be rebuilt")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not isinstance(arch, Mapping):  # a dict's, unchecked
+        raise StardomainError(
+            f"a checkpoint's metadata needs an integer 'seed' and an 'arch' mapping to rebuild its initial weights "
+            f"(got seed {seed!r}, arch {type(arch).__name__}); read it with stardomain.checkpoints.meta.read_checkpoint"
+        )
     with torch.random.fork_rng(devices=[]):
         seed_everything(int(seed))
         return store.build_model(arch).state_dict()
