@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from stardomain._util.progress import ProgressConfig
 from stardomain.barrier.path import Curve, barriers, curve, l2_distance
-from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS, MATCHERS, NO_ALIGNMENT, points_problem
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, DEFAULT_POINTS, points_problem
 from stardomain.errors import StardomainError
-from stardomain.permute.pair import align_on_data
+from stardomain.permute.pair import align_on_data, alignment_problem
 
 if TYPE_CHECKING:
     from stardomain.data.protocol import Data
@@ -155,13 +155,9 @@ def _match_fields(match: Any) -> dict[str, Any]:
 
 def _check_options(*, align: str, points: int, matching_samples: int, refine: str, symmetry: str) -> None:
     """Every option refused before any work, in one line naming the fix (a refinement or a symmetry needs an alignment)."""
-    if align not in ALIGNMENTS:
-        raise StardomainError(f"evaluate_pair: align must be one of {', '.join(ALIGNMENTS)} (got {align!r})")
+    if (problem := alignment_problem(align, refine=refine, symmetry=symmetry)) is not None:
+        raise StardomainError(f"evaluate_pair: {problem}")
     if (problem := points_problem(points)) is not None:
         raise StardomainError(f"evaluate_pair: points {problem}")
     if matching_samples < 1:
         raise StardomainError(f"evaluate_pair: matching_samples must be >= 1 (got {matching_samples})")
-    if refine != "none" and align == NO_ALIGNMENT:
-        raise StardomainError(f"evaluate_pair: refine={refine!r} refines an alignment; pick align= one of {', '.join(MATCHERS)}")
-    if symmetry != "permutation" and align == NO_ALIGNMENT:
-        raise StardomainError(f"evaluate_pair: symmetry={symmetry!r} extends an alignment; pick align= one of {', '.join(MATCHERS)}")

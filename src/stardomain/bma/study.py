@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from stardomain._util.progress import ProgressConfig
 from stardomain.bma import bootstrap
 from stardomain.bma.core import bma_study, posterior_tests
-from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, MATCHERS, NO_ALIGNMENT
+from stardomain.defaults import DEFAULT_MATCHING_SAMPLES, NO_ALIGNMENT
 from stardomain.errors import StardomainError
 
 if TYPE_CHECKING:
@@ -55,12 +55,10 @@ def align_sources(
     matching sample."""
     from stardomain.data.protocol import data_example
     from stardomain.permute import trace_spec
-    from stardomain.permute.pair import align_on_data
+    from stardomain.permute.pair import align_on_data, alignment_problem
 
-    if align not in ALIGNMENTS:
-        raise StardomainError(f"bma: align must be one of {', '.join(ALIGNMENTS)} (got {align!r})")
-    if symmetry != "permutation" and align == NO_ALIGNMENT:
-        raise StardomainError(f"bma: symmetry={symmetry!r} extends an alignment; pick align= one of {', '.join(MATCHERS)}")
+    if (problem := alignment_problem(align, symmetry=symmetry)) is not None:
+        raise StardomainError(f"bma: {problem}")
     if align == NO_ALIGNMENT:
         return [dict(s) for s in source_states]
     example = data_example(dataset).to(device)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from stardomain._util.progress import ProgressConfig
-from stardomain.defaults import DEFAULT_MATCHING_SAMPLES
+from stardomain.defaults import ALIGNMENTS, DEFAULT_MATCHING_SAMPLES, MATCHERS, NO_ALIGNMENT
 from stardomain.errors import StardomainError
 from stardomain.permute.spec import PermutationSpec
 from stardomain.permute.weight_matching import MatchResult
@@ -34,6 +34,18 @@ class AlignedPair:
     spec: PermutationSpec
     l2_before: float
     l2_after: float
+
+
+def alignment_problem(align: str, *, refine: str = "none", symmetry: str = "permutation") -> str | None:
+    """What is wrong with an alignment request, worded without its caller's name (``evaluate_pair``, the BMA), or None:
+    ``align`` is a matcher or ``"none"``, and a refinement or a symmetry needs a matcher to refine or extend."""
+    if align not in ALIGNMENTS:
+        return f"align must be one of {', '.join(ALIGNMENTS)} (got {align!r})"
+    if refine != "none" and align == NO_ALIGNMENT:
+        return f"refine={refine!r} refines an alignment; pick align= one of {', '.join(MATCHERS)}"
+    if symmetry != "permutation" and align == NO_ALIGNMENT:
+        return f"symmetry={symmetry!r} extends an alignment; pick align= one of {', '.join(MATCHERS)}"
+    return None
 
 
 def align_pair(
