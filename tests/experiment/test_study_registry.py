@@ -249,3 +249,17 @@ def test_registry_refuses_a_taken_or_missing_key(registered) -> None:
         registered(type("YamlClash", (Branching,), {"key": "recipe2", "yaml_key": "recipe"})())
     with pytest.raises(StardomainError, match="needs a key"):
         registered(type("NoKey", (Study,), {})())
+
+
+def test_studies_check_their_blocks_however_they_are_built() -> None:
+    """Not only the YAML: Studies(...) and dataclasses.replace refuse a key no study has and coerce a block's type."""
+    from stardomain.experiment.config_blocks import Studies
+    from stardomain.experiment.studies.bma import BMASettings
+
+    with pytest.raises(
+        StardomainError, match=r"studies: unknown key 'bmaa'; allowed: barriers, distances, .*list its module under plugins:"
+    ):
+        Studies(bmaa=BMASettings())
+    assert Studies(bma={"max_samples": 3}).get("bma") == BMASettings(max_samples=3)
+    with pytest.raises(StardomainError, match=r"studies\.bma\.max_samples: expected an integer"):
+        Studies(bma={"max_samples": "3"})
